@@ -1,0 +1,53 @@
+"""Settings from the environment (prefix ``INTEROP_``).
+
+Every path the service needs at run time either comes from the installed packages
+(mappings, FHIR profiles) or from a setting; nothing is found through the current directory
+or through ``../shared``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path('var').absolute() / 'interop.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTEROP_", extra="ignore")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    admin_key: str = "dev-admin-key"
+    timezone: str = "Europe/Oslo"
+    """Zone given to zone-less input times (the assumption is recorded)."""
+    base_url: str = "http://localhost:8000"
+    """Public base URL used in absolute links (Bundle.link, fullUrl)."""
+    kith_schema_dir: Path | None = None
+    """Folder with the KITH/e-helse XSDs (MsgHead, PLO, Dialogmelding, AppRec) and catalog.xml."""
+    mappings_dir: Path | None = None
+    """Override for the packaged ``mappings/`` folder (a domain expert's edited copy)."""
+    search_max_count: int = 1000
+    search_default_count: int = 50
+    total_limit: int = 10000
+    """``Bundle.total`` is counted up to this many matches and omitted above it."""
+    max_future_skew_seconds: int = 300
+    """How far in the future a measurement time may be before it is rejected."""
+    oldest_measurement_year: int = 2000
+    jwt_secret: str | None = None
+    our_herid: str | None = None
+    our_orgnr: str | None = None
+    log_json: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
