@@ -205,3 +205,11 @@ class Adapter(Protocol):
     def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
         """Translate; raise :class:`AdapterError` only when nothing can be read at all."""
         ...
+
+
+VENDOR_USER_PREFIX = "urn:dho-interop:vendor-user:"
+
+
+def vendor_user_system(source: str) -> str:
+    """Identifier system for a vendor's own user id; resolved through the patient-link table."""
+    return VENDOR_USER_PREFIX + source
