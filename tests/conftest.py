@@ -33,3 +33,126 @@ def conformance_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def kith_schema_dir(shared_dir: Path) -> Path:
     return shared_dir / "standards" / "kith"
+
+
+# ---- database backends -----------------------------------------------------------------
+# Every test that uses the `services`/`client` fixtures runs on SQLite AND on PostgreSQL.
+# PostgreSQL comes from INTEROP_TEST_PG_URL (`make test` starts a server and sets it). A run
+# without it fails loudly rather than skipping, unless INTEROP_TEST_BACKENDS=sqlite is set
+# explicitly (`make test-sqlite`).
+
+BACKENDS = [
+    b.strip()
+    for b in os.environ.get("INTEROP_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+
+
+def _worker_suffix() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+@pytest.fixture(scope="session")
+def _engines(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from interop.store.db import create_db_engine, normalise_url
+    from interop.store.migrate import upgrade
+
+    made: dict[str, object] = {}
+
+    def get(backend: str):  # type: ignore[no-untyped-def]
+        if backend in made:
+            return made[backend]
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("db") / "interop.db"
+            url = f"sqlite:///{path}"
+        else:
+            base = os.environ.get("INTEROP_TEST_PG_URL")
+            if not base:
+                pytest.fail(
+                    "PostgreSQL tests need INTEROP_TEST_PG_URL (run `make test`, which starts "
+                    "a server) or INTEROP_TEST_BACKENDS=sqlite to run SQLite only"
+                )
+            admin = create_db_engine(base)
+            dbname = f"interop_test_{_worker_suffix()}"
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+            admin.dispose()
+            url = normalise_url(base).rsplit("/", 1)[0] + f"/{dbname}"
+        engine = create_db_engine(url)
+        upgrade(engine)
+        made[backend] = (url, engine)
+        return made[backend]
+
+    yield get
+    for _url, engine in made.values():  # type: ignore[misc]
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+def _truncate(engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from interop.store.schema import metadata
+
+    names = [t.name for t in metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
+            )
+        else:
+            for n in reversed(names):
+                conn.execute(text(f'DELETE FROM "{n}"'))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, _engines, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from interop.config import Settings
+
+    url, _engine = _engines(backend)
+    return Settings(
+        database_url=url,
+        admin_key="test-admin-key",
+        base_url="http://testserver",
+        kith_schema_dir=KITH_SCHEMAS,
+    )
+
+
+@pytest.fixture
+def services(settings, _engines, backend):  # type: ignore[no-untyped-def]
+    from interop.services import Services
+    from interop.store.repository import FhirStore
+    from interop.store.search import SearchEngine
+    from interop.store.transaction import BundleProcessor
+
+    _url, engine = _engines(backend)
+    _truncate(engine)
+    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url)
+    search = SearchEngine(
+        store,
+        default_count=settings.search_default_count,
+        max_count=settings.search_max_count,
+        total_limit=settings.total_limit,
+    )
+    return Services(settings, engine, store, search, BundleProcessor(store, search))
+
+
+ADMIN_HEADERS = {"Authorization": "Bearer test-admin-key", "Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def client(settings, services):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from interop.api.app import create_app
+
+    app = create_app(settings, services=services)
+    with TestClient(app, headers=ADMIN_HEADERS) as c:
+        yield c

@@ -1,0 +1,325 @@
+"""FHIR R4 REST API at ``/fhir``: CRUD, history, search, batch/transaction.
+
+Reads serve the stored bytes; search Bundles are assembled from stored bytes without
+re-serialising the resources.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from interop.api.auth import Actor, require_actor
+from interop.api.responses import fhir_response, json_response, parse_json_body
+from interop.fhir.capability import capability_statement
+from interop.fhir.dates import fhir_instant
+from interop.fhir.outcome import Issue, error, operation_outcome
+from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
+from interop.services import Services
+from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
+from interop.store.search import SearchRequest, SearchResult
+from interop.store.transaction import parse_if_match
+
+router = APIRouter(prefix="/fhir")
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def _check_type(rtype: str) -> None:
+    if rtype not in SUPPORTED_TYPES:
+        raise error(404, "not-supported", f"resource type {rtype!r} is not supported here")
+
+
+def _check_accept(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt and "xml" in fmt:
+        raise error(406, "not-supported", "only JSON is supported (_format=json)")
+    accept = request.headers.get("accept", "")
+    if accept and "xml" in accept and "json" not in accept and "*/*" not in accept:
+        raise error(406, "not-supported", "only application/fhir+json is supported")
+
+
+def _resource_headers(stored: StoredResource) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": stored.last_modified,
+        "Location": f"{stored.res_type}/{stored.res_id}/_history/{stored.version}",
+    }
+
+
+def _write_response(request: Request, stored: StoredResource, status: int) -> Response:
+    prefer = request.headers.get("prefer", "")
+    headers = _resource_headers(stored)
+    if "return=minimal" in prefer:
+        return Response(status_code=status, headers=headers)
+    if "return=OperationOutcome" in prefer:
+        return json_response(
+            operation_outcome(
+                [Issue("information", "informational", f"{stored.reference} stored")]
+            ),
+            status,
+            headers,
+        )
+    return fhir_response(stored.content, status, headers)
+
+
+def _strict(request: Request) -> bool:
+    return "handling=strict" in request.headers.get("prefer", "")
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    svc = services(request)
+    cached = getattr(request.app.state, "capability_bytes", None)
+    if cached is None:
+        cs = capability_statement(
+            svc.settings.base_url, datetime.now(UTC).isoformat(timespec="seconds")
+        )
+        cached = orjson.dumps(cs)
+        request.app.state.capability_bytes = cached
+    return fhir_response(cached)
+
+
+@router.post("")
+@router.post("/")
+async def batch_or_transaction(request: Request, actor: Actor = Depends(require_actor)) -> Response:
+    _check_accept(request)
+    bundle = await parse_json_body(request)
+    svc = services(request)
+    policy = request.app.state.policy
+    policy.check_bundle(actor, bundle)
+    body = svc.bundles.process(bundle)
+    return fhir_response(body)
+
+
+def bundle_bytes(
+    request: Request,
+    rtype: str,
+    result: SearchResult,
+    params: list[tuple[str, str]],
+) -> bytes:
+    svc = services(request)
+    base = svc.settings.base_url.rstrip("/") + "/fhir"
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        head["total"] = result.total
+    self_q = [(k, v) for k, v in params if k != "_cursor"]
+    links = [{"relation": "self", "url": f"{base}/{rtype}?{urlencode(params)}"}]
+    if result.next_cursor:
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{base}/{rtype}?{urlencode(self_q + [('_cursor', result.next_cursor)])}",
+            }
+        )
+    head["link"] = links
+    if result.summary_count:
+        return orjson.dumps(head)
+    parts = []
+    for rid, content in result.rows:
+        parts.append(
+            b'{"fullUrl":"'
+            + f"{base}/{rtype}/{rid}".encode()
+            + b'","resource":'
+            + content
+            + b',"search":{"mode":"match"}}'
+        )
+    for itype, iid, content in result.included:
+        parts.append(
+            b'{"fullUrl":"'
+            + f"{base}/{itype}/{iid}".encode()
+            + b'","resource":'
+            + content
+            + b',"search":{"mode":"include"}}'
+        )
+    if result.warnings:
+        parts.append(
+            b'{"resource":'
+            + orjson.dumps(operation_outcome(result.warnings))
+            + b',"search":{"mode":"outcome"}}'
+        )
+    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(parts) + b"]}"
+
+
+async def _search(
+    request: Request, rtype: str, params: list[tuple[str, str]], actor: Actor
+) -> Response:
+    _check_type(rtype)
+    _check_accept(request)
+    svc = services(request)
+    policy = request.app.state.policy
+    params = policy.filter_search(actor, rtype, params)
+    result = svc.search.search(SearchRequest(rtype, params, strict=_strict(request)))
+    result = policy.filter_result(actor, rtype, result)
+    return fhir_response(bundle_bytes(request, rtype, result, params))
+
+
+@router.get("/{rtype}")
+async def search_type(
+    rtype: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    params = parse_qsl(request.url.query, keep_blank_values=True)
+    return await _search(request, rtype, params, actor)
+
+
+@router.post("/{rtype}/_search")
+async def search_post(
+    rtype: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    body = (await request.body()).decode("utf-8", errors="replace")
+    params = parse_qsl(request.url.query, keep_blank_values=True) + parse_qsl(
+        body, keep_blank_values=True
+    )
+    return await _search(request, rtype, params, actor)
+
+
+@router.post("/{rtype}")
+async def create(rtype: str, request: Request, actor: Actor = Depends(require_actor)) -> Response:
+    _check_type(rtype)
+    _check_accept(request)
+    resource = await parse_json_body(request)
+    svc = services(request)
+    if isinstance(resource, dict) and resource.get("resourceType") != rtype:
+        raise error(
+            400,
+            "invalid",
+            f"resourceType {resource.get('resourceType')!r} does not match the endpoint {rtype}",
+            expression=["resourceType"],
+        )
+    validate_resource(resource, expected_type=rtype)
+    resource.pop("id", None)  # the server assigns ids on create
+    policy = request.app.state.policy
+    policy.check_write(actor, resource)
+    if_none_exist = request.headers.get("if-none-exist")
+    try:
+        with svc.store.write() as tx:
+            tx.context["actor"] = actor
+            if if_none_exist:
+                existing = svc.bundles._conditional_match(rtype, if_none_exist, tx)
+                if existing is not None:
+                    return _write_response(request, existing, 200)
+            stored = tx.create(resource, validate=False)
+    except DuplicateIdentifier as exc:
+        raise issue_for_duplicate(exc) from None
+    return _write_response(request, stored, 201)
+
+
+@router.get("/{rtype}/{rid}")
+async def read(
+    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    _check_type(rtype)
+    svc = services(request)
+    stored = svc.store.read(rtype, rid)
+    request.app.state.policy.check_read(actor, stored)
+    inm = request.headers.get("if-none-match")
+    if inm and inm.strip() == stored.etag:
+        return Response(status_code=304, headers=_resource_headers(stored))
+    return fhir_response(
+        stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+    )
+
+
+@router.put("/{rtype}/{rid}")
+async def update(
+    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    _check_type(rtype)
+    _check_accept(request)
+    resource = await parse_json_body(request)
+    if isinstance(resource, dict) and "id" not in resource:
+        raise error(
+            400, "required", "an update must carry the resource id in the body", expression=["id"]
+        )
+    svc = services(request)
+    validate_resource(resource, expected_type=rtype)
+    request.app.state.policy.check_write(actor, resource)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    try:
+        with svc.store.write() as tx:
+            tx.context["actor"] = actor
+            stored, created = tx.update(rtype, rid, resource, if_match=if_match, validate=False)
+    except DuplicateIdentifier as exc:
+        raise issue_for_duplicate(exc) from None
+    return _write_response(request, stored, 201 if created else 200)
+
+
+@router.delete("/{rtype}/{rid}")
+async def delete(
+    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    _check_type(rtype)
+    svc = services(request)
+    current = svc.store.get(rtype, rid)
+    if current is not None:
+        request.app.state.policy.check_delete(actor, current)
+    with svc.store.write() as tx:
+        tx.context["actor"] = actor
+        tx.delete(rtype, rid)
+    return json_response(
+        operation_outcome([Issue("information", "informational", f"{rtype}/{rid} deleted")]),
+        200,
+    )
+
+
+@router.get("/{rtype}/{rid}/_history")
+async def history(
+    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    _check_type(rtype)
+    svc = services(request)
+    existing = svc.store.get(rtype, rid)
+    if existing is None:
+        raise error(404, "not-found", f"{rtype}/{rid} is not known")
+    if not existing.deleted:
+        request.app.state.policy.check_read(actor, existing)
+    elif not actor.is_admin:
+        raise error(403, "forbidden", "the history of a deleted resource is for admins")
+    try:
+        count = int(request.query_params.get("_count", "100"))
+    except ValueError:
+        raise error(400, "invalid", "_count must be a number") from None
+    since_text = request.query_params.get("_since")
+    since = fhir_instant(since_text, svc.settings.timezone) if since_text else None
+    versions = svc.store.history(rtype, rid, count=max(1, min(count, 1000)), since=since)
+    base = svc.settings.base_url.rstrip("/") + "/fhir"
+    parts = []
+    for stored, method in versions:
+        req = {"method": method, "url": f"{rtype}/{rid}" if method != "POST" else rtype}
+        resp = {
+            "status": {"POST": "201", "PUT": "200", "DELETE": "204"}[method],
+            "etag": stored.etag,
+            "lastModified": stored.last_modified,
+        }
+        entry = b'{"fullUrl":"' + f"{base}/{rtype}/{rid}".encode() + b'"'
+        if not stored.deleted:
+            entry += b',"resource":' + stored.content
+        entry += b',"request":' + orjson.dumps(req) + b',"response":' + orjson.dumps(resp) + b"}"
+        parts.append(entry)
+    head = orjson.dumps({"resourceType": "Bundle", "type": "history", "total": len(parts)})
+    return fhir_response(head[:-1] + b',"entry":[' + b",".join(parts) + b"]}")
+
+
+@router.get("/{rtype}/{rid}/_history/{vid}")
+async def vread(
+    rtype: str, rid: str, vid: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    _check_type(rtype)
+    try:
+        version = int(vid)
+    except ValueError:
+        raise error(400, "invalid", f"version id {vid!r} is not a number") from None
+    svc = services(request)
+    stored = svc.store.vread(rtype, rid, version)
+    request.app.state.policy.check_read(actor, stored)
+    return fhir_response(
+        stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+    )

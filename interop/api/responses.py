@@ -1,0 +1,97 @@
+"""FHIR JSON responses and error handling: every error is an OperationOutcome, never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from interop.fhir.outcome import FhirError, Issue, outcome_bytes
+
+FHIR_JSON = "application/fhir+json"
+log = logging.getLogger("interop.api")
+
+
+def fhir_response(
+    content: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        content=content, status_code=status, media_type=FHIR_JSON, headers=headers or None
+    )
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return fhir_response(orjson.dumps(data), status, headers)
+
+
+def error_response(exc: FhirError) -> Response:
+    return fhir_response(outcome_bytes(exc.issues), exc.status, exc.headers)
+
+
+async def parse_json_body(request: Request) -> Any:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype not in (
+        FHIR_JSON,
+        "application/json",
+        "application/json+fhir",
+        "text/json",
+    ):
+        raise FhirError(
+            415,
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"Content-Type {ctype!r} is not supported; send application/fhir+json",
+                )
+            ],
+        )
+    body = await request.body()
+    if not body.strip():
+        raise FhirError(400, [Issue("error", "required", "the request body is empty")])
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FhirError(
+            400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
+        ) from None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def _fhir_error(_request: Request, exc: FhirError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
+        issues = [
+            Issue(
+                "error",
+                "invalid",
+                f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}",
+            )
+            for e in exc.errors()
+        ]
+        return error_response(FhirError(400, issues))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(
+            exc.status_code, "processing"
+        )
+        return error_response(FhirError(exc.status_code, [Issue("error", code, str(exc.detail))]))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            FhirError(
+                500,
+                [Issue("fatal", "exception", f"internal error ({type(exc).__name__}); logged")],
+            )
+        )

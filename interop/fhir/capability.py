@@ -1,0 +1,91 @@
+"""The CapabilityStatement, generated from what is actually implemented.
+
+Resource types come from :data:`SUPPORTED_TYPES`, search parameters from
+``fhir_profiles/search-parameters.yaml``; operations are registered by the modules that
+implement them, so the statement cannot claim more than the server does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from interop import __version__
+from interop.fhir.searchparams import definitions
+from interop.fhir.validation import SUPPORTED_TYPES
+from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
+
+TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
+"""resource type → [{"name": "lastn", "definition": canonical}], filled by operation modules."""
+INSTANCE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
+
+
+def register_operation(
+    resource_type: str, name: str, definition: str, *, instance: bool = False
+) -> None:
+    target = INSTANCE_OPERATIONS if instance else TYPE_OPERATIONS
+    ops = target.setdefault(resource_type, [])
+    if not any(o["name"] == name for o in ops):
+        ops.append({"name": name, "definition": definition})
+
+
+COMMON_SEARCH = [
+    {"name": "_id", "type": "token"},
+    {"name": "_lastUpdated", "type": "date"},
+]
+
+
+def capability_statement(base_url: str, date: str) -> dict[str, Any]:
+    resources = []
+    for rtype in SUPPORTED_TYPES:
+        interactions = ["read", "vread", "search-type", "history-instance", "create"]
+        if rtype not in IMMUTABLE_TYPES:
+            interactions.append("update")
+        if rtype not in UNDELETABLE_TYPES:
+            interactions.append("delete")
+        params = list(COMMON_SEARCH)
+        for name, p in definitions(rtype).items():
+            params.append({"name": name, "type": p.type})
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": rtype not in IMMUTABLE_TYPES,
+            "conditionalCreate": True,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchInclude": sorted(
+                f"{rtype}:{n}" for n, p in definitions(rtype).items() if p.type == "reference"
+            ),
+            "searchParam": params,
+        }
+        ops = TYPE_OPERATIONS.get(rtype, []) + INSTANCE_OPERATIONS.get(rtype, [])
+        if ops:
+            entry["operation"] = ops
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "dho-interop",
+        "url": f"{base_url}/fhir/metadata",
+        "name": "DHOInterop",
+        "title": "DHO Interop FHIR server",
+        "status": "active",
+        "date": date,
+        "publisher": "DHO Interop",
+        "kind": "instance",
+        "software": {"name": "DHO Interop", "version": __version__},
+        "implementation": {"description": "DHO Interop", "url": f"{base_url}/fhir"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "description": "Authorization: Bearer <API key or signed JWT>",
+                },
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
+    }

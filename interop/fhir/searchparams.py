@@ -1,0 +1,216 @@
+"""Search parameter definitions (``fhir_profiles/search-parameters.yaml``) and index extraction.
+
+On every write the store turns a resource into index rows with :func:`extract`; searches
+look parameters up with :func:`definitions`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from interop.fhir.dates import fhir_range
+
+ParamType = Literal["token", "reference", "date", "string"]
+
+
+class _ParamModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: ParamType
+    path: str
+    target: str | None = None
+    compartment: bool = False
+    index: Literal["generic", "observation"] = "generic"
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    resources: dict[str, dict[str, _ParamModel]]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParam:
+    name: str
+    type: ParamType
+    paths: tuple[tuple[str, ...], ...]
+    target: str | None
+    compartment: bool
+    index: str
+
+
+@dataclass(slots=True)
+class IndexEntries:
+    tokens: list[tuple[str, str, str]] = field(default_factory=list)
+    """(param, system, code)"""
+    references: list[tuple[str, str]] = field(default_factory=list)
+    """(param, target)"""
+    dates: list[tuple[str, int, int]] = field(default_factory=list)
+    strings: list[tuple[str, str]] = field(default_factory=list)
+    patient_id: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _load() -> dict[str, dict[str, SearchParam]]:
+    text = (files("fhir_profiles") / "search-parameters.yaml").read_text(encoding="utf-8")
+    model = _FileModel.model_validate(yaml.safe_load(text))
+    out: dict[str, dict[str, SearchParam]] = {}
+    for rtype, params in model.resources.items():
+        out[rtype] = {
+            name: SearchParam(
+                name=name,
+                type=p.type,
+                paths=tuple(tuple(path.strip().split(".")) for path in p.path.split("|")),
+                target=p.target,
+                compartment=p.compartment,
+                index=p.index,
+            )
+            for name, p in params.items()
+        }
+    return out
+
+
+def definitions(resource_type: str) -> dict[str, SearchParam]:
+    return _load().get(resource_type, {})
+
+
+def supported_types() -> list[str]:
+    return sorted(_load())
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form for string search (``Ærlig`` → ``aerlig``)."""
+    text = text.replace("æ", "ae").replace("Æ", "ae").replace("ø", "o").replace("Ø", "o")
+    text = text.replace("å", "a").replace("Å", "a")
+    norm = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in norm if not unicodedata.combining(c)).casefold().strip()
+
+
+def _walk(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    if not path:
+        if isinstance(node, list):
+            yield from node
+        else:
+            yield node
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, path)
+        return
+    if not isinstance(node, dict):
+        return
+    head, rest = path[0], path[1:]
+    if head.endswith("[x]"):
+        prefix = head[:-3]
+        for key, value in node.items():
+            if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1].isupper():
+                yield from _walk(value, rest)
+        return
+    if head in node:
+        yield from _walk(node[head], rest)
+
+
+def values(resource: dict[str, Any], param: SearchParam) -> Iterator[Any]:
+    for path in param.paths:
+        yield from _walk(resource, path)
+
+
+def tokens_of(value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, bool):
+        yield "", "true" if value else "false"
+    elif isinstance(value, str | int):
+        yield "", str(value)
+    elif isinstance(value, dict):
+        if "coding" in value:
+            for c in value["coding"]:
+                if isinstance(c, dict) and c.get("code"):
+                    yield c.get("system", ""), str(c["code"])
+        elif "code" in value:
+            yield value.get("system", ""), str(value["code"])
+        elif "value" in value:  # Identifier, ContactPoint
+            yield value.get("system", ""), str(value["value"])
+
+
+def reference_target(ref: str, base_url: str | None = None) -> str:
+    """Normalise a reference to ``Type/id`` where it points into this server."""
+    if base_url and ref.startswith(base_url.rstrip("/") + "/"):
+        ref = ref[len(base_url.rstrip("/")) + 1 :]
+    if ref.startswith("/"):
+        ref = ref[1:]
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        ref = "/".join(parts[:-2])
+    return ref
+
+
+def strings_of(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield fold(value)
+    elif isinstance(value, dict):
+        for key in ("text", "family", "given", "prefix", "line", "city", "postalCode"):
+            v = value.get(key)
+            if isinstance(v, str):
+                yield fold(v)
+            elif isinstance(v, list):
+                yield from (fold(x) for x in v if isinstance(x, str))
+
+
+def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
+    try:
+        if isinstance(value, str):
+            yield fhir_range(value, zone)
+        elif isinstance(value, dict) and ("start" in value or "end" in value):
+            start = fhir_range(value["start"], zone)[0] if "start" in value else -(2**62)
+            end = fhir_range(value["end"], zone)[1] if "end" in value else 2**62
+            yield start, end
+    except ValueError:
+        return
+
+
+def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries:
+    """Index rows of the generic tables for one resource (validated JSON)."""
+    rtype = resource["resourceType"]
+    entries = IndexEntries()
+    if rtype == "Patient":
+        entries.patient_id = resource.get("id")
+    for name, param in definitions(rtype).items():
+        if param.index != "generic":
+            continue
+        if param.type == "token":
+            for v in values(resource, param):
+                for system, code in tokens_of(v):
+                    entries.tokens.append((name, system or "", code))
+        elif param.type == "reference":
+            for v in values(resource, param):
+                if not isinstance(v, dict):
+                    continue
+                ref = v.get("reference")
+                if isinstance(ref, str):
+                    target = reference_target(ref)
+                    if param.target and not target.startswith(param.target + "/"):
+                        continue
+                    entries.references.append((name, target))
+                    if param.compartment and entries.patient_id is None:
+                        entries.patient_id = target.split("/", 1)[1]
+                ident = v.get("identifier")
+                if isinstance(ident, dict) and ident.get("value"):
+                    entries.tokens.append(
+                        (name + ":identifier", ident.get("system", ""), str(ident["value"]))
+                    )
+        elif param.type == "date":
+            for v in values(resource, param):
+                for start, end in dates_of(v, zone):
+                    entries.dates.append((name, start, end))
+        elif param.type == "string":
+            for v in values(resource, param):
+                for s in strings_of(v):
+                    if s:
+                        entries.strings.append((name, s[:255]))
+    return entries

@@ -1,0 +1,174 @@
+"""Validation at the edge: FHIR R4 (4.0.1) structure via the ``fhir.resources.R4B`` models,
+plus the rules the models do not know (identifier check digits, ids, vital-signs invariants).
+
+Validation happens once, on write. Reads serve the stored bytes as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from interop.fhir.outcome import FhirError, Issue
+from interop.identifiers import check_identifier
+
+SUPPORTED_TYPES: tuple[str, ...] = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Endpoint",
+    "Device",
+    "Observation",
+    "CarePlan",
+    "Goal",
+    "CareTeam",
+    "EpisodeOfCare",
+    "QuestionnaireResponse",
+    "Flag",
+    "Task",
+    "Communication",
+    "Provenance",
+    "Consent",
+    "AuditEvent",
+)
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@lru_cache(maxsize=64)
+def _model(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def _expression(resource_type: str, loc: tuple[int | str, ...]) -> str:
+    out = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part in ("__root__",):
+            continue
+        else:
+            out += f".{part}"
+    return out
+
+
+def _issues_from(resource_type: str, exc: ValidationError) -> list[Issue]:
+    issues: list[Issue] = []
+    for err in exc.errors(include_url=False)[:50]:
+        loc = tuple(err.get("loc", ()))
+        expr = _expression(resource_type, loc)
+        msg = err.get("msg", "invalid")
+        kind = err.get("type", "")
+        code = "required" if kind == "missing" else "structure" if "extra" in kind else "value"
+        issues.append(Issue("error", code, f"{expr}: {msg}", (expr,)))
+    return issues
+
+
+def validate_resource(resource: Any, *, expected_type: str | None = None) -> dict[str, Any]:
+    """Validate a parsed JSON resource; return it (unchanged) or raise :class:`FhirError` 4xx."""
+    if not isinstance(resource, dict):
+        raise FhirError(400, [Issue("error", "structure", "the body is not a JSON object")])
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise FhirError(
+            400, [Issue("error", "required", "resourceType is missing", ("resourceType",))]
+        )
+    if expected_type is not None and rtype != expected_type:
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "invalid",
+                    f"resourceType {rtype!r} does not match the endpoint ({expected_type})",
+                    ("resourceType",),
+                )
+            ],
+        )
+    if rtype not in SUPPORTED_TYPES:
+        raise FhirError(
+            404 if expected_type is None else 400,
+            [Issue("error", "not-supported", f"resource type {rtype!r} is not supported here")],
+        )
+    rid = resource.get("id")
+    if rid is not None and (not isinstance(rid, str) or not ID_PATTERN.match(rid)):
+        raise FhirError(
+            400, [Issue("error", "value", f"{rtype}.id {rid!r} is not a valid FHIR id", ("id",))]
+        )
+    try:
+        _model(rtype).model_validate(resource)
+    except ValidationError as exc:
+        raise FhirError(422, _issues_from(rtype, exc)) from None
+    except (ValueError, TypeError) as exc:  # raised by some fhir_core validators directly
+        raise FhirError(422, [Issue("error", "value", f"{rtype}: {exc}")]) from None
+    issues = _domain_issues(rtype, resource)
+    if issues:
+        raise FhirError(422, issues)
+    return resource
+
+
+def _identifiers(resource: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    rtype = resource["resourceType"]
+    for i, ident in enumerate(resource.get("identifier", []) or []):
+        if isinstance(ident, dict):
+            found.append((f"{rtype}.identifier[{i}]", ident))
+    return found
+
+
+def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
+    issues: list[Issue] = []
+    for expr, ident in _identifiers(resource):
+        system, value = ident.get("system"), ident.get("value")
+        if isinstance(system, str) and isinstance(value, str):
+            problem = check_identifier(system, value)
+            if problem:
+                issues.append(
+                    Issue("error", "value", f"{expr}: {problem}", (expr,), "invalid-identifier")
+                )
+    if rtype == "Observation":
+        issues.extend(_vital_signs_invariants(resource))
+    return issues
+
+
+def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
+    """R4 vital-signs vs-2/vs-3 for Observations that claim the vital-signs category."""
+    cats = obs.get("category") or []
+    is_vs = any(
+        c.get("code") == "vital-signs"
+        for cat in cats
+        if isinstance(cat, dict)
+        for c in cat.get("coding", [])
+        if isinstance(c, dict)
+    )
+    if not is_vs:
+        return []
+    issues: list[Issue] = []
+    has_value = any(k.startswith("value") for k in obs) or "dataAbsentReason" in obs
+    if not (has_value or obs.get("component") or obs.get("hasMember")):
+        issues.append(
+            Issue(
+                "error",
+                "invariant",
+                "vs-2: a vital sign needs a value, dataAbsentReason, component or hasMember",
+                ("Observation",),
+            )
+        )
+    for i, comp in enumerate(obs.get("component") or []):
+        if isinstance(comp, dict) and not (
+            any(k.startswith("value") for k in comp) or "dataAbsentReason" in comp
+        ):
+            issues.append(
+                Issue(
+                    "error",
+                    "invariant",
+                    f"vs-3: Observation.component[{i}] needs a value or dataAbsentReason",
+                    (f"Observation.component[{i}]",),
+                )
+            )
+    return issues

@@ -1,0 +1,47 @@
+"""The service's parts wired together once per process (store, search, bundle processing).
+
+The API, the CLI, the ingest pipeline and the workers all take their parts from here, so the
+same settings give the same behaviour everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from interop.config import Settings
+from interop.store.db import get_engine
+from interop.store.migrate import upgrade
+from interop.store.repository import FhirStore
+from interop.store.search import SearchEngine
+from interop.store.transaction import BundleProcessor
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    store: FhirStore
+    search: SearchEngine
+    bundles: BundleProcessor
+
+
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    engine = get_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url)
+    search = SearchEngine(
+        store,
+        default_count=settings.search_default_count,
+        max_count=settings.search_max_count,
+        total_limit=settings.total_limit,
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        store=store,
+        search=search,
+        bundles=BundleProcessor(store, search),
+    )

@@ -1,0 +1,511 @@
+"""The FHIR resource store: versioned JSON bytes + derived search indexes.
+
+Writes go through :class:`WriteTx` (one database transaction); reads return the stored bytes
+untouched. Observations are immutable once final: a change needs status
+amended/corrected/entered-in-error, and they are never deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from interop.fhir.dates import from_micros, now_utc, to_micros
+from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.validation import validate_resource
+from interop.store.indexer import index_entries, observation_rows
+from interop.store.schema import (
+    date_table,
+    history_table,
+    observation_table,
+    reference_table,
+    resource_table,
+    string_table,
+    token_table,
+    unique_identifier_table,
+)
+
+IMMUTABLE_TYPES = frozenset({"AuditEvent", "Provenance"})
+"""Written once, never changed or deleted (the audit trail and ingest provenance)."""
+UNDELETABLE_TYPES = frozenset({"Observation", "AuditEvent", "Provenance"})
+UNIQUE_IDENTIFIER_TYPES = frozenset({"Observation", "Device"})
+OBSERVATION_CHANGE_STATUSES = frozenset({"amended", "corrected", "entered-in-error"})
+OBSERVATION_OPEN_STATUSES = frozenset({"registered", "preliminary"})
+
+WriteHook = Callable[["WriteTx", "StoredResource", "StoredResource | None"], None]
+"""Called inside the transaction after each write: (tx, new version, previous version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    content: bytes
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def last_modified(self) -> str:
+        return format_datetime(from_micros(self.last_updated).astimezone(UTC), usegmt=True)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.res_type}/{self.res_id}"
+
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads(self.content)
+        return data
+
+
+class DuplicateIdentifier(Exception):
+    def __init__(self, res_type: str, system: str, value: str, existing_id: str):
+        super().__init__(f"{res_type} with identifier {system}|{value} exists: {existing_id}")
+        self.existing_id = existing_id
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _lastupdated_text(micros: int) -> str:
+    return from_micros(micros).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _row_to_stored(row: Any) -> StoredResource:
+    return StoredResource(
+        row.res_type, row.res_id, row.version, row.last_updated, row.deleted, bytes(row.content)
+    )
+
+
+class FhirStore:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        zone: str = "Europe/Oslo",
+        base_url: str = "",
+    ) -> None:
+        self.engine = engine
+        self.zone = zone
+        self.base_url = base_url.rstrip("/")
+        self.hooks: list[WriteHook] = []
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    # ---- transactions -------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[WriteTx]:
+        with self.engine.begin() as conn:
+            yield WriteTx(self, conn)
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(readonly=True)
+            yield conn
+
+    # ---- reads --------------------------------------------------------------------------
+    def get(
+        self, res_type: str, res_id: str, conn: Connection | None = None
+    ) -> StoredResource | None:
+        stmt = select(resource_table).where(
+            resource_table.c.res_type == res_type, resource_table.c.res_id == res_id
+        )
+        if conn is not None:
+            row = conn.execute(stmt).first()
+        else:
+            with self.reader() as c:
+                row = c.execute(stmt).first()
+        return _row_to_stored(row) if row is not None else None
+
+    def read(self, res_type: str, res_id: str) -> StoredResource:
+        stored = self.get(res_type, res_id)
+        if stored is None:
+            raise error(404, "not-found", f"{res_type}/{res_id} is not known")
+        if stored.deleted:
+            raise error(410, "deleted", f"{res_type}/{res_id} has been deleted")
+        return stored
+
+    def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
+        with self.reader() as conn:
+            row = conn.execute(
+                select(history_table).where(
+                    history_table.c.res_type == res_type,
+                    history_table.c.res_id == res_id,
+                    history_table.c.version == version,
+                )
+            ).first()
+        if row is None:
+            raise error(404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known")
+        if row.deleted:
+            raise error(410, "deleted", f"{res_type}/{res_id} version {version} is a deletion")
+        return StoredResource(
+            res_type, res_id, row.version, row.last_updated, row.deleted, bytes(row.content)
+        )
+
+    def history(
+        self, res_type: str, res_id: str, *, count: int = 100, since: int | None = None
+    ) -> list[tuple[StoredResource, str]]:
+        """Versions newest first, with the method (POST/PUT/DELETE) that made each."""
+        stmt = select(history_table).where(
+            history_table.c.res_type == res_type, history_table.c.res_id == res_id
+        )
+        if since is not None:
+            stmt = stmt.where(history_table.c.last_updated >= since)
+        stmt = stmt.order_by(history_table.c.version.desc()).limit(count)
+        with self.reader() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows and self.get(res_type, res_id) is None:
+            raise error(404, "not-found", f"{res_type}/{res_id} is not known")
+        return [
+            (
+                StoredResource(
+                    res_type, res_id, r.version, r.last_updated, r.deleted, bytes(r.content)
+                ),
+                r.method,
+            )
+            for r in rows
+        ]
+
+    def find_by_identifier(
+        self, res_type: str, system: str, value: str, conn: Connection | None = None
+    ) -> str | None:
+        stmt = select(unique_identifier_table.c.res_id).where(
+            unique_identifier_table.c.res_type == res_type,
+            unique_identifier_table.c.system == system,
+            unique_identifier_table.c.value == value,
+        )
+        if conn is not None:
+            return conn.execute(stmt).scalar()
+        with self.reader() as c:
+            return c.execute(stmt).scalar()
+
+
+class WriteTx:
+    """One database transaction of FHIR writes (create/update/delete) with their indexes."""
+
+    def __init__(self, store: FhirStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.written: list[StoredResource] = []
+        self.context: dict[str, Any] = {}
+        """Free-form values for hooks (e.g. the acting actor, correlation id)."""
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _now(self) -> int:
+        return to_micros(now_utc())
+
+    def _current(self, res_type: str, res_id: str, *, lock: bool) -> StoredResource | None:
+        stmt = select(resource_table).where(
+            resource_table.c.res_type == res_type, resource_table.c.res_id == res_id
+        )
+        if lock and self.store.is_postgres:
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        return _row_to_stored(row) if row is not None else None
+
+    def _stamp(self, resource: dict[str, Any], res_id: str, version: int, now: int) -> bytes:
+        resource["id"] = res_id
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = _lastupdated_text(now)
+        resource["meta"] = meta
+        # keep resourceType first for readers skimming the bytes
+        ordered = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
+        ordered.update(resource)
+        return orjson.dumps(ordered)
+
+    def _clear_indexes(self, res_type: str, res_id: str) -> None:
+        for table in (token_table, reference_table, date_table, string_table):
+            self.conn.execute(
+                delete(table).where(table.c.res_type == res_type, table.c.res_id == res_id)
+            )
+        if res_type == "Observation":
+            self.conn.execute(delete(observation_table).where(observation_table.c.res_id == res_id))
+
+    def _write_indexes(self, resource: dict[str, Any], res_id: str) -> str | None:
+        res_type = resource["resourceType"]
+        entries = index_entries(resource, self.store.zone)
+        if entries.tokens:
+            self.conn.execute(
+                insert(token_table),
+                [
+                    {"res_type": res_type, "res_id": res_id, "param": p, "system": s, "code": c}
+                    for p, s, c in entries.tokens
+                ],
+            )
+        if entries.references:
+            self.conn.execute(
+                insert(reference_table),
+                [
+                    {"res_type": res_type, "res_id": res_id, "param": p, "target": t[:255]}
+                    for p, t in entries.references
+                ],
+            )
+        if entries.dates:
+            self.conn.execute(
+                insert(date_table),
+                [
+                    {"res_type": res_type, "res_id": res_id, "param": p, "start": s, "end": e}
+                    for p, s, e in entries.dates
+                ],
+            )
+        if entries.strings:
+            self.conn.execute(
+                insert(string_table),
+                [
+                    {"res_type": res_type, "res_id": res_id, "param": p, "value": v}
+                    for p, v in entries.strings
+                ],
+            )
+        if res_type == "Observation":
+            rows = observation_rows(resource, res_id, entries.patient_id, self.store.zone)
+            if rows:
+                self.conn.execute(insert(observation_table), rows)
+        return entries.patient_id
+
+    def _claim_identifiers(self, resource: dict[str, Any], res_id: str) -> None:
+        res_type = resource["resourceType"]
+        if res_type not in UNIQUE_IDENTIFIER_TYPES:
+            return
+        for ident in resource.get("identifier") or []:
+            system, value = ident.get("system"), ident.get("value")
+            if not (isinstance(system, str) and isinstance(value, str)):
+                continue
+            existing = self.store.find_by_identifier(res_type, system, value, self.conn)
+            if existing is not None:
+                if existing == res_id:
+                    continue
+                raise DuplicateIdentifier(res_type, system, value, existing)
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(
+                        insert(unique_identifier_table).values(
+                            res_type=res_type, system=system, value=value, res_id=res_id
+                        )
+                    )
+            except IntegrityError:
+                other = self.store.find_by_identifier(res_type, system, value, self.conn)
+                raise DuplicateIdentifier(res_type, system, value, other or "?") from None
+
+    def _run_hooks(self, stored: StoredResource, previous: StoredResource | None) -> None:
+        self.written.append(stored)
+        for hook in self.store.hooks:
+            hook(self, stored, previous)
+
+    # ---- operations ---------------------------------------------------------------------
+    def create(
+        self,
+        resource: dict[str, Any],
+        *,
+        res_id: str | None = None,
+        validate: bool = True,
+    ) -> StoredResource:
+        """Create a new resource (server-assigned id unless ``res_id`` is given)."""
+        if validate:
+            validate_resource(resource)
+        res_type = resource["resourceType"]
+        res_id = res_id or new_id()
+        now = self._now()
+        resource = dict(resource)
+        content = self._stamp(resource, res_id, 1, now)
+        self._claim_identifiers(resource, res_id)
+        patient_id = self._write_indexes(resource, res_id)
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(resource_table).values(
+                        res_type=res_type,
+                        res_id=res_id,
+                        version=1,
+                        patient_id=patient_id,
+                        last_updated=now,
+                        deleted=False,
+                        content=content,
+                    )
+                )
+        except IntegrityError:
+            raise error(409, "duplicate", f"{res_type}/{res_id} exists already") from None
+        self.conn.execute(
+            insert(history_table).values(
+                res_type=res_type,
+                res_id=res_id,
+                version=1,
+                last_updated=now,
+                method="POST",
+                deleted=False,
+                content=content,
+            )
+        )
+        stored = StoredResource(res_type, res_id, 1, now, False, content)
+        self._run_hooks(stored, None)
+        return stored
+
+    def update(
+        self,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        validate: bool = True,
+    ) -> tuple[StoredResource, bool]:
+        """Update (or create with a client-chosen id); returns (stored, created)."""
+        if validate:
+            validate_resource(resource, expected_type=res_type)
+        body_id = resource.get("id")
+        if body_id is not None and body_id != res_id:
+            raise error(
+                400, "invalid", f"resource id {body_id!r} does not match the URL id {res_id!r}"
+            )
+        current = self._current(res_type, res_id, lock=True)
+        if current is None or current.deleted:
+            if if_match is not None and current is None:
+                raise error(412, "conflict", f"{res_type}/{res_id} does not exist (If-Match)")
+            if current is None:
+                return self.create(resource, res_id=res_id, validate=False), True
+        assert current is not None
+        if if_match is not None and if_match != current.version:
+            raise error(
+                412,
+                "conflict",
+                f"version conflict: If-Match names version {if_match}, "
+                f"the current version is {current.version}",
+            )
+        if res_type in IMMUTABLE_TYPES:
+            raise error(405, "not-supported", f"{res_type} is immutable once written")
+        if res_type == "Observation" and not current.deleted:
+            old_status = current.json().get("status")
+            new_status = resource.get("status")
+            if (
+                old_status not in OBSERVATION_OPEN_STATUSES
+                and new_status not in OBSERVATION_CHANGE_STATUSES
+            ):
+                raise error(
+                    409,
+                    "business-rule",
+                    "Observations are immutable once final: an update must set status "
+                    "'amended', 'corrected' or 'entered-in-error' "
+                    f"(the current status is {old_status!r}, the update has {new_status!r})",
+                    expression=["Observation.status"],
+                )
+        version = current.version + 1
+        now = max(self._now(), current.last_updated + 1)
+        resource = dict(resource)
+        content = self._stamp(resource, res_id, version, now)
+        self._clear_indexes(res_type, res_id)
+        if res_type in UNIQUE_IDENTIFIER_TYPES:
+            self.conn.execute(
+                delete(unique_identifier_table).where(
+                    unique_identifier_table.c.res_type == res_type,
+                    unique_identifier_table.c.res_id == res_id,
+                )
+            )
+            self._claim_identifiers(resource, res_id)
+        patient_id = self._write_indexes(resource, res_id)
+        result = self.conn.execute(
+            update(resource_table)
+            .where(
+                and_(
+                    resource_table.c.res_type == res_type,
+                    resource_table.c.res_id == res_id,
+                    resource_table.c.version == current.version,
+                )
+            )
+            .values(
+                version=version,
+                patient_id=patient_id,
+                last_updated=now,
+                deleted=False,
+                content=content,
+            )
+        )
+        if result.rowcount != 1:
+            raise error(409, "conflict", f"{res_type}/{res_id} was changed concurrently; retry")
+        self.conn.execute(
+            insert(history_table).values(
+                res_type=res_type,
+                res_id=res_id,
+                version=version,
+                last_updated=now,
+                method="PUT",
+                deleted=False,
+                content=content,
+            )
+        )
+        stored = StoredResource(res_type, res_id, version, now, False, content)
+        self._run_hooks(stored, current)
+        return stored, False
+
+    def delete(self, res_type: str, res_id: str) -> StoredResource | None:
+        if res_type == "Observation":
+            raise error(
+                405,
+                "business-rule",
+                "Observations are never deleted: update the Observation with status "
+                "'entered-in-error' to withdraw it",
+            )
+        if res_type in UNDELETABLE_TYPES:
+            raise error(405, "not-supported", f"{res_type} resources cannot be deleted")
+        current = self._current(res_type, res_id, lock=True)
+        if current is None or current.deleted:
+            return None
+        now = max(self._now(), current.last_updated + 1)
+        version = current.version + 1
+        self._clear_indexes(res_type, res_id)
+        if res_type in UNIQUE_IDENTIFIER_TYPES:
+            self.conn.execute(
+                delete(unique_identifier_table).where(
+                    unique_identifier_table.c.res_type == res_type,
+                    unique_identifier_table.c.res_id == res_id,
+                )
+            )
+        self.conn.execute(
+            update(resource_table)
+            .where(resource_table.c.res_type == res_type, resource_table.c.res_id == res_id)
+            .values(version=version, last_updated=now, deleted=True)
+        )
+        self.conn.execute(
+            insert(history_table).values(
+                res_type=res_type,
+                res_id=res_id,
+                version=version,
+                last_updated=now,
+                method="DELETE",
+                deleted=True,
+                content=current.content,
+            )
+        )
+        stored = StoredResource(res_type, res_id, version, now, True, current.content)
+        self._run_hooks(stored, current)
+        return stored
+
+    def get(self, res_type: str, res_id: str) -> StoredResource | None:
+        return self.store.get(res_type, res_id, self.conn)
+
+
+def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
+    return FhirError(
+        409,
+        [
+            Issue(
+                "error",
+                "duplicate",
+                f"{exc}; a resource with this identifier exists (use a conditional create "
+                "with If-None-Exist to get the existing one)",
+            )
+        ],
+    )

@@ -1,0 +1,244 @@
+"""Database tables.
+
+One ``resource`` table holds the current version of every FHIR resource as validated JSON
+bytes; ``resource_history`` holds every version (the current one included). Narrow index
+tables serve searches and summaries; they are derived from the JSON on every write and can be
+rebuilt from it. Times in index tables are UTC epoch microseconds (exact, portable, sortable on
+SQLite and PostgreSQL alike).
+
+Tables are declared with SQLModel; queries on hot paths use SQLAlchemy Core on ``__table__``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData
+from sqlmodel import Field, SQLModel
+
+metadata: MetaData = SQLModel.metadata
+
+
+def _row_id() -> Column[int]:
+    """Surrogate key: BIGSERIAL on PostgreSQL, ROWID alias on SQLite."""
+    return Column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+
+
+class ResourceRow(SQLModel, table=True):
+    __tablename__ = "resource"
+    __table_args__ = (
+        Index("ix_resource_type_updated", "res_type", "last_updated"),
+        Index("ix_resource_patient", "patient_id", "res_type"),
+    )
+
+    res_type: str = Field(primary_key=True, max_length=64)
+    res_id: str = Field(primary_key=True, max_length=64)
+    version: int
+    patient_id: str | None = Field(default=None, max_length=64)
+    """Id of the Patient whose compartment the resource is in (the Patient's own id for Patient)."""
+    last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    deleted: bool = False
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ResourceHistoryRow(SQLModel, table=True):
+    __tablename__ = "resource_history"
+
+    res_type: str = Field(primary_key=True, max_length=64)
+    res_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    method: str = Field(max_length=8)
+    """POST, PUT or DELETE: how this version came about."""
+    deleted: bool = False
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SearchTokenRow(SQLModel, table=True):
+    """Token search values: identifiers, codes, status, category (system may be empty)."""
+
+    __tablename__ = "search_token"
+    __table_args__ = (
+        Index("ix_token_lookup", "res_type", "param", "code", "system"),
+        Index("ix_token_resource", "res_type", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    system: str = Field(default="", max_length=255)
+    code: str = Field(max_length=255)
+
+
+class SearchReferenceRow(SQLModel, table=True):
+    __tablename__ = "search_reference"
+    __table_args__ = (
+        Index("ix_reference_lookup", "res_type", "param", "target"),
+        Index("ix_reference_resource", "res_type", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    target: str = Field(max_length=255)
+    """``Type/id`` of a local resource, or the reference string as given."""
+
+
+class SearchDateRow(SQLModel, table=True):
+    __tablename__ = "search_date"
+    __table_args__ = (
+        Index("ix_date_lookup", "res_type", "param", "start"),
+        Index("ix_date_resource", "res_type", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    start: int = Field(sa_column=Column(BigInteger, nullable=False))
+    end: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """Inclusive end of the period the value covers (same as start for an instant)."""
+
+
+class SearchStringRow(SQLModel, table=True):
+    __tablename__ = "search_string"
+    __table_args__ = (
+        Index("ix_string_lookup", "res_type", "param", "value"),
+        Index("ix_string_resource", "res_type", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    value: str = Field(max_length=255)
+    """Lower-cased, accent-folded text for ``:contains``/prefix matching."""
+
+
+class ObservationIndexRow(SQLModel, table=True):
+    """One row per coding of Observation.code and per component coding.
+
+    Serves patient+code+date searches, ``$lastn``, ``$stats`` and the actor summaries without
+    touching the JSON. ``is_primary`` marks one row per Observation (its first coding) so
+    queries without a code filter see each Observation once.
+    """
+
+    __tablename__ = "observation_index"
+    __table_args__ = (
+        Index("ix_obs_patient_code_time", "patient_id", "code", "effective"),
+        Index("ix_obs_code_time", "code", "effective"),
+        Index("ix_obs_patient_time", "patient_id", "is_primary", "effective"),
+        Index("ix_obs_resource", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_id: str = Field(max_length=64)
+    patient_id: str | None = Field(default=None, max_length=64)
+    system: str = Field(default="", max_length=255)
+    code: str = Field(max_length=255)
+    is_primary: bool = False
+    is_component: bool = False
+    effective: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    effective_end: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    value: float | None = None
+    unit: str | None = Field(default=None, max_length=64)
+    status: str = Field(default="final", max_length=32)
+    category: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=16)
+    """Triage zone (green/yellow/red) from Observation.interpretation, when triaged."""
+
+
+INDEX_TABLES = (
+    SearchTokenRow.__table__,  # type: ignore[attr-defined]
+    SearchReferenceRow.__table__,  # type: ignore[attr-defined]
+    SearchDateRow.__table__,  # type: ignore[attr-defined]
+    SearchStringRow.__table__,  # type: ignore[attr-defined]
+)
+resource_table = ResourceRow.__table__  # type: ignore[attr-defined]
+history_table = ResourceHistoryRow.__table__  # type: ignore[attr-defined]
+token_table = SearchTokenRow.__table__  # type: ignore[attr-defined]
+reference_table = SearchReferenceRow.__table__  # type: ignore[attr-defined]
+date_table = SearchDateRow.__table__  # type: ignore[attr-defined]
+string_table = SearchStringRow.__table__  # type: ignore[attr-defined]
+observation_table = ObservationIndexRow.__table__  # type: ignore[attr-defined]
+
+
+class UniqueIdentifierRow(SQLModel, table=True):
+    """Business identifiers the store keeps unique per resource type (idempotency keys).
+
+    An Observation's identifier (the source's stable id or the deterministic measurement key)
+    and a Device's identifier may belong to one resource only; a second create with the same
+    identifier is a duplicate, not a new resource.
+    """
+
+    __tablename__ = "unique_identifier"
+
+    res_type: str = Field(primary_key=True, max_length=64)
+    system: str = Field(primary_key=True, max_length=255)
+    value: str = Field(primary_key=True, max_length=255)
+    res_id: str = Field(max_length=64)
+
+
+unique_identifier_table = UniqueIdentifierRow.__table__  # type: ignore[attr-defined]
+
+
+class PatientLinkRow(SQLModel, table=True):
+    """A vendor's (or device platform's) own user id linked to a Patient in the store.
+
+    Vendor data carries vendor user ids, never a trustworthy national id; a person links the
+    two (API/CLI). Names are never used to guess.
+    """
+
+    __tablename__ = "patient_link"
+
+    system: str = Field(primary_key=True, max_length=255)
+    value: str = Field(primary_key=True, max_length=255)
+    patient_id: str = Field(max_length=64, index=True)
+    created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_by: str | None = Field(default=None, max_length=128)
+
+
+class QuarantineRow(SQLModel, table=True):
+    """A measurement that could not be stored because its patient is unknown (yet)."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        Index("ix_quarantine_patient", "patient_system", "patient_value", "status"),
+        Index("ix_quarantine_identifier", "identifier_system", "identifier_value", unique=True),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    received: int = Field(sa_column=Column(BigInteger, nullable=False))
+    source: str = Field(max_length=128)
+    adapter: str = Field(max_length=64)
+    reason_code: str = Field(max_length=64)
+    reason: str = Field(max_length=1000)
+    patient_system: str = Field(max_length=255)
+    patient_value: str = Field(max_length=255)
+    identifier_system: str = Field(max_length=255)
+    identifier_value: str = Field(max_length=255)
+    resource: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    """The Observation/QuestionnaireResponse as built, with a placeholder subject."""
+    status: str = Field(default="held", max_length=16)
+    """held → released (stored as resource_id) or discarded."""
+    resource_id: str | None = Field(default=None, max_length=64)
+    mapping_version: str = Field(default="", max_length=64)
+
+
+class IngestMessageRow(SQLModel, table=True):
+    """Incoming messages/files already processed, by the source's own message id."""
+
+    __tablename__ = "ingest_message"
+
+    source: str = Field(primary_key=True, max_length=128)
+    message_id: str = Field(primary_key=True, max_length=255)
+    received: int = Field(sa_column=Column(BigInteger, nullable=False))
+    adapter: str = Field(max_length=64)
+    report: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+patient_link_table = PatientLinkRow.__table__  # type: ignore[attr-defined]
+quarantine_table = QuarantineRow.__table__  # type: ignore[attr-defined]
+ingest_message_table = IngestMessageRow.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,540 @@
+"""FHIR search over the index tables: parameter parsing, SQL building, keyset paging.
+
+Paging uses a cursor (the sort key and id of the last row served), not an offset, so the next
+page stays correct while other clients write: nothing is served twice or skipped because rows
+were inserted before the cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from interop.fhir.dates import fhir_range, to_micros
+from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.searchparams import SearchParam, definitions, fold, reference_target
+from interop.store.repository import FhirStore
+from interop.store.schema import (
+    date_table,
+    observation_table,
+    reference_table,
+    resource_table,
+    string_table,
+    token_table,
+)
+
+RESULT_PARAMS = frozenset(
+    {
+        "_count",
+        "_sort",
+        "_summary",
+        "_include",
+        "_total",
+        "_cursor",
+        "_format",
+        "_pretty",
+        "_elements",
+        "_revinclude",
+    }
+)
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
+SORTS = {"_id", "_lastUpdated", "date"}
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    res_type: str
+    params: list[tuple[str, str]]
+    strict: bool = False
+
+
+@dataclass(slots=True)
+class SearchResult:
+    rows: list[tuple[str, bytes]]
+    """(id, stored JSON bytes) of the matches on this page, in order."""
+    included: list[tuple[str, str, bytes]] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+    warnings: list[Issue] = field(default_factory=list)
+    summary_count: bool = False
+
+
+def _encode_cursor(sort_value: Any, res_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([sort_value, res_id])).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value, res_id = orjson.loads(raw)
+        if not isinstance(res_id, str):
+            raise ValueError
+        return value, res_id
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise error(
+            400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
+        ) from None
+
+
+def _split_prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _date_condition(
+    start_col: Any, end_col: Any, value: str, zone: str, param: str
+) -> ColumnElement[bool]:
+    prefix, text = _split_prefix(value)
+    try:
+        lo, hi = fhir_range(text, zone)
+    except ValueError:
+        raise error(
+            400, "invalid", f"{param}: {value!r} is not a FHIR date/dateTime", expression=[param]
+        ) from None
+    if prefix == "eq":
+        return and_(start_col >= lo, end_col <= hi)
+    if prefix == "ne":
+        return or_(start_col < lo, end_col > hi)
+    if prefix == "gt":
+        return end_col > hi
+    if prefix == "lt":
+        return start_col < lo
+    if prefix == "ge":
+        return end_col >= lo
+    if prefix == "le":
+        return start_col <= hi
+    if prefix == "sa":
+        return start_col > hi
+    if prefix == "eb":
+        return end_col < lo
+    # ap: within 10% of the distance to now, at least a day (a documented approximation)
+    margin = max(86_400_000_000, (hi - lo) // 10)
+    return and_(start_col >= lo - margin, end_col <= hi + margin)
+
+
+def _token_parts(value: str) -> tuple[str | None, str | None]:
+    """``system|code`` → (system, code); ``|code`` → ("", code); ``code`` → (None, code)."""
+    if "|" in value:
+        system, code = value.split("|", 1)
+        return system, (code or None)
+    return None, value
+
+
+class SearchEngine:
+    def __init__(self, store: FhirStore, *, default_count: int, max_count: int, total_limit: int):
+        self.store = store
+        self.default_count = default_count
+        self.max_count = max_count
+        self.total_limit = total_limit
+
+    # ---- parameter conditions on the resource table -------------------------------------
+    def _patient_ids_for_identifier(self, value: str) -> Select[Any]:
+        system, code = _token_parts(value)
+        cond = [
+            token_table.c.res_type == "Patient",
+            token_table.c.param == "identifier",
+        ]
+        if code is not None:
+            cond.append(token_table.c.code == code)
+        if system:
+            cond.append(token_table.c.system == system)
+        return select(token_table.c.res_id).where(*cond)
+
+    def _reference_value(self, param: SearchParam, value: str) -> str:
+        target = reference_target(value, self.store.base_url)
+        if "/" not in target and param.target:
+            target = f"{param.target}/{target}"
+        return target
+
+    def _generic_condition(
+        self, res_type: str, name: str, modifier: str | None, param: SearchParam, values: list[str]
+    ) -> ColumnElement[bool]:
+        rid = resource_table.c.res_id
+        zone = self.store.zone
+        if param.type == "token":
+            ors: list[ColumnElement[bool]] = []
+            for v in values:
+                system, code = _token_parts(v)
+                cond = [
+                    token_table.c.res_type == res_type,
+                    token_table.c.param == name,
+                ]
+                if code is not None:
+                    cond.append(token_table.c.code == code)
+                if system is not None:
+                    cond.append(token_table.c.system == system)
+                ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
+            expr = or_(*ors)
+            return not_(expr) if modifier == "not" else expr
+        if param.type == "reference":
+            if modifier == "identifier":
+                ors = []
+                for v in values:
+                    system, code = _token_parts(v)
+                    cond = [
+                        token_table.c.res_type == res_type,
+                        token_table.c.param == f"{name}:identifier",
+                    ]
+                    if code is not None:
+                        cond.append(token_table.c.code == code)
+                    if system:
+                        cond.append(token_table.c.system == system)
+                    ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
+                    # the reference may be literal: resolve through the Patient's identifiers
+                    targets = select(
+                        func.concat(literal("Patient/"), token_table.c.res_id)
+                        if self.store.is_postgres
+                        else (literal("Patient/") + token_table.c.res_id)
+                    ).where(
+                        token_table.c.res_type == "Patient",
+                        token_table.c.param == "identifier",
+                        *([token_table.c.code == code] if code is not None else []),
+                        *([token_table.c.system == system] if system else []),
+                    )
+                    ors.append(
+                        rid.in_(
+                            select(reference_table.c.res_id).where(
+                                reference_table.c.res_type == res_type,
+                                reference_table.c.param == name,
+                                reference_table.c.target.in_(targets),
+                            )
+                        )
+                    )
+                return or_(*ors)
+            targets_list = [self._reference_value(param, v) for v in values]
+            return rid.in_(
+                select(reference_table.c.res_id).where(
+                    reference_table.c.res_type == res_type,
+                    reference_table.c.param == name,
+                    reference_table.c.target.in_(targets_list),
+                )
+            )
+        if param.type == "date":
+            ors = [
+                rid.in_(
+                    select(date_table.c.res_id).where(
+                        date_table.c.res_type == res_type,
+                        date_table.c.param == name,
+                        _date_condition(date_table.c.start, date_table.c.end, v, zone, name),
+                    )
+                )
+                for v in values
+            ]
+            return or_(*ors)
+        if param.type == "string":
+            ors = []
+            for v in values:
+                folded = fold(v)
+                if modifier == "exact":
+                    cond = string_table.c.value == folded
+                elif modifier == "contains":
+                    cond = string_table.c.value.contains(folded, autoescape=True)
+                else:
+                    cond = string_table.c.value.startswith(folded, autoescape=True)
+                ors.append(
+                    rid.in_(
+                        select(string_table.c.res_id).where(
+                            string_table.c.res_type == res_type,
+                            string_table.c.param == name,
+                            cond,
+                        )
+                    )
+                )
+            return or_(*ors)
+        raise error(400, "not-supported", f"search parameter {name} is not supported")
+
+    # ---- the Observation index ----------------------------------------------------------
+    def _observation_conditions(
+        self, obs_params: list[tuple[str, str | None, list[str]]]
+    ) -> tuple[list[ColumnElement[bool]], bool]:
+        """Conditions on observation_index rows; returns (conditions, has_code_filter)."""
+        o = observation_table.c
+        conds: list[ColumnElement[bool]] = []
+        has_code = False
+        for name, modifier, values in obs_params:
+            if name in ("patient", "subject"):
+                if modifier == "identifier":
+                    ors = [o.patient_id.in_(self._patient_ids_for_identifier(v)) for v in values]
+                    conds.append(or_(*ors))
+                    continue
+                ids = []
+                for v in values:
+                    target = reference_target(v, self.store.base_url)
+                    if "/" in target:
+                        rtype, _, rid = target.partition("/")
+                        if rtype != "Patient":
+                            # not a Patient subject: no rows can match through the index
+                            conds.append(false())
+                            continue
+                        ids.append(rid)
+                    else:
+                        ids.append(target)
+                if ids:
+                    conds.append(o.patient_id.in_(ids))
+            elif name in ("code", "component-code"):
+                has_code = True
+                ors = []
+                for v in values:
+                    system, code = _token_parts(v)
+                    cond = [o.is_component == (name == "component-code")]
+                    if code is not None:
+                        cond.append(o.code == code)
+                    if system is not None:
+                        cond.append(o.system == system)
+                    ors.append(and_(*cond))
+                expr = or_(*ors)
+                conds.append(not_(expr) if modifier == "not" else expr)
+            elif name == "date":
+                conds.append(
+                    or_(
+                        *[
+                            _date_condition(o.effective, o.effective_end, v, self.store.zone, name)
+                            for v in values
+                        ]
+                    )
+                )
+        return conds, has_code
+
+    # ---- the whole search ---------------------------------------------------------------
+    def search(self, req: SearchRequest) -> SearchResult:
+        res_type = req.res_type
+        defs = definitions(res_type)
+        warnings: list[Issue] = []
+        count = self.default_count
+        sort = "_lastUpdated"
+        descending = False
+        summary_count = False
+        includes: list[str] = []
+        total_mode = "accurate"
+        cursor: tuple[Any, str] | None = None
+        generic: list[ColumnElement[bool]] = []
+        obs_params: list[tuple[str, str | None, list[str]]] = []
+
+        for key, raw in req.params:
+            name, _, modifier_raw = key.partition(":")
+            modifier = modifier_raw or None
+            if name in RESULT_PARAMS:
+                if name == "_count":
+                    try:
+                        count = max(0, min(int(raw), self.max_count))
+                    except ValueError:
+                        raise error(400, "invalid", f"_count {raw!r} is not a number") from None
+                elif name == "_sort":
+                    s = raw.split(",")[0].strip()
+                    descending = s.startswith("-")
+                    sort = s.lstrip("-")
+                    if sort not in SORTS or (sort == "date" and res_type != "Observation"):
+                        raise error(
+                            400,
+                            "not-supported",
+                            f"_sort={raw!r} is not supported; use _id, _lastUpdated"
+                            + (" or date" if res_type == "Observation" else ""),
+                        )
+                elif name == "_summary":
+                    if raw == "count":
+                        summary_count = True
+                    elif raw != "false":
+                        self._unsupported(req, warnings, f"_summary={raw}")
+                elif name == "_include":
+                    includes.extend(x for x in raw.split(",") if x)
+                elif name == "_total":
+                    total_mode = raw
+                elif name == "_cursor":
+                    cursor = _decode_cursor(raw)
+                elif name in ("_elements", "_revinclude"):
+                    self._unsupported(req, warnings, name)
+                continue
+            values = [v for v in raw.split(",") if v != ""]
+            if not values:
+                continue
+            if name == "_id":
+                generic.append(resource_table.c.res_id.in_(values))
+                continue
+            if name == "_lastUpdated":
+                generic.append(
+                    or_(
+                        *[
+                            _date_condition(
+                                resource_table.c.last_updated,
+                                resource_table.c.last_updated,
+                                v,
+                                self.store.zone,
+                                name,
+                            )
+                            for v in values
+                        ]
+                    )
+                )
+                continue
+            chain = None
+            if "." in name:
+                name, _, chain = name.partition(".")
+                if chain != "identifier":
+                    self._unsupported(req, warnings, key)
+                    continue
+                modifier = "identifier"
+            param = defs.get(name)
+            if param is None:
+                self._unsupported(req, warnings, key)
+                continue
+            if modifier not in (None, "not", "exact", "contains", "identifier", "missing"):
+                self._unsupported(req, warnings, key)
+                continue
+            if modifier == "missing":
+                self._unsupported(req, warnings, key)
+                continue
+            if res_type == "Observation" and name in OBS_INDEXED:
+                obs_params.append((name, modifier, values))
+            else:
+                generic.append(self._generic_condition(res_type, name, modifier, param, values))
+
+        r = resource_table.c
+        base_conds: list[ColumnElement[bool]] = [r.res_type == res_type, r.deleted == false()]
+        base_conds.extend(generic)
+
+        if res_type == "Observation" and (obs_params or sort == "date"):
+            o = observation_table.c
+            oconds, has_code = self._observation_conditions(obs_params)
+            if not has_code:
+                oconds.append(o.is_primary == true())
+            sub = (
+                select(o.res_id.label("res_id"), o.effective.label("effective"))
+                .where(*oconds)
+                .distinct()
+                .subquery("o")
+            )
+            sort_col: Any = {
+                "date": func.coalesce(sub.c.effective, -(2**62)),
+                "_lastUpdated": r.last_updated,
+                "_id": r.res_id,
+            }[sort]
+            stmt = select(r.res_id, r.content, sort_col.label("sortkey")).join(
+                sub, sub.c.res_id == r.res_id
+            )
+            count_base = select(r.res_id).join(sub, sub.c.res_id == r.res_id)
+        else:
+            sort_col = {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+            stmt = select(r.res_id, r.content, sort_col.label("sortkey"))
+            count_base = select(r.res_id)
+        stmt = stmt.where(*base_conds)
+        count_base = count_base.where(*base_conds)
+
+        total: int | None = None
+        with self.store.reader() as conn:
+            if summary_count or (cursor is None and total_mode != "none"):
+                n = conn.execute(
+                    select(func.count()).select_from(
+                        count_base.limit(self.total_limit + 1).subquery()
+                    )
+                ).scalar_one()
+                total = n if n <= self.total_limit else None
+            if summary_count:
+                return SearchResult([], total=total, warnings=warnings, summary_count=True)
+            if cursor is not None:
+                cval, cid = cursor
+                if descending:
+                    stmt = stmt.where(
+                        or_(sort_col < cval, and_(sort_col == cval, r.res_id < cid))
+                        if sort != "_id"
+                        else r.res_id < cid
+                    )
+                else:
+                    stmt = stmt.where(
+                        or_(sort_col > cval, and_(sort_col == cval, r.res_id > cid))
+                        if sort != "_id"
+                        else r.res_id > cid
+                    )
+            if descending:
+                stmt = stmt.order_by(sort_col.desc(), r.res_id.desc())
+            else:
+                stmt = stmt.order_by(sort_col.asc(), r.res_id.asc())
+            stmt = stmt.limit(count + 1)
+            rows = conn.execute(stmt).all() if count > 0 else []
+            next_cursor = None
+            if len(rows) > count:
+                rows = rows[:count]
+                last = rows[-1]
+                next_cursor = _encode_cursor(last.sortkey, last.res_id)
+            page = [(row.res_id, bytes(row.content)) for row in rows]
+            included = self._includes(conn, res_type, includes, page, warnings, req)
+        return SearchResult(
+            page, included=included, total=total, next_cursor=next_cursor, warnings=warnings
+        )
+
+    def _unsupported(self, req: SearchRequest, warnings: list[Issue], key: str) -> None:
+        msg = f"search parameter {key!r} is not supported for {req.res_type}"
+        if req.strict:
+            raise FhirError(400, [Issue("error", "not-supported", msg, (key,))])
+        warnings.append(Issue("warning", "not-supported", msg + " and was ignored", (key,)))
+
+    def _includes(
+        self,
+        conn: Any,
+        res_type: str,
+        includes: list[str],
+        page: list[tuple[str, bytes]],
+        warnings: list[Issue],
+        req: SearchRequest,
+    ) -> list[tuple[str, str, bytes]]:
+        if not includes or not page:
+            return []
+        from interop.fhir.searchparams import values as param_values
+
+        targets: set[str] = set()
+        defs = definitions(res_type)
+        for inc in includes:
+            parts = inc.split(":")
+            if len(parts) < 2 or parts[0] not in (res_type, "*"):
+                self._unsupported(req, warnings, f"_include={inc}")
+                continue
+            names = list(defs) if parts[1] == "*" else [parts[1]]
+            for pname in names:
+                p = defs.get(pname)
+                if p is None or p.type != "reference":
+                    if parts[1] != "*":
+                        self._unsupported(req, warnings, f"_include={inc}")
+                    continue
+                for _rid, content in page:
+                    resource = orjson.loads(content)
+                    for v in param_values(resource, p):
+                        if isinstance(v, dict) and isinstance(v.get("reference"), str):
+                            t = reference_target(v["reference"], self.store.base_url)
+                            if t.count("/") == 1 and (len(parts) < 3 or t.startswith(parts[2])):
+                                targets.add(t)
+        out: list[tuple[str, str, bytes]] = []
+        by_type: dict[str, list[str]] = {}
+        for t in sorted(targets):
+            rtype, _, rid = t.partition("/")
+            by_type.setdefault(rtype, []).append(rid)
+        r = resource_table.c
+        for rtype, ids in by_type.items():
+            for row in conn.execute(
+                select(r.res_id, r.content).where(
+                    r.res_type == rtype, r.res_id.in_(ids), r.deleted == false()
+                )
+            ):
+                out.append((rtype, row.res_id, bytes(row.content)))
+        return out
+
+
+def micros_now() -> int:
+    from interop.fhir.dates import now_utc
+
+    return to_micros(now_utc())

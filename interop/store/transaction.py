@@ -1,0 +1,318 @@
+"""FHIR ``batch`` and ``transaction`` Bundles.
+
+A transaction is atomic: every entry succeeds or nothing is stored. ``urn:uuid:`` (and
+``urn:oid:``) fullUrls of POST entries get server ids first, and every reference to them in
+the Bundle is rewritten before anything is written. A batch runs each entry on its own and
+reports each outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
+from interop.store.repository import (
+    DuplicateIdentifier,
+    FhirStore,
+    StoredResource,
+    WriteTx,
+    issue_for_duplicate,
+    new_id,
+)
+from interop.store.search import SearchEngine, SearchRequest
+
+
+@dataclass(slots=True)
+class EntryResult:
+    status: str
+    location: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    resource: bytes | None = None
+    outcome: dict[str, Any] | None = None
+
+    def to_json_bytes(self) -> bytes:
+        response: dict[str, Any] = {"status": self.status}
+        if self.location:
+            response["location"] = self.location
+        if self.etag:
+            response["etag"] = self.etag
+        if self.last_modified:
+            response["lastModified"] = self.last_modified
+        if self.outcome:
+            response["outcome"] = self.outcome
+        parts = []
+        if self.resource is not None:
+            parts.append(b'"resource":' + self.resource)
+        parts.append(b'"response":' + orjson.dumps(response))
+        return b"{" + b",".join(parts) + b"}"
+
+
+def _rewrite_refs(node: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and v in mapping:
+                out[k] = mapping[v]
+            else:
+                out[k] = _rewrite_refs(v, mapping)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v, mapping) for v in node]
+    return node
+
+
+def _parse_url(url: str) -> tuple[str, str | None, list[tuple[str, str]]]:
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    if path.startswith("fhir/"):
+        path = path[5:]
+    segs = path.split("/") if path else []
+    rtype = segs[0] if segs else ""
+    rid = segs[1] if len(segs) > 1 else None
+    return rtype, rid, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def _result(stored: StoredResource, status: str, *, body: bool = True) -> EntryResult:
+    return EntryResult(
+        status=status,
+        location=f"{stored.res_type}/{stored.res_id}/_history/{stored.version}",
+        etag=stored.etag,
+        last_modified=stored.last_modified,
+        resource=stored.content if body else None,
+    )
+
+
+class BundleProcessor:
+    def __init__(self, store: FhirStore, search: SearchEngine) -> None:
+        self.store = store
+        self.search = search
+
+    def process(self, bundle: Any) -> bytes:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise error(400, "invalid", "POST to the base expects a Bundle")
+        btype = bundle.get("type")
+        if btype not in ("transaction", "batch"):
+            raise error(
+                400,
+                "invalid",
+                f"Bundle.type {btype!r}: only 'transaction' and 'batch' can be processed",
+                expression=["Bundle.type"],
+            )
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise error(400, "structure", "Bundle.entry must be a list")
+        for i, e in enumerate(entries):
+            req = e.get("request") if isinstance(e, dict) else None
+            if not isinstance(req, dict) or req.get("method") not in (
+                "GET",
+                "POST",
+                "PUT",
+                "DELETE",
+                "HEAD",
+            ):
+                raise error(
+                    400,
+                    "required",
+                    f"Bundle.entry[{i}].request.method is missing or not GET/POST/PUT/DELETE",
+                    expression=[f"Bundle.entry[{i}].request"],
+                )
+            if not isinstance(req.get("url"), str):
+                raise error(
+                    400,
+                    "required",
+                    f"Bundle.entry[{i}].request.url is missing",
+                    expression=[f"Bundle.entry[{i}].request.url"],
+                )
+        if btype == "transaction":
+            results = self._transaction(entries)
+            rtype = "transaction-response"
+        else:
+            results = self._batch(entries)
+            rtype = "batch-response"
+        head = orjson.dumps({"resourceType": "Bundle", "id": new_id(), "type": rtype})[:-1]
+        return head + b',"entry":[' + b",".join(r.to_json_bytes() for r in results) + b"]}"
+
+    # ---- transaction ---------------------------------------------------------------------
+    def _transaction(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        mapping: dict[str, str] = {}
+        assigned: dict[int, str] = {}
+        for i, e in enumerate(entries):
+            full = e.get("fullUrl")
+            req = e["request"]
+            resource = e.get("resource")
+            if req["method"] == "POST" and isinstance(resource, dict):
+                rid = new_id()
+                assigned[i] = rid
+                rtype = resource.get("resourceType", "")
+                if isinstance(full, str) and full:
+                    mapping[full] = f"{rtype}/{rid}"
+            elif req["method"] == "PUT" and isinstance(full, str) and full.startswith("urn:"):
+                rtype, rid_opt, _ = _parse_url(req["url"])
+                if rid_opt:
+                    mapping[full] = f"{rtype}/{rid_opt}"
+        # validate everything before writing anything
+        prepared: list[dict[str, Any] | None] = []
+        for i, e in enumerate(entries):
+            resource = e.get("resource")
+            if resource is None:
+                prepared.append(None)
+                continue
+            resource = _rewrite_refs(resource, mapping)
+            try:
+                validate_resource(resource)
+            except FhirError as exc:
+                raise FhirError(
+                    exc.status,
+                    [
+                        Issue(
+                            iss.severity,
+                            iss.code,
+                            f"Bundle.entry[{i}]: {iss.diagnostics}",
+                            tuple(f"Bundle.entry[{i}].resource.{x}" for x in iss.expression),
+                        )
+                        for iss in exc.issues
+                    ],
+                ) from None
+            prepared.append(resource)
+        results: list[EntryResult | None] = [None] * len(entries)
+        # FHIR processing order: DELETE, POST, PUT, GET
+        order = sorted(
+            range(len(entries)),
+            key=lambda i: {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}[
+                entries[i]["request"]["method"]
+            ],
+        )
+        with self.store.write() as tx:
+            for i in order:
+                try:
+                    results[i] = self._entry(tx, entries[i], prepared[i], assigned.get(i), mapping)
+                except DuplicateIdentifier as exc:
+                    raise self._wrap(i, issue_for_duplicate(exc)) from None
+                except FhirError as exc:
+                    raise self._wrap(i, exc) from None
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _wrap(i: int, exc: FhirError) -> FhirError:
+        return FhirError(
+            exc.status,
+            [
+                Issue(
+                    iss.severity, iss.code, f"Bundle.entry[{i}]: {iss.diagnostics}", iss.expression
+                )
+                for iss in exc.issues
+            ],
+        )
+
+    def _entry(
+        self,
+        tx: WriteTx,
+        entry: dict[str, Any],
+        resource: dict[str, Any] | None,
+        assigned_id: str | None,
+        mapping: dict[str, str],
+    ) -> EntryResult:
+        req = entry["request"]
+        method = req["method"]
+        rtype, rid, query = _parse_url(req["url"])
+        if rtype not in SUPPORTED_TYPES:
+            raise error(404, "not-supported", f"resource type {rtype!r} is not supported")
+        if method == "POST":
+            if resource is None:
+                raise error(400, "required", "a POST entry needs a resource")
+            if_none_exist = req.get("ifNoneExist")
+            if if_none_exist:
+                existing = self._conditional_match(rtype, if_none_exist, tx)
+                if existing is not None:
+                    full = entry.get("fullUrl")
+                    if isinstance(full, str) and full:
+                        mapping[full] = existing.reference
+                    return _result(existing, "200 OK")
+            stored = tx.create(resource, res_id=assigned_id, validate=False)
+            return _result(stored, "201 Created")
+        if method == "PUT":
+            if resource is None or rid is None:
+                raise error(
+                    400, "required", "a PUT entry needs Type/id in request.url and a resource"
+                )
+            if_match = parse_if_match(req.get("ifMatch"))
+            stored, created = tx.update(rtype, rid, resource, if_match=if_match, validate=False)
+            return _result(stored, "201 Created" if created else "200 OK")
+        if method == "DELETE":
+            if rid is None:
+                raise error(400, "not-supported", "conditional delete is not supported")
+            tx.delete(rtype, rid)
+            return EntryResult(status="204 No Content")
+        # GET inside a transaction: read or search against committed data
+        return self._get(rtype, rid, query)
+
+    def _get(self, rtype: str, rid: str | None, query: list[tuple[str, str]]) -> EntryResult:
+        if rid is not None:
+            stored = self.store.read(rtype, rid)
+            return _result(stored, "200 OK")
+        result = self.search.search(SearchRequest(rtype, query))
+        body = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": orjson.loads(c)} for _, c in result.rows],
+        }
+        if result.total is not None:
+            body["total"] = result.total
+        return EntryResult(status="200 OK", resource=orjson.dumps(body))
+
+    def _conditional_match(self, rtype: str, criteria: str, tx: WriteTx) -> StoredResource | None:
+        query = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        # identifier-only criteria on types with unique identifiers: exact, inside the tx
+        if len(query) == 1 and query[0][0] == "identifier" and "|" in query[0][1]:
+            system, value = query[0][1].split("|", 1)
+            rid = self.store.find_by_identifier(rtype, system, value, tx.conn)
+            if rid is not None:
+                return tx.get(rtype, rid)
+        result = self.search.search(SearchRequest(rtype, query + [("_count", "2")], strict=True))
+        if len(result.rows) > 1:
+            raise error(
+                412, "multiple-matches", f"If-None-Exist {criteria!r} matches several {rtype}"
+            )
+        if result.rows:
+            return tx.get(rtype, result.rows[0][0])
+        return None
+
+    # ---- batch --------------------------------------------------------------------------
+    def _batch(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+        results: list[EntryResult] = []
+        for e in entries:
+            resource = e.get("resource")
+            try:
+                if resource is not None:
+                    validate_resource(resource)
+                if e["request"]["method"] in ("GET", "HEAD"):
+                    rtype, rid, query = _parse_url(e["request"]["url"])
+                    results.append(self._get(rtype, rid, query))
+                    continue
+                with self.store.write() as tx:
+                    results.append(self._entry(tx, e, resource, None, {}))
+            except DuplicateIdentifier as exc:
+                err = issue_for_duplicate(exc)
+                results.append(EntryResult(status=f"{err.status}", outcome=err.outcome()))
+            except FhirError as exc:
+                results.append(EntryResult(status=f"{exc.status}", outcome=exc.outcome()))
+        return results
+
+
+def parse_if_match(value: Any) -> int | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    try:
+        return int(text)
+    except ValueError:
+        raise error(400, "invalid", f"If-Match {value!r} is not a version ETag") from None
