@@ -174,8 +174,7 @@ class IngestPipeline:
             adapter=adapter_name,
             source=meta.source,
             message_id=result.message_id,
-            items_seen=result.items_seen
-            or (len(result.measurements) + len(result.questionnaires)),
+            items_seen=result.items_seen or (len(result.measurements) + len(result.questionnaires)),
             mapping_version=self.mappings.version,
         )
         for d in result.diagnostics:
@@ -342,7 +341,19 @@ class IngestPipeline:
                 status=m.status,
             )
             obs["subject"] = _logical_subject(m.patient)
-            self._quarantine(tx, obs, m.patient, identifier, meta, adapter_name, report, now, reason_code, reason, m.location)
+            self._quarantine(
+                tx,
+                obs,
+                m.patient,
+                identifier,
+                meta,
+                adapter_name,
+                report,
+                now,
+                reason_code,
+                reason,
+                m.location,
+            )
             return None
         obs = build_observation(
             outcome.mapped,
@@ -411,7 +422,19 @@ class IngestPipeline:
         )
         if pid is None:
             built["subject"] = _logical_subject(q.patient)
-            self._quarantine(tx, built, q.patient, identifier, meta, adapter_name, report, now, reason_code, reason, q.location)
+            self._quarantine(
+                tx,
+                built,
+                q.patient,
+                identifier,
+                meta,
+                adapter_name,
+                report,
+                now,
+                reason_code,
+                reason,
+                q.location,
+            )
             return None
         return self._upsert(tx, "QuestionnaireResponse", built, identifier, report)
 
@@ -565,4 +588,3 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
                 q.update().where(q.c.id == row.id).values(status="released", resource_id=rid)
             )
     return counts
-

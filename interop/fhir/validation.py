@@ -92,7 +92,7 @@ def validate_resource(resource: Any, *, expected_type: str | None = None) -> dic
         )
     if rtype not in SUPPORTED_TYPES:
         raise FhirError(
-            404 if expected_type is None else 400,
+            400,
             [Issue("error", "not-supported", f"resource type {rtype!r} is not supported here")],
         )
     rid = resource.get("id")
@@ -113,11 +113,18 @@ def validate_resource(resource: Any, *, expected_type: str | None = None) -> dic
 
 
 def _identifiers(resource: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The resource's own identifiers and those of logical references (``subject.identifier``)."""
     found: list[tuple[str, dict[str, Any]]] = []
     rtype = resource["resourceType"]
-    for i, ident in enumerate(resource.get("identifier", []) or []):
+    idents = resource.get("identifier", [])
+    for i, ident in enumerate(idents if isinstance(idents, list) else [idents]):
         if isinstance(ident, dict):
             found.append((f"{rtype}.identifier[{i}]", ident))
+    for key, value in resource.items():
+        if key != "identifier" and isinstance(value, dict):
+            ident = value.get("identifier")
+            if isinstance(ident, dict):
+                found.append((f"{rtype}.{key}.identifier", ident))
     return found
 
 
@@ -129,7 +136,13 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
             problem = check_identifier(system, value)
             if problem:
                 issues.append(
-                    Issue("error", "value", f"{expr}: {problem}", (expr,), "invalid-identifier")
+                    Issue(
+                        "error",
+                        "value",
+                        f"{expr} {system}|{value}: {problem}",
+                        (expr,),
+                        "invalid-identifier",
+                    )
                 )
     if rtype == "Observation":
         issues.extend(_vital_signs_invariants(resource))
