@@ -25,8 +25,9 @@ class Settings(BaseSettings):
     admin_key: str = "dev-admin-key"
     timezone: str = "Europe/Oslo"
     """Zone given to zone-less input times (the assumption is recorded)."""
-    base_url: str = "http://localhost:8000"
-    """Public base URL used in absolute links (Bundle.link, fullUrl)."""
+    base_url: str | None = None
+    """Public base URL for absolute links (Bundle.link, fullUrl); default: taken from each
+    request (set it when the service runs behind a proxy that rewrites the host)."""
     kith_schema_dir: Path | None = None
     """Folder with the KITH/e-helse XSDs (MsgHead, PLO, Dialogmelding, AppRec) and catalog.xml."""
     mappings_dir: Path | None = None

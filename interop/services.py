@@ -31,7 +31,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     engine = get_engine(settings.database_url)
     if migrate:
         upgrade(engine)
-    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url)
+    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

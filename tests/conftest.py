@@ -120,7 +120,6 @@ def settings(backend: str, _engines, tmp_path: Path):  # type: ignore[no-untyped
     return Settings(
         database_url=url,
         admin_key="test-admin-key",
-        base_url="http://testserver",
         kith_schema_dir=KITH_SCHEMAS,
     )
 
@@ -134,7 +133,7 @@ def services(settings, _engines, backend):  # type: ignore[no-untyped-def]
 
     _url, engine = _engines(backend)
     _truncate(engine)
-    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url)
+    store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

@@ -33,6 +33,14 @@ def services(request: Request) -> Services:
     return svc
 
 
+def fhir_base(request: Request) -> str:
+    """Absolute base of the FHIR API as the client sees it (or as configured)."""
+    configured = services(request).settings.base_url
+    if configured:
+        return configured.rstrip("/") + "/fhir"
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
 def _check_type(rtype: str) -> None:
     if rtype not in SUPPORTED_TYPES:
         raise error(404, "not-supported", f"resource type {rtype!r} is not supported here")
@@ -81,7 +89,7 @@ async def metadata(request: Request) -> Response:
     cached = getattr(request.app.state, "capability_bytes", None)
     if cached is None:
         cs = capability_statement(
-            svc.settings.base_url, datetime.now(UTC).isoformat(timespec="seconds")
+            fhir_base(request)[: -len("/fhir")], datetime.now(UTC).isoformat(timespec="seconds")
         )
         cached = orjson.dumps(cs)
         request.app.state.capability_bytes = cached
@@ -106,8 +114,7 @@ def bundle_bytes(
     result: SearchResult,
     params: list[tuple[str, str]],
 ) -> bytes:
-    svc = services(request)
-    base = svc.settings.base_url.rstrip("/") + "/fhir"
+    base = fhir_base(request)
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         head["total"] = result.total
@@ -290,7 +297,7 @@ async def history(
     since_text = request.query_params.get("_since")
     since = fhir_instant(since_text, svc.settings.timezone) if since_text else None
     versions = svc.store.history(rtype, rid, count=max(1, min(count, 1000)), since=since)
-    base = svc.settings.base_url.rstrip("/") + "/fhir"
+    base = fhir_base(request)
     parts = []
     for stored, method in versions:
         req = {"method": method, "url": f"{rtype}/{rid}" if method != "POST" else rtype}
