@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from interop import __version__
 from interop.access.policy import AccessPolicy
@@ -36,4 +37,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.actor_resolvers = []
     install_error_handlers(app)
     app.include_router(fhir.router)
+    # hot GET routes as plain Starlette routes, matched after the specific FastAPI ones
+    for path, endpoint in fhir.FAST_ROUTES:
+        app.router.routes.append(Route(path, endpoint, methods=["GET"]))  # type: ignore[arg-type]
     return app

@@ -55,7 +55,7 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def require_actor(request: Request) -> Actor:
+async def require_actor(request: Request) -> Actor:
     token = bearer_token(request)
     settings = request.app.state.services.settings
     if hmac.compare_digest(token.encode(), settings.admin_key.encode()):
@@ -72,8 +72,8 @@ def require_actor(request: Request) -> Actor:
     )
 
 
-def require_admin(request: Request) -> Actor:
-    actor = require_actor(request)
+async def require_admin(request: Request) -> Actor:
+    actor = await require_actor(request)
     if not actor.is_admin:
         raise error(403, "forbidden", f"this needs the admin role (you are {actor.role})")
     return actor

@@ -27,6 +27,10 @@ from interop.store.transaction import parse_if_match
 
 router = APIRouter(prefix="/fhir")
 
+FAST_ROUTES: list[tuple[str, object]] = []
+"""(path, endpoint) of GET routes served without FastAPI's dependency machinery: they are the
+hot paths (read by id, search) and do their own authentication with :func:`require_actor`."""
+
 
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
@@ -169,12 +173,11 @@ async def _search(
     return fhir_response(bundle_bytes(request, rtype, result, params))
 
 
-@router.get("/{rtype}")
-async def search_type(
-    rtype: str, request: Request, actor: Actor = Depends(require_actor)
-) -> Response:
+async def search_type(request: Request) -> Response:
+    """GET /fhir/{type}?… — a plain Starlette endpoint (see app.py)."""
+    actor = await require_actor(request)
     params = parse_qsl(request.url.query, keep_blank_values=True)
-    return await _search(request, rtype, params, actor)
+    return await _search(request, request.path_params["rtype"], params, actor)
 
 
 @router.post("/{rtype}/_search")
@@ -219,10 +222,11 @@ async def create(rtype: str, request: Request, actor: Actor = Depends(require_ac
     return _write_response(request, stored, 201)
 
 
-@router.get("/{rtype}/{rid}")
-async def read(
-    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
-) -> Response:
+async def read(request: Request) -> Response:
+    """GET /fhir/{type}/{id} — the hottest route: a plain Starlette endpoint (see app.py)."""
+    actor = await require_actor(request)
+    rtype = request.path_params["rtype"]
+    rid = request.path_params["rid"]
     _check_type(rtype)
     svc = services(request)
     stored = svc.store.read(rtype, rid)
@@ -330,3 +334,6 @@ async def vread(
     return fhir_response(
         stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}
     )
+
+
+FAST_ROUTES.extend([("/fhir/{rtype}/{rid}", read), ("/fhir/{rtype}", search_type)])

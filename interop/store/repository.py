@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
+from interop.store.fastread import FastReader
 from interop.store.indexer import index_entries, observation_rows
 from interop.store.schema import (
     date_table,
@@ -104,6 +105,7 @@ class FhirStore:
         self.base_url = base_url.rstrip("/")
         self.hooks: list[WriteHook] = []
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.fast = FastReader(engine)
 
     # ---- transactions -------------------------------------------------------------------
     @contextmanager
@@ -132,7 +134,8 @@ class FhirStore:
         return _row_to_stored(row) if row is not None else None
 
     def read(self, res_type: str, res_id: str) -> StoredResource:
-        stored = self.get(res_type, res_id)
+        row = self.fast.get(res_type, res_id)
+        stored = StoredResource(res_type, res_id, *row) if row is not None else None
         if stored is None:
             raise error(404, "not-found", f"{res_type}/{res_id} is not known")
         if stored.deleted:
@@ -281,25 +284,44 @@ class WriteTx:
         res_type = resource["resourceType"]
         if res_type not in UNIQUE_IDENTIFIER_TYPES:
             return
-        for ident in resource.get("identifier") or []:
-            system, value = ident.get("system"), ident.get("value")
-            if not (isinstance(system, str) and isinstance(value, str)):
-                continue
-            existing = self.store.find_by_identifier(res_type, system, value, self.conn)
-            if existing is not None:
-                if existing == res_id:
-                    continue
-                raise DuplicateIdentifier(res_type, system, value, existing)
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(
-                        insert(unique_identifier_table).values(
-                            res_type=res_type, system=system, value=value, res_id=res_id
-                        )
+        claims = [
+            {"res_type": res_type, "system": i["system"], "value": i["value"], "res_id": res_id}
+            for i in resource.get("identifier") or []
+            if isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
+        ]
+        if claims:
+            self._claim_many(claims)
+
+    def _claim_many(self, claims: list[dict[str, Any]]) -> None:
+        """Reserve business identifiers; a taken one raises :class:`DuplicateIdentifier`."""
+        seen: set[tuple[str, str, str]] = set()
+        for c in claims:
+            key = (c["res_type"], c["system"], c["value"])
+            if key in seen:
+                raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], c["res_id"])
+            seen.add(key)
+        t = unique_identifier_table
+        groups: dict[tuple[str, str], list[str]] = {}
+        for c in claims:
+            groups.setdefault((c["res_type"], c["system"]), []).append(c["value"])
+        for (res_type, system), values in groups.items():
+            for i in range(0, len(values), 500):
+                row = self.conn.execute(
+                    select(t.c.value, t.c.res_id)
+                    .where(
+                        t.c.res_type == res_type,
+                        t.c.system == system,
+                        t.c.value.in_(values[i : i + 500]),
                     )
-            except IntegrityError:
-                other = self.store.find_by_identifier(res_type, system, value, self.conn)
-                raise DuplicateIdentifier(res_type, system, value, other or "?") from None
+                    .limit(1)
+                ).first()
+                if row is not None:
+                    raise DuplicateIdentifier(res_type, system, row.value, row.res_id)
+        try:
+            self.conn.execute(insert(t), claims)
+        except IntegrityError:
+            c = claims[0]
+            raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], "?") from None
 
     def _run_hooks(self, stored: StoredResource, previous: StoredResource | None) -> None:
         self.written.append(stored)
@@ -315,44 +337,110 @@ class WriteTx:
         validate: bool = True,
     ) -> StoredResource:
         """Create a new resource (server-assigned id unless ``res_id`` is given)."""
+        return self.create_many([(resource, res_id)], validate=validate)[0]
+
+    def create_many(
+        self,
+        items: list[tuple[dict[str, Any], str | None]],
+        *,
+        validate: bool = True,
+    ) -> list[StoredResource]:
+        """Create several resources with one multi-row insert per table (bulk ingest path)."""
         if validate:
-            validate_resource(resource)
-        res_type = resource["resourceType"]
-        res_id = res_id or new_id()
+            for resource, _ in items:
+                validate_resource(resource)
         now = self._now()
-        resource = dict(resource)
-        content = self._stamp(resource, res_id, 1, now)
-        self._claim_identifiers(resource, res_id)
-        patient_id = self._write_indexes(resource, res_id)
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(
-                    insert(resource_table).values(
-                        res_type=res_type,
-                        res_id=res_id,
-                        version=1,
-                        patient_id=patient_id,
-                        last_updated=now,
-                        deleted=False,
-                        content=content,
-                    )
-                )
-        except IntegrityError:
-            raise error(409, "duplicate", f"{res_type}/{res_id} exists already") from None
-        self.conn.execute(
-            insert(history_table).values(
-                res_type=res_type,
-                res_id=res_id,
-                version=1,
-                last_updated=now,
-                method="POST",
-                deleted=False,
-                content=content,
+        res_rows: list[dict[str, Any]] = []
+        hist_rows: list[dict[str, Any]] = []
+        tokens: list[dict[str, Any]] = []
+        refs: list[dict[str, Any]] = []
+        dates: list[dict[str, Any]] = []
+        strings: list[dict[str, Any]] = []
+        obs_rows: list[dict[str, Any]] = []
+        claims: list[dict[str, Any]] = []
+        out: list[StoredResource] = []
+        zone = self.store.zone
+        for resource, wanted_id in items:
+            res_type = resource["resourceType"]
+            res_id = wanted_id or new_id()
+            resource = dict(resource)
+            content = self._stamp(resource, res_id, 1, now)
+            if res_type in UNIQUE_IDENTIFIER_TYPES:
+                for ident in resource.get("identifier") or []:
+                    system, value = ident.get("system"), ident.get("value")
+                    if isinstance(system, str) and isinstance(value, str):
+                        claims.append(
+                            {
+                                "res_type": res_type,
+                                "system": system,
+                                "value": value,
+                                "res_id": res_id,
+                            }
+                        )
+            entries = index_entries(resource, zone)
+            tokens.extend(
+                {"res_type": res_type, "res_id": res_id, "param": p, "system": sy, "code": c}
+                for p, sy, c in entries.tokens
             )
-        )
-        stored = StoredResource(res_type, res_id, 1, now, False, content)
-        self._run_hooks(stored, None)
-        return stored
+            refs.extend(
+                {"res_type": res_type, "res_id": res_id, "param": p, "target": t[:255]}
+                for p, t in entries.references
+            )
+            dates.extend(
+                {"res_type": res_type, "res_id": res_id, "param": p, "start": st, "end": e}
+                for p, st, e in entries.dates
+            )
+            strings.extend(
+                {"res_type": res_type, "res_id": res_id, "param": p, "value": v}
+                for p, v in entries.strings
+            )
+            if res_type == "Observation":
+                obs_rows.extend(observation_rows(resource, res_id, entries.patient_id, zone))
+            res_rows.append(
+                {
+                    "res_type": res_type,
+                    "res_id": res_id,
+                    "version": 1,
+                    "patient_id": entries.patient_id,
+                    "last_updated": now,
+                    "deleted": False,
+                    "content": content,
+                }
+            )
+            hist_rows.append(
+                {
+                    "res_type": res_type,
+                    "res_id": res_id,
+                    "version": 1,
+                    "last_updated": now,
+                    "method": "POST",
+                    "deleted": False,
+                    "content": content,
+                }
+            )
+            out.append(StoredResource(res_type, res_id, 1, now, False, content))
+        if claims:
+            self._claim_many(claims)
+        try:
+            self.conn.execute(insert(resource_table), res_rows)
+        except IntegrityError:
+            taken = [f"{r['res_type']}/{r['res_id']}" for r in res_rows]
+            raise error(
+                409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
+            ) from None
+        self.conn.execute(insert(history_table), hist_rows)
+        for table, rows in (
+            (token_table, tokens),
+            (reference_table, refs),
+            (date_table, dates),
+            (string_table, strings),
+            (observation_table, obs_rows),
+        ):
+            if rows:
+                self.conn.execute(insert(table), rows)
+        for stored in out:
+            self._run_hooks(stored, None)
+        return out
 
     def update(
         self,

@@ -188,15 +188,50 @@ class BundleProcessor:
                 entries[i]["request"]["method"]
             ],
         )
+        plain_posts = [
+            i
+            for i in order
+            if entries[i]["request"]["method"] == "POST"
+            and not entries[i]["request"].get("ifNoneExist")
+            and prepared[i] is not None
+            and _parse_url(entries[i]["request"]["url"])[0] == prepared[i]["resourceType"]  # type: ignore[index]
+        ]
+        batched = set(plain_posts)
         with self.store.write() as tx:
             for i in order:
+                if entries[i]["request"]["method"] != "DELETE":
+                    break
+                results[i] = self._run(tx, i, entries[i], prepared[i], assigned, mapping)
+            if plain_posts:
                 try:
-                    results[i] = self._entry(tx, entries[i], prepared[i], assigned.get(i), mapping)
+                    stored = tx.create_many(
+                        [(prepared[i], assigned[i]) for i in plain_posts],  # type: ignore[misc]
+                        validate=False,
+                    )
                 except DuplicateIdentifier as exc:
-                    raise self._wrap(i, issue_for_duplicate(exc)) from None
-                except FhirError as exc:
-                    raise self._wrap(i, exc) from None
+                    raise FhirError(409, [Issue("error", "duplicate", f"Bundle: {exc}")]) from None
+                for i, st in zip(plain_posts, stored, strict=True):
+                    results[i] = _result(st, "201 Created")
+            for i in order:
+                if results[i] is None and i not in batched:
+                    results[i] = self._run(tx, i, entries[i], prepared[i], assigned, mapping)
         return [r for r in results if r is not None]
+
+    def _run(
+        self,
+        tx: WriteTx,
+        i: int,
+        entry: dict[str, Any],
+        resource: dict[str, Any] | None,
+        assigned: dict[int, str],
+        mapping: dict[str, str],
+    ) -> EntryResult:
+        try:
+            return self._entry(tx, entry, resource, assigned.get(i), mapping)
+        except DuplicateIdentifier as exc:
+            raise self._wrap(i, issue_for_duplicate(exc)) from None
+        except FhirError as exc:
+            raise self._wrap(i, exc) from None
 
     @staticmethod
     def _wrap(i: int, exc: FhirError) -> FhirError:

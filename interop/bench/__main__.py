@@ -1,0 +1,87 @@
+"""``python -m interop.bench`` (``make bench``): throughput and latency on SQLite and PostgreSQL.
+
+Data sets are kept between runs under ``var/bench/`` (SQLite) and in the ``interop_bench``
+PostgreSQL database, so a second run measures without reloading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sqlalchemy import text
+
+from interop.bench import fhir_api
+from interop.bench.report import Report
+from interop.store.db import create_db_engine, normalise_url
+from interop.store.migrate import upgrade
+from interop.store.repository import FhirStore
+
+
+def _backends(sizes: list[int], pg_url: str | None) -> list[tuple[str, str, int]]:
+    out = []
+    for size in sizes:
+        path = Path("var/bench").absolute() / f"bench-{size}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out.append(("sqlite", f"sqlite:///{path}", size))
+    if pg_url:
+        for size in sizes:
+            out.append(
+                (
+                    "postgresql",
+                    normalise_url(pg_url).rsplit("/", 1)[0] + f"/interop_bench_{size}",
+                    size,
+                )
+            )
+    return out
+
+
+def _ensure_pg_database(url: str) -> None:
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    name = url.rsplit("/", 1)[1]
+    engine = create_db_engine(admin_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname=:n"), {"n": name}
+        ).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m interop.bench")
+    ap.add_argument(
+        "--sizes",
+        default=os.environ.get("INTEROP_BENCH_SIZES", "1000000"),
+        help="stored Observations, comma list",
+    )
+    ap.add_argument("--patients", type=int, default=2000)
+    ap.add_argument("--sections", default="fhir")
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--out", default="bench-report.md")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    pg = os.environ.get("INTEROP_BENCH_PG_URL") if "postgresql" in args.backends else None
+    report = Report()
+    if "postgresql" in args.backends and not pg:
+        report.note("PostgreSQL not measured: INTEROP_BENCH_PG_URL is not set")
+    sections = set(args.sections.split(","))
+    for backend, url, size in _backends(sizes, pg):
+        if backend not in args.backends:
+            continue
+        if backend == "postgresql":
+            _ensure_pg_database(url)
+        engine = create_db_engine(url)
+        upgrade(engine)
+        store = FhirStore(engine)
+        if "fhir" in sections:
+            fhir_api.run(report, backend, store, url, size=size, patients=args.patients)
+        engine.dispose()
+    report.write(Path(args.out))
+    print(f"\nreport written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

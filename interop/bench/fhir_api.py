@@ -1,0 +1,201 @@
+"""FHIR API figures: read, create, transaction ingest, search, $lastn/$stats, peak RSS."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import select
+
+from interop.bench import data
+from interop.bench.http_load import LoadResult, run_load
+from interop.bench.report import Report
+from interop.bench.server import BENCH_KEY, api_server
+from interop.store.repository import FhirStore
+from interop.store.schema import resource_table
+
+HEADERS = {"Authorization": f"Bearer {BENCH_KEY}", "Content-Type": "application/fhir+json"}
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1000:.1f}"
+
+
+def _sample_ids(store: FhirStore, n: int) -> list[str]:
+    with store.reader() as conn:
+        rows = conn.execute(
+            select(resource_table.c.res_id)
+            .where(resource_table.c.res_type == "Observation")
+            .limit(n)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def _latency(base: str, paths: list[str]) -> LoadResult:
+    return run_load(
+        base,
+        lambda i: ("GET", paths[i % len(paths)], b""),
+        total=len(paths),
+        connections=1,
+        headers=HEADERS,
+    )
+
+
+def run(
+    report: Report, backend: str, store: FhirStore, url: str, *, size: int, patients: int
+) -> None:
+    have = data.count_observations(store)
+    if have < size:
+        t0 = time.perf_counter()
+        rate = data.load(store, size - have, patients)
+        report.row(
+            "fhir",
+            backend,
+            size,
+            "bulk load (create_many, no HTTP)",
+            f"{rate:,.0f} obs/s",
+            f"{time.perf_counter() - t0:.0f} s",
+        )
+    ids = _sample_ids(store, 2000)
+    rng = random.Random(1)
+    with api_server(url) as server:
+        base = server.base
+        # warm-up
+        run_load(
+            base,
+            lambda i: ("GET", f"/fhir/Observation/{ids[i % len(ids)]}", b""),
+            total=500,
+            connections=4,
+            headers=HEADERS,
+        )
+
+        r = run_load(
+            base,
+            lambda i: ("GET", f"/fhir/Observation/{ids[i % len(ids)]}", b""),
+            total=20000,
+            connections=16,
+            headers=HEADERS,
+        )
+        report.row(
+            "fhir",
+            backend,
+            size,
+            "read by id",
+            f"{r.rate:,.0f} req/s",
+            f"p95 {_ms(r.percentile(95))} ms",
+            target="≥ 3,000 req/s",
+            ok=r.rate >= 3000 and r.statuses.get(200) == r.requests,
+        )
+
+        def create(i: int) -> tuple[str, str, bytes]:
+            obs = data.observation(rng, data.patient_id(i % patients), data.END, 0)
+            obs["identifier"] = [
+                {"system": "urn:dho-interop:bench-create", "value": str(uuid.uuid4())}
+            ]
+            return "POST", "/fhir/Observation", orjson.dumps(obs)
+
+        r = run_load(base, create, total=4000, connections=8, headers=HEADERS)
+        report.row(
+            "fhir",
+            backend,
+            size,
+            "create Observation",
+            f"{r.rate:,.0f} req/s",
+            f"p95 {_ms(r.percentile(95))} ms",
+            target="≥ 600 req/s",
+            ok=r.rate >= 600 and r.statuses.get(201) == r.requests,
+        )
+
+        def bundle(i: int) -> tuple[str, str, bytes]:
+            entries: list[dict[str, Any]] = []
+            for j in range(100):
+                obs = data.observation(rng, data.patient_id((i * 100 + j) % patients), data.END, 0)
+                obs["identifier"] = [
+                    {"system": "urn:dho-interop:bench-tx", "value": str(uuid.uuid4())}
+                ]
+                entries.append(
+                    {
+                        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                        "resource": obs,
+                        "request": {"method": "POST", "url": "Observation"},
+                    }
+                )
+            return (
+                "POST",
+                "/fhir",
+                orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            )
+
+        r = run_load(base, bundle, total=60, connections=2, headers=HEADERS)
+        report.row(
+            "fhir",
+            backend,
+            size,
+            "transaction Bundle of 100 Observations",
+            f"{r.rate * 100:,.0f} obs/s",
+            f"p95 {_ms(r.percentile(95))} ms per Bundle",
+            target="≥ 2,000 obs/s",
+            ok=r.rate * 100 >= 2000 and r.statuses.get(200) == r.requests,
+        )
+
+        codes = ["8867-4", "2708-6", "29463-7", "85354-9"]
+        paths = [
+            f"/fhir/Observation?patient=Patient/{data.patient_id(rng.randrange(patients))}"
+            f"&code=http://loinc.org|{rng.choice(codes)}&date=ge2026-09-01&_count=50"
+            for _ in range(400)
+        ]
+        r = _latency(base, paths)
+        report.row(
+            "fhir",
+            backend,
+            size,
+            "search patient+code+date",
+            f"p50 {_ms(r.percentile(50))} ms",
+            f"p95 {_ms(r.percentile(95))} ms",
+            target="p95 ≤ 25 ms",
+            ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
+        )
+
+        probe = httpx.get(
+            f"{base}/fhir/Observation/$lastn?patient=Patient/{data.patient_id(0)}", headers=HEADERS
+        )
+        if probe.status_code == 200:
+            paths = [
+                f"/fhir/Observation/$lastn?patient=Patient/{data.patient_id(rng.randrange(patients))}&max=3"
+                for _ in range(400)
+            ]
+            r = _latency(base, paths)
+            report.row(
+                "fhir",
+                backend,
+                size,
+                "$lastn (max=3, all codes)",
+                f"p50 {_ms(r.percentile(50))} ms",
+                f"p95 {_ms(r.percentile(95))} ms",
+                target="p95 ≤ 25 ms",
+                ok=r.percentile(95) <= 0.025,
+            )
+            paths = [
+                f"/fhir/Observation/$stats?subject=Patient/{data.patient_id(rng.randrange(patients))}"
+                f"&code={rng.choice(codes)}&system=http://loinc.org&duration=2160&statistic=average,min,max,count,median"
+                for _ in range(400)
+            ]
+            r = _latency(base, paths)
+            report.row(
+                "fhir",
+                backend,
+                size,
+                "$stats (90 days, 5 statistics)",
+                f"p50 {_ms(r.percentile(50))} ms",
+                f"p95 {_ms(r.percentile(95))} ms",
+                ok=r.statuses.get(200) == r.requests,
+            )
+        else:
+            report.note(f"$lastn not available on this build ({probe.status_code}); skipped")
+        report.row(
+            "fhir", backend, size, "API worker peak RSS", f"{server.peak_rss_mb():.0f} MB", ""
+        )
