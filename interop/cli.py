@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -81,6 +82,110 @@ def demo(
     settings = get_settings()
     report = load_demo(settings, patients=patients, days=days, seed=seed)
     console.print(report)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to ingest")],
+    adapter: Annotated[str, typer.Option("--adapter", "-a", help="adapter name (see `interop adapters`)")],
+    source: Annotated[str, typer.Option(help="who sent the data (scopes vendor user ids)")] = "cli",
+    profile: Annotated[str | None, typer.Option(help="mapping profile for mapped-json/mapped-csv")] = None,
+    patient: Annotated[str | None, typer.Option(help="fødselsnummer/D-nummer for files without a patient")] = None,
+    pattern: Annotated[str, typer.Option(help="glob for files inside folders")] = "*",
+) -> None:
+    """Ingest files through an adapter; prints a report, exits non-zero when anything was rejected."""
+    from rich.progress import Progress
+
+    from adapters.base import IngestMeta, PatientRef
+    from interop.identifiers import person_id_system
+    from interop.pipeline import IngestPipeline, IngestRejected
+    from interop.services import build_services
+
+    settings = get_settings()
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob(pattern) if f.is_file()))
+        elif p.is_file():
+            files.append(p)
+        else:
+            _fail(f"{p}: no such file or folder", 2)
+    if not files:
+        _fail("nothing to ingest", 2)
+    pref = None
+    if patient:
+        system = person_id_system(patient)
+        if system is None:
+            _fail(f"{patient!r} is not a valid fødselsnummer/D-nummer", 2)
+        assert system is not None
+        pref = PatientRef(system, patient)
+    pipe = IngestPipeline(build_services(settings))
+    options = {"profile": profile} if profile else {}
+    totals = {"created": 0, "updated": 0, "duplicate": 0, "quarantined": 0, "rejected": 0}
+    failed_files = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        for f in files:
+            meta = IngestMeta(
+                source=source,
+                filename=f.name,
+                default_timezone=settings.timezone,
+                patient=pref,
+                options=options,
+            )
+            try:
+                report = pipe.ingest(adapter, f.read_bytes(), meta)
+            except IngestRejected as exc:
+                failed_files += 1
+                totals["rejected"] += max(1, exc.report.rejected)
+                for d in exc.report.diagnostics:
+                    console.print(f"[red]{f}[/red]: {d.get('code')}: {d.get('message')}")
+                progress.advance(task)
+                continue
+            for k in totals:
+                totals[k] += getattr(report, k)
+            for d in report.diagnostics:
+                if d.get("severity") in ("error", "fatal", "warning"):
+                    loc = f" ({d['location']})" if d.get("location") else ""
+                    console.print(f"[yellow]{f}{loc}[/yellow]: {d.get('code')}: {d.get('message')}")
+            progress.advance(task)
+    summary = ", ".join(f"{k} {v}" for k, v in totals.items())
+    console.print(f"{len(files)} file(s): {summary}" + (f"; {failed_files} file(s) unreadable" if failed_files else ""))
+    if totals["rejected"] or failed_files:
+        raise typer.Exit(1)
+
+
+@app.command("link-patient")
+def link_patient_cmd(
+    source: Annotated[str, typer.Option(help="vendor/source name")],
+    user_id: Annotated[str, typer.Option("--user-id", help="the vendor's user id")],
+    national_id: Annotated[str, typer.Option("--national-id", help="fødselsnummer or D-nummer")],
+) -> None:
+    """Link a vendor user id to a patient, then release matching quarantined measurements."""
+    from adapters.base import vendor_user_system
+    from interop.fhir.outcome import FhirError
+    from interop.patients import link_patient
+    from interop.pipeline import release_quarantine
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    try:
+        with svc.store.write() as tx:
+            pid = link_patient(tx.conn, vendor_user_system(source), user_id, national_id, created_by="cli")
+    except FhirError as exc:
+        _fail(exc.message)
+        return
+    counts = release_quarantine(svc)
+    console.print(f"linked {source}:{user_id} → Patient/{pid}; quarantine: {counts}")
+
+
+@app.command()
+def adapters() -> None:
+    """List the installed adapters (built-in and plug-ins)."""
+    from adapters.registry import available
+
+    for name in available():
+        print(name)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from interop import __version__
 from interop.access.policy import AccessPolicy
-from interop.api import fhir
+from interop.api import fhir, ingest
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
 from interop.services import Services, build_services
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.policy = AccessPolicy()
     app.state.actor_resolvers = []
     install_error_handlers(app)
+    app.include_router(ingest.router)
     app.include_router(fhir.router)
     # hot GET routes as plain Starlette routes, matched after the specific FastAPI ones
     for path, endpoint in fhir.FAST_ROUTES:

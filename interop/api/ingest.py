@@ -1,0 +1,157 @@
+"""Ways in over HTTP: ``POST /ingest/{adapter}``, patient links and the quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.responses import Response
+
+from adapters.base import IngestMeta, PatientRef, vendor_user_system
+from interop.api.auth import Actor, require_actor, require_admin
+from interop.api.responses import json_response
+from interop.fhir.dates import from_micros, now_utc
+from interop.fhir.outcome import error
+from interop.identifiers import person_id_system
+from interop.patients import link_patient
+from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
+from interop.services import Services
+from interop.store.schema import patient_link_table, quarantine_table
+
+router = APIRouter()
+
+
+def _services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def pipeline(request: Request) -> IngestPipeline:
+    p = getattr(request.app.state, "pipeline", None)
+    if p is None:
+        p = request.app.state.pipeline = IngestPipeline(_services(request))
+    return p  # type: ignore[no-any-return]
+
+
+def _wants_fhir(request: Request) -> bool:
+    return "fhir" in request.headers.get("accept", "")
+
+
+@router.post("/ingest/{adapter}", tags=["ingest"])
+async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_actor)) -> Response:
+    """Ingest one message or file through a named adapter.
+
+    Query: ``source`` (who sent it; defaults to the vendor actor's organisation), ``profile``
+    (for mapped-json/mapped-csv), ``patient`` (fødselsnummer/D-nummer for formats that carry
+    no patient), ``filename``. Answers with the ingest report (JSON), or an OperationOutcome for
+    ``Accept: application/fhir+json``.
+    """
+    if actor.role not in ("vendor", "admin", "followup"):
+        raise error(403, "forbidden", f"role {actor.role!r} may not ingest measurements")
+    data = await request.body()
+    if not data:
+        raise error(400, "required", "the request body is empty")
+    q = request.query_params
+    source = q.get("source") or actor.orgnr or actor.id
+    if actor.role == "vendor" and q.get("source") and q.get("source") != (actor.orgnr or actor.id):
+        raise error(403, "forbidden", "a vendor may only ingest as itself")
+    patient = None
+    if q.get("patient"):
+        system = person_id_system(q["patient"])
+        if system is None:
+            raise error(422, "value", f"patient {q['patient']!r} is not a valid fødselsnummer/D-nummer")
+        patient = PatientRef(system, q["patient"])
+    options = {k: v for k, v in q.items() if k not in ("source", "patient", "filename")}
+    meta = IngestMeta(
+        source=source,
+        filename=q.get("filename"),
+        content_type=request.headers.get("content-type"),
+        default_timezone=_services(request).settings.timezone,
+        received_at=now_utc(),
+        patient=patient,
+        options=options,
+    )
+    pipe = pipeline(request)
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        report = await run_in_threadpool(pipe.ingest, adapter, data, meta)
+    except IngestRejected as exc:
+        status = 404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422
+        body = exc.report.operation_outcome() if _wants_fhir(request) else exc.report.to_json()
+        return json_response(body, status)
+    body = report.operation_outcome() if _wants_fhir(request) else report.to_json()
+    return json_response(body, 200)
+
+
+class PatientLinkIn(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    source: str | None = Field(default=None, description="vendor/source name the user id belongs to")
+    system: str | None = Field(default=None, description="explicit identifier system instead of source")
+    user_id: str = Field(alias="userId")
+    national_id: str = Field(alias="nationalId", description="fødselsnummer or D-nummer")
+
+
+@router.post("/api/v1/patient-links", tags=["patients"], status_code=201)
+def create_link(body: PatientLinkIn, request: Request, actor: Actor = Depends(require_actor)) -> Response:
+    if actor.role not in ("admin", "followup"):
+        raise error(403, "forbidden", "only the follow-up centre or an admin links patients")
+    system = body.system or (vendor_user_system(body.source) if body.source else None)
+    if not system:
+        raise error(400, "required", "give 'source' (vendor name) or 'system'")
+    svc = _services(request)
+    with svc.store.write() as tx:
+        pid = link_patient(tx.conn, system, body.user_id, body.national_id, created_by=actor.id)
+    released = release_quarantine(svc, pipeline(request).mappings)
+    return json_response(
+        {"system": system, "userId": body.user_id, "patient": f"Patient/{pid}", "quarantine": released},
+        201,
+    )
+
+
+@router.get("/api/v1/patient-links", tags=["patients"])
+def list_links(request: Request, actor: Actor = Depends(require_admin)) -> Response:
+    svc = _services(request)
+    with svc.store.reader() as conn:
+        rows = conn.execute(select(patient_link_table).order_by(patient_link_table.c.created)).all()
+    return json_response(
+        [
+            {
+                "system": r.system,
+                "userId": r.value,
+                "patient": f"Patient/{r.patient_id}",
+                "created": from_micros(r.created).isoformat(),
+                "createdBy": r.created_by,
+            }
+            for r in rows
+        ]
+    )
+
+
+@router.get("/api/v1/quarantine", tags=["patients"])
+def list_quarantine(request: Request, status: str = "held", actor: Actor = Depends(require_admin)) -> Response:
+    svc = _services(request)
+    q = quarantine_table
+    with svc.store.reader() as conn:
+        rows = conn.execute(select(q).where(q.c.status == status).order_by(q.c.received).limit(1000)).all()
+    out: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "received": from_micros(r.received).isoformat(),
+            "source": r.source,
+            "adapter": r.adapter,
+            "reason": r.reason,
+            "reasonCode": r.reason_code,
+            "patient": {"system": r.patient_system, "value": r.patient_value},
+            "status": r.status,
+        }
+        for r in rows
+    ]
+    return json_response(out)
+
+
+@router.post("/api/v1/quarantine/release", tags=["patients"])
+def release(request: Request, actor: Actor = Depends(require_admin)) -> Response:
+    return json_response(release_quarantine(_services(request), pipeline(request).mappings))
