@@ -242,3 +242,38 @@ class IngestMessageRow(SQLModel, table=True):
 patient_link_table = PatientLinkRow.__table__  # type: ignore[attr-defined]
 quarantine_table = QuarantineRow.__table__  # type: ignore[attr-defined]
 ingest_message_table = IngestMessageRow.__table__  # type: ignore[attr-defined]
+
+
+class InboundMessageRow(SQLModel, table=True):
+    """A raw incoming message, stored before it is acknowledged and processed later.
+
+    The MLLP listener (and later the KITH message inbox) writes the bytes here and only then
+    answers; a worker turns ``received`` rows into data. Unique per (channel, sender, message
+    id): a re-sent message is recognised and not processed twice.
+    """
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        Index("ux_inbound_sender_msgid", "channel", "sender", "message_id", unique=True),
+        Index("ix_inbound_status", "status", "received"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    channel: str = Field(max_length=32)
+    """mllp, file-drop, edi2, http …"""
+    sender: str = Field(max_length=255)
+    message_id: str = Field(max_length=255)
+    received: int = Field(sa_column=Column(BigInteger, nullable=False))
+    adapter: str = Field(max_length=64)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(default="received", max_length=16)
+    """received → processed | failed"""
+    attempts: int = 0
+    processed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    report: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    error: str | None = Field(default=None, max_length=2000)
+    ack: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    """The acknowledgement sent the first time (re-sent as is for a duplicate)."""
+
+
+inbound_message_table = InboundMessageRow.__table__  # type: ignore[attr-defined]
