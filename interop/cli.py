@@ -49,9 +49,23 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    mllp_port: Annotated[
+        int | None, typer.Option(help="also listen for HL7 v2 over MLLP on this port")
+    ] = None,
 ) -> None:
-    """Run the HTTP API (FHIR at /fhir)."""
+    """Run the HTTP API (FHIR at /fhir), and an MLLP listener with --mllp-port."""
+    import os
+
     import uvicorn
+
+    if mllp_port:
+        if workers > 1:
+            _fail("--mllp-port needs --workers 1 (one listener per port); run more API workers separately", 2)
+        os.environ["INTEROP_MLLP_PORT"] = str(mllp_port)
+        os.environ["INTEROP_MLLP_HOST"] = host
+        from interop.config import reset_settings_cache
+
+        reset_settings_cache()
 
     from interop.store.db import get_engine
     from interop.store.migrate import upgrade
@@ -59,6 +73,8 @@ def serve(
     settings = get_settings()
     upgrade(get_engine(settings.database_url))
     console.print(f"DHO Interop listening on http://{host}:{port}  (FHIR: /fhir/metadata)")
+    if mllp_port:
+        console.print(f"HL7 v2 MLLP listener on {host}:{mllp_port}")
     uvicorn.run(
         "interop.api.app:create_app",
         factory=True,

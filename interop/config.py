@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     our_herid: str | None = None
     our_orgnr: str | None = None
     log_json: bool = True
+    mllp_port: int | None = None
+    """Listen for HL7 v2 over MLLP on this port (in the API process; one per host)."""
+    mllp_host: str = "127.0.0.1"
 
 
 @lru_cache(maxsize=1)

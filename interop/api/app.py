@@ -23,7 +23,23 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not hasattr(app.state, "services"):
             app.state.services = build_services(settings)
-        yield
+        mllp = None
+        stop = None
+        if settings.mllp_port:
+            from interop.inbox import InboxProcessor
+            from interop.mllp import MllpServer, start_processor_thread
+
+            processor = InboxProcessor(app.state.services)
+            _thread, stop = start_processor_thread(processor)
+            mllp = MllpServer(app.state.services, processor)
+            await mllp.start(settings.mllp_host, settings.mllp_port)
+        try:
+            yield
+        finally:
+            if mllp is not None:
+                await mllp.close()
+            if stop is not None:
+                stop.set()
 
     app = FastAPI(
         title="DHO Interop",
@@ -38,7 +54,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(fhir.router)
-    # hot GET routes as plain Starlette routes, matched after the specific FastAPI ones
-    for path, endpoint in fhir.FAST_ROUTES:
-        app.router.routes.append(Route(path, endpoint, methods=["GET"]))  # type: ignore[arg-type]
+    # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
+    for method, path, endpoint in fhir.FAST_ROUTES:
+        app.router.routes.append(Route(path, endpoint, methods=[method]))  # type: ignore[arg-type]
     return app

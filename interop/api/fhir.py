@@ -21,13 +21,14 @@ from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
+from interop.store.group_commit import GroupCommitter
 from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
 from interop.store.search import SearchRequest, SearchResult
 from interop.store.transaction import parse_if_match
 
 router = APIRouter(prefix="/fhir")
 
-FAST_ROUTES: list[tuple[str, object]] = []
+FAST_ROUTES: list[tuple[str, str, object]] = []
 """(path, endpoint) of GET routes served without FastAPI's dependency machinery: they are the
 hot paths (read by id, search) and do their own authentication with :func:`require_actor`."""
 
@@ -191,8 +192,10 @@ async def search_post(
     return await _search(request, rtype, params, actor)
 
 
-@router.post("/{rtype}")
-async def create(rtype: str, request: Request, actor: Actor = Depends(require_actor)) -> Response:
+async def create(request: Request) -> Response:
+    """POST /fhir/{type} — a plain Starlette endpoint (see app.py); plain creates are group-committed."""
+    actor = await require_actor(request)
+    rtype = request.path_params["rtype"]
     _check_type(rtype)
     _check_accept(request)
     resource = await parse_json_body(request)
@@ -210,13 +213,18 @@ async def create(rtype: str, request: Request, actor: Actor = Depends(require_ac
     policy.check_write(actor, resource)
     if_none_exist = request.headers.get("if-none-exist")
     try:
-        with svc.store.write() as tx:
-            tx.context["actor"] = actor
-            if if_none_exist:
+        if if_none_exist:
+            with svc.store.write() as tx:
+                tx.context["actor"] = actor
                 existing = svc.bundles._conditional_match(rtype, if_none_exist, tx)
                 if existing is not None:
                     return _write_response(request, existing, 200)
-            stored = tx.create(resource, validate=False)
+                stored = tx.create(resource, validate=False)
+        else:
+            committer = getattr(request.app.state, "group_commit", None)
+            if committer is None or committer.store is not svc.store:
+                committer = request.app.state.group_commit = GroupCommitter(svc.store)
+            stored = await committer.create(resource, actor)
     except DuplicateIdentifier as exc:
         raise issue_for_duplicate(exc) from None
     return _write_response(request, stored, 201)
@@ -336,4 +344,10 @@ async def vread(
     )
 
 
-FAST_ROUTES.extend([("/fhir/{rtype}/{rid}", read), ("/fhir/{rtype}", search_type)])
+FAST_ROUTES.extend(
+    [
+        ("GET", "/fhir/{rtype}/{rid}", read),
+        ("GET", "/fhir/{rtype}", search_type),
+        ("POST", "/fhir/{rtype}", create),
+    ]
+)

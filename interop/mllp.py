@@ -1,0 +1,107 @@
+"""MLLP listener for HL7 v2 (``interop serve --mllp-port N``).
+
+For each framed message: read the MSH cheaply, store the raw bytes durably
+(:func:`interop.inbox.accept`), and only then answer ``AA``. Unusable messages get ``AR``
+(not HL7 / no MSH-10) or ``AE`` (not a message type we take) with ERR segments; a message
+whose MSH-10 was seen before from the same sender is acknowledged again without being
+processed twice. Parsing the OBX groups, mapping and storing Observations happen afterwards,
+in the inbox processor, off the acknowledgement path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from adapters.hl7v2 import build_ack, split_message_header
+from adapters.mllp import MllpDecoder, mllp_frame
+from interop.inbox import InboxProcessor, accept, remember_ack
+from interop.services import Services
+
+log = logging.getLogger("interop.mllp")
+
+ACCEPTED_TYPES = frozenset({"ORU^R01"})
+
+
+class MllpServer:
+    def __init__(self, services: Services, processor: InboxProcessor | None = None) -> None:
+        self.services = services
+        self.processor = processor
+        self.server: asyncio.base_events.Server | None = None
+        self.on_stored: Callable[[], None] | None = (
+            processor.wake.set if processor is not None else None
+        )
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = MllpDecoder()
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                for message in decoder.feed(chunk):
+                    ack = await self.acknowledge(message)
+                    writer.write(mllp_frame(ack))
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # noqa: BLE001 - one bad connection must not stop the listener
+            log.exception("MLLP connection from %s failed", peer)
+        finally:
+            writer.close()
+
+    async def acknowledge(self, message: bytes) -> bytes:
+        try:
+            msh = split_message_header(message)
+        except ValueError as exc:
+            return build_ack(None, "AR", text=f"not an HL7 v2 message: {exc}")
+        msg_type = msh.message_type
+        if not msh.control_id:
+            return build_ack(msh, "AR", text="MSH-10 (message control id) is empty")
+        if msg_type not in ACCEPTED_TYPES:
+            return build_ack(
+                msh, "AR", text=f"message type {msg_type or '(none)'} is not accepted here; send ORU^R01"
+            )
+        sender = msh.sender or "unknown"
+        try:
+            stored = await run_in_threadpool(
+                accept,
+                self.services,
+                channel="mllp",
+                sender=sender,
+                message_id=msh.control_id,
+                adapter="hl7v2",
+                raw=message,
+            )
+        except Exception:  # noqa: BLE001 - tell the sender to retry: nothing was kept
+            log.exception("storing MLLP message %s failed", msh.control_id)
+            return build_ack(msh, "AE", text="temporary storage failure; resend later")
+        if stored.duplicate:
+            return stored.previous_ack or build_ack(msh, "AA", text="duplicate; already received")
+        ack = build_ack(msh, "AA")
+        await run_in_threadpool(remember_ack, self.services, stored.id, ack)
+        if self.on_stored:
+            self.on_stored()
+        return ack
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self.handle, host, port)
+        log.info("MLLP listening on %s:%s", host, port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def start_processor_thread(processor: InboxProcessor) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    processor.recover()
+    thread = threading.Thread(target=processor.run_forever, args=(stop,), daemon=True, name="inbox")
+    thread.start()
+    return thread, stop
