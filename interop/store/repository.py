@@ -7,6 +7,8 @@ amended/corrected/entered-in-error, and they are never deleted.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,7 +81,17 @@ class DuplicateIdentifier(Exception):
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A time-ordered UUID (version 7 layout: 48-bit Unix milliseconds, then random bits).
+
+    Ids that grow with time keep primary-key and history index inserts close to the end of
+    the B-trees, so a bulk ingest dirties few pages instead of one random page per row.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
 
 
 def _lastupdated_text(micros: int) -> str:
