@@ -15,10 +15,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
-
 from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, mllp_frame
+from starlette.concurrency import run_in_threadpool
+
 from interop.inbox import InboxProcessor, accept, remember_ack
 from interop.services import Services
 
@@ -65,7 +65,9 @@ class MllpServer:
             return build_ack(msh, "AR", text="MSH-10 (message control id) is empty")
         if msg_type not in ACCEPTED_TYPES:
             return build_ack(
-                msh, "AR", text=f"message type {msg_type or '(none)'} is not accepted here; send ORU^R01"
+                msh,
+                "AR",
+                text=f"message type {msg_type or '(none)'} is not accepted here; send ORU^R01",
             )
         sender = msh.sender or "unknown"
         try:

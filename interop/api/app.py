@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from interop import __version__
+from interop import __version__, observability
 from interop.access.policy import AccessPolicy
 from interop.api import fhir, ingest
 from interop.api.responses import install_error_handlers
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.policy = AccessPolicy()
     app.state.actor_resolvers = []
     install_error_handlers(app)
+    observability.install(app)
     app.include_router(ingest.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones

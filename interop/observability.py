@@ -1,0 +1,173 @@
+"""Health, readiness, Prometheus metrics, structured logs and correlation ids.
+
+* ``/healthz``: the process is alive. ``/readyz``: the database answers and the schema is at
+  the current revision (and, when workers report in, how far behind they are).
+* ``/metrics``: Prometheus text format (ingest counts by adapter and outcome, request latency
+  histograms, outbox depth and age, dead letters, AppRec timeouts).
+* Every request gets a correlation id (``X-Correlation-ID`` from the caller, or a new one); it
+  is in every log line and carried to the messages a request causes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
+
+INGEST_ITEMS = Counter(
+    "dho_ingest_items_total", "Items ingested, by adapter and outcome", ["adapter", "outcome"]
+)
+INGEST_SECONDS = Histogram(
+    "dho_ingest_seconds",
+    "Time to ingest one message or file",
+    ["adapter"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+HTTP_SECONDS = Histogram(
+    "dho_http_request_seconds",
+    "HTTP request latency by route template and status class",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+OUTBOX_DEPTH = Gauge(
+    "dho_outbox_depth", "Outbox messages not yet delivered, by destination", ["destination"]
+)
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "dho_outbox_oldest_age_seconds", "Age of the oldest undelivered message", ["destination"]
+)
+DEAD_LETTERS = Gauge("dho_outbox_dead_letters", "Messages in the dead-letter state")
+APPREC_TIMEOUTS = Gauge("dho_apprec_timeouts", "Messages sent more than 96 h ago without an AppRec")
+
+MetricsCollector = Callable[[object], None]
+collectors: list[MetricsCollector] = []
+"""Called with the Services before each scrape (e.g. the outbox fills its gauges)."""
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        cid = correlation_id.get()
+        if cid:
+            data["correlation_id"] = cid
+        for key in ("adapter", "destination", "msg_id", "patient"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> Response:
+    from interop.store.migrate import current_revision, head_revisions
+
+    services = request.app.state.services
+    checks: dict[str, object] = {}
+    ok = True
+    try:
+        with services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        rev = current_revision(services.engine)
+        heads = head_revisions(services.engine)
+        checks["schema"] = {"current": rev, "expected": sorted(heads)}
+        if rev is None or (rev not in heads and len(heads) == 1):
+            ok = False
+    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        ok = False
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    body = json.dumps({"status": "ready" if ok else "not ready", "checks": checks})
+    return Response(body.encode(), status_code=200 if ok else 503, media_type="application/json")
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    services = request.app.state.services
+    for collect in collectors:
+        try:
+            collect(services)
+        except Exception:  # noqa: BLE001 - a broken collector must not break the scrape
+            logging.getLogger("interop.metrics").exception("metrics collector failed")
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class CorrelationMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot paths): sets the
+    correlation id, echoes it in ``X-Correlation-ID``, and times the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-correlation-id":
+                cid = v.decode("latin-1")[:128]
+                break
+        cid = cid or uuid.uuid4().hex
+        token = correlation_id.set(cid)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-correlation-id", cid.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_SECONDS.labels(scope["method"], template, f"{status[0] // 100}xx").observe(
+                time.perf_counter() - t0
+            )
+            correlation_id.reset(token)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.add_middleware(CorrelationMiddleware)
