@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -60,7 +61,10 @@ def serve(
 
     if mllp_port:
         if workers > 1:
-            _fail("--mllp-port needs --workers 1 (one listener per port); run more API workers separately", 2)
+            _fail(
+                "--mllp-port needs --workers 1 (one listener per port); run more API workers separately",
+                2,
+            )
         os.environ["INTEROP_MLLP_PORT"] = str(mllp_port)
         os.environ["INTEROP_MLLP_HOST"] = host
         from interop.config import reset_settings_cache
@@ -103,10 +107,16 @@ def demo(
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or folders to ingest")],
-    adapter: Annotated[str, typer.Option("--adapter", "-a", help="adapter name (see `interop adapters`)")],
+    adapter: Annotated[
+        str, typer.Option("--adapter", "-a", help="adapter name (see `interop adapters`)")
+    ],
     source: Annotated[str, typer.Option(help="who sent the data (scopes vendor user ids)")] = "cli",
-    profile: Annotated[str | None, typer.Option(help="mapping profile for mapped-json/mapped-csv")] = None,
-    patient: Annotated[str | None, typer.Option(help="fødselsnummer/D-nummer for files without a patient")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="mapping profile for mapped-json/mapped-csv")
+    ] = None,
+    patient: Annotated[
+        str | None, typer.Option(help="fødselsnummer/D-nummer for files without a patient")
+    ] = None,
     pattern: Annotated[str, typer.Option(help="glob for files inside folders")] = "*",
 ) -> None:
     """Ingest files through an adapter; prints a report, exits non-zero when anything was rejected."""
@@ -166,7 +176,10 @@ def ingest(
                     console.print(f"[yellow]{f}{loc}[/yellow]: {d.get('code')}: {d.get('message')}")
             progress.advance(task)
     summary = ", ".join(f"{k} {v}" for k, v in totals.items())
-    console.print(f"{len(files)} file(s): {summary}" + (f"; {failed_files} file(s) unreadable" if failed_files else ""))
+    console.print(
+        f"{len(files)} file(s): {summary}"
+        + (f"; {failed_files} file(s) unreadable" if failed_files else "")
+    )
     if totals["rejected"] or failed_files:
         raise typer.Exit(1)
 
@@ -187,12 +200,57 @@ def link_patient_cmd(
     svc = build_services(get_settings())
     try:
         with svc.store.write() as tx:
-            pid = link_patient(tx.conn, vendor_user_system(source), user_id, national_id, created_by="cli")
+            pid = link_patient(
+                tx.conn, vendor_user_system(source), user_id, national_id, created_by="cli"
+            )
     except FhirError as exc:
         _fail(exc.message)
         return
     counts = release_quarantine(svc)
     console.print(f"linked {source}:{user_id} → Patient/{pid}; quarantine: {counts}")
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="one round, then exit")] = False,
+    concurrency: Annotated[int, typer.Option(help="parallel deliveries")] = 4,
+) -> None:
+    """Deliver the outbox, process received messages, run scheduled checks."""
+    import signal
+    import threading
+
+    from interop.inbox import InboxProcessor
+    from interop.routing.outbox import Outbox
+    from interop.routing.worker import DeliveryWorker
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    outbox = Outbox(svc.engine)
+    delivery = DeliveryWorker(outbox, concurrency=concurrency)
+    inbox = InboxProcessor(svc)
+    inbox.recover()
+    delivery.periodic.append(("inbox", 0.5, inbox.process_pending))
+    delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))
+    for name, interval, fn in worker_tasks(svc):
+        delivery.periodic.append((name, interval, fn))
+    if once:
+        n = delivery.run_once()
+        console.print(f"delivered {n} message(s)")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    console.print("worker running (Ctrl-C to stop)")
+    delivery.run_forever(stop)
+
+
+def worker_tasks(svc: object) -> list[tuple[str, float, Callable[[], object]]]:
+    """Periodic jobs other parts of the service register for the worker (see WORKER_TASKS)."""
+    return [(name, interval, (lambda f=fn: f(svc))) for name, interval, fn in WORKER_TASKS]
+
+
+WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = []
+"""(name, interval seconds, fn(services)) run by ``interop worker``."""
 
 
 @app.command()

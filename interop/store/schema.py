@@ -277,3 +277,66 @@ class InboundMessageRow(SQLModel, table=True):
 
 
 inbound_message_table = InboundMessageRow.__table__  # type: ignore[attr-defined]
+
+
+class OutboxRow(SQLModel, table=True):
+    """A message to deliver (*Guaranteed Delivery*): written in the same transaction as the
+    data that caused it, delivered by ``interop worker`` with retries, per-destination order
+    and a dead-letter state.
+
+    Status: queued → sending → sent → transport-acked → apprec-ok | apprec-rejected |
+    no-apprec (no AppRec within the deadline); dead (gave up) from queued/sending.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_ready", "status", "next_attempt"),
+        Index("ix_outbox_destination_seq", "destination", "seq"),
+        Index("ix_outbox_patient", "patient_id", "created"),
+        Index("ux_outbox_msgid", "msg_id", unique=True),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """Order of creation (per-destination delivery order follows it)."""
+    msg_id: str = Field(max_length=64)
+    """The message's own id (MsgHead MsgId, or a UUID the receiver can deduplicate on)."""
+    conversation_ref: str | None = Field(default=None, max_length=64)
+    correlation_id: str | None = Field(default=None, max_length=128)
+    created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event: str = Field(max_length=64)
+    kind: str = Field(max_length=64)
+    """What it is: plo-helseopplysninger-lege, dialog-helsefaglig, fhir-resource, …"""
+    destination: str = Field(max_length=255)
+    """Who receives it: an Endpoint reference (``Endpoint/…``) or a named destination."""
+    transport: str = Field(max_length=16)
+    address: str = Field(max_length=1000)
+    content_type: str = Field(max_length=100)
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    patient_id: str | None = Field(default=None, max_length=64)
+    focus: str | None = Field(default=None, max_length=255)
+    """The resource that caused it (``Task/…``, ``Observation/…``)."""
+    expects_apprec: bool = False
+    status: str = Field(default="queued", max_length=24)
+    attempts: int = 0
+    next_attempt: int = Field(sa_column=Column(BigInteger, nullable=False))
+    lease_until: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    last_error: str | None = Field(default=None, max_length=2000)
+    sent_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    acked_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    apprec_status: str | None = Field(default=None, max_length=16)
+    apprec_errors: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    reprocess_of: str | None = Field(default=None, max_length=64)
+
+
+class SequenceRow(SQLModel, table=True):
+    """Named counters (outbox order) that work the same on SQLite and PostgreSQL."""
+
+    __tablename__ = "counter"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+outbox_table = OutboxRow.__table__  # type: ignore[attr-defined]
+counter_table = SequenceRow.__table__  # type: ignore[attr-defined]
