@@ -169,5 +169,9 @@ class CorrelationMiddleware:
 
 
 def install(app: FastAPI) -> None:
+    from interop.routing.outbox import collect_metrics
+
+    if collect_metrics not in collectors:
+        collectors.append(collect_metrics)
     app.include_router(router)
     app.add_middleware(CorrelationMiddleware)

@@ -293,3 +293,32 @@ class Outbox:
                 .group_by(o.c.destination)
             ).all()
         return [(r[0], int(r[1]), r[2]) for r in rows]
+
+
+def collect_metrics(services: object) -> None:
+    """Fill the outbox gauges before a Prometheus scrape."""
+    from interop.observability import (
+        APPREC_TIMEOUTS,
+        DEAD_LETTERS,
+        OUTBOX_DEPTH,
+        OUTBOX_OLDEST_SECONDS,
+    )
+
+    engine: Engine = services.engine  # type: ignore[attr-defined]
+    now = to_micros(now_utc())
+    OUTBOX_DEPTH.clear()
+    OUTBOX_OLDEST_SECONDS.clear()
+    for destination, count, oldest in Outbox(engine).depth():
+        OUTBOX_DEPTH.labels(destination).set(count)
+        if oldest is not None:
+            OUTBOX_OLDEST_SECONDS.labels(destination).set((now - oldest) / 1e6)
+    with engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                select(outbox_table.c.status, func.count())
+                .where(outbox_table.c.status.in_(("dead", "no-apprec")))
+                .group_by(outbox_table.c.status)
+            ).all()
+        )
+    DEAD_LETTERS.set(counts.get("dead", 0))
+    APPREC_TIMEOUTS.set(counts.get("no-apprec", 0))

@@ -136,3 +136,34 @@ def test_parallel_workers_deliver_each_message_once(services) -> None:  # type: 
         assert len(ids) == 80 and len(set(ids)) == 80
     finally:
         rx.close()
+
+
+def test_messages_api_lists_by_patient(client, services) -> None:  # type: ignore[no-untyped-def]
+    fnr = "13031353453"
+    pid = client.post(
+        "/fhir/Patient",
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr}],
+        },
+    ).json()["id"]
+    with services.store.write() as tx:
+        enqueue(
+            tx.conn,
+            event="triage.red",
+            kind="plo-helseopplysninger-lege",
+            destination="Endpoint/gp",
+            transport="file-drop",
+            address="file:///tmp/x",
+            content_type="application/xml",
+            payload=b"<MsgHead/>",
+            patient_id=pid,
+        )
+    r = client.get("/api/v1/messages", params={"patient": fnr})
+    assert r.status_code == 200
+    [m] = r.json()
+    assert {"id", "msgId", "type", "direction", "destination", "status"} <= set(m)
+    assert m["type"] == "plo-helseopplysninger-lege" and m["status"] == "queued"
+    assert client.get(f"/api/v1/messages/{m['id']}/content").content == b"<MsgHead/>"
+    assert client.get("/api/v1/messages", params={"patient": "123"}).status_code == 422
+    assert "dho_outbox_depth" in client.get("/metrics").text
