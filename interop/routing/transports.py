@@ -129,10 +129,54 @@ class FileDropTransport:
         return False
 
 
+class Edi2Transport:
+    """NHN's EDI 2.0 Meldingstjener REST API (``api-version: 2``).
+
+    Sending: ``POST {base}/Messages`` with the business document (MsgHead XML) base64-encoded;
+    the answer (201) carries the Meldingstjener's message id. Receiving (see
+    :class:`Edi2Inbox`): ``GET {base}/Messages?receiverHerIds=…``, ``GET
+    {base}/Messages/{id}/business-document``, ``PUT {base}/Messages/{id}/read/{herId}``;
+    status and AppRecs at ``/Messages/{id}/status`` and ``/Messages/{id}/apprec``.
+    Authentication (HelseID with DPoP in production) is supplied as headers by the caller.
+    """
+
+    name = "edi2"
+
+    def __init__(
+        self,
+        client: httpx.Client | None = None,
+        *,
+        source_system: str = "dho-interop",
+        auth_headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.client = client or httpx.Client(timeout=timeout)
+        self.headers = {"api-version": "2", "nhn-source-system": source_system}
+        self.headers.update(auth_headers or {})
+
+    def deliver(self, message: OutboxMessage) -> bool:
+        import base64
+
+        body = {
+            "contentType": message.content_type or "application/xml",
+            "contentTransferEncoding": "base64",
+            "businessDocument": base64.b64encode(message.payload).decode("ascii"),
+        }
+        url = message.address.rstrip("/") + "/Messages"
+        try:
+            r = self.client.post(url, json=body, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if r.status_code == 201:
+            return True
+        return _classify_http(r, url)
+
+
 def default_transports(client: httpx.Client | None = None) -> dict[str, Transport]:
     shared = client or httpx.Client(timeout=30.0)
     return {
         "http": HttpTransport(shared),
         "fhir-rest": FhirRestTransport(shared),
         "file-drop": FileDropTransport(),
+        "edi2": Edi2Transport(shared),
     }
