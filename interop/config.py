@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     mllp_port: int | None = None
     """Listen for HL7 v2 over MLLP on this port (in the API process; one per host)."""
     mllp_host: str = "127.0.0.1"
+    suppress_below: int = 5
+    """Indicators withhold counts below this, so no figure points at one patient."""
 
 
 @lru_cache(maxsize=1)

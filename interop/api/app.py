@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from interop import __version__, observability
 from interop.access.policy import AccessPolicy
-from interop.api import fhir, ingest, messages
+from interop.api import fhir, indicators, ingest, messages
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
 from interop.services import Services, build_services
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     observability.install(app)
     app.include_router(ingest.router)
     app.include_router(messages.router)
+    app.include_router(indicators.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:
