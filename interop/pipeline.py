@@ -41,7 +41,12 @@ from interop.mapping import (
 from interop.patients import resolve
 from interop.services import Services
 from interop.store.repository import DuplicateIdentifier, WriteTx, new_id
-from interop.store.schema import ingest_message_table, quarantine_table
+from interop.store.schema import (
+    ingest_message_table,
+    quarantine_table,
+    resource_table,
+    unique_identifier_table,
+)
 
 log = logging.getLogger("interop.pipeline")
 
@@ -239,10 +244,22 @@ class IngestPipeline:
         changed: list[str] = []
         for dev in result.devices:
             devices[dev] = self._device(tx, dev)
+        pending: dict[tuple[str, str], dict[str, Any]] = {}
         for m in result.measurements:
-            ref = self._store_measurement(tx, m, meta, adapter_name, report, now, patients, devices)
-            if ref:
-                changed.append(ref)
+            built = self._store_measurement(
+                tx, m, meta, adapter_name, report, now, patients, devices
+            )
+            if built is None:
+                continue
+            obs, identifier = built
+            if identifier in pending:
+                if _same_content(pending[identifier], obs):
+                    report.duplicate += 1
+                    continue
+                # the same item twice in one message with different content: the later wins
+                report.updated += 1
+            pending[identifier] = obs
+        changed.extend(self._store_observations(tx, pending, report))
         for q in result.questionnaires:
             ref = self._store_questionnaire(tx, q, meta, adapter_name, report, now, patients)
             if ref:
@@ -313,7 +330,7 @@ class IngestPipeline:
         now: datetime,
         patients: dict[PatientRef, tuple[str | None, str | None, str | None]],
         devices: dict[DeviceRef, str | None],
-    ) -> str | None:
+    ) -> tuple[dict[str, Any], tuple[str, str]] | None:
         outcome = self.mappings.map(m, now=now)
         for d in outcome.diagnostics:
             report.add(d)
@@ -363,7 +380,56 @@ class IngestPipeline:
             device_reference=device_ref,
             status=m.status,
         )
-        return self._upsert(tx, "Observation", obs, identifier, report)
+        return obs, identifier
+
+    def _store_observations(
+        self, tx: WriteTx, pending: dict[tuple[str, str], dict[str, Any]], report: IngestReport
+    ) -> list[str]:
+        """Create the new Observations in bulk; compare and version the ones seen before."""
+        if not pending:
+            return []
+        existing: dict[tuple[str, str], str] = {}
+        by_system: dict[str, list[str]] = {}
+        for system, value in pending:
+            by_system.setdefault(system, []).append(value)
+        t = unique_identifier_table
+        for system, values in by_system.items():
+            for i in range(0, len(values), 500):
+                for row in tx.conn.execute(
+                    select(t.c.value, t.c.res_id).where(
+                        t.c.res_type == "Observation",
+                        t.c.system == system,
+                        t.c.value.in_(values[i : i + 500]),
+                    )
+                ):
+                    existing[(system, row.value)] = row.res_id
+        changed: list[str] = []
+        new = [(obs, None) for ident, obs in pending.items() if ident not in existing]
+        if new:
+            stored = tx.create_many(new, validate=False)  # type: ignore[arg-type]
+            report.created += len(stored)
+            changed.extend(s.reference for s in stored)
+        seen = [(ident, existing[ident]) for ident in pending if ident in existing]
+        current: dict[str, dict[str, Any]] = {}
+        r = resource_table
+        ids = [rid for _, rid in seen]
+        for i in range(0, len(ids), 500):
+            for row in tx.conn.execute(
+                select(r.c.res_id, r.c.content).where(
+                    r.c.res_type == "Observation", r.c.res_id.in_(ids[i : i + 500])
+                )
+            ):
+                current[row.res_id] = orjson.loads(row.content)
+        for ident, rid in seen:
+            obs = pending[ident]
+            old = current.get(rid)
+            if old is not None and _same_content(old, obs):
+                report.duplicate += 1
+                continue
+            ref = self._upsert(tx, "Observation", obs, ident, report)
+            if ref:
+                changed.append(ref)
+        return changed
 
     def _upsert(
         self,

@@ -1,0 +1,320 @@
+"""The mapping step: source codes and units → LOINC/SNOMED CT/MDC codings and UCUM units,
+plausibility and time checks, and the FHIR Observation each measurement becomes.
+
+Adapters report what the source said; :class:`MappingSet` decides what it means, from the
+tables in ``mappings/`` (see :mod:`interop.mapping.tables`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+
+from adapters.base import (
+    DIAG_ANCIENT_TIME,
+    DIAG_ASSUMED_TIMEZONE,
+    DIAG_FUTURE_TIME,
+    DIAG_IMPLAUSIBLE,
+    DIAG_MISSING_VALUE,
+    DIAG_UNKNOWN_CODE,
+    DIAG_UNKNOWN_UNIT,
+    Code,
+    Component,
+    Diagnostic,
+    Measurement,
+    OutOfRange,
+)
+from interop.mapping.build import (
+    build_observation,
+    build_questionnaire_response,
+    observation_identifier,
+)
+from interop.mapping.tables import Concept, MappingError, Tables, load_tables
+
+__all__ = [
+    "Concept",
+    "MappedComponent",
+    "MappedMeasurement",
+    "MappingError",
+    "MappingOutcome",
+    "MappingSet",
+    "build_observation",
+    "build_questionnaire_response",
+    "observation_identifier",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MappedComponent:
+    concept: Concept
+    value: Decimal | None
+    unit: str | None
+    out_of_range: OutOfRange | None = None
+    meter_limit: Decimal | None = None
+    source_codes: tuple[Code, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MappedMeasurement:
+    concept: Concept
+    value: Decimal | None
+    unit: str | None
+    source: Measurement
+    components: tuple[MappedComponent, ...] = ()
+    out_of_range: OutOfRange | None = None
+    meter_limit: Decimal | None = None
+    converted_from: str | None = None
+    mapping_version: str = ""
+
+
+@dataclass(slots=True)
+class MappingOutcome:
+    mapped: MappedMeasurement | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+class _Reject(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+
+
+class MappingSet:
+    def __init__(self, tables: Tables, *, future_skew_seconds: int = 300, oldest_year: int = 2000):
+        self.tables = tables
+        self.version = tables.version
+        self.future_skew = timedelta(seconds=future_skew_seconds)
+        self.oldest = datetime(oldest_year, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def load(cls, directory: Path | None = None, **kwargs: int) -> MappingSet:
+        return cls(load_tables(directory), **kwargs)
+
+    # ---- lookups ------------------------------------------------------------------------
+    def concept_for(self, code: Code, extra: tuple[Code, ...] = ()) -> Concept | None:
+        by_code = self.tables.by_code
+        for c in (code, *extra):
+            cid = by_code.get((c.system, c.code))
+            if cid is not None:
+                return self.tables.concepts[cid]
+        return None
+
+    def ucum(self, unit: str | None) -> str | None:
+        if unit is None:
+            return None
+        hit = self.tables.units_exact.get(unit)
+        if hit is None:
+            hit = self.tables.units_folded.get(unit.casefold().strip())
+        return hit
+
+    def _convert(
+        self, concept: Concept, value: Decimal | None, unit: str | None, where: str
+    ) -> tuple[Decimal | None, str | None, str | None]:
+        """(value in the canonical unit, canonical unit, the unit converted from or None)."""
+        target = concept.unit
+        if target is None:
+            return value, unit, None
+        if unit is None:
+            # a dimensionless SpO2 fraction may come without a unit; everything else needs one
+            raise _Reject(
+                Diagnostic(
+                    "error",
+                    DIAG_UNKNOWN_UNIT,
+                    f"{concept.loinc.code}: no unit given (expected {target})",
+                    where,
+                )
+            )
+        ucum = self.ucum(unit)
+        if ucum is None:
+            raise _Reject(
+                Diagnostic(
+                    "error",
+                    DIAG_UNKNOWN_UNIT,
+                    f"unit {unit!r} is not known (expected {target} for {concept.loinc.code})",
+                    where,
+                )
+            )
+        if ucum == target:
+            return value, target, None
+        conv = self.tables.conversions.get((ucum, target))
+        if conv is None or (conv.concepts is not None and concept.id not in conv.concepts):
+            raise _Reject(
+                Diagnostic(
+                    "error",
+                    DIAG_UNKNOWN_UNIT,
+                    f"unit {unit!r} ({ucum}) cannot be converted to {target} for {concept.loinc.code}",
+                    where,
+                )
+            )
+        if value is None:
+            return None, target, ucum
+        converted = value * conv.factor + conv.offset
+        quantum = Decimal(1).scaleb(-concept.decimals)
+        return converted.quantize(quantum, rounding=ROUND_HALF_EVEN), target, ucum
+
+    def _check_limits(self, concept: Concept, value: Decimal | None, where: str) -> None:
+        lim = self.tables.limits.get(concept.id)
+        if lim is None or value is None:
+            return
+        if (lim.low is not None and value < lim.low) or (lim.high is not None and value > lim.high):
+            raise _Reject(
+                Diagnostic(
+                    "error",
+                    DIAG_IMPLAUSIBLE,
+                    f"{concept.loinc.code} {value} {concept.unit or ''} is outside the plausible range "
+                    f"{lim.low}–{lim.high}".rstrip(),
+                    where,
+                )
+            )
+
+    def _meter_limit(self, concept: Concept, oor: OutOfRange | None) -> Decimal | None:
+        lim = self.tables.limits.get(concept.id)
+        if oor is None or lim is None:
+            return None
+        return lim.meter_high if oor == "HI" else lim.meter_low
+
+    def _component(self, comp: Component, where: str) -> MappedComponent:
+        concept = self.concept_for(comp.code, comp.extra_codes)
+        if concept is None:
+            raise _Reject(
+                Diagnostic(
+                    "error",
+                    DIAG_UNKNOWN_CODE,
+                    f"component code {comp.code.system}|{comp.code.code} is not mapped",
+                    where,
+                )
+            )
+        value, unit, _ = self._convert(concept, comp.value, comp.unit, where)
+        if comp.out_of_range is None:
+            if value is None:
+                raise _Reject(
+                    Diagnostic(
+                        "error",
+                        DIAG_MISSING_VALUE,
+                        f"component {concept.loinc.code} has no value",
+                        where,
+                    )
+                )
+            self._check_limits(concept, value, where)
+        return MappedComponent(
+            concept,
+            value if comp.out_of_range is None else None,
+            unit,
+            comp.out_of_range,
+            self._meter_limit(concept, comp.out_of_range),
+            (comp.code, *comp.extra_codes),
+        )
+
+    # ---- the step -----------------------------------------------------------------------
+    def map(self, m: Measurement, *, now: datetime) -> MappingOutcome:
+        out = MappingOutcome(None)
+        where = m.location
+        try:
+            concept = self.concept_for(m.code, m.extra_codes)
+            if concept is None:
+                raise _Reject(
+                    Diagnostic(
+                        "error",
+                        DIAG_UNKNOWN_CODE,
+                        f"code {m.code.system}|{m.code.code}"
+                        + (f" ({m.code.display})" if m.code.display else "")
+                        + " is not mapped",
+                        where,
+                    )
+                )
+            if m.effective > now + self.future_skew:
+                raise _Reject(
+                    Diagnostic(
+                        "error",
+                        DIAG_FUTURE_TIME,
+                        f"measurement time {m.effective.isoformat()} is in the future",
+                        where,
+                    )
+                )
+            if m.effective < self.oldest:
+                raise _Reject(
+                    Diagnostic(
+                        "error",
+                        DIAG_ANCIENT_TIME,
+                        f"measurement time {m.effective.isoformat()} is before {self.oldest.year}",
+                        where,
+                    )
+                )
+            components = tuple(self._component(c, where) for c in m.components)
+            if (
+                concept.components
+                and not components
+                and m.value is None
+                and m.status != "entered-in-error"
+            ):
+                raise _Reject(
+                    Diagnostic(
+                        "error",
+                        DIAG_MISSING_VALUE,
+                        f"{concept.loinc.code} has no components",
+                        where,
+                    )
+                )
+            value, unit, converted_from = None, concept.unit, None
+            if not concept.components:
+                if m.out_of_range is None and m.value is None and m.status != "entered-in-error":
+                    raise _Reject(
+                        Diagnostic(
+                            "error", DIAG_MISSING_VALUE, f"{concept.loinc.code} has no value", where
+                        )
+                    )
+                raw_value = m.value if m.out_of_range is None else None
+                value, unit, converted_from = self._convert(concept, raw_value, m.unit, where)
+                if m.out_of_range is None:
+                    self._check_limits(concept, value, where)
+            if self.tables.systolic_above_diastolic and components:
+                sys_ = next((c.value for c in components if c.concept.id == "bp-systolic"), None)
+                dia = next((c.value for c in components if c.concept.id == "bp-diastolic"), None)
+                if sys_ is not None and dia is not None and sys_ <= dia:
+                    raise _Reject(
+                        Diagnostic(
+                            "error",
+                            DIAG_IMPLAUSIBLE,
+                            f"systolic {sys_} is not above diastolic {dia}",
+                            where,
+                        )
+                    )
+        except _Reject as rej:
+            out.diagnostics.append(rej.diagnostic)
+            return out
+        except (InvalidOperation, ArithmeticError) as exc:
+            out.diagnostics.append(
+                Diagnostic("error", DIAG_IMPLAUSIBLE, f"value cannot be used: {exc}", where)
+            )
+            return out
+        if m.timezone_assumed:
+            out.diagnostics.append(
+                Diagnostic(
+                    "information",
+                    DIAG_ASSUMED_TIMEZONE,
+                    f"no zone in the input; read as local time ({m.effective.tzinfo})",
+                    where,
+                )
+            )
+        if converted_from:
+            out.diagnostics.append(
+                Diagnostic(
+                    "information",
+                    "unit-converted",
+                    f"{m.value} {converted_from} stored as {value} {unit}",
+                    where,
+                )
+            )
+        out.mapped = MappedMeasurement(
+            concept,
+            value,
+            unit,
+            m,
+            components,
+            m.out_of_range,
+            self._meter_limit(concept, m.out_of_range),
+            converted_from,
+            self.version,
+        )
+        return out
