@@ -118,18 +118,21 @@ def bundle_bytes(
     rtype: str,
     result: SearchResult,
     params: list[tuple[str, str]],
+    path: str | None = None,
 ) -> bytes:
+    """A searchset Bundle from stored bytes; ``path`` is the link path when not ``rtype``."""
     base = fhir_base(request)
+    path = path or rtype
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         head["total"] = result.total
     self_q = [(k, v) for k, v in params if k != "_cursor"]
-    links = [{"relation": "self", "url": f"{base}/{rtype}?{urlencode(params)}"}]
+    links = [{"relation": "self", "url": f"{base}/{path}?{urlencode(params)}"}]
     if result.next_cursor:
         links.append(
             {
                 "relation": "next",
-                "url": f"{base}/{rtype}?{urlencode(self_q + [('_cursor', result.next_cursor)])}",
+                "url": f"{base}/{path}?{urlencode(self_q + [('_cursor', result.next_cursor)])}",
             }
         )
     head["link"] = links
