@@ -241,7 +241,21 @@ class MappingSet:
                         where,
                     )
                 )
-            components = tuple(self._component(c, where) for c in m.components)
+            mapped_components = []
+            for c in m.components:
+                if self.concept_for(c.code, c.extra_codes) is None:
+                    # an unknown extra component (e.g. pulse pressure) is left out, not fatal
+                    out.diagnostics.append(
+                        Diagnostic(
+                            "warning",
+                            DIAG_UNKNOWN_CODE,
+                            f"component {c.code.system}|{c.code.code} is not mapped; left out",
+                            where,
+                        )
+                    )
+                    continue
+                mapped_components.append(self._component(c, where))
+            components = tuple(mapped_components)
             if (
                 concept.components
                 and not components
