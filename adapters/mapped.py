@@ -297,7 +297,7 @@ class MappedJsonAdapter:
                 continue
             try:
                 when, assumed = read_time(
-                    profile.time, lambda p: first(rec, p, doc) if p else None, meta
+                    profile.time, lambda p, rec=rec: first(rec, p, doc) if p else None, meta
                 )
             except (ValueError, TypeError, OverflowError) as exc:
                 result.diagnostics.append(

@@ -15,10 +15,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from adapters.hl7v2 import build_ack, split_message_header
-from adapters.mllp import MllpDecoder, mllp_frame
 from starlette.concurrency import run_in_threadpool
 
+from adapters.hl7v2 import build_ack, split_message_header
+from adapters.mllp import MllpDecoder, mllp_frame
 from interop.inbox import InboxProcessor, accept, remember_ack
 from interop.services import Services
 

@@ -90,7 +90,7 @@ def _strict(request: Request) -> bool:
 
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
-    svc = services(request)
+    services(request)
     cached = getattr(request.app.state, "capability_bytes", None)
     if cached is None:
         cs = capability_statement(

@@ -61,7 +61,9 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     if q.get("patient"):
         system = person_id_system(q["patient"])
         if system is None:
-            raise error(422, "value", f"patient {q['patient']!r} is not a valid fødselsnummer/D-nummer")
+            raise error(
+                422, "value", f"patient {q['patient']!r} is not a valid fødselsnummer/D-nummer"
+            )
         patient = PatientRef(system, q["patient"])
     options = {k: v for k, v in q.items() if k not in ("source", "patient", "filename")}
     meta = IngestMeta(
@@ -79,7 +81,9 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     try:
         report = await run_in_threadpool(pipe.ingest, adapter, data, meta)
     except IngestRejected as exc:
-        status = 404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422
+        status = (
+            404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422
+        )
         body = exc.report.operation_outcome() if _wants_fhir(request) else exc.report.to_json()
         return json_response(body, status)
     body = report.operation_outcome() if _wants_fhir(request) else report.to_json()
@@ -88,14 +92,20 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
 
 class PatientLinkIn(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
-    source: str | None = Field(default=None, description="vendor/source name the user id belongs to")
-    system: str | None = Field(default=None, description="explicit identifier system instead of source")
+    source: str | None = Field(
+        default=None, description="vendor/source name the user id belongs to"
+    )
+    system: str | None = Field(
+        default=None, description="explicit identifier system instead of source"
+    )
     user_id: str = Field(alias="userId")
     national_id: str = Field(alias="nationalId", description="fødselsnummer or D-nummer")
 
 
 @router.post("/api/v1/patient-links", tags=["patients"], status_code=201)
-def create_link(body: PatientLinkIn, request: Request, actor: Actor = Depends(require_actor)) -> Response:
+def create_link(
+    body: PatientLinkIn, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
     if actor.role not in ("admin", "followup"):
         raise error(403, "forbidden", "only the follow-up centre or an admin links patients")
     system = body.system or (vendor_user_system(body.source) if body.source else None)
@@ -106,7 +116,12 @@ def create_link(body: PatientLinkIn, request: Request, actor: Actor = Depends(re
         pid = link_patient(tx.conn, system, body.user_id, body.national_id, created_by=actor.id)
     released = release_quarantine(svc, pipeline(request).mappings)
     return json_response(
-        {"system": system, "userId": body.user_id, "patient": f"Patient/{pid}", "quarantine": released},
+        {
+            "system": system,
+            "userId": body.user_id,
+            "patient": f"Patient/{pid}",
+            "quarantine": released,
+        },
         201,
     )
 
@@ -131,11 +146,15 @@ def list_links(request: Request, actor: Actor = Depends(require_admin)) -> Respo
 
 
 @router.get("/api/v1/quarantine", tags=["patients"])
-def list_quarantine(request: Request, status: str = "held", actor: Actor = Depends(require_admin)) -> Response:
+def list_quarantine(
+    request: Request, status: str = "held", actor: Actor = Depends(require_admin)
+) -> Response:
     svc = _services(request)
     q = quarantine_table
     with svc.store.reader() as conn:
-        rows = conn.execute(select(q).where(q.c.status == status).order_by(q.c.received).limit(1000)).all()
+        rows = conn.execute(
+            select(q).where(q.c.status == status).order_by(q.c.received).limit(1000)
+        ).all()
     out: list[dict[str, Any]] = [
         {
             "id": r.id,

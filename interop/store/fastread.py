@@ -8,6 +8,7 @@ using SQLAlchemy transactions.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from typing import Any
@@ -54,10 +55,8 @@ class FastReader:
         except Exception:
             # a broken connection (server restart): drop it and try once more
             self._local.conn = None
-            try:
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:  # noqa: BLE001
-                pass
             conn = self._local.conn = self._connect()
             row = conn.execute(self._sql, (res_type, res_id)).fetchone()
         if row is None:

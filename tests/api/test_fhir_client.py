@@ -44,7 +44,11 @@ def test_fhirpy_create_read_search_page(settings, services) -> None:  # type: ig
 
         search = (
             client.resources("Observation")
-            .search(patient=f"Patient/{patient.id}", code="http://loinc.org|29463-7", date__ge="2026-02-05")
+            .search(
+                patient=f"Patient/{patient.id}",
+                code="http://loinc.org|29463-7",
+                date__ge="2026-02-05",
+            )
             .sort("date")
             .limit(5)
         )

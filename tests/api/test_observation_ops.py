@@ -50,12 +50,14 @@ def _obs(
 
 
 def _bp(client, pid: str, sys_: int, dia: int, day: int) -> None:  # type: ignore[no-untyped-def]
-    q = lambda v: {
-        "value": v,
-        "unit": "mm[Hg]",
-        "system": "http://unitsofmeasure.org",
-        "code": "mm[Hg]",
-    }  # noqa: E731
+    def q(v):
+        return {
+            "value": v,
+            "unit": "mm[Hg]",
+            "system": "http://unitsofmeasure.org",
+            "code": "mm[Hg]",
+        }  # noqa: E731
+
     client.post(
         "/fhir/Observation",
         json={
