@@ -66,7 +66,8 @@ class _Time(BaseModel):
     date: str | None = None
     time: str | None = None
     format: str = "iso"
-    """iso | epoch | epoch-ms | epoch-local (wall clock as epoch seconds + offset) | strptime"""
+    """iso | epoch | epoch-ms | epoch-ns | epoch-local (wall clock as epoch seconds + offset) |
+    a strptime pattern"""
     offset_path: str | None = None
 
 
@@ -77,6 +78,8 @@ class _Field(BaseModel):
     unit: str | None = None
     unit_path: str | None = None
     unit_map: dict[str, str] | None = None
+    decimals: int | None = None
+    """Round to this many decimals (sources that send binary floats such as 72.0999984741211)."""
 
 
 class _Items(BaseModel):
@@ -226,11 +229,12 @@ def _offset(text: str) -> timezone:
 
 def read_time(spec: _Time, get: Any, meta: IngestMeta) -> tuple[datetime, bool]:
     """(aware time, zone assumed); ``get(path)`` reads a value from the record."""
-    if spec.format in ("epoch", "epoch-ms", "epoch-local"):
+    if spec.format in ("epoch", "epoch-ms", "epoch-ns", "epoch-local"):
         raw = get(spec.path)
         if raw is None:
             raise ValueError(f"no value at {spec.path}")
-        seconds = float(raw) / (1000 if spec.format == "epoch-ms" else 1)
+        divisor = {"epoch-ms": 1000, "epoch-ns": 1_000_000_000}.get(spec.format, 1)
+        seconds = int(raw) / divisor if spec.format == "epoch-ns" else float(raw) / divisor
         if spec.format == "epoch-local":
             wall = datetime(1970, 1, 1) + timedelta(seconds=seconds)
             off = get(spec.offset_path) if spec.offset_path else None
@@ -337,7 +341,10 @@ class MappedJsonAdapter:
                         )
                         continue
                 try:
-                    values.append((f.code, to_decimal(raw), unit))
+                    number = to_decimal(raw)
+                    if f.decimals is not None:
+                        number = round(number, f.decimals)
+                    values.append((f.code, number, unit))
                 except InvalidOperation:
                     result.diagnostics.append(
                         Diagnostic(

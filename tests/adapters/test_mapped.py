@@ -141,3 +141,14 @@ def test_path_language(values: list[int]) -> None:
 @given(st.integers(min_value=0, max_value=99999), st.integers(min_value=0, max_value=99))
 def test_decimal_comma(whole: int, frac: int) -> None:
     assert to_decimal(f"{whole},{frac:02d}", decimal_comma=True) == Decimal(f"{whole}.{frac:02d}")
+
+
+def test_googlefit_and_fitbit_weight() -> None:
+    g = run(MappedJsonAdapter(), "shimmer/googlefit-merge-weight.json", "googlefit-weight")
+    got = mapped(g)
+    assert got and all(code == "29463-7" for code, *_ in got)
+    assert got[0][1] == Decimal("72.1")
+    assert g.measurements[0].effective.isoformat() == "2015-02-13T00:00:00+00:00"
+    f = run(MappedJsonAdapter(), "shimmer/fitbit-body-log-weight.json", "fitbit-body-log-weight")
+    assert mapped(f)[:2] == [("29463-7", Decimal("56.7"), "kg"), ("29463-7", Decimal("55.9"), "kg")]
+    assert f.measurements[0].timezone_assumed
