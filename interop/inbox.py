@@ -41,15 +41,13 @@ def accept(
     message_id: str,
     adapter: str,
     raw: bytes,
+    ack: bytes | None = None,
 ) -> Accepted:
-    """Store a raw message durably; a known (channel, sender, message id) is a duplicate."""
-    engine = services.engine
-    existing = _find(services, channel, sender, message_id)
-    if existing is not None:
-        return existing
+    """Store a raw message durably (one short transaction, with the acknowledgement that will
+    be sent); a known (channel, sender, message id) is a duplicate."""
     row_id = new_id()
     try:
-        with engine.begin() as conn:
+        with services.engine.begin() as conn:
             conn.execute(
                 inbox.insert().values(
                     id=row_id,
@@ -61,6 +59,7 @@ def accept(
                     raw=raw,
                     status="received",
                     attempts=0,
+                    ack=ack,
                 )
             )
     except IntegrityError:
@@ -81,11 +80,6 @@ def _find(services: Services, channel: str, sender: str, message_id: str) -> Acc
             )
         ).first()
     return Accepted(row.id, True, row.ack) if row is not None else None
-
-
-def remember_ack(services: Services, row_id: str, ack: bytes) -> None:
-    with services.engine.begin() as conn:
-        conn.execute(update(inbox).where(inbox.c.id == row_id).values(ack=ack))
 
 
 class InboxProcessor:
@@ -115,7 +109,7 @@ class InboxProcessor:
                 )
         return [(r.id, r.sender, r.adapter, bytes(r.raw)) for r in rows]
 
-    def process_pending(self, limit: int = 100) -> int:
+    def process_pending(self, limit: int = 10) -> int:
         claimed = self._claim(limit)
         for row_id, sender, adapter, raw in claimed:
             meta = IngestMeta(

@@ -125,7 +125,9 @@ def _patients(conn: Connection, org_ids: list[str]) -> list[str]:
         )
     ]
     rows = conn.execute(
-        select(distinct(reference_table.c.res_id)).where(
+        select(reference_table.c.res_id)
+        .distinct()
+        .where(
             reference_table.c.res_type == "Patient",
             reference_table.c.param.in_(("organization", "general-practitioner")),
             reference_table.c.target.in_(targets + roles),

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, mllp_frame
-from interop.inbox import InboxProcessor, accept, remember_ack
+from interop.inbox import InboxProcessor, accept
 from interop.services import Services
 
 log = logging.getLogger("interop.mllp")
@@ -70,6 +70,7 @@ class MllpServer:
                 text=f"message type {msg_type or '(none)'} is not accepted here; send ORU^R01",
             )
         sender = msh.sender or "unknown"
+        ack = build_ack(msh, "AA")
         try:
             stored = await run_in_threadpool(
                 accept,
@@ -79,14 +80,13 @@ class MllpServer:
                 message_id=msh.control_id,
                 adapter="hl7v2",
                 raw=message,
+                ack=ack,
             )
         except Exception:  # noqa: BLE001 - tell the sender to retry: nothing was kept
             log.exception("storing MLLP message %s failed", msh.control_id)
             return build_ack(msh, "AE", text="temporary storage failure; resend later")
         if stored.duplicate:
             return stored.previous_ack or build_ack(msh, "AA", text="duplicate; already received")
-        ack = build_ack(msh, "AA")
-        await run_in_threadpool(remember_ack, self.services, stored.id, ack)
         if self.on_stored:
             self.on_stored()
         return ack

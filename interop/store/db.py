@@ -57,12 +57,31 @@ def create_db_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         # Readers (execution option ``readonly=True``) use a deferred BEGIN and never block.
+        # Writers in this process queue on a lock before BEGIN IMMEDIATE: SQLite's own busy
+        # handler sleeps and retries, which turns a short wait into a long tail (an MLLP ACK
+        # behind a background ingest); a lock hands over as soon as the writer commits.
+        write_lock = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
             if conn.get_execution_options().get("readonly"):
                 conn.exec_driver_sql("BEGIN")
-            else:
+                return
+            write_lock.acquire()
+            conn.info["holds_write_lock"] = True
+            try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except Exception:
+                conn.info.pop("holds_write_lock", None)
+                write_lock.release()
+                raise
+
+        def _release(conn: Any) -> None:
+            if conn.info.pop("holds_write_lock", False):
+                write_lock.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)

@@ -1,0 +1,244 @@
+"""Ingest figures: HL7 v2 ORU over MLLP (ACK rate and latency, 1 and 8 connections; processing
+rate), mapped-JSON batch ingest through the pipeline, and the cost of each."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from adapters.base import FNR_OID, IngestMeta, PatientRef
+from adapters.mllp import MllpDecoder, mllp_frame
+from interop.bench.report import Report
+from interop.bench.server import BENCH_KEY, free_port
+from interop.config import Settings
+from interop.identifiers import generate_fnr
+from interop.pipeline import IngestPipeline
+from interop.services import build_services
+
+
+def _oru(i: int, fnr: str, when: datetime) -> bytes:
+    ts = when.strftime("%Y%m%d%H%M%S+0000")
+    segs = [
+        f"MSH|^~\\&|BENCH^0001^EUI-64|HOME|DHO|DHO|{ts}||ORU^R01^ORU_R01|BENCH-{i}|P|2.6|||NE|AL",
+        f"PID|||{fnr}^^^&2.16.578.1.12.4.1.4.1&ISO^FNR",
+        f"OBR|1|||182777000^monitoring of patient^SNOMED-CT|||{ts}",
+        "OBX|1||528391^MDC_DEV_SPEC_PROFILE_BP^MDC|1|||||||X|||||||0123456789ABCDEF^EUI-64",
+        f"OBX|2||150020^MDC_PRESS_BLD_NONINV^MDC|1.0.1|||||||X|||{ts}",
+        f"OBX|3|NM|150021^MDC_PRESS_BLD_NONINV_SYS^MDC|1.0.1.1|{120 + i % 30}|266016^MDC_DIM_MMHG^MDC|||||R",
+        f"OBX|4|NM|150022^MDC_PRESS_BLD_NONINV_DIA^MDC|1.0.1.2|{75 + i % 15}|266016^MDC_DIM_MMHG^MDC|||||R",
+        f"OBX|5|NM|149546^MDC_PULS_RATE_NON_INV^MDC|1.0.2.1|{60 + i % 40}|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R|||{ts}",
+    ]
+    return ("\r".join(segs) + "\r").encode()
+
+
+def _sender(port: int, messages: list[bytes], latencies: list[float]) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        dec = MllpDecoder()
+        for msg in messages:
+            t0 = time.perf_counter()
+            s.sendall(mllp_frame(msg))
+            got = False
+            while not got:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("MLLP connection closed")
+                for ack in dec.feed(chunk):
+                    if b"MSA|AA" not in ack:
+                        raise RuntimeError(f"not AA: {ack[:200]!r}")
+                    got = True
+            latencies.append(time.perf_counter() - t0)
+
+
+def _pct(values: list[float], p: float) -> float:
+    data = sorted(values)
+    return data[min(len(data) - 1, round(p / 100 * (len(data) - 1)))] if data else float("nan")
+
+
+def _processed(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from interop.store.db import create_db_engine
+    from interop.store.schema import inbound_message_table as t
+
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).where(t.c.status == "processed")).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _wait_processed(url: str, total: int, timeout: float) -> float:
+    from sqlalchemy import func, select
+
+    from interop.store.db import create_db_engine
+    from interop.store.schema import inbound_message_table as t
+
+    engine = create_db_engine(url)
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < timeout:
+            with engine.connect() as conn:
+                done = conn.execute(
+                    select(func.count()).where(t.c.status == "processed")
+                ).scalar_one()
+            if done >= total:
+                return time.perf_counter() - t0
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    return float("nan")
+
+
+def run(report: Report, backend: str, url: str, size: int) -> None:
+    settings = Settings(database_url=url, admin_key=BENCH_KEY)
+    services = build_services(settings)
+    fnr = generate_fnr(
+        datetime(1950, 5, 17).date(), rng=__import__("random").Random(99), synthetic=True
+    )
+    with services.store.write() as tx:
+        from interop.patients import patient_by_identifier
+
+        if patient_by_identifier(tx.conn, FNR_OID, fnr) is None:
+            tx.create(
+                {"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": fnr}]}
+            )
+    run_id = int(time.time())
+    base_time = datetime.now(UTC) - timedelta(days=20)
+
+    # ---- MLLP --------------------------------------------------------------------------
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "interop.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(http_port),
+            "--mllp-port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={
+            **__import__("os").environ,
+            "INTEROP_DATABASE_URL": url,
+            "INTEROP_ADMIN_KEY": BENCH_KEY,
+        },
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("MLLP listener did not start") from None
+                time.sleep(0.2)
+        sent = 0
+        already = _processed(url)
+        for conns, n in ((1, 600), (8, 1600)):
+            msgs = [
+                _oru(
+                    run_id * 100000 + sent + i,
+                    fnr,
+                    base_time + timedelta(seconds=run_id % 100000 + sent + i),
+                )
+                for i in range(n)
+            ]
+            sent += n
+            per = [msgs[k::conns] for k in range(conns)]
+            lats: list[list[float]] = [[] for _ in range(conns)]
+            threads = [
+                threading.Thread(target=_sender, args=(port, per[k], lats[k])) for k in range(conns)
+            ]
+            t0 = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            secs = time.perf_counter() - t0
+            allat = [x for lat in lats for x in lat]
+            rate = n / secs
+            report.row(
+                "ingest",
+                backend,
+                size,
+                f"ORU^R01 over MLLP, {conns} connection(s): ACKed (stored) messages",
+                f"{rate:,.0f} msg/s",
+                f"ACK p50 {_pct(allat, 50) * 1000:.1f} ms, p99 {_pct(allat, 99) * 1000:.1f} ms",
+                target="≥ 300 msg/s, ACK p99 ≤ 50 ms",
+                ok=rate >= 300 and _pct(allat, 99) <= 0.05,
+            )
+        t_proc = _wait_processed(url, already + sent, 600)
+        report.row(
+            "ingest",
+            backend,
+            size,
+            f"ORU processing behind the ACK ({sent} messages → Observations)",
+            f"{sent / t_proc:,.0f} msg/s" if t_proc == t_proc else "timeout",
+            "inbox worker thread in the API process",
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    # ---- mapped-JSON batches (pipeline, in process) -------------------------------------
+    pipe = IngestPipeline(services)
+    groups: list[dict[str, Any]] = []
+    start = int((datetime.now(UTC) - timedelta(days=30)).timestamp())
+    for g in range(2000):
+        groups.append(
+            {
+                "grpid": run_id * 10000 + g,
+                "category": 1,
+                "date": start + g * 60,
+                "measures": [
+                    {"type": 1, "unit": -3, "value": 80000 + g % 500},
+                    {"type": 9, "unit": 0, "value": 70 + g % 20},
+                    {"type": 10, "unit": 0, "value": 120 + g % 30},
+                    {"type": 11, "unit": 0, "value": 60 + g % 30},
+                ],
+            }
+        )
+    batches = [
+        orjson.dumps({"status": 0, "body": {"measuregrps": groups[i : i + 500]}})
+        for i in range(0, len(groups), 500)
+    ]
+    meta = IngestMeta(
+        source="bench",
+        patient=PatientRef(FNR_OID, fnr),
+        options={"profile": "withings-body-measures"},
+    )
+    t0 = time.perf_counter()
+    created = 0
+    for b in batches:
+        created += pipe.ingest("mapped-json", b, meta).created
+    secs = time.perf_counter() - t0
+    report.row(
+        "ingest",
+        backend,
+        size,
+        "mapped-JSON batches (Withings profile, 500 groups each)",
+        f"{created / secs:,.0f} obs/s",
+        f"{created} Observations in {secs:.1f} s",
+        target="≥ 3,000 obs/s",
+        ok=created / secs >= 3000,
+    )
+    services.engine.dispose()
