@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import orjson
 from lxml import etree
@@ -102,7 +103,7 @@ class OpenTeleAdapter:
         cpr = root.findtext(".//cpr:PersonCivilRegistrationIdentifier", namespaces=NS)
         patient = PatientRef(CPR_SYSTEM, cpr.strip()) if cpr else meta.patient
         result = AdapterResult()
-        reports = root.xpath(
+        reports: list[Any] = root.xpath(  # type: ignore[assignment]
             ".//mc:LaboratoryReport | .//mc101:LaboratoryReportExtended", namespaces=NS
         )
         for i, rep in enumerate(reports):

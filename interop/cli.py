@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -245,7 +246,7 @@ def worker(
 
 def worker_tasks(svc: object) -> list[tuple[str, float, Callable[[], object]]]:
     """Periodic jobs other parts of the service register for the worker (see WORKER_TASKS)."""
-    return [(name, interval, (lambda f=fn: f(svc))) for name, interval, fn in WORKER_TASKS]
+    return [(name, interval, functools.partial(fn, svc)) for name, interval, fn in WORKER_TASKS]
 
 
 WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = []

@@ -205,7 +205,7 @@ def compute(
     v["adherence"] = _share(int(days_with), followed_days, suppress_below)
     v["adherenceBasis"] = "patient-days with at least one measurement"
 
-    zones = dict(
+    zones: dict[str, int] = dict(
         conn.execute(
             select(o.zone, func.count()).where(*in_period, o.zone.is_not(None)).group_by(o.zone)
         ).all()
@@ -238,8 +238,8 @@ def compute(
             continue
         priority = task.get("priority", "routine")
         is_red = priority in ("urgent", "stat")
-        red += is_red
-        yellow += not is_red
+        red += int(is_red)
+        yellow += int(not is_red)
         if is_red and task.get("status") == "completed":
             done = task.get("lastModified") or task.get("meta", {}).get("lastUpdated")
             if done:

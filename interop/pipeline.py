@@ -84,9 +84,7 @@ class IngestReport:
     """References of the Observations/QuestionnaireResponses created or updated."""
 
     def add(self, d: Diagnostic) -> None:
-        self.diagnostics.append(
-            {k: v for k, v in asdict(d).items() if v is not None}  # type: ignore[call-overload]
-        )
+        self.diagnostics.append({k: v for k, v in asdict(d).items() if v is not None})
 
     @property
     def ok(self) -> bool:

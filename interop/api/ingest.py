@@ -32,7 +32,7 @@ def pipeline(request: Request) -> IngestPipeline:
     p = getattr(request.app.state, "pipeline", None)
     if p is None:
         p = request.app.state.pipeline = IngestPipeline(_services(request))
-    return p  # type: ignore[no-any-return]
+    return p
 
 
 def _wants_fhir(request: Request) -> bool:

@@ -123,7 +123,9 @@ def load(store: FhirStore, count: int, patients: int, *, batch: int = 2000) -> f
                 select(resource_table.c.res_id).where(resource_table.c.res_type == "Patient")
             )
         }
-        todo = [(patient(i), patient_id(i)) for i in range(patients) if patient_id(i) not in have]
+        todo: list[tuple[dict[str, Any], str | None]] = [
+            (patient(i), patient_id(i)) for i in range(patients) if patient_id(i) not in have
+        ]
         if todo:
             tx.create_many(todo, validate=False)
     t0 = time.perf_counter()

@@ -52,7 +52,8 @@ def observation_identifier(m: Measurement) -> tuple[str, str]:
 
 def number(value: Decimal) -> int | float:
     """JSON number for a Decimal (integers stay integers)."""
-    if value == value.to_integral_value() and value.as_tuple().exponent >= 0:
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= 0 and value == value.to_integral_value():
         return int(value)
     return float(value)
 

@@ -313,7 +313,7 @@ def collect_metrics(services: object) -> None:
         if oldest is not None:
             OUTBOX_OLDEST_SECONDS.labels(destination).set((now - oldest) / 1e6)
     with engine.connect() as conn:
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute(
                 select(outbox_table.c.status, func.count())
                 .where(outbox_table.c.status.in_(("dead", "no-apprec")))

@@ -25,7 +25,7 @@ class FastReader:
         self._local = threading.local()
         self._sql = _SQL.format(p="?" if self.dialect == "sqlite" else "%s")
 
-    def _connect(self) -> Any:
+    def _connect(self) -> Any:  # sqlite3 or psycopg connection
         url = self.engine.url
         if self.dialect == "sqlite":
             conn = sqlite3.connect(
@@ -35,7 +35,7 @@ class FastReader:
             return conn
         import psycopg
 
-        conn = psycopg.connect(
+        return psycopg.connect(
             host=url.host,
             port=url.port,
             user=url.username,
@@ -44,7 +44,6 @@ class FastReader:
             autocommit=True,
             prepare_threshold=0,
         )
-        return conn
 
     def get(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes] | None:
         conn = getattr(self._local, "conn", None)

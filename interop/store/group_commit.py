@@ -58,7 +58,9 @@ class GroupCommitter:
                 groups.setdefault(id(p.actor), []).append(p)
             for items in groups.values():
                 try:
-                    results = await run_in_threadpool(self._write, items)
+                    results: list[StoredResource] | None = await run_in_threadpool(
+                        self._write, items
+                    )
                 except Exception:  # noqa: BLE001 - retried one by one below
                     results = None
                 if results is not None:
@@ -68,9 +70,9 @@ class GroupCommitter:
                     continue
                 for p in items:
                     try:
-                        r = await run_in_threadpool(self._write, [p])
+                        single: list[StoredResource] = await run_in_threadpool(self._write, [p])
                         if not p.future.done():
-                            p.future.set_result(r[0])
+                            p.future.set_result(single[0])
                     except Exception as exc:  # noqa: BLE001 - handed to the waiting request
                         if not p.future.done():
                             p.future.set_exception(exc)

@@ -15,18 +15,19 @@ def _effective(obs: dict[str, Any], zone: str) -> tuple[int | None, int | None]:
         v = obs.get(key)
         if isinstance(v, str):
             try:
-                start, end = fhir_range(v, zone)
+                return fhir_range(v, zone)
             except ValueError:
                 return None, None
-            return start, end
     period = obs.get("effectivePeriod")
     if isinstance(period, dict):
         try:
-            start = fhir_range(period["start"], zone)[0] if "start" in period else None
-            end = fhir_range(period["end"], zone)[1] if "end" in period else None
+            p_start = fhir_range(period["start"], zone)[0] if "start" in period else None
+            p_end = fhir_range(period["end"], zone)[1] if "end" in period else None
         except ValueError:
             return None, None
-        return start if start is not None else end, end if end is not None else start
+        return (p_start if p_start is not None else p_end), (
+            p_end if p_end is not None else p_start
+        )
     timing = obs.get("effectiveTiming")
     if isinstance(timing, dict):
         events = timing.get("event") or []

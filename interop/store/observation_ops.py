@@ -193,7 +193,7 @@ def parse_stats(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> St
     if pids is None:
         raise error(400, "required", "$stats needs subject (or patient)")
     codes: list[tuple[str | None, str]] = []
-    default_system = (params.get("system") or [None])[0]
+    default_system: str | None = (params.get("system") or [""])[0] or None
     for v in params.get("code", []):
         for c in v.split(","):
             s, code = _token(c.strip())

@@ -292,7 +292,7 @@ class BundleProcessor:
             stored = self.store.read(rtype, rid)
             return _result(stored, "200 OK")
         result = self.search.search(SearchRequest(rtype, query))
-        body = {
+        body: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
             "entry": [{"resource": orjson.loads(c)} for _, c in result.rows],
