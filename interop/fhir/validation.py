@@ -40,6 +40,21 @@ SUPPORTED_TYPES: tuple[str, ...] = (
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
+@lru_cache(maxsize=1)
+def _required_bindings() -> dict[str, dict[str, frozenset[str]]]:
+    """resource type → element → allowed codes (fhir_profiles/required-bindings.yaml)."""
+    from importlib.resources import files
+
+    import yaml
+
+    data = yaml.safe_load((files("fhir_profiles") / "required-bindings.yaml").read_text("utf-8"))
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for path, codes in data["bindings"].items():
+        rtype, element = path.split(".", 1)
+        out.setdefault(rtype, {})[element] = frozenset(str(c) for c in codes)
+    return out
+
+
 @lru_cache(maxsize=64)
 def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
@@ -144,6 +159,18 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
                         "invalid-identifier",
                     )
                 )
+    for element, allowed in _required_bindings().get(rtype, {}).items():
+        value = resource.get(element)
+        if value is not None and str(value) not in allowed:
+            expr = f"{rtype}.{element}"
+            issues.append(
+                Issue(
+                    "error",
+                    "code-invalid",
+                    f"{expr}: {value!r} is not one of {', '.join(sorted(allowed))}",
+                    (expr,),
+                )
+            )
     if rtype == "Observation":
         issues.extend(_vital_signs_invariants(resource))
     return issues
