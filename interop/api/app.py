@@ -11,6 +11,7 @@ from starlette.routing import Route
 from interop import __version__, observability
 from interop.access.policy import AccessPolicy
 from interop.api import fhir, indicators, ingest, messages, observation_ops
+from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
 from interop.services import Services, build_services
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.policy = AccessPolicy()
     app.state.actor_resolvers = []
     install_error_handlers(app)
+    app.add_middleware(FhirReadFastPath)
     observability.install(app)
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)

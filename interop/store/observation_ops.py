@@ -307,41 +307,45 @@ def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]
         req = parse_stats(store, conn, params)
         if not req.patient_ids:
             return []
+        cols = (
+            o.res_id,
+            o.system,
+            o.code,
+            o.is_component,
+            o.is_primary,
+            o.value,
+            o.unit,
+            o.effective,
+        )
         for system, code in req.codes:
+            # the Observation's own code (index: patient, code, effective) …
             cond = [
                 o.patient_id.in_(req.patient_ids),
+                o.code == code,
+                o.is_component.is_(False),
                 o.status.not_in(EXCLUDED),
-                o.value.is_not(None),
             ]
-            code_cond = [o.code == code]
             if system:
-                code_cond.append(o.system == system)
-            # the Observation's own code, or — for a panel — its components
-            parent = select(o.res_id).where(*code_cond, o.is_component.is_(False))
-            cond.append(
-                or_(
-                    and_(*code_cond, o.is_component.is_(False)),
-                    and_(o.is_component.is_(True), o.res_id.in_(parent)),
-                )
-            )
+                cond.append(o.system == system)
             if req.start is not None:
                 cond.append(o.effective >= req.start)
             if req.end is not None:
                 cond.append(o.effective <= req.end)
-            rows = conn.execute(
-                select(
-                    o.res_id,
-                    o.system,
-                    o.code,
-                    o.is_component,
-                    o.is_primary,
-                    o.value,
-                    o.unit,
-                    o.effective,
+            own = conn.execute(select(*cols).where(*cond).order_by(o.effective)).all()
+            rows = [r for r in own if r.value is not None]
+            # … and, for a panel (no value of its own), its components
+            panels = [r.res_id for r in own if r.value is None]
+            for i in range(0, len(panels), 500):
+                rows.extend(
+                    conn.execute(
+                        select(*cols).where(
+                            o.res_id.in_(panels[i : i + 500]),
+                            o.is_component.is_(True),
+                            o.value.is_not(None),
+                        )
+                    ).all()
                 )
-                .where(*cond)
-                .order_by(o.effective)
-            ).all()
+            rows.sort(key=lambda r: r.effective or 0)
             groups: dict[tuple[str, str, str | None], list[Any]] = defaultdict(list)
             for r in rows:
                 groups[(r.system, r.code, r.unit)].append(r)
