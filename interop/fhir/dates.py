@@ -44,6 +44,16 @@ def _add_months(d: datetime, months: int) -> datetime:
 
 def fhir_range(text: str, zone_name: str = "Europe/Oslo") -> tuple[int, int]:
     """Parse a FHIR date/dateTime/instant; raise ValueError when it is not one."""
+    # fast path for the common full instant with seconds and an offset (what we store)
+    if len(text) in (25, 20) and text[10] == "T" and text[19] in "+-Z":
+        try:
+            start = datetime.fromisoformat(text[:-1] + "+00:00" if text[19] == "Z" else text)
+        except ValueError:
+            pass
+        else:
+            if start.tzinfo is not None:
+                us = to_micros(start)
+                return us, us + 999_999
     m = _FHIR_DATETIME.match(text)
     if not m:
         raise ValueError(f"not a FHIR date/dateTime: {text!r}")
