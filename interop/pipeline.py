@@ -61,8 +61,8 @@ _COMPARED = (
     "effectiveDateTime",
     "effectivePeriod",
     "dataAbsentReason",
-    "interpretation",
 )
+"""What makes a re-sent measurement the same one (triage-derived elements are not compared)."""
 
 
 @dataclass
@@ -134,8 +134,18 @@ def _logical_subject(ref: PatientRef) -> dict[str, Any]:
     return {"identifier": {"system": ref.system, "value": ref.value}}
 
 
+def _comparable(obs: dict[str, Any], key: str) -> Any:
+    value = obs.get(key)
+    if key == "component" and isinstance(value, list):
+        return [
+            {k: v for k, v in c.items() if k not in ("interpretation", "referenceRange")}
+            for c in value
+        ]
+    return value
+
+
 def _same_content(existing: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(existing.get(k) == new.get(k) for k in _COMPARED)
+    return all(_comparable(existing, k) == _comparable(new, k) for k in _COMPARED)
 
 
 def _questionnaire_key(q: QuestionnaireAnswers) -> tuple[str, str]:
@@ -190,6 +200,7 @@ class IngestPipeline:
             try:
                 with store.write() as tx:
                     tx.context["ingest"] = report
+                    tx.context["triage"] = True
                     self._ingest_in_tx(tx, adapter_name, result, meta, report, now)
                 break
             except DuplicateIdentifier:
@@ -626,6 +637,7 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
 
     counts = {"released": 0, "still_held": 0, "duplicate": 0}
     with services.store.write() as tx:
+        tx.context["triage"] = True
         rows = tx.conn.execute(select(q).where(q.c.status == "held")).all()
         cache: dict[PatientRef, str | None] = {}
         for row in rows:

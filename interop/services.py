@@ -27,11 +27,21 @@ class Services:
     bundles: BundleProcessor
 
 
+def wire_store(store: FhirStore) -> None:
+    """Attach the in-transaction steps every write goes through (triage, Flags and Tasks)."""
+    from interop.triage import Triage
+
+    triage = Triage(store)
+    store.prepare_hooks.append(triage.prepare)
+    store.hooks.append(triage.after_write)
+
+
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     engine = get_engine(settings.database_url)
     if migrate:
         upgrade(engine)
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
+    wire_store(store)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

@@ -134,6 +134,9 @@ def services(settings, _engines, backend):  # type: ignore[no-untyped-def]
     _url, engine = _engines(backend)
     _truncate(engine)
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
+    from interop.services import wire_store
+
+    wire_store(store)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

@@ -44,6 +44,7 @@ UNIQUE_IDENTIFIER_TYPES = frozenset({"Observation", "Device"})
 OBSERVATION_CHANGE_STATUSES = frozenset({"amended", "corrected", "entered-in-error"})
 OBSERVATION_OPEN_STATUSES = frozenset({"registered", "preliminary"})
 
+PrepareHook = Callable[["WriteTx", dict[str, Any]], dict[str, Any]]
 WriteHook = Callable[["WriteTx", "StoredResource", "StoredResource | None"], None]
 """Called inside the transaction after each write: (tx, new version, previous version)."""
 
@@ -119,6 +120,9 @@ class FhirStore:
         self.zone = zone
         self.base_url = base_url.rstrip("/")
         self.hooks: list[WriteHook] = []
+        self.prepare_hooks: list[PrepareHook] = []
+        """Called with (tx, resource) before a resource is stored; return the resource to store
+        (triage adds interpretation and referenceRange to Observations this way)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
 
@@ -388,10 +392,13 @@ class WriteTx:
         claims: list[dict[str, Any]] = []
         out: list[StoredResource] = []
         zone = self.store.zone
+        prepare = self.store.prepare_hooks
         for resource, wanted_id in items:
             res_type = resource["resourceType"]
             res_id = wanted_id or new_id()
             resource = dict(resource)
+            for hook in prepare:
+                resource = hook(self, resource)
             content = self._stamp(resource, res_id, 1, now)
             if res_type in UNIQUE_IDENTIFIER_TYPES:
                 for ident in resource.get("identifier") or []:
@@ -521,6 +528,8 @@ class WriteTx:
         version = current.version + 1
         now = max(self._now(), current.last_updated + 1)
         resource = dict(resource)
+        for hook in self.store.prepare_hooks:
+            resource = hook(self, resource)
         content = self._stamp(resource, res_id, version, now)
         self._clear_indexes(res_type, res_id)
         if res_type in UNIQUE_IDENTIFIER_TYPES:

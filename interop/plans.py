@@ -1,0 +1,362 @@
+"""Egenbehandlingsplan (self-management plan) as FHIR CarePlan + one Goal per measurement code.
+
+A Goal carries its zones: ``target.detailRange`` is the green range; the extension
+``https://dho-interop.no/fhir/StructureDefinition/zone-range`` (sub-extensions ``zone``,
+``low``, ``high``, ``unit``) carries every zone's range, and ``…/zone-action`` the action text
+per zone. A plan change is a new CarePlan version (a new resource that ``replaces`` the one
+before, whose ``period.end`` is set and status becomes ``completed``): the past is never
+rewritten, so a measurement is always judged by the plan in force at its effective time. The
+approving GP is recorded as a Provenance ``verifier``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import select
+
+from adapters.base import Code
+from interop.fhir.dates import fhir_instant, format_instant, now_utc
+from interop.fhir.outcome import FhirError, Issue, error
+from interop.identifiers import person_id_system, validate_hpr
+from interop.patients import patient_by_identifier
+from interop.services import Services
+from interop.store.repository import WriteTx
+from interop.store.schema import resource_table
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+PLAN_CATEGORY = {
+    "system": "http://hl7.no/fhir/vkp/CodeSystem/vkp-careplan-category-v090",
+    "code": "2",
+    "display": "Egenbehandlingsplan",
+}
+ZONE_RANGE_URL = "https://dho-interop.no/fhir/StructureDefinition/zone-range"
+ZONE_ACTION_URL = "https://dho-interop.no/fhir/StructureDefinition/zone-action"
+SCHEDULE_URL = "https://dho-interop.no/fhir/StructureDefinition/measurement-schedule"
+HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
+
+
+class RangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    low: Decimal | None = None
+    high: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeIn:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+
+class ZoneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    unit: str
+    green: RangeIn
+    yellow: RangeIn = RangeIn()
+    actions: dict[str, str] = {}
+    max_gap_hours: int | None = Field(default=None, alias="maxGapHours")
+
+    @model_validator(mode="after")
+    def _yellow_contains_green(self) -> ZoneIn:
+        g, y = self.green, self.yellow
+        if (y.low is not None and (g.low is None or g.low < y.low)) or (
+            y.high is not None and (g.high is None or g.high > y.high)
+        ):
+            raise ValueError(f"{self.code}: the yellow range must contain the green range")
+        unknown = set(self.actions) - {"green", "yellow", "red"}
+        if unknown:
+            raise ValueError(f"{self.code}: actions for unknown zones {sorted(unknown)}")
+        return self
+
+
+class ApprovedBy(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hpr: str
+
+
+class PlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    approved_by: ApprovedBy = Field(alias="approvedBy")
+    zones: list[ZoneIn]
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRanges:
+    code: str
+    unit: str
+    green: tuple[Decimal | None, Decimal | None]
+    yellow: tuple[Decimal | None, Decimal | None]
+    source: str
+    """``plan`` (CarePlan/…) or ``default``."""
+    actions: dict[str, str]
+
+
+@lru_cache(maxsize=1)
+def default_ranges() -> dict[str, ZoneRanges]:
+    data = yaml.safe_load((files("mappings") / "default-thresholds.yaml").read_text("utf-8"))
+    out = {}
+    for code, d in data["defaults"].items():
+        g, y = d.get("green", {}), d.get("yellow", {})
+        out[str(code)] = ZoneRanges(
+            str(code),
+            d["unit"],
+            (_dec(g.get("low")), _dec(g.get("high"))),
+            (_dec(y.get("low")), _dec(y.get("high"))),
+            "default",
+            {},
+        )
+    return out
+
+
+def _dec(v: Any) -> Decimal | None:
+    return None if v is None else Decimal(str(v))
+
+
+def _num(d: Decimal) -> int | float:
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _qty(v: Decimal, unit: str) -> dict[str, Any]:
+    return {"value": _num(v), "unit": unit, "system": UCUM, "code": unit}
+
+
+def _range_ext(zone: str, r: RangeIn, unit: str) -> dict[str, Any]:
+    ext: list[dict[str, Any]] = [{"url": "zone", "valueCode": zone}]
+    if r.low is not None:
+        ext.append({"url": "low", "valueQuantity": _qty(r.low, unit)})
+    if r.high is not None:
+        ext.append({"url": "high", "valueQuantity": _qty(r.high, unit)})
+    return {"url": ZONE_RANGE_URL, "extension": ext}
+
+
+def goal_resource(z: ZoneIn, patient_ref: str, start: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    if z.green.low is not None:
+        detail["low"] = _qty(z.green.low, z.unit)
+    if z.green.high is not None:
+        detail["high"] = _qty(z.green.high, z.unit)
+    ext = [_range_ext("green", z.green, z.unit), _range_ext("yellow", z.yellow, z.unit)]
+    for zone, text in z.actions.items():
+        ext.append(
+            {
+                "url": ZONE_ACTION_URL,
+                "extension": [
+                    {"url": "zone", "valueCode": zone},
+                    {"url": "text", "valueString": text},
+                ],
+            }
+        )
+    if z.max_gap_hours:
+        ext.append(
+            {
+                "url": SCHEDULE_URL,
+                "extension": [{"url": "maxGapHours", "valueInteger": z.max_gap_hours}],
+            }
+        )
+    goal: dict[str, Any] = {
+        "resourceType": "Goal",
+        "extension": ext,
+        "lifecycleStatus": "active",
+        "category": [{"coding": [PLAN_CATEGORY]}],
+        "description": {"text": f"{z.code}: green {z.green.low}–{z.green.high} {z.unit}"},
+        "subject": {"reference": patient_ref},
+        "startDate": start[:10],
+        "target": [{"measure": {"coding": [{"system": LOINC, "code": z.code}]}}],
+    }
+    if detail:
+        goal["target"][0]["detailRange"] = detail
+    return goal
+
+
+def _patient_id(tx: WriteTx, national_id: str) -> str:
+    system = person_id_system(national_id)
+    if system is None:
+        raise error(422, "value", f"{national_id!r} is not a valid fødselsnummer or D-nummer")
+    pid = patient_by_identifier(tx.conn, system, national_id)
+    if pid is None:
+        raise error(404, "not-found", f"no Patient with {system}|{national_id}")
+    return pid
+
+
+def plan_versions(conn: Any, patient_id: str) -> list[dict[str, Any]]:
+    """All egenbehandlingsplan CarePlans of a patient, oldest first."""
+    rows = conn.execute(
+        select(resource_table.c.content).where(
+            resource_table.c.res_type == "CarePlan",
+            resource_table.c.patient_id == patient_id,
+            resource_table.c.deleted.is_(False),
+        )
+    ).all()
+    plans = []
+    for (content,) in rows:
+        cp = orjson.loads(content)
+        if any(
+            c.get("code") == PLAN_CATEGORY["code"] and c.get("system") == PLAN_CATEGORY["system"]
+            for cat in cp.get("category", [])
+            for c in cat.get("coding", [])
+        ):
+            plans.append(cp)
+    plans.sort(key=lambda p: p.get("period", {}).get("start", ""))
+    return plans
+
+
+def put_plan(services: Services, national_id: str, body: Any, actor_id: str) -> dict[str, Any]:
+    try:
+        plan = PlanIn.model_validate(body)
+    except ValidationError as exc:
+        raise FhirError(
+            422,
+            [
+                Issue("error", "invalid", f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
+                for e in exc.errors()
+            ],
+        ) from None
+    if not validate_hpr(plan.approved_by.hpr):
+        raise error(422, "value", f"approvedBy.hpr {plan.approved_by.hpr!r} is not an HPR number")
+    from interop.mapping import MappingSet
+
+    mappings = MappingSet.load(services.settings.mappings_dir)
+    for z in plan.zones:
+        concept = mappings.concept_for(Code(LOINC, z.code))
+        if concept is None:
+            raise error(422, "code-invalid", f"zones: {z.code} is not a known measurement code")
+        if concept.unit and z.unit != concept.unit:
+            raise error(
+                422, "value", f"zones: {z.code} must be given in {concept.unit}, not {z.unit}"
+            )
+    now = format_instant(now_utc())
+    with services.store.write() as tx:
+        pid = _patient_id(tx, national_id)
+        patient_ref = f"Patient/{pid}"
+        previous = [p for p in plan_versions(tx.conn, pid) if p.get("status") == "active"]
+        goals = tx.create_many([(goal_resource(z, patient_ref, now), None) for z in plan.zones])
+        careplan: dict[str, Any] = {
+            "resourceType": "CarePlan",
+            "status": "active",
+            "intent": "plan",
+            "category": [{"coding": [PLAN_CATEGORY]}],
+            "title": plan.title or "Egenbehandlingsplan",
+            "subject": {"reference": patient_ref},
+            "period": {"start": now},
+            "created": now,
+            "goal": [{"reference": g.reference} for g in goals],
+        }
+        if previous:
+            careplan["replaces"] = [{"reference": f"CarePlan/{p['id']}"} for p in previous]
+        stored = tx.create(careplan)
+        for p in previous:
+            old = dict(p)
+            old["status"] = "completed"
+            old["period"] = {**old.get("period", {}), "end": now}
+            old.pop("meta", None)
+            tx.update("CarePlan", p["id"], old)
+        tx.create(
+            {
+                "resourceType": "Provenance",
+                "target": [{"reference": stored.reference}]
+                + [{"reference": g.reference} for g in goals],
+                "recorded": now,
+                "agent": [
+                    {
+                        "type": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                    "code": "verifier",
+                                }
+                            ]
+                        },
+                        "who": {
+                            "identifier": {"system": HPR_SYSTEM, "value": plan.approved_by.hpr},
+                            "display": "approving GP",
+                        },
+                    },
+                    {
+                        "type": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                    "code": "author",
+                                }
+                            ]
+                        },
+                        "who": {"display": f"actor {actor_id}"},
+                    },
+                ],
+            }
+        )
+    return {
+        "version": plan_versions_count(services, pid),
+        "carePlan": stored.json(),
+        "goals": [g.json() for g in goals],
+    }
+
+
+def plan_versions_count(services: Services, patient_id: str) -> int:
+    with services.store.reader() as conn:
+        return len(plan_versions(conn, patient_id))
+
+
+def ranges_in_force(
+    conn: Any, patient_id: str, when: datetime | int, zone: str = "Europe/Oslo"
+) -> dict[str, ZoneRanges]:
+    """code → ranges of the plan version in force at ``when`` (µs or datetime)."""
+    from interop.fhir.dates import to_micros
+
+    t = when if isinstance(when, int) else to_micros(when)
+    chosen = None
+    for cp in plan_versions(conn, patient_id):
+        if cp.get("status") == "entered-in-error":
+            continue
+        period = cp.get("period", {})
+        start = fhir_instant(period["start"], zone) if period.get("start") else None
+        end = fhir_instant(period["end"], zone) if period.get("end") else None
+        if (start is None or start <= t) and (end is None or t < end):
+            chosen = cp
+    if chosen is None:
+        return {}
+    ids = [g["reference"].split("/", 1)[1] for g in chosen.get("goal", [])]
+    rows = conn.execute(
+        select(resource_table.c.content).where(
+            resource_table.c.res_type == "Goal", resource_table.c.res_id.in_(ids)
+        )
+    ).all()
+    out: dict[str, ZoneRanges] = {}
+    for (content,) in rows:
+        goal = orjson.loads(content)
+        code = goal["target"][0]["measure"]["coding"][0]["code"]
+        zones: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+        unit = ""
+        actions: dict[str, str] = {}
+        for ext in goal.get("extension", []):
+            sub = {e["url"]: e for e in ext.get("extension", [])}
+            if ext["url"] == ZONE_RANGE_URL:
+                low = sub.get("low", {}).get("valueQuantity")
+                high = sub.get("high", {}).get("valueQuantity")
+                unit = (low or high or {}).get("code", unit)
+                zones[sub["zone"]["valueCode"]] = (
+                    _dec(low["value"]) if low else None,
+                    _dec(high["value"]) if high else None,
+                )
+            elif ext["url"] == ZONE_ACTION_URL:
+                actions[sub["zone"]["valueCode"]] = sub["text"]["valueString"]
+        out[code] = ZoneRanges(
+            code,
+            unit,
+            zones.get("green", (None, None)),
+            zones.get("yellow", (None, None)),
+            f"CarePlan/{chosen['id']}",
+            actions,
+        )
+    return out

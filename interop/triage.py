@@ -1,0 +1,326 @@
+"""Traffic-light triage of each Observation against the plan in force at its effective time.
+
+Runs inside the ingest write transaction (a pre-write hook on the store, active when the
+ingest pipeline writes; Observations written directly through the FHIR REST API are stored as
+sent, with whatever interpretation the client gave), so the stored JSON and the
+observation index carry the result: ``referenceRange`` (the green range, and the yellow one, as
+in force) and ``interpretation`` with the v3-ObservationInterpretation code (``N`` green,
+``H``/``L`` yellow, ``HH``/``LL`` red) plus the zone from
+``https://dho-interop.no/fhir/CodeSystem/zone``. Blood pressure is triaged per component; the
+panel gets the worst. Green bounds are inclusive; a missing bound is open. Without an approved
+plan the defaults of ``mappings/default-thresholds.yaml`` apply (``referenceRange.text`` says
+so). A value in another unit than the plan's is not triaged (never a wrong zone).
+
+Yellow/red then raises or escalates the patient's open Task for that code (a post-write hook)
+and sets a Flag; green makes the Flag inactive but never completes a Task — a person does.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from interop.fhir.dates import fhir_instant, format_instant, now_utc
+from interop.plans import ZoneRanges, default_ranges, ranges_in_force
+from interop.store.repository import FhirStore, StoredResource, WriteTx
+from interop.store.schema import resource_table
+
+ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+RANK = {"green": 0, "yellow": 1, "red": 2}
+V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL": "Critical low"}
+TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
+OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
+
+
+@dataclass(frozen=True, slots=True)
+class TriageResult:
+    zone: str
+    code: str
+    """v3 interpretation code."""
+    ranges: ZoneRanges
+
+
+def classify(value: Decimal, r: ZoneRanges) -> TriageResult:
+    def inside(lo_hi: tuple[Decimal | None, Decimal | None]) -> bool:
+        lo, hi = lo_hi
+        return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+    if inside(r.green):
+        return TriageResult("green", "N", r)
+    high = r.green[1] is not None and value > r.green[1]
+    if inside(r.yellow):
+        return TriageResult("yellow", "H" if high else "L", r)
+    return TriageResult("red", "HH" if high else "LL", r)
+
+
+def _interpretation(t: TriageResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "coding": [
+                {"system": V3, "code": t.code, "display": V3_DISPLAY[t.code]},
+                {"system": ZONE_SYSTEM, "code": t.zone, "display": t.zone},
+            ],
+            "text": f"{t.zone} ({'plan ' + t.ranges.source if t.ranges.source != 'default' else 'default ranges'})",
+        }
+    ]
+
+
+def _reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
+    out = []
+    for zone, (lo, hi) in (("green", r.green), ("yellow", r.yellow)):
+        rr: dict[str, Any] = {
+            "text": f"{zone} zone ({'default ranges' if r.source == 'default' else r.source})"
+        }
+        if lo is not None:
+            rr["low"] = {
+                "value": float(lo),
+                "unit": r.unit,
+                "system": "http://unitsofmeasure.org",
+                "code": r.unit,
+            }
+        if hi is not None:
+            rr["high"] = {
+                "value": float(hi),
+                "unit": r.unit,
+                "system": "http://unitsofmeasure.org",
+                "code": r.unit,
+            }
+        if zone == "green":
+            rr["type"] = {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/referencerange-meaning",
+                        "code": "normal",
+                    }
+                ]
+            }
+        out.append(rr)
+    return out
+
+
+def _loinc(node: dict[str, Any]) -> str | None:
+    for c in (node.get("code") or {}).get("coding", []):
+        if c.get("system") == "http://loinc.org":
+            return str(c.get("code"))
+    return None
+
+
+def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
+    q = node.get("valueQuantity")
+    if isinstance(q, dict) and isinstance(q.get("value"), int | float) and not q.get("comparator"):
+        return Decimal(str(q["value"])), q.get("code") or q.get("unit") or ""
+    return None
+
+
+class Triage:
+    """Holds a per-process cache of plan ranges; cleared whenever a CarePlan or Goal is written."""
+
+    def __init__(self, store: FhirStore) -> None:
+        self.store = store
+        self._cache: dict[tuple[str, int], dict[str, ZoneRanges]] = {}
+        self._lock = threading.Lock()
+
+    def _ranges(self, tx: WriteTx, patient_id: str, when: int) -> dict[str, ZoneRanges]:
+        # cache per patient and hour: plans change rarely; writes of plans clear the cache
+        key = (patient_id, when // 3_600_000_000)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            hit = ranges_in_force(tx.conn, patient_id, when, self.store.zone)
+            with self._lock:
+                if len(self._cache) > 50_000:
+                    self._cache.clear()
+                self._cache[key] = hit
+        return hit
+
+    def prepare(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:
+        rtype = resource.get("resourceType")
+        if rtype in ("CarePlan", "Goal"):
+            with self._lock:
+                self._cache.clear()
+            return resource
+        if rtype != "Observation" or resource.get("status") in ("entered-in-error", "cancelled"):
+            return resource
+        if not tx.context.get("triage"):
+            return resource  # FHIR REST writes are stored as sent; ingest triages
+        ref = (resource.get("subject") or {}).get("reference", "")
+        if not ref.startswith("Patient/"):
+            return resource
+        when_text = resource.get("effectiveDateTime") or (
+            resource.get("effectivePeriod") or {}
+        ).get("start")
+        if not when_text:
+            return resource
+        try:
+            when = fhir_instant(when_text, self.store.zone)
+        except ValueError:
+            return resource
+        plan = self._ranges(tx, ref.split("/", 1)[1], when)
+        defaults = default_ranges()
+        worst: TriageResult | None = None
+        components = resource.get("component") or []
+        nodes = components if components else [resource]
+        new_components = []
+        for node in nodes:
+            code = _loinc(node)
+            val = _value(node)
+            ranges = plan.get(code or "") or defaults.get(code or "")
+            if code is None or val is None or ranges is None or val[1] != ranges.unit:
+                new_components.append(node)
+                continue
+            t = classify(val[0], ranges)
+            if components:
+                node = {
+                    **node,
+                    "interpretation": _interpretation(t),
+                    "referenceRange": _reference_ranges(ranges),
+                }
+            else:
+                resource = {**resource, "referenceRange": _reference_ranges(ranges)}
+            new_components.append(node)
+            if worst is None or RANK[t.zone] > RANK[worst.zone]:
+                worst = t
+        if components:
+            resource = {**resource, "component": new_components}
+        if worst is not None:
+            kept = [
+                i
+                for i in resource.get("interpretation", [])
+                if not any(
+                    c.get("system") == ZONE_SYSTEM
+                    or (c.get("system") == V3 and c.get("code") in V3_DISPLAY)
+                    for c in i.get("coding", [])
+                )
+            ]
+            resource["interpretation"] = _interpretation(worst) + kept
+        return resource
+
+    # ---- after the write: Flags and Tasks --------------------------------------------------
+    def after_write(
+        self, tx: WriteTx, stored: StoredResource, previous: StoredResource | None
+    ) -> None:
+        if stored.res_type != "Observation" or stored.deleted or not tx.context.get("triage"):
+            return
+        obs = stored.json()
+        zone = None
+        for i in obs.get("interpretation", []):
+            for c in i.get("coding", []):
+                if c.get("system") == ZONE_SYSTEM:
+                    zone = c.get("code")
+        ref = (obs.get("subject") or {}).get("reference", "")
+        if zone is None or not ref.startswith("Patient/"):
+            return
+        code = _loinc(obs) or "unknown"
+        pid = ref.split("/", 1)[1]
+        tasks, flags = self._open_items(tx, pid, code)
+        now = format_instant(now_utc())
+        if zone == "green":
+            for flag in flags:
+                flag = {
+                    **flag,
+                    "status": "inactive",
+                    "period": {**flag.get("period", {}), "end": now},
+                }
+                flag.pop("meta", None)
+                tx.update("Flag", flag["id"], flag)
+            return
+        priority = "urgent" if zone == "red" else "asap"
+        note = f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} (Observation/{stored.res_id})"
+        if tasks:
+            task = dict(tasks[0])
+            task.pop("meta", None)
+            if zone == "red" and task.get("priority") != "urgent":
+                task["priority"] = "urgent"
+            task["note"] = [*task.get("note", []), {"text": note, "time": now}]
+            task["lastModified"] = now
+            task["focus"] = {"reference": f"Observation/{stored.res_id}"}
+            tx.update("Task", task["id"], task)
+        else:
+            tx.create(
+                {
+                    "resourceType": "Task",
+                    "status": "requested",
+                    "intent": "order",
+                    "priority": priority,
+                    "code": {
+                        "coding": [
+                            {
+                                "system": TASK_CODE_SYSTEM,
+                                "code": "assess-deviation",
+                                "display": "Vurder avvik fra egenbehandlingsplan",
+                            }
+                        ],
+                        "text": f"Assess {zone} {code}",
+                    },
+                    "description": note,
+                    "focus": {"reference": f"Observation/{stored.res_id}"},
+                    "for": {"reference": ref},
+                    "authoredOn": now,
+                    "lastModified": now,
+                    "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
+                }
+            )
+        if flags:
+            flag = dict(flags[0])
+            flag.pop("meta", None)
+            if zone == "red" and "red" not in flag.get("code", {}).get("text", ""):
+                flag["code"] = {
+                    "text": f"red zone {code} since {obs.get('effectiveDateTime', now)}"
+                }
+                tx.update("Flag", flag["id"], flag)
+        else:
+            tx.create(
+                {
+                    "resourceType": "Flag",
+                    "status": "active",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                                    "code": "clinical",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {
+                        "coding": [{"system": ZONE_SYSTEM, "code": zone}],
+                        "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}",
+                    },
+                    "subject": {"reference": ref},
+                    "period": {"start": now},
+                }
+            )
+
+    def _open_items(
+        self, tx: WriteTx, patient_id: str, code: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows = tx.conn.execute(
+            select(resource_table.c.res_type, resource_table.c.content).where(
+                resource_table.c.patient_id == patient_id,
+                resource_table.c.res_type.in_(("Task", "Flag")),
+                resource_table.c.deleted.is_(False),
+            )
+        ).all()
+        tasks, flags = [], []
+        for rtype, content in rows:
+            r = orjson.loads(content)
+            if (
+                rtype == "Task"
+                and r.get("status") in OPEN_TASK
+                and any(i.get("valueCode") == code for i in r.get("input", []))
+            ):
+                tasks.append(r)
+            elif (
+                rtype == "Flag"
+                and r.get("status") == "active"
+                and code in (r.get("code", {}).get("text") or "")
+            ):
+                flags.append(r)
+        return tasks, flags

@@ -1,0 +1,246 @@
+"""Egenbehandlingsplan (contract endpoint) and traffic-light triage in the ingest transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.base import (
+    FNR_OID,
+    LOINC,
+    MDC,
+    AdapterResult,
+    Code,
+    Component,
+    IngestMeta,
+    Measurement,
+    PatientRef,
+)
+from interop.pipeline import IngestPipeline
+
+FNR = "13031353453"
+PLAN = {
+    "approvedBy": {"hpr": "9144889"},
+    "zones": [
+        {
+            "code": "8480-6",
+            "unit": "mm[Hg]",
+            "green": {"low": 100, "high": 150},
+            "yellow": {"low": 90, "high": 170},
+            "actions": {"yellow": "Ring sykepleier", "red": "Ring lege"},
+        },
+        {"code": "8462-4", "unit": "mm[Hg]", "green": {"high": 90}, "yellow": {"high": 100}},
+    ],
+}
+REF = PatientRef(FNR_OID, FNR)
+
+
+def _setup(client) -> str:  # type: ignore[no-untyped-def]
+    return str(
+        client.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": FNR}]},
+        ).json()["id"]
+    )
+
+
+def _bp(sys_: str, dia: str, when: datetime, unit: str = "mm[Hg]") -> Measurement:
+    return Measurement(
+        Code(MDC, "150020"),
+        None,
+        None,
+        when,
+        REF,
+        "x",
+        components=(
+            Component(Code(MDC, "150021"), Decimal(sys_), unit),
+            Component(Code(MDC, "150022"), Decimal(dia), unit),
+        ),
+    )
+
+
+def _ingest(services, *ms: Measurement):  # type: ignore[no-untyped-def]
+    return IngestPipeline(services).ingest_result(
+        "test", AdapterResult(measurements=list(ms)), IngestMeta(source="t")
+    )
+
+
+def _obs(client, pid: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    b = client.get(
+        "/fhir/Observation", params={"patient": pid, "_sort": "date", "_count": 100}
+    ).json()
+    return [e["resource"] for e in b.get("entry", []) if e["search"]["mode"] == "match"]
+
+
+def _zones(obs: dict) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    out = []
+    for c in obs["component"]:
+        coding = c["interpretation"][0]["coding"]
+        out.append((coding[0]["code"], coding[1]["code"]))
+    return out
+
+
+def test_plan_contract_and_versions(client) -> None:  # type: ignore[no-untyped-def]
+    _setup(client)
+    r = client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (
+        body["version"] == 1 and body["carePlan"]["status"] == "active" and len(body["goals"]) == 2
+    )
+    assert body["carePlan"]["category"][0]["coding"][0]["display"] == "Egenbehandlingsplan"
+    goal = body["goals"][0]
+    assert goal["target"][0]["detailRange"]["low"]["value"] == 100
+    r2 = client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    assert r2.status_code == 200 and r2.json()["version"] == 2
+    first = client.get(f"/fhir/CarePlan/{body['carePlan']['id']}").json()
+    assert first["status"] == "completed" and "end" in first["period"]
+    assert r2.json()["carePlan"]["replaces"][0]["reference"] == f"CarePlan/{body['carePlan']['id']}"
+    assert (
+        client.get(f"/api/v1/patients/{FNR}/plan").json()["carePlan"]["id"]
+        == r2.json()["carePlan"]["id"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (
+            {
+                **PLAN,
+                "zones": [
+                    {
+                        "code": "8480-6",
+                        "unit": "mm[Hg]",
+                        "green": {"low": 100, "high": 150},
+                        "yellow": {"low": 110, "high": 170},
+                    }
+                ],
+            },
+            422,
+        ),
+        ({**PLAN, "zones": [{"code": "1234-5", "unit": "mm[Hg]", "green": {"low": 1}}]}, 422),
+        ({**PLAN, "zones": [{"code": "8480-6", "unit": "kPa", "green": {"low": 1}}]}, 422),
+        ({"zones": []}, 422),
+    ],
+)
+def test_plan_errors(client, body: dict, status: int) -> None:  # type: ignore[no-untyped-def,type-arg]
+    _setup(client)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=body).status_code == status
+
+
+def test_plan_patient_errors(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.put("/api/v1/patients/12345678901/plan", json=PLAN).status_code == 422
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 404
+    assert client.put(f"/api/v1/patients/{FNR}/plan", content=b"{oops").status_code == 400
+
+
+def test_zone_boundaries_components_and_conversion(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 201
+    t = datetime.now(UTC) + timedelta(seconds=60)  # after the plan's start (future skew allowed)
+    cases = [
+        ("150", "90"),
+        ("151", "91"),
+        ("170", "100"),
+        ("171", "101"),
+        ("100", "60"),
+        ("90", "60"),
+        ("89", "60"),
+    ]
+    rep = _ingest(
+        services, *[_bp(s, d, t - timedelta(seconds=i)) for i, (s, d) in enumerate(cases)]
+    )
+    assert rep.created == len(cases)
+    got = {o["component"][0]["valueQuantity"]["value"]: _zones(o) for o in _obs(client, pid)}
+    assert got[150] == [("N", "green"), ("N", "green")]
+    assert got[151] == [("H", "yellow"), ("H", "yellow")]
+    assert got[170] == [("H", "yellow"), ("H", "yellow")]
+    assert got[171] == [("HH", "red"), ("HH", "red")]
+    assert got[100] == [("N", "green"), ("N", "green")]
+    assert got[90] == [("L", "yellow"), ("N", "green")]
+    assert got[89] == [("LL", "red"), ("N", "green")]
+    worst = next(o for o in _obs(client, pid) if o["component"][0]["valueQuantity"]["value"] == 171)
+    assert worst["interpretation"][0]["coding"][0]["code"] == "HH"
+    assert worst["interpretation"][0]["coding"][1] == {
+        "system": "https://dho-interop.no/fhir/CodeSystem/zone",
+        "code": "red",
+        "display": "red",
+    }
+    # kPa input is converted by the mapping step and triaged in mm[Hg]: 22.8 kPa ≈ 171 mm[Hg]
+    _ingest(services, _bp("22.8", "10", t + timedelta(seconds=30), unit="kPa"))
+    kpa = next(
+        o
+        for o in _obs(client, pid)
+        if o["component"][0]["valueQuantity"]["value"] == 171 and o["id"] != worst["id"]
+    )
+    assert _zones(kpa)[0] == ("HH", "red")
+
+
+def test_plan_in_force_at_effective_time(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    before = datetime.now(UTC) - timedelta(hours=2)
+    client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    after = datetime.now(UTC)
+    # a late-arriving measurement from before the plan: default ranges (NEWS2 systolic 111–219)
+    _ingest(services, _bp("105", "70", before), _bp("105", "70", after))
+    obs = {o["effectiveDateTime"]: o for o in _obs(client, pid)}
+    old, new = (obs[k] for k in sorted(obs))
+    assert (
+        old["component"][0]["interpretation"][0]["coding"][1]["code"] == "yellow"
+    )  # default: 105 < 111
+    assert "default" in old["component"][0]["referenceRange"][0]["text"]
+    assert new["component"][0]["interpretation"][0]["coding"][1]["code"] == "green"  # plan: 100–150
+
+
+def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    now = datetime.now(UTC)  # measurements below are 1–4 minutes after the plan's start
+
+    def tasks() -> list[dict]:  # type: ignore[type-arg]
+        b = client.get("/fhir/Task", params={"patient": pid}).json()
+        return [e["resource"] for e in b.get("entry", []) if e["search"]["mode"] == "match"]
+
+    _ingest(services, _bp("160", "80", now + timedelta(minutes=1)))  # yellow
+    [task] = tasks()
+    assert task["status"] == "requested" and task["priority"] == "asap"
+    _ingest(services, _bp("180", "80", now + timedelta(minutes=2)))  # red escalates the same Task
+    [task] = tasks()
+    assert task["priority"] == "urgent" and len(task["note"]) == 1
+    flags = client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()
+    assert flags["total"] == 1
+    _ingest(services, _bp("120", "80", now + timedelta(minutes=3)))  # green: Task stays open
+    [task] = tasks()
+    assert task["status"] == "requested"
+    assert (
+        client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()["total"] == 0
+    )
+    task["status"] = "completed"
+    assert client.put(f"/fhir/Task/{task['id']}", json=task).status_code == 200
+    _ingest(services, _bp("185", "80", now + timedelta(minutes=4)))  # a new red: a new Task
+    open_tasks = [t for t in tasks() if t["status"] == "requested"]
+    assert (
+        len(open_tasks) == 1
+        and open_tasks[0]["id"] != task["id"]
+        and open_tasks[0]["priority"] == "urgent"
+    )
+
+
+def test_default_ranges_without_plan(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    hr = Measurement(
+        Code(LOINC, "2708-6"),
+        Decimal("88"),
+        "%",
+        datetime.now(UTC) - timedelta(minutes=1),
+        REF,
+        "x",
+    )
+    _ingest(services, hr)
+    [obs] = _obs(client, pid)
+    assert (
+        obs["interpretation"][0]["coding"][1]["code"] == "red"
+    )  # default SpO2: green ≥96, yellow ≥92
