@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from interop import __version__, observability
 from interop.access.policy import AccessPolicy
-from interop.api import fhir, indicators, ingest, messages, observation_ops, plans
+from interop.api import fhir, indicators, ingest, messages, observation_ops, plans, views
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
     app.include_router(plans.router)
+    app.include_router(views.router)
     app.include_router(indicators.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones

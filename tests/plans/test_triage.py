@@ -244,3 +244,28 @@ def test_default_ranges_without_plan(client, services) -> None:  # type: ignore[
     assert (
         obs["interpretation"][0]["coding"][1]["code"] == "red"
     )  # default SpO2: green ≥96, yellow ≥92
+
+
+def test_gp_summary_json_and_html(client, services) -> None:  # type: ignore[no-untyped-def]
+    _setup(client)
+    client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    now = datetime.now(UTC)
+    _ingest(
+        services,
+        *[_bp(str(130 + 12 * (i % 5)), "80", now + timedelta(seconds=10 + i)) for i in range(8)],
+    )
+    r = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "gp"})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    sys_ = next(c for c in s["codes"] if c["code"] == "8480-6")
+    assert sys_["count"] == 8 and sys_["max"] == 178 and sys_["ranges"]["green"] == [100.0, 150.0]
+    assert s["eventCount"]["red"] >= 1 and s["tasks"]
+    page = client.get(
+        f"/api/v1/patients/{FNR}/summary", params={"view": "gp"}, headers={"Accept": "text/html"}
+    )
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<svg" in page.text and "band-green" in page.text and 'id="events"' in page.text
+    assert "http" not in page.text.split("<body>")[1].replace(
+        "http://www.w3.org/2000/svg", ""
+    )  # no external assets
+    assert client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "nope"}).status_code == 400

@@ -1,0 +1,325 @@
+"""Actor views of "pasientens måledata": one computation, served as JSON and as HTML.
+
+A view (``mappings/views/<name>.yaml``) says which codes, which period and which aggregates an
+actor gets: a GP sees weekly trends and red/yellow events, not thousands of raw values. The
+summary is computed from the observation index (values, zones) without parsing Observation
+JSON; the HTML page draws server-side SVG sparklines with the green/yellow bands of the plan
+in force, and needs no external assets.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from interop.fhir.dates import from_micros, to_micros
+from interop.plans import ZoneRanges, default_ranges, ranges_in_force
+from interop.store.schema import observation_table, resource_table
+
+DISPLAY = {
+    "8480-6": "Systolisk blodtrykk",
+    "8462-4": "Diastolisk blodtrykk",
+    "8867-4": "Puls",
+    "2708-6": "Oksygenmetning (SpO2)",
+    "29463-7": "Vekt",
+    "8310-5": "Temperatur",
+    "14743-9": "Blodsukker (kapillært)",
+    "15074-8": "Blodsukker",
+    "9279-1": "Respirasjonsfrekvens",
+}
+
+
+class ViewDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    role: str
+    title: str
+    period_days: int
+    resolution: str = "day"
+    codes: list[str] = []
+    aggregates: list[str] = []
+
+
+@lru_cache(maxsize=16)
+def view_definition(name: str) -> ViewDefinition:
+    path = files("mappings") / "views" / f"{name}.yaml"
+    try:
+        text = path.read_text("utf-8")
+    except (FileNotFoundError, OSError):
+        raise KeyError(name) from None
+    return ViewDefinition.model_validate(yaml.safe_load(text))
+
+
+def available_views() -> list[str]:
+    return sorted(
+        p.name[:-5] for p in (files("mappings") / "views").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+@dataclass
+class Series:
+    code: str
+    unit: str | None
+    points: list[tuple[int, float, str | None]]
+    """(effective µs, value, zone)"""
+
+
+def _trend(points: list[tuple[int, float, str | None]]) -> float | None:
+    """Least-squares slope per week."""
+    if len(points) < 3:
+        return None
+    xs = [p[0] / 604_800_000_000 for p in points]
+    ys = [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else None
+
+
+def compute(
+    conn: Any,
+    patient_id: str,
+    view: ViewDefinition,
+    *,
+    now: datetime | None = None,
+    zone_name: str = "Europe/Oslo",
+) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    start = now - timedelta(days=view.period_days)
+    # include the few minutes of device clock skew the ingest accepts
+    t0, t1 = to_micros(start), to_micros(now + timedelta(minutes=5))
+    o = observation_table.c
+    cond = [
+        o.patient_id == patient_id,
+        o.effective >= t0,
+        o.effective <= t1,
+        o.status.not_in(("entered-in-error", "cancelled")),
+        o.value.is_not(None),
+        o.system == "http://loinc.org",
+    ]
+    if view.codes:
+        cond.append(o.code.in_(view.codes))
+    rows = conn.execute(
+        select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.is_component)
+        .where(*cond)
+        .order_by(o.effective)
+    ).all()
+    # component zones live on the panel row; take the panel's zone for its components
+    panel_zone = {
+        r.res_id: r.zone
+        for r in conn.execute(
+            select(o.res_id, o.zone).where(
+                o.patient_id == patient_id,
+                o.is_primary.is_(True),
+                o.effective >= t0,
+                o.effective <= t1,
+            )
+        )
+    }
+    series: dict[str, Series] = {}
+    for r in rows:
+        s = series.setdefault(r.code, Series(r.code, r.unit, []))
+        s.points.append((r.effective, float(r.value), r.zone or panel_zone.get(r.res_id)))
+    plan = ranges_in_force(conn, patient_id, t1, zone_name)
+    defaults = default_ranges()
+    days = max(1, view.period_days)
+    measured_days = {from_micros(p[0]).date() for s in series.values() for p in s.points}
+    codes_out = []
+    for code, s in sorted(series.items()):
+        vals = [p[1] for p in s.points]
+        zones = [p[2] for p in s.points if p[2]]
+        ranges: ZoneRanges | None = plan.get(code) or defaults.get(code)
+        weekly = []
+        week = 604_800_000_000 if view.resolution == "week" else 86_400_000_000
+        buckets: dict[int, list[float]] = {}
+        for t, v, _z in s.points:
+            buckets.setdefault((t - t0) // week, []).append(v)
+        for b in sorted(buckets):
+            v = buckets[b]
+            weekly.append(
+                {
+                    "start": from_micros(t0 + b * week).isoformat(timespec="seconds"),
+                    "min": min(v),
+                    "mean": round(statistics.fmean(v), 2),
+                    "max": max(v),
+                    "n": len(v),
+                }
+            )
+        codes_out.append(
+            {
+                "code": code,
+                "display": DISPLAY.get(code, code),
+                "unit": s.unit,
+                "count": len(vals),
+                "latest": {
+                    "value": vals[-1],
+                    "time": from_micros(s.points[-1][0]).isoformat(timespec="seconds"),
+                    "zone": s.points[-1][2],
+                },
+                "min": min(vals),
+                "mean": round(statistics.fmean(vals), 2),
+                "max": max(vals),
+                "trendPerWeek": None if (tr := _trend(s.points)) is None else round(tr, 3),
+                "shareGreen": round(zones.count("green") / len(zones), 3) if zones else None,
+                "series": weekly,
+                "ranges": None
+                if ranges is None
+                else {
+                    "source": ranges.source,
+                    "green": [None if x is None else float(x) for x in ranges.green],
+                    "yellow": [None if x is None else float(x) for x in ranges.yellow],
+                },
+                "points": [
+                    (from_micros(t).isoformat(timespec="seconds"), v, z) for t, v, z in s.points
+                ]
+                if view.resolution == "day"
+                else [],
+                "_raw": s.points,
+            }
+        )
+    events: list[dict[str, Any]] = [
+        {"time": from_micros(t).isoformat(timespec="seconds"), "code": code, "value": v, "zone": z}
+        for code, s in series.items()
+        for t, v, z in s.points
+        if z in ("yellow", "red")
+    ]
+    events.sort(key=lambda e: str(e["time"]), reverse=True)
+    tasks = []
+    for (content,) in conn.execute(
+        select(resource_table.c.content).where(
+            resource_table.c.res_type == "Task", resource_table.c.patient_id == patient_id
+        )
+    ):
+        t = orjson.loads(content)
+        tasks.append(
+            {
+                "id": t["id"],
+                "status": t.get("status"),
+                "priority": t.get("priority"),
+                "description": t.get("description"),
+                "authoredOn": t.get("authoredOn"),
+            }
+        )
+    return {
+        "view": view.name,
+        "title": view.title,
+        "patient": f"Patient/{patient_id}",
+        "period": {
+            "start": start.isoformat(timespec="seconds"),
+            "end": now.isoformat(timespec="seconds"),
+        },
+        "adherence": round(len(measured_days) / days, 3),
+        "codes": codes_out,
+        "events": events[:100],
+        "eventCount": {
+            "red": sum(e["zone"] == "red" for e in events),
+            "yellow": sum(e["zone"] == "yellow" for e in events),
+        },
+        "tasks": tasks if "tasks" in view.aggregates or view.name in ("gp", "followup") else [],
+    }
+
+
+def public(summary: dict[str, Any]) -> dict[str, Any]:
+    out = dict(summary)
+    out["codes"] = [{k: v for k, v in c.items() if k != "_raw"} for c in summary["codes"]]
+    return out
+
+
+ZONE_FILL = {"green": "#e6f4ea", "yellow": "#fff4ce"}
+ZONE_DOT = {"green": "#2e7d32", "yellow": "#b7791f", "red": "#c62828", None: "#555"}
+
+
+def sparkline(code: dict[str, Any], t0: int, t1: int, width: int = 360, height: int = 70) -> str:
+    pts = code["_raw"]
+    vals = [p[1] for p in pts]
+    rng = code.get("ranges") or {}
+    bounds = [
+        b for r in (rng.get("green") or [], rng.get("yellow") or []) for b in r if b is not None
+    ]
+    lo, hi = min(vals + bounds), max(vals + bounds)
+    if hi == lo:
+        hi, lo = hi + 1, lo - 1
+    pad = (hi - lo) * 0.08
+    lo, hi = lo - pad, hi + pad
+
+    def y(v: float) -> float:
+        return height - (v - lo) / (hi - lo) * height
+
+    def x(t: int) -> float:
+        return (t - t0) / max(1, t1 - t0) * width
+
+    parts = [
+        f'<svg class="spark" role="img" aria-label="{html.escape(code["display"])}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for zone in ("yellow", "green"):
+        band = rng.get(zone)
+        if band:
+            b_lo = band[0] if band[0] is not None else lo
+            b_hi = band[1] if band[1] is not None else hi
+            parts.append(
+                f'<rect class="band-{zone}" x="0" y="{y(b_hi):.1f}" width="{width}" height="{max(0.0, y(b_lo) - y(b_hi)):.1f}" fill="{ZONE_FILL[zone]}"/>'
+            )
+    path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v, _z in pts)
+    parts.append(f'<polyline fill="none" stroke="#1f4e79" stroke-width="1.5" points="{path}"/>')
+    for t, v, z in pts:
+        if z in ("yellow", "red"):
+            parts.append(
+                f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{ZONE_DOT[z]}"><title>{v} ({z})</title></circle>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(summary: dict[str, Any], patient_label: str) -> str:
+    t0 = to_micros(datetime.fromisoformat(summary["period"]["start"]))
+    t1 = to_micros(datetime.fromisoformat(summary["period"]["end"]))
+    rows = []
+    for c in summary["codes"]:
+        latest = c["latest"]
+        trend = c["trendPerWeek"]
+        arrow = "→" if trend is None or abs(trend) < 0.05 else ("↗" if trend > 0 else "↘")
+        share = "–" if c["shareGreen"] is None else f"{c['shareGreen'] * 100:.0f} %"
+        rows.append(
+            f'<tr><th scope="row">{html.escape(c["display"])}<br><small>{html.escape(c["code"])}</small></th>'
+            f'<td class="zone-{latest["zone"] or "none"}">{latest["value"]:g} {html.escape(c["unit"] or "")}</td>'
+            f"<td>{c['min']:g} / {c['mean']:g} / {c['max']:g}</td><td>{arrow} {'' if trend is None else f'{trend:+.2f}/uke'}</td>"
+            f"<td>{share}</td><td>{sparkline(c, t0, t1)}</td></tr>"
+        )
+    events = (
+        "".join(
+            f'<li class="ev-{e["zone"]}">{html.escape(e["time"][:16].replace("T", " "))} — {html.escape(DISPLAY.get(e["code"], e["code"]))} {e["value"]:g} ({e["zone"]})</li>'
+            for e in summary["events"][:30]
+        )
+        or "<li>Ingen gule eller røde målinger i perioden.</li>"
+    )
+    tasks = "".join(
+        f"<li>{html.escape(t['priority'] or '')}: {html.escape(t['description'] or '')} — {html.escape(t['status'] or '')}</li>"
+        for t in summary["tasks"][:20]
+    )
+    return f"""<!doctype html>
+<html lang="no"><head><meta charset="utf-8"><title>{html.escape(summary["title"])}</title>
+<style>
+body{{font-family:system-ui,-apple-system,sans-serif;margin:1.5em;max-width:72em;color:#222}}
+h1{{font-size:1.3em;margin-bottom:.2em}} table{{border-collapse:collapse;width:100%}}
+th,td{{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:middle}}
+.zone-green{{color:#2e7d32;font-weight:600}} .zone-yellow{{color:#b7791f;font-weight:600}} .zone-red{{color:#c62828;font-weight:700}}
+.ev-red{{color:#c62828}} .ev-yellow{{color:#8a5a00}} .meta{{color:#555}}
+@media print{{body{{margin:0}} .spark{{width:280px}}}}
+</style></head><body>
+<h1>{html.escape(summary["title"])}</h1>
+<p class="meta">{html.escape(patient_label)} · {html.escape(summary["period"]["start"][:10])} – {html.escape(summary["period"]["end"][:10])} ·
+Etterlevelse {summary["adherence"] * 100:.0f} % av dagene · røde hendelser {summary["eventCount"]["red"]}, gule {summary["eventCount"]["yellow"]}</p>
+<table><thead><tr><th>Måling</th><th>Siste</th><th>Min / snitt / maks</th><th>Trend</th><th>Andel grønn</th><th>Utvikling (grønt/gult bånd = planens soner)</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<h2>Røde og gule hendelser</h2><ul id="events">{events}</ul>
+{"<h2>Oppgaver</h2><ul id='tasks'>" + tasks + "</ul>" if tasks else ""}
+</body></html>"""
