@@ -28,7 +28,7 @@ from sqlalchemy import select
 from interop.fhir.dates import fhir_instant, format_instant, now_utc
 from interop.plans import ZoneRanges, default_ranges, ranges_in_force
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.schema import resource_table
+from interop.store.schema import reference_table, resource_table, token_table
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -301,26 +301,32 @@ class Triage:
     def _open_items(
         self, tx: WriteTx, patient_id: str, code: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        rows = tx.conn.execute(
-            select(resource_table.c.res_type, resource_table.c.content).where(
-                resource_table.c.patient_id == patient_id,
-                resource_table.c.res_type.in_(("Task", "Flag")),
-                resource_table.c.deleted.is_(False),
+        """The patient's open Tasks and active Flags (through the search indexes, so the cost
+        does not grow with the patient's closed history)."""
+        t, r = token_table.c, reference_table.c
+        target = f"Patient/{patient_id}"
+        tasks: list[dict[str, Any]] = []
+        flags: list[dict[str, Any]] = []
+        for rtype, statuses in (("Task", OPEN_TASK), ("Flag", ("active",))):
+            ids = select(r.res_id).where(
+                r.res_type == rtype, r.param == "patient", r.target == target
             )
-        ).all()
-        tasks, flags = [], []
-        for rtype, content in rows:
-            r = orjson.loads(content)
-            if (
-                rtype == "Task"
-                and r.get("status") in OPEN_TASK
-                and any(i.get("valueCode") == code for i in r.get("input", []))
-            ):
-                tasks.append(r)
-            elif (
-                rtype == "Flag"
-                and r.get("status") == "active"
-                and code in (r.get("code", {}).get("text") or "")
-            ):
-                flags.append(r)
+            open_ids = select(t.res_id).where(
+                t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
+            )
+            rows = tx.conn.execute(
+                select(resource_table.c.content).where(
+                    resource_table.c.res_type == rtype,
+                    resource_table.c.res_id.in_(open_ids),
+                    resource_table.c.deleted.is_(False),
+                )
+            ).all()
+            for (content,) in rows:
+                item = orjson.loads(content)
+                if rtype == "Task" and any(
+                    i.get("valueCode") == code for i in item.get("input", [])
+                ):
+                    tasks.append(item)
+                elif rtype == "Flag" and code in (item.get("code", {}).get("text") or ""):
+                    flags.append(item)
         return tasks, flags

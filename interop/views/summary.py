@@ -144,14 +144,14 @@ def compute(
         for t, v, _z in s.points:
             buckets.setdefault((t - t0) // week, []).append(v)
         for b in sorted(buckets):
-            v = buckets[b]
+            bucket = buckets[b]
             weekly.append(
                 {
                     "start": from_micros(t0 + b * week).isoformat(timespec="seconds"),
-                    "min": min(v),
-                    "mean": round(statistics.fmean(v), 2),
-                    "max": max(v),
-                    "n": len(v),
+                    "min": min(bucket),
+                    "mean": round(statistics.fmean(bucket), 2),
+                    "max": max(bucket),
+                    "n": len(bucket),
                 }
             )
         codes_out.append(
