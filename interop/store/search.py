@@ -439,12 +439,12 @@ class SearchEngine:
         total: int | None = None
         with self.store.reader() as conn:
             if summary_count or (cursor is None and total_mode != "none"):
+                # an explicit count may count further than the total that comes with a page
+                limit = self.total_limit * 100 if summary_count else self.total_limit
                 n = conn.execute(
-                    select(func.count()).select_from(
-                        count_base.limit(self.total_limit + 1).subquery()
-                    )
+                    select(func.count()).select_from(count_base.limit(limit + 1).subquery())
                 ).scalar_one()
-                total = n if n <= self.total_limit else None
+                total = n if n <= limit else None
             if summary_count:
                 return SearchResult([], total=total, warnings=warnings, summary_count=True)
             if cursor is not None:
