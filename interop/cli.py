@@ -249,8 +249,26 @@ def worker_tasks(svc: object) -> list[tuple[str, float, Callable[[], object]]]:
     return [(name, interval, functools.partial(fn, svc)) for name, interval, fn in WORKER_TASKS]
 
 
-WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = []
+def _check_missing(svc: object) -> object:
+    from interop.missing import check_missing
+
+    return check_missing(svc)  # type: ignore[arg-type]
+
+
+WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = [
+    ("check-missing", 900.0, _check_missing),
+]
 """(name, interval seconds, fn(services)) run by ``interop worker``."""
+
+
+@app.command("check-missing")
+def check_missing_cmd() -> None:
+    """Raise Tasks where a plan's scheduled measurements are overdue (idempotent)."""
+    from interop.missing import check_missing
+    from interop.services import build_services
+
+    n = check_missing(build_services(get_settings()))
+    console.print(f"{n} missing-measurement task(s) raised")
 
 
 @app.command()

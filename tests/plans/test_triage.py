@@ -269,3 +269,21 @@ def test_gp_summary_json_and_html(client, services) -> None:  # type: ignore[no-
         "http://www.w3.org/2000/svg", ""
     )  # no external assets
     assert client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "nope"}).status_code == 400
+
+
+def test_missing_measurements_raise_one_task(client, services) -> None:  # type: ignore[no-untyped-def]
+    from interop.missing import check_missing
+
+    pid = _setup(client)
+    plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 48}]}
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=plan).status_code == 201
+    now = datetime.now(UTC)
+    assert check_missing(services, now + timedelta(hours=24)) == 0  # within the allowed gap
+    assert check_missing(services, now + timedelta(hours=49)) == 1
+    assert (
+        check_missing(services, now + timedelta(hours=60)) == 0
+    )  # idempotent while the Task is open
+    tasks = client.get("/fhir/Task", params={"patient": pid}).json()["entry"]
+    assert "no 8480-6 measurement" in tasks[0]["resource"]["description"]
+    _ingest(services, _bp("130", "80", now + timedelta(minutes=1)))
+    assert check_missing(services, now + timedelta(hours=40)) == 0  # measured again

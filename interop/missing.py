@@ -1,0 +1,136 @@
+"""Missing-measurement check: a plan says how long a code may go unmeasured (``maxGapHours`` on
+its Goal); when that is exceeded, the follow-up centre gets a Task and the patient a Flag.
+
+Idempotent: while a missing-measurement Task for the patient and code is open, no new one is
+raised. Run by ``interop check-missing`` and periodically by ``interop worker``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select
+
+from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
+from interop.plans import PLAN_CATEGORY, SCHEDULE_URL
+from interop.services import Services
+from interop.store.schema import observation_table, resource_table
+from interop.triage import OPEN_TASK, TASK_CODE_SYSTEM
+
+MISSING_CODE = "missing-measurement"
+
+
+def _schedules(conn: Any) -> list[tuple[str, str, int, int]]:
+    """(patient id, LOINC code, max gap hours, plan start µs) for every active plan's Goals."""
+    out = []
+    for (content,) in conn.execute(
+        select(resource_table.c.content).where(
+            resource_table.c.res_type == "CarePlan", resource_table.c.deleted.is_(False)
+        )
+    ):
+        cp = orjson.loads(content)
+        if cp.get("status") != "active" or not any(
+            c.get("code") == PLAN_CATEGORY["code"]
+            for cat in cp.get("category", [])
+            for c in cat.get("coding", [])
+        ):
+            continue
+        pid = cp["subject"]["reference"].split("/", 1)[1]
+        start = fhir_instant(cp["period"]["start"]) if cp.get("period", {}).get("start") else 0
+        ids = [g["reference"].split("/", 1)[1] for g in cp.get("goal", [])]
+        for (gcontent,) in conn.execute(
+            select(resource_table.c.content).where(
+                resource_table.c.res_type == "Goal", resource_table.c.res_id.in_(ids)
+            )
+        ):
+            goal = orjson.loads(gcontent)
+            for ext in goal.get("extension", []):
+                if ext["url"] == SCHEDULE_URL:
+                    hours = next(
+                        e["valueInteger"] for e in ext["extension"] if e["url"] == "maxGapHours"
+                    )
+                    code = goal["target"][0]["measure"]["coding"][0]["code"]
+                    out.append((pid, code, int(hours), start))
+    return out
+
+
+def check_missing(services: Services, now: datetime | None = None) -> int:
+    """Raise Tasks for overdue measurements; returns how many were raised."""
+    now = now or now_utc()
+    t_now = to_micros(now)
+    raised = 0
+    o = observation_table.c
+    with services.store.write() as tx:
+        for pid, code, hours, start in _schedules(tx.conn):
+            last = tx.conn.execute(
+                select(func.max(o.effective)).where(
+                    o.patient_id == pid,
+                    o.code == code,
+                    o.status.not_in(("entered-in-error", "cancelled")),
+                )
+            ).scalar()
+            since = last if last is not None else start
+            if t_now - since <= hours * 3_600_000_000:
+                continue
+            open_tasks = [
+                t
+                for (c,) in tx.conn.execute(
+                    select(resource_table.c.content).where(
+                        resource_table.c.res_type == "Task", resource_table.c.patient_id == pid
+                    )
+                )
+                if (t := orjson.loads(c)).get("status") in OPEN_TASK
+                and any(x.get("code") == MISSING_CODE for x in t.get("code", {}).get("coding", []))
+                and any(i.get("valueCode") == code for i in t.get("input", []))
+            ]
+            if open_tasks:
+                continue
+            gap_days = (t_now - since) / 86_400_000_000
+            text = f"no {code} measurement since {from_micros(since).isoformat(timespec='minutes')} ({gap_days:.1f} days; the plan allows {hours} h)"
+            stamp = format_instant(now)
+            tx.create(
+                {
+                    "resourceType": "Task",
+                    "status": "requested",
+                    "intent": "order",
+                    "priority": "routine",
+                    "code": {
+                        "coding": [
+                            {
+                                "system": TASK_CODE_SYSTEM,
+                                "code": MISSING_CODE,
+                                "display": "Manglende måling",
+                            }
+                        ],
+                        "text": text,
+                    },
+                    "description": text,
+                    "for": {"reference": f"Patient/{pid}"},
+                    "authoredOn": stamp,
+                    "lastModified": stamp,
+                    "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
+                }
+            )
+            tx.create(
+                {
+                    "resourceType": "Flag",
+                    "status": "active",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                                    "code": "clinical",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {"text": f"no data for {code} for {gap_days:.0f} days"},
+                    "subject": {"reference": f"Patient/{pid}"},
+                    "period": {"start": stamp},
+                }
+            )
+            raised += 1
+    return raised
