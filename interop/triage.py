@@ -205,7 +205,13 @@ class Triage:
     def after_write(
         self, tx: WriteTx, stored: StoredResource, previous: StoredResource | None
     ) -> None:
+        if stored.res_type in ("Task", "Flag"):
+            # keep the per-transaction view of open items honest after our own writes
+            tx.context.get("open_items", {}).clear()
+            return
         if stored.res_type != "Observation" or stored.deleted or not tx.context.get("triage"):
+            return
+        if b"/CodeSystem/zone" not in stored.content:
             return
         obs = stored.json()
         zone = None
@@ -218,7 +224,18 @@ class Triage:
             return
         code = _loinc(obs) or "unknown"
         pid = ref.split("/", 1)[1]
-        tasks, flags = self._open_items(tx, pid, code)
+        cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
+            "open_items", {}
+        )
+        if pid not in cache:
+            cache[pid] = self._open_items(tx, pid)
+        all_tasks, all_flags = cache[pid]
+        tasks = [
+            t for t in all_tasks if any(i.get("valueCode") == code for i in t.get("input", []))
+        ]
+        flags = [f for f in all_flags if code in (f.get("code", {}).get("text") or "")]
+        if zone == "green" and not flags:
+            return
         now = format_instant(now_utc())
         if zone == "green":
             for flag in flags:
@@ -299,14 +316,13 @@ class Triage:
             )
 
     def _open_items(
-        self, tx: WriteTx, patient_id: str, code: str
+        self, tx: WriteTx, patient_id: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The patient's open Tasks and active Flags (through the search indexes, so the cost
         does not grow with the patient's closed history)."""
         t, r = token_table.c, reference_table.c
         target = f"Patient/{patient_id}"
-        tasks: list[dict[str, Any]] = []
-        flags: list[dict[str, Any]] = []
+        found: dict[str, list[dict[str, Any]]] = {"Task": [], "Flag": []}
         for rtype, statuses in (("Task", OPEN_TASK), ("Flag", ("active",))):
             ids = select(r.res_id).where(
                 r.res_type == rtype, r.param == "patient", r.target == target
@@ -321,12 +337,5 @@ class Triage:
                     resource_table.c.deleted.is_(False),
                 )
             ).all()
-            for (content,) in rows:
-                item = orjson.loads(content)
-                if rtype == "Task" and any(
-                    i.get("valueCode") == code for i in item.get("input", [])
-                ):
-                    tasks.append(item)
-                elif rtype == "Flag" and code in (item.get("code", {}).get("text") or ""):
-                    flags.append(item)
-        return tasks, flags
+            found[rtype] = [orjson.loads(content) for (content,) in rows]
+        return found["Task"], found["Flag"]
