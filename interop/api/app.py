@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from interop import __version__, observability
-from interop.access.policy import AccessPolicy
+from interop.access.actors import KeyResolver
+from interop.access.actors import router as actors_router
+from interop.access.roles import RolePolicy
 from interop.api import fhir, indicators, ingest, messages, observation_ops, plans, views
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
@@ -50,8 +52,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     if services is not None:
         app.state.services = services
-    app.state.policy = AccessPolicy()
-    app.state.actor_resolvers = []
+    app.state.policy = RolePolicy(lambda: app.state.services)
+    app.state.actor_resolvers = [KeyResolver(lambda: app.state.services.engine)]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
     observability.install(app)
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
     app.include_router(plans.router)
+    app.include_router(actors_router)
     app.include_router(views.router)
     app.include_router(indicators.router)
     app.include_router(fhir.router)

@@ -72,17 +72,22 @@ def patient_ids(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> li
     )
     if not refs and not idents:
         return None
-    ids: list[str] = []
+    # each occurrence of the parameter narrows the set (repeated parameters are AND-ed)
+    sets: list[set[str]] = []
     for r in refs:
+        ids: set[str] = set()
+        sets.append(ids)
         for v in r.split(","):
             v = v.strip()
             if v.startswith("Patient/"):
-                ids.append(v.split("/", 1)[1])
+                ids.add(v.split("/", 1)[1])
             elif "/" not in v and v:
-                ids.append(v)
+                ids.add(v)
             else:
                 raise error(400, "invalid", f"patient {v!r} must be Patient/<id> or an id")
     for i in idents:
+        ids = set()
+        sets.append(ids)
         for v in i.split(","):
             system, code = _token(v)
             cond = [
@@ -92,8 +97,8 @@ def patient_ids(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> li
             ]
             if system:
                 cond.append(token_table.c.system == system)
-            ids.extend(r[0] for r in conn.execute(select(token_table.c.res_id).where(*cond)))
-    return ids
+            ids.update(r[0] for r in conn.execute(select(token_table.c.res_id).where(*cond)))
+    return sorted(set.intersection(*sets))
 
 
 def _code_conditions(values: list[str], *, component: bool | None = False) -> Any:
@@ -136,7 +141,8 @@ def lastn(
         if pids is not None:
             conds.append(o.patient_id.in_(pids))
         if params.get("code"):
-            conds.append(_code_conditions(params["code"]))
+            for occurrence in params["code"]:
+                conds.append(_code_conditions([occurrence]))
             # the group is the primary coding; match on any coding, group on the primary one
             matched = select(o.res_id).where(*conds).distinct()
             base = [o.is_primary.is_(True), o.res_id.in_(matched)]
@@ -193,11 +199,16 @@ def parse_stats(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> St
     if pids is None:
         raise error(400, "required", "$stats needs subject (or patient)")
     codes: list[tuple[str | None, str]] = []
+    # repeated code parameters narrow each other (an actor's scope is added as one of them)
+    occurrences = [{c.strip().split("|")[-1] for c in v.split(",")} for v in params.get("code", [])]
+    allowed = set.intersection(*occurrences) if occurrences else None
+    params = {**params, "code": params.get("code", [])[:1]}
     default_system: str | None = (params.get("system") or [""])[0] or None
     for v in params.get("code", []):
         for c in v.split(","):
             s, code = _token(c.strip())
-            codes.append((s or default_system, code))
+            if allowed is None or code in allowed:
+                codes.append((s or default_system, code))
     for v in params.get("coding", []):
         for c in v.split(","):
             s, code = _token(c.strip())

@@ -340,3 +340,23 @@ class SequenceRow(SQLModel, table=True):
 
 outbox_table = OutboxRow.__table__  # type: ignore[attr-defined]
 counter_table = SequenceRow.__table__  # type: ignore[attr-defined]
+
+
+class ActorRow(SQLModel, table=True):
+    """A system or person allowed to call the API (GP system, hospital, EPJ, follow-up centre,
+    vendor). Only a hash of the API key is kept; the key is shown once, at creation."""
+
+    __tablename__ = "actor"
+
+    id: str = Field(primary_key=True, max_length=64)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=16)
+    orgnr: str | None = Field(default=None, max_length=16)
+    herid: str | None = Field(default=None, max_length=16)
+    hpr: str | None = Field(default=None, max_length=16)
+    name: str | None = Field(default=None, max_length=200)
+    created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked: bool = False
+
+
+actor_table = ActorRow.__table__  # type: ignore[attr-defined]
