@@ -199,6 +199,9 @@ class RolePolicy(AccessPolicy):
                 or actor.id
             )
             return f"Patient/{pid} is not a patient of {actor.role} {who}"
+        denied = self._consent_denies(actor, pid)
+        if denied:
+            return denied
         scope = code_scope(actor)
         if (
             rtype == "Observation"
@@ -208,6 +211,45 @@ class RolePolicy(AccessPolicy):
             return (
                 f"{'/'.join(sorted(_observation_codes(resource)))} is outside the {actor.role} view"
             )
+        return None
+
+    def _actor_refs(self, conn: Connection, actor: Actor) -> set[str]:
+        refs = {f"Organization/{o}" for o in _org_tree(conn, actor)}
+        if actor.hpr:
+            refs |= {
+                f"Practitioner/{p}"
+                for p in _ids(conn, "Practitioner", "identifier", [(HPR, actor.hpr)])
+            }
+        return refs
+
+    def _consent_denies(self, actor: Actor, patient_id: str) -> str | None:
+        """A patient's active Consent with a deny provision naming the actor (its organisation
+        or the practitioner) refuses that actor."""
+        with self._services().store.reader() as conn:
+            consents = _referrers(conn, "Consent", "patient", {f"Patient/{patient_id}"})
+            if not consents:
+                return None
+            active = _ids(conn, "Consent", "status", [("", "active")]) & consents
+            mine = self._actor_refs(conn, actor)
+            for cid in sorted(active):
+                targets = {
+                    r[0]
+                    for r in conn.execute(
+                        select(reference_table.c.target).where(
+                            reference_table.c.res_type == "Consent",
+                            reference_table.c.param == "actor",
+                            reference_table.c.res_id == cid,
+                        )
+                    )
+                }
+                if targets & mine:
+                    row = self._services().store.get("Consent", cid, conn)
+                    if (
+                        row is not None
+                        and (row.json().get("provision") or {}).get("type") == "deny"
+                    ):
+                        names = ", ".join(sorted(targets & mine))
+                        return f"Consent/{cid} of Patient/{patient_id} denies {names}"
         return None
 
     def check_read(self, actor: Actor, stored: StoredResource) -> None:

@@ -168,3 +168,48 @@ def test_vendor_writes_only_for_linked_patients(client) -> None:  # type: ignore
     )
     assert client.get(f"/fhir/Patient/{a}", headers=vendor).status_code == 403
     assert client.get("/fhir/Observation", headers=vendor).status_code == 403
+
+
+def test_consent_deny_is_honoured(client) -> None:  # type: ignore[no-untyped-def]
+    a, _b, oa, _o, _ob, gp = _world(client)
+    practitioner = client.get("/fhir/Practitioner", params={"identifier": f"{HPR}|9144889"}).json()[
+        "entry"
+    ][0]["resource"]["id"]
+    assert client.get(f"/fhir/Observation/{oa}", headers=gp).status_code == 200
+    _post(
+        client,
+        "/fhir/Consent",
+        {
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                        "code": "patient-privacy",
+                    }
+                ]
+            },
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{a}"},
+            "provision": {
+                "type": "deny",
+                "actor": [
+                    {
+                        "role": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                    "code": "PRCP",
+                                }
+                            ]
+                        },
+                        "reference": {"reference": f"Practitioner/{practitioner}"},
+                    }
+                ],
+            },
+        },
+    )
+    r = client.get(f"/fhir/Observation/{oa}", headers=gp)
+    assert r.status_code == 403 and "denies" in r.text
+    assert _ids(client.get("/fhir/Observation", headers=gp)) == []
