@@ -261,6 +261,24 @@ WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = [
 """(name, interval seconds, fn(services)) run by ``interop worker``."""
 
 
+audit_app = typer.Typer(help="The hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain; exit 1 naming the first broken link."""
+    from interop.access.audit import verify
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    with svc.store.reader() as conn:
+        ok, message = verify(conn)
+    if not ok:
+        _fail(message)
+    console.print(message)
+
+
 @app.command("check-missing")
 def check_missing_cmd() -> None:
     """Raise Tasks where a plan's scheduled measurements are overdue (idempotent)."""

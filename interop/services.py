@@ -34,6 +34,9 @@ def wire_store(store: FhirStore) -> None:
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
     store.hooks.append(triage.after_write)
+    from interop.access.audit import write_hook
+
+    store.hooks.append(write_hook)
 
 
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import Connection, select
 
 from adapters.base import vendor_user_system
+from interop.access import audit
 from interop.access.policy import AccessPolicy
 from interop.api.auth import Actor
-from interop.fhir.outcome import error
+from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import definitions, extract
 from interop.services import Services
 from interop.store.repository import StoredResource
@@ -255,7 +257,18 @@ class RolePolicy(AccessPolicy):
     def check_read(self, actor: Actor, stored: StoredResource) -> None:
         if actor.is_admin:
             return
-        why = self._visible(actor, stored.json(), self._patients(actor))
+        resource = stored.json()
+        why = self._visible(actor, resource, self._patients(actor))
+        patient = extract(resource).patient_id
+        audit.record(
+            self._services().store,
+            actor,
+            "read",
+            stored.reference,
+            patient,
+            "4" if why else "0",
+            why,
+        )
         if why:
             raise error(403, "forbidden", why)
 
@@ -303,6 +316,27 @@ class RolePolicy(AccessPolicy):
     ) -> list[tuple[str, str]]:
         if actor.is_admin:
             return params
+        try:
+            restricted = self._restrict(actor, res_type, params)
+        except FhirError as exc:
+            audit.record(
+                self._services().store,
+                actor,
+                "search",
+                f"{res_type}?{urlencode(params)}",
+                None,
+                "4",
+                exc.message,
+            )
+            raise
+        audit.record(
+            self._services().store, actor, "search", f"{res_type}?{urlencode(params)}", None
+        )
+        return restricted
+
+    def _restrict(
+        self, actor: Actor, res_type: str, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
         if actor.role == "vendor":
             raise error(403, "forbidden", "a vendor writes measurements and reads nothing")
         if res_type in ADMIN_ONLY:

@@ -360,3 +360,18 @@ class ActorRow(SQLModel, table=True):
 
 
 actor_table = ActorRow.__table__  # type: ignore[attr-defined]
+
+
+class AuditChainRow(SQLModel, table=True):
+    """The order and hashes of AuditEvents: each hash covers the event and the previous hash,
+    so editing or removing an audited event breaks the chain (``interop audit verify``)."""
+
+    __tablename__ = "audit_chain"
+
+    seq: int = Field(primary_key=True)
+    res_id: str = Field(max_length=64)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+audit_chain_table = AuditChainRow.__table__  # type: ignore[attr-defined]

@@ -213,3 +213,62 @@ def test_consent_deny_is_honoured(client) -> None:  # type: ignore[no-untyped-de
     r = client.get(f"/fhir/Observation/{oa}", headers=gp)
     assert r.status_code == 403 and "denies" in r.text
     assert _ids(client.get("/fhir/Observation", headers=gp)) == []
+
+
+def test_audit_trail_is_chained_and_verifiable(client, services, settings) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from interop.access.audit import verify
+
+    a, b, oa, _o, _ob, gp = _world(client)
+    client.get(f"/fhir/Observation/{oa}", headers=gp)
+    client.get(f"/fhir/Patient/{b}", headers=gp)  # refused: audited with outcome 4
+    client.get("/fhir/Observation", headers=gp)
+    events = client.get("/fhir/AuditEvent", params={"_count": 100}).json()["entry"]
+    actions = sorted((e["resource"]["action"], e["resource"]["outcome"]) for e in events)
+    assert ("R", "0") in actions and ("R", "4") in actions and ("E", "0") in actions
+    patients = {en["what"].get("reference") for e in events for en in e["resource"]["entity"]}
+    assert f"Patient/{a}" in patients
+    with services.store.reader() as conn:
+        ok, message = verify(conn)
+    assert ok, message
+    env = {**os.environ, "INTEROP_DATABASE_URL": settings.database_url}
+    cli = subprocess.run(
+        [sys.executable, "-m", "interop.cli", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    # tamper with one audited event directly in the database
+    victim = events[0]["resource"]["id"]
+    with services.engine.begin() as conn:
+        row = conn.execute(
+            text("SELECT content FROM resource WHERE res_type='AuditEvent' AND res_id=:i"),
+            {"i": victim},
+        ).scalar()
+        forged = (
+            bytes(row)
+            .replace(b'"outcome":"4"', b'"outcome":"0"')
+            .replace(b'"outcome":"0"', b'"outcome":"8"', 1)
+        )
+        conn.execute(
+            text("UPDATE resource SET content=:c WHERE res_type='AuditEvent' AND res_id=:i"),
+            {"c": forged, "i": victim},
+        )
+    with services.store.reader() as conn:
+        ok, message = verify(conn)
+    assert not ok and victim in message
+    cli = subprocess.run(
+        [sys.executable, "-m", "interop.cli", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 1 and victim in cli.stderr
