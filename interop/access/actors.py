@@ -155,3 +155,38 @@ def revoke_actor(
         raise error(404, "not-found", f"actor {actor_id} is not known")
     _resolver(request).clear()
     return json_response({"id": actor_id, "revoked": True})
+
+
+class JwtResolver:
+    """Signed JWTs (HS256 with ``INTEROP_JWT_SECRET``) carrying the actor's claims: ``sub``,
+    ``role``, ``orgnr``, ``herid``, ``hpr``, ``purpose_of_use``, and ``exp``."""
+
+    def __init__(self, secret: Callable[[], str | None]) -> None:
+        self._secret = secret
+
+    def resolve(self, token: str) -> Actor | None:
+        secret = self._secret()
+        if not secret or token.count(".") != 2:
+            return None
+        import jwt
+
+        try:
+            claims = jwt.decode(
+                token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "role"]}
+            )
+        except jwt.ExpiredSignatureError:
+            raise error(401, "login", "the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise error(401, "login", f"the token is not valid: {exc}") from None
+        role = str(claims["role"])
+        if role not in ROLES:
+            raise error(401, "login", f"the token's role {role!r} is not known")
+        return Actor(
+            id=str(claims["sub"]),
+            role=role,
+            orgnr=claims.get("orgnr"),
+            herid=claims.get("herid"),
+            hpr=claims.get("hpr"),
+            purpose=claims.get("purpose_of_use"),
+            name=claims.get("name"),
+        )

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from interop import __version__, observability
-from interop.access.actors import KeyResolver
+from interop.access.actors import JwtResolver, KeyResolver
 from interop.access.actors import router as actors_router
 from interop.access.roles import RolePolicy
 from interop.api import fhir, indicators, ingest, messages, observation_ops, plans, views
@@ -53,7 +53,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is not None:
         app.state.services = services
     app.state.policy = RolePolicy(lambda: app.state.services)
-    app.state.actor_resolvers = [KeyResolver(lambda: app.state.services.engine)]
+    app.state.actor_resolvers = [
+        JwtResolver(lambda: app.state.services.settings.jwt_secret),
+        KeyResolver(lambda: app.state.services.engine),
+    ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
     observability.install(app)

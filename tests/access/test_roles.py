@@ -272,3 +272,68 @@ def test_audit_trail_is_chained_and_verifiable(client, services, settings) -> No
         timeout=120,
     )
     assert cli.returncode == 1 and victim in cli.stderr
+
+
+def test_signed_jwt_actors(settings, services) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import jwt
+    from fastapi.testclient import TestClient
+
+    from interop.api.app import create_app
+
+    settings.jwt_secret = "a-32-byte-long-test-secret-for-hs256"
+    app = create_app(settings, services=services)
+    with TestClient(app) as c:
+        admin = {"Authorization": "Bearer test-admin-key"}
+        role = c.post(
+            "/fhir/PractitionerRole", json={"resourceType": "PractitionerRole"}, headers=admin
+        ).json()["id"]
+        pid = c.post(
+            "/fhir/Patient",
+            json={
+                "resourceType": "Patient",
+                "identifier": [{"system": FNR_SYSTEM, "value": FNR_A}],
+                "generalPractitioner": [{"reference": f"PractitionerRole/{role}"}],
+            },
+            headers=admin,
+        ).json()["id"]
+        c.post(
+            "/fhir/Practitioner",
+            json={
+                "resourceType": "Practitioner",
+                "identifier": [{"system": HPR, "value": "9144889"}],
+            },
+            headers=admin,
+        )
+        good = jwt.encode(
+            {
+                "sub": "epj-1",
+                "role": "gp",
+                "hpr": "9144889",
+                "purpose_of_use": "TREAT",
+                "exp": int(time.time()) + 60,
+            },
+            "a-32-byte-long-test-secret-for-hs256",
+            algorithm="HS256",
+        )
+        r = c.get(f"/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {good}"})
+        assert (
+            r.status_code == 403
+        )  # authenticated, but not this GP's patient (not linked to the HPR)
+        expired = jwt.encode(
+            {"sub": "x", "role": "gp", "exp": int(time.time()) - 5},
+            "a-32-byte-long-test-secret-for-hs256",
+            algorithm="HS256",
+        )
+        r = c.get(f"/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == 401 and "expired" in r.text
+        forged = jwt.encode(
+            {"sub": "x", "role": "admin", "exp": int(time.time()) + 60},
+            "a-different-32-byte-long-secret-x",
+            algorithm="HS256",
+        )
+        assert (
+            c.get(f"/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {forged}"}).status_code
+            == 401
+        )
