@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(plans.router)
     app.include_router(actors_router)
     app.include_router(views.router)
+    app.include_router(views.router_fhir)
     app.include_router(indicators.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones

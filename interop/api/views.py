@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
 from starlette.responses import HTMLResponse, Response
 
 from interop.api.auth import Actor, require_actor
@@ -10,9 +14,11 @@ from interop.api.responses import json_response
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
 from interop.patients import patient_by_identifier
+from interop.store.schema import resource_table
 from interop.views.summary import available_views, compute, public, render_html, view_definition
 
 router = APIRouter(prefix="/api/v1/patients", tags=["views"])
+router_fhir = APIRouter(tags=["fhir"])
 
 
 @router.get("/{national_id}/summary")
@@ -46,3 +52,115 @@ def summary(
     if "text/html" in accept:
         return HTMLResponse(render_html(result, f"Pasient {national_id[:6]}*****"))
     return json_response(public(result))
+
+
+@router_fhir.get("/fhir/Patient/{patient_id}/$summary")
+def fhir_summary(
+    patient_id: str, request: Request, view: str = "gp", actor: Actor = Depends(require_actor)
+) -> Response:
+    """The same summary as a FHIR Bundle: one statistics Observation per code, plus Flags/Tasks."""
+    try:
+        definition = view_definition(view)
+    except KeyError:
+        raise error(
+            400,
+            "not-supported",
+            f"view {view!r} is not defined; available: {', '.join(available_views())}",
+        ) from None
+    if not actor.is_admin and actor.role != definition.role and actor.role != "followup":
+        raise error(
+            403,
+            "forbidden",
+            f"the {view!r} view is for role {definition.role!r}, not {actor.role!r}",
+        )
+    svc = request.app.state.services
+    patient = svc.store.read("Patient", patient_id)
+    request.app.state.policy.check_read(actor, patient)
+    with svc.store.reader() as conn:
+        result = compute(conn, patient_id, definition, zone_name=svc.settings.timezone)
+        entries: list[dict[str, Any]] = []
+        for c in result["codes"]:
+            comps = []
+            for name, value in (
+                ("minimum", c["min"]),
+                ("average", c["mean"]),
+                ("maximum", c["max"]),
+                ("count", c["count"]),
+            ):
+                q: dict[str, Any] = {"value": value}
+                if name != "count" and c["unit"]:
+                    q.update(
+                        {
+                            "unit": c["unit"],
+                            "system": "http://unitsofmeasure.org",
+                            "code": c["unit"],
+                        }
+                    )
+                comps.append(
+                    {
+                        "code": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/observation-statistics",
+                                    "code": name,
+                                }
+                            ]
+                        },
+                        "valueQuantity": q,
+                    }
+                )
+            obs: dict[str, Any] = {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {
+                    "coding": [
+                        {"system": "http://loinc.org", "code": c["code"], "display": c["display"]}
+                    ]
+                },
+                "subject": {"reference": f"Patient/{patient_id}"},
+                "effectivePeriod": {
+                    "start": result["period"]["start"],
+                    "end": result["period"]["end"],
+                },
+                "component": comps,
+            }
+            if c["latest"]["zone"]:
+                obs["interpretation"] = [
+                    {
+                        "coding": [
+                            {
+                                "system": "https://dho-interop.no/fhir/CodeSystem/zone",
+                                "code": c["latest"]["zone"],
+                            }
+                        ],
+                        "text": "zone of the latest measurement",
+                    }
+                ]
+            if c["trendPerWeek"] is not None:
+                obs["note"] = [
+                    {
+                        "text": f"trend {c['trendPerWeek']:+.3f} {c['unit'] or ''} per week; share green {c['shareGreen']}"
+                    }
+                ]
+            entries.append({"resource": obs})
+        for rtype in ("Flag", "Task"):
+            for (content,) in conn.execute(
+                select(resource_table.c.content).where(
+                    resource_table.c.res_type == rtype,
+                    resource_table.c.patient_id == patient_id,
+                    resource_table.c.deleted.is_(False),
+                )
+            ):
+                res = orjson.loads(content)
+                if (rtype == "Flag" and res.get("status") == "active") or (
+                    rtype == "Task"
+                    and res.get("status") not in ("completed", "cancelled", "entered-in-error")
+                ):
+                    entries.append({"fullUrl": f"{rtype}/{res['id']}", "resource": res})
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": result["period"]["end"],
+        "entry": entries,
+    }
+    return Response(orjson.dumps(bundle), media_type="application/fhir+json")

@@ -287,3 +287,28 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     assert "no 8480-6 measurement" in tasks[0]["resource"]["description"]
     _ingest(services, _bp("130", "80", now + timedelta(minutes=1)))
     assert check_missing(services, now + timedelta(hours=40)) == 0  # measured again
+
+
+def test_fhir_summary_bundle(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
+    now = datetime.now(UTC)
+    _ingest(
+        services, *[_bp(str(130 + 20 * i), "80", now + timedelta(seconds=10 + i)) for i in range(3)]
+    )
+    r = client.get(f"/fhir/Patient/{pid}/$summary", params={"view": "gp"})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert b["resourceType"] == "Bundle" and b["type"] == "collection"
+    stats = {
+        e["resource"]["code"]["coding"][0]["code"]: e["resource"]
+        for e in b["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    }
+    comps = {
+        c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"]
+        for c in stats["8480-6"]["component"]
+    }
+    assert comps == {"minimum": 130.0, "average": 150.0, "maximum": 170.0, "count": 3}
+    assert any(e["resource"]["resourceType"] == "Task" for e in b["entry"])
+    assert client.get("/fhir/Patient/nope/$summary").status_code == 404
