@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from interop.bench import fhir_api, ingest
+from interop.bench import fhir_api, ingest, views
 from interop.bench.report import Report
 from interop.store.db import create_db_engine, normalise_url
 from interop.store.migrate import upgrade
@@ -58,7 +58,7 @@ def main() -> None:
         help="stored Observations, comma list",
     )
     ap.add_argument("--patients", type=int, default=2000)
-    ap.add_argument("--sections", default="fhir,ingest")
+    ap.add_argument("--sections", default="fhir,ingest,views")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--out", default="bench-report.md")
     args = ap.parse_args()
@@ -80,6 +80,8 @@ def main() -> None:
             fhir_api.run(report, backend, store, url, size=size, patients=args.patients)
         if "ingest" in sections:
             ingest.run(report, backend, url, size)
+        if "views" in sections:
+            views.run(report, backend, store, url, size)
         engine.dispose()
     report.write(Path(args.out))
     print(f"\nreport written to {args.out}")
