@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -42,7 +43,7 @@ def _patient(store: FhirStore) -> str:
         )
         rng = random.Random(3)
         end = datetime.now(UTC)
-        items = []
+        items: list[tuple[dict[str, Any], str | None]] = []
         zones = ["green"] * 8 + ["yellow", "red"]
         for i in range(2 * 365 * 6):
             when = end - timedelta(hours=4 * i)
@@ -74,16 +75,20 @@ def run(report: Report, backend: str, store: FhirStore, url: str, size: int) -> 
                 ("FHIR", f"/fhir/Patient/{pid}/$summary?view={view}", "application/fhir+json"),
             ):
                 headers = {**HEADERS, "Accept": accept}
+
+                def get(_i: int, path: str = path) -> tuple[str, str, bytes]:
+                    return "GET", path, b""
+
                 run_load(
                     server.base,
-                    lambda i, path=path: ("GET", path, b""),
+                    get,
                     total=5,
                     connections=1,
                     headers=headers,
                 )
                 r = run_load(
                     server.base,
-                    lambda i, path=path: ("GET", path, b""),
+                    get,
                     total=60,
                     connections=1,
                     headers=headers,
