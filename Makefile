@@ -32,6 +32,7 @@ run: install
 
 ## test: the whole suite on SQLite and on a real PostgreSQL (started here when not given)
 test: install
+	@scripts/ensure-chromium.sh
 	@url=$$(scripts/test-postgres.sh) && \
 	  INTEROP_TEST_PG_URL="$$url" $(BIN)/python -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 

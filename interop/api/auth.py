@@ -44,6 +44,9 @@ class ActorResolver(Protocol):
 
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
+    if not header and request.method == "GET" and request.query_params.get("access_token"):
+        # RFC 6750 §2.3: lets a browser open a link to a summary page; prefer the header
+        return request.query_params["access_token"].strip()
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise error(

@@ -117,11 +117,13 @@ def observation_rows(
         if not isinstance(comp, dict):
             continue
         cvalue, cunit = _quantity(comp)
+        czone = _zone(comp)  # a component has its own zone (BP: systolic and diastolic apart)
         for coding in (comp.get("code") or {}).get("coding", []):
             if isinstance(coding, dict) and coding.get("code"):
                 rows.append(
                     {
                         **base,
+                        "zone": czone,
                         "system": coding.get("system", "") or "",
                         "code": str(coding["code"]),
                         "is_primary": False,

@@ -76,8 +76,8 @@ class Series:
 
 def _trend(points: list[tuple[int, float, str | None]]) -> float | None:
     """Least-squares slope per week."""
-    if len(points) < 3:
-        return None
+    if len(points) < 3 or points[-1][0] - points[0][0] < 86_400_000_000:
+        return None  # a trend needs at least three points over at least a day
     xs = [p[0] / 604_800_000_000 for p in points]
     ys = [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -113,22 +113,10 @@ def compute(
         .where(*cond)
         .order_by(o.effective)
     ).all()
-    # component zones live on the panel row; take the panel's zone for its components
-    panel_zone = {
-        r.res_id: r.zone
-        for r in conn.execute(
-            select(o.res_id, o.zone).where(
-                o.patient_id == patient_id,
-                o.is_primary.is_(True),
-                o.effective >= t0,
-                o.effective <= t1,
-            )
-        )
-    }
     series: dict[str, Series] = {}
     for r in rows:
         s = series.setdefault(r.code, Series(r.code, r.unit, []))
-        s.points.append((r.effective, float(r.value), r.zone or panel_zone.get(r.res_id)))
+        s.points.append((r.effective, float(r.value), r.zone))
     plan = ranges_in_force(conn, patient_id, t1, zone_name)
     defaults = default_ranges()
     days = max(1, view.period_days)
