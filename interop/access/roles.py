@@ -117,25 +117,28 @@ def patients_for(conn: Connection, actor: Actor) -> set[str] | None:
             conn, "Patient", "organization", {f"Organization/{o}" for o in _org_tree(conn, actor)}
         )
     if actor.role == "hospital":
-        episodes = _referrers(
-            conn,
-            "EpisodeOfCare",
-            "organization",
-            {f"Organization/{o}" for o in _org_tree(conn, actor)},
+        orgs = {f"Organization/{o}" for o in _org_tree(conn, actor)}
+        # an active EpisodeOfCare it manages, or an active CareTeam that includes it
+        episodes = _referrers(conn, "EpisodeOfCare", "organization", orgs) & _ids(
+            conn, "EpisodeOfCare", "status", [("", "active")]
         )
-        active = _ids(conn, "EpisodeOfCare", "status", [("", "active")]) & episodes
-        if not active:
-            return set()
-        return {
-            r[0].split("/", 1)[1]
-            for r in conn.execute(
-                select(reference_table.c.target).where(
-                    reference_table.c.res_type == "EpisodeOfCare",
-                    reference_table.c.param == "patient",
-                    reference_table.c.res_id.in_(sorted(active)),
-                )
-            )
-        }
+        teams = _referrers(conn, "CareTeam", "participant", orgs) & _ids(
+            conn, "CareTeam", "status", [("", "active")]
+        )
+        found: set[str] = set()
+        for rtype, ids in (("EpisodeOfCare", episodes), ("CareTeam", teams)):
+            if ids:
+                found |= {
+                    r[0].split("/", 1)[1]
+                    for r in conn.execute(
+                        select(reference_table.c.target).where(
+                            reference_table.c.res_type == rtype,
+                            reference_table.c.param == "patient",
+                            reference_table.c.res_id.in_(sorted(ids)),
+                        )
+                    )
+                }
+        return found
     if actor.role == "vendor":
         system = vendor_user_system(actor.orgnr or actor.id)
         return {

@@ -166,11 +166,6 @@ def compute(
                     "green": [None if x is None else float(x) for x in ranges.green],
                     "yellow": [None if x is None else float(x) for x in ranges.yellow],
                 },
-                "points": [
-                    (from_micros(t).isoformat(timespec="seconds"), v, z) for t, v, z in s.points
-                ]
-                if view.resolution == "day"
-                else [],
                 "_raw": s.points,
             }
         )

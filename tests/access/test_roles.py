@@ -337,3 +337,45 @@ def test_signed_jwt_actors(settings, services) -> None:  # type: ignore[no-untyp
             c.get(f"/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {forged}"}).status_code
             == 401
         )
+
+
+def test_hospital_and_followup_scopes(client) -> None:  # type: ignore[no-untyped-def]
+    a, b, oa, _o, ob, _gp = _world(client)
+    org = _post(
+        client,
+        "/fhir/Organization",
+        {
+            "resourceType": "Organization",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.101", "value": "987789328"}],
+        },
+    )["id"]
+    _post(
+        client,
+        "/fhir/EpisodeOfCare",
+        {
+            "resourceType": "EpisodeOfCare",
+            "status": "active",
+            "patient": {"reference": f"Patient/{a}"},
+            "managingOrganization": {"reference": f"Organization/{org}"},
+        },
+    )
+    hospital = {
+        "Authorization": "Bearer "
+        + _post(
+            client, "/api/v1/actors", {"role": "hospital", "organization": {"orgnr": "987789328"}}
+        )["key"]
+    }
+    assert client.get(f"/fhir/Observation/{oa}", headers=hospital).status_code == 200
+    assert client.get(f"/fhir/Observation/{ob}", headers=hospital).status_code == 403
+    assert client.get(f"/fhir/Patient/{b}", headers=hospital).status_code == 403
+    followup = {
+        "Authorization": "Bearer "
+        + _post(
+            client, "/api/v1/actors", {"role": "followup", "organization": {"orgnr": "987789328"}}
+        )["key"]
+    }
+    assert _ids(client.get("/fhir/Patient", headers=followup)) == []  # nobody is managed by it yet
+    pa = client.get(f"/fhir/Patient/{a}").json()
+    pa["managingOrganization"] = {"reference": f"Organization/{org}"}
+    assert client.put(f"/fhir/Patient/{a}", json=pa).status_code == 200
+    assert _ids(client.get("/fhir/Patient", headers=followup)) == [a]
