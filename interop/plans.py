@@ -100,6 +100,8 @@ class ZoneRanges:
     source: str
     """``plan`` (CarePlan/…) or ``default``."""
     actions: dict[str, str]
+    max_gap_hours: int | None = None
+    """How long the plan lets this code go unmeasured (its schedule), if it says."""
 
 
 @lru_cache(maxsize=1)
@@ -339,6 +341,7 @@ def ranges_in_force(
         zones: dict[str, tuple[Decimal | None, Decimal | None]] = {}
         unit = ""
         actions: dict[str, str] = {}
+        max_gap: int | None = None
         for ext in goal.get("extension", []):
             sub = {e["url"]: e for e in ext.get("extension", [])}
             if ext["url"] == ZONE_RANGE_URL:
@@ -351,6 +354,8 @@ def ranges_in_force(
                 )
             elif ext["url"] == ZONE_ACTION_URL:
                 actions[sub["zone"]["valueCode"]] = sub["text"]["valueString"]
+            elif ext["url"] == SCHEDULE_URL and "maxGapHours" in sub:
+                max_gap = int(sub["maxGapHours"]["valueInteger"])
         out[code] = ZoneRanges(
             code,
             unit,
@@ -358,5 +363,6 @@ def ranges_in_force(
             zones.get("yellow", (None, None)),
             f"CarePlan/{chosen['id']}",
             actions,
+            max_gap,
         )
     return out

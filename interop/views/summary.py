@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from importlib.resources import files
@@ -72,6 +72,7 @@ class Series:
     unit: str | None
     points: list[tuple[int, float, str | None]]
     """(effective µs, value, zone)"""
+    res_ids: list[str] = field(default_factory=list)
 
 
 def _trend(points: list[tuple[int, float, str | None]]) -> float | None:
@@ -117,6 +118,7 @@ def compute(
     for r in rows:
         s = series.setdefault(r.code, Series(r.code, r.unit, []))
         s.points.append((r.effective, float(r.value), r.zone))
+        s.res_ids.append(r.res_id)
     plan = ranges_in_force(conn, patient_id, t1, zone_name)
     defaults = default_ranges()
     days = max(1, view.period_days)
@@ -170,13 +172,20 @@ def compute(
             }
         )
     events: list[dict[str, Any]] = [
-        {"time": from_micros(t).isoformat(timespec="seconds"), "code": code, "value": v, "zone": z}
+        {
+            "_res_id": rid,
+            "time": from_micros(t).isoformat(timespec="seconds"),
+            "code": code,
+            "value": v,
+            "zone": z,
+        }
         for code, s in series.items()
-        for t, v, z in s.points
+        for (t, v, z), rid in zip(s.points, s.res_ids, strict=True)
         if z in ("yellow", "red")
     ]
     events.sort(key=lambda e: str(e["time"]), reverse=True)
     tasks = []
+    done_by_observation: dict[str, list[str]] = {}
     for (content,) in conn.execute(
         select(resource_table.c.content).where(
             resource_table.c.res_type == "Task", resource_table.c.patient_id == patient_id
@@ -190,9 +199,30 @@ def compute(
                 "priority": t.get("priority"),
                 "description": t.get("description"),
                 "authoredOn": t.get("authoredOn"),
+                "notes": [n.get("text") for n in t.get("note", [])],
             }
         )
-    return {
+        # what was done about an event: the Task raised for it, its status and notes
+        focus = (t.get("focus") or {}).get("reference", "")
+        if focus.startswith("Observation/"):
+            outcome = f"Task {t.get('status')}"
+            if t.get("statusReason", {}).get("text"):
+                outcome += f": {t['statusReason']['text']}"
+            done_by_observation.setdefault(focus.split("/", 1)[1], []).append(outcome)
+    for e in events:
+        e["actions"] = done_by_observation.get(e.pop("_res_id", ""), [])
+    adherence, basis = _adherence(series, plan, t0, t1, measured_days, days)
+    plan_out = {
+        code: {
+            "source": r.source,
+            "unit": r.unit,
+            "green": [None if x is None else float(x) for x in r.green],
+            "yellow": [None if x is None else float(x) for x in r.yellow],
+            "actions": r.actions,
+        }
+        for code, r in plan.items()
+    }
+    result = {
         "view": view.name,
         "title": view.title,
         "patient": f"Patient/{patient_id}",
@@ -200,7 +230,8 @@ def compute(
             "start": start.isoformat(timespec="seconds"),
             "end": now.isoformat(timespec="seconds"),
         },
-        "adherence": round(len(measured_days) / days, 3),
+        "adherence": adherence,
+        "adherenceBasis": basis,
         "codes": codes_out,
         "events": events[:100],
         "eventCount": {
@@ -208,7 +239,60 @@ def compute(
             "yellow": sum(e["zone"] == "yellow" for e in events),
         },
         "tasks": tasks if "tasks" in view.aggregates or view.name in ("gp", "followup") else [],
+        "plan": plan_out,
     }
+    if "note" in view.aggregates:
+        result["note"] = summary_note(result)
+    return result
+
+
+def _adherence(
+    series: dict[str, Series],
+    plan: dict[str, ZoneRanges],
+    t0: int,
+    t1: int,
+    measured_days: set[Any],
+    days: int,
+) -> tuple[float, str]:
+    """Share of scheduled measurements done: per planned code with a schedule (maxGapHours),
+    measurements against the number the schedule asks for; without a schedule, share of days
+    with at least one measurement."""
+    scheduled = {code: r.max_gap_hours for code, r in plan.items() if r.max_gap_hours}
+    if scheduled:
+        shares = []
+        for code, gap in scheduled.items():
+            expected = max(1, (t1 - t0) // (gap * 3_600_000_000))
+            got = len(series[code].points) if code in series else 0
+            shares.append(min(1.0, got / expected))
+        return round(sum(shares) / len(shares), 3), "scheduled measurements done (plan)"
+    return round(len(measured_days) / days, 3), "days with at least one measurement"
+
+
+def summary_note(summary: dict[str, Any]) -> str:
+    """A short Norwegian note an EPJ can file: latest values, zones, events, plan status."""
+    lines = [
+        f"Digital hjemmeoppfølging {summary['period']['start'][:10]}–{summary['period']['end'][:10]}."
+    ]
+    for c in summary["codes"]:
+        latest = c["latest"]
+        zone = f" ({latest['zone']})" if latest["zone"] else ""
+        lines.append(
+            f"{c['display']}: siste {latest['value']:g} {c['unit'] or ''}{zone}, snitt {c['mean']:g}, "
+            f"{c['count']} målinger."
+        )
+    ec = summary["eventCount"]
+    lines.append(
+        f"Røde hendelser: {ec['red']}, gule: {ec['yellow']}. Etterlevelse {summary['adherence'] * 100:.0f} %."
+    )
+    lines.append(
+        "Egenbehandlingsplan: "
+        + (
+            "godkjent plan i bruk."
+            if summary["plan"]
+            else "ingen godkjent plan; standardgrenser brukt."
+        )
+    )
+    return " ".join(lines)
 
 
 def public(summary: dict[str, Any]) -> dict[str, Any]:

@@ -312,3 +312,17 @@ def test_fhir_summary_bundle(client, services) -> None:  # type: ignore[no-untyp
     assert comps == {"minimum": 130.0, "average": 150.0, "maximum": 170.0, "count": 3}
     assert any(e["resource"]["resourceType"] == "Task" for e in b["entry"])
     assert client.get("/fhir/Patient/nope/$summary").status_code == 404
+
+
+def test_epj_note_plan_actions_and_scheduled_adherence(client, services) -> None:  # type: ignore[no-untyped-def]
+    _setup(client)
+    plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 24}]}
+    client.put(f"/api/v1/patients/{FNR}/plan", json=plan)
+    now = datetime.now(UTC)
+    _ingest(services, _bp("185", "80", now + timedelta(seconds=30)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "epj"}).json()
+    assert "Systolisk blodtrykk: siste 185" in s["note"] and "godkjent plan" in s["note"]
+    assert s["plan"]["8480-6"]["actions"]["red"] == "Ring lege"
+    assert s["adherenceBasis"].startswith("scheduled") and 0 < s["adherence"] <= 1
+    red = [e for e in s["events"] if e["zone"] == "red"]
+    assert red and red[0]["actions"] == ["Task requested"]
