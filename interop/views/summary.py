@@ -47,6 +47,8 @@ class ViewDefinition(BaseModel):
     period_days: int
     resolution: str = "day"
     codes: list[str] = []
+    codes_by_episode: dict[str, list[str]] = {}
+    """Codes per EpisodeOfCare.type (coding code or lower-cased text), e.g. heart failure."""
     aggregates: list[str] = []
 
 
@@ -58,6 +60,30 @@ def view_definition(name: str) -> ViewDefinition:
     except (FileNotFoundError, OSError):
         raise KeyError(name) from None
     return ViewDefinition.model_validate(yaml.safe_load(text))
+
+
+def _episode_codes(conn: Any, patient_id: str, view: ViewDefinition) -> list[str]:
+    """The codes the patient's active episode needs, when the view defines them."""
+    if not view.codes_by_episode:
+        return []
+    for (content,) in conn.execute(
+        select(resource_table.c.content).where(
+            resource_table.c.res_type == "EpisodeOfCare",
+            resource_table.c.patient_id == patient_id,
+            resource_table.c.deleted.is_(False),
+        )
+    ):
+        ep = orjson.loads(content)
+        if ep.get("status") != "active":
+            continue
+        for t in ep.get("type", []):
+            keys = [c.get("code", "") for c in t.get("coding", [])] + [
+                str(t.get("text", "")).lower()
+            ]
+            for key in keys:
+                if key in view.codes_by_episode:
+                    return view.codes_by_episode[key]
+    return []
 
 
 def available_views() -> list[str]:
@@ -107,8 +133,9 @@ def compute(
         o.value.is_not(None),
         o.system == "http://loinc.org",
     ]
-    if view.codes:
-        cond.append(o.code.in_(view.codes))
+    codes = _episode_codes(conn, patient_id, view) or view.codes
+    if codes:
+        cond.append(o.code.in_(codes))
     rows = conn.execute(
         select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.is_component)
         .where(*cond)

@@ -326,3 +326,33 @@ def test_epj_note_plan_actions_and_scheduled_adherence(client, services) -> None
     assert s["adherenceBasis"].startswith("scheduled") and 0 < s["adherence"] <= 1
     red = [e for e in s["events"] if e["zone"] == "red"]
     assert red and red[0]["actions"] == ["Task requested"]
+
+
+def test_hospital_view_follows_the_episode(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup(client)
+    now = datetime.now(UTC)
+    spo2 = Measurement(Code(LOINC, "2708-6"), Decimal("93"), "%", now - timedelta(days=1), REF, "x")
+    _ingest(services, _bp("130", "80", now - timedelta(days=1)), spo2)
+    codes = {
+        c["code"]
+        for c in client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "hospital"}).json()[
+            "codes"
+        ]
+    }
+    assert {"8480-6", "2708-6"} <= codes
+    client.post(
+        "/fhir/EpisodeOfCare",
+        json={
+            "resourceType": "EpisodeOfCare",
+            "status": "active",
+            "patient": {"reference": f"Patient/{pid}"},
+            "type": [{"text": "COPD"}],
+        },
+    )
+    codes = {
+        c["code"]
+        for c in client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "hospital"}).json()[
+            "codes"
+        ]
+    }
+    assert codes == {"2708-6"}  # a COPD episode: SpO2, pulse, respiration, temperature — no BP
