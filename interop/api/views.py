@@ -15,16 +15,20 @@ from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
 from interop.patients import patient_by_identifier
 from interop.store.schema import resource_table
-from interop.views.summary import available_views, compute, public, render_html, view_definition
+from interop.views.summary import (
+    ViewDefinition,
+    available_views,
+    compute,
+    public,
+    render_html,
+    view_definition,
+)
 
 router = APIRouter(prefix="/api/v1/patients", tags=["views"])
 router_fhir = APIRouter(tags=["fhir"])
 
 
-@router.get("/{national_id}/summary")
-def summary(
-    national_id: str, request: Request, view: str = "gp", actor: Actor = Depends(require_actor)
-) -> Response:
+def _view_for(actor: Actor, view: str) -> ViewDefinition:
     try:
         definition = view_definition(view)
     except KeyError:
@@ -39,6 +43,14 @@ def summary(
             "forbidden",
             f"the {view!r} view is for role {definition.role!r}, not {actor.role!r}",
         )
+    return definition
+
+
+@router.get("/{national_id}/summary")
+def summary(
+    national_id: str, request: Request, view: str = "gp", actor: Actor = Depends(require_actor)
+) -> Response:
+    definition = _view_for(actor, view)
     system = person_id_system(national_id)
     if system is None:
         raise error(422, "value", f"{national_id!r} is not a valid fødselsnummer or D-nummer")
@@ -47,6 +59,8 @@ def summary(
         pid = patient_by_identifier(conn, system, national_id)
         if pid is None:
             raise error(404, "not-found", f"no Patient with {system}|{national_id}")
+        # the same per-actor policy as every FHIR read: a GP only sees their own patients
+        request.app.state.policy.check_read(actor, svc.store.get("Patient", pid, conn))  # type: ignore[arg-type]
         result = compute(conn, pid, definition, zone_name=svc.settings.timezone)
     accept = request.headers.get("accept", "")
     if "text/html" in accept:
@@ -59,20 +73,7 @@ def fhir_summary(
     patient_id: str, request: Request, view: str = "gp", actor: Actor = Depends(require_actor)
 ) -> Response:
     """The same summary as a FHIR Bundle: one statistics Observation per code, plus Flags/Tasks."""
-    try:
-        definition = view_definition(view)
-    except KeyError:
-        raise error(
-            400,
-            "not-supported",
-            f"view {view!r} is not defined; available: {', '.join(available_views())}",
-        ) from None
-    if not actor.is_admin and actor.role != definition.role and actor.role != "followup":
-        raise error(
-            403,
-            "forbidden",
-            f"the {view!r} view is for role {definition.role!r}, not {actor.role!r}",
-        )
+    definition = _view_for(actor, view)
     svc = request.app.state.services
     patient = svc.store.read("Patient", patient_id)
     request.app.state.policy.check_read(actor, patient)
