@@ -6,12 +6,15 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from interop.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="DHO Interop: integration layer for Norwegian digital hjemmeoppfølging.",
@@ -277,6 +280,266 @@ def audit_verify() -> None:
     if not ok:
         _fail(message)
     console.print(message)
+
+
+outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")
+app.add_typer(outbox_app, name="outbox")
+
+
+def _db_engine() -> Engine:
+    """The configured database, as it is (operator commands never migrate it)."""
+    from interop.store.db import get_engine
+
+    return get_engine(get_settings().database_url)
+
+
+def _stdout() -> Console:
+    """Tables on stdout; wide when piped, so ids are never folded."""
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+
+
+def _iso(us: int | None) -> str:
+    from interop.fhir.dates import from_micros
+
+    return from_micros(us).isoformat(timespec="seconds") if us is not None else ""
+
+
+def _outbox_rows(
+    status: str | None, destination: str | None, patient: str | None, limit: int
+) -> list[Any]:
+    from sqlalchemy import select
+
+    from interop.identifiers import person_id_system
+    from interop.patients import patient_by_identifier
+    from interop.store.schema import outbox_table as o
+
+    stmt = select(o).order_by(o.c.seq.desc()).limit(max(1, limit))
+    if status:
+        stmt = stmt.where(o.c.status.in_([s.strip() for s in status.split(",") if s.strip()]))
+    if destination:
+        stmt = stmt.where(o.c.destination == destination)
+    with _db_engine().connect() as conn:
+        if patient:
+            if patient.startswith("Patient/"):
+                pid: str | None = patient.split("/", 1)[1]
+            else:
+                system = person_id_system(patient)
+                if system is None:
+                    _fail(f"{patient!r} is not a valid fødselsnummer/D-nummer or Patient/id", 2)
+                assert system is not None
+                pid = patient_by_identifier(conn, system, patient)
+                if pid is None:
+                    return []
+            stmt = stmt.where(o.c.patient_id == pid)
+        return list(conn.execute(stmt).all())
+
+
+def _print_outbox(rows: list[Any], as_json: bool) -> None:
+    if as_json:
+        import orjson
+
+        from interop.api.messages import message_json
+
+        print(orjson.dumps([message_json(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for name in ("id", "msg_id", "kind", "destination", "transport", "status", "attempts"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "attempts" else "left")
+    table.add_column("created", no_wrap=True)
+    table.add_column("last_error", no_wrap=True)
+    for r in rows:
+        error = (r.last_error or "").replace("\n", " ")
+        table.add_row(
+            r.id,
+            r.msg_id,
+            r.kind,
+            r.destination,
+            r.transport,
+            r.status,
+            str(r.attempts),
+            _iso(r.created),
+            error[:57] + "…" if len(error) > 60 else error,
+        )
+    _stdout().print(table)
+    console.print(f"{len(rows)} message(s)")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[
+        str | None, typer.Option(help="only these statuses (comma-separated), e.g. queued,dead")
+    ] = None,
+    destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
+    patient: Annotated[
+        str | None, typer.Option(help="only this patient: fødselsnummer/D-nummer or Patient/id")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON as the messages API")] = False,
+) -> None:
+    """Outgoing messages, newest first."""
+    _print_outbox(_outbox_rows(status, destination, patient, limit), as_json)
+
+
+@outbox_app.command("dead")
+def outbox_dead(
+    destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
+    patient: Annotated[
+        str | None, typer.Option(help="only this patient: fødselsnummer/D-nummer or Patient/id")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON as the messages API")] = False,
+) -> None:
+    """Dead letters: messages the worker gave up on (reprocess them when the cause is fixed)."""
+    _print_outbox(_outbox_rows("dead", destination, patient, limit), as_json)
+
+
+@outbox_app.command("show")
+def outbox_show(
+    row_id: Annotated[str, typer.Argument(metavar="ID", help="outbox row id")],
+    payload_only: Annotated[
+        bool, typer.Option("--payload-only", help="only the payload, byte for byte")
+    ] = False,
+) -> None:
+    """A message's details, then its payload (the XML or JSON as sent)."""
+    import sys
+
+    from sqlalchemy import select
+
+    from interop.api.messages import message_json
+    from interop.store.schema import outbox_table
+
+    with _db_engine().connect() as conn:
+        row = conn.execute(select(outbox_table).where(outbox_table.c.id == row_id)).first()
+    if row is None:
+        _fail(f"message {row_id} is not known")
+    assert row is not None
+    payload = bytes(row.payload)
+    if payload_only:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return
+    for key, value in message_json(row).items():
+        if value not in (None, [], ""):
+            print(f"{key + ':':<16}{value}")
+    print(f"{'contentType:':<16}{row.content_type}")
+    print(f"{'expectsAppRec:':<16}{str(bool(row.expects_apprec)).lower()}")
+    print()
+    text = payload.decode("utf-8", errors="replace")
+    print(text if text.endswith("\n") else text + "\n", end="")
+
+
+@outbox_app.command("reprocess")
+def outbox_reprocess(
+    row_id: Annotated[str, typer.Argument(metavar="ID", help="outbox row id to send again")],
+    destination: Annotated[
+        str | None, typer.Option(help="another destination (Endpoint/… reference)")
+    ] = None,
+    transport: Annotated[
+        str | None, typer.Option(help="its transport: fhir-rest, http, file-drop, edi2")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="its address (URL or file:///folder)")] = None,
+) -> None:
+    """Send a message again as a new message (new MsgId) linked to the original; prints its id."""
+    from interop.routing.outbox import Outbox
+
+    dest = {
+        k: v
+        for k, v in (("destination", destination), ("transport", transport), ("address", address))
+        if v
+    }
+    try:
+        new = Outbox(_db_engine()).reprocess(row_id, destination=dest or None)
+    except KeyError:
+        _fail(f"message {row_id} is not known")
+        return
+    print(new)
+    console.print(f"queued {new} (reprocess of {row_id})")
+
+
+indicators_app = typer.Typer(help="Management indicators (styringsinformasjon).")
+app.add_typer(indicators_app, name="indicators")
+
+
+@indicators_app.command("export")
+def indicators_export(
+    organization: Annotated[str, typer.Option(help="org.nr of the organisation")],
+    period: Annotated[str, typer.Option(help="inclusive dates: 2026-01-01/2026-03-31")],
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or fhir (MeasureReport)")] = (
+        "json"
+    ),
+    out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+) -> None:
+    """The indicators the API serves at /api/v1/indicators, as JSON, CSV or a MeasureReport."""
+    import orjson
+
+    from interop.fhir.outcome import FhirError
+    from interop.identifiers import validate_orgnr
+    from interop.indicators import compute, parse_period, to_csv, to_measure_report
+
+    if fmt not in ("json", "csv", "fhir"):
+        _fail(f"format {fmt!r}: use json, csv or fhir", 2)
+    if not validate_orgnr(organization):
+        _fail(f"organization {organization!r} is not a valid org.nr", 2)
+    settings = get_settings()
+    try:
+        start, end = parse_period(period)
+        with _db_engine().connect() as conn:
+            ind = compute(
+                conn,
+                organization,
+                start,
+                end,
+                zone_name=settings.timezone,
+                suppress_below=settings.suppress_below,
+            )
+    except FhirError as exc:
+        _fail(exc.message, 2 if exc.status == 400 else 1)
+        return
+    if fmt == "csv":
+        data = to_csv(ind).encode()
+    else:
+        doc = to_measure_report(ind) if fmt == "fhir" else ind.to_json()
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    if out is None:
+        import sys
+
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def prune(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than-days",
+            min=0,
+            help="keep this many days (default: INTEROP_OUTBOX_RETENTION_DAYS, 365)",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count only, delete nothing")] = False,
+) -> None:
+    """Retention: delete old delivered messages and processed inbound messages.
+
+    Outbox messages are deleted only in a final state (transport-acked with no AppRec expected,
+    apprec-ok, apprec-rejected); queued, sending, sent, dead, no-apprec and messages still
+    waiting for their AppRec are always kept. Inbound messages only when processed."""
+    from datetime import timedelta
+
+    from interop.routing.retention import prune as prune_rows
+
+    days = older_than_days if older_than_days is not None else get_settings().outbox_retention_days
+    counts = prune_rows(_db_engine(), timedelta(days=days), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(", ".join(f"{table}: {n}" for table, n in counts.items()))
+    console.print(f"{verb} rows older than {days} day(s)")
 
 
 @app.command("check-missing")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     suppress_below: int = 5
     """Indicators withhold counts below this, so no figure points at one patient."""
+    outbox_lease_seconds: float = 60.0
+    """How long a worker holds the messages it claimed; a crashed worker's messages go back to
+    the queue when it runs out. Keep it at least twice the transports' 30 s timeout."""
+    outbox_retention_days: int = 365
+    """``interop prune`` removes delivered outbox messages and processed inbound messages
+    older than this many days (see ``interop.routing.retention``)."""
 
 
 @lru_cache(maxsize=1)
