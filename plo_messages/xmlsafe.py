@@ -1,0 +1,53 @@
+"""Hardened XML parsing for messages from outside: no DTD, no entity expansion, no network.
+
+A KITH message never needs a DTD; one that carries a ``<!DOCTYPE`` is refused outright, which
+also shuts out entity-expansion ("billion laughs") and external-entity (XXE) attacks.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lxml import etree
+
+
+class NotWellFormed(ValueError):
+    """The bytes are not a well-formed, acceptable XML document (AppRec error T01)."""
+
+
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    # lxml parsers must not be shared between threads: one per thread
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_blank_text=False,
+            collect_ids=False,
+        )
+        _local.parser = parser
+    return parser
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Parse untrusted bytes into an element tree, or raise :class:`NotWellFormed`."""
+    if not data or not data.strip():
+        raise NotWellFormed("empty document")
+    head = data[:4096].lstrip()
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+        raise NotWellFormed("a DOCTYPE/ENTITY declaration is not allowed in a message")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise NotWellFormed(f"not well-formed XML: {exc}") from exc
+    if root is None:
+        raise NotWellFormed("no root element")
+    if root.getroottree().docinfo.internalDTD is not None:
+        raise NotWellFormed("a DOCTYPE declaration is not allowed in a message")
+    return root
