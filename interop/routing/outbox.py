@@ -2,9 +2,10 @@
 
 :func:`enqueue` writes a message in the caller's transaction, so the data and the message
 that announces it commit together or not at all. :class:`Outbox` claims deliverable messages
-for a worker: the oldest undelivered message of each destination only (per-destination order),
-with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so several workers never take the same message,
-and a lease so a crashed worker's messages return to the queue.
+for a worker: for each destination whose oldest undelivered message is due, that message and
+the ones right after it, to be sent one at a time in order (per-destination order); with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL so several workers never take the same message, and a
+lease so a crashed worker's messages return to the queue.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, exists, func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from interop.fhir.dates import now_utc, to_micros
 from interop.store.repository import new_id
@@ -39,6 +39,9 @@ class OutboxMessage:
     attempts: int
     expects_apprec: bool
     correlation_id: str | None
+    lease_until: int | None = None
+    """The claim's lease (µs); recording an outcome only touches the row while it still
+    carries this lease, so a worker whose lease ran out cannot change another's claim."""
 
 
 def _next_seq(conn: Connection) -> int:
@@ -118,18 +121,56 @@ def backoff_seconds(attempt: int, *, base: float = 1.0, cap: float = 900.0) -> f
     return float(wait(_State()))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed message, recorded by :meth:`Outbox.settle`.
+
+    ``result`` is ``"acked"`` (the receiver confirmed it), ``"sent"`` (the transport took it
+    without a confirmation), ``"failed"`` (``error`` says why; ``permanent`` dead-letters it at
+    once) or ``"unsent"`` (never tried: it goes back to the queue, its attempt not counted).
+    """
+
+    message: OutboxMessage
+    result: str
+    error: str = ""
+    permanent: bool = False
+
+
 class Outbox:
-    def __init__(self, engine: Engine, *, max_attempts: int = 8, lease_seconds: int = 60) -> None:
+    def __init__(
+        self, engine: Engine, *, max_attempts: int = 8, lease_seconds: float | None = None
+    ) -> None:
+        if lease_seconds is None:
+            from interop.config import get_settings
+
+            lease_seconds = get_settings().outbox_lease_seconds
         self.engine = engine
         self.max_attempts = max_attempts
-        self.lease_us = lease_seconds * 1_000_000
+        self.lease_seconds = float(lease_seconds)
+        self.lease_us = int(lease_seconds * 1_000_000)
         self.is_postgres = engine.dialect.name == "postgresql"
 
     def claim(self, limit: int = 20) -> list[OutboxMessage]:
         """Take up to ``limit`` deliverable messages (at most one per destination)."""
+        return [run[0] for run in self.claim_runs(limit, 1)]
+
+    def claim_runs(self, destinations: int = 32, run: int = 16) -> list[list[OutboxMessage]]:
+        """Take the next messages of up to ``destinations`` destinations, up to ``run`` each.
+
+        A destination is deliverable when its oldest undelivered message is queued and due; a
+        run is that message and the queued, due messages right after it, in ``seq`` order. The
+        caller delivers a run in order, one at a time, and stops at the first failure (the rest
+        go back with :meth:`settle`), so each destination's messages still go out in order and
+        a later one never overtakes an earlier one that failed. Destinations with the oldest
+        waiting message come first.
+
+        On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``: a row another worker
+        is claiming at the same moment is skipped, and a run is cut where its rows stop being
+        ours, so two workers never share a destination.
+        """
         now = to_micros(now_utc())
+        lease = now + self.lease_us
         o = outbox_table
-        earlier = aliased(outbox_table)
         with self.engine.begin() as conn:
             # leases of crashed workers run out: their messages become deliverable again
             conn.execute(
@@ -137,90 +178,155 @@ class Outbox:
                 .where(o.c.status == "sending", o.c.lease_until < now)
                 .values(status="queued", lease_until=None)
             )
-            blocked = exists().where(
-                and_(
-                    earlier.c.destination == o.c.destination,
-                    earlier.c.status.in_(PENDING),
-                    earlier.c.seq < o.c.seq,
+            # the first `run` undelivered messages of every destination (one pass over the
+            # undelivered rows, however long the queue)
+            rn = func.row_number().over(partition_by=o.c.destination, order_by=o.c.seq)
+            heads = (
+                select(
+                    o.c.id, o.c.destination, o.c.seq, o.c.status, o.c.next_attempt, rn.label("rn")
                 )
+                .where(o.c.status.in_(PENDING))
+                .subquery()
             )
-            stmt = (
-                select(o)
-                .where(o.c.status == "queued", o.c.next_attempt <= now, ~blocked)
-                .order_by(o.c.seq)
-                .limit(limit)
-            )
-            if self.is_postgres:
-                stmt = stmt.with_for_update(skip_locked=True, of=o)
-            rows = conn.execute(stmt).all()
-            seen: set[str] = set()
-            mine = []
-            for r in rows:
-                if r.destination in seen:
+            window = conn.execute(
+                select(
+                    heads.c.id,
+                    heads.c.destination,
+                    heads.c.seq,
+                    heads.c.status,
+                    heads.c.next_attempt,
+                )
+                .where(heads.c.rn <= run)
+                .order_by(heads.c.destination, heads.c.seq)
+            ).all()
+            candidates: dict[str, list[str]] = {}
+            first_seq: dict[str, int] = {}
+            blocked: set[str] = set()
+            for r in window:
+                if r.destination in blocked:
                     continue
-                seen.add(r.destination)
-                mine.append(r)
+                if r.status != "queued" or r.next_attempt > now:
+                    blocked.add(r.destination)  # in flight, waiting for a retry, or the run ends
+                    continue
+                candidates.setdefault(r.destination, []).append(r.id)
+                first_seq.setdefault(r.destination, r.seq)
+            chosen = sorted(candidates, key=first_seq.__getitem__)[:destinations]
+            if not chosen:
+                return []
+            ids = [i for d in chosen for i in candidates[d]]
+            stmt = select(o).where(o.c.id.in_(ids), o.c.status == "queued", o.c.next_attempt <= now)
+            if self.is_postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            got = {r.id: r for r in conn.execute(stmt)}
+            runs: list[list[Any]] = []
+            for d in chosen:
+                rows = []
+                for i in candidates[d]:
+                    if i not in got:
+                        break  # another worker has it, or it changed since the window was read
+                    rows.append(got[i])
+                if rows:
+                    runs.append(rows)
+            mine = [r.id for rows in runs for r in rows]
             if mine:
                 conn.execute(
                     update(o)
-                    .where(o.c.id.in_([r.id for r in mine]))
-                    .values(
-                        status="sending", lease_until=now + self.lease_us, attempts=o.c.attempts + 1
-                    )
+                    .where(o.c.id.in_(mine))
+                    .values(status="sending", lease_until=lease, attempts=o.c.attempts + 1)
                 )
         return [
-            OutboxMessage(
-                r.id,
-                r.msg_id,
-                r.destination,
-                r.transport,
-                r.address,
-                r.content_type,
-                bytes(r.payload),
-                r.kind,
-                r.attempts + 1,
-                r.expects_apprec,
-                r.correlation_id,
-            )
-            for r in mine
+            [
+                OutboxMessage(
+                    r.id,
+                    r.msg_id,
+                    r.destination,
+                    r.transport,
+                    r.address,
+                    r.content_type,
+                    bytes(r.payload),
+                    r.kind,
+                    r.attempts + 1,
+                    r.expects_apprec,
+                    r.correlation_id,
+                    lease,
+                )
+                for r in rows
+            ]
+            for rows in runs
         ]
+
+    def settle(self, outcomes: list[Outcome]) -> dict[str, str]:
+        """Record what became of claimed messages, all in one transaction; returns each
+        message's new status by row id. Only rows still ``sending`` under the claim's lease
+        change (a message whose lease ran out and that another worker took is left to it)."""
+        if not outcomes:
+            return {}
+        now = to_micros(now_utc())
+        o = outbox_table
+        states: dict[str, str] = {}
+        by_status: dict[tuple[str, int | None], list[str]] = {}
+        unsent: dict[int | None, list[str]] = {}
+        failures: list[tuple[Outcome, str, int]] = []
+        for oc in outcomes:
+            m = oc.message
+            if oc.result in ("acked", "sent"):
+                status = "transport-acked" if oc.result == "acked" else "sent"
+                by_status.setdefault((status, m.lease_until), []).append(m.id)
+            elif oc.result == "unsent":
+                status = "queued"
+                unsent.setdefault(m.lease_until, []).append(m.id)
+            else:
+                status = "dead" if oc.permanent or m.attempts >= self.max_attempts else "queued"
+                delay = backoff_seconds(m.attempts)
+                failures.append(
+                    (oc, status, now + int(delay * 1_000_000) + random.randint(0, 1000))
+                )
+            states[m.id] = status
+
+        def ours(lease: int | None) -> Any:
+            sending = o.c.status == "sending"
+            return sending if lease is None else and_(sending, o.c.lease_until == lease)
+
+        with self.engine.begin() as conn:
+            for (status, lease), ids in by_status.items():
+                acked = status == "transport-acked"
+                conn.execute(
+                    update(o)
+                    .where(o.c.id.in_(ids), ours(lease))
+                    .values(
+                        status=status,
+                        sent_at=now,
+                        acked_at=now if acked else None,
+                        lease_until=None,
+                        last_error=None,
+                    )
+                )
+            for oc, status, next_attempt in failures:
+                conn.execute(
+                    update(o)
+                    .where(o.c.id == oc.message.id, ours(oc.message.lease_until))
+                    .values(
+                        status=status,
+                        next_attempt=next_attempt,
+                        lease_until=None,
+                        last_error=oc.error[:2000],
+                    )
+                )
+            for lease, ids in unsent.items():
+                conn.execute(
+                    update(o)
+                    .where(o.c.id.in_(ids), ours(lease))
+                    .values(status="queued", lease_until=None, attempts=o.c.attempts - 1)
+                )
+        return states
 
     def delivered(self, message: OutboxMessage, *, acked: bool) -> None:
         """The transport took it; ``acked`` when the receiver confirmed (HTTP 2xx, EDI status)."""
-        now = to_micros(now_utc())
-        status = "transport-acked" if acked else "sent"
-        if message.expects_apprec:
-            status = "sent" if not acked else "transport-acked"
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(outbox_table)
-                .where(outbox_table.c.id == message.id, outbox_table.c.status == "sending")
-                .values(
-                    status=status,
-                    sent_at=now,
-                    acked_at=now if acked else None,
-                    lease_until=None,
-                    last_error=None,
-                )
-            )
+        self.settle([Outcome(message, "acked" if acked else "sent")])
 
     def failed(self, message: OutboxMessage, error: str, *, permanent: bool) -> str:
         """Record a failed attempt: retry later with backoff, or dead-letter it."""
-        now = to_micros(now_utc())
-        dead = permanent or message.attempts >= self.max_attempts
-        delay = backoff_seconds(message.attempts)
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(outbox_table)
-                .where(outbox_table.c.id == message.id, outbox_table.c.status == "sending")
-                .values(
-                    status="dead" if dead else "queued",
-                    next_attempt=now + int(delay * 1_000_000) + random.randint(0, 1000),
-                    lease_until=None,
-                    last_error=error[:2000],
-                )
-            )
-        return "dead" if dead else "queued"
+        return self.settle([Outcome(message, "failed", error, permanent)])[message.id]
 
     def apprec(self, msg_id: str, status: str, errors: list[dict[str, Any]]) -> bool:
         """Close a message with the receiver's AppRec (status ``ok`` or ``rejected``)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from interop.routing.outbox import Outbox, OutboxMessage
+from interop.routing.outbox import Outbox, OutboxMessage, Outcome
 from interop.routing.transports import (
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -27,6 +27,20 @@ PeriodicTask = tuple[str, float, Callable[[], object]]
 
 
 class DeliveryWorker:
+    """Claims runs of messages (see :meth:`Outbox.claim_runs`) and delivers them with a pool of
+    threads, one destination per thread at a time, so destinations go out in parallel and each
+    one's messages in order.
+
+    Outcomes are recorded in batches: a thread adds each outcome to a shared list, and the list
+    is written in one transaction when ``flush_seconds`` have passed since the last write (and
+    at the end of every round). A worker killed in between has delivered at most that many
+    seconds' worth of messages it did not record; their leases run out and they are delivered
+    again (at-least-once: receivers deduplicate on the message id).
+
+    A run is only continued while its lease has at least half its time left, so a delivery
+    that starts never outlives the lease (transport timeouts are 30 s, the default lease 60 s).
+    """
+
     def __init__(
         self,
         outbox: Outbox,
@@ -34,40 +48,105 @@ class DeliveryWorker:
         *,
         concurrency: int = 4,
         batch: int = 32,
+        run: int = 16,
+        flush_seconds: float = 0.05,
     ) -> None:
         self.outbox = outbox
         self.transports = transports or default_transports()
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver")
         self.batch = batch
+        """destinations per claim"""
+        self.run = run
+        """messages per destination per claim"""
+        self.flush_seconds = flush_seconds
         self.periodic: list[PeriodicTask] = []
         self._last_run: dict[str, float] = {}
+        self._pending: list[Outcome] = []
+        self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._last_flush = time.monotonic()
 
-    def deliver_one(self, message: OutboxMessage) -> str:
+    def attempt(self, message: OutboxMessage) -> Outcome:
+        """Hand one message to its transport; what became of it (not yet recorded)."""
         transport = self.transports.get(message.transport)
         if transport is None:
-            return self.outbox.failed(
-                message, f"no transport {message.transport!r} configured", permanent=True
+            return Outcome(
+                message, "failed", f"no transport {message.transport!r} configured", True
             )
         try:
             acked = transport.deliver(message)
         except PermanentDeliveryError as exc:
             log.warning("dead-lettering %s to %s: %s", message.msg_id, message.destination, exc)
-            return self.outbox.failed(message, str(exc), permanent=True)
+            return Outcome(message, "failed", str(exc), True)
         except TransientDeliveryError as exc:
-            state = self.outbox.failed(message, str(exc), permanent=False)
-            log.info("delivery of %s failed (%s), now %s", message.msg_id, exc, state)
-            return state
+            log.info("delivery of %s failed (%s), will retry", message.msg_id, exc)
+            return Outcome(message, "failed", str(exc), False)
         except Exception as exc:  # noqa: BLE001 - an unexpected failure is retried, not lost
             log.exception("transport %s crashed on %s", message.transport, message.msg_id)
-            return self.outbox.failed(message, f"{type(exc).__name__}: {exc}", permanent=False)
-        self.outbox.delivered(message, acked=acked)
-        return "delivered"
+            return Outcome(message, "failed", f"{type(exc).__name__}: {exc}", False)
+        return Outcome(message, "acked" if acked else "sent")
+
+    def deliver_one(self, message: OutboxMessage) -> str:
+        """Deliver one claimed message and record the outcome now; returns its new status."""
+        outcome = self.attempt(message)
+        state = self.outbox.settle([outcome])[message.id]
+        return "delivered" if outcome.result in ("acked", "sent") else state
+
+    def deliver_run(self, run: list[OutboxMessage], claimed_at: float) -> int:
+        """Deliver one destination's run in order; stop at the first failure, or when the
+        lease is half gone, and put the rest back. Returns how many were tried."""
+        budget = self.outbox.lease_seconds / 2
+        tried = 0
+        for message in run:
+            if time.monotonic() - claimed_at > budget:
+                break
+            outcome = self.attempt(message)
+            tried += 1
+            self._record([outcome])
+            if outcome.result == "failed":
+                break
+        if tried < len(run):
+            self._record([Outcome(m, "unsent") for m in run[tried:]])
+        return tried
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        with self._pending_lock:
+            self._pending.extend(outcomes)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush(block=False)
+
+    def flush(self, *, block: bool = True) -> None:
+        """Write the outcomes gathered so far (one transaction)."""
+        if not self._flush_lock.acquire(blocking=block):
+            return  # another thread is writing; the next one picks these up
+        try:
+            with self._pending_lock:
+                outcomes, self._pending = self._pending, []
+                self._last_flush = time.monotonic()
+            if outcomes:
+                try:
+                    self.outbox.settle(outcomes)
+                except Exception:
+                    # keep them for the next write; until then the rows stay `sending`
+                    with self._pending_lock:
+                        self._pending[:0] = outcomes
+                    if block:
+                        raise
+                    log.exception("recording %d outcome(s) failed; will retry", len(outcomes))
+        finally:
+            self._flush_lock.release()
 
     def run_once(self) -> int:
-        """Claim and deliver one batch (destinations in parallel); returns how many."""
-        messages = self.outbox.claim(self.batch)
-        if messages:
-            list(self.pool.map(self.deliver_one, messages))
+        """Claim and deliver one batch (destinations in parallel); returns how many messages
+        were tried."""
+        claimed_at = time.monotonic()
+        runs = self.outbox.claim_runs(self.batch, self.run)
+        tried = 0
+        if runs:
+            try:
+                tried = sum(self.pool.map(self.deliver_run, runs, [claimed_at] * len(runs)))
+            finally:
+                self.flush()
         now = time.monotonic()
         for name, interval, fn in self.periodic:
             if now - self._last_run.get(name, 0.0) >= interval:
@@ -76,7 +155,7 @@ class DeliveryWorker:
                     fn()
                 except Exception:  # noqa: BLE001 - a failing check must not stop delivery
                     log.exception("periodic task %s failed", name)
-        return len(messages)
+        return tried
 
     def run_forever(self, stop: threading.Event, idle: float = 0.2) -> None:
         while not stop.is_set():
