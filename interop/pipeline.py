@@ -39,6 +39,7 @@ from interop.mapping import (
     observation_identifier,
 )
 from interop.patients import resolve
+from interop.routing.rules import router_for
 from interop.services import Services
 from interop.store.repository import DuplicateIdentifier, WriteTx, new_id
 from interop.store.schema import (
@@ -202,6 +203,7 @@ class IngestPipeline:
                     tx.context["ingest"] = report
                     tx.context["triage"] = True
                     self._ingest_in_tx(tx, adapter_name, result, meta, report, now)
+                    router_for(self.services).route_pending(tx)
                 break
             except DuplicateIdentifier:
                 # a concurrent writer stored the same item between our check and our insert:
@@ -663,4 +665,5 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
             tx.conn.execute(
                 q.update().where(q.c.id == row.id).values(status="released", resource_id=rid)
             )
+        router_for(services).route_pending(tx)
     return counts

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from interop.fhir.dates import fhir_instant, format_instant, now_utc
 from interop.plans import ZoneRanges, default_ranges, ranges_in_force
+from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
 
@@ -249,17 +250,21 @@ class Triage:
             return
         priority = "urgent" if zone == "red" else "asap"
         note = f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} (Observation/{stored.res_id})"
+        announce = False
         if tasks:
             task = dict(tasks[0])
             task.pop("meta", None)
             if zone == "red" and task.get("priority") != "urgent":
                 task["priority"] = "urgent"
+                announce = True  # escalated from yellow: a new red deviation
             task["note"] = [*task.get("note", []), {"text": note, "time": now}]
             task["lastModified"] = now
             task["focus"] = {"reference": f"Observation/{stored.res_id}"}
             tx.update("Task", task["id"], task)
+            task_id = task["id"]
         else:
-            tx.create(
+            announce = True
+            task_id = tx.create(
                 {
                     "resourceType": "Task",
                     "status": "requested",
@@ -282,6 +287,31 @@ class Triage:
                     "lastModified": now,
                     "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
                 }
+            ).res_id
+        if announce:
+            value = _value(obs)
+            reading = f"{format(value[0].normalize(), 'f')} {value[1]}" if value else ""
+            if value is None:  # a panel (blood pressure): its components, in order
+                parts = [_value(c) for c in obs.get("component", [])]
+                units = {p[1] for p in parts if p}
+                reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
+                reading += f" {units.pop()}" if len(units) == 1 else ""
+            emit(
+                tx,
+                Event(
+                    f"triage.{zone}",
+                    pid,
+                    f"Task/{task_id}",
+                    {
+                        "code": code,
+                        "zone": zone,
+                        "value": float(value[0]) if value else None,
+                        "unit": value[1] if value else None,
+                        "reading": reading.strip(),
+                        "time": obs.get("effectiveDateTime") or now,
+                        "observation": f"Observation/{stored.res_id}",
+                    },
+                ),
             )
         if flags:
             flag = dict(flags[0])

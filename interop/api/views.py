@@ -60,7 +60,7 @@ def summary(
         if pid is None:
             raise error(404, "not-found", f"no Patient with {system}|{national_id}")
         # the same per-actor policy as every FHIR read: a GP only sees their own patients
-        request.app.state.policy.check_read(actor, svc.store.get("Patient", pid, conn))  # type: ignore[arg-type]
+        request.app.state.policy.check_read(actor, svc.store.get("Patient", pid, conn))
         result = compute(conn, pid, definition, zone_name=svc.settings.timezone)
     accept = request.headers.get("accept", "")
     if "text/html" in accept:

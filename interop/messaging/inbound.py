@@ -1,0 +1,328 @@
+"""Incoming KITH messages: the receive checklist, then persist, act and acknowledge — in one
+transaction, so a message is either fully taken (stored, acted on, its AppRec queued) or not
+at all and will be read again.
+
+* An AppRec closes the outbox message it answers (``apprec-ok`` / ``apprec-rejected`` with the
+  errors).
+* A GP's answer (Dialogmelding, PLO *Medisinske opplysninger*) becomes a FHIR Communication,
+  linked through ``ConversationRef`` to the message we sent and the Task that caused it
+  (``Communication.basedOn``); the Task gets a note.
+* Every message gets one AppRec per own receiver (OK, or *Avvist* with the checklist's error),
+  except duplicates (ignored) and AppRecs (never answered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from interop.fhir.dates import format_instant, now_utc, to_micros
+from interop.identifiers import HERID_OID, person_id_system
+from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
+from interop.messaging.runtime import kith_for
+from interop.patients import patient_by_identifier
+from interop.routing.outbox import enqueue
+from interop.store.repository import WriteTx, new_id
+from interop.store.schema import inbound_message_table as inbox
+from interop.store.schema import outbox_table
+from plo_messages import KithMessages, SchemaConfigError
+from plo_messages.apprec import AppRec
+from plo_messages.content import DialogNote, MedisinskeOpplysninger
+from plo_messages.model import Coded, Header, PatientInfo
+from plo_messages.msghead import local_timestamp
+from plo_messages.receive import Received
+
+log = logging.getLogger("interop.messaging")
+MSGID_SYSTEM = "urn:dho-interop:kith-msgid"
+KITH_ADAPTER = "kith"
+
+
+@dataclass(slots=True)
+class InboundResult:
+    outcome: str
+    """accepted, rejected, duplicate, apprec, unreadable"""
+    inbound_id: str | None = None
+    errors: list[str] = field(default_factory=list)
+    apprecs: list[str] = field(default_factory=list)
+    """Outbox rows of the AppRecs we send back."""
+    communication: str | None = None
+    closed: str | None = None
+    """For an AppRec: the MsgId of the outbox message it closed."""
+
+
+def _patient_id(conn: Connection, patient: PatientInfo | None) -> str | None:
+    if patient is None or not patient.national_id:
+        return None
+    system = person_id_system(patient.national_id)
+    return patient_by_identifier(conn, system, patient.national_id) if system else None
+
+
+def _text_of(received: Received) -> str:
+    content = received.content
+    if isinstance(content, MedisinskeOpplysninger):
+        parts = [n.text for n in content.notes]
+        if content.medications:
+            parts.append("Legemidler: " + "; ".join(content.medications))
+        return "\n\n".join(parts)
+    if isinstance(content, list):
+        notes: list[DialogNote] = content
+        out = []
+        for n in notes:
+            if n.theme:
+                out.append(n.theme)
+            if n.text:
+                out.append(n.text)
+            if n.question and n.question != n.text:
+                out.append(f"Spørsmål: {n.question}")
+        return "\n\n".join(out)
+    return ""
+
+
+class KithInbox:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.store = services.store
+        self.settings = services.settings
+
+    def kith(self) -> KithMessages:
+        kith = kith_for(self.settings)
+        if kith is None:
+            raise SchemaConfigError(
+                "INTEROP_KITH_SCHEMA_DIR is not set: cannot receive KITH messages"
+            )
+        return kith
+
+    def receive(
+        self, data: bytes, *, channel: str, source: Destination | None = None
+    ) -> InboundResult:
+        kith = self.kith()
+        try:
+            with self.store.write() as tx:
+                return self._receive(tx, kith, data, channel, source)
+        except IntegrityError:
+            # another worker took the same message at the same moment
+            return InboundResult("duplicate")
+
+    def _receive(
+        self,
+        tx: WriteTx,
+        kith: KithMessages,
+        data: bytes,
+        channel: str,
+        source: Destination | None,
+    ) -> InboundResult:
+        conn = tx.conn
+        configured = [h for h in (self.settings.our_herid,) if h]
+
+        def seen(msg_id: str) -> bool:
+            return (
+                conn.execute(
+                    select(inbox.c.id).where(
+                        inbox.c.adapter == KITH_ADAPTER, inbox.c.message_id == msg_id
+                    )
+                ).first()
+                is not None
+            )
+
+        def patient_check(p: PatientInfo) -> str | None:
+            return None if _patient_id(conn, p) else "E35"
+
+        r = kith.receive(
+            data, own_her_ids=own_her_ids(conn, configured), seen=seen, patient_check=patient_check
+        )
+        if r.outcome == "duplicate":
+            return InboundResult("duplicate")
+        header = r.header
+        msg_id = header.msg_id if header and header.msg_id else None
+        if r.apprec is not None:
+            msg_id = r.apprec.id or None
+        sender = (header.sender.addressed_her_id if header else None) or (
+            r.apprec.sender.addressed_her_id if r.apprec else None
+        )
+        row_id = new_id()
+        result = InboundResult(r.outcome, row_id, [e.v for e in r.errors])
+        status = "processed" if r.outcome in ("accepted", "apprec") else "failed"
+        report: dict[str, Any] = {"outcome": r.outcome, "reason": r.reason}
+        if r.apprec is not None:
+            result.closed = self._close(conn, r.apprec)
+            report["closes"] = result.closed
+        elif r.outcome == "accepted" and header is not None:
+            result.communication = self._act(tx, r)
+            report["communication"] = result.communication
+        conn.execute(
+            inbox.insert().values(
+                id=row_id,
+                channel=channel,
+                sender=(sender or "unknown")[:255],
+                message_id=(msg_id or "sha256:" + hashlib.sha256(data).hexdigest())[:255],
+                received=to_micros(now_utc()),
+                adapter=KITH_ADAPTER,
+                raw=data,
+                status=status,
+                attempts=1,
+                processed=to_micros(now_utc()),
+                report=orjson.dumps(report),
+                error="; ".join(f"{e.v} {e.ot or e.dn or ''}".strip() for e in r.errors)[:2000]
+                or None,
+            )
+        )
+        if header is not None and r.answer_from:
+            result.apprecs = self._answer(conn, kith, r, header, source, row_id)
+        return result
+
+    # ---- what a message does ----------------------------------------------------------------
+    def _close(self, conn: Connection, rec: AppRec) -> str | None:
+        status = "apprec-ok" if rec.ok else "apprec-rejected"
+        errors = [{"code": e.v, "display": e.dn, "detail": e.ot} for e in rec.errors]
+        done = conn.execute(
+            update(outbox_table)
+            .where(outbox_table.c.msg_id == rec.original_msg_id)
+            .values(
+                status=status,
+                apprec_status="ok" if rec.ok else "rejected",
+                apprec_errors=orjson.dumps(errors) if errors else None,
+            )
+        )
+        if not done.rowcount:
+            log.warning("AppRec for unknown MsgId %s", rec.original_msg_id)
+            return None
+        return rec.original_msg_id
+
+    def _act(self, tx: WriteTx, r: Received) -> str | None:
+        header = r.header
+        assert header is not None and r.payload_type is not None
+        conn = tx.conn
+        pid = _patient_id(conn, header.patient)
+        if pid is None:
+            return None
+        origin = None
+        if header.conversation_ref is not None:
+            refs = {
+                header.conversation_ref.ref_to_parent,
+                header.conversation_ref.ref_to_conversation,
+            }
+            origin = conn.execute(
+                select(outbox_table.c.msg_id, outbox_table.c.focus)
+                .where(outbox_table.c.msg_id.in_(refs) | outbox_table.c.conversation_ref.in_(refs))
+                .order_by(outbox_table.c.seq)
+            ).first()
+        now = format_instant(now_utc())
+        person = header.sender
+        while person.unit is not None and person.person is None:
+            person = person.unit
+        sender_name = person.person.name if person.person else header.sender.name
+        communication: dict[str, Any] = {
+            "resourceType": "Communication",
+            "identifier": [{"system": MSGID_SYSTEM, "value": header.msg_id}],
+            "status": "completed",
+            "category": [{"text": r.payload_type.display}],
+            "subject": {"reference": f"Patient/{pid}"},
+            "received": now,
+            "sent": _sent(header),
+            "sender": {
+                "identifier": {"system": HERID_OID, "value": header.sender.addressed_her_id},
+                "display": sender_name,
+            },
+            "payload": [{"contentString": _text_of(r) or "(uten tekst)"}],
+        }
+        for att in r.attachments:
+            if att.data:
+                import base64
+
+                communication["payload"].append(
+                    {
+                        "contentAttachment": {
+                            "contentType": att.mime_type,
+                            "data": base64.b64encode(att.data).decode("ascii"),
+                            "title": att.description or "Vedlegg",
+                        }
+                    }
+                )
+        if origin is not None:
+            communication["note"] = [{"text": f"Svar på melding {origin.msg_id}"}]
+            if origin.focus and origin.focus.startswith("Task/"):
+                communication["basedOn"] = [{"reference": origin.focus}]
+        stored = tx.create(communication)
+        ref = f"Communication/{stored.res_id}"
+        if origin is not None and origin.focus and origin.focus.startswith("Task/"):
+            task_stored = tx.get("Task", origin.focus.split("/", 1)[1])
+            if task_stored is not None and not task_stored.deleted:
+                task = task_stored.json()
+                task.pop("meta", None)
+                task["note"] = [
+                    *task.get("note", []),
+                    {"text": f"Svar fra {sender_name} mottatt ({ref}).", "time": now},
+                ]
+                task["businessStatus"] = {"text": "Svar fra lege mottatt"}
+                task["lastModified"] = now
+                tx.update("Task", task["id"], task)
+        return ref
+
+    def _answer(
+        self,
+        conn: Connection,
+        kith: KithMessages,
+        r: Received,
+        header: Header,
+        source: Destination | None,
+        inbound_id: str,
+    ) -> list[str]:
+        dest = destination_for_her_ids(self.store, conn, header.sender.her_ids()) or source
+        rows = []
+        acks = []
+        for own in r.answer_from:
+            rec = AppRec(
+                version=r.apprec_version,
+                status=r.status,
+                original_msg_id=header.msg_id,
+                original_type=Coded(header.type.v, header.type.dn),
+                original_issue_date=_sent(header),
+                sender=own,
+                receiver=header.sender,
+                id=str(uuid.uuid4()),
+                gen_date=local_timestamp(),
+                errors=r.errors,
+            )
+            payload = kith.build_apprec(rec, r.apprec_version)
+            acks.append(payload)
+            if dest is None:
+                log.warning("no Endpoint to send the AppRec for %s to", header.msg_id)
+                continue
+            rows.append(
+                enqueue(
+                    conn,
+                    event="apprec",
+                    kind="apprec",
+                    destination=dest.endpoint,
+                    transport=dest.transport,
+                    address=dest.address,
+                    content_type="application/xml",
+                    payload=payload,
+                    msg_id=rec.id,
+                    conversation_ref=header.msg_id,
+                )
+            )
+        if acks:
+            conn.execute(update(inbox).where(inbox.c.id == inbound_id).values(ack=acks[0]))
+        return rows
+
+
+def _sent(header: Header) -> str:
+    """GenDate as a FHIR dateTime (zone-less local times get the Norwegian offset)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    try:
+        when = datetime.fromisoformat(header.gen_date)
+    except ValueError:
+        return format_instant(now_utc())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo("Europe/Oslo"))
+    return when.isoformat(timespec="seconds")

@@ -1,0 +1,252 @@
+"""Routing rules (``mappings/routing-rules.yaml``): events → recipients → outbox messages.
+
+Events are collected while a write transaction runs (``tx.context["events"]``) and routed at
+its end, in the same transaction: the outbox rows commit together with the data that caused
+them, or not at all. An event that cannot be routed (no GP on the patient, no Endpoint, no
+schemas configured) is never dropped: it becomes a dead-lettered outbox row whose error says
+what is missing, visible in ``interop outbox dead`` and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from sqlalchemy import Connection, select, update
+
+from interop.fhir.dates import fhir_instant
+from interop.messaging.addressbook import AddressError, destination_of
+from interop.routing.outbox import enqueue
+from interop.store.repository import FhirStore, WriteTx
+from interop.store.schema import outbox_table, token_table
+
+log = logging.getLogger("interop.routing")
+
+SUBSCRIPTION_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/subscription"
+NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    patient_id: str
+    focus: str | None = None
+    """The resource that caused it (``Task/…``, ``CarePlan/…``)."""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    event: str
+    to: str | dict[str, str]
+    message: str
+    content_type: str | None = None
+    when: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=4)
+def load_rules(mappings_dir: Path | None = None) -> tuple[Rule, ...]:
+    path = (
+        mappings_dir / "routing-rules.yaml"
+        if mappings_dir
+        else files("mappings").joinpath("routing-rules.yaml")
+    )
+    data = yaml.safe_load(path.read_text("utf-8"))
+    return tuple(
+        Rule(
+            r["name"],
+            r["event"],
+            r["to"],
+            r["message"],
+            str(r["content_type"]) if r.get("content_type") is not None else None,
+            dict(r.get("when") or {}),
+        )
+        for r in data.get("rules", [])
+    )
+
+
+def emit(tx: WriteTx, event: Event) -> None:
+    """Record an event to be routed when the transaction's writes are done."""
+    tx.context.setdefault("events", []).append(event)
+
+
+def _dead_letter(conn: Connection, event: Event, rule: Rule, reason: str) -> str:
+    row = enqueue(
+        conn,
+        event=event.name,
+        kind=rule.message,
+        destination=f"unroutable:{rule.name}",
+        transport="none",
+        address="",
+        content_type="application/json",
+        payload=orjson.dumps(
+            {"event": event.name, "patient": event.patient_id, "focus": event.focus, **event.data}
+        ),
+        patient_id=event.patient_id,
+        focus=event.focus,
+    )
+    conn.execute(
+        update(outbox_table)
+        .where(outbox_table.c.id == row)
+        .values(status="dead", last_error=f"cannot route ({rule.name}): {reason}"[:2000])
+    )
+    log.warning("event %s for Patient/%s not routable: %s", event.name, event.patient_id, reason)
+    return row
+
+
+class Router:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.store: FhirStore = services.store
+        self.settings = services.settings
+        self.rules = load_rules(self.settings.mappings_dir)
+
+    def route_pending(self, tx: WriteTx) -> list[str]:
+        events: list[Event] = tx.context.pop("events", [])
+        out: list[str] = []
+        for event in events:
+            out.extend(self.route(tx.conn, event))
+        return out
+
+    def route(self, conn: Connection, event: Event) -> list[str]:
+        rows: list[str] = []
+        for rule in self.rules:
+            if rule.event != event.name or not self._conditions_hold(conn, rule, event):
+                continue
+            try:
+                rows.extend(self._apply(conn, rule, event))
+            except AddressError as exc:
+                rows.append(_dead_letter(conn, event, rule, str(exc)))
+        return rows
+
+    # ---- conditions ----------------------------------------------------------------------
+    def _conditions_hold(self, conn: Connection, rule: Rule, event: Event) -> bool:
+        wanted = rule.when.get("plan_notifies_gp")
+        if wanted is None:
+            return True
+        from interop.plans import plan_versions
+
+        active = [
+            cp for cp in plan_versions(conn, event.patient_id) if cp.get("status") == "active"
+        ]
+        for cp in active[-1:]:
+            for ext in cp.get("extension", []):
+                if ext.get("url") == NOTIFY_GP_URL and ext.get("valueCode") == wanted:
+                    return True
+        return False
+
+    # ---- recipients and messages -----------------------------------------------------------
+    def _apply(self, conn: Connection, rule: Rule, event: Event) -> list[str]:
+        if rule.to == "patient-gp" and rule.message == "plo-helseopplysninger-lege":
+            return [self._plo_to_gp(conn, rule, event)]
+        if isinstance(rule.to, dict) and "subscribers" in rule.to:
+            return self._to_subscribers(conn, rule, event, rule.to["subscribers"])
+        raise AddressError(
+            f"rule {rule.name}: unsupported recipient/message {rule.to}/{rule.message}"
+        )
+
+    def _plo_to_gp(self, conn: Connection, rule: Rule, event: Event) -> str:
+        from interop.messaging.compose import compose_gp_message
+        from interop.messaging.runtime import kith_for
+
+        kith = kith_for(self.settings)
+        if kith is None:
+            raise AddressError("INTEROP_KITH_SCHEMA_DIR is not set: KITH messages cannot be built")
+        deviation = self._deviation(conn, event) if event.name.startswith("triage.") else None
+        msg = compose_gp_message(
+            self.store,
+            conn,
+            kith,
+            event.patient_id,
+            content_type=rule.content_type or "3",
+            deviation=deviation,
+            zone_name=self.settings.timezone,
+        )
+        return enqueue(
+            conn,
+            event=event.name,
+            kind=msg.kind,
+            destination=msg.recipient.destination.endpoint,
+            transport=msg.recipient.destination.transport,
+            address=msg.recipient.destination.address,
+            content_type="application/xml",
+            payload=msg.payload,
+            msg_id=msg.msg_id,
+            patient_id=event.patient_id,
+            focus=event.focus,
+            expects_apprec=True,
+            conversation_ref=msg.msg_id,
+        )
+
+    def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
+        from interop.plans import default_ranges, ranges_in_force
+        from interop.views.summary import DISPLAY
+
+        data = dict(event.data)
+        code = str(data.get("code"))
+        data.setdefault("display", DISPLAY.get(code, code))
+        when = fhir_instant(str(data["time"]), self.settings.timezone)
+        ranges = ranges_in_force(conn, event.patient_id, when, self.settings.timezone).get(code)
+        if ranges is None:
+            ranges = default_ranges().get(code)
+        if ranges is not None:
+            data["green"] = [None if x is None else float(x) for x in ranges.green]
+            data["plan"] = ranges.source != "default"
+            data["action"] = ranges.actions.get(str(data.get("zone")))
+        return data
+
+    def _to_subscribers(self, conn: Connection, rule: Rule, event: Event, code: str) -> list[str]:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                select(token_table.c.res_id).where(
+                    token_table.c.res_type == "Endpoint",
+                    token_table.c.param == "payload-type",
+                    token_table.c.code == code,
+                )
+            )
+        ]
+        rows: list[str] = []
+        resource = None
+        if event.focus and "/" in event.focus:
+            rtype, rid = event.focus.split("/", 1)
+            found = self.store.get(rtype, rid, conn)
+            resource = found.content if found is not None else None
+        if resource is None:
+            return rows
+        for eid in sorted(ids):
+            ep = self.store.get("Endpoint", eid, conn)
+            dest = destination_of(ep.json()) if ep is not None and not ep.deleted else None
+            if dest is None:
+                continue
+            rows.append(
+                enqueue(
+                    conn,
+                    event=event.name,
+                    kind=rule.message,
+                    destination=dest.endpoint,
+                    transport=dest.transport,
+                    address=dest.address,
+                    content_type="application/fhir+json",
+                    payload=bytes(resource),
+                    patient_id=event.patient_id,
+                    focus=event.focus,
+                )
+            )
+        return rows
+
+
+def router_for(services: Any) -> Router:
+    """The services' router (made once per Services)."""
+    router: Router | None = getattr(services, "_router", None)
+    if router is None:
+        router = Router(services)
+        services._router = router
+    return router
