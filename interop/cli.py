@@ -258,10 +258,53 @@ def _check_missing(svc: object) -> object:
     return check_missing(svc)  # type: ignore[arg-type]
 
 
+def _poll_kith_file_drop(svc: object) -> object:
+    from interop.messaging.filedrop import poll_file_drop
+
+    if svc.settings.kith_schema_dir is None:  # type: ignore[attr-defined]
+        return None
+    return poll_file_drop(svc)
+
+
+def _periodic_status(svc: object) -> object:
+    from interop.messaging.status import send_periodic_status
+
+    return send_periodic_status(svc)
+
+
 WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = [
     ("check-missing", 900.0, _check_missing),
+    ("kith-file-drop", 1.0, _poll_kith_file_drop),
+    ("periodic-status", 3600.0, _periodic_status),
 ]
 """(name, interval seconds, fn(services)) run by ``interop worker``."""
+
+
+@app.command("send-status")
+def send_status(
+    patient: Annotated[
+        list[str] | None, typer.Option(help="fødselsnummer/D-nummer (repeat); default: all due")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="send even if one was sent in the period")] = False,
+) -> None:
+    """Send the GP status report (PLO Helseopplysninger til lege, Statusrapport) now."""
+    from interop.identifiers import person_id_system
+    from interop.messaging.status import send_periodic_status
+    from interop.patients import patient_by_identifier
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    ids = None
+    if patient:
+        ids = []
+        with svc.store.reader() as conn:
+            for national_id in patient:
+                system = person_id_system(national_id)
+                pid = patient_by_identifier(conn, system, national_id) if system else None
+                if pid is None:
+                    _fail(f"no Patient with fødselsnummer/D-nummer {national_id}")
+                ids.append(str(pid))
+    console.print(send_periodic_status(svc, patients=ids, force=force or bool(patient)))
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.")

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = 60.0
     """How long a worker holds the messages it claimed; a crashed worker's messages go back to
     the queue when it runs out. Keep it at least twice the transports' 30 s timeout."""
+    status_report_days: int = 7
+    """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     outbox_retention_days: int = 365
     """``interop prune`` removes delivered outbox messages and processed inbound messages
     older than this many days (see ``interop.routing.retention``)."""

@@ -248,3 +248,22 @@ def test_a_patient_without_a_gp_is_not_silently_dropped(client, services, tmp_pa
     [row] = _outbox(services)
     assert row.status == "dead" and "generalPractitioner" in row.last_error
     assert row.destination == "unroutable:red-deviation-to-gp"
+
+
+def test_periodic_status_report_once_per_period(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from interop.messaging.status import send_periodic_status
+
+    address_book(client, tmp_path)
+    _ingest(services, _heart_rate("70", 60), _heart_rate("72", 30))
+    assert send_periodic_status(services, days=7) == {"sent": 1, "skipped": 0, "unroutable": 0}
+    [row] = _outbox(services)
+    assert row.event == "status.periodic" and row.kind == "plo-helseopplysninger-lege"
+    kith = kith_for(services.settings)
+    assert kith is not None
+    sent = kith.read(bytes(row.payload))
+    assert isinstance(sent.content, HelseopplysningerTilLege)
+    assert sent.content.content_type == Coded("2", "Statusrapport")
+    assert "Puls: siste 72 /min" in sent.content.notes[0].text
+    # nothing is due again within the period; no patient is measured twice
+    assert send_periodic_status(services, days=7)["sent"] == 0
+    assert len(_outbox(services)) == 1
