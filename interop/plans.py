@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import select
 
 from adapters.base import Code
-from interop.fhir.dates import fhir_instant, format_instant, now_utc
+from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system, validate_hpr
 from interop.patients import patient_by_identifier
@@ -213,7 +213,29 @@ def plan_versions(conn: Any, patient_id: str) -> list[dict[str, Any]]:
     return plans
 
 
-def put_plan(services: Services, national_id: str, body: Any, actor_id: str) -> dict[str, Any]:
+def _lock_plans(tx: WriteTx, patient_id: str) -> None:
+    """Serialise plan changes of one patient: each change reads the plan in force and replaces
+    it, so two at once would both replace the same version and leave two plans active (one
+    update lost on a side branch). On PostgreSQL the Patient row is locked until commit;
+    SQLite writers are serialised already."""
+    if tx.store.is_postgres:
+        tx.conn.execute(
+            select(resource_table.c.version)
+            .where(resource_table.c.res_type == "Patient", resource_table.c.res_id == patient_id)
+            .with_for_update()
+        )
+
+
+def put_plan(
+    services: Services,
+    national_id: str,
+    body: Any,
+    actor_id: str,
+    *,
+    if_match: int | None = None,
+) -> dict[str, Any]:
+    """Make a new plan version. ``if_match`` (the plan version the client last read, as in
+    ``GET …/plan``) makes the change conditional: 412 when another version came in between."""
     try:
         plan = PlanIn.model_validate(body)
     except ValidationError as exc:
@@ -237,11 +259,31 @@ def put_plan(services: Services, national_id: str, body: Any, actor_id: str) -> 
             raise error(
                 422, "value", f"zones: {z.code} must be given in {concept.unit}, not {z.unit}"
             )
-    now = format_instant(now_utc())
     with services.store.write() as tx:
         pid = _patient_id(tx, national_id)
+        _lock_plans(tx, pid)
+        versions = plan_versions(tx.conn, pid)
+        if if_match is not None and if_match != len(versions):
+            raise error(
+                412,
+                "conflict",
+                f"plan version conflict: If-Match names version {if_match}, "
+                f"the current version is {len(versions)}",
+            )
+        version = len(versions) + 1
+        # taken under the lock, and after the start of every earlier version: versions sort
+        # by period.start, and the replaced version's end is this version's start
+        now_us = to_micros(now_utc())
+        starts = [
+            fhir_instant(p["period"]["start"], services.settings.timezone)
+            for p in versions
+            if p.get("period", {}).get("start")
+        ]
+        if starts and now_us <= max(starts):
+            now_us = max(starts) + 1000
+        now = format_instant(from_micros(now_us))
         patient_ref = f"Patient/{pid}"
-        previous = [p for p in plan_versions(tx.conn, pid) if p.get("status") == "active"]
+        previous = [p for p in versions if p.get("status") == "active"]
         goals = tx.create_many([(goal_resource(z, patient_ref, now), None) for z in plan.zones])
         careplan: dict[str, Any] = {
             "resourceType": "CarePlan",
@@ -299,7 +341,7 @@ def put_plan(services: Services, national_id: str, body: Any, actor_id: str) -> 
             }
         )
     return {
-        "version": plan_versions_count(services, pid),
+        "version": version,
         "carePlan": stored.json(),
         "goals": [g.json() for g in goals],
     }

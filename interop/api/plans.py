@@ -12,6 +12,7 @@ from interop.api.responses import json_response
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.plans import plan_versions, put_plan
 from interop.store.repository import DuplicateIdentifier
+from interop.store.transaction import parse_if_match
 
 router = APIRouter(prefix="/api/v1/patients", tags=["plans"])
 PLAN_ROLES = frozenset({"admin", "followup", "gp"})
@@ -21,7 +22,10 @@ PLAN_ROLES = frozenset({"admin", "followup", "gp"})
 async def set_plan(
     national_id: str, request: Request, actor: Actor = Depends(require_actor)
 ) -> Response:
-    """New egenbehandlingsplan version (CarePlan + Goals), approved by the GP given in ``approvedBy``."""
+    """New egenbehandlingsplan version (CarePlan + Goals), approved by the GP given in ``approvedBy``.
+
+    ``If-Match: W/"n"`` (the ETag of ``GET …/plan``) makes the change conditional: 412 when
+    the plan is no longer at version n, so a client never overwrites a change it has not seen."""
     if actor.role not in PLAN_ROLES:
         raise error(403, "forbidden", f"role {actor.role!r} may not change self-management plans")
     try:
@@ -30,12 +34,17 @@ async def set_plan(
         raise FhirError(
             400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
         ) from None
+    if_match = parse_if_match(request.headers.get("if-match"))
     svc = request.app.state.services
     try:
-        result = await run_in_threadpool(put_plan, svc, national_id, body, actor.id)
+        result = await run_in_threadpool(
+            put_plan, svc, national_id, body, actor.id, if_match=if_match
+        )
     except DuplicateIdentifier as exc:
         raise error(409, "conflict", str(exc)) from None
-    return json_response(result, 201 if result["version"] == 1 else 200)
+    return json_response(
+        result, 201 if result["version"] == 1 else 200, {"ETag": f'W/"{result["version"]}"'}
+    )
 
 
 @router.get("/{national_id}/plan")
@@ -58,5 +67,6 @@ def get_plan(national_id: str, request: Request, actor: Actor = Depends(require_
     if not active:
         raise error(404, "not-found", "the patient has no active self-management plan")
     return json_response(
-        {"version": len(versions), "carePlan": active[-1], "history": [p["id"] for p in versions]}
+        {"version": len(versions), "carePlan": active[-1], "history": [p["id"] for p in versions]},
+        headers={"ETag": f'W/"{len(versions)}"'},
     )

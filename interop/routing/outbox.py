@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from interop.fhir.dates import now_utc, to_micros
 from interop.store.repository import new_id
@@ -45,16 +47,23 @@ class OutboxMessage:
 
 
 def _next_seq(conn: Connection) -> int:
-    result = conn.execute(
-        update(counter_table)
-        .where(counter_table.c.name == "outbox")
-        .values(value=counter_table.c.value + 1)
-        .returning(counter_table.c.value)
-    ).scalar()
-    if result is None:
-        conn.execute(counter_table.insert().values(name="outbox", value=1))
-        return 1
-    return int(result)
+    """The next outbox sequence number; the counter row stays locked until the caller's
+    transaction ends, so sequence order is commit order."""
+    for _ in range(2):
+        result = conn.execute(
+            update(counter_table)
+            .where(counter_table.c.name == "outbox")
+            .values(value=counter_table.c.value + 1)
+            .returning(counter_table.c.value)
+        ).scalar()
+        if result is not None:
+            return int(result)
+        # the very first message: create the counter. Several first messages may race here
+        # (a plain INSERT made all but one fail on the primary key); ON CONFLICT waits for the
+        # winner's commit and then the UPDATE above sees its row.
+        insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(insert_(counter_table).values(name="outbox", value=0).on_conflict_do_nothing())
+    raise RuntimeError("the outbox counter could not be created")
 
 
 def enqueue(
