@@ -266,6 +266,14 @@ def _poll_kith_file_drop(svc: object) -> object:
     return poll_file_drop(svc)
 
 
+def _poll_edi2(svc: object) -> object:
+    from interop.messaging.edi2 import poll_edi2
+
+    if svc.settings.kith_schema_dir is None or not svc.settings.edi2_base_url:  # type: ignore[attr-defined]
+        return None
+    return poll_edi2(svc)
+
+
 def _periodic_status(svc: object) -> object:
     from interop.messaging.status import send_periodic_status
 
@@ -275,6 +283,7 @@ def _periodic_status(svc: object) -> object:
 WORKER_TASKS: list[tuple[str, float, Callable[[object], object]]] = [
     ("check-missing", 900.0, _check_missing),
     ("kith-file-drop", 1.0, _poll_kith_file_drop),
+    ("kith-edi2", 2.0, _poll_edi2),
     ("periodic-status", 3600.0, _periodic_status),
 ]
 """(name, interval seconds, fn(services)) run by ``interop worker``."""

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = 60.0
     """How long a worker holds the messages it claimed; a crashed worker's messages go back to
     the queue when it runs out. Keep it at least twice the transports' 30 s timeout."""
+    edi2_base_url: str | None = None
+    """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     outbox_retention_days: int = 365

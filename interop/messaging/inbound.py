@@ -100,12 +100,19 @@ class KithInbox:
         return kith
 
     def receive(
-        self, data: bytes, *, channel: str, source: Destination | None = None
+        self,
+        data: bytes,
+        *,
+        channel: str,
+        source: Destination | None = None,
+        edi2_message: str | None = None,
     ) -> InboundResult:
+        """``edi2_message``: the Meldingstjener URL of the message (``{base}/Messages/{id}``)
+        when it came through EDI 2.0; its AppRec is then posted there."""
         kith = self.kith()
         try:
             with self.store.write() as tx:
-                return self._receive(tx, kith, data, channel, source)
+                return self._receive(tx, kith, data, channel, source, edi2_message)
         except IntegrityError:
             # another worker took the same message at the same moment
             return InboundResult("duplicate")
@@ -117,6 +124,7 @@ class KithInbox:
         data: bytes,
         channel: str,
         source: Destination | None,
+        edi2_message: str | None = None,
     ) -> InboundResult:
         conn = tx.conn
         configured = [h for h in (self.settings.our_herid,) if h]
@@ -174,7 +182,7 @@ class KithInbox:
             )
         )
         if header is not None and r.answer_from:
-            result.apprecs = self._answer(conn, kith, r, header, source, row_id)
+            result.apprecs = self._answer(conn, kith, r, header, source, row_id, edi2_message)
         return result
 
     # ---- what a message does ----------------------------------------------------------------
@@ -273,6 +281,7 @@ class KithInbox:
         header: Header,
         source: Destination | None,
         inbound_id: str,
+        edi2_message: str | None = None,
     ) -> list[str]:
         dest = destination_for_her_ids(self.store, conn, header.sender.her_ids()) or source
         rows = []
@@ -292,6 +301,29 @@ class KithInbox:
             )
             payload = kith.build_apprec(rec, r.apprec_version)
             acks.append(payload)
+            if edi2_message is not None:
+                status = {"1": "OK", "2": "Rejected", "3": "OkErrorInMessagePart"}[rec.status]
+                body = {
+                    "appRecStatus": status,
+                    "appRecErrorList": [
+                        {"errorCode": e.v, "details": e.ot or e.dn or ""} for e in rec.errors
+                    ],
+                }
+                rows.append(
+                    enqueue(
+                        conn,
+                        event="apprec",
+                        kind="apprec",
+                        destination=f"edi2:{edi2_message.split('/Messages/')[0]}",
+                        transport="edi2-apprec",
+                        address=f"{edi2_message}/apprec/{own.addressed_her_id}",
+                        content_type="application/json",
+                        payload=orjson.dumps(body),
+                        msg_id=rec.id,
+                        conversation_ref=header.msg_id,
+                    )
+                )
+                continue
             if dest is None:
                 log.warning("no Endpoint to send the AppRec for %s to", header.msg_id)
                 continue

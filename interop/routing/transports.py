@@ -172,6 +172,27 @@ class Edi2Transport:
         return _classify_http(r, url)
 
 
+class Edi2AppRecTransport(Edi2Transport):
+    """An AppRec for a message received through EDI 2.0: ``POST
+    {base}/Messages/{id}/apprec/{our HER-id}`` with ``appRecStatus`` and ``appRecErrorList``
+    (the payload, JSON); the Meldingstjener builds and routes the receipt."""
+
+    name = "edi2-apprec"
+
+    def deliver(self, message: OutboxMessage) -> bool:
+        try:
+            r = self.client.post(
+                message.address,
+                content=message.payload,
+                headers={**self.headers, "Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"{message.address}: {type(exc).__name__}: {exc}") from exc
+        if r.status_code == 201:
+            return True
+        return _classify_http(r, message.address)
+
+
 def default_transports(client: httpx.Client | None = None) -> dict[str, Transport]:
     shared = client or httpx.Client(timeout=30.0)
     return {
@@ -179,4 +200,5 @@ def default_transports(client: httpx.Client | None = None) -> dict[str, Transpor
         "fhir-rest": FhirRestTransport(shared),
         "file-drop": FileDropTransport(),
         "edi2": Edi2Transport(shared),
+        "edi2-apprec": Edi2AppRecTransport(shared),
     }
