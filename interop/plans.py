@@ -42,6 +42,8 @@ PLAN_CATEGORY = {
 ZONE_RANGE_URL = "https://dho-interop.no/fhir/StructureDefinition/zone-range"
 ZONE_ACTION_URL = "https://dho-interop.no/fhir/StructureDefinition/zone-action"
 SCHEDULE_URL = "https://dho-interop.no/fhir/StructureDefinition/measurement-schedule"
+NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"
+"""CarePlan extension: a zone (``yellow``) the GP also wants to be told about."""
 HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
 
 
@@ -89,6 +91,15 @@ class PlanIn(BaseModel):
     approved_by: ApprovedBy = Field(alias="approvedBy")
     zones: list[ZoneIn]
     title: str | None = None
+    notify_gp: list[str] = Field(default_factory=list, alias="notifyGp")
+    """Zones the GP wants a message about besides red (the routing rules read it): ``yellow``."""
+
+    @model_validator(mode="after")
+    def _known_zones(self) -> PlanIn:
+        unknown = set(self.notify_gp) - {"yellow", "red"}
+        if unknown:
+            raise ValueError(f"notifyGp: unknown zones {sorted(unknown)} (yellow, red)")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +307,10 @@ def put_plan(
             "created": now,
             "goal": [{"reference": g.reference} for g in goals],
         }
+        if plan.notify_gp:
+            careplan["extension"] = [
+                {"url": NOTIFY_GP_URL, "valueCode": zone} for zone in sorted(set(plan.notify_gp))
+            ]
         if previous:
             careplan["replaces"] = [{"reference": f"CarePlan/{p['id']}"} for p in previous]
         stored = tx.create(careplan)
@@ -340,6 +355,10 @@ def put_plan(
                 ],
             }
         )
+        from interop.routing.rules import Event, emit, router_for
+
+        emit(tx, Event("plan.changed", pid, stored.reference))
+        router_for(services).route_pending(tx)
     return {
         "version": version,
         "carePlan": stored.json(),

@@ -29,7 +29,7 @@ from interop.store.schema import outbox_table, token_table
 log = logging.getLogger("interop.routing")
 
 SUBSCRIPTION_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/subscription"
-NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"
+NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"  # see interop.plans
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,7 @@ def address_book(client, folder: Path, *, with_gp: bool = True) -> dict[str, str
     return ids
 
 
-def _heart_rate(value: str, minutes_ago: int) -> Measurement:
+def _heart_rate(value: str, minutes_ago: float) -> Measurement:
     return Measurement(
         Code(LOINC, "8867-4"),
         Decimal(value),
