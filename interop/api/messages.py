@@ -1,4 +1,4 @@
-"""The message store API: list and filter outgoing messages, view one, reprocess."""
+"""The message store API: outgoing and incoming messages, content, reprocess, HTTP inbound."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from interop.api.auth import Actor, require_admin
+from interop.api.auth import Actor, require_actor, require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import from_micros
-from interop.fhir.outcome import error
+from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system
+from interop.messaging.inbound import KITH_ADAPTER
 from interop.patients import patient_by_identifier
 from interop.routing.outbox import Outbox
 from interop.services import Services
+from interop.store.schema import inbound_message_table as inbound_table
 from interop.store.schema import outbox_table
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
+INBOUND_ROLES = frozenset({"admin", "gp", "epj", "hospital"})
 
 
 def _svc(request: Request) -> Services:
@@ -56,6 +60,24 @@ def message_json(r: Any) -> dict[str, Any]:
     }
 
 
+def inbound_json(r: Any) -> dict[str, Any]:
+    report = orjson.loads(r.report) if r.report else {}
+    return {
+        "id": r.id,
+        "msgId": r.message_id,
+        "type": report.get("type"),
+        "direction": "in",
+        "channel": r.channel,
+        "sender": r.sender,
+        "receiver": report.get("receiver"),
+        "status": report.get("outcome", r.status),
+        "received": _iso(r.received),
+        "errors": r.error,
+        "patient": f"Patient/{report['patient']}" if report.get("patient") else None,
+        "result": {k: v for k, v in report.items() if k in ("communication", "closes", "reason")},
+    }
+
+
 @router.get("")
 def list_messages(
     request: Request,
@@ -63,17 +85,24 @@ def list_messages(
     status: str | None = None,
     destination: str | None = None,
     type: str | None = None,
+    direction: str | None = None,
     limit: int = 100,
     actor: Actor = Depends(require_admin),
 ) -> Response:
-    """Messages, newest first; ``patient`` is a fødselsnummer/D-nummer (or ``Patient/id``)."""
+    """Messages, newest first; ``patient`` is a fødselsnummer/D-nummer (or ``Patient/id``);
+    ``direction`` ``out`` (the outbox) or ``in`` (received KITH messages and AppRecs); both by
+    default."""
     svc = _svc(request)
     o = outbox_table
-    stmt = select(o).order_by(o.c.seq.desc()).limit(max(1, min(limit, 1000)))
+    limit = max(1, min(limit, 1000))
+    if direction not in (None, "in", "out"):
+        raise error(400, "value", "direction must be 'in' or 'out'")
+    stmt = select(o).order_by(o.c.seq.desc()).limit(limit)
+    pid: str | None = None
     with svc.store.reader() as conn:
         if patient:
             if patient.startswith("Patient/"):
-                pid: str | None = patient.split("/", 1)[1]
+                pid = patient.split("/", 1)[1]
             else:
                 system = person_id_system(patient)
                 if system is None:
@@ -90,8 +119,28 @@ def list_messages(
             stmt = stmt.where(o.c.destination == destination)
         if type:
             stmt = stmt.where(o.c.kind == type)
-        rows = conn.execute(stmt).all()
-    return json_response([message_json(r) for r in rows])
+        out = [] if direction == "in" else [message_json(r) for r in conn.execute(stmt).all()]
+        incoming: list[dict[str, Any]] = []
+        if direction != "out" and not destination:
+            rows = conn.execute(
+                select(inbound_table)
+                .where(inbound_table.c.adapter == KITH_ADAPTER)
+                .order_by(inbound_table.c.received.desc())
+                .limit(limit if pid is None else 1000)
+            ).all()
+            incoming = [inbound_json(r) for r in rows]
+            if pid is not None:
+                incoming = [m for m in incoming if m["patient"] == f"Patient/{pid}"]
+            if status:
+                incoming = [m for m in incoming if m["status"] in status.split(",")]
+            if type:
+                incoming = [m for m in incoming if m["type"] == type]
+    if direction == "out":
+        return json_response(out)
+    merged = sorted(
+        out + incoming, key=lambda m: m.get("created") or m.get("received") or "", reverse=True
+    )
+    return json_response(merged[:limit])
 
 
 @router.get("/{row_id}")
@@ -134,3 +183,37 @@ async def reprocess(
     except KeyError:
         raise error(404, "not-found", f"message {row_id} is not known") from None
     return json_response({"id": new, "reprocessOf": row_id}, 201)
+
+
+@router.post("/inbound")
+async def receive_inbound(request: Request, actor: Actor = Depends(require_actor)) -> Response:
+    """Receive a KITH message or AppRec (the XML as the body) over HTTP: the receive
+    checklist, then stored and acted on; its AppRec goes to the sender's Endpoint.
+
+    202 taken (or an AppRec read), 200 a duplicate (ignored), 422 refused (the AppRec error
+    codes are in the OperationOutcome; the message is kept for operators)."""
+    if actor.role not in INBOUND_ROLES:
+        raise error(403, "forbidden", f"role {actor.role!r} may not deliver messages")
+    from interop.messaging.inbound import KithInbox
+    from plo_messages import SchemaConfigError
+
+    data = await request.body()
+    try:
+        result = await run_in_threadpool(KithInbox(_svc(request)).receive, data, channel="http")
+    except SchemaConfigError as exc:
+        raise error(503, "exception", str(exc)) from None
+    body = {
+        "outcome": result.outcome,
+        "id": result.inbound_id,
+        "errors": result.errors,
+        "appRecs": result.apprecs,
+        "communication": result.communication,
+        "closes": result.closed,
+    }
+    if result.outcome in ("rejected", "unreadable"):
+        raise FhirError(
+            422,
+            [Issue("error", "invalid", f"AppRec {code}: message refused") for code in result.errors]
+            or [Issue("error", "invalid", "message refused")],
+        )
+    return json_response(body, 200 if result.outcome == "duplicate" else 202)

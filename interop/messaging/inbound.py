@@ -157,7 +157,14 @@ class KithInbox:
         row_id = new_id()
         result = InboundResult(r.outcome, row_id, [e.v for e in r.errors])
         status = "processed" if r.outcome in ("accepted", "apprec") else "failed"
-        report: dict[str, Any] = {"outcome": r.outcome, "reason": r.reason}
+        report: dict[str, Any] = {
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "type": r.payload_type.kind if r.payload_type else ("apprec" if r.apprec else None),
+            "msgType": header.type.v if header else None,
+            "patient": _patient_id(conn, header.patient) if header else None,
+            "receiver": header.receiver.addressed_her_id if header else None,
+        }
         if r.apprec is not None:
             result.closed = self._close(conn, r.apprec)
             report["closes"] = result.closed

@@ -342,3 +342,40 @@ def test_edi2_meldingstjener_both_ways(client, services, tmp_path: Path) -> None
         ]
         [ack] = [r for r in _outbox(services) if r.kind == "apprec"]
         assert ack.status == "transport-acked" and ack.transport == "edi2-apprec"
+
+
+def test_inbound_over_http_and_the_message_list(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ids = address_book(client, tmp_path)
+    _ingest(services, _heart_rate("150", 5))
+    [row] = _outbox(services)
+    kith = kith_for(services.settings)
+    assert kith is not None
+    sent = kith.read(bytes(row.payload))
+    assert sent.header is not None
+    header = Header(
+        type=Coded("DIALOG_HELSEFAGLIG", "Helsefaglig dialog"),
+        msg_id="8d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6",
+        gen_date=local_timestamp(),
+        sender=sent.header.receiver,
+        receiver=sent.header.sender,
+        patient=sent.header.patient,
+        conversation_ref=ConversationRef(row.msg_id, row.msg_id),
+    )
+    note = DialogNote(Coded("6", "Henvendelse om pasient", "2.16.578.1.12.4.1.1.7322"), None, "OK.")
+    data = kith.build(header, build_dialog_note(note))
+    xml = {"Content-Type": "application/xml"}
+    r = client.post("/api/v1/messages/inbound", content=data, headers=xml)
+    assert r.status_code == 202, r.text
+    assert r.json()["outcome"] == "accepted" and r.json()["communication"].startswith(
+        "Communication/"
+    )
+    assert client.post("/api/v1/messages/inbound", content=data, headers=xml).status_code == 200
+    bad = client.post("/api/v1/messages/inbound", content=b"<MsgHead>", headers=xml)
+    assert bad.status_code == 422 and "T01" in bad.text
+    listed = client.get("/api/v1/messages", params={"patient": FNR}).json()
+    directions = {(m["direction"], m["type"]) for m in listed}
+    assert ("out", "plo-helseopplysninger-lege") in directions
+    assert ("in", "dialog-helsefaglig") in directions
+    incoming = client.get("/api/v1/messages", params={"direction": "in"}).json()
+    assert {m["status"] for m in incoming} == {"accepted", "unreadable"}
+    assert ids
