@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from interop.bench import fhir_api, ingest, views
+from interop.bench import fhir_api, ingest, outbox, views
 from interop.bench.report import Report
 from interop.store.db import create_db_engine, normalise_url
 from interop.store.migrate import upgrade
@@ -58,7 +58,9 @@ def main() -> None:
         help="stored Observations, comma list",
     )
     ap.add_argument("--patients", type=int, default=2000)
-    ap.add_argument("--sections", default="fhir,ingest,views")
+    ap.add_argument("--sections", default="fhir,ingest,views,outbox")
+    ap.add_argument("--outbox-messages", type=int, default=5000)
+    ap.add_argument("--outbox-destinations", type=int, default=50)
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--out", default="bench-report.md")
     args = ap.parse_args()
@@ -68,7 +70,9 @@ def main() -> None:
     if "postgresql" in args.backends and not pg:
         report.note("PostgreSQL not measured: INTEROP_BENCH_PG_URL is not set")
     sections = set(args.sections.split(","))
-    for backend, url, size in _backends(sizes, pg):
+    # the outbox section brings its own database; the others share the sized data sets
+    sized = sections - {"outbox"}
+    for backend, url, size in _backends(sizes, pg) if sized else []:
         if backend not in args.backends:
             continue
         if backend == "postgresql":
@@ -83,6 +87,20 @@ def main() -> None:
         if "views" in sections:
             views.run(report, backend, store, url, size)
         engine.dispose()
+    if "outbox" in sections:
+        for backend in ("sqlite", "postgresql"):
+            if backend not in args.backends or (backend == "postgresql" and not pg):
+                continue
+            url = outbox.bench_url(backend, normalise_url(pg) if pg else None)
+            if backend == "postgresql":
+                _ensure_pg_database(url)
+            outbox.run(
+                report,
+                backend,
+                url,
+                messages=args.outbox_messages,
+                destinations=args.outbox_destinations,
+            )
     report.write(Path(args.out))
     print(f"\nreport written to {args.out}")
 

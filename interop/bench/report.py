@@ -61,8 +61,9 @@ class Report:
         ]
         for r in self.rows:
             met = "" if r.ok is None else ("yes" if r.ok else "**no**")
+            size = f"{r.size:,}" if r.size else "–"
             lines.append(
-                f"| {r.section} | {r.backend} | {r.size:,} | {r.what} | {r.figure} | {r.detail} | {r.target} | {met} |"
+                f"| {r.section} | {r.backend} | {size} | {r.what} | {r.figure} | {r.detail} | {r.target} | {met} |"
             )
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
