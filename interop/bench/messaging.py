@@ -23,6 +23,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -159,7 +160,7 @@ def bench_build(report: Report, kith: KithMessages, n: int = 3000) -> None:
     )
 
 
-def _address_book(svc, folder: Path, patients: int) -> list[str]:  # type: ignore[no-untyped-def]
+def _address_book(svc: Any, folder: Path, patients: int) -> list[str]:
     rng = random.Random(9)
     fnrs = []
     with svc.store.write() as tx:
