@@ -512,6 +512,28 @@ def outbox_reprocess(
     console.print(f"queued {new} (reprocess of {row_id})")
 
 
+@outbox_app.command("cancel")
+def outbox_cancel(
+    row_id: Annotated[
+        str, typer.Argument(metavar="ID", help="outbox row id of a sent PLO message")
+    ],
+) -> None:
+    """Send a cancellation (PLO Forsendelsesstatus C) of a message; prints the new id."""
+    from interop.messaging.cancel import CannotCancel, cancel_message
+    from interop.services import build_services
+
+    try:
+        new = cancel_message(build_services(get_settings(), migrate=False), row_id)
+    except KeyError:
+        _fail(f"message {row_id} is not known")
+        return
+    except CannotCancel as exc:
+        _fail(str(exc))
+        return
+    print(new)
+    console.print(f"queued {new} (cancels {row_id})")
+
+
 indicators_app = typer.Typer(help="Management indicators (styringsinformasjon).")
 app.add_typer(indicators_app, name="indicators")
 

@@ -185,6 +185,20 @@ async def reprocess(
     return json_response({"id": new, "reprocessOf": row_id}, 201)
 
 
+@router.post("/{row_id}/cancel")
+def cancel(row_id: str, request: Request, actor: Actor = Depends(require_admin)) -> Response:
+    """Send a cancellation (PLO Forsendelsesstatus C) of a message already sent."""
+    from interop.messaging.cancel import CannotCancel, cancel_message
+
+    try:
+        new = cancel_message(_svc(request), row_id)
+    except KeyError:
+        raise error(404, "not-found", f"message {row_id} is not known") from None
+    except CannotCancel as exc:
+        raise error(409, "business-rule", str(exc)) from None
+    return json_response({"id": new, "cancels": row_id}, 201)
+
+
 @router.post("/inbound")
 async def receive_inbound(request: Request, actor: Actor = Depends(require_actor)) -> Response:
     """Receive a KITH message or AppRec (the XML as the body) over HTTP: the receive

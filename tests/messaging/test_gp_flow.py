@@ -379,3 +379,22 @@ def test_inbound_over_http_and_the_message_list(client, services, tmp_path: Path
     incoming = client.get("/api/v1/messages", params={"direction": "in"}).json()
     assert {m["status"] for m in incoming} == {"accepted", "unreadable"}
     assert ids
+
+
+def test_a_sent_plo_message_can_be_cancelled(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    address_book(client, tmp_path)
+    _ingest(services, _heart_rate("150", 5))
+    [row] = _outbox(services)
+    r = client.post(f"/api/v1/messages/{row.id}/cancel")
+    assert r.status_code == 201, r.text
+    cancel = next(x for x in _outbox(services) if x.id == r.json()["id"])
+    kith = kith_for(services.settings)
+    assert kith is not None
+    got = kith.read(bytes(cancel.payload))
+    assert isinstance(got.content, HelseopplysningerTilLege) and got.content.status == "C"
+    assert got.header and got.header.conversation_ref == ConversationRef(row.msg_id, row.msg_id)
+    assert got.header.msg_id == cancel.msg_id != row.msg_id
+    assert cancel.destination == row.destination and cancel.event == "cancel"
+    again = client.post(f"/api/v1/messages/{cancel.id}/cancel")
+    assert again.status_code == 409
+    assert client.post("/api/v1/messages/nope/cancel").status_code == 404
