@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export INTEROP_SHARED_DIR ?= $(abspath ../shared)
+# KITH schemas for the demo: the official XSDs beside the checkout, unless configured
+KITH_CATALOG := $(wildcard $(INTEROP_SHARED_DIR)/standards/kith/catalog.xml)
+ifneq ($(KITH_CATALOG),)
+export INTEROP_KITH_SCHEMA_DIR ?= $(patsubst %/,%,$(dir $(KITH_CATALOG)))
+endif
 
 .PHONY: install run test test-sqlite lint format bench clean
 
@@ -18,7 +23,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: migrate the embedded SQLite database, load the demo data set, serve the API
+## run: migrate the embedded SQLite database, load the demo data set, serve the API and run
+## the delivery worker beside it
 run: install
 	$(BIN)/interop migrate
 	$(BIN)/interop demo
@@ -26,9 +32,14 @@ run: install
 	@echo "  DHO Interop is starting on http://$(HOST):$(PORT)"
 	@echo "    FHIR API:        http://$(HOST):$(PORT)/fhir/metadata"
 	@echo "    API docs:        http://$(HOST):$(PORT)/docs"
+	@echo "    messages:        http://$(HOST):$(PORT)/api/v1/messages"
 	@echo "    admin key:       $${INTEROP_ADMIN_KEY:-dev-admin-key}  (Authorization: Bearer …)"
+	@echo "    KITH schemas:    $${INTEROP_KITH_SCHEMA_DIR:-not set (GP messages are dead-lettered)}"
+	@echo "    GP file drops:   /tmp/dho-interop/*/out/"
 	@echo ""
-	$(BIN)/interop serve --host $(HOST) --port $(PORT)
+	@$(BIN)/interop worker & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/interop serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite on SQLite and on a real PostgreSQL (started here when not given)
 test: install
