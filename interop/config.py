@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = 60.0
     """How long a worker holds the messages it claimed; a crashed worker's messages go back to
     the queue when it runs out. Keep it at least twice the transports' 30 s timeout."""
+    inbox_lease_seconds: float = 120.0
+    """How long a processor holds a stored inbound message (MLLP) it claimed; it renews the
+    lease before each message, so this must cover processing one message. Another worker
+    takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
     status_report_days: int = 7

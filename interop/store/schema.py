@@ -267,8 +267,12 @@ class InboundMessageRow(SQLModel, table=True):
     adapter: str = Field(max_length=64)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     status: str = Field(default="received", max_length=16)
-    """received → processed | failed"""
+    """received → processing → processed | failed (KITH messages are stored as processed or
+    failed at once and never go through the ingest pipeline)"""
     attempts: int = 0
+    lease_until: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """While ``processing``: until when (epoch µs) the processor that claimed the row holds
+    it; after that another processor may take it back (its holder is presumed dead)."""
     processed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     report: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     error: str | None = Field(default=None, max_length=2000)
