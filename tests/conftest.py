@@ -6,7 +6,10 @@ the checkout). The product itself never reads that folder; tests pass paths in v
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -48,18 +51,55 @@ BACKENDS = [
 ]
 
 
-def _worker_suffix() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+# Each pytest process (the session, or each xdist worker) gets a PostgreSQL database of its
+# own, named after this host, the xdist worker and the process id, so that concurrent pytest
+# sessions against one server never drop each other's database. It is dropped when the
+# session ends; databases left by a session that was killed (its process is gone) are dropped
+# by the next session on the same host.
+_PG_DB_PREFIX = f"interop_test_{hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]}_"
+
+
+def _pg_db_name() -> str:
+    return f"{_PG_DB_PREFIX}{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_stale_pg_databases(conn) -> None:  # type: ignore[no-untyped-def]
+    """Drop this host's test databases whose pytest process is gone (a killed session)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    pattern = _PG_DB_PREFIX.replace("_", r"\_") + "%"
+    names = conn.execute(
+        text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": pattern}
+    ).scalars()
+    for name in list(names):
+        pid = name.rsplit("_", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(DBAPIError):  # no FORCE: refused while anyone is connected
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
 @pytest.fixture(scope="session")
 def _engines(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from sqlalchemy import text
+    from sqlalchemy import make_url, text
 
     from interop.store.db import create_db_engine, normalise_url
     from interop.store.migrate import upgrade
 
     made: dict[str, object] = {}
+    pg_databases: list[tuple[str, str]] = []
+    """(admin URL, database name) of the PostgreSQL databases this process created."""
 
     def get(backend: str):  # type: ignore[no-untyped-def]
         if backend in made:
@@ -75,12 +115,18 @@ def _engines(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
                     "a server) or INTEROP_TEST_BACKENDS=sqlite to run SQLite only"
                 )
             admin = create_db_engine(base)
-            dbname = f"interop_test_{_worker_suffix()}"
+            dbname = _pg_db_name()
             with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                _drop_stale_pg_databases(conn)
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
                 conn.execute(text(f'CREATE DATABASE "{dbname}"'))
             admin.dispose()
-            url = normalise_url(base).rsplit("/", 1)[0] + f"/{dbname}"
+            pg_databases.append((base, dbname))
+            url = (
+                make_url(normalise_url(base))
+                .set(database=dbname)
+                .render_as_string(hide_password=False)
+            )
         engine = create_db_engine(url)
         upgrade(engine)
         made[backend] = (url, engine)
@@ -89,6 +135,13 @@ def _engines(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     yield get
     for _url, engine in made.values():  # type: ignore[misc]
         engine.dispose()  # type: ignore[attr-defined]
+    for base, dbname in pg_databases:
+        admin = create_db_engine(base)
+        try:
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
 
 
 def _truncate(engine) -> None:  # type: ignore[no-untyped-def]
