@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from interop.bench import fhir_api, ingest, outbox, views
+from interop.bench import fhir_api, ingest, messaging, outbox, views
 from interop.bench.report import Report
 from interop.store.db import create_db_engine, normalise_url
 from interop.store.migrate import upgrade
@@ -58,7 +58,7 @@ def main() -> None:
         help="stored Observations, comma list",
     )
     ap.add_argument("--patients", type=int, default=2000)
-    ap.add_argument("--sections", default="fhir,ingest,views,outbox")
+    ap.add_argument("--sections", default="fhir,ingest,views,outbox,messaging")
     ap.add_argument("--outbox-messages", type=int, default=5000)
     ap.add_argument("--outbox-destinations", type=int, default=50)
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -71,7 +71,7 @@ def main() -> None:
         report.note("PostgreSQL not measured: INTEROP_BENCH_PG_URL is not set")
     sections = set(args.sections.split(","))
     # the outbox section brings its own database; the others share the sized data sets
-    sized = sections - {"outbox"}
+    sized = sections - {"outbox", "messaging"}
     for backend, url, size in _backends(sizes, pg) if sized else []:
         if backend not in args.backends:
             continue
@@ -101,6 +101,14 @@ def main() -> None:
                 messages=args.outbox_messages,
                 destinations=args.outbox_destinations,
             )
+    if "messaging" in sections:
+        for backend in ("sqlite", "postgresql"):
+            if backend not in args.backends or (backend == "postgresql" and not pg):
+                continue
+            url = messaging.bench_url(backend, normalise_url(pg) if pg else None)
+            if backend == "postgresql":
+                _ensure_pg_database(url)
+            messaging.run(report, backend, url)
     report.write(Path(args.out))
     print(f"\nreport written to {args.out}")
 

@@ -314,6 +314,15 @@ def bench_end_to_end(report: Report, backend: str, url: str, kith_dir: Path, n: 
     svc.engine.dispose()
 
 
+def bench_url(backend: str, pg_url: str | None) -> str:
+    if backend == "sqlite":
+        path = Path("var/bench").absolute() / "bench-messaging.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    assert pg_url
+    return pg_url.rsplit("/", 1)[0] + "/interop_bench_messaging"
+
+
 def run(report: Report, backend: str, url: str) -> None:
     folder = schema_dir()
     if folder is None:
