@@ -234,6 +234,10 @@ def worker(
     inbox.recover()
     delivery.periodic.append(("inbox", 0.5, inbox.process_pending))
     delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))
+    from interop.routing.heartbeat import beat, worker_name
+
+    name = worker_name()
+    delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, name)))
     for name, interval, fn in worker_tasks(svc):
         delivery.periodic.append((name, interval, fn))
     if once:

@@ -110,6 +110,24 @@ def readyz(request: Request) -> Response:
         checks["schema"] = {"current": rev, "expected": sorted(heads)}
         if rev is None or (rev not in heads and len(heads) == 1):
             ok = False
+        from interop.fhir.dates import from_micros, now_utc, to_micros
+        from interop.routing.heartbeat import alive
+        from interop.routing.outbox import Outbox
+
+        workers, last = alive(services.engine)
+        depth = Outbox(services.engine).depth()
+        oldest = min((o for _d, _n, o in depth if o is not None), default=None)
+        checks["workers"] = {
+            "alive": workers,
+            "lastHeartbeat": from_micros(last).isoformat() if last else None,
+        }
+        checks["outbox"] = {
+            "undelivered": sum(n for _d, n, _o in depth),
+            "oldestSeconds": round((to_micros(now_utc()) - oldest) / 1e6, 1) if oldest else None,
+        }
+        if workers == 0 and depth:
+            # the API itself is ready; this tells the operator nothing is delivering
+            checks["warning"] = "messages are waiting and no worker has reported in for a minute"
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
         ok = False
         checks["database"] = f"unavailable: {type(exc).__name__}"
