@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     mllp_port: int | None = None
     """Listen for HL7 v2 over MLLP on this port (in the API process; one per host)."""
     mllp_host: str = "127.0.0.1"
+    mllp_process_inbox: bool = True
+    """Turn stored HL7 messages into Observations in the API process (a thread beside the
+    listener). Set false when ``interop worker`` processes run: the API process then only
+    stores and acknowledges, which keeps ACKs fast."""
     suppress_below: int = 5
     """Indicators withhold counts below this, so no figure points at one patient."""
     outbox_lease_seconds: float = 60.0

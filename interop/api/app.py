@@ -32,8 +32,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from interop.inbox import InboxProcessor
             from interop.mllp import MllpServer, start_processor_thread
 
-            processor = InboxProcessor(app.state.services)
-            _thread, stop = start_processor_thread(processor)
+            processor = None
+            if settings.mllp_process_inbox:
+                processor = InboxProcessor(app.state.services)
+                _thread, stop = start_processor_thread(processor)
             mllp = MllpServer(app.state.services, processor)
             await mllp.start(settings.mllp_host, settings.mllp_port)
         try:

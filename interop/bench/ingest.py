@@ -136,7 +136,19 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             **__import__("os").environ,
             "INTEROP_DATABASE_URL": url,
             "INTEROP_ADMIN_KEY": BENCH_KEY,
+            # the production layout: the API process stores and ACKs, a worker processes
+            "INTEROP_MLLP_PROCESS_INBOX": "false",
         },
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "interop.cli", "worker"],
+        env={
+            **__import__("os").environ,
+            "INTEROP_DATABASE_URL": url,
+            "INTEROP_LOG_JSON": "false",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -190,14 +202,15 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             size,
             f"ORU processing behind the ACK ({sent} messages → Observations)",
             f"{sent / t_proc:,.0f} msg/s" if t_proc == t_proc else "timeout",
-            "inbox worker thread in the API process",
+            "one interop worker process beside the API (INTEROP_MLLP_PROCESS_INBOX=false)",
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in (proc, worker):
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     # ---- mapped-JSON batches (pipeline, in process) -------------------------------------
     pipe = IngestPipeline(services)
