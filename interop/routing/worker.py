@@ -79,7 +79,9 @@ class DeliveryWorker:
             log.warning("dead-lettering %s to %s: %s", message.msg_id, message.destination, exc)
             return Outcome(message, "failed", str(exc), True)
         except TransientDeliveryError as exc:
-            log.info("delivery of %s failed (%s), will retry", message.msg_id, exc)
+            log.info(
+                "delivery of %s failed (attempt %d): %s", message.msg_id, message.attempts, exc
+            )
             return Outcome(message, "failed", str(exc), False)
         except Exception as exc:  # noqa: BLE001 - an unexpected failure is retried, not lost
             log.exception("transport %s crashed on %s", message.transport, message.msg_id)
