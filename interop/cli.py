@@ -232,23 +232,29 @@ def worker(
     delivery = DeliveryWorker(outbox, concurrency=concurrency)
     inbox = InboxProcessor(svc)
     inbox.recover()
-    delivery.periodic.append(("inbox", 0.5, inbox.process_pending))
     delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))
     from interop.routing.heartbeat import beat, worker_name
 
-    name = worker_name()
-    delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, name)))
-    for name, interval, fn in worker_tasks(svc):
-        delivery.periodic.append((name, interval, fn))
+    heartbeat_name = worker_name()
+    delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, heartbeat_name)))
+    for task, interval, fn in worker_tasks(svc):
+        delivery.periodic.append((task, interval, fn))
     if once:
+        processed = inbox.process_pending(limit=1000)
         n = delivery.run_once()
-        console.print(f"delivered {n} message(s)")
+        console.print(f"delivered {n} message(s); processed {processed} inbound message(s)")
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # received HL7/vendor messages are turned into data continuously, in their own thread
+    inbox_thread = threading.Thread(
+        target=inbox.run_forever, args=(stop,), daemon=True, name="inbox"
+    )
+    inbox_thread.start()
     console.print("worker running (Ctrl-C to stop)")
     delivery.run_forever(stop)
+    inbox_thread.join(timeout=30)
 
 
 def worker_tasks(svc: object) -> list[tuple[str, float, Callable[[], object]]]:

@@ -116,6 +116,7 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
     base_time = datetime.now(UTC) - timedelta(days=20)
 
     # ---- MLLP --------------------------------------------------------------------------
+    separate_worker = backend == "postgresql"
     port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -136,12 +137,14 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             **__import__("os").environ,
             "INTEROP_DATABASE_URL": url,
             "INTEROP_ADMIN_KEY": BENCH_KEY,
-            # the production layout: the API process stores and ACKs, a worker processes
-            "INTEROP_MLLP_PROCESS_INBOX": "false",
+            # PostgreSQL (production): the API process stores and ACKs, a worker process
+            # turns messages into data. SQLite: one process does both, as writers in several
+            # processes would wait on each other's file lock.
+            "INTEROP_MLLP_PROCESS_INBOX": "false" if separate_worker else "true",
         },
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "interop.cli", "worker"],
+        [sys.executable, "-m", "interop.cli", "worker"] if separate_worker else ["true"],
         env={
             **__import__("os").environ,
             "INTEROP_DATABASE_URL": url,
@@ -202,7 +205,9 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             size,
             f"ORU processing behind the ACK ({sent} messages → Observations)",
             f"{sent / t_proc:,.0f} msg/s" if t_proc == t_proc else "timeout",
-            "one interop worker process beside the API (INTEROP_MLLP_PROCESS_INBOX=false)",
+            "one interop worker process beside the API (INTEROP_MLLP_PROCESS_INBOX=false)"
+            if separate_worker
+            else "inbox thread in the API process (SQLite: one writer process)",
         )
     finally:
         for p in (proc, worker):
