@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters.base import IngestMeta
 from interop.fhir.dates import now_utc, to_micros
 from interop.messaging.inbound import KITH_ADAPTER
+from interop.observability import correlation_id
 from interop.pipeline import IngestPipeline, IngestRejected
 from interop.services import Services
 from interop.store.repository import new_id
@@ -234,6 +235,8 @@ class InboxProcessor:
             received_at=now_utc(),
         )
         status, report, err = "processed", None, None
+        # everything this message causes (outbox messages, log lines) carries its id
+        token = correlation_id.set(f"inbound:{held.id}")
         try:
             rep = self.pipeline.ingest(held.adapter, held.raw, meta)
             report = orjson.dumps(rep.to_json())
@@ -243,6 +246,8 @@ class InboxProcessor:
         except Exception as exc:  # noqa: BLE001 - kept for an operator, never dropped
             log.exception("processing inbound message %s failed", held.id)
             status, err = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        finally:
+            correlation_id.reset(token)
         with self.services.engine.begin() as conn:
             done = conn.execute(
                 update(inbox)

@@ -110,12 +110,20 @@ class KithInbox:
         """``edi2_message``: the Meldingstjener URL of the message (``{base}/Messages/{id}``)
         when it came through EDI 2.0; its AppRec is then posted there."""
         kith = self.kith()
+        from interop.observability import correlation_id
+
+        token = None
+        if correlation_id.get() is None:
+            token = correlation_id.set(f"{channel}:{hashlib.sha256(data).hexdigest()[:16]}")
         try:
             with self.store.write() as tx:
                 return self._receive(tx, kith, data, channel, source, edi2_message)
         except IntegrityError:
             # another worker took the same message at the same moment
             return InboundResult("duplicate")
+        finally:
+            if token is not None:
+                correlation_id.reset(token)
 
     def _receive(
         self,
