@@ -54,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m interop.bench")
     ap.add_argument(
         "--sizes",
-        default=os.environ.get("INTEROP_BENCH_SIZES", "1000000"),
+        default=os.environ.get("INTEROP_BENCH_SIZES", "10000,100000,1000000"),
         help="stored Observations, comma list",
     )
     ap.add_argument("--patients", type=int, default=2000)

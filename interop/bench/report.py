@@ -65,9 +65,36 @@ class Report:
             lines.append(
                 f"| {r.section} | {r.backend} | {size} | {r.what} | {r.figure} | {r.detail} | {r.target} | {met} |"
             )
+        lines += self.scaling()
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def scaling(self) -> list[str]:
+        """The same measurement at each data size side by side: how cost grows with data."""
+        sizes = sorted({r.size for r in self.rows if r.size})
+        if len(sizes) < 2:
+            return []
+        series: dict[tuple[str, str, str], dict[int, str]] = {}
+        for r in self.rows:
+            if r.size:
+                series.setdefault((r.section, r.backend, r.what), {})[r.size] = r.figure
+        multi = {k: v for k, v in series.items() if len(v) >= 2}
+        if not multi:
+            return []
+        out = [
+            "",
+            "## Scaling with data size",
+            "",
+            "The same measurement at each number of stored Observations (from the table above).",
+            "",
+            "| section | backend | measurement | " + " | ".join(f"{s:,}" for s in sizes) + " |",
+            "|---|---|---|" + "---:|" * len(sizes),
+        ]
+        for (section, backend, what), figures in multi.items():
+            cells = " | ".join(figures.get(size, "–") for size in sizes)
+            out.append(f"| {section} | {backend} | {what} | {cells} |")
+        return out
 
     def write(self, path: Path) -> None:
         path.write_text(self.markdown(), encoding="utf-8")
