@@ -140,6 +140,8 @@ class Answer:
     link_id: str
     text: str | None
     value: str | Decimal | bool | int | Code | None
+    severity: str | None = None
+    """The zone (``green``/``yellow``/``red``) the source's flow gave this answer, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,8 @@ class QuestionnaireAnswers:
     source_id: tuple[str, str] | None = None
     title: str | None = None
     severity: str | None = None
-    """The source's own triage of the answers (e.g. OpenTele GREEN/YELLOW/RED)."""
+    """The source's own triage of the answers as a zone: ``green``/``yellow``/``red`` (e.g.
+    OpenTele's GREEN/YELLOW/RED), carried on the QuestionnaireResponse."""
     timezone_assumed: bool = False
 
 

@@ -6,8 +6,15 @@
   (``urn:oid:1.2.208.176.2.1``), value, unit text and time; the citizen's CPR number is
   reported as ``urn:oid:1.2.208.176.1.2`` and so waits in quarantine until a person links it.
   Non-numeric results are reported, not guessed.
+* OpenTele completed-questionnaire uploads (the JSON the OpenTele app posts to the server:
+  ``QuestionnaireId``, ``version``, ``date``, ``output`` variables per node): measurement nodes
+  become measurements, the answers one QuestionnaireResponse carrying the flow's
+  GREEN/YELLOW/RED severity as a zone — see :mod:`adapters.opentele_results` for the format,
+  where it was learned from, and the rules.
 * OpenTele questionnaire *definitions* (JSON flow graphs with measurement nodes and
   GREEN/YELLOW/RED branches) hold no patient data: each is reported as such.
+
+The input's shape decides which: XML, a definition (``nodes``), or an upload (``output``).
 """
 
 from __future__ import annotations
@@ -33,12 +40,12 @@ from adapters.base import (
     Measurement,
     PatientRef,
 )
+from adapters.opentele_results import CPR_SYSTEM, is_upload, parse_uploads
 from adapters.timeutil import parse_iso
 
 NPU_SYSTEM = "urn:oid:1.2.208.176.2.1"
 MCS_SYSTEM = "urn:oid:1.2.208.184.100.8"
 """MedCom's own codes (MCS…) for what NPU has no code for (FEV1, symptom scores …)."""
-CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"
 NS = {
     "mc": "urn:oio:medcom:chronicdataset:1.0.0",
     "mc101": "urn:oio:medcom:chronicdataset:1.0.1",
@@ -55,16 +62,20 @@ class OpenTeleAdapter:
     def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
         head = data.lstrip()[:1]
         if head in (b"{", b"["):
-            return self._json(data)
+            return self._json(data, meta)
         if head == b"<":
             return self._xml(data, meta)
         raise AdapterError("neither OpenTele JSON nor MedCom chronic dataset XML", DIAG_PARSE_ERROR)
 
-    def _json(self, data: bytes) -> AdapterResult:
+    def _json(self, data: bytes, meta: IngestMeta) -> AdapterResult:
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+            raise AdapterError(
+                f"not JSON: {exc.msg}", DIAG_PARSE_ERROR, f"line {exc.lineno} column {exc.colno}"
+            ) from None
+        if is_upload(doc) or (isinstance(doc, list) and doc and is_upload(doc[0])):
+            return parse_uploads(doc, meta)
         result = AdapterResult(items_seen=1)
         if isinstance(doc, dict) and isinstance(doc.get("nodes"), dict):
             kinds = sorted(

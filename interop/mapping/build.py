@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 KEY_SYSTEM = "urn:dho-interop:measurement-key"
 TZ_ASSUMED_URL = "https://dho-interop.no/fhir/StructureDefinition/timezone-assumed"
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
+"""Extension on a QuestionnaireResponse (and its items): the zone the source's own triage gave."""
+ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
+"""The traffic-light zones (the same CodeSystem as ``interop.triage.ZONE_SYSTEM``)."""
+ZONES = ("green", "yellow", "red")
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CATEGORY_DISPLAY = {
@@ -236,15 +240,30 @@ def _answer_value(value: Any) -> dict[str, Any] | None:
     return {"valueString": str(value)}
 
 
+def _severity_extension(severity: str) -> dict[str, Any]:
+    zone = severity.lower()
+    if zone in ZONES:
+        return {
+            "url": SEVERITY_URL,
+            "valueCoding": {"system": ZONE_SYSTEM, "code": zone, "display": zone},
+        }
+    return {"url": SEVERITY_URL, "valueCode": zone}
+
+
 def build_questionnaire_response(
     q: QuestionnaireAnswers,
     *,
     patient_reference: str,
     identifier: tuple[str, str],
 ) -> dict[str, Any]:
+    """The QuestionnaireResponse for a set of answers; the source's own severity (a zone) is
+    carried as a ``source-severity`` extension (``valueCoding`` from the zone CodeSystem) on
+    the response and on each item the source triaged."""
     items = []
     for a in q.answers:
         item: dict[str, Any] = {"linkId": a.link_id}
+        if a.severity:
+            item["extension"] = [_severity_extension(a.severity)]
         if a.text:
             item["text"] = a.text
         v = _answer_value(a.value)
@@ -259,17 +278,22 @@ def build_questionnaire_response(
         "authored": format_instant(q.authored),
         "item": items,
     }
+    if q.timezone_assumed:
+        qr["_authored"] = {"extension": [{"url": TZ_ASSUMED_URL, "valueBoolean": True}]}
+    display = q.title
     if q.questionnaire.startswith(("http://", "https://", "urn:")):
         qr["questionnaire"] = q.questionnaire
     else:
+        display = q.questionnaire
+    if display:
         qr["_questionnaire"] = {
             "extension": [
                 {
                     "url": "http://hl7.org/fhir/StructureDefinition/display",
-                    "valueString": q.questionnaire,
+                    "valueString": display,
                 }
             ]
         }
     if q.severity:
-        qr["extension"] = [{"url": SEVERITY_URL, "valueCode": q.severity.lower()}]
+        qr["extension"] = [_severity_extension(q.severity)]
     return qr
