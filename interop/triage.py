@@ -36,6 +36,8 @@ V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 RANK = {"green": 0, "yellow": 1, "red": 2}
 V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL": "Critical low"}
 TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
+SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
+"""The zone a source's own questionnaire flow gave (see ``interop.mapping.build``)."""
 OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -210,6 +212,10 @@ class Triage:
             # keep the per-transaction view of open items honest after our own writes
             tx.context.get("open_items", {}).clear()
             return
+        if stored.res_type == "QuestionnaireResponse" and not stored.deleted:
+            if tx.context.get("triage"):
+                self._questionnaire(tx, stored)
+            return
         if stored.res_type != "Observation" or stored.deleted or not tx.context.get("triage"):
             return
         if b"/CodeSystem/zone" not in stored.content:
@@ -343,6 +349,92 @@ class Triage:
                     "subject": {"reference": ref},
                     "period": {"start": now},
                 }
+            )
+
+    def _questionnaire(self, tx: WriteTx, stored: StoredResource) -> None:
+        """A questionnaire the source's own flow judged yellow/red (the ``source-severity``
+        extension) raises or escalates a Task for the follow-up centre, like a measurement."""
+        qr = stored.json()
+        zone = None
+        for ext in qr.get("extension", []):
+            if ext.get("url") == SEVERITY_URL:
+                zone = (ext.get("valueCoding") or {}).get("code") or ext.get("valueCode")
+        ref = (qr.get("subject") or {}).get("reference", "")
+        if zone not in ("yellow", "red") or not ref.startswith("Patient/"):
+            return
+        pid = ref.split("/", 1)[1]
+        key = f"questionnaire:{qr.get('questionnaire', '')}"
+        all_tasks, _flags = self._open_items(tx, pid)
+        tasks = [t for t in all_tasks if any(i.get("valueCode") == key for i in t.get("input", []))]
+        now = format_instant(now_utc())
+        display_url = "http://hl7.org/fhir/StructureDefinition/display"
+        titles = [
+            e.get("valueString")
+            for e in (qr.get("_questionnaire") or {}).get("extension", [])
+            if e.get("url") == display_url
+        ]
+        title = titles[0] if titles and titles[0] else "spørreskjema"
+        note = (
+            f"{zone} questionnaire answered {qr.get('authored', now)} "
+            f"(QuestionnaireResponse/{stored.res_id})"
+        )
+        announce = False
+        if tasks:
+            task = dict(tasks[0])
+            task.pop("meta", None)
+            if zone == "red" and task.get("priority") != "urgent":
+                task["priority"] = "urgent"
+                announce = True
+            task["note"] = [*task.get("note", []), {"text": note, "time": now}]
+            task["lastModified"] = now
+            task["focus"] = {"reference": f"QuestionnaireResponse/{stored.res_id}"}
+            tx.update("Task", task["id"], task)
+            task_id = task["id"]
+        else:
+            announce = True
+            task_id = tx.create(
+                {
+                    "resourceType": "Task",
+                    "status": "requested",
+                    "intent": "order",
+                    "priority": "urgent" if zone == "red" else "asap",
+                    "code": {
+                        "coding": [
+                            {
+                                "system": TASK_CODE_SYSTEM,
+                                "code": "assess-questionnaire",
+                                "display": "Vurder besvart spørreskjema",
+                            }
+                        ],
+                        "text": f"Assess {zone} questionnaire",
+                    },
+                    "description": note,
+                    "focus": {"reference": f"QuestionnaireResponse/{stored.res_id}"},
+                    "for": {"reference": ref},
+                    "authoredOn": now,
+                    "lastModified": now,
+                    "input": [{"type": {"text": "questionnaire"}, "valueCode": key}],
+                }
+            ).res_id
+        if announce:
+            severity = "rød" if zone == "red" else "gul"
+            emit(
+                tx,
+                Event(
+                    f"triage.{zone}",
+                    pid,
+                    f"Task/{task_id}",
+                    {
+                        "code": "questionnaire",
+                        "display": "Spørreskjema",
+                        "zone": zone,
+                        "value": None,
+                        "unit": None,
+                        "reading": f"«{title}» besvart, {severity} alvorlighet",
+                        "time": qr.get("authored") or now,
+                        "questionnaireResponse": f"QuestionnaireResponse/{stored.res_id}",
+                    },
+                ),
             )
 
     def _open_items(
