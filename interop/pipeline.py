@@ -39,7 +39,7 @@ from interop.mapping import (
     observation_identifier,
 )
 from interop.patients import resolve
-from interop.routing.rules import router_for
+from interop.routing.rules import observations_created, router_for
 from interop.services import Services
 from interop.store.repository import DuplicateIdentifier, WriteTx, new_id
 from interop.store.schema import (
@@ -420,6 +420,8 @@ class IngestPipeline:
             stored = tx.create_many(new, validate=False)  # type: ignore[arg-type]
             report.created += len(stored)
             changed.extend(s.reference for s in stored)
+            subjects = (obs["subject"]["reference"] for obs, _ in new)
+            observations_created(tx, zip(subjects, (s.reference for s in stored), strict=True))
         seen = [(ident, existing[ident]) for ident in pending if ident in existing]
         current: dict[str, dict[str, Any]] = {}
         r = resource_table
@@ -662,6 +664,8 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
             else:
                 rid = tx.create(resource, validate=rtype != "Observation").res_id
                 counts["released"] += 1
+                if rtype == "Observation":
+                    observations_created(tx, [(f"Patient/{pid}", f"Observation/{rid}")])
             tx.conn.execute(
                 q.update().where(q.c.id == row.id).values(status="released", resource_id=rid)
             )

@@ -10,6 +10,7 @@ what is missing, visible in ``interop outbox dead`` and the metrics.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
@@ -21,7 +22,7 @@ import yaml
 from sqlalchemy import Connection, select, update
 
 from interop.fhir.dates import fhir_instant
-from interop.messaging.addressbook import AddressError, destination_of
+from interop.messaging.addressbook import AddressError, Destination, destination_of
 from interop.routing.outbox import enqueue
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.schema import outbox_table, token_table
@@ -29,6 +30,7 @@ from interop.store.schema import outbox_table, token_table
 log = logging.getLogger("interop.routing")
 
 SUBSCRIPTION_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/subscription"
+OBSERVATION_CREATED = "observation.created"
 NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"  # see interop.plans
 
 
@@ -77,6 +79,51 @@ def emit(tx: WriteTx, event: Event) -> None:
     tx.context.setdefault("events", []).append(event)
 
 
+def observations_created(tx: WriteTx, created: Iterable[tuple[str, str]]) -> None:
+    """Note Observations created in this transaction as (subject reference, ``Observation/…``)
+    pairs. When the transaction is routed they become one ``observation.created`` event per
+    patient, ``data["observations"]`` listing them, however often this was called."""
+    by_patient: dict[str, list[str]] = tx.context.setdefault("observations_created", {})
+    for subject, ref in created:
+        if subject.startswith("Patient/"):
+            by_patient.setdefault(subject[8:], []).append(ref)
+
+
+_SUBSCRIPTIONS = select(token_table.c.res_id, token_table.c.code).where(
+    token_table.c.res_type == "Endpoint",
+    token_table.c.param == "payload-type",
+    token_table.c.system == SUBSCRIPTION_SYSTEM,
+)
+"""Every Endpoint's subscription codes (index ``ix_token_lookup``); built once, as building a
+statement costs more than running this one."""
+
+
+class _Subscribers:
+    """Subscribed Endpoints, looked up once per routed transaction (one indexed query, when
+    the first event needs it), and their destinations."""
+
+    def __init__(self) -> None:
+        self.by_code: dict[str, list[str]] | None = None
+        self.destinations: dict[str, Destination | None] = {}
+
+    def endpoints(self, conn: Connection, code: str) -> list[str]:
+        if self.by_code is None:
+            self.by_code = {}
+            for rid, c in conn.execute(_SUBSCRIPTIONS):
+                self.by_code.setdefault(c, []).append(rid)
+            for ids in self.by_code.values():
+                ids.sort()
+        return self.by_code.get(code, [])
+
+    def destination(self, store: FhirStore, conn: Connection, eid: str) -> Destination | None:
+        if eid not in self.destinations:
+            ep = store.get("Endpoint", eid, conn)
+            self.destinations[eid] = (
+                destination_of(ep.json()) if ep is not None and not ep.deleted else None
+            )
+        return self.destinations[eid]
+
+
 def _dead_letter(conn: Connection, event: Event, rule: Rule, reason: str) -> str:
     row = enqueue(
         conn,
@@ -110,18 +157,28 @@ class Router:
 
     def route_pending(self, tx: WriteTx) -> list[str]:
         events: list[Event] = tx.context.pop("events", [])
+        created: dict[str, list[str]] = tx.context.pop("observations_created", {})
+        events.extend(
+            Event(OBSERVATION_CREATED, pid, None, {"observations": refs})
+            for pid, refs in created.items()
+        )
+        subscribers = _Subscribers()
         out: list[str] = []
         for event in events:
-            out.extend(self.route(tx.conn, event))
+            out.extend(self.route(tx.conn, event, subscribers))
         return out
 
-    def route(self, conn: Connection, event: Event) -> list[str]:
+    def route(
+        self, conn: Connection, event: Event, subscribers: _Subscribers | None = None
+    ) -> list[str]:
+        if subscribers is None:
+            subscribers = _Subscribers()
         rows: list[str] = []
         for rule in self.rules:
             if rule.event != event.name or not self._conditions_hold(conn, rule, event):
                 continue
             try:
-                rows.extend(self._apply(conn, rule, event))
+                rows.extend(self._apply(conn, rule, event, subscribers))
             except AddressError as exc:
                 rows.append(_dead_letter(conn, event, rule, str(exc)))
         return rows
@@ -143,11 +200,13 @@ class Router:
         return False
 
     # ---- recipients and messages -----------------------------------------------------------
-    def _apply(self, conn: Connection, rule: Rule, event: Event) -> list[str]:
+    def _apply(
+        self, conn: Connection, rule: Rule, event: Event, subscribers: _Subscribers
+    ) -> list[str]:
         if rule.to == "patient-gp" and rule.message == "plo-helseopplysninger-lege":
             return [self._plo_to_gp(conn, rule, event)]
         if isinstance(rule.to, dict) and "subscribers" in rule.to:
-            return self._to_subscribers(conn, rule, event, rule.to["subscribers"])
+            return self._to_subscribers(conn, rule, event, rule.to["subscribers"], subscribers)
         raise AddressError(
             f"rule {rule.name}: unsupported recipient/message {rule.to}/{rule.message}"
         )
@@ -202,45 +261,57 @@ class Router:
             data["action"] = ranges.actions.get(str(data.get("zone")))
         return data
 
-    def _to_subscribers(self, conn: Connection, rule: Rule, event: Event, code: str) -> list[str]:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == "Endpoint",
-                    token_table.c.param == "payload-type",
-                    token_table.c.code == code,
-                )
-            )
+    def _to_subscribers(
+        self, conn: Connection, rule: Rule, event: Event, code: str, subscribers: _Subscribers
+    ) -> list[str]:
+        """One message (or one per Bundle of at most ``pmd.MAX_ENTRIES``) per active Endpoint
+        subscribed with ``code``; the payload is built only when there is a subscriber."""
+        destinations = [
+            dest
+            for eid in subscribers.endpoints(conn, code)
+            if (dest := subscribers.destination(self.store, conn, eid)) is not None
         ]
+        if not destinations:
+            return []
+        payloads = self._subscriber_payloads(conn, rule, event)
         rows: list[str] = []
-        resource = None
-        if event.focus and "/" in event.focus:
+        for dest in destinations:
+            for payload in payloads:
+                rows.append(
+                    enqueue(
+                        conn,
+                        event=event.name,
+                        kind=rule.message,
+                        destination=dest.endpoint,
+                        transport=dest.transport,
+                        address=dest.address,
+                        content_type="application/fhir+json",
+                        payload=payload,
+                        patient_id=event.patient_id,
+                        focus=event.focus,
+                    )
+                )
+        return rows
+
+    def _subscriber_payloads(self, conn: Connection, rule: Rule, event: Event) -> list[bytes]:
+        if rule.message == "fhir-resource":
+            if not event.focus or "/" not in event.focus:
+                return []
             rtype, rid = event.focus.split("/", 1)
             found = self.store.get(rtype, rid, conn)
-            resource = found.content if found is not None else None
-        if resource is None:
-            return rows
-        for eid in sorted(ids):
-            ep = self.store.get("Endpoint", eid, conn)
-            dest = destination_of(ep.json()) if ep is not None and not ep.deleted else None
-            if dest is None:
-                continue
-            rows.append(
-                enqueue(
-                    conn,
-                    event=event.name,
-                    kind=rule.message,
-                    destination=dest.endpoint,
-                    transport=dest.transport,
-                    address=dest.address,
-                    content_type="application/fhir+json",
-                    payload=bytes(resource),
-                    patient_id=event.patient_id,
-                    focus=event.focus,
-                )
-            )
-        return rows
+            return [bytes(found.content)] if found is not None and not found.deleted else []
+        if rule.message in ("fhir-observations", "pmd-observations"):
+            from interop.messaging.pmd import load_observations, observation_bundles, pmd_bundles
+
+            stored = load_observations(conn, event.data.get("observations") or [])
+            if not stored:
+                return []
+            if rule.message == "fhir-observations":
+                bundles = observation_bundles(stored)
+            else:
+                bundles = pmd_bundles(self.store, conn, event.patient_id, stored)
+            return [orjson.dumps(b) for b in bundles]
+        raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
 
 def router_for(services: Any) -> Router:
