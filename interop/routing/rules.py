@@ -212,14 +212,29 @@ class Router:
         )
 
     def _plo_to_gp(self, conn: Connection, rule: Rule, event: Event) -> str:
-        from interop.messaging.compose import compose_gp_message
         from interop.messaging.runtime import kith_for
+        from plo_messages import InvalidOutgoingMessage, SchemaConfigError
 
-        kith = kith_for(self.settings)
+        try:
+            kith = kith_for(self.settings)
+        except SchemaConfigError as exc:
+            raise AddressError(f"KITH schemas unusable: {exc}") from None
         if kith is None:
             raise AddressError("INTEROP_KITH_SCHEMA_DIR is not set: KITH messages cannot be built")
         deviation = self._deviation(conn, event) if event.name.startswith("triage.") else None
-        msg = compose_gp_message(
+        try:
+            msg = self._compose(conn, kith, rule, event, deviation)
+        except InvalidOutgoingMessage as exc:
+            # a message that does not validate never leaves: the schema's message says why
+            raise AddressError(f"the message does not validate: {exc}") from None
+        return self._enqueue_kith(conn, event, msg)
+
+    def _compose(
+        self, conn: Connection, kith: Any, rule: Rule, event: Event, deviation: Any
+    ) -> Any:
+        from interop.messaging.compose import compose_gp_message
+
+        return compose_gp_message(
             self.store,
             conn,
             kith,
@@ -228,6 +243,8 @@ class Router:
             deviation=deviation,
             zone_name=self.settings.timezone,
         )
+
+    def _enqueue_kith(self, conn: Connection, event: Event, msg: Any) -> str:
         return enqueue(
             conn,
             event=event.name,

@@ -364,8 +364,12 @@ def test_inbound_over_http_and_the_message_list(client, services, tmp_path: Path
     note = DialogNote(Coded("6", "Henvendelse om pasient", "2.16.578.1.12.4.1.1.7322"), None, "OK.")
     data = kith.build(header, build_dialog_note(note))
     xml = {"Content-Type": "application/xml"}
-    r = client.post("/api/v1/messages/inbound", content=data, headers=xml)
+    r = client.post(
+        "/api/v1/messages/inbound", content=data, headers={**xml, "X-Correlation-ID": "corr-42"}
+    )
     assert r.status_code == 202, r.text
+    [ack] = [x for x in _outbox(services) if x.kind == "apprec"]
+    assert ack.correlation_id == "corr-42"  # carried from the request to the AppRec it caused
     assert r.json()["outcome"] == "accepted" and r.json()["communication"].startswith(
         "Communication/"
     )
@@ -398,3 +402,17 @@ def test_a_sent_plo_message_can_be_cancelled(client, services, tmp_path: Path) -
     again = client.post(f"/api/v1/messages/{cancel.id}/cancel")
     assert again.status_code == 409
     assert client.post("/api/v1/messages/nope/cancel").status_code == 404
+
+
+def test_unusable_schemas_dead_letter_instead_of_failing_the_ingest(
+    client, services, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "no-schemas"
+    empty.mkdir()
+    services.settings.kith_schema_dir = empty
+    address_book(client, tmp_path)
+    _ingest(services, _heart_rate("150", 5))
+    [row] = _outbox(services)
+    assert row.status == "dead" and "KITH schemas unusable" in row.last_error
+    found = client.get("/fhir/Observation", params={"patient": row.patient_id}).json()
+    assert found["entry"], "the measurement itself is stored"
