@@ -94,7 +94,37 @@ class FhirRestTransport:
             r = self.client.post(url, content=message.payload, headers=headers)
         except httpx.HTTPError as exc:
             raise TransientDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        return _classify_http(r, url)
+        acked = _classify_http(r, url)
+        if rtype == "Bundle" and resource.get("type") == "batch":
+            _check_batch_response(r, url)
+        return acked
+
+
+def _check_batch_response(r: httpx.Response, url: str) -> None:
+    """A batch is answered 200 even when entries failed: look at each entry's status. A
+    server error is retried (the entries are conditional creates, so the ones that did go
+    through create nothing new); a refused entry dead-letters the message with the reasons."""
+    try:
+        body = r.json()
+    except ValueError as exc:
+        raise TransientDeliveryError(f"{url}: the batch answer is not JSON") from exc
+    failed: list[str] = []
+    transient = False
+    for i, entry in enumerate(body.get("entry") or [] if isinstance(body, dict) else []):
+        status = str((entry.get("response") or {}).get("status", ""))
+        code = status.split(" ", 1)[0]
+        if code.startswith("2"):
+            continue
+        transient = transient or code.startswith("5") or code in ("408", "429")
+        outcome = (entry.get("response") or {}).get("outcome") or {}
+        issue = ((outcome.get("issue") or [{}])[0]).get("diagnostics", "")
+        failed.append(f"entry {i}: {status or 'no status'} {issue}".strip())
+    if not failed:
+        return
+    detail = f"{url}: {len(failed)} batch entries failed: " + "; ".join(failed[:5])
+    if transient:
+        raise TransientDeliveryError(detail)
+    raise PermanentDeliveryError(detail)
 
 
 def folder_of(address: str) -> Path:

@@ -202,3 +202,69 @@ def test_edi2_transport_against_local_meldingstjener(services) -> None:  # type:
             httpx.get(f"{base}/Messages", params={"receiverHerIds": 8142519}, headers=h).json()
             == []
         )
+
+
+def test_fhir_rest_batch_with_failed_entries_is_not_taken_as_delivered() -> None:
+    """A FHIR batch is answered 200 even when entries failed: a refused entry dead-letters the
+    message, a server error on an entry retries it, all entries 2xx is delivered."""
+    import orjson
+    import pytest
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from interop.routing.outbox import OutboxMessage
+    from interop.routing.transports import (
+        FhirRestTransport,
+        PermanentDeliveryError,
+        TransientDeliveryError,
+    )
+    from tests.live_server import live_server
+
+    answers = {
+        "ok": ["201 Created", "200 OK"],
+        "refused": ["201 Created", "422 Unprocessable"],
+        "busy": ["201 Created", "503 Service Unavailable"],
+    }
+
+    async def batch(request: Request) -> JSONResponse:
+        sent = orjson.loads(await request.body())
+        assert sent["type"] == "batch"
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "bad unit"}]}
+        return JSONResponse(
+            {
+                "resourceType": "Bundle",
+                "type": "batch-response",
+                "entry": [
+                    {"response": {"status": s, "outcome": outcome}}
+                    for s in answers[request.path_params["case"]]
+                ],
+            }
+        )
+
+    app = Starlette(routes=[Route("/{case}", batch, methods=["POST"])])
+    bundle = orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": [{}, {}]})
+
+    def msg(case: str, base: str) -> OutboxMessage:
+        return OutboxMessage(
+            "r",
+            "m",
+            "Endpoint/x",
+            "fhir-rest",
+            f"{base}/{case}",
+            "application/fhir+json",
+            bundle,
+            "pmd-observations",
+            1,
+            False,
+            None,
+        )
+
+    with live_server(app) as base:
+        transport = FhirRestTransport()
+        assert transport.deliver(msg("ok", base)) is True
+        with pytest.raises(PermanentDeliveryError, match="entry 1: 422 Unprocessable bad unit"):
+            transport.deliver(msg("refused", base))
+        with pytest.raises(TransientDeliveryError, match="503"):
+            transport.deliver(msg("busy", base))
