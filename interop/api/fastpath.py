@@ -1,14 +1,18 @@
-"""A short-circuit for the hottest request, ``GET /fhir/{type}/{id}``, ahead of routing.
+"""A short-circuit for the hottest requests, ``GET /fhir/{type}/{id}`` and
+``POST /fhir/{type}``, ahead of routing.
 
 Matching a read against the whole route table costs more than the primary-key read itself;
 this ASGI middleware recognises the shape, authenticates, applies the same access policy as
-every other route and answers with the stored bytes. Anything else (other paths, query
-strings, other methods) goes on to the normal routes.
+every other route and answers with the stored bytes. A plain create (no query string) goes
+straight to the create endpoint, which does its own authentication and access checks.
+Anything else (other paths, query strings, other methods) goes on to the normal routes.
 """
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from interop.api.auth import require_actor
@@ -24,14 +28,33 @@ class FhirReadFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
+        if scope["type"] == "http" and not scope.get("query_string"):
             path: str = scope["path"]
-            if path.startswith("/fhir/"):
+            method = scope["method"]
+            if method == "GET" and path.startswith("/fhir/"):
                 parts = path[6:].split("/")
                 if len(parts) == 2 and parts[0] in _TYPES and ID_PATTERN.match(parts[1]):
                     await self._read(scope, receive, send, parts[0], parts[1])
                     return
+            elif method == "POST" and path.startswith("/fhir/") and path[6:] in _TYPES:
+                await self._create(scope, receive, send, path[6:])
+                return
         await self.app(scope, receive, send)
+
+    async def _create(self, scope: Scope, receive: Receive, send: Send, rtype: str) -> None:
+        from interop.api.fhir import create
+
+        scope["path_params"] = {"rtype": rtype}
+        request = Request(scope, receive)
+        response: Response
+        try:
+            response = await create(request)
+        except FhirError as exc:
+            response = error_response(exc)
+        except HTTPException as exc:  # e.g. the body size limit: answered as on every route
+            handler = request.app.exception_handlers[HTTPException]
+            response = await handler(request, exc)
+        await response(scope, receive, send)
 
     async def _read(self, scope: Scope, receive: Receive, send: Send, rtype: str, rid: str) -> None:
         request = Request(scope, receive)
