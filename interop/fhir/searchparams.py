@@ -174,42 +174,71 @@ def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
         return
 
 
+_Plan = tuple[tuple[str, ParamType, tuple[tuple[str, ...], ...], str | None, bool, str], ...]
+
+
+@lru_cache(maxsize=128)
+def _plan(resource_type: str) -> _Plan:
+    """The generic-table parameters of a type, with what :func:`extract` needs of each
+    (computed once: the write path runs this for every resource)."""
+    return tuple(
+        (name, p.type, p.paths, p.target, p.compartment, p.target + "/" if p.target else "")
+        for name, p in definitions(resource_type).items()
+        if p.index == "generic"
+    )
+
+
+def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
+    """:func:`values` as a list, with the common one-element path (``subject``) done inline."""
+    out: list[Any] = []
+    for path in paths:
+        if len(path) == 1 and not path[0].endswith("[x]"):
+            if path[0] in resource:
+                v = resource[path[0]]
+                if isinstance(v, list):
+                    out.extend(v)
+                else:
+                    out.append(v)
+        else:
+            out.extend(_walk(resource, path))
+    return out
+
+
 def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries:
     """Index rows of the generic tables for one resource (validated JSON)."""
     rtype = resource["resourceType"]
     entries = IndexEntries()
     if rtype == "Patient":
         entries.patient_id = resource.get("id")
-    for name, param in definitions(rtype).items():
-        if param.index != "generic":
-            continue
-        if param.type == "token":
-            for v in values(resource, param):
+    tokens = entries.tokens
+    for name, ptype, paths, target, compartment, prefix in _plan(rtype):
+        if ptype == "token":
+            for v in _values_of(resource, paths):
                 for system, code in tokens_of(v):
-                    entries.tokens.append((name, system or "", code))
-        elif param.type == "reference":
-            for v in values(resource, param):
+                    tokens.append((name, system or "", code))
+        elif ptype == "reference":
+            for v in _values_of(resource, paths):
                 if not isinstance(v, dict):
                     continue
                 ref = v.get("reference")
                 if isinstance(ref, str):
-                    target = reference_target(ref)
-                    if param.target and not target.startswith(param.target + "/"):
+                    target_ref = reference_target(ref)
+                    if target and not target_ref.startswith(prefix):
                         continue
-                    entries.references.append((name, target))
-                    if param.compartment and entries.patient_id is None:
-                        entries.patient_id = target.split("/", 1)[1]
+                    entries.references.append((name, target_ref))
+                    if compartment and entries.patient_id is None:
+                        entries.patient_id = target_ref.split("/", 1)[1]
                 ident = v.get("identifier")
                 if isinstance(ident, dict) and ident.get("value"):
-                    entries.tokens.append(
+                    tokens.append(
                         (name + ":identifier", ident.get("system", ""), str(ident["value"]))
                     )
-        elif param.type == "date":
-            for v in values(resource, param):
+        elif ptype == "date":
+            for v in _values_of(resource, paths):
                 for start, end in dates_of(v, zone):
                     entries.dates.append((name, start, end))
-        elif param.type == "string":
-            for v in values(resource, param):
+        elif ptype == "string":
+            for v in _values_of(resource, paths):
                 for s in strings_of(v):
                     if s:
                         entries.strings.append((name, s[:255]))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import format_datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -64,7 +65,7 @@ class StoredResource:
 
     @property
     def last_modified(self) -> str:
-        return format_datetime(from_micros(self.last_updated).astimezone(UTC), usegmt=True)
+        return _http_date(self.last_updated)
 
     @property
     def reference(self) -> str:
@@ -82,6 +83,14 @@ class DuplicateIdentifier(Exception):
 
 
 _INSERT_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
+_RESOURCE_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "patient_id")
+_RESOURCE_COLUMNS += ("last_updated", "deleted", "content")
+_HISTORY_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "last_updated")
+_HISTORY_COLUMNS += ("method", "deleted", "content")
+_TOKEN_COLUMNS = ("res_type", "res_id", "param", "system", "code")
+_REFERENCE_COLUMNS = ("res_type", "res_id", "param", "target")
+_DATE_COLUMNS = ("res_type", "res_id", "param", "start", "end")
+_STRING_COLUMNS = ("res_type", "res_id", "param", "value")
 
 
 def new_id() -> str:
@@ -95,11 +104,19 @@ def new_id() -> str:
     value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@lru_cache(maxsize=256)
 def _lastupdated_text(micros: int) -> str:
+    # cached: every resource of a bulk create shares one timestamp
     return from_micros(micros).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=256)
+def _http_date(micros: int) -> str:
+    return format_datetime(from_micros(micros).astimezone(UTC), usegmt=True)
 
 
 def _row_to_stored(row: Any) -> StoredResource:
@@ -303,6 +320,11 @@ class WriteTx:
         """executemany with a prepared INSERT on the driver: the ingest hot path spends far
         less here than in SQLAlchemy's per-statement compilation and parameter processing."""
         columns = tuple(rows[0])
+        get = itemgetter(*columns) if len(columns) > 1 else lambda r: (r[columns[0]],)
+        self._insert_tuples(table, columns, [get(r) for r in rows])
+
+    def _insert_tuples(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """:meth:`_bulk_insert` for rows already built as tuples in ``columns`` order."""
         key = (table.name, columns, self.store.is_postgres)
         sql = _INSERT_SQL.get(key)
         if sql is None:
@@ -310,7 +332,7 @@ class WriteTx:
             quoted = ", ".join('"' + c + '"' for c in columns)
             marks = ", ".join(mark for _ in columns)
             sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
-        self.conn.exec_driver_sql(sql, [tuple(r[c] for c in columns) for r in rows])
+        self.conn.exec_driver_sql(sql, rows)
 
     def _claim_identifiers(self, resource: dict[str, Any], res_id: str) -> None:
         res_type = resource["resourceType"]
@@ -332,25 +354,25 @@ class WriteTx:
             if key in seen:
                 raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], c["res_id"])
             seen.add(key)
-        t = unique_identifier_table
         groups: dict[tuple[str, str], list[str]] = {}
         for c in claims:
             groups.setdefault((c["res_type"], c["system"]), []).append(c["value"])
+        mark = "%s" if self.store.is_postgres else "?"
         for (res_type, system), values in groups.items():
             for i in range(0, len(values), 500):
-                row = self.conn.execute(
-                    select(t.c.value, t.c.res_id)
-                    .where(
-                        t.c.res_type == res_type,
-                        t.c.system == system,
-                        t.c.value.in_(values[i : i + 500]),
-                    )
-                    .limit(1)
+                chunk = values[i : i + 500]
+                # plain driver SQL: this runs for every create, and SQLAlchemy's statement
+                # compilation for an IN list of varying length cost more than the lookup
+                row = self.conn.exec_driver_sql(
+                    f'SELECT "value", res_id FROM "{unique_identifier_table.name}" '
+                    f'WHERE res_type = {mark} AND "system" = {mark} '
+                    f'AND "value" IN ({", ".join([mark] * len(chunk))}) LIMIT 1',
+                    (res_type, system, *chunk),
                 ).first()
                 if row is not None:
-                    raise DuplicateIdentifier(res_type, system, row.value, row.res_id)
+                    raise DuplicateIdentifier(res_type, system, row[0], row[1])
         try:
-            self.conn.execute(insert(t), claims)
+            self._bulk_insert(unique_identifier_table, claims)
         except IntegrityError:
             c = claims[0]
             raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], "?") from None
@@ -382,12 +404,13 @@ class WriteTx:
             for resource, _ in items:
                 validate_resource(resource)
         now = self._now()
-        res_rows: list[dict[str, Any]] = []
-        hist_rows: list[dict[str, Any]] = []
-        tokens: list[dict[str, Any]] = []
-        refs: list[dict[str, Any]] = []
-        dates: list[dict[str, Any]] = []
-        strings: list[dict[str, Any]] = []
+        # index rows are built as tuples in column order (no per-row dicts on the bulk path)
+        res_rows: list[tuple[Any, ...]] = []
+        hist_rows: list[tuple[Any, ...]] = []
+        tokens: list[tuple[str, str, str, str, str]] = []
+        refs: list[tuple[str, str, str, str]] = []
+        dates: list[tuple[str, str, str, int, int]] = []
+        strings: list[tuple[str, str, str, str]] = []
         obs_rows: list[dict[str, Any]] = []
         claims: list[dict[str, Any]] = []
         out: list[StoredResource] = []
@@ -413,66 +436,35 @@ class WriteTx:
                             }
                         )
             entries = index_entries(resource, zone)
-            tokens.extend(
-                {"res_type": res_type, "res_id": res_id, "param": p, "system": sy, "code": c}
-                for p, sy, c in entries.tokens
-            )
-            refs.extend(
-                {"res_type": res_type, "res_id": res_id, "param": p, "target": t[:255]}
-                for p, t in entries.references
-            )
-            dates.extend(
-                {"res_type": res_type, "res_id": res_id, "param": p, "start": st, "end": e}
-                for p, st, e in entries.dates
-            )
-            strings.extend(
-                {"res_type": res_type, "res_id": res_id, "param": p, "value": v}
-                for p, v in entries.strings
-            )
+            tokens.extend((res_type, res_id, p, sy, c) for p, sy, c in entries.tokens)
+            refs.extend((res_type, res_id, p, t[:255]) for p, t in entries.references)
+            dates.extend((res_type, res_id, p, st, e) for p, st, e in entries.dates)
+            strings.extend((res_type, res_id, p, v) for p, v in entries.strings)
             if res_type == "Observation":
                 obs_rows.extend(observation_rows(resource, res_id, entries.patient_id, zone))
-            res_rows.append(
-                {
-                    "res_type": res_type,
-                    "res_id": res_id,
-                    "version": 1,
-                    "patient_id": entries.patient_id,
-                    "last_updated": now,
-                    "deleted": False,
-                    "content": content,
-                }
-            )
-            hist_rows.append(
-                {
-                    "res_type": res_type,
-                    "res_id": res_id,
-                    "version": 1,
-                    "last_updated": now,
-                    "method": "POST",
-                    "deleted": False,
-                    "content": content,
-                }
-            )
+            res_rows.append((res_type, res_id, 1, entries.patient_id, now, False, content))
+            hist_rows.append((res_type, res_id, 1, now, "POST", False, content))
             out.append(StoredResource(res_type, res_id, 1, now, False, content))
         if claims:
             self._claim_many(claims)
         try:
-            self._bulk_insert(resource_table, res_rows)
+            self._insert_tuples(resource_table, _RESOURCE_COLUMNS, res_rows)
         except IntegrityError:
-            taken = [f"{r['res_type']}/{r['res_id']}" for r in res_rows]
+            taken = [f"{r[0]}/{r[1]}" for r in res_rows]
             raise error(
                 409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
             ) from None
-        self._bulk_insert(history_table, hist_rows)
-        for table, rows in (
-            (token_table, tokens),
-            (reference_table, refs),
-            (date_table, dates),
-            (string_table, strings),
-            (observation_table, obs_rows),
+        self._insert_tuples(history_table, _HISTORY_COLUMNS, hist_rows)
+        for table, columns, rows in (
+            (token_table, _TOKEN_COLUMNS, tokens),
+            (reference_table, _REFERENCE_COLUMNS, refs),
+            (date_table, _DATE_COLUMNS, dates),
+            (string_table, _STRING_COLUMNS, strings),
         ):
             if rows:
-                self._bulk_insert(table, rows)
+                self._insert_tuples(table, columns, rows)
+        if obs_rows:
+            self._bulk_insert(observation_table, obs_rows)
         for stored in out:
             self._run_hooks(stored, None)
         return out
