@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
@@ -325,14 +325,35 @@ class WriteTx:
 
     def _insert_tuples(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
         """:meth:`_bulk_insert` for rows already built as tuples in ``columns`` order."""
-        key = (table.name, columns, self.store.is_postgres)
+        pg = self.store.is_postgres
+        if pg and len(rows) > 1:
+            self._copy_rows(table, columns, rows)
+            return
+        key = (table.name, columns, pg)
         sql = _INSERT_SQL.get(key)
         if sql is None:
-            mark = "%s" if self.store.is_postgres else "?"
+            mark = "%s" if pg else "?"
             quoted = ", ".join('"' + c + '"' for c in columns)
             marks = ", ".join(mark for _ in columns)
             sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
         self.conn.exec_driver_sql(sql, rows)
+
+    def _copy_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """PostgreSQL: COPY the rows in, inside the transaction. executemany sends one INSERT
+        per row and the server runs each on its own; COPY streams them in one statement (the
+        rows are formatted by psycopg's C code). Driver errors are raised as SQLAlchemy's (an
+        :class:`IntegrityError` for a duplicate key), as an INSERT's would be."""
+        import psycopg
+
+        quoted = ", ".join('"' + c + '"' for c in columns)
+        statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+        driver = self.conn.connection.driver_connection
+        try:
+            with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
     def _claim_identifiers(self, resource: dict[str, Any], res_id: str) -> None:
         res_type = resource["resourceType"]

@@ -159,3 +159,50 @@ def test_create_with_and_without_the_routing_shortcut(client) -> None:  # type: 
     assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
     r = client.post("/fhir/Banana", json=OBS)
     assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_bulk_rows_round_trip_and_duplicates(services) -> None:  # type: ignore[no-untyped-def]
+    """Bulk inserts (COPY on PostgreSQL) keep every character and raise SQLAlchemy's
+    IntegrityError for a duplicate key, as INSERT does."""
+    import pytest
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from interop.fhir.outcome import FhirError
+    from interop.store.schema import token_table, unique_identifier_table
+
+    store = services.store
+    odd = ["tab\there", "line\nbreak", "back\\slash", "\\N", "ø æ å ✓", "quote\"'", ""]
+    items = [
+        (
+            {
+                "resourceType": "Device",
+                "identifier": [{"system": "urn:odd", "value": value or "empty"}],
+                "status": "active",
+                "manufacturer": value or "x",
+            },
+            None,
+        )
+        for value in odd
+    ]
+    with store.write() as tx:
+        stored = tx.create_many(items)
+    for one, (resource, _) in zip(stored, items, strict=True):
+        assert store.read("Device", one.res_id).json()["manufacturer"] == resource["manufacturer"]
+    with store.reader() as conn:
+        codes = set(
+            conn.execute(
+                select(token_table.c.code).where(
+                    token_table.c.res_type == "Device", token_table.c.system == "urn:odd"
+                )
+            ).scalars()
+        )
+    assert codes == {v or "empty" for v in odd}
+
+    with pytest.raises(FhirError) as exc, store.write() as tx:
+        org = {"resourceType": "Organization", "name": "x"}
+        tx.create_many([(org, "same-id"), (org, "same-id")], validate=False)
+    assert exc.value.status == 409
+    rows = [("Device", "urn:dup", "1", "a"), ("Device", "urn:dup", "1", "b")]
+    with pytest.raises(IntegrityError), store.write() as tx:
+        tx._insert_tuples(unique_identifier_table, ("res_type", "system", "value", "res_id"), rows)
