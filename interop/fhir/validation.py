@@ -1,6 +1,10 @@
 """Validation at the edge: FHIR R4 (4.0.1) structure via the ``fhir.resources.R4B`` models,
 plus the rules the models do not know (identifier check digits, ids, vital-signs invariants).
 
+Observations in the shapes the product stores are checked by
+:mod:`interop.fhir.fast_observation` instead, which accepts exactly what the models accept at
+a twentieth of the cost; anything else, and every refusal, still goes through the models.
+
 Validation happens once, on write. Reads serve the stored bytes as they are.
 """
 
