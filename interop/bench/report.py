@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+SIZED_SECTIONS = frozenset({"fhir", "ingest", "views"})
+"""Sections measured against the 10k/100k/1M data sets (the others bring their own data)."""
+
 
 @dataclass
 class Row:
@@ -72,13 +75,14 @@ class Report:
 
     def scaling(self) -> list[str]:
         """The same measurement at each data size side by side: how cost grows with data."""
-        sizes = sorted({r.size for r in self.rows if r.size})
+        sized = [r for r in self.rows if r.size and r.section in SIZED_SECTIONS]
+        sizes = sorted({r.size for r in sized})
         if len(sizes) < 2:
             return []
         series: dict[tuple[str, str, str], dict[int, str]] = {}
-        for r in self.rows:
-            if r.size:
-                series.setdefault((r.section, r.backend, r.what), {})[r.size] = r.figure
+        for r in sized:
+            cell = f"{r.figure}, {r.detail}" if r.detail.startswith("p95") else r.figure
+            series.setdefault((r.section, r.backend, r.what), {})[r.size] = cell
         multi = {k: v for k, v in series.items() if len(v) >= 2}
         if not multi:
             return []
