@@ -60,6 +60,10 @@ def run(
             f"{rate:,.0f} obs/s",
             f"{time.perf_counter() - t0:.0f} s",
         )
+    if store.is_postgres:
+        # statistics for the planner, as autovacuum would gather them soon after a bulk load
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
     ids = _sample_ids(store, 2000)
     rng = random.Random(1)
     with api_server(url) as server:
