@@ -121,6 +121,15 @@ def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
     return None
 
 
+MAX_TASK_NOTES = 20
+"""A long deviation adds a note per measurement; the Task keeps the latest ones (every
+measurement stays an Observation), so it does not grow without bound."""
+
+
+def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*notes, note][-MAX_TASK_NOTES:]
+
+
 class Triage:
     """Holds a per-process cache of plan ranges; cleared whenever a CarePlan or Goal is written."""
 
@@ -263,7 +272,7 @@ class Triage:
             if zone == "red" and task.get("priority") != "urgent":
                 task["priority"] = "urgent"
                 announce = True  # escalated from yellow: a new red deviation
-            task["note"] = [*task.get("note", []), {"text": note, "time": now}]
+            task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
             task["lastModified"] = now
             task["focus"] = {"reference": f"Observation/{stored.res_id}"}
             tx.update("Task", task["id"], task)
@@ -385,7 +394,7 @@ class Triage:
             if zone == "red" and task.get("priority") != "urgent":
                 task["priority"] = "urgent"
                 announce = True
-            task["note"] = [*task.get("note", []), {"text": note, "time": now}]
+            task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
             task["lastModified"] = now
             task["focus"] = {"reference": f"QuestionnaireResponse/{stored.res_id}"}
             tx.update("Task", task["id"], task)

@@ -356,3 +356,15 @@ def test_hospital_view_follows_the_episode(client, services) -> None:  # type: i
         ]
     }
     assert codes == {"2708-6"}  # a COPD episode: SpO2, pulse, respiration, temperature — no BP
+
+
+def test_a_long_deviation_keeps_the_task_small() -> None:
+    """Every yellow value on an open Task adds a note; only the latest ones are kept (the
+    values themselves stay Observations), so a months-long deviation cannot bloat the Task."""
+    from interop.triage import MAX_TASK_NOTES, _append_note
+
+    notes: list[dict[str, str]] = []
+    for i in range(MAX_TASK_NOTES + 15):
+        notes = _append_note(notes, {"text": f"n{i}"})
+    assert len(notes) == MAX_TASK_NOTES
+    assert notes[-1]["text"] == f"n{MAX_TASK_NOTES + 14}" and notes[0]["text"] == "n15"
