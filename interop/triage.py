@@ -130,6 +130,56 @@ def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict
     return [*notes, note][-MAX_TASK_NOTES:]
 
 
+def _raise_or_escalate(
+    tx: WriteTx,
+    task: dict[str, Any] | None,
+    *,
+    zone: str,
+    patient_ref: str,
+    focus: str,
+    note: str,
+    now: str,
+    kind: tuple[str, str, str],
+    task_input: tuple[str, str],
+) -> tuple[str, bool]:
+    """Raise a Task for a yellow/red deviation, or add to the open one (escalating yellow to
+    red). Returns the Task id and whether this is news the routing rules should hear about: a
+    new Task or an escalation; a further value on an open Task only adds a note.
+
+    ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value)."""
+    if task is not None:
+        task = dict(task)
+        task.pop("meta", None)
+        escalated = zone == "red" and task.get("priority") != "urgent"
+        if escalated:
+            task["priority"] = "urgent"
+        task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
+        task["lastModified"] = now
+        task["focus"] = {"reference": focus}
+        tx.update("Task", task["id"], task)
+        return str(task["id"]), escalated
+    code, display, what = kind
+    created = tx.create(
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "urgent" if zone == "red" else "asap",
+            "code": {
+                "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
+                "text": f"Assess {zone} {what}",
+            },
+            "description": note,
+            "focus": {"reference": focus},
+            "for": {"reference": patient_ref},
+            "authoredOn": now,
+            "lastModified": now,
+            "input": [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}],
+        }
+    )
+    return created.res_id, True
+
+
 class Triage:
     """Holds a per-process cache of plan ranges; cleared whenever a CarePlan or Goal is written."""
 
@@ -263,46 +313,18 @@ class Triage:
                 flag.pop("meta", None)
                 tx.update("Flag", flag["id"], flag)
             return
-        priority = "urgent" if zone == "red" else "asap"
         note = f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} (Observation/{stored.res_id})"
-        announce = False
-        if tasks:
-            task = dict(tasks[0])
-            task.pop("meta", None)
-            if zone == "red" and task.get("priority") != "urgent":
-                task["priority"] = "urgent"
-                announce = True  # escalated from yellow: a new red deviation
-            task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
-            task["lastModified"] = now
-            task["focus"] = {"reference": f"Observation/{stored.res_id}"}
-            tx.update("Task", task["id"], task)
-            task_id = task["id"]
-        else:
-            announce = True
-            task_id = tx.create(
-                {
-                    "resourceType": "Task",
-                    "status": "requested",
-                    "intent": "order",
-                    "priority": priority,
-                    "code": {
-                        "coding": [
-                            {
-                                "system": TASK_CODE_SYSTEM,
-                                "code": "assess-deviation",
-                                "display": "Vurder avvik fra egenbehandlingsplan",
-                            }
-                        ],
-                        "text": f"Assess {zone} {code}",
-                    },
-                    "description": note,
-                    "focus": {"reference": f"Observation/{stored.res_id}"},
-                    "for": {"reference": ref},
-                    "authoredOn": now,
-                    "lastModified": now,
-                    "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
-                }
-            ).res_id
+        task_id, announce = _raise_or_escalate(
+            tx,
+            tasks[0] if tasks else None,
+            zone=zone,
+            patient_ref=ref,
+            focus=f"Observation/{stored.res_id}",
+            note=note,
+            now=now,
+            kind=("assess-deviation", "Vurder avvik fra egenbehandlingsplan", code),
+            task_input=("measurement code", code),
+        )
         if announce:
             value = _value(obs)
             reading = f"{format(value[0].normalize(), 'f')} {value[1]}" if value else ""
@@ -387,44 +409,17 @@ class Triage:
             f"{zone} questionnaire answered {qr.get('authored', now)} "
             f"(QuestionnaireResponse/{stored.res_id})"
         )
-        announce = False
-        if tasks:
-            task = dict(tasks[0])
-            task.pop("meta", None)
-            if zone == "red" and task.get("priority") != "urgent":
-                task["priority"] = "urgent"
-                announce = True
-            task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
-            task["lastModified"] = now
-            task["focus"] = {"reference": f"QuestionnaireResponse/{stored.res_id}"}
-            tx.update("Task", task["id"], task)
-            task_id = task["id"]
-        else:
-            announce = True
-            task_id = tx.create(
-                {
-                    "resourceType": "Task",
-                    "status": "requested",
-                    "intent": "order",
-                    "priority": "urgent" if zone == "red" else "asap",
-                    "code": {
-                        "coding": [
-                            {
-                                "system": TASK_CODE_SYSTEM,
-                                "code": "assess-questionnaire",
-                                "display": "Vurder besvart spørreskjema",
-                            }
-                        ],
-                        "text": f"Assess {zone} questionnaire",
-                    },
-                    "description": note,
-                    "focus": {"reference": f"QuestionnaireResponse/{stored.res_id}"},
-                    "for": {"reference": ref},
-                    "authoredOn": now,
-                    "lastModified": now,
-                    "input": [{"type": {"text": "questionnaire"}, "valueCode": key}],
-                }
-            ).res_id
+        task_id, announce = _raise_or_escalate(
+            tx,
+            tasks[0] if tasks else None,
+            zone=zone,
+            patient_ref=ref,
+            focus=f"QuestionnaireResponse/{stored.res_id}",
+            note=note,
+            now=now,
+            kind=("assess-questionnaire", "Vurder besvart spørreskjema", "questionnaire"),
+            task_input=("questionnaire", key),
+        )
         if announce:
             severity = "rød" if zone == "red" else "gul"
             emit(
