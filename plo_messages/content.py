@@ -9,12 +9,12 @@ before parsing has already tied the namespace to a known version.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
-from plo_messages.model import PERSON_ID_OID, Coded, HealthcareProfessional, Ident
-from plo_messages.msghead import coded, read_coded, sub
+from plo_messages.model import Coded, HealthcareProfessional, Ident
+from plo_messages.msghead import coded, fill_hcp, read_coded, read_hcp, sub
 
 PO = "http://www.kith.no/xmlstds/po/poKomponent/2012-04-01"
 P6 = "http://www.kith.no/xmlstds/po/HelseopplysningerTilLege/2012-04-01"
@@ -91,31 +91,9 @@ class DialogNote:
 
 
 def _fk1_hcp(parent: etree._Element, name: str, hcp: HealthcareProfessional) -> None:
-    el = sub(parent, PO, name)
-    if hcp.profession:
-        coded(el, FK1, "TypeHealthcareProfessional", hcp.profession)
-    if hcp.role_to_patient:
-        coded(el, FK1, "RoleToPatient", hcp.role_to_patient)
-    for tag, value in (
-        ("FamilyName", hcp.family_name),
-        ("MiddleName", hcp.middle_name),
-        ("GivenName", hcp.given_name),
-    ):
-        if value:
-            sub(el, FK1, tag, value)
+    # felleskomponent1 requires at least one Ident
     idents = hcp.idents or [Ident("", "HPR")]
-    for ident in idents:
-        i = sub(el, FK1, "Ident")
-        sub(i, FK1, "Id", ident.id)
-        coded(
-            i,
-            FK1,
-            "TypeId",
-            Coded(ident.type, ident.display or "HPR-nummer", ident.oid or PERSON_ID_OID),
-        )
-    if hcp.phone:
-        tc = sub(el, FK1, "TeleCom")
-        sub(tc, FK1, "TeleAddress").set("V", f"tel:{hcp.phone}")
+    fill_hcp(sub(parent, PO, name), FK1, replace(hcp, idents=idents))
 
 
 def build_helseopplysninger_til_lege(msg: HelseopplysningerTilLege) -> etree._Element:
@@ -178,34 +156,6 @@ def _text(el: etree._Element | None, path: str) -> str | None:
     return value or None
 
 
-def _read_fk1_hcp(el: etree._Element | None) -> HealthcareProfessional | None:
-    if el is None:
-        return None
-    idents = []
-    for i in el.findall("{*}Ident"):
-        tid = i.find("{*}TypeId")
-        idents.append(
-            Ident(
-                _text(i, "{*}Id") or "",
-                (tid.get("V") if tid is not None else "") or "",
-                tid.get("S") if tid is not None else None,
-            )
-        )
-    phone = None
-    ta = el.find("{*}TeleCom/{*}TeleAddress")
-    if ta is not None and (ta.get("V") or "").startswith("tel:"):
-        phone = (ta.get("V") or "")[4:]
-    return HealthcareProfessional(
-        family_name=_text(el, "{*}FamilyName"),
-        given_name=_text(el, "{*}GivenName"),
-        middle_name=_text(el, "{*}MiddleName"),
-        idents=idents,
-        role_to_patient=read_coded(el.find("{*}RoleToPatient")),
-        profession=read_coded(el.find("{*}TypeHealthcareProfessional")),
-        phone=phone,
-    )
-
-
 def _journal_texts(root: etree._Element) -> list[JournalText]:
     out = []
     for jt in root.iter("{*}Journaltekst"):
@@ -224,7 +174,7 @@ def parse_helseopplysninger_til_lege(root: etree._Element) -> HelseopplysningerT
         status=(status.get("V") if status is not None else None) or "N",
         reply_to_request=_text(root, "{*}InformasjonOmForsendelsen/{*}SvarPaaForesporsel")
         == "true",
-        responsible=_read_fk1_hcp(root.find("{*}AnsvarForRapport/{*}AnsvarligRapport")),
+        responsible=read_hcp(root.find("{*}AnsvarForRapport/{*}AnsvarligRapport")),
         approved_date=_text(root, "{*}AnsvarForRapport/{*}GodkjentDato"),
         remark=_text(root, "{*}InnholdKonsultasjon/{*}Merknad"),
     )
@@ -249,7 +199,7 @@ def parse_medisinske_opplysninger(root: etree._Element) -> MedisinskeOpplysninge
             for c in (read_coded(d) for d in root.iter("{*}Diagnosekode"))
             if c is not None and c.v
         ],
-        responsible=_read_fk1_hcp(root.find("{*}AnsvarForRapport/{*}AnsvarligRapport")),
+        responsible=read_hcp(root.find("{*}AnsvarForRapport/{*}AnsvarligRapport")),
         medications=meds,
     )
 
@@ -262,7 +212,7 @@ def parse_dialog(root: etree._Element) -> list[DialogNote]:
         roles = [
             hcp
             for hcp in (
-                _read_fk1_hcp(r.find("{*}HealthcareProfessional"))
+                read_hcp(r.find("{*}HealthcareProfessional"))
                 for r in n.findall("{*}RollerRelatertNotat")
             )
             if hcp is not None

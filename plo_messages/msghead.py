@@ -91,12 +91,14 @@ def _ident(parent: etree._Element, ns: str, ident: Ident) -> None:
 
 
 def _read_idents(el: etree._Element) -> list[Ident]:
+    """``Ident`` children in any namespace (MsgHead's, felleskomponent1's); HER-ids written
+    with separators ("258.521") are read without them."""
     out = []
-    for i in el.findall(f"{{{MH}}}Ident"):
-        tid = i.find(f"{{{MH}}}TypeId")
+    for i in el.findall("{*}Ident"):
+        tid = i.find("{*}TypeId")
         out.append(
             Ident(
-                (text_of(i, f"{{{MH}}}Id") or "").replace(".", "").replace(" ", ""),
+                (text_of(i, "{*}Id") or "").replace(".", "").replace(" ", ""),
                 (tid.get("V") if tid is not None else "") or "",
                 tid.get("S") if tid is not None else None,
                 tid.get("DN") if tid is not None else None,
@@ -105,24 +107,24 @@ def _read_idents(el: etree._Element) -> list[Ident]:
     return out
 
 
-def _hcp(parent: etree._Element, hcp: HealthcareProfessional) -> None:
-    el = sub(parent, MH, "HealthcareProfessional")
+def fill_hcp(el: etree._Element, ns: str, hcp: HealthcareProfessional) -> None:
+    """A health professional's children (the same sequence in MsgHead and felleskomponent1)."""
     if hcp.profession:
-        coded(el, MH, "TypeHealthcareProfessional", hcp.profession)
+        coded(el, ns, "TypeHealthcareProfessional", hcp.profession)
     if hcp.role_to_patient:
-        coded(el, MH, "RoleToPatient", hcp.role_to_patient)
+        coded(el, ns, "RoleToPatient", hcp.role_to_patient)
     for name, value in (
         ("FamilyName", hcp.family_name),
         ("MiddleName", hcp.middle_name),
         ("GivenName", hcp.given_name),
     ):
         if value:
-            sub(el, MH, name, value)
+            sub(el, ns, name, value)
     for ident in hcp.idents:
-        _ident(el, MH, ident)
+        _ident(el, ns, ident)
     if hcp.phone:
-        tc = sub(el, MH, "TeleCom")
-        sub(tc, MH, "TeleAddress").set("V", f"tel:{hcp.phone}")
+        tc = sub(el, ns, "TeleCom")
+        sub(tc, ns, "TeleAddress").set("V", f"tel:{hcp.phone}")
 
 
 def _organisation(parent: etree._Element, org: Organisation) -> None:
@@ -133,23 +135,24 @@ def _organisation(parent: etree._Element, org: Organisation) -> None:
     if org.unit is not None:
         _organisation(el, org.unit)
     if org.person is not None:
-        _hcp(el, org.person)
+        fill_hcp(sub(el, MH, "HealthcareProfessional"), MH, org.person)
 
 
-def _read_hcp(el: etree._Element | None) -> HealthcareProfessional | None:
+def read_hcp(el: etree._Element | None) -> HealthcareProfessional | None:
+    """A health professional in any namespace (MsgHead, felleskomponent1, Dialogmelding)."""
     if el is None:
         return None
     phone = None
-    ta = el.find(f"{{{MH}}}TeleCom/{{{MH}}}TeleAddress")
+    ta = el.find("{*}TeleCom/{*}TeleAddress")
     if ta is not None and (ta.get("V") or "").startswith("tel:"):
         phone = (ta.get("V") or "")[4:]
     return HealthcareProfessional(
-        family_name=text_of(el, f"{{{MH}}}FamilyName"),
-        given_name=text_of(el, f"{{{MH}}}GivenName"),
-        middle_name=text_of(el, f"{{{MH}}}MiddleName"),
+        family_name=text_of(el, "{*}FamilyName"),
+        given_name=text_of(el, "{*}GivenName"),
+        middle_name=text_of(el, "{*}MiddleName"),
         idents=_read_idents(el),
-        role_to_patient=read_coded(el.find(f"{{{MH}}}RoleToPatient")),
-        profession=read_coded(el.find(f"{{{MH}}}TypeHealthcareProfessional")),
+        role_to_patient=read_coded(el.find("{*}RoleToPatient")),
+        profession=read_coded(el.find("{*}TypeHealthcareProfessional")),
         phone=phone,
     )
 
@@ -165,7 +168,7 @@ def _read_organisation(el: etree._Element | None) -> Organisation:
             if el.find(f"{{{MH}}}Organisation") is not None
             else None
         ),
-        person=_read_hcp(el.find(f"{{{MH}}}HealthcareProfessional")),
+        person=read_hcp(el.find(f"{{{MH}}}HealthcareProfessional")),
     )
 
 
