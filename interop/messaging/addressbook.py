@@ -50,7 +50,8 @@ class Recipient:
     """``PractitionerRole/{id}`` or ``Organization/{id}``"""
 
 
-def _get(store: FhirStore, conn: Connection, ref: str | None) -> dict[str, Any] | None:
+def resource_json(store: FhirStore, conn: Connection, ref: str | None) -> dict[str, Any] | None:
+    """The current JSON of ``Type/id`` (None when absent or deleted)."""
     if not ref or "/" not in ref:
         return None
     rtype, rid = ref.split("/", 1)
@@ -96,14 +97,14 @@ def endpoint_for(
         if holder is None:
             continue
         for ref in holder.get("endpoint", []):
-            ep = _get(store, conn, ref.get("reference"))
+            ep = resource_json(store, conn, ref.get("reference"))
             dest = destination_of(ep) if ep else None
             if dest:
                 return dest
     for holder in holders:
         if holder is not None and holder.get("resourceType") == "Organization":
             for ref in _managed_endpoints(conn, holder["id"]):
-                ep = _get(store, conn, ref)
+                ep = resource_json(store, conn, ref)
                 dest = destination_of(ep) if ep else None
                 if dest:
                     return dest
@@ -137,16 +138,18 @@ def gp_of_patient(store: FhirStore, conn: Connection, patient: dict[str, Any]) -
         raise AddressError("the patient has no generalPractitioner")
     last_problem = ""
     for ref in refs:
-        target = _get(store, conn, ref)
+        target = resource_json(store, conn, ref)
         if target is None:
             last_problem = f"{ref} not found"
             continue
         if target["resourceType"] == "PractitionerRole":
-            org = _get(store, conn, (target.get("organization") or {}).get("reference"))
+            org = resource_json(store, conn, (target.get("organization") or {}).get("reference"))
             if org is None:
                 last_problem = f"{ref} has no organization"
                 continue
-            practitioner = _get(store, conn, (target.get("practitioner") or {}).get("reference"))
+            practitioner = resource_json(
+                store, conn, (target.get("practitioner") or {}).get("reference")
+            )
             family, given = _human_name(practitioner or {})
             person_idents = []
             her = _ident(target, HERID_OID)
@@ -183,13 +186,13 @@ def sender_for_patient(
     store: FhirStore, conn: Connection, patient: dict[str, Any]
 ) -> tuple[Organisation, dict[str, Any]]:
     """The follow-up centre managing the patient (inside its parent organisation, if any)."""
-    org = _get(store, conn, (patient.get("managingOrganization") or {}).get("reference"))
+    org = resource_json(store, conn, (patient.get("managingOrganization") or {}).get("reference"))
     if org is None:
         raise AddressError("the patient has no managingOrganization (the sender)")
     unit = Organisation(org.get("name", ""), _org_idents(org))
     if not unit.her_id:
         raise AddressError(f"Organization/{org['id']} (the sender) has no HER-id")
-    parent = _get(store, conn, (org.get("partOf") or {}).get("reference"))
+    parent = resource_json(store, conn, (org.get("partOf") or {}).get("reference"))
     if parent is not None and _ident(parent, HERID_OID):
         return Organisation(parent.get("name", ""), _org_idents(parent), unit=unit), org
     return unit, org
@@ -263,12 +266,14 @@ def destination_for_her_ids(
     specific first."""
     for her in reversed(her_ids):
         for ref in find_by_her_id(conn, her):
-            holder = _get(store, conn, ref)
+            holder = resource_json(store, conn, ref)
             if holder is None:
                 continue
             org = None
             if holder["resourceType"] == "PractitionerRole":
-                org = _get(store, conn, (holder.get("organization") or {}).get("reference"))
+                org = resource_json(
+                    store, conn, (holder.get("organization") or {}).get("reference")
+                )
             dest = endpoint_for(store, conn, holder, org)
             if dest:
                 return dest
@@ -287,7 +292,7 @@ def file_drop_folders(store: FhirStore, conn: Connection) -> list[tuple[str, str
     ).all()
     out = []
     for (rid,) in rows:
-        ep = _get(store, conn, f"Endpoint/{rid}")
+        ep = resource_json(store, conn, f"Endpoint/{rid}")
         dest = destination_of(ep) if ep else None
         if dest is not None:
             out.append((dest.endpoint, dest.address))

@@ -28,7 +28,7 @@ from interop.identifiers import HERID_OID, person_id_system
 from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
 from interop.messaging.runtime import kith_for
 from interop.patients import patient_by_identifier
-from interop.routing.outbox import enqueue
+from interop.routing.outbox import enqueue, mark_dead
 from interop.store.repository import WriteTx, new_id
 from interop.store.schema import inbound_message_table as inbox
 from interop.store.schema import outbox_table
@@ -339,23 +339,24 @@ class KithInbox:
                     )
                 )
                 continue
-            if dest is None:
-                log.warning("no Endpoint to send the AppRec for %s to", header.msg_id)
-                continue
-            rows.append(
-                enqueue(
-                    conn,
-                    event="apprec",
-                    kind="apprec",
-                    destination=dest.endpoint,
-                    transport=dest.transport,
-                    address=dest.address,
-                    content_type="application/xml",
-                    payload=payload,
-                    msg_id=rec.id,
-                    conversation_ref=header.msg_id,
-                )
+            row = enqueue(
+                conn,
+                event="apprec",
+                kind="apprec",
+                destination=dest.endpoint if dest else "unroutable:apprec",
+                transport=dest.transport if dest else "none",
+                address=dest.address if dest else "",
+                content_type="application/xml",
+                payload=payload,
+                msg_id=rec.id,
+                conversation_ref=header.msg_id,
             )
+            if dest is None:
+                # kept, never dropped: an operator can reprocess it to the sender's address
+                senders = ", ".join(header.sender.her_ids()) or "unknown"
+                mark_dead(conn, row, f"no Endpoint for the sender (HER-id {senders})")
+                log.warning("no Endpoint to send the AppRec for %s to", header.msg_id)
+            rows.append(row)
         if acks:
             conn.execute(update(inbox).where(inbox.c.id == inbound_id).values(ack=acks[0]))
         return rows

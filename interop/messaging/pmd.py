@@ -70,7 +70,7 @@ from sqlalchemy import Connection, select
 
 from interop.fhir.dates import format_instant, now_utc
 from interop.identifiers import FHN_OID, ORGNR_OID, RESH_OID
-from interop.messaging.addressbook import DNR_OID, FNR_OID, AddressError
+from interop.messaging.addressbook import DNR_OID, FNR_OID, AddressError, resource_json
 from interop.store.repository import FhirStore
 from interop.store.schema import resource_table
 
@@ -154,14 +154,6 @@ def load_observations(conn: Connection, refs: Iterable[str]) -> list[dict[str, A
     return [found[i] for i in ids if i in found]
 
 
-def _get(store: FhirStore, conn: Connection, ref: str | None) -> dict[str, Any] | None:
-    if not ref or "/" not in ref:
-        return None
-    rtype, rid = ref.split("/", 1)
-    found = store.get(rtype, rid, conn)
-    return found.json() if found is not None and not found.deleted else None
-
-
 def _identifier(resource: dict[str, Any], systems: Iterable[str]) -> dict[str, str] | None:
     idents = resource.get("identifier") or []
     for system in systems:
@@ -202,10 +194,10 @@ def municipality_of(store: FhirStore, conn: Connection, patient: dict[str, Any])
     """The organisation responsible for the data: the ``partOf`` parent of the patient's
     managing organisation (the municipality around its follow-up centre), else that
     organisation itself."""
-    org = _get(store, conn, (patient.get("managingOrganization") or {}).get("reference"))
+    org = resource_json(store, conn, (patient.get("managingOrganization") or {}).get("reference"))
     if org is None:
         raise AddressError(f"Patient/{patient.get('id')} has no managingOrganization")
-    parent = _get(store, conn, (org.get("partOf") or {}).get("reference"))
+    parent = resource_json(store, conn, (org.get("partOf") or {}).get("reference"))
     return parent if parent is not None else org
 
 
@@ -395,7 +387,7 @@ def pmd_bundles(
     """``pmd-Bundle-Observation`` batches of VkpObservation copies of the stored Observations;
     :class:`AddressError` when the patient or the municipality cannot be identified as the IG
     requires."""
-    patient = _get(store, conn, f"Patient/{patient_id}")
+    patient = resource_json(store, conn, f"Patient/{patient_id}")
     if patient is None:
         raise AddressError(f"Patient/{patient_id} not found")
     subject = pmd_subject(patient)
@@ -405,7 +397,7 @@ def pmd_bundles(
     for obs in stored:
         ref = (obs.get("device") or {}).get("reference")
         if ref and ref not in devices:
-            devices[ref] = _get(store, conn, ref)
+            devices[ref] = resource_json(store, conn, ref)
         copies.append(
             vkp_observation(
                 obs,

@@ -118,6 +118,17 @@ def enqueue(
     return row_id
 
 
+def mark_dead(conn: Connection, row_id: str, reason: str) -> None:
+    """Dead-letter a message just enqueued that cannot be delivered as it is (no route, no
+    address): it stays visible (``interop outbox dead``, metrics) and can be reprocessed to a
+    destination an operator names."""
+    conn.execute(
+        update(outbox_table)
+        .where(outbox_table.c.id == row_id)
+        .values(status="dead", last_error=reason[:2000])
+    )
+
+
 def backoff_seconds(attempt: int, *, base: float = 1.0, cap: float = 900.0) -> float:
     """Exponential backoff with full jitter (as tenacity's ``wait_random_exponential``)."""
     from tenacity import wait_random_exponential

@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 import yaml
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from interop.fhir.dates import fhir_instant
 from interop.messaging.addressbook import AddressError, Destination, destination_of
-from interop.routing.outbox import enqueue
+from interop.routing.outbox import enqueue, mark_dead
 from interop.store.repository import FhirStore, WriteTx
-from interop.store.schema import outbox_table, token_table
+from interop.store.schema import token_table
 
 log = logging.getLogger("interop.routing")
 
@@ -139,11 +139,7 @@ def _dead_letter(conn: Connection, event: Event, rule: Rule, reason: str) -> str
         patient_id=event.patient_id,
         focus=event.focus,
     )
-    conn.execute(
-        update(outbox_table)
-        .where(outbox_table.c.id == row)
-        .values(status="dead", last_error=f"cannot route ({rule.name}): {reason}"[:2000])
-    )
+    mark_dead(conn, row, f"cannot route ({rule.name}): {reason}")
     log.warning("event %s for Patient/%s not routable: %s", event.name, event.patient_id, reason)
     return row
 

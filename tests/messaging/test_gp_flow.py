@@ -23,7 +23,7 @@ from interop.routing.worker import DeliveryWorker
 from interop.store.schema import outbox_table
 from plo_messages.apprec import AppRec, error
 from plo_messages.content import DialogNote, HelseopplysningerTilLege, build_dialog_note
-from plo_messages.model import Coded, ConversationRef, Header, PatientInfo
+from plo_messages.model import Coded, ConversationRef, Header, Ident, Organisation, PatientInfo
 from plo_messages.msghead import local_timestamp
 
 FNR = "13116900216"
@@ -416,3 +416,39 @@ def test_unusable_schemas_dead_letter_instead_of_failing_the_ingest(
     assert row.status == "dead" and "KITH schemas unusable" in row.last_error
     found = client.get("/fhir/Observation", params={"patient": row.patient_id}).json()
     assert found["entry"], "the measurement itself is stored"
+
+
+def test_an_apprec_with_nowhere_to_go_is_dead_lettered_not_dropped(
+    client, services, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A message over HTTP from a sender the address book does not know: it is taken, and its
+    AppRec waits as a dead letter an operator can reprocess to the sender's address."""
+    address_book(client, tmp_path)
+    kith = kith_for(services.settings)
+    assert kith is not None
+    gp_unknown = Organisation("Ukjent legekontor", [Ident("99998", "HER")])
+    centre = Organisation(
+        "Fjordvik kommune",
+        [Ident(HER["municipality"], "HER")],
+        unit=Organisation("Oppfølgingssenteret", [Ident(HER["centre"], "HER")]),
+    )
+    header = Header(
+        type=Coded("DIALOG_HELSEFAGLIG", "Helsefaglig dialog"),
+        msg_id="2a4b6c8d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+        gen_date=local_timestamp(),
+        sender=gp_unknown,
+        receiver=centre,
+        patient=PatientInfo(FNR, "FNR", "Danser", "Line"),
+    )
+    note = DialogNote(
+        Coded("6", "Henvendelse om pasient", "2.16.578.1.12.4.1.1.7322"), None, "Hei."
+    )
+    r = client.post(
+        "/api/v1/messages/inbound",
+        content=kith.build(header, build_dialog_note(note)),
+        headers={"Content-Type": "application/xml"},
+    )
+    assert r.status_code == 202, r.text
+    [ack] = [x for x in _outbox(services) if x.kind == "apprec"]
+    assert ack.status == "dead" and "99998" in ack.last_error
+    assert kith.read(bytes(ack.payload)).apprec is not None  # the AppRec itself is kept
