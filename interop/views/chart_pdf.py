@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from interop.fhir.dates import to_micros
+from interop.views.summary import value_axis
 
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 portrait, points
 MARGIN = 48.0
@@ -73,22 +74,11 @@ def _panel(
             f"siste {_fmt(float(latest.get('value', 0)))} {unit}  snitt {_fmt(float(code.get('mean', 0)))}",
             8,
         )
-    vals = [float(p[1]) for p in pts]
-    bounds = [
-        float(b)
-        for r in (rng.get("green") or [], rng.get("yellow") or [])
-        for b in r
-        if b is not None
-    ]
-    if not vals:
+    if not pts:
         c.stroke_rect(x, y, w, h)
         c.text(x + 8, y + h / 2, "ingen målinger i perioden", 8)
         return
-    lo, hi = min(vals + bounds), max(vals + bounds)
-    if hi == lo:
-        hi, lo = hi + 1, lo - 1
-    pad = (hi - lo) * 0.08
-    lo, hi = lo - pad, hi + pad
+    lo, hi = value_axis(code)
 
     def sy(v: float) -> float:
         return y + (v - lo) / (hi - lo) * h

@@ -332,18 +332,27 @@ ZONE_FILL = {"green": "#e6f4ea", "yellow": "#fff4ce"}
 ZONE_DOT = {"green": "#2e7d32", "yellow": "#b7791f", "red": "#c62828", None: "#555"}
 
 
-def sparkline(code: dict[str, Any], t0: int, t1: int, width: int = 360, height: int = 70) -> str:
-    pts = code["_raw"]
-    vals = [p[1] for p in pts]
+def value_axis(code: dict[str, Any]) -> tuple[float, float]:
+    """The y-axis range of a code's chart: its values and the plan's zone bounds, padded 8 %."""
     rng = code.get("ranges") or {}
     bounds = [
-        b for r in (rng.get("green") or [], rng.get("yellow") or []) for b in r if b is not None
+        float(b)
+        for r in (rng.get("green") or [], rng.get("yellow") or [])
+        for b in r
+        if b is not None
     ]
-    lo, hi = min(vals + bounds), max(vals + bounds)
+    both = [float(p[1]) for p in code["_raw"]] + bounds
+    lo, hi = min(both), max(both)
     if hi == lo:
         hi, lo = hi + 1, lo - 1
     pad = (hi - lo) * 0.08
-    lo, hi = lo - pad, hi + pad
+    return lo - pad, hi + pad
+
+
+def sparkline(code: dict[str, Any], t0: int, t1: int, width: int = 360, height: int = 70) -> str:
+    pts = code["_raw"]
+    rng = code.get("ranges") or {}
+    lo, hi = value_axis(code)
 
     def y(v: float) -> float:
         return height - (v - lo) / (hi - lo) * height

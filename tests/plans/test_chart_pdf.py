@@ -1,0 +1,42 @@
+"""The GP's trend chart attachment is a well-formed one-page PDF with the codes' panels."""
+
+from __future__ import annotations
+
+import re
+
+from interop.views.chart_pdf import render_pdf
+
+
+def _summary() -> dict[str, object]:
+    t0 = 1_793_000_000_000_000
+    return {
+        "title": "Fastlegens oversikt",
+        "period": {"start": "2026-11-01T00:00:00+00:00", "end": "2026-11-29T00:00:00+00:00"},
+        "codes": [
+            {
+                "code": "2708-6",
+                "display": "SpO2",
+                "unit": "%",
+                "mean": 92.4,
+                "latest": {"value": 88, "zone": "red"},
+                "ranges": {"source": "plan", "green": [92, None], "yellow": [88, None]},
+                "_raw": [(t0 + i * 86_400_000_000, 90 + i % 5, "yellow") for i in range(20)],
+            },
+            {"code": "8867-4", "display": "Puls", "unit": "/min", "_raw": []},
+        ],
+    }
+
+
+def test_pdf_structure_and_text() -> None:
+    pdf = render_pdf(_summary(), "Line Danser (Ærø)")
+    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
+    xref_at = int(re.search(rb"startxref\n(\d+)", pdf).group(1))  # type: ignore[union-attr]
+    assert pdf[xref_at:].startswith(b"xref")
+    offsets = [int(m) for m in re.findall(rb"(\d{10}) 00000 n", pdf)]
+    for n, off in enumerate(offsets, start=1):
+        assert pdf[off:].startswith(f"{n} 0 obj".encode()), n
+    length = int(re.search(rb"/Length (\d+)", pdf).group(1))  # type: ignore[union-attr]
+    stream = pdf.split(b"stream\n", 1)[1]
+    assert stream[length:].startswith(b"endstream")
+    assert b"(SpO2 \\(%\\))" in pdf and "Ærø".encode("cp1252") in pdf  # WinAnsi text
+    assert b"re f" in pdf and b" l " in pdf  # zone bands and the value line
