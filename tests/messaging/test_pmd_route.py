@@ -12,7 +12,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -362,31 +361,39 @@ def test_new_observations_reach_the_fhir_subscriber_as_stored(client, services, 
         }
         assert entry["fullUrl"].startswith("urn:uuid:")
 
-    # the transport POSTs the Bundle to the Endpoint's base
-    seen: list[httpx.Request] = []
+    # the transport POSTs the Bundle to the Endpoint's base (a real local HTTP receiver)
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})
+    from tests.live_server import live_server
 
-    transport = FhirRestTransport(httpx.Client(transport=httpx.MockTransport(handler)))
-    assert transport.deliver(
-        OutboxMessage(
-            row.id,
-            row.msg_id,
-            row.destination,
-            row.transport,
-            row.address,
-            row.content_type,
-            bytes(row.payload),
-            row.kind,
-            0,
-            False,
-            None,
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def receive(request: Request) -> JSONResponse:
+        seen.append((request.method, request.url.path, await request.body()))
+        return JSONResponse({"resourceType": "Bundle", "type": "transaction-response"})
+
+    app = Starlette(routes=[Route("/r4", receive, methods=["POST"])])
+    with live_server(app) as base:
+        delivered = FhirRestTransport().deliver(
+            OutboxMessage(
+                row.id,
+                row.msg_id,
+                row.destination,
+                row.transport,
+                f"{base}/r4",
+                row.content_type,
+                bytes(row.payload),
+                row.kind,
+                0,
+                False,
+                None,
+            )
         )
-    )
-    assert str(seen[0].url) == "https://fhir.hospital.test/r4" and seen[0].method == "POST"
-    assert orjson.loads(seen[0].content) == bundle
+    assert delivered and row.address == "https://fhir.hospital.test/r4"
+    assert seen[0][:2] == ("POST", "/r4") and orjson.loads(seen[0][2]) == bundle
 
 
 def test_pmd_upload_is_a_conformant_vkp_batch(client, services, book) -> None:  # type: ignore[no-untyped-def]
