@@ -60,7 +60,7 @@ class FhirReadFastPath:
         request = Request(scope, receive)
         try:
             actor = await require_actor(request)
-            stored = request.app.state.services.store.read(rtype, rid)
+            stored = await request.app.state.services.store.read_async(rtype, rid)
             request.app.state.policy.check_read(actor, stored)
         except FhirError as exc:
             await error_response(exc)(scope, receive, send)

@@ -240,7 +240,7 @@ async def read(request: Request) -> Response:
     rid = request.path_params["rid"]
     _check_type(rtype)
     svc = services(request)
-    stored = svc.store.read(rtype, rid)
+    stored = await svc.store.read_async(rtype, rid)
     request.app.state.policy.check_read(actor, stored)
     inm = request.headers.get("if-none-match")
     if inm and inm.strip() == stored.etag:

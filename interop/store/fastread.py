@@ -1,21 +1,40 @@
-"""The hot read path: one prepared ``SELECT`` by primary key on a raw DB-API connection.
+"""The hot read path: primary-key ``SELECT``s on a raw DB-API connection, batched per loop turn.
 
 SQLAlchemy's per-statement overhead (connection checkout, compilation cache, result proxies)
 is several times the cost of the query itself for a primary-key read, so ``GET
 /fhir/{type}/{id}`` uses a thread-local raw connection in autocommit mode instead. Writes keep
 using SQLAlchemy transactions.
+
+On PostgreSQL each read is also a round trip to the server, during which the single event loop
+would otherwise wait. :class:`ReadBatcher` collects the reads that arrive in the same turn of
+the event loop and fetches them with one ``res_id = ANY(...)`` statement, so sixteen
+concurrent clients cost one round trip instead of sixteen (the DataLoader pattern). A lone
+read is still one statement, with no added delay: the batch is flushed as soon as the loop
+has run the callbacks that were ready.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-_SQL = "SELECT version, last_updated, deleted, content FROM resource WHERE res_type = {p} AND res_id = {p}"
+Row = tuple[int, int, bool, bytes]
+"""version, last_updated (epoch µs), deleted, stored JSON bytes"""
+
+_COLUMNS = "res_id, version, last_updated, deleted, content"
+_ONE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = {p} AND res_id = {p}"
+_MANY_PG = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = %s AND res_id = ANY(%s)"
+_MANY_SQLITE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = ? AND res_id IN ({marks})"
+_SQLITE_MAX_BATCH = 200
+"""Ids per SQLite statement (each distinct count is its own cached statement)."""
+
+T = TypeVar("T")
 
 
 class FastReader:
@@ -23,7 +42,7 @@ class FastReader:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._local = threading.local()
-        self._sql = _SQL.format(p="?" if self.dialect == "sqlite" else "%s")
+        self._one = _ONE.format(p="?" if self.dialect == "sqlite" else "%s")
 
     def _connect(self) -> Any:  # sqlite3 or psycopg connection
         url = self.engine.url
@@ -45,19 +64,80 @@ class FastReader:
             prepare_threshold=0,
         )
 
-    def get(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes] | None:
+    def _run(self, query: Callable[[Any], T]) -> T:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
         try:
-            row = conn.execute(self._sql, (res_type, res_id)).fetchone()
+            return query(conn)
         except Exception:
             # a broken connection (server restart): drop it and try once more
             self._local.conn = None
             with contextlib.suppress(Exception):
                 conn.close()
             conn = self._local.conn = self._connect()
-            row = conn.execute(self._sql, (res_type, res_id)).fetchone()
-        if row is None:
-            return None
-        return int(row[0]), int(row[1]), bool(row[2]), bytes(row[3])
+            return query(conn)
+
+    def get(self, res_type: str, res_id: str) -> Row | None:
+        row = self._run(lambda c: c.execute(self._one, (res_type, res_id)).fetchone())
+        return None if row is None else _row(row)
+
+    def get_many(self, res_type: str, res_ids: Sequence[str]) -> dict[str, Row]:
+        """The current version of each id that exists (deleted ones included, flagged)."""
+        ids = list(dict.fromkeys(res_ids))
+        if len(ids) == 1:
+            one = self.get(res_type, ids[0])
+            return {} if one is None else {ids[0]: one}
+        rows: list[Any] = []
+        if self.dialect == "sqlite":
+            for i in range(0, len(ids), _SQLITE_MAX_BATCH):
+                chunk = ids[i : i + _SQLITE_MAX_BATCH]
+                sql = _MANY_SQLITE.format(marks=",".join("?" * len(chunk)))
+                rows.extend(
+                    self._run(lambda c, s=sql, a=chunk: c.execute(s, (res_type, *a)).fetchall())
+                )
+        else:
+            rows = self._run(lambda c: c.execute(_MANY_PG, (res_type, ids)).fetchall())
+        return {str(r[0]): _row(r) for r in rows}
+
+
+def _row(r: Any) -> Row:
+    return int(r[1]), int(r[2]), bool(r[3]), bytes(r[4])
+
+
+class ReadBatcher:
+    """Primary-key reads awaited on the event loop, fetched together per loop turn."""
+
+    def __init__(self, reader: FastReader) -> None:
+        self.reader = reader
+        self._pending: dict[tuple[str, str], list[asyncio.Future[Row | None]]] = {}
+        self._scheduled = False
+
+    async def get(self, res_type: str, res_id: str) -> Row | None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Row | None] = loop.create_future()
+        self._pending.setdefault((res_type, res_id), []).append(fut)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        pending, self._pending, self._scheduled = self._pending, {}, False
+        by_type: dict[str, list[str]] = {}
+        for res_type, res_id in pending:
+            by_type.setdefault(res_type, []).append(res_id)
+        for res_type, ids in by_type.items():
+            try:
+                found: dict[str, Row] | None = self.reader.get_many(res_type, ids)
+                failure: BaseException | None = None
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                found, failure = None, exc
+            for res_id in ids:
+                for fut in pending[(res_type, res_id)]:
+                    if fut.done():
+                        continue
+                    if failure is not None:
+                        fut.set_exception(failure)
+                    else:
+                        fut.set_result(found.get(res_id) if found is not None else None)

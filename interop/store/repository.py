@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
-from interop.store.fastread import FastReader
+from interop.store.fastread import FastReader, ReadBatcher, Row
 from interop.store.indexer import index_entries, observation_rows
 from interop.store.schema import (
     date_table,
@@ -142,6 +142,7 @@ class FhirStore:
         (triage adds interpretation and referenceRange to Observations this way)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
+        self.batched = ReadBatcher(self.fast)
 
     # ---- transactions -------------------------------------------------------------------
     @contextmanager
@@ -170,13 +171,11 @@ class FhirStore:
         return _row_to_stored(row) if row is not None else None
 
     def read(self, res_type: str, res_id: str) -> StoredResource:
-        row = self.fast.get(res_type, res_id)
-        stored = StoredResource(res_type, res_id, *row) if row is not None else None
-        if stored is None:
-            raise error(404, "not-found", f"{res_type}/{res_id} is not known")
-        if stored.deleted:
-            raise error(410, "deleted", f"{res_type}/{res_id} has been deleted")
-        return stored
+        return _current(res_type, res_id, self.fast.get(res_type, res_id))
+
+    async def read_async(self, res_type: str, res_id: str) -> StoredResource:
+        """:meth:`read` for the event loop: concurrent reads share one statement."""
+        return _current(res_type, res_id, await self.batched.get(res_type, res_id))
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         with self.reader() as conn:
@@ -647,3 +646,12 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
             )
         ],
     )
+
+
+def _current(res_type: str, res_id: str, row: Row | None) -> StoredResource:
+    if row is None:
+        raise error(404, "not-found", f"{res_type}/{res_id} is not known")
+    stored = StoredResource(res_type, res_id, *row)
+    if stored.deleted:
+        raise error(410, "deleted", f"{res_type}/{res_id} has been deleted")
+    return stored
