@@ -8,6 +8,8 @@ reports each outcome.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -67,19 +69,25 @@ def _rewrite_refs(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def _with_mapped_refs(resource: Any, mapping: dict[str, str], probes: set[bytes]) -> Any:
+_REFERENCE = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
+"""A ``reference`` element as orjson writes it (no spaces): the JSON string's raw contents."""
+
+
+def _with_mapped_refs(resource: Any, mapping: dict[str, str]) -> Any:
     """``resource`` with its references to mapped fullUrls rewritten, or ``resource`` itself
-    when it cannot hold one: a mapped reference is a JSON string equal to a fullUrl, so its
-    encoded form (``probes``) occurs in the encoded resource. Cheaper than walking every
-    element of every entry of a large Bundle."""
+    when it holds none. One scan of the encoded resource for its ``"reference":"…"`` elements
+    decides, instead of walking every element of every entry of a large Bundle; a reference
+    with an escape in it (never a real fullUrl) is left to the walk."""
     if not mapping:
         return resource
     try:
         blob = orjson.dumps(resource)
     except TypeError:
         return _rewrite_refs(resource, mapping)
-    if any(p in blob for p in probes):
-        return _rewrite_refs(resource, mapping)
+    for m in _REFERENCE.finditer(blob):
+        raw = m.group(1)
+        if b"\\" in raw or raw.decode() in mapping:
+            return _rewrite_refs(resource, mapping)
     return resource
 
 
@@ -174,13 +182,12 @@ class BundleProcessor:
                     mapping[full] = f"{rtype}/{rid_opt}"
         # validate everything before writing anything
         prepared: list[dict[str, Any] | None] = []
-        probes = {orjson.dumps(full) for full in mapping}
         for i, e in enumerate(entries):
             resource = e.get("resource")
             if resource is None:
                 prepared.append(None)
                 continue
-            resource = _with_mapped_refs(resource, mapping, probes)
+            resource = _with_mapped_refs(resource, mapping)
             try:
                 validate_resource(resource)
             except FhirError as exc:

@@ -120,8 +120,7 @@ def test_reference_rewrite_prefilter_never_misses(
     if draw.draw(st.booleans()):  # a reference to one of the fullUrls somewhere
         doc = {"wrapped": doc, "subject": {"reference": draw.draw(st.sampled_from(keys))}}
     resource = {"resourceType": "Observation", "body": doc}
-    probes = {orjson.dumps(k) for k in keys}
-    assert _with_mapped_refs(resource, mapping, probes) == _rewrite_refs(resource, mapping)
+    assert _with_mapped_refs(resource, mapping) == _rewrite_refs(resource, mapping)
 
 
 def test_new_ids_are_uuid7() -> None:
