@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from interop.config import get_settings
+from interop.store.checkpoint import AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT, ensure_checkpointer
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -26,15 +30,21 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA cache_size=-65536")
-    cur.execute("PRAGMA temp_store=MEMORY")
-    cur.close()
+def _sqlite_pragmas(cache_mb: int, background_checkpoints: bool) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        if background_checkpoints:
+            cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+            cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        cur.close()
+
+    return on_connect
 
 
 def create_db_engine(url: str) -> Engine:
@@ -49,7 +59,12 @@ def create_db_engine(url: str) -> Engine:
             pool_size=8,
             max_overflow=8,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        settings = get_settings()
+        on_disk = bool(u.database) and u.database != ":memory:"
+        background = on_disk and settings.sqlite_checkpoint_seconds > 0
+        event.listen(engine, "connect", _sqlite_pragmas(settings.sqlite_cache_mb, background))
+        if background:
+            ensure_checkpointer(str(u.database), settings.sqlite_checkpoint_seconds)
 
         # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
         @event.listens_for(engine, "connect")

@@ -9,7 +9,6 @@ reports each outcome.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
