@@ -92,13 +92,15 @@ class FastReader:
         if self.dialect == "sqlite":
             for i in range(0, len(ids), _SQLITE_MAX_BATCH):
                 chunk = ids[i : i + _SQLITE_MAX_BATCH]
-                sql = _MANY_SQLITE.format(marks=",".join("?" * len(chunk)))
-                rows.extend(
-                    self._run(lambda c, s=sql, a=chunk: c.execute(s, (res_type, *a)).fetchall())
-                )
+                rows.extend(self._run(_select_in(res_type, chunk)))
         else:
             rows = self._run(lambda c: c.execute(_MANY_PG, (res_type, ids)).fetchall())
         return {str(r[0]): _row(r) for r in rows}
+
+
+def _select_in(res_type: str, ids: list[str]) -> Callable[[Any], list[Any]]:
+    sql = _MANY_SQLITE.format(marks=",".join("?" * len(ids)))
+    return lambda conn: list(conn.execute(sql, (res_type, *ids)).fetchall())
 
 
 def _row(r: Any) -> Row:
