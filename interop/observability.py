@@ -84,6 +84,17 @@ def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates its set-up; the upgrades it runs are still logged
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(level, logging.WARNING))
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
+        migration.addFilter(_AlembicChatter())
+
+
+class _AlembicChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Context impl") or msg.startswith("Will assume"))
 
 
 router = APIRouter(tags=["operations"])

@@ -24,6 +24,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
+    if revision == "heads" and _at_heads(engine):
+        return  # every process start calls this: no need to load Alembic to learn that
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -43,3 +45,12 @@ def head_revisions(engine: Engine) -> set[str]:
     from alembic.script import ScriptDirectory
 
     return set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def _at_heads(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            current = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    except Exception:  # noqa: BLE001 - no version table yet: let the upgrade create it
+        return False
+    return bool(current) and current == head_revisions(engine)

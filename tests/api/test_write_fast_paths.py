@@ -8,7 +8,6 @@ import random
 import uuid
 from typing import Any
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,0 +1,40 @@
+"""The CLI logs as configured (INTEROP_LOG_JSON), and a start on an up-to-date database is
+quiet: no Alembic set-up chatter, only the upgrades that really run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _migrate(db: Path, log_json: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update({"INTEROP_DATABASE_URL": f"sqlite:///{db}", "INTEROP_LOG_JSON": log_json})
+    return subprocess.run(
+        [sys.executable, "-m", "interop.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_json_logs_and_quiet_restart(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    first = _migrate(db, "true")
+    lines = [line for line in first.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    upgrades = [r for r in records if r["msg"].startswith("Running upgrade")]
+    assert upgrades and all(r["logger"] == "alembic.runtime.migration" for r in upgrades)
+    assert not [r for r in records if "Context impl" in r["msg"] or "plugin" in r["msg"]]
+    assert "at revision" in first.stdout + first.stderr
+    # every log line is JSON; the command's own report is the only other output
+    assert all(line.startswith("{") for line in lines if "alembic" in line)
+
+    again = _migrate(db, "false")
+    assert "alembic" not in again.stderr and "INFO" not in again.stderr
+    assert "at revision" in again.stdout + again.stderr
