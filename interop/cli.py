@@ -73,6 +73,7 @@ def serve(
 
         reset_settings_cache()
 
+    from interop.observability import logging_config
     from interop.store.db import get_engine
     from interop.store.migrate import upgrade
 
@@ -88,6 +89,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=logging_config(settings.log_json, log_level.upper()),
         access_log=False,
     )
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -57,6 +59,9 @@ collectors: list[MetricsCollector] = []
 
 
 class JsonFormatter(logging.Formatter):
+    def converter(self, secs: float | None) -> time.struct_time:
+        return time.gmtime(secs)  # the "Z" in "ts" is true wherever the server runs
+
     def format(self, record: logging.LogRecord) -> str:
         data = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -75,20 +80,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Alembic narrates its set-up; the upgrades it runs are still logged
-    logging.getLogger("alembic.runtime.plugins").setLevel(max(level, logging.WARNING))
-    migration = logging.getLogger("alembic.runtime.migration")
-    if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
-        migration.addFilter(_AlembicChatter())
+def logging_config(json_logs: bool, level: str = "INFO") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` for the service: one handler on the root logger
+    (JSON lines or plain text), uvicorn's loggers passed up to it. Handed to uvicorn as its
+    ``log_config`` too, so every worker process logs the same way."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter}
+        if json_logs
+        else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": {"alembic": {"()": _AlembicChatter}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True, "level": level},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": True},
+            # Alembic narrates its set-up; the upgrades it runs are still logged
+            "alembic.runtime.plugins": {"level": "WARNING"},
+            "alembic.runtime.migration": {"filters": ["alembic"]},
+        },
+    }
+
+
+def configure_logging(json_logs: bool, level: str = "INFO") -> None:
+    logging.config.dictConfig(logging_config(json_logs, level))
 
 
 class _AlembicChatter(logging.Filter):

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
+
+from tests.live_server import free_port
 
 
 def _migrate(db: Path, log_json: str) -> subprocess.CompletedProcess[str]:
@@ -38,3 +44,40 @@ def test_json_logs_and_quiet_restart(tmp_path: Path) -> None:
     again = _migrate(db, "false")
     assert "alembic" not in again.stderr and "INFO" not in again.stderr
     assert "at revision" in again.stdout + again.stderr
+
+
+def test_serve_logs_json_lines_from_uvicorn_too(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "INTEROP_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+            "INTEROP_LOG_JSON": "true",
+            "INTEROP_ADMIN_KEY": "k",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "interop.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    started = [r for r in records if r["logger"].startswith("uvicorn")]
+    assert started, err
+    assert all(r["ts"].endswith("Z") for r in records)
+    assert not [line for line in err.splitlines() if line.startswith("INFO:")], err
