@@ -39,6 +39,7 @@ CATEGORY_DISPLAY = {
     "laboratory": "Laboratory",
     "survey": "Survey",
     "activity": "Activity",
+    "exam": "Exam",
 }
 
 

@@ -378,3 +378,45 @@ def test_a_refused_upload_stores_nothing(services) -> None:  # type: ignore[no-u
         IngestPipeline(services).ingest("opentele", b'{"QuestionnaireId": 27, "output": [', META)
     [d] = info.value.report.diagnostics
     assert d["code"] == "parse-error" and d["location"].startswith("line 1 column")
+
+
+def test_lab_and_lung_function_readings_become_observations(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _patient(client)
+    with services.store.write() as tx:
+        link_patient(tx.conn, vendor_user_system(SOURCE), USER, FNR)
+    doc = copd_upload(
+        output=[
+            _var("70.CRP", "Integer", 42),
+            _var("71.HEMOGLOBIN", "Float", 12.4),
+            _var("72.LF#FEV1", "Float", 1.87),
+            _var("72.LF#FEV6", "Float", 2.9),
+            _var("73.URINE", "Integer", 2),
+        ]
+    )
+    report = IngestPipeline(services).ingest("opentele", orjson.dumps(doc), META)
+    assert report.created == 4, report.diagnostics  # three Observations + the answers
+    unmapped = sorted(d["message"] for d in report.diagnostics if "is not mapped" in d["message"])
+    assert len(unmapped) == 2 and "|FEV6" in unmapped[0] and "|URINE" in unmapped[1], unmapped
+
+    found = client.get("/fhir/Observation", params={"patient": pid}).json()["entry"]
+    by_code = {e["resource"]["code"]["coding"][0]["code"]: e["resource"] for e in found}
+    assert by_code["1988-5"]["valueQuantity"] == {
+        "value": 42,
+        "unit": "mg/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/L",
+    }
+    assert by_code["1988-5"]["category"][0]["coding"][0]["code"] == "laboratory"
+    assert by_code["718-7"]["valueQuantity"]["value"] == 12.4
+    assert by_code["718-7"]["valueQuantity"]["code"] == "g/dL"
+    assert by_code["20150-9"]["valueQuantity"]["value"] == 1.87
+    assert by_code["20150-9"]["valueQuantity"]["code"] == "L"
+    assert by_code["20150-9"]["category"][0]["coding"][0]["code"] == "exam"
+    # each keeps the source's own code beside the LOINC one
+    sources = {
+        c["code"]
+        for r in by_code.values()
+        for c in r["code"]["coding"]
+        if c["system"] == "urn:dho-interop:code:opentele"
+    }
+    assert sources == {"CRP", "HEMOGLOBIN", "FEV1"}
