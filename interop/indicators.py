@@ -30,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, distinct, func, select
+from sqlalchemy import Connection, distinct, func, select, true
 
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.fhir.outcome import error
@@ -180,7 +180,7 @@ def compute(
         ind.values = v
         return ind
     in_period = [
-        o.is_primary.is_(True),
+        o.is_primary == true(),
         o.patient_id.in_(patients),
         o.effective >= t0,
         o.effective <= t1,

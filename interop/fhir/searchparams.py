@@ -174,17 +174,31 @@ def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
         return
 
 
-_Plan = tuple[tuple[str, ParamType, tuple[tuple[str, ...], ...], str | None, bool, str], ...]
+_Plan = tuple[tuple[str, ParamType, tuple[tuple[str, ...], ...], str | None, bool, str, bool], ...]
+
+PATIENT_PREFIX = "Patient/"
 
 
 @lru_cache(maxsize=128)
 def _plan(resource_type: str) -> _Plan:
     """The generic-table parameters of a type, with what :func:`extract` needs of each
-    (computed once: the write path runs this for every resource)."""
+    (computed once: the write path runs this for every resource).
+
+    A reference parameter served by the observation index (``index: observation``) is in the
+    plan too, flagged: its Patient references are left to that index (``patient_id``), the
+    others are indexed here."""
     return tuple(
-        (name, p.type, p.paths, p.target, p.compartment, p.target + "/" if p.target else "")
+        (
+            name,
+            p.type,
+            p.paths,
+            p.target,
+            p.compartment,
+            p.target + "/" if p.target else "",
+            p.index == "observation",
+        )
         for name, p in definitions(resource_type).items()
-        if p.index == "generic"
+        if p.index == "generic" or p.type == "reference"
     )
 
 
@@ -211,7 +225,7 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
     if rtype == "Patient":
         entries.patient_id = resource.get("id")
     tokens = entries.tokens
-    for name, ptype, paths, target, compartment, prefix in _plan(rtype):
+    for name, ptype, paths, target, compartment, prefix, patient_elsewhere in _plan(rtype):
         if ptype == "token":
             for v in _values_of(resource, paths):
                 for system, code in tokens_of(v):
@@ -225,7 +239,8 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                     target_ref = reference_target(ref)
                     if target and not target_ref.startswith(prefix):
                         continue
-                    entries.references.append((name, target_ref))
+                    if not (patient_elsewhere and target_ref.startswith(PATIENT_PREFIX)):
+                        entries.references.append((name, target_ref))
                     if compartment and entries.patient_id is None:
                         entries.patient_id = target_ref.split("/", 1)[1]
                 ident = v.get("identifier")

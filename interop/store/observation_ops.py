@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, true
 
 from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import error
@@ -145,9 +145,9 @@ def lastn(
                 conds.append(_code_conditions([occurrence]))
             # the group is the primary coding; match on any coding, group on the primary one
             matched = select(o.res_id).where(*conds).distinct()
-            base = [o.is_primary.is_(True), o.res_id.in_(matched)]
+            base = [o.is_primary == true(), o.res_id.in_(matched)]
         else:
-            base = [*conds, o.is_primary.is_(True)]
+            base = [*conds, o.is_primary == true()]
         if params.get("category"):
             cats = [_token(c)[1] for v in params["category"] for c in v.split(",")]
             base.append(o.category.in_(cats))

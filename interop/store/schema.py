@@ -11,7 +11,7 @@ Tables are declared with SQLModel; queries on hot paths use SQLAlchemy Core on `
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, text
 from sqlmodel import Field, SQLModel
 
 metadata: MetaData = SQLModel.metadata
@@ -123,13 +123,31 @@ class ObservationIndexRow(SQLModel, table=True):
     Serves patient+code+date searches, ``$lastn``, ``$stats`` and the actor summaries without
     touching the JSON. ``is_primary`` marks one row per Observation (its first coding) so
     queries without a code filter see each Observation once.
+
+    ``patient_id`` is the only index of an Observation's Patient subject: the generic
+    ``search_reference`` table holds no ``patient``/``subject`` rows for it (see
+    ``fhir_profiles/search-parameters.yaml``).
+
+    Indexes: patient+code (+time) and code (+time, population queries) hold every row;
+    patient (+time) holds the primary rows only (a partial index: queries that want it must
+    say ``is_primary == true()``, which renders ``is_primary = 1`` on SQLite, the form of the
+    index's own WHERE clause, which SQLite needs to match literally). Its key ends with the
+    constant ``is_primary`` only so that SQLite counts it as covering for a query that names
+    the column (the periodic status report's "who measured lately" reads nothing else).
     """
 
     __tablename__ = "observation_index"
     __table_args__ = (
         Index("ix_obs_patient_code_time", "patient_id", "code", "effective"),
         Index("ix_obs_code_time", "code", "effective"),
-        Index("ix_obs_patient_time", "patient_id", "is_primary", "effective"),
+        Index(
+            "ix_obs_patient_time",
+            "patient_id",
+            "effective",
+            "is_primary",
+            sqlite_where=text("is_primary = 1"),
+            postgresql_where=text("is_primary"),
+        ),
         Index("ix_obs_resource", "res_id"),
     )
 

@@ -274,20 +274,34 @@ class SearchEngine:
                     ors = [o.patient_id.in_(self._patient_ids_for_identifier(v)) for v in values]
                     conds.append(or_(*ors))
                     continue
-                ids = []
+                # a Patient subject is indexed only as patient_id; any other subject (Device,
+                # Group, another server's Patient) only in the generic reference table
+                ids: list[str] = []
+                others: list[str] = []
                 for v in values:
                     target = reference_target(v, self.store.base_url)
                     if "/" in target:
                         rtype, _, rid = target.partition("/")
-                        if rtype != "Patient":
-                            # not a Patient subject: no rows can match through the index
-                            conds.append(false())
-                            continue
-                        ids.append(rid)
+                        if rtype == "Patient":
+                            ids.append(rid)
+                        elif name == "subject":
+                            others.append(target)
                     else:
                         ids.append(target)
+                ors = []
                 if ids:
-                    conds.append(o.patient_id.in_(ids))
+                    ors.append(o.patient_id.in_(ids))
+                if others:
+                    ors.append(
+                        o.res_id.in_(
+                            select(reference_table.c.res_id).where(
+                                reference_table.c.res_type == "Observation",
+                                reference_table.c.param == "subject",
+                                reference_table.c.target.in_(others),
+                            )
+                        )
+                    )
+                conds.append(or_(*ors) if ors else false())
             elif name in ("code", "component-code"):
                 has_code = True
                 ors = []
@@ -516,7 +530,11 @@ class SearchEngine:
                     for v in param_values(resource, p):
                         if isinstance(v, dict) and isinstance(v.get("reference"), str):
                             t = reference_target(v["reference"], self.store.base_url)
-                            if t.count("/") == 1 and (len(parts) < 3 or t.startswith(parts[2])):
+                            if (
+                                t.count("/") == 1
+                                and (len(parts) < 3 or t.startswith(parts[2]))
+                                and (p.target is None or t.startswith(p.target + "/"))
+                            ):
                                 targets.add(t)
         out: list[tuple[str, str, bytes]] = []
         by_type: dict[str, list[str]] = {}

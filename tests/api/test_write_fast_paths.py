@@ -33,7 +33,7 @@ def plain_extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexE
     if resource["resourceType"] == "Patient":
         entries.patient_id = resource.get("id")
     for name, param in definitions(resource["resourceType"]).items():
-        if param.index != "generic":
+        if param.index != "generic" and param.type != "reference":
             continue
         for v in values(resource, param):
             if param.type == "token":
@@ -43,7 +43,9 @@ def plain_extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexE
                 if isinstance(ref, str):
                     target = reference_target(ref)
                     if not param.target or target.startswith(param.target + "/"):
-                        entries.references.append((name, target))
+                        # a Patient reference of the observation index is its patient_id only
+                        if param.index == "generic" or not target.startswith("Patient/"):
+                            entries.references.append((name, target))
                         if param.compartment and entries.patient_id is None:
                             entries.patient_id = target.split("/", 1)[1]
                 ident = v.get("identifier")
