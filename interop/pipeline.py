@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 
 from adapters.base import (
     DIAG_PARSE_ERROR,
@@ -32,20 +34,29 @@ from adapters.base import (
 from adapters.registry import UnknownAdapter, get_adapter
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.fhir.outcome import Issue, operation_outcome
+from interop.identifiers import check_identifier
 from interop.mapping import (
     MappingSet,
     build_observation,
     build_questionnaire_response,
     observation_identifier,
 )
-from interop.patients import resolve
+from interop.observability import correlation_id
+from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
-from interop.store.repository import DuplicateIdentifier, WriteTx, new_id
+from interop.store.repository import (
+    DuplicateIdentifier,
+    StagedCreates,
+    StoredResource,
+    WriteTx,
+    new_id,
+)
 from interop.store.schema import (
     ingest_message_table,
     quarantine_table,
     resource_table,
+    token_table,
     unique_identifier_table,
 )
 
@@ -149,6 +160,18 @@ def _same_content(existing: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(_comparable(existing, k) == _comparable(new, k) for k in _COMPARED)
 
 
+@contextmanager
+def _correlation(cid: str | None) -> Iterator[None]:
+    if cid is None:
+        yield
+        return
+    token = correlation_id.set(cid)
+    try:
+        yield
+    finally:
+        correlation_id.reset(token)
+
+
 def _questionnaire_key(q: QuestionnaireAnswers) -> tuple[str, str]:
     if q.source_id:
         return q.source_id
@@ -160,13 +183,175 @@ def _questionnaire_key(q: QuestionnaireAnswers) -> tuple[str, str]:
     return QUESTIONNAIRE_KEY_SYSTEM, h
 
 
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One message or file for :meth:`IngestPipeline.ingest_many`."""
+
+    adapter: str
+    data: bytes
+    meta: IngestMeta
+    correlation_id: str | None = None
+    """Set as the correlation id while this item is processed and routed (its log lines and
+    outbox messages carry it), as a caller of :meth:`IngestPipeline.ingest` would set it."""
+
+
+@dataclass(slots=True)
+class _Message:
+    """One message's part of a batch transaction: what it staged and what it caused."""
+
+    adapter: str
+    result: AdapterResult
+    meta: IngestMeta
+    report: IngestReport
+    correlation_id: str | None
+    staged: list[StagedCreates] = field(default_factory=list)
+    """Creates built but not yet written (written at the next flush)."""
+    unhooked: list[StoredResource] = field(default_factory=list)
+    """Creates whose write hooks have not run yet."""
+    events: list[Any] = field(default_factory=list)
+    created: dict[str, list[str]] = field(default_factory=dict)
+    """``observation.created`` notes (patient id → Observation references)."""
+    ingest_row: dict[str, Any] | None = None
+    complete: bool = False
+    routed: bool = False
+
+
+class _Batch:
+    """State shared by the messages of one ingest transaction: look-ups made once for all of
+    them, and the creates staged for one insert per table.
+
+    Every message sees what it would see in a transaction of its own (the ones before it in
+    the store, none after it): a look-up is answered from what was read at the start plus
+    what earlier messages created, and anything that reads the store for real (an update of a
+    stored item, a questionnaire) first writes what is staged. Each message's write hooks
+    (triage: Tasks and Flags, which never read the Observations) run in message order when the
+    message is done; a message whose hooks raised an event is routed, with everything before
+    it written, before the next message is looked at (routing a deviation may summarise the
+    patient's data). The others are written and routed, each with its own events, at the end.
+    """
+
+    def __init__(self, messages: list[_Message]) -> None:
+        self.messages = messages
+        self.seen_messages: set[tuple[str, str]] = set()
+        self.patients: dict[PatientRef, tuple[str | None, str | None, str | None]] = {}
+        self.identifiers: dict[tuple[str, str, str], str] = {}
+        """(resource type, system, value) → id, for Devices and Observations: stored or
+        created earlier in this batch."""
+        self.unwritten: set[str] = set()
+        """Ids of staged creates not yet written."""
+
+
+def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
+    keys = []
+    for m in result.measurements:
+        try:
+            keys.append(observation_identifier(m))
+        except Exception:  # noqa: BLE001 - the item's own processing reports it
+            continue
+    return keys
+
+
+def _device_keys(result: AdapterResult) -> list[tuple[str, str]]:
+    devs = list(result.devices) + [m.device for m in result.measurements if m.device is not None]
+    return [
+        (d.identifier_system, d.identifier_value)
+        for d in devs
+        if d.identifier_system and d.identifier_value
+    ]
+
+
+def find_identifiers(
+    conn: Any, keys: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    """(resource type, system, value) → id for the claimed business identifiers among
+    ``keys``, in one statement per 500 (what :meth:`FhirStore.find_by_identifier` answers
+    for each)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for rtype, system, value in dict.fromkeys(keys):
+        groups.setdefault((rtype, system), []).append(value)
+    out: dict[tuple[str, str, str], str] = {}
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    clauses = [
+        (rtype, system, values[i : i + 500])
+        for (rtype, system), values in groups.items()
+        for i in range(0, len(values), 500)
+    ]
+    while clauses:
+        # several groups in one statement, up to about 500 values; plain driver SQL, as
+        # SQLAlchemy's compilation of long IN lists cost more than the look-up itself
+        take: list[tuple[str, str, list[str]]] = []
+        n = 0
+        while clauses and (not take or n + len(clauses[0][2]) <= 500):
+            take.append(clauses.pop(0))
+            n += len(take[-1][2])
+        where = " OR ".join(
+            f'(res_type = {mark} AND "system" = {mark} AND "value" IN '
+            f"({', '.join([mark] * len(chunk))}))"
+            for _, _, chunk in take
+        )
+        params = [x for rtype, system, chunk in take for x in (rtype, system, *chunk)]
+        for rtype, system, value, res_id in conn.exec_driver_sql(
+            f'SELECT res_type, "system", "value", res_id FROM "{unique_identifier_table.name}" '
+            f"WHERE {where}",
+            tuple(params),
+        ):
+            out[(rtype, system, value)] = res_id
+    return out
+
+
+def resolve_many(conn: Any, refs: Iterable[PatientRef]) -> dict[PatientRef, Resolution]:
+    """:func:`interop.patients.resolve` for several references: national ids in one
+    statement, other references one by one."""
+    out: dict[PatientRef, Resolution] = {}
+    wanted: dict[str, list[str]] = {}
+    for ref in dict.fromkeys(refs):
+        if ref.system in NATIONAL_SYSTEMS:
+            problem = check_identifier(ref.system, ref.value)
+            if problem:
+                out[ref] = Resolution(None, "invalid-identifier", problem)
+            else:
+                wanted.setdefault(ref.system, []).append(ref.value)
+        else:
+            out[ref] = resolve(conn, ref)
+    if wanted:
+        tok, res = token_table, resource_table
+        conds = [
+            and_(tok.c.system == system, tok.c.code.in_(values[i : i + 500]))
+            for system, values in wanted.items()
+            for i in range(0, len(values), 500)
+        ]
+        found: dict[tuple[str, str], str] = {}
+        for row in conn.execute(
+            select(tok.c.system, tok.c.code, tok.c.res_id)
+            .join(res, (res.c.res_type == tok.c.res_type) & (res.c.res_id == tok.c.res_id))
+            .where(
+                tok.c.res_type == "Patient",
+                tok.c.param == "identifier",
+                or_(*conds),
+                res.c.deleted.is_(False),
+            )
+        ):
+            found.setdefault((row.system, row.code), row.res_id)
+        for system, values in wanted.items():
+            for value in values:
+                pid = found.get((system, value))
+                out[PatientRef(system, value)] = (
+                    Resolution(pid)
+                    if pid is not None
+                    else Resolution(
+                        None, "unknown-patient", f"no Patient with identifier {system}|{value}"
+                    )
+                )
+    return out
+
+
 class IngestPipeline:
     def __init__(self, services: Services, mappings: MappingSet | None = None) -> None:
         self.services = services
         self.mappings = mappings or MappingSet.load(services.settings.mappings_dir)
 
     # ---- entry points --------------------------------------------------------------------
-    def ingest(self, adapter_name: str, data: bytes, meta: IngestMeta) -> IngestReport:
+    def _parse(self, adapter_name: str, data: bytes, meta: IngestMeta) -> AdapterResult:
         report = IngestReport(adapter=adapter_name, source=meta.source)
         try:
             adapter = get_adapter(adapter_name)
@@ -174,14 +359,61 @@ class IngestPipeline:
             report.add(Diagnostic("fatal", "unknown-adapter", str(exc)))
             raise IngestRejected(report) from None
         try:
-            result = adapter.parse(data, meta)
+            return adapter.parse(data, meta)
         except AdapterError as exc:
             report.add(Diagnostic("fatal", exc.code or DIAG_PARSE_ERROR, str(exc), exc.location))
             report.rejected = 1
             raise IngestRejected(report) from None
-        return self.ingest_result(adapter_name, result, meta)
+
+    def ingest(self, adapter_name: str, data: bytes, meta: IngestMeta) -> IngestReport:
+        return self.ingest_result(adapter_name, self._parse(adapter_name, data, meta), meta)
 
     def ingest_result(
+        self, adapter_name: str, result: AdapterResult, meta: IngestMeta
+    ) -> IngestReport:
+        return self._run([(adapter_name, result, meta, None)])[0]
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestReport | Exception]:
+        """Several messages in one transaction, each with the outcome :meth:`ingest` would
+        give it on its own (its report, or the exception: :class:`IngestRejected` for input
+        that cannot be read). Look-ups are made once for all of them and their creates are
+        written with one insert per table. When the shared transaction fails, each message
+        is run again in a transaction of its own, so one message's failure is never
+        another's."""
+        out: list[IngestReport | Exception | None] = [None] * len(items)
+        parsed: list[tuple[int, IngestItem, AdapterResult]] = []
+        for i, item in enumerate(items):
+            with _correlation(item.correlation_id):
+                try:
+                    parsed.append((i, item, self._parse(item.adapter, item.data, item.meta)))
+                except Exception as exc:  # noqa: BLE001 - the item's outcome
+                    out[i] = exc
+        if parsed:
+            try:
+                reports = self._run(
+                    [(it.adapter, res, it.meta, it.correlation_id) for _, it, res in parsed]
+                )
+                for (i, _, _), rep in zip(parsed, reports, strict=True):
+                    out[i] = rep
+            except Exception as exc:  # noqa: BLE001 - retried one by one below
+                if len(parsed) == 1:
+                    out[parsed[0][0]] = exc
+                    parsed = []
+                else:
+                    log.exception(
+                        "batch of %d messages failed; running them one by one", len(parsed)
+                    )
+                for i, item, res in parsed:
+                    with _correlation(item.correlation_id):
+                        try:
+                            out[i] = self._run(
+                                [(item.adapter, res, item.meta, item.correlation_id)]
+                            )[0]
+                        except Exception as exc:  # noqa: BLE001 - the item's outcome
+                            out[i] = exc
+        return [o for o in out if o is not None]
+
+    def _new_report(
         self, adapter_name: str, result: AdapterResult, meta: IngestMeta
     ) -> IngestReport:
         report = IngestReport(
@@ -195,49 +427,131 @@ class IngestPipeline:
             report.add(d)
             if d.severity in ("error", "fatal"):
                 report.rejected += 1
+        return report
+
+    def _run(
+        self, items: list[tuple[str, AdapterResult, IngestMeta, str | None]]
+    ) -> list[IngestReport]:
         now = now_utc()
         store = self.services.store
         for attempt in range(3):
+            messages = [
+                _Message(name, result, meta, self._new_report(name, result, meta), cid)
+                for name, result, meta, cid in items
+            ]
             try:
                 with store.write() as tx:
-                    tx.context["ingest"] = report
                     tx.context["triage"] = True
-                    self._ingest_in_tx(tx, adapter_name, result, meta, report, now)
-                    router_for(self.services).route_pending(tx)
+                    self._batch_in_tx(tx, _Batch(messages), now)
                 break
             except DuplicateIdentifier:
                 # a concurrent writer stored the same item between our check and our insert:
                 # run again; the second pass sees it as a duplicate
                 if attempt == 2:
                     raise
-                report = IngestReport(
-                    adapter=adapter_name,
-                    source=meta.source,
-                    message_id=result.message_id,
-                    items_seen=report.items_seen,
-                    mapping_version=self.mappings.version,
-                )
-        return report
+        return [m.report for m in messages]
 
     # ---- the transaction ------------------------------------------------------------------
-    def _ingest_in_tx(
-        self,
-        tx: WriteTx,
-        adapter_name: str,
-        result: AdapterResult,
-        meta: IngestMeta,
-        report: IngestReport,
-        now: datetime,
-    ) -> None:
+    def _batch_in_tx(self, tx: WriteTx, batch: _Batch, now: datetime) -> None:
         conn = tx.conn
+        msgs = batch.messages
+        # look-ups for all messages at once
+        keys: dict[str, list[str]] = {}
+        for m in msgs:
+            if m.result.message_id:
+                keys.setdefault(m.meta.source, []).append(m.result.message_id)
+        if keys:
+            t = ingest_message_table
+            conds = [
+                and_(t.c.source == source, t.c.message_id.in_(ids[i : i + 500]))
+                for source, ids in keys.items()
+                for i in range(0, len(ids), 500)
+            ]
+            for row in conn.execute(select(t.c.source, t.c.message_id).where(or_(*conds))):
+                batch.seen_messages.add((row.source, row.message_id))
+        live = [
+            m
+            for m in msgs
+            if not (
+                m.result.message_id and (m.meta.source, m.result.message_id) in batch.seen_messages
+            )
+        ]
+        refs = [x.patient for m in live for x in m.result.measurements]
+        refs += [q.patient for m in live for q in m.result.questionnaires]
+        if refs:
+            for ref, res in resolve_many(conn, refs).items():
+                batch.patients[ref] = (res.patient_id, res.reason_code, res.reason)
+        idents = [("Device", s, v) for m in live for s, v in _device_keys(m.result)]
+        idents += [("Observation", s, v) for m in live for s, v in _observation_keys(m.result)]
+        if idents:
+            batch.identifiers.update(find_identifiers(conn, idents))
+        for m in msgs:
+            with _correlation(m.correlation_id):
+                tx.context["ingest"] = m.report
+                self._message_in_tx(tx, batch, m, now)
+                self._run_hooks(tx, m)
+                m.complete = True
+                if m.events:
+                    # routing a triage event may read the store (a GP message summarises the
+                    # patient's data): route it before a later message's data is written
+                    self._flush(tx, batch)
+        self._flush(tx, batch)
+
+    def _stage(
+        self, tx: WriteTx, m: _Message, items: list[tuple[dict[str, Any], str | None]]
+    ) -> None:
+        staged = tx.stage_creates(items, validate=False)
+        m.staged.append(staged)
+        m.unhooked.extend(staged.stored)
+
+    def _run_hooks(self, tx: WriteTx, m: _Message) -> None:
+        """Run the write hooks of the message's creates (written or not: triage's hooks read
+        and write Tasks and Flags only, never the Observations they are given)."""
+        if m.unhooked:
+            with self._context(tx, m):
+                tx.run_write_hooks(m.unhooked)
+            m.unhooked = []
+
+    def _flush(self, tx: WriteTx, batch: _Batch) -> None:
+        """Write what is staged (one insert per table), run the write hooks of each message's
+        creates in message order, store the ingest records and route the messages that are
+        complete."""
+        staged = [st for m in batch.messages for st in m.staged]
+        if staged:
+            tx.write_staged(staged, identifiers_checked=True)
+            batch.unwritten.clear()
+        for m in batch.messages:
+            m.staged = []
+            self._run_hooks(tx, m)
+        done = [m for m in batch.messages if m.complete and not m.routed]
+        rows = [m.ingest_row for m in done if m.ingest_row is not None]
+        if rows:
+            tx.conn.execute(insert(ingest_message_table), rows)
+        router = router_for(self.services)
+        for m in done:
+            m.routed = True
+            m.ingest_row = None
+            with self._context(tx, m):
+                router.route_pending(tx)
+
+    @contextmanager
+    def _context(self, tx: WriteTx, m: _Message) -> Iterator[None]:
+        """The message's own events and correlation id while its hooks or routing run."""
+        tx.context["events"] = m.events
+        tx.context["observations_created"] = m.created
+        tx.context["ingest"] = m.report
+        with _correlation(m.correlation_id):
+            try:
+                yield
+            finally:
+                m.events = tx.context.pop("events", [])
+                m.created = tx.context.pop("observations_created", {})
+
+    def _message_in_tx(self, tx: WriteTx, batch: _Batch, msg: _Message, now: datetime) -> None:
+        result, meta, report, adapter_name = msg.result, msg.meta, msg.report, msg.adapter
         if result.message_id:
-            seen = conn.execute(
-                select(ingest_message_table.c.report).where(
-                    ingest_message_table.c.source == meta.source,
-                    ingest_message_table.c.message_id == result.message_id,
-                )
-            ).first()
-            if seen is not None:
+            key = (meta.source, result.message_id)
+            if key in batch.seen_messages:
                 report.duplicate_message = True
                 report.duplicate = len(result.measurements) + len(result.questionnaires)
                 report.rejected = 0
@@ -250,15 +564,15 @@ class IngestPipeline:
                     }
                 ]
                 return
-        patients: dict[PatientRef, tuple[str | None, str | None, str | None]] = {}
+            batch.seen_messages.add(key)
         devices: dict[DeviceRef, str | None] = {}
         changed: list[str] = []
         for dev in result.devices:
-            devices[dev] = self._device(tx, dev)
+            devices[dev] = self._device(tx, batch, msg, dev)
         pending: dict[tuple[str, str], dict[str, Any]] = {}
         for m in result.measurements:
             built = self._store_measurement(
-                tx, m, meta, adapter_name, report, now, patients, devices
+                tx, batch, msg, m, meta, adapter_name, report, now, devices
             )
             if built is None:
                 continue
@@ -270,25 +584,32 @@ class IngestPipeline:
                 # the same item twice in one message with different content: the later wins
                 report.updated += 1
             pending[identifier] = obs
-        changed.extend(self._store_observations(tx, pending, report))
-        for q in result.questionnaires:
-            ref = self._store_questionnaire(tx, q, meta, adapter_name, report, now, patients)
-            if ref:
-                changed.append(ref)
+        changed.extend(self._store_observations(tx, batch, msg, pending, report))
+        if result.questionnaires:
+            # a questionnaire is looked up and written at once: what is staged goes first
+            self._flush(tx, batch)
+            with self._context(tx, msg):
+                for q in result.questionnaires:
+                    ref = self._store_questionnaire(
+                        tx, q, meta, adapter_name, report, now, batch.patients
+                    )
+                    if ref:
+                        changed.append(ref)
         if changed:
-            prov = self._provenance(tx, changed, adapter_name, meta, now)
-            report.provenance = prov
+            prov = self._provenance(changed, adapter_name, meta, now)
+            pid = new_id()
+            self._stage(tx, msg, [(prov, pid)])
+            batch.unwritten.add(pid)
+            report.provenance = f"Provenance/{pid}"
         report.resources = changed
         if result.message_id:
-            conn.execute(
-                insert(ingest_message_table).values(
-                    source=meta.source,
-                    message_id=result.message_id,
-                    received=to_micros(now),
-                    adapter=adapter_name,
-                    report=orjson.dumps(report.to_json()),
-                )
-            )
+            msg.ingest_row = {
+                "source": meta.source,
+                "message_id": result.message_id,
+                "received": to_micros(now),
+                "adapter": adapter_name,
+                "report": orjson.dumps(report.to_json()),
+            }
 
     def _patient(
         self,
@@ -302,12 +623,11 @@ class IngestPipeline:
             hit = cache[ref] = (res.patient_id, res.reason_code, res.reason)
         return hit
 
-    def _device(self, tx: WriteTx, dev: DeviceRef) -> str | None:
+    def _device(self, tx: WriteTx, batch: _Batch, msg: _Message, dev: DeviceRef) -> str | None:
         if not (dev.identifier_system and dev.identifier_value):
             return None
-        existing = self.services.store.find_by_identifier(
-            "Device", dev.identifier_system, dev.identifier_value, tx.conn
-        )
+        key = ("Device", dev.identifier_system, dev.identifier_value)
+        existing = batch.identifiers.get(key)
         if existing:
             return f"Device/{existing}"
         resource: dict[str, Any] = {
@@ -328,18 +648,21 @@ class IngestPipeline:
             if dev.type.display:
                 coding["display"] = dev.type.display
             resource["type"] = {"coding": [coding]}
-        stored = tx.create(resource)
+        with self._context(tx, msg):
+            stored = tx.create(resource)
+        batch.identifiers[key] = stored.res_id
         return stored.reference
 
     def _store_measurement(
         self,
         tx: WriteTx,
+        batch: _Batch,
+        msg: _Message,
         m: Measurement,
         meta: IngestMeta,
         adapter_name: str,
         report: IngestReport,
         now: datetime,
-        patients: dict[PatientRef, tuple[str | None, str | None, str | None]],
         devices: dict[DeviceRef, str | None],
     ) -> tuple[dict[str, Any], tuple[str, str]] | None:
         outcome = self.mappings.map(m, now=now)
@@ -352,9 +675,9 @@ class IngestPipeline:
         device_ref = None
         if m.device is not None:
             if m.device not in devices:
-                devices[m.device] = self._device(tx, m.device)
+                devices[m.device] = self._device(tx, batch, msg, m.device)
             device_ref = devices[m.device]
-        pid, reason_code, reason = self._patient(tx, m.patient, patients)
+        pid, reason_code, reason = self._patient(tx, m.patient, batch.patients)
         if pid is None:
             if reason_code == "invalid-identifier":
                 report.add(Diagnostic("error", reason_code, reason or "", m.location))
@@ -394,35 +717,46 @@ class IngestPipeline:
         return obs, identifier
 
     def _store_observations(
-        self, tx: WriteTx, pending: dict[tuple[str, str], dict[str, Any]], report: IngestReport
+        self,
+        tx: WriteTx,
+        batch: _Batch,
+        msg: _Message,
+        pending: dict[tuple[str, str], dict[str, Any]],
+        report: IngestReport,
     ) -> list[str]:
-        """Create the new Observations in bulk; compare and version the ones seen before."""
+        """Stage the new Observations for the bulk insert; compare and version the ones seen
+        before."""
         if not pending:
             return []
         existing: dict[tuple[str, str], str] = {}
-        by_system: dict[str, list[str]] = {}
         for system, value in pending:
-            by_system.setdefault(system, []).append(value)
-        t = unique_identifier_table
-        for system, values in by_system.items():
-            for i in range(0, len(values), 500):
-                for row in tx.conn.execute(
-                    select(t.c.value, t.c.res_id).where(
-                        t.c.res_type == "Observation",
-                        t.c.system == system,
-                        t.c.value.in_(values[i : i + 500]),
-                    )
-                ):
-                    existing[(system, row.value)] = row.res_id
+            rid = batch.identifiers.get(("Observation", system, value))
+            if rid is not None:
+                existing[(system, value)] = rid
         changed: list[str] = []
-        new = [(obs, None) for ident, obs in pending.items() if ident not in existing]
+        fresh = [ident for ident in pending if ident not in existing]
+        new: list[tuple[dict[str, Any], str | None]] = [
+            (pending[ident], new_id()) for ident in fresh
+        ]
         if new:
-            stored = tx.create_many(new, validate=False)  # type: ignore[arg-type]
-            report.created += len(stored)
-            changed.extend(s.reference for s in stored)
-            subjects = (obs["subject"]["reference"] for obs, _ in new)
-            observations_created(tx, zip(subjects, (s.reference for s in stored), strict=True))
+            self._stage(tx, msg, new)
+            report.created += len(new)
+            ids = [str(rid) for _, rid in new]
+            refs = [f"Observation/{rid}" for rid in ids]
+            changed.extend(refs)
+            for (system, value), rid in zip(fresh, ids, strict=True):
+                batch.identifiers[("Observation", system, value)] = rid
+                batch.unwritten.add(rid)
+            created = msg.created
+            for (obs, _), ref in zip(new, refs, strict=True):
+                subject = obs["subject"]["reference"]
+                if subject.startswith("Patient/"):
+                    created.setdefault(subject[8:], []).append(ref)
         seen = [(ident, existing[ident]) for ident in pending if ident in existing]
+        if not seen:
+            return changed
+        if any(rid in batch.unwritten for _, rid in seen):
+            self._flush(tx, batch)  # an earlier message of this batch created it
         current: dict[str, dict[str, Any]] = {}
         r = resource_table
         ids = [rid for _, rid in seen]
@@ -433,15 +767,24 @@ class IngestPipeline:
                 )
             ):
                 current[row.res_id] = orjson.loads(row.content)
+        updates = []
         for ident, rid in seen:
             obs = pending[ident]
             old = current.get(rid)
             if old is not None and _same_content(old, obs):
                 report.duplicate += 1
                 continue
-            ref = self._upsert(tx, "Observation", obs, ident, report)
-            if ref:
-                changed.append(ref)
+            updates.append((ident, rid, obs))
+        if updates:
+            # written in order after this message's (and earlier messages') creates
+            self._flush(tx, batch)
+            with self._context(tx, msg):
+                for ident, rid, obs in updates:
+                    old = current.get(rid)
+                    known = (rid, old) if old is not None else None
+                    versioned = self._upsert(tx, "Observation", obs, ident, report, known)
+                    if versioned:
+                        changed.append(versioned)
         return changed
 
     def _upsert(
@@ -451,12 +794,15 @@ class IngestPipeline:
         resource: dict[str, Any],
         identifier: tuple[str, str],
         report: IngestReport,
+        known: tuple[str, dict[str, Any]] | None = None,
     ) -> str | None:
+        """Create, or version a changed one. ``known``: the stored item's id and content,
+        read in this transaction already."""
+        if known is not None:
+            return self._version(tx, rtype, resource, known[0], known[1], report)
         store = self.services.store
         existing_id = store.find_by_identifier(rtype, identifier[0], identifier[1], tx.conn)
         if existing_id is None and rtype != "Observation":
-            from interop.store.schema import token_table
-
             existing_id = tx.conn.execute(
                 select(token_table.c.res_id).where(
                     token_table.c.res_type == rtype,
@@ -471,7 +817,17 @@ class IngestPipeline:
             return stored.reference
         current = tx.get(rtype, existing_id)
         assert current is not None
-        old = current.json()
+        return self._version(tx, rtype, resource, existing_id, current.json(), report)
+
+    def _version(
+        self,
+        tx: WriteTx,
+        rtype: str,
+        resource: dict[str, Any],
+        existing_id: str,
+        old: dict[str, Any],
+        report: IngestReport,
+    ) -> str | None:
         if _same_content(old, resource):
             report.duplicate += 1
             return None
@@ -569,12 +925,11 @@ class IngestPipeline:
 
     def _provenance(
         self,
-        tx: WriteTx,
         targets: list[str],
         adapter_name: str,
         meta: IngestMeta,
         now: datetime,
-    ) -> str:
+    ) -> dict[str, Any]:
         prov: dict[str, Any] = {
             "resourceType": "Provenance",
             "target": [{"reference": t} for t in targets],
@@ -631,8 +986,7 @@ class IngestPipeline:
                 },
             ],
         }
-        stored = tx.create(prov, validate=False)
-        return stored.reference
+        return prov
 
 
 def release_quarantine(services: Services, mappings: MappingSet | None = None) -> dict[str, int]:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, union_all
 
 from interop.fhir.dates import fhir_instant, format_instant, now_utc
 from interop.plans import ZoneRanges, default_ranges, ranges_in_force
@@ -269,7 +269,7 @@ class Triage:
     ) -> None:
         if stored.res_type in ("Task", "Flag"):
             # keep the per-transaction view of open items honest after our own writes
-            tx.context.get("open_items", {}).clear()
+            _keep_open_items(tx, stored)
             return
         if stored.res_type == "QuestionnaireResponse" and not stored.deleted:
             if tx.context.get("triage"):
@@ -445,23 +445,52 @@ class Triage:
         self, tx: WriteTx, patient_id: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The patient's open Tasks and active Flags (through the search indexes, so the cost
-        does not grow with the patient's closed history)."""
-        t, r = token_table.c, reference_table.c
-        target = f"Patient/{patient_id}"
+        does not grow with the patient's closed history), in one statement."""
         found: dict[str, list[dict[str, Any]]] = {"Task": [], "Flag": []}
-        for rtype, statuses in (("Task", OPEN_TASK), ("Flag", ("active",))):
-            ids = select(r.res_id).where(
-                r.res_type == rtype, r.param == "patient", r.target == target
-            )
-            open_ids = select(t.res_id).where(
-                t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
-            )
-            rows = tx.conn.execute(
-                select(resource_table.c.content).where(
-                    resource_table.c.res_type == rtype,
-                    resource_table.c.res_id.in_(open_ids),
-                    resource_table.c.deleted.is_(False),
-                )
-            ).all()
-            found[rtype] = [orjson.loads(content) for (content,) in rows]
+        for rtype, content in tx.conn.execute(_OPEN_ITEMS, {"target": f"Patient/{patient_id}"}):
+            found[rtype].append(orjson.loads(content))
         return found["Task"], found["Flag"]
+
+
+def _open_of(rtype: str, statuses: tuple[str, ...]) -> Any:
+    t, r = token_table.c, reference_table.c
+    ids = select(r.res_id).where(
+        r.res_type == rtype, r.param == "patient", r.target == bindparam("target")
+    )
+    open_ids = select(t.res_id).where(
+        t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
+    )
+    return select(resource_table.c.res_type, resource_table.c.content).where(
+        resource_table.c.res_type == rtype,
+        resource_table.c.res_id.in_(open_ids),
+        resource_table.c.deleted.is_(False),
+    )
+
+
+_OPEN_ITEMS = union_all(_open_of("Task", OPEN_TASK), _open_of("Flag", ("active",)))
+"""A patient's open Tasks and active Flags (bind ``target``: ``Patient/<id>``); built once."""
+
+
+def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:
+    """Bring the transaction's cached open Tasks/Flags (``tx.context["open_items"]``) up to
+    date with a Task or Flag just written, as :meth:`Triage._open_items` would read them now:
+    the new version replaces the old one, or leaves the list when no longer open/active or
+    no longer about that patient."""
+    cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] | None = tx.context.get(
+        "open_items"
+    )
+    if not cache:
+        return
+    item = stored.json()
+    is_task = stored.res_type == "Task"
+    ref = ((item.get("for") if is_task else item.get("subject")) or {}).get("reference")
+    status = item.get("status")
+    keep = not stored.deleted and (status in OPEN_TASK if is_task else status == "active")
+    owner = ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
+    for pid, (tasks, flags) in list(cache.items()):
+        items = tasks if is_task else flags
+        at = next((k for k, x in enumerate(items) if x.get("id") == stored.res_id), None)
+        if at is not None:
+            del items[at]
+        if keep and pid == owner:
+            items.insert(len(items) if at is None else at, item)

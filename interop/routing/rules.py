@@ -158,7 +158,13 @@ class Router:
             Event(OBSERVATION_CREATED, pid, None, {"observations": refs})
             for pid, refs in created.items()
         )
-        subscribers = _Subscribers()
+        # one subscriber look-up per transaction, however often it is routed (a batch of
+        # ingested messages routes each message's events on its own), unless an Endpoint was
+        # written in between
+        subscribers, seen = tx.context.get("subscribers") or (None, 0)
+        if subscribers is None or any(s.res_type == "Endpoint" for s in tx.written[seen:]):
+            subscribers = _Subscribers()
+        tx.context["subscribers"] = (subscribers, len(tx.written))
         out: list[str] = []
         for event in events:
             out.extend(self.route(tx.conn, event, subscribers))
