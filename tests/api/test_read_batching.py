@@ -85,7 +85,9 @@ def test_a_failed_batch_fails_every_waiting_read_and_the_next_one_recovers(servi
 
 
 @pytest.mark.parametrize("clients", [16])
-def test_concurrent_http_reads_each_get_their_own_resource(settings, services, clients: int) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_http_reads_each_get_their_own_resource(
+    settings, services, clients: int
+) -> None:  # type: ignore[no-untyped-def]
     made = _created(services, 40)
     app = create_app(settings, services=services)
 
