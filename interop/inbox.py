@@ -1,21 +1,30 @@
 """The inbound message store: keep raw bytes first, acknowledge, process later.
 
 A listener calls :func:`accept` (one short transaction: the bytes are durable when it returns)
-and answers the sender; :class:`InboxProcessor` turns stored messages into data through the
-ingest pipeline, off the acknowledgement path. Several processors may run at once: on
+and answers the sender; an asyncio listener hands its messages to a :class:`GroupAcceptor`,
+which stores those arriving together in one transaction. :class:`InboxProcessor` turns stored
+messages into data through the ingest pipeline, off the acknowledgement path; its loop's
+writes are background writes, which on SQLite give way to the acknowledgement path's (see
+:mod:`interop.store.write_lock`). Several processors may run at once: on
 PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``, and a claim carries a lease so
 that only a crashed processor's rows are taken back (see :class:`InboxProcessor`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import orjson
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from adapters.base import IngestMeta
 from interop.fhir.dates import now_utc, to_micros
@@ -25,6 +34,7 @@ from interop.pipeline import IngestPipeline, IngestRejected
 from interop.services import Services
 from interop.store.repository import new_id
 from interop.store.schema import inbound_message_table as inbox
+from interop.store.write_lock import background_writes
 
 log = logging.getLogger("interop.inbox")
 
@@ -39,6 +49,32 @@ class Accepted:
     previous_ack: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message to store (see :func:`accept_many`)."""
+
+    channel: str
+    sender: str
+    message_id: str
+    adapter: str
+    raw: bytes
+    ack: bytes | None = None
+    """the acknowledgement that will be sent (re-sent as is for a duplicate)"""
+
+
+_UNIQUE_KEY = (inbox.c.channel, inbox.c.sender, inbox.c.message_id)
+_insert_new: dict[str, ReturningInsert[tuple[str]]] = {
+    # one statement for the batch; a known (channel, sender, message id) inserts nothing and
+    # returns no id: that marks a duplicate
+    "sqlite": sqlite_insert(inbox)
+    .on_conflict_do_nothing(index_elements=_UNIQUE_KEY)
+    .returning(inbox.c.id),
+    "postgresql": pg_insert(inbox)
+    .on_conflict_do_nothing(index_elements=_UNIQUE_KEY)
+    .returning(inbox.c.id),
+}
+
+
 def accept(
     services: Services,
     *,
@@ -51,41 +87,137 @@ def accept(
 ) -> Accepted:
     """Store a raw message durably (one short transaction, with the acknowledgement that will
     be sent); a known (channel, sender, message id) is a duplicate."""
-    row_id = new_id()
-    try:
-        with services.engine.begin() as conn:
-            conn.execute(
-                inbox.insert().values(
-                    id=row_id,
-                    channel=channel,
-                    sender=sender[:255],
-                    message_id=message_id[:255],
-                    received=to_micros(now_utc()),
-                    adapter=adapter,
-                    raw=raw,
-                    status="received",
-                    attempts=0,
-                    ack=ack,
+    return accept_many(services, [Incoming(channel, sender, message_id, adapter, raw, ack)])[0]
+
+
+def accept_many(services: Services, items: Sequence[Incoming]) -> list[Accepted]:
+    """Store raw messages durably, all in one transaction (committed when this returns); each
+    known (channel, sender, message id), also one met earlier in ``items``, is a duplicate and
+    comes back with the row that was stored first and its acknowledgement."""
+    received = to_micros(now_utc())
+    ids = [new_id() for _ in items]
+    keys = [(it.channel, it.sender[:255], it.message_id[:255]) for it in items]
+    rows = [
+        {
+            "id": row_id,
+            "channel": channel,
+            "sender": sender,
+            "message_id": message_id,
+            "received": received,
+            "adapter": it.adapter,
+            "raw": it.raw,
+            "status": "received",
+            "attempts": 0,
+            "ack": it.ack,
+        }
+        for row_id, (channel, sender, message_id), it in zip(ids, keys, items, strict=True)
+    ]
+    stmt = _insert_new[services.engine.dialect.name]
+    found: dict[tuple[str, str, str], Accepted] = {}
+    with services.engine.begin() as conn:
+        inserted = set(conn.execute(stmt, rows).scalars())
+        stored = [row_id in inserted for row_id in ids]
+        for key, new in zip(keys, stored, strict=True):
+            if new or key in found:
+                continue
+            channel, sender, message_id = key
+            hit = conn.execute(
+                select(inbox.c.id, inbox.c.ack).where(
+                    inbox.c.channel == channel,
+                    inbox.c.sender == sender,
+                    inbox.c.message_id == message_id,
                 )
-            )
-    except IntegrityError:
-        found = _find(services, channel, sender, message_id)
-        if found is None:
-            raise
-        return found
-    return Accepted(row_id, False)
+            ).first()
+            if hit is None:  # cannot happen: the row we conflicted with is gone
+                raise RuntimeError(f"inbound message {key} neither stored nor found")
+            found[key] = Accepted(hit.id, True, hit.ack)
+    return [
+        Accepted(row_id, False) if new else found[key]
+        for row_id, key, new in zip(ids, keys, stored, strict=True)
+    ]
 
 
-def _find(services: Services, channel: str, sender: str, message_id: str) -> Accepted | None:
-    with services.store.reader() as conn:
-        row = conn.execute(
-            select(inbox.c.id, inbox.c.ack).where(
-                inbox.c.channel == channel,
-                inbox.c.sender == sender[:255],
-                inbox.c.message_id == message_id[:255],
-            )
-        ).first()
-    return Accepted(row.id, True, row.ack) if row is not None else None
+class GroupAcceptor:
+    """Stores messages for an asyncio listener (:meth:`accept`) from one writer thread.
+
+    The messages that arrive while a transaction is being written are stored together in the
+    next one (group commit): under concurrent senders one commit acknowledges many messages,
+    and a lone sender pays for one short transaction and two thread hand-overs. Each
+    :meth:`accept` returns only after the transaction holding its message has committed. If a
+    shared transaction fails, its messages are stored one by one, so one message's failure
+    never becomes another's.
+    """
+
+    def __init__(self, services: Services, *, max_batch: int = 100) -> None:
+        self.services = services
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[Incoming, Future[Accepted]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, item: Incoming) -> Future[Accepted]:
+        fut: Future[Accepted] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("GroupAcceptor is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="inbox-accept")
+                self._thread.start()
+            self._queue.put((item, fut))
+        return fut
+
+    async def accept(self, item: Incoming) -> Accepted:
+        return await asyncio.wrap_future(self.submit(item))
+
+    def close(self, timeout: float = 10) -> None:
+        """Store what was submitted, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            # a message whose sender went away before it was written is not stored: it was
+            # never acknowledged, so the sender sends it again
+            self._store([b for b in batch if b[1].set_running_or_notify_cancel()])
+
+    def _store(self, batch: list[tuple[Incoming, Future[Accepted]]]) -> None:
+        if not batch:
+            return
+        try:
+            results = accept_many(self.services, [item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - retried one by one, or handed to the caller
+            if len(batch) > 1:
+                for one in batch:
+                    self._store([one])
+            else:
+                batch[0][1].set_exception(exc)
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +420,13 @@ class InboxProcessor:
         return int(result.rowcount or 0)
 
     def run_forever(self, stop: threading.Event, idle_seconds: float = 0.5) -> None:
+        """Process until ``stop`` is set. The loop's writes are background writes: on SQLite
+        they give way to the process's other writers (an MLLP listener storing a message before
+        it acknowledges it), see :mod:`interop.store.write_lock`."""
+        with background_writes():
+            self._run(stop, idle_seconds)
+
+    def _run(self, stop: threading.Event, idle_seconds: float) -> None:
         while not stop.is_set():
             try:
                 n = self.process_pending()

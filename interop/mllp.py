@@ -1,11 +1,14 @@
 """MLLP listener for HL7 v2 (``interop serve --mllp-port N``).
 
-For each framed message: read the MSH cheaply, store the raw bytes durably
-(:func:`interop.inbox.accept`), and only then answer ``AA``. Unusable messages get ``AR``
-(not HL7 / no MSH-10) or ``AE`` (not a message type we take) with ERR segments; a message
-whose MSH-10 was seen before from the same sender is acknowledged again without being
-processed twice. Parsing the OBX groups, mapping and storing Observations happen afterwards,
-in the inbox processor, off the acknowledgement path.
+For each framed message: read the MSH cheaply, store the raw bytes durably (one
+:class:`interop.inbox.GroupAcceptor` thread for all connections: the messages that arrive
+while a transaction is being written share the next commit), and only once that transaction
+has committed answer ``AA``. Unusable messages get ``AR`` (not HL7, no MSH-10, not a message
+type we take) with ERR segments, and a message that could not be stored ``AE`` (resend); a
+message whose MSH-10 was seen before from the same sender is acknowledged again (with the
+first ACK) without being processed twice. Parsing the OBX groups, mapping and storing
+Observations happen afterwards, in the inbox processor, off the acknowledgement path; in this
+process its writes yield to the listener's on SQLite (:mod:`interop.store.write_lock`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
-
 from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, mllp_frame
-from interop.inbox import InboxProcessor, accept
+from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
 from interop.services import Services
 
 log = logging.getLogger("interop.mllp")
@@ -32,6 +33,8 @@ class MllpServer:
         self.services = services
         self.processor = processor
         self.server: asyncio.base_events.Server | None = None
+        # one writer thread stores for all connections (a group commit when several send)
+        self.acceptor = GroupAcceptor(services)
         self.on_stored: Callable[[], None] | None = (
             processor.wake.set if processor is not None else None
         )
@@ -72,15 +75,15 @@ class MllpServer:
         sender = msh.sender or "unknown"
         ack = build_ack(msh, "AA")
         try:
-            stored = await run_in_threadpool(
-                accept,
-                self.services,
-                channel="mllp",
-                sender=sender,
-                message_id=msh.control_id,
-                adapter="hl7v2",
-                raw=message,
-                ack=ack,
+            stored = await self.acceptor.accept(
+                Incoming(
+                    channel="mllp",
+                    sender=sender,
+                    message_id=msh.control_id,
+                    adapter="hl7v2",
+                    raw=message,
+                    ack=ack,
+                )
             )
         except Exception:  # noqa: BLE001 - tell the sender to retry: nothing was kept
             log.exception("storing MLLP message %s failed", msh.control_id)
@@ -99,6 +102,7 @@ class MllpServer:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        await asyncio.to_thread(self.acceptor.close)
 
 
 def start_processor_thread(processor: InboxProcessor) -> tuple[threading.Thread, threading.Event]:

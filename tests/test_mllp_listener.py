@@ -1,18 +1,28 @@
-"""MLLP listener: ACK after durable storage, AR for unusable input, duplicates not reprocessed."""
+"""MLLP listener: ACK after durable storage (and not before its commit), AR for unusable
+input, duplicates (also concurrent ones) acknowledged and not reprocessed, stored messages
+turned into Observations by the in-process processor while the listener keeps acknowledging,
+and the group-committing acceptor behind it."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select, text
 
 from adapters.base import vendor_user_system
 from adapters.hl7v2_segments import parse
 from adapters.mllp import MllpDecoder, mllp_frame
-from interop.inbox import InboxProcessor
-from interop.mllp import MllpServer
+from interop import inbox as inbox_module
+from interop.inbox import GroupAcceptor, InboxProcessor, Incoming, accept_many
+from interop.mllp import MllpServer, start_processor_thread
 from interop.patients import link_patient
 from interop.store.schema import inbound_message_table
 from tests.conftest import CONFORMANCE
@@ -32,7 +42,17 @@ def _send(port: int, payload: bytes) -> bytes:
                 return msg
 
 
-def test_mllp_ack_store_process_and_duplicates(client, services) -> None:  # type: ignore[no-untyped-def]
+RAW = (CONFORMANCE / "vendor/continua-ipf/valid-bp-continua-wan.hl7v2").read_bytes()
+
+
+def _message(n: int) -> bytes:
+    """The conformance message with its own control id and measurement time."""
+    return RAW.replace(b"MSGID1234", f"MSG-{n}".encode()).replace(
+        b"20090813095715", f"2009081309{n // 60:02d}{n % 60:02d}".encode()
+    )
+
+
+def _setup_patient(client: Any, services: Any) -> str:
     pid = client.post(
         "/fhir/Patient",
         json={
@@ -42,7 +62,11 @@ def test_mllp_ack_store_process_and_duplicates(client, services) -> None:  # typ
     ).json()["id"]
     with services.store.write() as tx:
         link_patient(tx.conn, vendor_user_system("Imaginary Hospital"), "789567", FNR)
-    processor = InboxProcessor(services)
+    return str(pid)
+
+
+@contextmanager
+def _listener(services: Any, processor: InboxProcessor | None = None) -> Iterator[int]:
     server = MllpServer(services, processor)
     port = free_port()
     loop = asyncio.new_event_loop()
@@ -56,17 +80,48 @@ def test_mllp_ack_store_process_and_duplicates(client, services) -> None:  # typ
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    started.wait(10)
+    assert started.wait(10)
     try:
-        raw = (CONFORMANCE / "vendor/continua-ipf/valid-bp-continua-wan.hl7v2").read_bytes()
-        ack = parse(_send(port, raw))
-        assert ack[1][1] == "AA" and ack[1][2] == "MSGID1234"
-        with services.store.reader() as conn:
-            rows = conn.execute(
-                select(inbound_message_table.c.status, inbound_message_table.c.raw)
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
+
+
+def _rows(services: Any) -> list[Any]:
+    with services.store.reader() as conn:
+        return list(
+            conn.execute(
+                select(
+                    inbound_message_table.c.message_id,
+                    inbound_message_table.c.status,
+                    inbound_message_table.c.raw,
+                )
             ).all()
-        assert len(rows) == 1 and bytes(rows[0].raw) == raw  # stored before the ACK
-        again = parse(_send(port, raw))
+        )
+
+
+@contextmanager
+def _inbox_writes_blocked(services: Any) -> Iterator[None]:
+    """Hold a transaction that keeps any other from writing the inbox until the block ends."""
+    with services.engine.begin() as conn:
+        if services.store.is_postgres:
+            conn.execute(text("LOCK TABLE inbound_message IN EXCLUSIVE MODE"))
+        # on SQLite this transaction holds the database's (and the process's) write lock
+        yield
+
+
+def test_mllp_ack_store_process_and_duplicates(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup_patient(client, services)
+    processor = InboxProcessor(services)
+    with _listener(services, processor) as port:
+        ack = parse(_send(port, RAW))
+        assert ack[1][1] == "AA" and ack[1][2] == "MSGID1234"
+        rows = _rows(services)
+        assert len(rows) == 1 and bytes(rows[0].raw) == RAW  # stored before the ACK
+        again = parse(_send(port, RAW))
         assert again[1][1] == "AA"
         assert processor.process_pending() == 1
         assert processor.process_pending() == 0
@@ -78,9 +133,115 @@ def test_mllp_ack_store_process_and_duplicates(client, services) -> None:  # typ
         assert [c["valueQuantity"]["value"] for c in comps] == [120, 80, 100]
         nack = parse(_send(port, b"hello, not hl7"))
         assert nack[1][1] == "AR" and nack[2].name == "ERR"
-        adt = raw.replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01").replace(b"MSGID1234", b"MSG-ADT")
+        adt = RAW.replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01").replace(b"MSGID1234", b"MSG-ADT")
         assert parse(_send(port, adt))[1][1] == "AR"
+
+
+def test_the_ack_waits_for_the_commit(services) -> None:  # type: ignore[no-untyped-def]
+    with _listener(services) as port, ThreadPoolExecutor(1) as pool:
+        with _inbox_writes_blocked(services):
+            pending = pool.submit(_send, port, _message(1))
+            time.sleep(0.5)
+            assert not pending.done()  # no ACK while the message cannot be committed
+        ack = parse(pending.result(10))
+        assert ack[1][1] == "AA" and ack[1][2] == "MSG-1"
+        assert [r.message_id for r in _rows(services)] == ["MSG-1"]
+
+
+def test_nothing_stored_means_ae_not_aa(services, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def fail(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(inbox_module, "accept_many", fail)
+    with _listener(services) as port:
+        ack = parse(_send(port, _message(1)))
+    assert ack[1][1] == "AE"
+    assert _rows(services) == []
+
+
+def test_concurrent_duplicates_are_stored_once(services) -> None:  # type: ignore[no-untyped-def]
+    processor = InboxProcessor(services)
+    with _listener(services) as port, ThreadPoolExecutor(8) as pool:
+        acks = [parse(a) for a in pool.map(lambda _: _send(port, _message(7)), range(8))]
+    assert {(a[1][1], a[1][2]) for a in acks} == {("AA", "MSG-7")}
+    assert len(_rows(services)) == 1
+    assert processor.process_pending() == 1
+    assert processor.process_pending() == 0
+
+
+def test_messages_are_processed_while_the_listener_acknowledges(client, services) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup_patient(client, services)
+    processor = InboxProcessor(services)
+    thread, stop = start_processor_thread(processor)
+    n = 40
+    try:
+        with _listener(services, processor) as port, ThreadPoolExecutor(4) as pool:
+            acks = [parse(a) for a in pool.map(lambda i: _send(port, _message(i)), range(n))]
+            assert all(a[1][1] == "AA" for a in acks)
+            deadline = time.monotonic() + 60
+            while {r.status for r in _rows(services)} != {"processed"}:
+                assert time.monotonic() < deadline, "processing did not complete"
+                time.sleep(0.05)
     finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(5)
+        stop.set()
+        processor.wake.set()
+        thread.join(10)
+    assert len(_rows(services)) == n
+    found = client.get(
+        "/fhir/Observation",
+        params={"patient": pid, "code": "http://loinc.org|85354-9", "_summary": "count"},
+    ).json()
+    assert found["total"] == n
+
+
+def test_accept_many_recognises_duplicates_in_the_batch_and_before_it(services) -> None:  # type: ignore[no-untyped-def]
+    def item(msg_id: str, ack: bytes) -> Incoming:
+        return Incoming("mllp", "Lab", msg_id, "hl7v2", b"raw " + msg_id.encode(), ack)
+
+    first = accept_many(services, [item("A", b"ack A")])
+    got = accept_many(services, [item("B", b"ack B"), item("A", b"ack A2"), item("B", b"ack B2")])
+    assert not first[0].duplicate and not got[0].duplicate
+    assert got[1].duplicate and got[1].id == first[0].id and got[1].previous_ack == b"ack A"
+    assert got[2].duplicate and got[2].id == got[0].id and got[2].previous_ack == b"ack B"
+    with services.store.reader() as conn:
+        count = conn.execute(select(func.count()).select_from(inbound_message_table)).scalar()
+    assert count == 2
+
+
+def test_a_failed_group_commit_is_retried_message_by_message(services, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = inbox_module.accept_many
+    batches: list[list[str]] = []
+
+    def flaky(svc: Any, items: list[Incoming]) -> Any:
+        batches.append([i.message_id for i in items])
+        if len(items) > 1 or items[0].message_id == "BAD":
+            raise RuntimeError("shared transaction failed")
+        return real(svc, items)
+
+    monkeypatch.setattr(inbox_module, "accept_many", flaky)
+    acceptor = GroupAcceptor(services)
+    try:
+        with _inbox_writes_blocked(services):
+            futures = [acceptor.submit(Incoming("mllp", "Lab", "M0", "hl7v2", b"0"))]
+            time.sleep(0.2)  # M0 is being written (waits for the block); the rest queue up
+            futures += [
+                acceptor.submit(Incoming("mllp", "Lab", m, "hl7v2", m.encode()))
+                for m in ("M1", "BAD", "M2")
+            ]
+            time.sleep(0.1)
+        results = [f.exception(10) or f.result() for f in futures]
+    finally:
+        acceptor.close()
+    assert batches[:2] == [["M0"], ["M1", "BAD", "M2"]]  # the second one was a group commit
+    assert isinstance(results[2], RuntimeError)
+    assert [r.duplicate for i, r in enumerate(results) if i != 2] == [False, False, False]  # type: ignore[union-attr]
+    assert sorted(r.message_id for r in _rows(services)) == ["M0", "M1", "M2"]
+
+
+def test_a_closed_acceptor_refuses_new_messages(services) -> None:  # type: ignore[no-untyped-def]
+    acceptor = GroupAcceptor(services)
+    stored = acceptor.submit(Incoming("mllp", "Lab", "M1", "hl7v2", b"1")).result(10)
+    acceptor.close()
+    assert not stored.duplicate
+    with pytest.raises(RuntimeError):
+        acceptor.submit(Incoming("mllp", "Lab", "M2", "hl7v2", b"2"))

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from interop.config import get_settings
 from interop.store.checkpoint import AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT, ensure_checkpointer
+from interop.store.write_lock import WriteLock, in_background
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -75,14 +76,15 @@ def create_db_engine(url: str) -> Engine:
         # Writers in this process queue on a lock before BEGIN IMMEDIATE: SQLite's own busy
         # handler sleeps and retries, which turns a short wait into a long tail (an MLLP ACK
         # behind a background ingest); a lock hands over as soon as the writer commits.
-        write_lock = threading.Lock()
+        # Writes inside ``background_writes()`` (the inbox processor) yield to the others.
+        write_lock = WriteLock()
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
             if conn.get_execution_options().get("readonly"):
                 conn.exec_driver_sql("BEGIN")
                 return
-            write_lock.acquire()
+            write_lock.acquire(background=in_background())
             conn.info["holds_write_lock"] = True
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -91,12 +93,31 @@ def create_db_engine(url: str) -> Engine:
                 write_lock.release()
                 raise
 
-        def _release(conn: Any) -> None:
-            if conn.info.pop("holds_write_lock", False):
-                write_lock.release()
+        # SQLAlchemy fires these events before it commits (rolls back) on the DBAPI
+        # connection: end the transaction here, then hand the lock over, so that the next
+        # writer's BEGIN IMMEDIATE does not find the database still locked and fall into
+        # SQLite's sleeping busy handler. SQLAlchemy's own commit()/rollback() that follow
+        # find no transaction open and do nothing.
+        def _commit_then_release(conn: Any) -> None:
+            if conn.info.get("holds_write_lock"):
+                try:
+                    conn.connection.dbapi_connection.commit()
+                finally:
+                    conn.info.pop("holds_write_lock", None)
+                    write_lock.release()
 
-        event.listen(engine, "commit", _release)
-        event.listen(engine, "rollback", _release)
+        def _rollback_then_release(conn: Any) -> None:
+            if conn.info.get("holds_write_lock"):
+                try:
+                    conn.connection.dbapi_connection.rollback()
+                except Exception:  # noqa: BLE001, S110 - SQLAlchemy's own rollback reports it
+                    pass
+                finally:
+                    conn.info.pop("holds_write_lock", None)
+                    write_lock.release()
+
+        event.listen(engine, "commit", _commit_then_release)
+        event.listen(engine, "rollback", _rollback_then_release)
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)

@@ -1,0 +1,133 @@
+"""The in-process SQLite write lock, with background writers kept to a share of it.
+
+SQLite has one writer at a time. Writers in this process queue on :class:`WriteLock` before
+``BEGIN IMMEDIATE`` (see :func:`interop.store.db.create_db_engine`): SQLite's own busy handler
+sleeps and retries, which turns a short wait into a long tail, while a lock hands over as soon
+as the writer commits.
+
+A plain lock is first come, first served, which is wrong when one writer is a background job
+with long transactions (the inbox processor turning stored HL7 messages into Observations,
+10-30 ms each) and the other is a latency-bound foreground write (an MLLP listener storing a
+message before it may acknowledge it, well under a millisecond). With one sending connection
+the next message arrives a fraction of a millisecond after the previous ACK; the background
+writer, already waiting, takes the lock in that gap every time, and nearly every message waits
+for a whole background transaction.
+
+Writes made inside :func:`background_writes` are therefore *background* writes. After holding
+the lock for ``h`` seconds a background writer pauses for ``h * ratio`` seconds, but only
+while foreground writers are active (one is waiting, or one released the lock less than
+``quiet`` seconds ago):
+
+* during the pause every foreground writer goes before it;
+* once the pause is over it is next, before foreground writers that are waiting, so a stream
+  of foreground writes cannot hold it off for longer;
+* when foreground writers are idle it does not pause at all.
+
+With the default ratio of 1 background work still gets up to half of the lock under sustained
+foreground load: it is slowed down, never starved. The pause is as long as the hold, so a
+foreground writer meets a long background transaction at most every other such length of
+time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_background: ContextVar[bool] = ContextVar("interop_background_writes", default=False)
+
+
+@contextlib.contextmanager
+def background_writes() -> Iterator[None]:
+    """Mark the write transactions begun inside as background work (see the module doc)."""
+    token = _background.set(True)
+    try:
+        yield
+    finally:
+        _background.reset(token)
+
+
+def in_background() -> bool:
+    return _background.get()
+
+
+class WriteLock:
+    def __init__(self, *, ratio: float = 1.0, quiet: float = 0.005) -> None:
+        self.ratio = ratio
+        self.quiet = quiet
+        self._cond = threading.Condition(threading.Lock())
+        self._held = False
+        self._held_background = False
+        self._acquired_at = 0.0
+        self._fg_waiting = 0
+        self._bg_waiting = 0
+        self._fg_active_until = 0.0
+        """monotonic time until which foreground writers count as active"""
+        self._bg_not_before = 0.0
+        """while foreground writers are active, background writers wait until then"""
+
+    # ---- predicates (called with self._cond held) ---------------------------------------
+    def _bg_due(self, now: float) -> bool:
+        return now >= self._bg_not_before or (
+            self._fg_waiting == 0 and now >= self._fg_active_until
+        )
+
+    def _can_take(self, background: bool, now: float) -> bool:
+        if self._held:
+            return False
+        if background:
+            return self._bg_due(now)
+        # a background writer whose pause is over goes before foreground writers
+        return not (self._bg_waiting and now >= self._bg_not_before)
+
+    def _timeout(self, now: float) -> float | None:
+        """How long a waiter may sleep before the predicates can change without a notify."""
+        if self._held:
+            return None
+        moments = [t for t in (self._bg_not_before, self._fg_active_until) if t > now]
+        return min(moments) - now if moments else None
+
+    # ---- the lock ---------------------------------------------------------------------
+    def acquire(self, background: bool = False) -> None:
+        with self._cond:
+            if background:
+                self._bg_waiting += 1
+            else:
+                self._fg_waiting += 1
+            try:
+                while True:
+                    now = time.monotonic()
+                    if self._can_take(background, now):
+                        break
+                    self._cond.wait(self._timeout(now))
+            except BaseException:
+                # a waiter that gives up may have been the one the others stood back for
+                self._cond.notify_all()
+                raise
+            finally:
+                if background:
+                    self._bg_waiting -= 1
+                else:
+                    self._fg_waiting -= 1
+            self._held = True
+            self._held_background = background
+            self._acquired_at = now
+
+    def release(self) -> None:
+        with self._cond:
+            if not self._held:
+                raise RuntimeError("release of an unheld write lock")
+            now = time.monotonic()
+            if self._held_background:
+                self._bg_not_before = now + (now - self._acquired_at) * self.ratio
+            else:
+                self._fg_active_until = now + self.quiet
+            self._held = False
+            self._held_background = False
+            self._cond.notify_all()
+
+    def locked(self) -> bool:
+        return self._held

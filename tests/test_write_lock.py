@@ -1,0 +1,195 @@
+"""The SQLite write lock: foreground writers go before background ones, a background writer
+is paused (by the time it held the lock) only while foreground writers are active and is
+never starved, and the lock is handed over only once the transaction has ended."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from interop.store.db import create_db_engine
+from interop.store.write_lock import WriteLock, background_writes, in_background
+
+
+def _start(fn: Any, *args: Any) -> threading.Thread:
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def _wait_for(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def _take(lock: WriteLock, order: list[str], name: str, background: bool) -> None:
+    lock.acquire(background=background)
+    order.append(name)
+    lock.release()
+
+
+def test_foreground_writers_go_first_while_a_background_writer_pauses() -> None:
+    lock = WriteLock(ratio=1.0, quiet=60.0)  # foreground counts as active for a minute
+    order: list[str] = []
+    lock.acquire(background=True)
+    time.sleep(0.3)
+    lock.release()  # the background writer now pauses for ~300 ms
+    lock.acquire()  # a foreground writer holds the lock
+    bg = _start(_take, lock, order, "background", True)
+    _wait_for(lambda: lock._bg_waiting == 1)
+    fg = _start(_take, lock, order, "foreground", False)
+    _wait_for(lambda: lock._fg_waiting == 1)
+    lock.release()
+    bg.join(5)
+    fg.join(5)
+    assert order == ["foreground", "background"]
+
+
+def test_a_background_writer_past_its_pause_goes_before_later_foreground_writers() -> None:
+    lock = WriteLock(ratio=1.0, quiet=60.0)
+    order: list[str] = []
+    lock.acquire(background=True)
+    time.sleep(0.01)
+    lock.release()
+    lock.acquire()  # a foreground writer holds the lock past the background's pause
+    time.sleep(0.05)
+    bg = _start(_take, lock, order, "background", True)
+    _wait_for(lambda: lock._bg_waiting == 1)
+    fg = _start(_take, lock, order, "foreground", False)
+    _wait_for(lambda: lock._fg_waiting == 1)
+    lock.release()
+    bg.join(5)
+    fg.join(5)
+    assert order == ["background", "foreground"]
+
+
+def test_background_pauses_for_as_long_as_it_held_the_lock_while_foreground_is_active() -> None:
+    lock = WriteLock(ratio=1.0, quiet=60.0)  # foreground counts as active for a minute
+    lock.acquire(background=True)
+    time.sleep(0.2)
+    lock.release()
+    lock.acquire()  # a foreground write
+    lock.release()
+    t0 = time.monotonic()
+    lock.acquire(background=True)
+    waited = time.monotonic() - t0
+    lock.release()
+    assert 0.1 <= waited < 2.0
+
+
+def test_background_is_not_paused_when_foreground_is_idle() -> None:
+    lock = WriteLock(ratio=1.0, quiet=0.01)
+    lock.acquire()
+    lock.release()
+    lock.acquire(background=True)
+    time.sleep(0.3)
+    lock.release()
+    time.sleep(0.02)  # the foreground write is more than ``quiet`` ago
+    t0 = time.monotonic()
+    lock.acquire(background=True)
+    assert time.monotonic() - t0 < 0.1
+    lock.release()
+
+
+def test_background_gets_its_share_under_a_stream_of_foreground_writes() -> None:
+    lock = WriteLock(ratio=1.0, quiet=0.05)
+    stop = threading.Event()
+    fg_writes = 0
+
+    def foreground() -> None:
+        nonlocal fg_writes
+        while not stop.is_set():
+            lock.acquire()
+            time.sleep(0.001)
+            fg_writes += 1
+            lock.release()
+
+    writers = [_start(foreground) for _ in range(3)]
+    try:
+        _wait_for(lambda: fg_writes > 10)
+        waits = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            lock.acquire(background=True)
+            waits.append(time.monotonic() - t0)
+            time.sleep(0.02)
+            lock.release()
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(5)
+    # each pause lasts about as long as the previous hold (20 ms), never indefinitely
+    assert max(waits) < 1.0, waits
+    assert fg_writes > 20
+
+
+def test_the_pause_holds_back_only_background_writers() -> None:
+    lock = WriteLock(ratio=1.0, quiet=60.0)
+    lock.acquire(background=True)
+    time.sleep(0.2)
+    lock.release()  # background now owes a pause of ~200 ms while foreground is active
+    lock.acquire()
+    lock.release()
+    t0 = time.monotonic()
+    _start(lambda: (lock.acquire(), lock.release())).join(5)
+    assert time.monotonic() - t0 < 0.1
+    assert not lock.locked()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_background_writes_marks_the_context() -> None:
+    assert not in_background()
+    with background_writes():
+        assert in_background()
+        seen: list[bool] = []
+        t = _start(lambda: seen.append(in_background()))  # a new thread starts unmarked
+        t.join(5)
+        assert seen == [False]
+    assert not in_background()
+
+
+def test_the_lock_is_handed_over_only_after_the_transaction_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the next writer gets the lock, the database is no longer locked by the previous
+    one (it would otherwise meet SQLite's sleeping busy handler)."""
+    path = tmp_path / "lock.db"
+    free_at_release: list[bool] = []
+
+    class ProbingLock(WriteLock):
+        def release(self) -> None:
+            probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                free_at_release.append(True)
+            except sqlite3.OperationalError:
+                free_at_release.append(False)
+            finally:
+                probe.close()
+            super().release()
+
+    monkeypatch.setattr("interop.store.db.WriteLock", ProbingLock)
+    engine = create_db_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(ZeroDivisionError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (2)"))
+            1 / 0  # noqa: B018 - rolls the transaction back
+        assert free_at_release == [True, True, True]
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
+    finally:
+        engine.dispose()
