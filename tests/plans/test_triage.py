@@ -18,6 +18,7 @@ from adapters.base import (
     Measurement,
     PatientRef,
 )
+from interop.fhir.validation import validate_resource
 from interop.pipeline import IngestPipeline
 
 FNR = "13031353453"
@@ -212,9 +213,14 @@ def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-
     assert task["priority"] == "urgent" and len(task["note"]) == 1
     flags = client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()
     assert flags["total"] == 1
+    # triage writes its updates without the model validation: what it wrote must still pass it
+    flag = client.get("/fhir/Flag", params={"patient": pid}).json()["entry"][0]["resource"]
+    validate_resource(task)
+    validate_resource(flag)
     _ingest(services, _bp("120", "80", now + timedelta(minutes=3)))  # green: Task stays open
     [task] = tasks()
     assert task["status"] == "requested"
+    validate_resource(client.get(f"/fhir/Flag/{flag['id']}").json())
     assert (
         client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()["total"] == 0
     )
