@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from interop.store.db import create_db_engine
 from interop.store.write_lock import WriteLock, background_writes, in_background
@@ -191,5 +192,32 @@ def test_the_lock_is_handed_over_only_after_the_transaction_ended(
         assert free_at_release == [True, True, True]
         with engine.connect() as conn:
             assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_commit_is_raised_as_sqlalchemy_would_and_frees_the_lock(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'fk.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
+            conn.execute(
+                text("CREATE TABLE c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)")
+            )
+        # a deferred foreign key is only checked at COMMIT
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO c VALUES (99)"))
+        done = threading.Event()
+
+        def write() -> None:
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO p VALUES (99)"))
+                conn.execute(text("INSERT INTO c VALUES (99)"))
+            done.set()
+
+        _start(write).join(10)
+        assert done.is_set()  # the lock was handed over and the failed transaction ended
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM c")).scalar() == 1
     finally:
         engine.dispose()

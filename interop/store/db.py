@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from interop.config import get_settings
 from interop.store.checkpoint import AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT, ensure_checkpointer
@@ -97,25 +98,13 @@ def create_db_engine(url: str) -> Engine:
         # connection: end the transaction here, then hand the lock over, so that the next
         # writer's BEGIN IMMEDIATE does not find the database still locked and fall into
         # SQLite's sleeping busy handler. SQLAlchemy's own commit()/rollback() that follow
-        # find no transaction open and do nothing.
+        # find no transaction open and do nothing. A failed COMMIT is raised as SQLAlchemy
+        # would have raised it (IntegrityError, OperationalError, ...).
         def _commit_then_release(conn: Any) -> None:
-            if conn.info.get("holds_write_lock"):
-                try:
-                    conn.connection.dbapi_connection.commit()
-                finally:
-                    conn.info.pop("holds_write_lock", None)
-                    write_lock.release()
+            if conn.info.pop("holds_write_lock", False):
+                write_lock.release()
 
-        def _rollback_then_release(conn: Any) -> None:
-            if conn.info.get("holds_write_lock"):
-                try:
-                    conn.connection.dbapi_connection.rollback()
-                except Exception:  # noqa: BLE001, S110 - SQLAlchemy's own rollback reports it
-                    pass
-                finally:
-                    conn.info.pop("holds_write_lock", None)
-                    write_lock.release()
-
+        _rollback_then_release = _commit_then_release
         event.listen(engine, "commit", _commit_then_release)
         event.listen(engine, "rollback", _rollback_then_release)
 
