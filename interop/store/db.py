@@ -101,10 +101,26 @@ def create_db_engine(url: str) -> Engine:
         # find no transaction open and do nothing. A failed COMMIT is raised as SQLAlchemy
         # would have raised it (IntegrityError, OperationalError, ...).
         def _commit_then_release(conn: Any) -> None:
-            if conn.info.pop("holds_write_lock", False):
-                write_lock.release()
+            if conn.info.get("holds_write_lock"):
+                dbapi_error = conn.dialect.loaded_dbapi.Error
+                try:
+                    conn.connection.dbapi_connection.commit()
+                except dbapi_error as exc:
+                    raise DBAPIError.instance("COMMIT", None, exc, dbapi_error) from exc
+                finally:
+                    conn.info.pop("holds_write_lock", None)
+                    write_lock.release()
 
-        _rollback_then_release = _commit_then_release
+        def _rollback_then_release(conn: Any) -> None:
+            if conn.info.get("holds_write_lock"):
+                try:
+                    conn.connection.dbapi_connection.rollback()
+                except Exception:  # noqa: BLE001, S110 - SQLAlchemy's own rollback reports it
+                    pass
+                finally:
+                    conn.info.pop("holds_write_lock", None)
+                    write_lock.release()
+
         event.listen(engine, "commit", _commit_then_release)
         event.listen(engine, "rollback", _rollback_then_release)
 
