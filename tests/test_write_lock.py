@@ -221,3 +221,32 @@ def test_a_failed_commit_is_raised_as_sqlalchemy_would_and_frees_the_lock(tmp_pa
             assert conn.execute(text("SELECT count(*) FROM c")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_foreground_writers_take_turns_in_arrival_order() -> None:
+    """A writer that releases and at once asks again queues behind the waiting ones (without
+    this, a polling loop kept the lock to itself and the others waited for seconds)."""
+    lock = WriteLock()
+    lock.acquire()
+    order: list[str] = []
+    started = threading.Event()
+
+    def waiter(name: str) -> None:
+        started.set()
+        lock.acquire()
+        order.append(name)
+        lock.release()
+
+    others = [threading.Thread(target=waiter, args=(n,)) for n in ("a", "b")]
+    for t in others:
+        started.clear()
+        t.start()
+        started.wait()
+        time.sleep(0.05)  # each is waiting before the next one starts
+    lock.release()
+    lock.acquire()  # the releasing writer asks again at once: it goes after a and b
+    order.append("again")
+    lock.release()
+    for t in others:
+        t.join(timeout=5)
+    assert order == ["a", "b", "again"]

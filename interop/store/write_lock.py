@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -63,6 +64,8 @@ class WriteLock:
         self._held_background = False
         self._acquired_at = 0.0
         self._fg_waiting = 0
+        self._fg_queue: deque[object] = deque()
+        """foreground writers waiting, in arrival order"""
         self._bg_waiting = 0
         self._fg_active_until = 0.0
         """monotonic time until which foreground writers count as active"""
@@ -75,13 +78,17 @@ class WriteLock:
             self._fg_waiting == 0 and now >= self._fg_active_until
         )
 
-    def _can_take(self, background: bool, now: float) -> bool:
+    def _can_take(self, background: bool, now: float, ticket: object) -> bool:
         if self._held:
             return False
         if background:
             return self._bg_due(now)
         # a background writer whose pause is over goes before foreground writers
-        return not (self._bg_waiting and now >= self._bg_not_before)
+        if self._bg_waiting and now >= self._bg_not_before:
+            return False
+        # foreground writers take turns in arrival order: a writer that releases and at once
+        # asks again queues behind the ones already waiting instead of barging past them
+        return self._fg_queue[0] is ticket
 
     def _timeout(self, now: float) -> float | None:
         """How long a waiter may sleep before the predicates can change without a notify."""
@@ -92,15 +99,17 @@ class WriteLock:
 
     # ---- the lock ---------------------------------------------------------------------
     def acquire(self, background: bool = False) -> None:
+        ticket = object()
         with self._cond:
             if background:
                 self._bg_waiting += 1
             else:
                 self._fg_waiting += 1
+                self._fg_queue.append(ticket)
             try:
                 while True:
                     now = time.monotonic()
-                    if self._can_take(background, now):
+                    if self._can_take(background, now, ticket):
                         break
                     self._cond.wait(self._timeout(now))
             except BaseException:
@@ -112,6 +121,7 @@ class WriteLock:
                     self._bg_waiting -= 1
                 else:
                     self._fg_waiting -= 1
+                    self._fg_queue.remove(ticket)
             self._held = True
             self._held_background = background
             self._acquired_at = now
