@@ -245,3 +245,38 @@ def test_a_closed_acceptor_refuses_new_messages(services) -> None:  # type: igno
     assert not stored.duplicate
     with pytest.raises(RuntimeError):
         acceptor.submit(Incoming("mllp", "Lab", "M2", "hl7v2", b"2"))
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_a_claimed_batch_is_processed_together_each_with_its_own_outcome(
+    client, services, batch: bool
+) -> None:  # type: ignore[no-untyped-def]
+    pid = _setup_patient(client, services)
+    raws = [RAW.replace(b"MSGID1234", f"MSGB{i}".encode()) for i in range(3)]
+    # the second message is a reading of its own: another value, taken a minute later
+    raws[1] = (
+        raws[1]
+        .replace(b"|1.0.1.1|120|", b"|1.0.1.1|121|")
+        .replace(b"|||20090813095715+0000", b"|||20090813095815+0000")
+    )
+    ids = [
+        inbox_module.accept(
+            services, channel="mllp", sender="s", message_id=f"MSGB{i}", adapter="hl7v2", raw=r
+        ).id
+        for i, r in enumerate(raws)
+    ]
+    bad = inbox_module.accept(
+        services, channel="mllp", sender="s", message_id="BAD", adapter="hl7v2", raw=b"MSH|nope"
+    ).id
+    processor = InboxProcessor(services, batch=batch)
+    assert processor.process_pending(limit=10) == 4
+    with services.store.reader() as conn:
+        status = dict(
+            conn.execute(select(inbound_message_table.c.id, inbound_message_table.c.status)).all()
+        )
+    assert [status[i] for i in ids] == ["processed"] * 3 and status[bad] == "failed"
+    found = client.get(
+        "/fhir/Observation", params={"patient": pid, "code": "http://loinc.org|85354-9"}
+    ).json()
+    values = sorted(e["resource"]["component"][0]["valueQuantity"]["value"] for e in found["entry"])
+    assert values == [120, 121]  # the first and third message are the same reading

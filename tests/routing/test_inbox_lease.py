@@ -35,6 +35,9 @@ class RecordingPipeline:
         self.seen.append(raw)
         return _Report()
 
+    def ingest_many(self, items: list[Any]) -> list[_Report]:
+        return [self.ingest(i.adapter, i.data, i.meta) for i in items]
+
 
 def _processor(services: Any, pipeline: RecordingPipeline, **kw: Any) -> InboxProcessor:
     return InboxProcessor(services, pipeline, **kw)  # type: ignore[arg-type]
