@@ -23,13 +23,13 @@ from interop.pipeline import IngestPipeline
 from interop.services import build_services
 
 
-def _oru(i: int, fnr: str, when: datetime) -> bytes:
+def _oru(i: int, fnr: str, when: datetime, device: str = "0123456789ABCDEF") -> bytes:
     ts = when.strftime("%Y%m%d%H%M%S+0000")
     segs = [
         f"MSH|^~\\&|BENCH^0001^EUI-64|HOME|DHO|DHO|{ts}||ORU^R01^ORU_R01|BENCH-{i}|P|2.6|||NE|AL",
         f"PID|||{fnr}^^^&2.16.578.1.12.4.1.4.1&ISO^FNR",
         f"OBR|1|||182777000^monitoring of patient^SNOMED-CT|||{ts}",
-        "OBX|1||528391^MDC_DEV_SPEC_PROFILE_BP^MDC|1|||||||X|||||||0123456789ABCDEF^EUI-64",
+        f"OBX|1||528391^MDC_DEV_SPEC_PROFILE_BP^MDC|1|||||||X|||||||{device}^EUI-64",
         f"OBX|2||150020^MDC_PRESS_BLD_NONINV^MDC|1.0.1|||||||X|||{ts}",
         f"OBX|3|NM|150021^MDC_PRESS_BLD_NONINV_SYS^MDC|1.0.1.1|{120 + i % 30}|266016^MDC_DIM_MMHG^MDC|||||R",
         f"OBX|4|NM|150022^MDC_PRESS_BLD_NONINV_DIA^MDC|1.0.1.2|{75 + i % 15}|266016^MDC_DIM_MMHG^MDC|||||R",
@@ -172,6 +172,9 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
                     run_id * 100000 + sent + i,
                     fnr,
                     base_time + timedelta(seconds=run_id % 100000 + sent + i),
+                    # a device of this run's own: new readings, never corrections of an
+                    # earlier run's (same device and time, another value) when runs are close
+                    device=f"{run_id & 0xFFFFFFFFFFFFFFFF:016X}",
                 )
                 for i in range(n)
             ]
@@ -262,6 +265,10 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
         patient=PatientRef(FNR_OID, fnr),
         options={"profile": "withings-body-measures"},
     )
+    # warm-up: a batch of other groups, so that loading the mapping profile and the first
+    # statements' preparation are not inside the measurement
+    warm = [dict(g, grpid=g["grpid"] + 5000, date=g["date"] - 86400 * 3) for g in groups[:100]]
+    pipe.ingest("mapped-json", orjson.dumps({"status": 0, "body": {"measuregrps": warm}}), meta)
     t0 = time.perf_counter()
     created = 0
     for b in batches:
