@@ -65,10 +65,6 @@ class Settings(BaseSettings):
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
     """SQLite page cache per connection (MiB)."""
-    sqlite_checkpoint_seconds: float = 0.5
-    """SQLite: a background thread copies the write-ahead log into the database file this often
-    while there are writes, so no request pays for the checkpoint (see
-    ``interop.store.checkpoint``); 0 leaves it to SQLite's automatic checkpoint."""
     outbox_retention_days: int = 365
     """``interop prune`` removes delivered outbox messages and processed inbound messages
     older than this many days (see ``interop.routing.retention``)."""

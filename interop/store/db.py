@@ -12,7 +12,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from interop.config import get_settings
-from interop.store.checkpoint import AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT, ensure_checkpointer
 from interop.store.write_lock import WriteLock, in_background
 
 _engines: dict[str, Engine] = {}
@@ -32,7 +31,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(cache_mb: int, background_checkpoints: bool) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(cache_mb: int) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -41,9 +40,6 @@ def _sqlite_pragmas(cache_mb: int, background_checkpoints: bool) -> Callable[[An
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         cur.execute("PRAGMA temp_store=MEMORY")
-        if background_checkpoints:
-            cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-            cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cur.close()
 
     return on_connect
@@ -61,12 +57,7 @@ def create_db_engine(url: str) -> Engine:
             pool_size=8,
             max_overflow=8,
         )
-        settings = get_settings()
-        on_disk = bool(u.database) and u.database != ":memory:"
-        background = on_disk and settings.sqlite_checkpoint_seconds > 0
-        event.listen(engine, "connect", _sqlite_pragmas(settings.sqlite_cache_mb, background))
-        if background:
-            ensure_checkpointer(str(u.database), settings.sqlite_checkpoint_seconds)
+        event.listen(engine, "connect", _sqlite_pragmas(get_settings().sqlite_cache_mb))
 
         # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
         @event.listens_for(engine, "connect")
