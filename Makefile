@@ -25,6 +25,8 @@ install: $(STAMP)
 
 ## run: migrate the embedded SQLite database, load the demo data set, serve the API and run
 ## the delivery worker beside it
+# a local run logs plain text for a person reading the terminal (services keep JSON lines)
+run: export INTEROP_LOG_JSON ?= false
 run: install
 	$(BIN)/interop migrate
 	$(BIN)/interop demo
