@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -108,24 +109,35 @@ def _row(r: Any) -> Row:
 
 
 class ReadBatcher:
-    """Primary-key reads awaited on the event loop, fetched together per loop turn."""
+    """Primary-key reads awaited on the event loop, fetched together per loop turn.
+
+    Each event loop has its own pending batch (a process may run several loops in
+    threads, e.g. an MLLP listener beside the API): a batch is only ever touched, flushed
+    and answered on the loop, and so the thread, that its reads came from."""
 
     def __init__(self, reader: FastReader) -> None:
         self.reader = reader
-        self._pending: dict[tuple[str, str], list[asyncio.Future[Row | None]]] = {}
-        self._scheduled = False
+        self._batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, str], list[asyncio.Future[Row | None]]]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     async def get(self, res_type: str, res_id: str) -> Row | None:
         loop = asyncio.get_running_loop()
+        with self._lock:
+            pending = self._batches.get(loop)
+            first = pending is None
+            if pending is None:
+                pending = self._batches[loop] = {}
         fut: asyncio.Future[Row | None] = loop.create_future()
-        self._pending.setdefault((res_type, res_id), []).append(fut)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        pending.setdefault((res_type, res_id), []).append(fut)
+        if first:
+            loop.call_soon(self._flush, loop)
         return await fut
 
-    def _flush(self) -> None:
-        pending, self._pending, self._scheduled = self._pending, {}, False
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            pending = self._batches.pop(loop, {})
         by_type: dict[str, list[str]] = {}
         for res_type, res_id in pending:
             by_type.setdefault(res_type, []).append(res_id)

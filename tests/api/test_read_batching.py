@@ -112,3 +112,22 @@ def test_concurrent_http_reads_each_get_their_own_resource(
         assert r.headers["etag"] == by_id[rid].etag
     assert responses[-1].status_code == 404
     assert responses[-1].json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_loop_that_stops_before_its_flush_does_not_hold_up_other_loops(services) -> None:  # type: ignore[no-untyped-def]
+    """Each event loop has its own batch: a loop that went away with a read waiting (its
+    flush never ran) must not leave the next loop's reads unanswered."""
+    made = _created(services, 2)
+    store = services.store
+    gone = asyncio.new_event_loop()
+    try:
+        gone.create_task(store.read_async("Patient", made[0].res_id))
+        gone.call_soon(gone.stop)  # runs after the read has queued its flush, before the flush
+        gone.run_forever()
+    finally:
+        gone.close()
+
+    async def read() -> Any:
+        return await asyncio.wait_for(store.read_async("Patient", made[1].res_id), timeout=5)
+
+    assert asyncio.run(read()).res_id == made[1].res_id
