@@ -344,15 +344,7 @@ class InboxProcessor:
             return item
         lease = now + self.lease_us
         with self.services.engine.begin() as conn:
-            done = conn.execute(
-                update(inbox)
-                .where(
-                    inbox.c.id == item.id,
-                    inbox.c.status == "processing",
-                    inbox.c.lease_until == item.lease_until,
-                )
-                .values(lease_until=lease)
-            )
+            done = conn.execute(update(inbox).where(_still_ours(item)).values(lease_until=lease))
         if not done.rowcount:
             log.warning(
                 "inbound message %s: lease lost, left to the processor that has it", item.id
@@ -422,11 +414,7 @@ class InboxProcessor:
             for held, status, report, err in rows:
                 done = conn.execute(
                     update(inbox)
-                    .where(
-                        inbox.c.id == held.id,
-                        inbox.c.status == "processing",
-                        inbox.c.lease_until == held.lease_until,
-                    )
+                    .where(_still_ours(held))
                     .values(
                         status=status,
                         processed=to_micros(now_utc()),
@@ -480,3 +468,12 @@ class InboxProcessor:
             if n == 0:
                 self.wake.wait(idle_seconds)
                 self.wake.clear()
+
+
+def _still_ours(item: Claimed) -> ColumnElement[bool]:
+    """The claimed row, as long as this processor's lease on it holds."""
+    return and_(
+        inbox.c.id == item.id,
+        inbox.c.status == "processing",
+        inbox.c.lease_until == item.lease_until,
+    )
