@@ -411,6 +411,9 @@ class IngestPipeline:
                             )[0]
                         except Exception as exc:  # noqa: BLE001 - the item's outcome
                             out[i] = exc
+        missing = [i for i, o in enumerate(out) if o is None]
+        if missing:  # every item has its outcome above; callers pair outcomes with items
+            raise RuntimeError(f"ingest_many: no outcome for items {missing}")
         return [o for o in out if o is not None]
 
     def _new_report(
