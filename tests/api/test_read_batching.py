@@ -131,3 +131,14 @@ def test_a_loop_that_stops_before_its_flush_does_not_hold_up_other_loops(service
         return await asyncio.wait_for(store.read_async("Patient", made[1].res_id), timeout=5)
 
     assert asyncio.run(read()).res_id == made[1].res_id
+
+
+def test_a_large_batch_answers_every_read(services) -> None:  # type: ignore[no-untyped-def]
+    made = _created(services, 230)  # on SQLite more than one IN (...) statement's worth
+
+    async def all_reads() -> list[Any]:
+        return await asyncio.gather(*(services.store.read_async("Patient", m.res_id) for m in made))
+
+    got = asyncio.run(all_reads())
+    assert [g.res_id for g in got] == [m.res_id for m in made]
+    assert all(g.content == m.content for g, m in zip(got, made, strict=True))
