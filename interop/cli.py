@@ -240,6 +240,9 @@ def worker(
     delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, heartbeat_name)))
     for task, interval, fn in worker_tasks(svc):
         delivery.periodic.append((task, interval, fn))
+    from interop.runtime import tune_gc
+
+    tune_gc(svc.settings)
     if once:
         processed = inbox.process_pending(limit=1000)
         n = delivery.run_once()

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
     """SQLite page cache per connection (MiB)."""
+    gc_gen0_threshold: int = 10_000
+    """Allocations between the garbage collector's young-generation passes in a service process
+    (Python's default is 700; 0 keeps Python's defaults). See ``interop.runtime.tune_gc``."""
     outbox_retention_days: int = 365
     """``interop prune`` removes delivered outbox messages and processed inbound messages
     older than this many days (see ``interop.routing.retention``)."""

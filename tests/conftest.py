@@ -20,6 +20,11 @@ CONFORMANCE = SHARED / "conformance"
 STANDARDS = SHARED / "standards"
 KITH_SCHEMAS = STANDARDS / "kith"
 
+# The test process builds and drops many apps and stores; the service's start-up tuning of the
+# garbage collector (interop.runtime.tune_gc, run by the API lifespan) would freeze their
+# reference cycles for the rest of the run. Tests that start a service process set it again.
+os.environ.setdefault("INTEROP_GC_GEN0_THRESHOLD", "0")
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

@@ -16,6 +16,7 @@ from interop.api import fhir, indicators, ingest, messages, observation_ops, pla
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
+from interop.runtime import tune_gc
 from interop.services import Services, build_services
 
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 _thread, stop = start_processor_thread(processor)
             mllp = MllpServer(app.state.services, processor)
             await mllp.start(settings.mllp_host, settings.mllp_port)
+        tune_gc(settings)  # start-up is done: what is alive now lives as long as the process
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ from interop.bench.server import BENCH_KEY, free_port
 from interop.config import Settings
 from interop.identifiers import generate_fnr
 from interop.pipeline import IngestPipeline
+from interop.runtime import tune_gc
 from interop.services import build_services
 
 
@@ -239,6 +240,9 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
                 p.kill()
 
     # ---- mapped-JSON batches (pipeline, in process) -------------------------------------
+    # this process now stands in for a service process (API or worker), which tunes its
+    # garbage collector when its start-up is done
+    tune_gc(settings)
     pipe = IngestPipeline(services)
     groups: list[dict[str, Any]] = []
     start = int((datetime.now(UTC) - timedelta(days=30)).timestamp())

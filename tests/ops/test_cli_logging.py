@@ -54,6 +54,7 @@ def test_serve_logs_json_lines_from_uvicorn_too(tmp_path: Path) -> None:
             "INTEROP_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
             "INTEROP_LOG_JSON": "true",
             "INTEROP_ADMIN_KEY": "k",
+            "INTEROP_GC_GEN0_THRESHOLD": "10000",
         }
     )
     proc = subprocess.Popen(
@@ -81,3 +82,5 @@ def test_serve_logs_json_lines_from_uvicorn_too(tmp_path: Path) -> None:
     assert started, err
     assert all(r["ts"].endswith("Z") for r in records)
     assert not [line for line in err.splitlines() if line.startswith("INFO:")], err
+    # the service process tuned its garbage collector once start-up was done
+    assert [r for r in records if r["logger"] == "interop.runtime"], err
