@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from interop.fhir.dates import from_micros, now_utc, to_micros
@@ -81,7 +81,6 @@ class StagedCreates:
     """Creates built by :meth:`WriteTx.stage_creates`, not yet written."""
 
     res_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    hist_rows: list[tuple[Any, ...]] = field(default_factory=list)
     tokens: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     refs: list[tuple[str, str, str, str]] = field(default_factory=list)
     dates: list[tuple[str, str, str, int, int]] = field(default_factory=list)
@@ -94,7 +93,6 @@ class StagedCreates:
 
     def extend(self, other: StagedCreates) -> None:
         self.res_rows.extend(other.res_rows)
-        self.hist_rows.extend(other.hist_rows)
         self.tokens.extend(other.tokens)
         self.refs.extend(other.refs)
         self.dates.extend(other.dates)
@@ -116,6 +114,14 @@ _RESOURCE_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "patient_
 _RESOURCE_COLUMNS += ("last_updated", "deleted", "content")
 _HISTORY_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "last_updated")
 _HISTORY_COLUMNS += ("method", "deleted", "content")
+_ARCHIVE_SQL = (
+    f'INSERT INTO "resource_history" ({", ".join(_HISTORY_COLUMNS)}) '
+    f"VALUES ({', '.join(['{m}'] * len(_HISTORY_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+"""Keep a superseded version in the history (``{m}``: the driver's parameter mark). The
+history holds the versions before the current one, which only the resource table holds;
+a database written while the history also kept the current version has the row already,
+hence the DO NOTHING."""
 _TOKEN_COLUMNS = ("res_type", "res_id", "param", "system", "code")
 _REFERENCE_COLUMNS = ("res_type", "res_id", "param", "target")
 _DATE_COLUMNS = ("res_type", "res_id", "param", "start", "end")
@@ -208,36 +214,51 @@ class FhirStore:
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         with self.reader() as conn:
-            row = conn.execute(
-                select(history_table).where(
-                    history_table.c.res_type == res_type,
-                    history_table.c.res_id == res_id,
-                    history_table.c.version == version,
-                )
-            ).first()
-        if row is None:
+            stored = self.get(res_type, res_id, conn)
+            if stored is not None and stored.version != version:
+                row = conn.execute(
+                    select(history_table).where(
+                        history_table.c.res_type == res_type,
+                        history_table.c.res_id == res_id,
+                        history_table.c.version == version,
+                    )
+                ).first()
+                stored = None
+                if row is not None:
+                    stored = StoredResource(
+                        res_type, res_id, row.version, row.last_updated, row.deleted, row.content
+                    )
+        if stored is None:
             raise error(404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known")
-        if row.deleted:
+        if stored.deleted:
             raise error(410, "deleted", f"{res_type}/{res_id} version {version} is a deletion")
         return StoredResource(
-            res_type, res_id, row.version, row.last_updated, row.deleted, bytes(row.content)
+            res_type, res_id, stored.version, stored.last_updated, False, bytes(stored.content)
         )
 
     def history(
         self, res_type: str, res_id: str, *, count: int = 100, since: int | None = None
     ) -> list[tuple[StoredResource, str]]:
-        """Versions newest first, with the method (POST/PUT/DELETE) that made each."""
-        stmt = select(history_table).where(
-            history_table.c.res_type == res_type, history_table.c.res_id == res_id
-        )
-        if since is not None:
-            stmt = stmt.where(history_table.c.last_updated >= since)
-        stmt = stmt.order_by(history_table.c.version.desc()).limit(count)
+        """Versions newest first, with the method (POST/PUT/DELETE) that made each: the
+        current one from the resource table, the ones before it from the history table."""
         with self.reader() as conn:
-            rows = conn.execute(stmt).all()
-        if not rows and self.get(res_type, res_id) is None:
-            raise error(404, "not-found", f"{res_type}/{res_id} is not known")
-        return [
+            current = self.get(res_type, res_id, conn)
+            if current is None:
+                raise error(404, "not-found", f"{res_type}/{res_id} is not known")
+            h = history_table
+            stmt = select(h).where(
+                h.c.res_type == res_type,
+                h.c.res_id == res_id,
+                # a database written while the history also kept the current version
+                h.c.version < current.version,
+            )
+            if since is not None:
+                stmt = stmt.where(h.c.last_updated >= since)
+            rows = conn.execute(stmt.order_by(h.c.version.desc()).limit(count)).all()
+        versions: list[tuple[StoredResource, str]] = []
+        if since is None or current.last_updated >= since:
+            versions.append((current, _method(current.version, current.deleted)))
+        versions += [
             (
                 StoredResource(
                     res_type, res_id, r.version, r.last_updated, r.deleted, bytes(r.content)
@@ -246,6 +267,7 @@ class FhirStore:
             )
             for r in rows
         ]
+        return versions[:count]
 
     def find_by_identifier(
         self, res_type: str, system: str, value: str, conn: Connection | None = None
@@ -398,13 +420,14 @@ class WriteTx:
         self,
         resource: dict[str, Any],
         res_id: str,
-        current_version: int,
+        previous: StoredResource,
         version: int,
         now: int,
         content: bytes,
     ) -> bool:
-        """Replace a resource's index rows, row and history entry by a new version's; False
-        when the stored row is no longer ``current_version`` (a concurrent change).
+        """Replace a resource's index rows and row by a new version's, keeping the previous
+        version in the history; False when the stored row is no longer ``previous``'s version
+        (a concurrent change).
 
         PostgreSQL runs it all as one statement (data-modifying CTEs: one round trip instead
         of ten; the deletes see the rows from before the statement, never the ones it
@@ -451,7 +474,8 @@ class WriteTx:
                 inserts.append(
                     (observation_table.name, columns, [itemgetter(*columns)(r) for r in obs])
                 )
-        history = (res_type, res_id, version, now, "PUT", False, content)
+        current_version = previous.version
+        history = _history_row(previous)
         update_sql = (
             f'UPDATE "{resource_table.name}" SET version = {{m}}, patient_id = {{m}}, '
             "last_updated = {m}, deleted = {m}, content = {m} "
@@ -484,7 +508,7 @@ class WriteTx:
                     parts.append(f"i{len(parts)} AS ({values(table, columns, len(rows), '%s')})")
                     for r in rows:
                         params.extend(r)
-            parts.append(f"h AS ({values(history_table.name, _HISTORY_COLUMNS, 1, '%s')})")
+            parts.append(f"h AS ({_ARCHIVE_SQL.format(m='%s')})")
             params.extend(history)
             parts.append(f"u AS ({update_sql.format(m='%s')} RETURNING 1)")
             params.extend(update_params)
@@ -497,7 +521,7 @@ class WriteTx:
                 self.conn.exec_driver_sql(values(table, columns, 1, "?"), rows)
         if self.conn.exec_driver_sql(update_sql.format(m="?"), update_params).rowcount != 1:
             return False
-        self.conn.exec_driver_sql(values(history_table.name, _HISTORY_COLUMNS, 1, "?"), history)
+        self.conn.exec_driver_sql(_ARCHIVE_SQL.format(m="?"), history)
         return True
 
     def _run_hooks(self, stored: StoredResource, previous: StoredResource | None) -> None:
@@ -546,7 +570,6 @@ class WriteTx:
         staged = StagedCreates()
         # index rows are built as tuples in column order (no per-row dicts on the bulk path)
         res_rows = staged.res_rows
-        hist_rows = staged.hist_rows
         tokens = staged.tokens
         refs = staged.refs
         dates = staged.dates
@@ -584,7 +607,6 @@ class WriteTx:
             if res_type == "Observation":
                 obs_rows.extend(observation_rows(resource, res_id, entries.patient_id, zone))
             res_rows.append((res_type, res_id, 1, entries.patient_id, now, False, content))
-            hist_rows.append((res_type, res_id, 1, now, "POST", False, content))
             out.append(StoredResource(res_type, res_id, 1, now, False, content))
         return staged
 
@@ -611,7 +633,6 @@ class WriteTx:
             raise error(
                 409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
             ) from None
-        self._insert_tuples(history_table, _HISTORY_COLUMNS, staged.hist_rows)
         for table, columns, rows in (
             (token_table, _TOKEN_COLUMNS, staged.tokens),
             (reference_table, _REFERENCE_COLUMNS, staged.refs),
@@ -690,7 +711,7 @@ class WriteTx:
                 )
             )
             self._claim_identifiers(resource, res_id)
-        if not self._write_version(resource, res_id, current.version, version, now, content):
+        if not self._write_version(resource, res_id, current, version, now, content):
             raise error(409, "conflict", f"{res_type}/{res_id} was changed concurrently; retry")
         stored = StoredResource(res_type, res_id, version, now, False, content)
         self._run_hooks(stored, current)
@@ -719,21 +740,14 @@ class WriteTx:
                     unique_identifier_table.c.res_id == res_id,
                 )
             )
+        self.conn.exec_driver_sql(
+            _ARCHIVE_SQL.format(m="%s" if self.store.is_postgres else "?"),
+            _history_row(current),
+        )
         self.conn.execute(
             update(resource_table)
             .where(resource_table.c.res_type == res_type, resource_table.c.res_id == res_id)
             .values(version=version, last_updated=now, deleted=True)
-        )
-        self.conn.execute(
-            insert(history_table).values(
-                res_type=res_type,
-                res_id=res_id,
-                version=version,
-                last_updated=now,
-                method="DELETE",
-                deleted=True,
-                content=current.content,
-            )
         )
         stored = StoredResource(res_type, res_id, version, now, True, current.content)
         self._run_hooks(stored, current)
@@ -754,6 +768,27 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
                 "with If-None-Exist to get the existing one)",
             )
         ],
+    )
+
+
+def _method(version: int, deleted: bool) -> str:
+    """How a version came about: every first version is a create (an update of an id not
+    known yet creates it), a deletion makes a version of its own, the rest are updates."""
+    if deleted:
+        return "DELETE"
+    return "POST" if version == 1 else "PUT"
+
+
+def _history_row(previous: StoredResource) -> tuple[Any, ...]:
+    """The history row (``_HISTORY_COLUMNS``) of a version being superseded."""
+    return (
+        previous.res_type,
+        previous.res_id,
+        previous.version,
+        previous.last_updated,
+        _method(previous.version, previous.deleted),
+        previous.deleted,
+        previous.content,
     )
 
 

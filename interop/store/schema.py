@@ -1,7 +1,8 @@
 """Database tables.
 
 One ``resource`` table holds the current version of every FHIR resource as validated JSON
-bytes; ``resource_history`` holds every version (the current one included). Narrow index
+bytes; ``resource_history`` holds the versions it superseded (most resources, Observations
+above all, never change, so this keeps their bytes out of a second table). Narrow index
 tables serve searches and summaries; they are derived from the JSON on every write and can be
 rebuilt from it. Times in index tables are UTC epoch microseconds (exact, portable, sortable on
 SQLite and PostgreSQL alike).

@@ -234,7 +234,12 @@ def _run_threads(targets: list[Callable[[], None]]) -> tuple[list[threading.Thre
 def test_api_and_delivery_workers_under_load(pg_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from interop.plans import plan_versions
     from interop.routing.outbox import enqueue
-    from interop.store.schema import history_table, observation_table, outbox_table
+    from interop.store.schema import (
+        history_table,
+        observation_table,
+        outbox_table,
+        resource_table,
+    )
 
     url, engine = pg_database
     receiver = Receiver()
@@ -441,13 +446,22 @@ def test_api_and_delivery_workers_under_load(pg_database, tmp_path: Path) -> Non
             assert before["status"] == "completed"
             assert before["period"]["end"] == after["period"]["start"]
         with engine.connect() as conn:
+            # the current version in the resource table, the ones before it in the history
             careplan_versions = dict(
                 conn.execute(
-                    select(history_table.c.res_id, func.count())
+                    select(resource_table.c.res_id, resource_table.c.version).where(
+                        resource_table.c.res_type == "CarePlan"
+                    )
+                ).all()
+            )
+            archived = dict(
+                conn.execute(
+                    select(history_table.c.res_id, func.max(history_table.c.version))
                     .where(history_table.c.res_type == "CarePlan")
                     .group_by(history_table.c.res_id)
                 ).all()
             )
+        assert archived == {v["id"]: 1 for v in versions[:-1]}, archived
         # created, then completed once by the version that replaced it (never twice)
         assert careplan_versions == {
             v["id"]: 2 if v is not versions[-1] else 1 for v in versions
