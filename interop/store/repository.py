@@ -355,10 +355,12 @@ class WriteTx:
         import psycopg
 
         quoted = ", ".join('"' + c + '"' for c in columns)
-        statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+        statement = f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'
+        types = _copy_types(table, columns)
         driver = self.conn.connection.driver_connection
         try:
             with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as exc:
@@ -769,6 +771,37 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
             )
         ],
     )
+
+
+_COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
+    """PostgreSQL type names of ``columns`` for a binary COPY (each value is sent in its
+    column's own binary form: bytes as they are, with no text escaping of the JSON)."""
+    key = (table.name, columns)
+    types = _COPY_TYPES.get(key)
+    if types is None:
+        from sqlalchemy.dialects import postgresql
+
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        names = {
+            "VARCHAR": "text",
+            "TEXT": "text",
+            "BIGINT": "int8",
+            "INTEGER": "int4",
+            "SMALLINT": "int2",
+            "BOOLEAN": "bool",
+            "FLOAT": "float8",
+            "DOUBLE PRECISION": "float8",
+            "BYTEA": "bytea",
+        }
+        types = []
+        for c in columns:
+            compiled = table.c[c].type.compile(dialect=dialect).split("(")[0]
+            types.append(names[compiled])
+        _COPY_TYPES[key] = types
+    return types
 
 
 def _method(version: int, deleted: bool) -> str:
