@@ -189,19 +189,27 @@ def select(node: Any, path: str, root: Any = None) -> list[Any]:
     if path.startswith("$."):
         node, path = (root if root is not None else node), path[2:]
     current = [node]
-    for key, index in _SEGMENT.findall(path):
+    for key, index in _segments(path):
         nxt: list[Any] = []
         for item in current:
             if key:
                 if isinstance(item, dict) and key in item:
                     nxt.append(item[key])
-            elif index == "*":
+            elif index is None:
                 if isinstance(item, list):
                     nxt.extend(item)
-            elif isinstance(item, list) and int(index) < len(item):
-                nxt.append(item[int(index)])
+            elif isinstance(item, list) and index < len(item):
+                nxt.append(item[index])
         current = nxt
     return current
+
+
+@lru_cache(maxsize=1024)
+def _segments(path: str) -> tuple[tuple[str, int | None], ...]:
+    """A path's steps, parsed once: (key, -) for a key, ("", n) for [n], ("", None) for [*]."""
+    return tuple(
+        (key, None if key or index == "*" else int(index)) for key, index in _SEGMENT.findall(path)
+    )
 
 
 def first(node: Any, path: str, root: Any = None) -> Any:

@@ -62,7 +62,34 @@ def classify(value: Decimal, r: ZoneRanges) -> TriageResult:
     return TriageResult("red", "HH" if high else "LL", r)
 
 
+# Every Observation of an ingest gets an interpretation and reference ranges; most share them
+# (the same plan or default ranges, the same zone). They are built once and the JSON
+# structures shared between the resources, which are serialised and never changed after.
+_SHARED_LIMIT = 4096
+_interpretations: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+_range_lists: dict[int, tuple[ZoneRanges, list[dict[str, Any]]]] = {}
+
+
 def _interpretation(t: TriageResult) -> list[dict[str, Any]]:
+    key = (t.zone, t.code, t.ranges.source)
+    hit = _interpretations.get(key)
+    if hit is None:
+        if len(_interpretations) > _SHARED_LIMIT:
+            _interpretations.clear()
+        hit = _interpretations[key] = _build_interpretation(t)
+    return hit
+
+
+def _reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
+    hit = _range_lists.get(id(r))
+    if hit is None or hit[0] is not r:  # (an id is reused only once its object is gone)
+        if len(_range_lists) > _SHARED_LIMIT:
+            _range_lists.clear()
+        hit = _range_lists[id(r)] = (r, _build_reference_ranges(r))
+    return hit[1]
+
+
+def _build_interpretation(t: TriageResult) -> list[dict[str, Any]]:
     return [
         {
             "coding": [
@@ -74,7 +101,7 @@ def _interpretation(t: TriageResult) -> list[dict[str, Any]]:
     ]
 
 
-def _reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
+def _build_reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
     out = []
     for zone, (lo, hi) in (("green", r.green), ("yellow", r.yellow)):
         rr: dict[str, Any] = {
@@ -281,7 +308,7 @@ class Triage:
             return
         if b"/CodeSystem/zone" not in stored.content:
             return
-        obs = stored.json()
+        obs = stored.view()
         zone = None
         for i in obs.get("interpretation", []):
             for c in i.get("coding", []):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import LOINC, UCUM, Code, Measurement, QuestionnaireAnswers
@@ -53,6 +54,12 @@ def observation_identifier(m: Measurement) -> tuple[str, str]:
     when = m.effective.astimezone(UTC).isoformat()
     key = "\x1f".join([device, m.patient.system, m.patient.value, m.code.system, m.code.code, when])
     return KEY_SYSTEM, hashlib.sha256(key.encode()).hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _issued_text(issued: datetime) -> str:
+    # every Observation of an ingest has the same issued time
+    return format_instant(issued)
 
 
 def number(value: Decimal) -> int | float:
@@ -198,7 +205,7 @@ def build_observation(
             obs["_effectiveDateTime"] = {
                 "extension": [{"url": TZ_ASSUMED_URL, "valueBoolean": True}]
             }
-    obs["issued"] = format_instant(issued)
+    obs["issued"] = _issued_text(issued)
     if device_reference:
         obs["device"] = {"reference": device_reference}
     if mapped.components:

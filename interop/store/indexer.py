@@ -67,52 +67,47 @@ def _category(obs: dict[str, Any]) -> str | None:
     return None
 
 
+OBSERVATION_COLUMNS = (
+    "res_id",
+    "patient_id",
+    "effective",
+    "effective_end",
+    "status",
+    "category",
+    "zone",
+    "system",
+    "code",
+    "is_primary",
+    "is_component",
+    "value",
+    "unit",
+)
+"""The columns of :func:`observation_rows`' tuples, in order."""
+
+
 def observation_rows(
     obs: dict[str, Any], res_id: str, patient_id: str | None, zone_name: str
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
+    """The observation index rows of one Observation (``OBSERVATION_COLUMNS`` order): one per
+    coding of its code (the first is the primary row), one per coding of each component."""
     start, end = _effective(obs, zone_name)
     status = obs.get("status", "final")
     category = _category(obs)
     zone = _zone(obs)
-    rows: list[dict[str, Any]] = []
+    base = (res_id, patient_id, start, end, status, category)
+    rows: list[tuple[Any, ...]] = []
     value, unit = _quantity(obs)
-    base = {
-        "res_id": res_id,
-        "patient_id": patient_id,
-        "effective": start,
-        "effective_end": end,
-        "status": status,
-        "category": category,
-        "zone": zone,
-    }
     first = True
     for coding in (obs.get("code") or {}).get("coding", []):
         if not isinstance(coding, dict) or not coding.get("code"):
             continue
         rows.append(
-            {
-                **base,
-                "system": coding.get("system", "") or "",
-                "code": str(coding["code"]),
-                "is_primary": first,
-                "is_component": False,
-                "value": value,
-                "unit": unit,
-            }
+            (*base, zone, coding.get("system", "") or "", str(coding["code"]), first, False)
+            + (value, unit)
         )
         first = False
     if first:  # no coded code: still one primary row so the Observation is findable
-        rows.append(
-            {
-                **base,
-                "system": "",
-                "code": "",
-                "is_primary": True,
-                "is_component": False,
-                "value": value,
-                "unit": unit,
-            }
-        )
+        rows.append((*base, zone, "", "", True, False, value, unit))
     for comp in obs.get("component") or []:
         if not isinstance(comp, dict):
             continue
@@ -121,16 +116,8 @@ def observation_rows(
         for coding in (comp.get("code") or {}).get("coding", []):
             if isinstance(coding, dict) and coding.get("code"):
                 rows.append(
-                    {
-                        **base,
-                        "zone": czone,
-                        "system": coding.get("system", "") or "",
-                        "code": str(coding["code"]),
-                        "is_primary": False,
-                        "is_component": True,
-                        "value": cvalue,
-                        "unit": cunit,
-                    }
+                    (*base, czone, coding.get("system", "") or "", str(coding["code"]), False)
+                    + (True, cvalue, cunit)
                 )
     return rows
 

@@ -26,7 +26,7 @@ from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
 from interop.store.fastread import FastReader, ReadBatcher, Row
-from interop.store.indexer import index_entries, observation_rows
+from interop.store.indexer import OBSERVATION_COLUMNS, index_entries, observation_rows
 from interop.store.schema import (
     date_table,
     history_table,
@@ -58,6 +58,8 @@ class StoredResource:
     last_updated: int
     deleted: bool
     content: bytes
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The content as parsed, when the writer had it at hand (see :meth:`view`)."""
 
     @property
     def etag(self) -> str:
@@ -72,8 +74,14 @@ class StoredResource:
         return f"{self.res_type}/{self.res_id}"
 
     def json(self) -> dict[str, Any]:
+        """The content parsed: a new dict the caller may change."""
         data: dict[str, Any] = orjson.loads(self.content)
         return data
+
+    def view(self) -> dict[str, Any]:
+        """The content parsed, to read only: the dict the bytes were made from when the
+        writer passed it on (an ingest's write hooks read every Observation just written)."""
+        return self.parsed if self.parsed is not None else self.json()
 
 
 @dataclass(slots=True)
@@ -85,7 +93,7 @@ class StagedCreates:
     refs: list[tuple[str, str, str, str]] = field(default_factory=list)
     dates: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     strings: list[tuple[str, str, str, str]] = field(default_factory=list)
-    obs_rows: list[dict[str, Any]] = field(default_factory=list)
+    obs_rows: list[tuple[Any, ...]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
     stored: list[StoredResource] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
@@ -143,6 +151,7 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@lru_cache(maxsize=256)
 @lru_cache(maxsize=256)
 def _lastupdated_text(micros: int) -> str:
     # cached: every resource of a bulk create shares one timestamp
@@ -307,6 +316,12 @@ class WriteTx:
         return _row_to_stored(row) if row is not None else None
 
     def _stamp(self, resource: dict[str, Any], res_id: str, version: int, now: int) -> bytes:
+        return orjson.dumps(self._stamped(resource, res_id, version, now))
+
+    def _stamped(
+        self, resource: dict[str, Any], res_id: str, version: int, now: int
+    ) -> dict[str, Any]:
+        """The resource with its id and meta set, as it is stored (resourceType first)."""
         resource["id"] = res_id
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version)
@@ -315,7 +330,7 @@ class WriteTx:
         # keep resourceType first for readers skimming the bytes
         ordered = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
         ordered.update(resource)
-        return orjson.dumps(ordered)
+        return ordered
 
     def _clear_indexes(self, res_type: str, res_id: str) -> None:
         for table in (token_table, reference_table, date_table, string_table):
@@ -472,10 +487,7 @@ class WriteTx:
             )
             obs = observation_rows(resource, res_id, patient_id, self.store.zone)
             if obs:
-                columns = tuple(obs[0])
-                inserts.append(
-                    (observation_table.name, columns, [itemgetter(*columns)(r) for r in obs])
-                )
+                inserts.append((observation_table.name, OBSERVATION_COLUMNS, obs))
         current_version = previous.version
         history = _history_row(previous)
         update_sql = (
@@ -588,7 +600,8 @@ class WriteTx:
             for hook in prepare:
                 resource = hook(self, resource)
             staged.resources.append(resource)
-            content = self._stamp(resource, res_id, 1, now)
+            stamped = self._stamped(resource, res_id, 1, now)
+            content = orjson.dumps(stamped)
             if res_type in UNIQUE_IDENTIFIER_TYPES:
                 for ident in resource.get("identifier") or []:
                     system, value = ident.get("system"), ident.get("value")
@@ -609,7 +622,7 @@ class WriteTx:
             if res_type == "Observation":
                 obs_rows.extend(observation_rows(resource, res_id, entries.patient_id, zone))
             res_rows.append((res_type, res_id, 1, entries.patient_id, now, False, content))
-            out.append(StoredResource(res_type, res_id, 1, now, False, content))
+            out.append(StoredResource(res_type, res_id, 1, now, False, content, stamped))
         return staged
 
     def write_staged(
@@ -644,7 +657,7 @@ class WriteTx:
             if rows:
                 self._insert_tuples(table, columns, rows)
         if staged.obs_rows:
-            self._bulk_insert(observation_table, staged.obs_rows)
+            self._insert_tuples(observation_table, OBSERVATION_COLUMNS, staged.obs_rows)
 
     def run_write_hooks(self, stored: list[StoredResource]) -> None:
         """Run the write hooks for resources created through :meth:`write_staged`."""
@@ -784,7 +797,7 @@ def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
     if types is None:
         from sqlalchemy.dialects import postgresql
 
-        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        dialect = postgresql.dialect()
         names = {
             "VARCHAR": "text",
             "TEXT": "text",
