@@ -378,17 +378,39 @@ def ranges_in_force(
     from interop.fhir.dates import to_micros
 
     t = when if isinstance(when, int) else to_micros(when)
-    chosen = None
+    chosen = plan_at(plan_periods(conn, patient_id, zone), t)
+    return ranges_of_plan(conn, chosen) if chosen is not None else {}
+
+
+PlanPeriod = tuple[int | None, int | None, dict[str, Any]]
+"""(start, end) in µs, open ends ``None``, and the CarePlan version valid then."""
+
+
+def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[PlanPeriod]:
+    """The patient's plan versions with their periods, oldest first (entered-in-error left
+    out): what :func:`plan_at` chooses from."""
+    out: list[PlanPeriod] = []
     for cp in plan_versions(conn, patient_id):
         if cp.get("status") == "entered-in-error":
             continue
         period = cp.get("period", {})
         start = fhir_instant(period["start"], zone) if period.get("start") else None
         end = fhir_instant(period["end"], zone) if period.get("end") else None
+        out.append((start, end, cp))
+    return out
+
+
+def plan_at(periods: list[PlanPeriod], t: int) -> dict[str, Any] | None:
+    """The plan version in force at ``t`` (µs): of those whose period holds it, the latest."""
+    chosen = None
+    for start, end, cp in periods:
         if (start is None or start <= t) and (end is None or t < end):
             chosen = cp
-    if chosen is None:
-        return {}
+    return chosen
+
+
+def ranges_of_plan(conn: Any, chosen: dict[str, Any]) -> dict[str, ZoneRanges]:
+    """code → zone ranges of one plan version (from its Goals)."""
     ids = [g["reference"].split("/", 1)[1] for g in chosen.get("goal", [])]
     rows = conn.execute(
         select(resource_table.c.content).where(

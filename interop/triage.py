@@ -18,6 +18,7 @@ and sets a Flag; green makes the Flag inactive but never completes a Task — a 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,7 +27,14 @@ import orjson
 from sqlalchemy import bindparam, select, union_all
 
 from interop.fhir.dates import fhir_instant, format_instant, now_utc
-from interop.plans import ZoneRanges, default_ranges, ranges_in_force
+from interop.plans import (
+    PlanPeriod,
+    ZoneRanges,
+    default_ranges,
+    plan_at,
+    plan_periods,
+    ranges_of_plan,
+)
 from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
@@ -209,25 +217,49 @@ def _raise_or_escalate(
     return created.res_id, True
 
 
+PLAN_CACHE_SECONDS = 60.0
+"""How long a process keeps a patient's plans for triage before reading them again. Its own
+writes of a CarePlan or Goal clear the cache at once; this bounds how long a plan changed by
+another process (the API beside a worker) goes unseen."""
+
+
+class _PatientPlans:
+    """One patient's plan versions as read at ``loaded``, and the ranges of those used."""
+
+    __slots__ = ("loaded", "periods", "ranges")
+
+    def __init__(self, loaded: float, periods: list[PlanPeriod]) -> None:
+        self.loaded = loaded
+        self.periods = periods
+        self.ranges: dict[str, dict[str, ZoneRanges]] = {}
+
+
 class Triage:
-    """Holds a per-process cache of plan ranges; cleared whenever a CarePlan or Goal is written."""
+    """Holds a per-process cache of each patient's plans (see ``PLAN_CACHE_SECONDS``)."""
 
     def __init__(self, store: FhirStore) -> None:
         self.store = store
-        self._cache: dict[tuple[str, int], dict[str, ZoneRanges]] = {}
+        self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
     def _ranges(self, tx: WriteTx, patient_id: str, when: int) -> dict[str, ZoneRanges]:
-        # cache per patient and hour: plans change rarely; writes of plans clear the cache
-        key = (patient_id, when // 3_600_000_000)
+        """code → ranges of the patient's plan version in force at ``when`` (µs)."""
+        now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = ranges_in_force(tx.conn, patient_id, when, self.store.zone)
+            plans = self._cache.get(patient_id)
+        if plans is None or now - plans.loaded > PLAN_CACHE_SECONDS:
+            plans = _PatientPlans(now, plan_periods(tx.conn, patient_id, self.store.zone))
             with self._lock:
-                if len(self._cache) > 50_000:
+                if len(self._cache) > 20_000:
                     self._cache.clear()
-                self._cache[key] = hit
+                self._cache[patient_id] = plans
+        chosen = plan_at(plans.periods, when)
+        if chosen is None:
+            return {}
+        key = str(chosen.get("id"))
+        hit = plans.ranges.get(key)
+        if hit is None:
+            hit = plans.ranges[key] = ranges_of_plan(tx.conn, chosen)
         return hit
 
     def prepare(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:

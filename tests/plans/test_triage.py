@@ -374,3 +374,32 @@ def test_a_long_deviation_keeps_the_task_small() -> None:
         notes = _append_note(notes, {"text": f"n{i}"})
     assert len(notes) == MAX_TASK_NOTES
     assert notes[-1]["text"] == f"n{MAX_TASK_NOTES + 14}" and notes[0]["text"] == "n15"
+
+
+def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
+    client, services, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Triage keeps each patient's plans for PLAN_CACHE_SECONDS; its own process's plan writes
+    clear that at once, another process's (the API beside a worker) are seen after it."""
+    import interop.triage as triage_module
+    from interop.plans import put_plan
+    from interop.services import Services, wire_store
+    from interop.store.repository import FhirStore
+
+    pid = _setup(client)
+    clock = [triage_module.time.monotonic()]
+    monkeypatch.setattr(triage_module.time, "monotonic", lambda: clock[0])
+    _ingest(services, _bp("105", "70", datetime.now(UTC) - timedelta(minutes=30)))
+
+    other_store = FhirStore(services.engine, zone=services.settings.timezone)
+    wire_store(other_store)  # a second process: its own triage, its own cache
+    other = Services(services.settings, services.engine, other_store, services.search, None)  # type: ignore[arg-type]
+    put_plan(other, FNR, PLAN, "test")
+    after_plan = datetime.now(UTC)
+
+    _ingest(services, _bp("105", "70", after_plan))  # within the cache's time: not seen yet
+    clock[0] += triage_module.PLAN_CACHE_SECONDS + 1
+    _ingest(services, _bp("105", "70", after_plan + timedelta(milliseconds=1)))
+    zones = [o["component"][0]["interpretation"][0]["coding"][1]["code"] for o in _obs(client, pid)]
+    # defaults (NEWS2 systolic from 111) twice, then the plan's green 100-150
+    assert zones == ["yellow", "yellow", "green"]
