@@ -77,6 +77,10 @@ _COMPARED = (
 """What makes a re-sent measurement the same one (triage-derived elements are not compared)."""
 
 
+STREAM_CHUNK = 250
+"""Creates per write when one message brings many (see ``IngestPipeline._stage``)."""
+
+
 @dataclass
 class IngestReport:
     adapter: str
@@ -270,7 +274,25 @@ def find_identifiers(
     for rtype, system, value in dict.fromkeys(keys):
         groups.setdefault((rtype, system), []).append(value)
     out: dict[tuple[str, str, str], str] = {}
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    if not groups:
+        return out
+    if conn.dialect.name == "postgresql":
+        # one statement for every group, each value list an array parameter: no long IN list
+        # for the server to parse and plan
+        where = " OR ".join(
+            '(res_type = %s AND "system" = %s AND "value" = ANY(%s))' for _ in groups
+        )
+        params: list[Any] = [
+            x for (rtype, system), vs in groups.items() for x in (rtype, system, vs)
+        ]
+        for rtype, system, value, res_id in conn.exec_driver_sql(
+            f'SELECT res_type, "system", "value", res_id FROM "{unique_identifier_table.name}" '
+            f"WHERE {where}",
+            tuple(params),
+        ):
+            out[(rtype, system, value)] = res_id
+        return out
+    mark = "?"
     clauses = [
         (rtype, system, values[i : i + 500])
         for (rtype, system), values in groups.items()
@@ -503,9 +525,18 @@ class IngestPipeline:
     def _stage(
         self, tx: WriteTx, m: _Message, items: list[tuple[dict[str, Any], str | None]]
     ) -> None:
-        staged = tx.stage_creates(items, validate=False)
-        m.staged.append(staged)
-        m.unhooked.extend(staged.stored)
+        """Stage creates for the next flush, which writes them with the batch's other
+        messages' (one insert per table). A large message instead writes them in chunks as
+        it goes: on PostgreSQL the server stores one chunk's rows while the next is built."""
+        if len(items) < 2 * STREAM_CHUNK:
+            staged = tx.stage_creates(items, validate=False)
+            m.staged.append(staged)
+            m.unhooked.extend(staged.stored)
+            return
+        for i in range(0, len(items), STREAM_CHUNK):
+            staged = tx.stage_creates(items[i : i + STREAM_CHUNK], validate=False)
+            tx.write_staged([staged], identifiers_checked=True, streaming=True)
+            m.unhooked.extend(staged.stored)
 
     def _run_hooks(self, tx: WriteTx, m: _Message) -> None:
         """Run the write hooks of the message's creates (written or not: triage's hooks read

@@ -7,6 +7,7 @@ amended/corrected/entered-in-error, and they are never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -192,7 +193,13 @@ class FhirStore:
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
         with self.engine.begin() as conn:
-            yield WriteTx(self, conn)
+            tx = WriteTx(self, conn)
+            try:
+                yield tx
+            except BaseException as exc:
+                tx.abandon_writes(exc)
+                raise
+            tx.finish_writes()
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
@@ -297,10 +304,31 @@ class WriteTx:
 
     def __init__(self, store: FhirStore, conn: Connection) -> None:
         self.store = store
-        self.conn = conn
+        self._conn = conn
+        self._streaming: _StreamingCopy | None = None
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
         """Free-form values for hooks (e.g. the acting actor, correlation id)."""
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection; a COPY still streaming is finished first."""
+        if self._streaming is not None:
+            self.finish_writes()
+        return self._conn
+
+    def finish_writes(self) -> None:
+        """Wait until a COPY left streaming by ``write_staged(streaming=True)`` is done, and
+        raise its error if it failed."""
+        streaming, self._streaming = self._streaming, None
+        if streaming is not None:
+            streaming.finish()
+
+    def abandon_writes(self, exc: BaseException) -> None:
+        """Cancel a COPY still streaming (the transaction is being rolled back)."""
+        streaming, self._streaming = self._streaming, None
+        if streaming is not None:
+            streaming.cancel(exc)
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> int:
@@ -347,11 +375,18 @@ class WriteTx:
         get = itemgetter(*columns) if len(columns) > 1 else lambda r: (r[columns[0]],)
         self._insert_tuples(table, columns, [get(r) for r in rows])
 
-    def _insert_tuples(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
-        """:meth:`_bulk_insert` for rows already built as tuples in ``columns`` order."""
+    def _insert_tuples(
+        self, table: Any, columns: tuple[str, ...], rows: list[Any], *, streaming: bool = False
+    ) -> None:
+        """:meth:`_bulk_insert` for rows already built as tuples in ``columns`` order.
+
+        ``streaming`` (PostgreSQL): leave the COPY open, so that the server goes on storing
+        the rows while this process does other work; the next use of the connection, or the
+        end of the transaction, waits for it (:meth:`finish_writes`). Only for tables with no
+        unique key but their own row id: such a COPY has no constraint to fail late."""
         pg = self.store.is_postgres
         if pg and len(rows) > 1:
-            self._copy_rows(table, columns, rows)
+            self._copy_rows(table, columns, rows, streaming=streaming)
             return
         key = (table.name, columns, pg)
         sql = _INSERT_SQL.get(key)
@@ -362,7 +397,9 @@ class WriteTx:
             sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
         self.conn.exec_driver_sql(sql, rows)
 
-    def _copy_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
+    def _copy_rows(
+        self, table: Any, columns: tuple[str, ...], rows: list[Any], *, streaming: bool = False
+    ) -> None:
         """PostgreSQL: COPY the rows in, inside the transaction. executemany sends one INSERT
         per row and the server runs each on its own; COPY streams them in one statement (the
         rows are formatted by psycopg's C code). Driver errors are raised as SQLAlchemy's (an
@@ -373,6 +410,9 @@ class WriteTx:
         statement = f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'
         types = _copy_types(table, columns)
         driver = self.conn.connection.driver_connection
+        if streaming:
+            self._streaming = _StreamingCopy.start(driver, statement, types, rows)
+            return
         try:
             with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
                 copy.set_types(types)
@@ -626,10 +666,17 @@ class WriteTx:
         return staged
 
     def write_staged(
-        self, batches: list[StagedCreates], *, identifiers_checked: bool = False
+        self,
+        batches: list[StagedCreates],
+        *,
+        identifiers_checked: bool = False,
+        streaming: bool = False,
     ) -> None:
         """Insert the rows of staged creates: one insert (COPY on PostgreSQL) per table for
-        all of them. The write hooks are not run (see :meth:`run_write_hooks`)."""
+        all of them. The write hooks are not run (see :meth:`run_write_hooks`).
+
+        ``streaming``: on PostgreSQL the observation index rows, the most of all, are left to
+        the server while the caller stages its next creates (see :meth:`_insert_tuples`)."""
         if len(batches) == 1:
             staged = batches[0]
         else:
@@ -657,7 +704,9 @@ class WriteTx:
             if rows:
                 self._insert_tuples(table, columns, rows)
         if staged.obs_rows:
-            self._insert_tuples(observation_table, OBSERVATION_COLUMNS, staged.obs_rows)
+            self._insert_tuples(
+                observation_table, OBSERVATION_COLUMNS, staged.obs_rows, streaming=streaming
+            )
 
     def run_write_hooks(self, stored: list[StoredResource]) -> None:
         """Run the write hooks for resources created through :meth:`write_staged`."""
@@ -784,6 +833,51 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
             )
         ],
     )
+
+
+class _StreamingCopy:
+    """A PostgreSQL COPY whose rows are all sent but whose end is not waited for yet."""
+
+    def __init__(self, cursor: Any, manager: Any, statement: str) -> None:
+        self.cursor = cursor
+        self.manager = manager
+        self.statement = statement
+
+    @classmethod
+    def start(cls, driver: Any, statement: str, types: list[str], rows: list[Any]) -> Any:
+        import psycopg
+
+        cursor = driver.cursor()
+        manager = cursor.copy(statement)
+        try:
+            copy = manager.__enter__()
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the error being handled is the one to report
+                manager.__exit__(type(exc), exc, exc.__traceback__)
+            cursor.close()
+            if isinstance(exc, psycopg.Error):
+                raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+            raise
+        return cls(cursor, manager, statement)
+
+    def finish(self) -> None:
+        import psycopg
+
+        try:
+            self.manager.__exit__(None, None, None)
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(self.statement, None, exc, psycopg.Error) from exc
+        finally:
+            self.cursor.close()
+
+    def cancel(self, exc: BaseException) -> None:
+        with contextlib.suppress(Exception):  # the error being handled is the one to report
+            self.manager.__exit__(type(exc), exc, exc.__traceback__)
+        with contextlib.suppress(Exception):
+            self.cursor.close()
 
 
 _COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
