@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from interop.bench import fhir_api, ingest, messaging, outbox, views
 from interop.bench.report import Report
+from interop.bench.warm import warm_cache
 from interop.store.db import create_db_engine, normalise_url
 from interop.store.migrate import upgrade
 from interop.store.repository import FhirStore
@@ -80,6 +81,11 @@ def main() -> None:
         engine = create_db_engine(url)
         upgrade(engine)
         store = FhirStore(engine)
+        read, secs = warm_cache(engine)
+        report.note(
+            f"{backend} {size:,}: {read / 2**20:,.0f} MiB of data read into the page cache "
+            f"first ({secs:.0f} s; see interop/bench/warm.py)"
+        )
         if "fhir" in sections:
             fhir_api.run(report, backend, store, url, size=size, patients=args.patients)
         if "ingest" in sections:
