@@ -219,6 +219,11 @@ class _Message:
     complete: bool = False
     routed: bool = False
 
+    @property
+    def large(self) -> bool:
+        """Enough measurements to be built and written a chunk at a time (see ``_stage``)."""
+        return len(self.result.measurements) >= 2 * STREAM_CHUNK
+
 
 class _Batch:
     """State shared by the messages of one ingest transaction: look-ups made once for all of
@@ -528,7 +533,7 @@ class IngestPipeline:
         """Stage creates for the next flush, which writes them with the batch's other
         messages' (one insert per table). A large message instead writes them in chunks as
         it goes: on PostgreSQL the server stores one chunk's rows while the next is built."""
-        if len(items) < 2 * STREAM_CHUNK:
+        if not m.large:
             staged = tx.stage_creates(items, validate=False)
             m.staged.append(staged)
             m.unhooked.extend(staged.stored)
@@ -603,22 +608,28 @@ class IngestPipeline:
         changed: list[str] = []
         for dev in result.devices:
             devices[dev] = self._device(tx, batch, msg, dev)
-        pending: dict[tuple[str, str], dict[str, Any]] = {}
-        for m in result.measurements:
-            built = self._store_measurement(
-                tx, batch, msg, m, meta, adapter_name, report, now, devices
-            )
-            if built is None:
-                continue
-            obs, identifier = built
-            if identifier in pending:
-                if _same_content(pending[identifier], obs):
-                    report.duplicate += 1
+        # a large message is built and written a chunk at a time (on PostgreSQL the server
+        # stores one chunk while the next is built); the same item again in a later chunk is
+        # then a re-send of a stored one: a duplicate, or a new version when it changed
+        measurements = result.measurements
+        step = STREAM_CHUNK if msg.large else max(len(measurements), 1)
+        for first in range(0, len(measurements), step):
+            pending: dict[tuple[str, str], dict[str, Any]] = {}
+            for m in measurements[first : first + step]:
+                built = self._store_measurement(
+                    tx, batch, msg, m, meta, adapter_name, report, now, devices
+                )
+                if built is None:
                     continue
-                # the same item twice in one message with different content: the later wins
-                report.updated += 1
-            pending[identifier] = obs
-        changed.extend(self._store_observations(tx, batch, msg, pending, report))
+                obs, identifier = built
+                if identifier in pending:
+                    if _same_content(pending[identifier], obs):
+                        report.duplicate += 1
+                        continue
+                    # the same item twice in one message with different content: the later wins
+                    report.updated += 1
+                pending[identifier] = obs
+            changed.extend(self._store_observations(tx, batch, msg, pending, report))
         if result.questionnaires:
             # a questionnaire is looked up and written at once: what is staged goes first
             self._flush(tx, batch)
