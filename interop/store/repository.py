@@ -100,6 +100,18 @@ class StagedCreates:
     resources: list[dict[str, Any]] = field(default_factory=list)
     """The resources as stored (after the prepare hooks), in ``stored`` order."""
 
+    def row_count(self) -> int:
+        """The rows these creates add, all tables together."""
+        return (
+            len(self.res_rows)
+            + len(self.tokens)
+            + len(self.refs)
+            + len(self.dates)
+            + len(self.strings)
+            + len(self.obs_rows)
+            + len(self.claims)
+        )
+
     def extend(self, other: StagedCreates) -> None:
         self.res_rows.extend(other.res_rows)
         self.tokens.extend(other.tokens)
@@ -119,9 +131,10 @@ class DuplicateIdentifier(Exception):
 
 
 _INSERT_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
-SMALL_WRITE = 16
-"""Up to this many creates, PostgreSQL writes them in one statement (``_write_small``);
-more go by COPY, one per table."""
+SMALL_WRITE_ROWS = 400
+"""Up to this many rows (all tables together: a dozen or so Observations), PostgreSQL writes
+creates in one statement (``_write_small``); more go by COPY, one per table (a long statement
+costs more to send and parse than the round trips it saves)."""
 _RESOURCE_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "patient_id")
 _RESOURCE_COLUMNS += ("last_updated", "deleted", "content")
 _HISTORY_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "last_updated")
@@ -688,7 +701,7 @@ class WriteTx:
                 staged.extend(b)
         if not staged.res_rows:
             return
-        if self.store.is_postgres and len(staged.res_rows) <= SMALL_WRITE:
+        if self.store.is_postgres and staged.row_count() <= SMALL_WRITE_ROWS:
             self._write_small(staged)
             return
         if staged.claims:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from interop.store.repository import SMALL_WRITE, DuplicateIdentifier
+from interop.store.repository import SMALL_WRITE_ROWS, DuplicateIdentifier
 from interop.store.schema import observation_table, resource_table, token_table
 
 
@@ -47,6 +47,11 @@ def _obs(patient: str, ident: str, value: int = 70) -> dict[str, Any]:
             "code": "/min",
         },
     }
+
+
+# an Observation below adds 8 rows: itself, its identifier claim, 3 tokens, its device
+# reference and 2 observation index rows
+SMALL_WRITE = SMALL_WRITE_ROWS // 8
 
 
 def _count(services: Any, table: Any, *where: Any) -> int:

@@ -153,7 +153,9 @@ def test_stored_resources_are_compressed_with_lz4_on_postgresql(client, services
     as long); SQLite stores it as it is."""
     pid = client.post("/fhir/Patient", json=patient()).json()["id"]
     big = observation(pid)
-    big["note"] = [{"text": f"note {i}: " + "the patient measured at home. " * 4} for i in range(20)]
+    big["note"] = [
+        {"text": f"note {i}: " + "the patient measured at home. " * 4} for i in range(20)
+    ]
     oid = client.post("/fhir/Observation", json=big).json()["id"]
     assert client.get(f"/fhir/Observation/{oid}").json()["note"] == big["note"]
     if services.engine.dialect.name != "postgresql":
