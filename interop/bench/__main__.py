@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from interop.bench import fhir_api, ingest, messaging, outbox, views
+from interop.bench import data, fhir_api, ingest, messaging, outbox, views
 from interop.bench.report import Report
 from interop.bench.warm import warm_cache
 from interop.store.db import create_db_engine, normalise_url
@@ -82,9 +82,12 @@ def main() -> None:
         upgrade(engine)
         store = FhirStore(engine)
         read, secs = warm_cache(engine)
+        held = data.count_observations(store)
         report.note(
-            f"{backend} {size:,}: {read / 2**20:,.0f} MiB of data read into the page cache "
-            f"first ({secs:.0f} s; see interop/bench/warm.py)"
+            f"{backend} {size:,}: the data set holds {held:,} Observations (at least the "
+            "nominal size: what earlier runs wrote stays); "
+            f"{read / 2**20:,.0f} MiB read into the page cache first ({secs:.0f} s; "
+            "see interop/bench/warm.py)"
         )
         if "fhir" in sections:
             fhir_api.run(report, backend, store, url, size=size, patients=args.patients)
