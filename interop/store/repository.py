@@ -741,12 +741,15 @@ class WriteTx:
         ) -> None:
             if not rows:
                 return
+            # one array per column: the statement's text depends on which tables get rows,
+            # not on how many, so the driver and the server reuse its parse and plan
             quoted = ", ".join('"' + c + '"' for c in columns)
-            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-            values = ", ".join([row] * len(rows))
-            parts.append(f'{name} AS (INSERT INTO "{table.name}" ({quoted}) VALUES {values}{tail})')
-            for r in rows:
-                params.extend(r)
+            arrays = ", ".join(f"%s::{t}[]" for t in _copy_types(table, columns))
+            parts.append(
+                f'{name} AS (INSERT INTO "{table.name}" ({quoted}) '
+                f"SELECT * FROM unnest({arrays}){tail})"
+            )
+            params.extend(list(column) for column in zip(*rows, strict=True))
 
         claims = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in staged.claims]
         if len(set(c[:3] for c in claims)) < len(claims):
