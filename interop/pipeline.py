@@ -281,46 +281,41 @@ def find_identifiers(
     out: dict[tuple[str, str, str], str] = {}
     if not groups:
         return out
+    # plain driver SQL: SQLAlchemy's compilation of long IN lists cost more than the look-up
+    statements: list[tuple[str, list[Any]]] = []
     if conn.dialect.name == "postgresql":
         # one statement for every group, each value list an array parameter: no long IN list
         # for the server to parse and plan
         where = " OR ".join(
             '(res_type = %s AND "system" = %s AND "value" = ANY(%s))' for _ in groups
         )
-        params: list[Any] = [
-            x for (rtype, system), vs in groups.items() for x in (rtype, system, vs)
+        params = [x for (rtype, system), vs in groups.items() for x in (rtype, system, vs)]
+        statements.append((where, params))
+    else:
+        clauses = [
+            (rtype, system, values[i : i + 500])
+            for (rtype, system), values in groups.items()
+            for i in range(0, len(values), 500)
         ]
+        while clauses:
+            # several groups in one statement, up to about 500 values
+            take: list[tuple[str, str, list[str]]] = []
+            n = 0
+            while clauses and (not take or n + len(clauses[0][2]) <= 500):
+                take.append(clauses.pop(0))
+                n += len(take[-1][2])
+            where = " OR ".join(
+                f'(res_type = ? AND "system" = ? AND "value" IN ({", ".join("?" * len(chunk))}))'
+                for _, _, chunk in take
+            )
+            statements.append(
+                (where, [x for rtype, system, chunk in take for x in (rtype, system, *chunk)])
+            )
+    for where, args in statements:
         for rtype, system, value, res_id in conn.exec_driver_sql(
             f'SELECT res_type, "system", "value", res_id FROM "{unique_identifier_table.name}" '
             f"WHERE {where}",
-            tuple(params),
-        ):
-            out[(rtype, system, value)] = res_id
-        return out
-    mark = "?"
-    clauses = [
-        (rtype, system, values[i : i + 500])
-        for (rtype, system), values in groups.items()
-        for i in range(0, len(values), 500)
-    ]
-    while clauses:
-        # several groups in one statement, up to about 500 values; plain driver SQL, as
-        # SQLAlchemy's compilation of long IN lists cost more than the look-up itself
-        take: list[tuple[str, str, list[str]]] = []
-        n = 0
-        while clauses and (not take or n + len(clauses[0][2]) <= 500):
-            take.append(clauses.pop(0))
-            n += len(take[-1][2])
-        where = " OR ".join(
-            f'(res_type = {mark} AND "system" = {mark} AND "value" IN '
-            f"({', '.join([mark] * len(chunk))}))"
-            for _, _, chunk in take
-        )
-        params = [x for rtype, system, chunk in take for x in (rtype, system, *chunk)]
-        for rtype, system, value, res_id in conn.exec_driver_sql(
-            f'SELECT res_type, "system", "value", res_id FROM "{unique_identifier_table.name}" '
-            f"WHERE {where}",
-            tuple(params),
+            tuple(args),
         ):
             out[(rtype, system, value)] = res_id
     return out

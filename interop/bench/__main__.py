@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from interop.bench import data, fhir_api, ingest, messaging, outbox, views
 from interop.bench.report import Report
@@ -49,6 +49,15 @@ def _ensure_pg_database(url: str) -> None:
         if not exists:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
+
+
+def _open_data_set(backend: str, url: str) -> tuple[Engine, FhirStore]:
+    """The data set's engine and store, its database created and migrated when new."""
+    if backend == "postgresql":
+        _ensure_pg_database(url)
+    engine = create_db_engine(url)
+    upgrade(engine)
+    return engine, FhirStore(engine)
 
 
 def _drop_data_set(backend: str, url: str) -> None:
@@ -99,20 +108,14 @@ def main() -> None:
     for backend, url, size in _backends(sizes, pg) if sized else []:
         if backend not in args.backends:
             continue
-        for _attempt in range(2):
-            if backend == "postgresql":
-                _ensure_pg_database(url)
-            engine = create_db_engine(url)
-            upgrade(engine)
-            store = FhirStore(engine)
-            held = data.count_observations(store)
-            if not (args.fresh and _attempt == 0) and held <= GROWTH_LIMIT * size:
-                break
+        engine, store = _open_data_set(backend, url)
+        held = data.count_observations(store)
+        if args.fresh or held > GROWTH_LIMIT * size:
             engine.dispose()
             report.note(f"{backend} {size:,}: built again (it held {held:,} Observations)")
             _drop_data_set(backend, url)
-        fhir_api.ensure_data(report, backend, store, size=size, patients=args.patients)
-        held = data.count_observations(store)
+            engine, store = _open_data_set(backend, url)
+        held = fhir_api.ensure_data(report, backend, store, size=size, patients=args.patients)
         read, secs = warm_cache(engine)
         report.note(
             f"{backend} {size:,}: the data set holds {held:,} Observations before the run "

@@ -454,12 +454,7 @@ class WriteTx:
 
         ``checked``: the caller has looked them up in this transaction already; only the
         unique key guards them (a taken one still raises, without the holder's id)."""
-        seen: set[tuple[str, str, str]] = set()
-        for c in claims:
-            key = (c["res_type"], c["system"], c["value"])
-            if key in seen:
-                raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], c["res_id"])
-            seen.add(key)
+        _check_claims_unique(claims)
         if checked:
             self._insert_claims(claims)
             return
@@ -751,9 +746,8 @@ class WriteTx:
             )
             params.extend(list(column) for column in zip(*rows, strict=True))
 
+        _check_claims_unique(staged.claims)
         claims = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in staged.claims]
-        if len(set(c[:3] for c in claims)) < len(claims):
-            self._claim_many(staged.claims, checked=True)  # raises for the one claimed twice
         add(
             "c",
             unique_identifier_table,
@@ -991,6 +985,16 @@ def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
             types.append(names[compiled])
         _COPY_TYPES[key] = types
     return types
+
+
+def _check_claims_unique(claims: list[dict[str, Any]]) -> None:
+    """Raise :class:`DuplicateIdentifier` for an identifier claimed twice among ``claims``."""
+    seen: set[tuple[str, str, str]] = set()
+    for c in claims:
+        key = (c["res_type"], c["system"], c["value"])
+        if key in seen:
+            raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], c["res_id"])
+        seen.add(key)
 
 
 def _method(version: int, deleted: bool) -> str:

@@ -15,38 +15,15 @@ from sqlalchemy import func, select
 from interop.store.repository import SMALL_WRITE_ROWS, DuplicateIdentifier
 from interop.store.schema import observation_table, resource_table, token_table
 
+from .test_fhir_crud import observation
+
 
 def _obs(patient: str, ident: str, value: int = 70) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "identifier": [{"system": "urn:test:batch", "value": ident}],
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
-        "code": {
-            "coding": [
-                {"system": "http://loinc.org", "code": "8867-4"},
-                {"system": "urn:iso:std:iso:11073:10101", "code": "149546"},
-            ]
-        },
-        "subject": {"reference": f"Patient/{patient}"},
-        "device": {"reference": "Device/d1"},
-        "effectiveDateTime": "2026-03-01T08:00:00+01:00",
-        "valueQuantity": {
-            "value": value,
-            "unit": "/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "/min",
-        },
-    }
+    """test_fhir_crud's heart rate, with an MDC coding beside the LOINC one and a device."""
+    obs = observation(patient, value=value, ident=ident)
+    obs["code"]["coding"].append({"system": "urn:iso:std:iso:11073:10101", "code": "149546"})
+    obs["device"] = {"reference": "Device/d1"}
+    return obs
 
 
 # an Observation below adds 8 rows: itself, its identifier claim, 3 tokens, its device
@@ -82,7 +59,7 @@ def test_a_taken_identifier_refuses_the_whole_batch(services: Any, n: int) -> No
     items.insert(n // 2, (_obs("p1", "taken"), None))
     with pytest.raises(DuplicateIdentifier) as exc, services.store.write() as tx:
         tx.create_many(items)
-    assert "urn:test:batch|taken" in str(exc.value)
+    assert "urn:test|taken" in str(exc.value)
     assert exc.value.existing_id == holder.res_id
     # nothing of the refused batch is left, and the holder is untouched
     assert _count(services, resource_table, resource_table.c.res_type == "Observation") == 1
