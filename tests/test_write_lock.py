@@ -37,13 +37,10 @@ def _take(lock: WriteLock, order: list[str], name: str, background: bool) -> Non
     lock.release()
 
 
-def test_foreground_writers_go_first_while_a_background_writer_pauses() -> None:
-    lock = WriteLock(ratio=1.0, quiet=60.0)  # foreground counts as active for a minute
+def _queue_both_then_release(lock: WriteLock) -> list[str]:
+    """With the lock held: queue a background writer, then a foreground one, release, and
+    return the order in which they took it."""
     order: list[str] = []
-    lock.acquire(background=True)
-    time.sleep(0.3)
-    lock.release()  # the background writer now pauses for ~300 ms
-    lock.acquire()  # a foreground writer holds the lock
     bg = _start(_take, lock, order, "background", True)
     _wait_for(lambda: lock._bg_waiting == 1)
     fg = _start(_take, lock, order, "foreground", False)
@@ -51,25 +48,26 @@ def test_foreground_writers_go_first_while_a_background_writer_pauses() -> None:
     lock.release()
     bg.join(5)
     fg.join(5)
-    assert order == ["foreground", "background"]
+    return order
+
+
+def test_foreground_writers_go_first_while_a_background_writer_pauses() -> None:
+    lock = WriteLock(ratio=1.0, quiet=60.0)  # foreground counts as active for a minute
+    lock.acquire(background=True)
+    time.sleep(0.3)
+    lock.release()  # the background writer now pauses for ~300 ms
+    lock.acquire()  # a foreground writer holds the lock
+    assert _queue_both_then_release(lock) == ["foreground", "background"]
 
 
 def test_a_background_writer_past_its_pause_goes_before_later_foreground_writers() -> None:
     lock = WriteLock(ratio=1.0, quiet=60.0)
-    order: list[str] = []
     lock.acquire(background=True)
     time.sleep(0.01)
     lock.release()
     lock.acquire()  # a foreground writer holds the lock past the background's pause
     time.sleep(0.05)
-    bg = _start(_take, lock, order, "background", True)
-    _wait_for(lambda: lock._bg_waiting == 1)
-    fg = _start(_take, lock, order, "foreground", False)
-    _wait_for(lambda: lock._fg_waiting == 1)
-    lock.release()
-    bg.join(5)
-    fg.join(5)
-    assert order == ["background", "foreground"]
+    assert _queue_both_then_release(lock) == ["background", "foreground"]
 
 
 def test_background_pauses_for_as_long_as_it_held_the_lock_while_foreground_is_active() -> None:
