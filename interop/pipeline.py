@@ -46,6 +46,7 @@ from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
 from interop.store.repository import (
+    PUMP_EVERY,
     DuplicateIdentifier,
     StagedCreates,
     StoredResource,
@@ -535,7 +536,7 @@ class IngestPipeline:
             return
         for i in range(0, len(items), STREAM_CHUNK):
             staged = tx.stage_creates(items[i : i + STREAM_CHUNK], validate=False)
-            tx.write_staged([staged], identifiers_checked=True, streaming=True)
+            tx.write_staged([staged], identifiers_checked=True, queue=True)
             m.unhooked.extend(staged.stored)
 
     def _run_hooks(self, tx: WriteTx, m: _Message) -> None:
@@ -610,7 +611,9 @@ class IngestPipeline:
         step = STREAM_CHUNK if msg.large else max(len(measurements), 1)
         for first in range(0, len(measurements), step):
             pending: dict[tuple[str, str], dict[str, Any]] = {}
-            for m in measurements[first : first + step]:
+            for n, m in enumerate(measurements[first : first + step]):
+                if not n % PUMP_EVERY:
+                    tx.pump_writes()  # the previous chunk's COPYs move on meanwhile
                 built = self._store_measurement(
                     tx, batch, msg, m, meta, adapter_name, report, now, devices
                 )

@@ -1,5 +1,5 @@
-"""A message with many measurements is written in chunks as it is staged (on PostgreSQL the
-last COPY of each chunk streams while the next chunk is built). The outcome is the one a
+"""A message with many measurements is written in chunks as it is staged (on PostgreSQL each
+chunk's COPYs are left to the server while the next chunk is built). The outcome is the one a
 small message gets: everything stored and indexed once, idempotent on re-send, and nothing
 at all when the transaction fails half-way."""
 
@@ -135,7 +135,7 @@ def test_a_failure_after_chunks_were_written_leaves_nothing(
 def test_a_streamed_write_is_finished_before_the_connection_is_used(
     services: Any, patient_id: str
 ) -> None:
-    """Store level: rows left streaming are there for the next statement in the
+    """Store level: rows left to the server are there for the next statement in the
     transaction, and committed with it."""
     obs = {
         "resourceType": "Observation",
@@ -147,7 +147,7 @@ def test_a_streamed_write_is_finished_before_the_connection_is_used(
     }
     with services.store.write() as tx:
         staged = tx.stage_creates([(dict(obs), None) for _ in range(40)], validate=False)
-        tx.write_staged([staged], streaming=True)
+        tx.write_staged([staged], identifiers_checked=True, queue=True)
         inside = tx.conn.execute(
             select(func.count())
             .select_from(observation_table)
@@ -155,5 +155,30 @@ def test_a_streamed_write_is_finished_before_the_connection_is_used(
         ).scalar_one()
         assert inside == 40
         staged = tx.stage_creates([(dict(obs), None) for _ in range(10)], validate=False)
-        tx.write_staged([staged], streaming=True)  # left streaming at commit
+        tx.write_staged([staged], identifiers_checked=True, queue=True)  # left at commit
     assert _counts(services, patient_id)[:2] == (50, 50)
+
+
+def test_an_item_claimed_after_the_look_up_is_a_duplicate_on_the_second_pass(
+    services: Any, patient_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent writer stores the same items between the look-up of the identifiers and
+    the insert. On PostgreSQL the claims' COPY is left to the server, so the violation comes
+    when the transaction ends; either way the message runs again and finds them stored."""
+    import interop.pipeline as pipeline
+
+    pipe = IngestPipeline(services)
+    n = 3 * GROUPS
+    assert pipe.ingest("mapped-json", _withings(GROUPS), META).created == n
+    lookups = [0]
+    real = pipeline.find_identifiers
+
+    def first_look_up_too_early(conn: Any, idents: Any) -> Any:
+        lookups[0] += 1
+        return {} if lookups[0] == 1 else real(conn, idents)
+
+    monkeypatch.setattr(pipeline, "find_identifiers", first_look_up_too_early)
+    report = pipe.ingest("mapped-json", _withings(GROUPS), META)
+    assert lookups[0] == 2
+    assert (report.created, report.duplicate) == (0, n), report.to_json()
+    assert _counts(services, patient_id) == (n, GROUPS * 19, n)

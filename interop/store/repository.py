@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import format_datetime
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -38,6 +37,7 @@ from interop.store.schema import (
     token_table,
     unique_identifier_table,
 )
+from interop.store.server_writes import ServerWrites
 
 IMMUTABLE_TYPES = frozenset({"AuditEvent", "Provenance"})
 """Written once, never changed or deleted (the audit trail and ingest provenance)."""
@@ -147,6 +147,9 @@ _ARCHIVE_SQL = (
 history holds the versions before the current one, which only the resource table holds;
 a database written while the history also kept the current version has the row already,
 hence the DO NOTHING."""
+PUMP_EVERY = 16
+"""Staging creates lets the COPYs left to the server move on every this many resources."""
+_CLAIM_COLUMNS = ("res_type", "system", "value", "res_id")
 _TOKEN_COLUMNS = ("res_type", "res_id", "param", "system", "code")
 _REFERENCE_COLUMNS = ("res_type", "res_id", "param", "target")
 _DATE_COLUMNS = ("res_type", "res_id", "param", "start", "end")
@@ -321,30 +324,37 @@ class WriteTx:
     def __init__(self, store: FhirStore, conn: Connection) -> None:
         self.store = store
         self._conn = conn
-        self._streaming: _StreamingCopy | None = None
+        self._server_writes: ServerWrites | None = None
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
         """Free-form values for hooks (e.g. the acting actor, correlation id)."""
 
     @property
     def conn(self) -> Connection:
-        """The transaction's connection; a COPY still streaming is finished first."""
-        if self._streaming is not None:
+        """The transaction's connection; COPYs left to the server are waited for first."""
+        if self._server_writes is not None:
             self.finish_writes()
         return self._conn
 
     def finish_writes(self) -> None:
-        """Wait until a COPY left streaming by ``write_staged(streaming=True)`` is done, and
-        raise its error if it failed."""
-        streaming, self._streaming = self._streaming, None
-        if streaming is not None:
-            streaming.finish()
+        """Wait until the COPYs left to the server by ``write_staged(queue=True)`` are
+        done, and raise the first one's error."""
+        queued, self._server_writes = self._server_writes, None
+        if queued is not None:
+            queued.finish()
 
     def abandon_writes(self, exc: BaseException) -> None:
-        """Cancel a COPY still streaming (the transaction is being rolled back)."""
-        streaming, self._streaming = self._streaming, None
-        if streaming is not None:
-            streaming.cancel(exc)
+        """Drop the COPYs left to the server (the transaction is being rolled back)."""
+        queued, self._server_writes = self._server_writes, None
+        if queued is not None:
+            with contextlib.suppress(Exception):  # the error being handled is the one to report
+                queued.cancel()
+
+    def pump_writes(self) -> None:
+        """Let the COPYs left to the server move on (never waits): a bulk writer calls this
+        between the rows it builds."""
+        if self._server_writes is not None:
+            self._server_writes.pump()
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> int:
@@ -384,51 +394,60 @@ class WriteTx:
         if res_type == "Observation":
             self.conn.execute(delete(observation_table).where(observation_table.c.res_id == res_id))
 
-    def _bulk_insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        """executemany with a prepared INSERT on the driver: the ingest hot path spends far
-        less here than in SQLAlchemy's per-statement compilation and parameter processing."""
-        columns = tuple(rows[0])
-        get = itemgetter(*columns) if len(columns) > 1 else lambda r: (r[columns[0]],)
-        self._insert_tuples(table, columns, [get(r) for r in rows])
-
     def _insert_tuples(
-        self, table: Any, columns: tuple[str, ...], rows: list[Any], *, streaming: bool = False
+        self,
+        table: Any,
+        columns: tuple[str, ...],
+        rows: list[Any],
+        *,
+        queue: bool = False,
+        failure: Callable[[IntegrityError], BaseException] | None = None,
     ) -> None:
-        """:meth:`_bulk_insert` for rows already built as tuples in ``columns`` order.
+        """Insert rows built as tuples in ``columns`` order: a prepared INSERT run for each
+        (the driver's executemany, far cheaper than SQLAlchemy's compilation per statement),
+        or on PostgreSQL one COPY.
 
-        ``streaming`` (PostgreSQL): leave the COPY open, so that the server goes on storing
-        the rows while this process does other work; the next use of the connection, or the
-        end of the transaction, waits for it (:meth:`finish_writes`). Only for tables with no
-        unique key but their own row id: such a COPY has no constraint to fail late."""
+        ``failure`` turns a key violation into the exception to raise. ``queue``
+        (PostgreSQL): leave the COPY to the server (:class:`ServerWrites`) while this process
+        does other work; the next use of the connection, or the end of the transaction,
+        waits for it (:meth:`finish_writes`) and raises its error then."""
         pg = self.store.is_postgres
-        if pg and len(rows) > 1:
-            self._copy_rows(table, columns, rows, streaming=streaming)
+        if pg and queue:
+            if self._server_writes is None:
+                driver = self._conn.connection.driver_connection
+                assert driver is not None
+                self._server_writes = ServerWrites(driver)
+            self._server_writes.copy(
+                _copy_statement(table, columns), _copy_types(table, columns), rows, failure
+            )
             return
-        key = (table.name, columns, pg)
-        sql = _INSERT_SQL.get(key)
-        if sql is None:
-            mark = "%s" if pg else "?"
-            quoted = ", ".join('"' + c + '"' for c in columns)
-            marks = ", ".join(mark for _ in columns)
-            sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
-        self.conn.exec_driver_sql(sql, rows)
+        try:
+            if pg and len(rows) > 1:
+                self._copy_rows(table, columns, rows)
+                return
+            key = (table.name, columns, pg)
+            sql = _INSERT_SQL.get(key)
+            if sql is None:
+                mark = "%s" if pg else "?"
+                quoted = ", ".join('"' + c + '"' for c in columns)
+                marks = ", ".join(mark for _ in columns)
+                sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
+            self.conn.exec_driver_sql(sql, rows)
+        except IntegrityError as exc:
+            if failure is None:
+                raise
+            raise failure(exc) from None
 
-    def _copy_rows(
-        self, table: Any, columns: tuple[str, ...], rows: list[Any], *, streaming: bool = False
-    ) -> None:
+    def _copy_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
         """PostgreSQL: COPY the rows in, inside the transaction. executemany sends one INSERT
         per row and the server runs each on its own; COPY streams them in one statement (the
         rows are formatted by psycopg's C code). Driver errors are raised as SQLAlchemy's (an
         :class:`IntegrityError` for a duplicate key), as an INSERT's would be."""
         import psycopg
 
-        quoted = ", ".join('"' + c + '"' for c in columns)
-        statement = f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'
+        statement = _copy_statement(table, columns)
         types = _copy_types(table, columns)
         driver = self.conn.connection.driver_connection
-        if streaming:
-            self._streaming = _StreamingCopy.start(driver, statement, types, rows)
-            return
         try:
             with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
                 copy.set_types(types)
@@ -449,14 +468,17 @@ class WriteTx:
         if claims:
             self._claim_many(claims)
 
-    def _claim_many(self, claims: list[dict[str, Any]], *, checked: bool = False) -> None:
+    def _claim_many(
+        self, claims: list[dict[str, Any]], *, checked: bool = False, queue: bool = False
+    ) -> None:
         """Reserve business identifiers; a taken one raises :class:`DuplicateIdentifier`.
 
         ``checked``: the caller has looked them up in this transaction already; only the
-        unique key guards them (a taken one still raises, without the holder's id)."""
+        unique key guards them (a taken one still raises, without the holder's id, and with
+        ``queue`` only when the queued writes are finished)."""
         _check_claims_unique(claims)
         if checked:
-            self._insert_claims(claims)
+            self._insert_claims(claims, queue=queue)
             return
         groups: dict[tuple[str, str], list[str]] = {}
         for c in claims:
@@ -477,12 +499,16 @@ class WriteTx:
                     raise DuplicateIdentifier(res_type, system, row[0], row[1])
         self._insert_claims(claims)
 
-    def _insert_claims(self, claims: list[dict[str, Any]]) -> None:
-        try:
-            self._bulk_insert(unique_identifier_table, claims)
-        except IntegrityError:
-            c = claims[0]
-            raise DuplicateIdentifier(c["res_type"], c["system"], c["value"], "?") from None
+    def _insert_claims(self, claims: list[dict[str, Any]], *, queue: bool = False) -> None:
+        c = claims[0]
+
+        def taken(_: IntegrityError) -> DuplicateIdentifier:
+            return DuplicateIdentifier(c["res_type"], c["system"], c["value"], "?")
+
+        rows = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in claims]
+        self._insert_tuples(
+            unique_identifier_table, _CLAIM_COLUMNS, rows, queue=queue, failure=taken
+        )
 
     def _write_version(
         self,
@@ -644,7 +670,10 @@ class WriteTx:
         out = staged.stored
         zone = self.store.zone
         prepare = self.store.prepare_hooks
-        for resource, wanted_id in items:
+        pump = self._server_writes.pump if self._server_writes is not None else None
+        for n, (resource, wanted_id) in enumerate(items):
+            if pump is not None and not n % PUMP_EVERY:
+                pump()
             res_type = resource["resourceType"]
             res_id = wanted_id or new_id()
             resource = dict(resource)
@@ -681,13 +710,15 @@ class WriteTx:
         batches: list[StagedCreates],
         *,
         identifiers_checked: bool = False,
-        streaming: bool = False,
+        queue: bool = False,
     ) -> None:
         """Insert the rows of staged creates: one insert (COPY on PostgreSQL) per table for
         all of them. The write hooks are not run (see :meth:`run_write_hooks`).
 
-        ``streaming``: on PostgreSQL the observation index rows, the most of all, are left to
-        the server while the caller stages its next creates (see :meth:`_insert_tuples`)."""
+        ``queue`` (with ``identifiers_checked``): on PostgreSQL the COPYs are left to the
+        server while the caller stages its next creates, calling :meth:`pump_writes` now
+        and then; a taken identifier is then raised by the next use of the connection or
+        the end of the transaction."""
         if len(batches) == 1:
             staged = batches[0]
         else:
@@ -696,31 +727,33 @@ class WriteTx:
                 staged.extend(b)
         if not staged.res_rows:
             return
-        if self.store.is_postgres and staged.row_count() <= SMALL_WRITE_ROWS:
+        pg = self.store.is_postgres
+        if pg and staged.row_count() <= SMALL_WRITE_ROWS:
             self._write_small(staged)
             return
+        queue = pg and queue and identifiers_checked
         if staged.claims:
-            self._claim_many(staged.claims, checked=identifiers_checked)
+            self._claim_many(staged.claims, checked=identifiers_checked, queue=queue)
         res_rows = staged.res_rows
-        try:
-            self._insert_tuples(resource_table, _RESOURCE_COLUMNS, res_rows)
-        except IntegrityError:
+
+        def id_taken(_: IntegrityError) -> FhirError:
             taken = [f"{r[0]}/{r[1]}" for r in res_rows]
-            raise error(
+            return error(
                 409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
-            ) from None
+            )
+
+        self._insert_tuples(
+            resource_table, _RESOURCE_COLUMNS, res_rows, queue=queue, failure=id_taken
+        )
         for table, columns, rows in (
             (token_table, _TOKEN_COLUMNS, staged.tokens),
             (reference_table, _REFERENCE_COLUMNS, staged.refs),
             (date_table, _DATE_COLUMNS, staged.dates),
             (string_table, _STRING_COLUMNS, staged.strings),
+            (observation_table, OBSERVATION_COLUMNS, staged.obs_rows),
         ):
             if rows:
-                self._insert_tuples(table, columns, rows)
-        if staged.obs_rows:
-            self._insert_tuples(
-                observation_table, OBSERVATION_COLUMNS, staged.obs_rows, streaming=streaming
-            )
+                self._insert_tuples(table, columns, rows, queue=queue)
 
     def _write_small(self, staged: StagedCreates) -> None:
         """PostgreSQL, a few creates (concurrent single creates, group-committed): every row in
@@ -751,7 +784,7 @@ class WriteTx:
         add(
             "c",
             unique_identifier_table,
-            ("res_type", "system", "value", "res_id"),
+            _CLAIM_COLUMNS,
             claims,
             ' ON CONFLICT DO NOTHING RETURNING res_type, "system", "value"',
         )
@@ -911,52 +944,12 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
     )
 
 
-class _StreamingCopy:
-    """A PostgreSQL COPY whose rows are all sent but whose end is not waited for yet."""
-
-    def __init__(self, cursor: Any, manager: Any, statement: str) -> None:
-        self.cursor = cursor
-        self.manager = manager
-        self.statement = statement
-
-    @classmethod
-    def start(cls, driver: Any, statement: str, types: list[str], rows: list[Any]) -> Any:
-        import psycopg
-
-        cursor = driver.cursor()
-        manager = cursor.copy(statement)
-        try:
-            copy = manager.__enter__()
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):  # the error being handled is the one to report
-                manager.__exit__(type(exc), exc, exc.__traceback__)
-            cursor.close()
-            if isinstance(exc, psycopg.Error):
-                raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
-            raise
-        return cls(cursor, manager, statement)
-
-    def finish(self) -> None:
-        import psycopg
-
-        try:
-            self.manager.__exit__(None, None, None)
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(self.statement, None, exc, psycopg.Error) from exc
-        finally:
-            self.cursor.close()
-
-    def cancel(self, exc: BaseException) -> None:
-        with contextlib.suppress(Exception):  # the error being handled is the one to report
-            self.manager.__exit__(type(exc), exc, exc.__traceback__)
-        with contextlib.suppress(Exception):
-            self.cursor.close()
-
-
 _COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+def _copy_statement(table: Any, columns: tuple[str, ...]) -> str:
+    quoted = ", ".join('"' + c + '"' for c in columns)
+    return f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'
 
 
 def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
