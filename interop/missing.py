@@ -17,6 +17,7 @@ from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_ut
 from interop.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.services import Services
 from interop.store.schema import observation_table, resource_table
+from interop.store.search import code_sets_holding
 from interop.triage import OPEN_TASK, TASK_CODE_SYSTEM
 
 MISSING_CODE = "missing-measurement"
@@ -67,7 +68,7 @@ def check_missing(services: Services, now: datetime | None = None) -> int:
             last = tx.conn.execute(
                 select(func.max(o.effective)).where(
                     o.patient_id == pid,
-                    o.code == code,
+                    o.code_set.in_(code_sets_holding(None, code)),
                     o.status.not_in(("entered-in-error", "cancelled")),
                 )
             ).scalar()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from typing import Any
 
 from interop.fhir.dates import fhir_range
@@ -67,6 +69,21 @@ def _category(obs: dict[str, Any]) -> str | None:
     return None
 
 
+Codings = tuple[tuple[str, str], ...]
+"""An ordered list of (system, code): the codings of one Observation.code or component code."""
+
+
+@lru_cache(maxsize=4096)
+def code_set_id(codings: Codings) -> int:
+    """The id of a list of codings: 63 bits of a BLAKE2b digest of its text (system|code
+    lines, in order), the same in every process and database, so that a writer needs no
+    look-up to use it. The observation index stores one row per code with this id; the
+    ``code_set`` table lists each id's codings."""
+    text = "\n".join(f"{system}|{code}" for system, code in codings)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
 OBSERVATION_COLUMNS = (
     "res_id",
     "patient_id",
@@ -77,6 +94,7 @@ OBSERVATION_COLUMNS = (
     "zone",
     "system",
     "code",
+    "code_set",
     "is_primary",
     "is_component",
     "value",
@@ -85,40 +103,48 @@ OBSERVATION_COLUMNS = (
 """The columns of :func:`observation_rows`' tuples, in order."""
 
 
+def _codings(concept: Any) -> Codings:
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return tuple(
+        (c.get("system", "") or "", str(c["code"]))
+        for c in codings or []
+        if isinstance(c, dict) and c.get("code")
+    )
+
+
 def observation_rows(
-    obs: dict[str, Any], res_id: str, patient_id: str | None, zone_name: str
+    obs: dict[str, Any],
+    res_id: str,
+    patient_id: str | None,
+    zone_name: str,
+    sets: dict[int, Codings],
 ) -> list[tuple[Any, ...]]:
-    """The observation index rows of one Observation (``OBSERVATION_COLUMNS`` order): one per
-    coding of its code (the first is the primary row), one per coding of each component."""
+    """The observation index rows of one Observation (``OBSERVATION_COLUMNS`` order): one for
+    its code (the primary row) and one per component, each with its first coding and the id
+    of all its codings; every code set used is added to ``sets``."""
     start, end = _effective(obs, zone_name)
     status = obs.get("status", "final")
     category = _category(obs)
-    zone = _zone(obs)
     base = (res_id, patient_id, start, end, status, category)
-    rows: list[tuple[Any, ...]] = []
     value, unit = _quantity(obs)
-    first = True
-    for coding in (obs.get("code") or {}).get("coding", []):
-        if not isinstance(coding, dict) or not coding.get("code"):
-            continue
-        rows.append(
-            (*base, zone, coding.get("system", "") or "", str(coding["code"]), first, False)
-            + (value, unit)
-        )
-        first = False
-    if first:  # no coded code: still one primary row so the Observation is findable
-        rows.append((*base, zone, "", "", True, False, value, unit))
+    codings = _codings(obs.get("code"))
+    set_id = code_set_id(codings)
+    sets[set_id] = codings
+    system, code = codings[0] if codings else ("", "")
+    rows: list[tuple[Any, ...]] = [
+        (*base, _zone(obs), system, code, set_id, True, False, value, unit)
+    ]
     for comp in obs.get("component") or []:
         if not isinstance(comp, dict):
             continue
+        codings = _codings(comp.get("code"))
+        if not codings:
+            continue
+        set_id = code_set_id(codings)
+        sets[set_id] = codings
         cvalue, cunit = _quantity(comp)
-        czone = _zone(comp)  # a component has its own zone (BP: systolic and diastolic apart)
-        for coding in (comp.get("code") or {}).get("coding", []):
-            if isinstance(coding, dict) and coding.get("code"):
-                rows.append(
-                    (*base, czone, coding.get("system", "") or "", str(coding["code"]), False)
-                    + (True, cvalue, cunit)
-                )
+        # a component has its own zone (BP: systolic and diastolic apart)
+        rows.append((*base, _zone(comp), *codings[0], set_id, False, True, cvalue, cunit))
     return rows
 
 

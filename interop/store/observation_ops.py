@@ -24,7 +24,8 @@ from sqlalchemy import and_, func, or_, select, true
 from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import error
 from interop.store.repository import FhirStore, new_id
-from interop.store.schema import observation_table, resource_table, token_table
+from interop.store.schema import code_set_table, observation_table, resource_table, token_table
+from interop.store.search import code_sets_holding
 
 STATS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 EXCLUDED = ("entered-in-error", "cancelled")
@@ -107,9 +108,7 @@ def _code_conditions(values: list[str], *, component: bool | None = False) -> An
     for v in values:
         for item in v.split(","):
             system, code = _token(item.strip())
-            cond = [o.code == code]
-            if system:
-                cond.append(o.system == system)
+            cond = [o.code_set.in_(code_sets_holding(system or None, code))]
             if component is not None:
                 cond.append(o.is_component == component)
             ors.append(and_(*cond))
@@ -313,15 +312,18 @@ def compute_statistic(
 
 def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]]:
     o = observation_table.c
+    # a row per coding, as $stats reports each coding its own way
+    codings = observation_table.join(code_set_table, code_set_table.c.set_id == o.code_set)
     results: list[dict[str, Any]] = []
     with store.reader() as conn:
         req = parse_stats(store, conn, params)
         if not req.patient_ids:
             return []
+        cs = code_set_table.c
         cols = (
             o.res_id,
-            o.system,
-            o.code,
+            cs.system,
+            cs.code,
             o.is_component,
             o.is_primary,
             o.value,
@@ -329,27 +331,32 @@ def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]
             o.effective,
         )
         for system, code in req.codes:
-            # the Observation's own code (index: patient, code, effective) …
+            # the Observation's own code (index: patient, code set, effective), one row per
+            # coding it matches …
             cond = [
                 o.patient_id.in_(req.patient_ids),
-                o.code == code,
+                cs.code == code,
                 o.is_component.is_(False),
                 o.status.not_in(EXCLUDED),
             ]
             if system:
-                cond.append(o.system == system)
+                cond.append(cs.system == system)
             if req.start is not None:
                 cond.append(o.effective >= req.start)
             if req.end is not None:
                 cond.append(o.effective <= req.end)
-            own = conn.execute(select(*cols).where(*cond).order_by(o.effective)).all()
+            own = conn.execute(
+                select(*cols).select_from(codings).where(*cond).order_by(o.effective)
+            ).all()
             rows = [r for r in own if r.value is not None]
             # … and, for a panel (no value of its own), its components
             panels = [r.res_id for r in own if r.value is None]
             for i in range(0, len(panels), 500):
                 rows.extend(
                     conn.execute(
-                        select(*cols).where(
+                        select(*cols)
+                        .select_from(codings)
+                        .where(
                             o.res_id.in_(panels[i : i + 500]),
                             o.is_component.is_(True),
                             o.value.is_not(None),

@@ -26,8 +26,14 @@ from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
 from interop.store.fastread import FastReader, ReadBatcher, Row
-from interop.store.indexer import OBSERVATION_COLUMNS, index_entries, observation_rows
+from interop.store.indexer import (
+    OBSERVATION_COLUMNS,
+    Codings,
+    index_entries,
+    observation_rows,
+)
 from interop.store.schema import (
+    code_set_table,
     date_table,
     history_table,
     observation_table,
@@ -95,6 +101,8 @@ class StagedCreates:
     dates: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     strings: list[tuple[str, str, str, str]] = field(default_factory=list)
     obs_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    code_sets: dict[int, Codings] = field(default_factory=dict)
+    """The code sets ``obs_rows`` use (id → codings)."""
     claims: list[dict[str, Any]] = field(default_factory=list)
     stored: list[StoredResource] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
@@ -119,6 +127,7 @@ class StagedCreates:
         self.dates.extend(other.dates)
         self.strings.extend(other.strings)
         self.obs_rows.extend(other.obs_rows)
+        self.code_sets.update(other.code_sets)
         self.claims.extend(other.claims)
         self.stored.extend(other.stored)
         self.resources.extend(other.resources)
@@ -207,6 +216,8 @@ class FhirStore:
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
         self.batched = ReadBatcher(self.fast)
+        self.known_code_sets: set[int] = set()
+        """Code sets committed to the ``code_set`` table (by this process or another)."""
 
     # ---- transactions -------------------------------------------------------------------
     @contextmanager
@@ -219,6 +230,7 @@ class FhirStore:
                 tx.abandon_writes(exc)
                 raise
             tx.finish_writes()
+        self.known_code_sets.update(tx.code_sets)
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
@@ -325,6 +337,8 @@ class WriteTx:
         self.store = store
         self._conn = conn
         self._server_writes: ServerWrites | None = None
+        self.code_sets: set[int] = set()
+        """Code sets this transaction wrote (known to the store once it commits)."""
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
         """Free-form values for hooks (e.g. the acting actor, correlation id)."""
@@ -562,7 +576,9 @@ class WriteTx:
             deletes.append(
                 (f'DELETE FROM "{observation_table.name}" WHERE res_id = {{m}}', (res_id,))
             )
-            obs = observation_rows(resource, res_id, patient_id, self.store.zone)
+            sets: dict[int, Codings] = {}
+            obs = observation_rows(resource, res_id, patient_id, self.store.zone, sets)
+            self._add_code_sets(sets)
             if obs:
                 inserts.append((observation_table.name, OBSERVATION_COLUMNS, obs))
         current_version = previous.version
@@ -615,6 +631,25 @@ class WriteTx:
         self.conn.exec_driver_sql(_ARCHIVE_SQL.format(m="?"), history)
         return True
 
+    def _add_code_sets(self, sets: dict[int, Codings]) -> None:
+        """Write the code sets among ``sets`` that the database may not have yet (the first
+        transaction to use a set writes it; a set is the same wherever it is written)."""
+        known = self.store.known_code_sets
+        new = [(k, v) for k, v in sets.items() if k not in known and k not in self.code_sets]
+        if not new:
+            return
+        mark = "%s" if self.store.is_postgres else "?"
+        sql = (
+            f'INSERT INTO "{code_set_table.name}" (set_id, ord, "system", code) '
+            f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT DO NOTHING"
+        )
+        rows = [
+            (k, i, system, code) for k, codings in new for i, (system, code) in enumerate(codings)
+        ]
+        if rows:
+            self.conn.exec_driver_sql(sql, rows)
+        self.code_sets.update(k for k, _ in new)
+
     def _run_hooks(self, stored: StoredResource, previous: StoredResource | None) -> None:
         self.written.append(stored)
         for hook in self.store.hooks:
@@ -666,6 +701,7 @@ class WriteTx:
         dates = staged.dates
         strings = staged.strings
         obs_rows = staged.obs_rows
+        code_sets = staged.code_sets
         claims = staged.claims
         out = staged.stored
         zone = self.store.zone
@@ -700,7 +736,9 @@ class WriteTx:
             dates.extend((res_type, res_id, p, st, e) for p, st, e in entries.dates)
             strings.extend((res_type, res_id, p, v) for p, v in entries.strings)
             if res_type == "Observation":
-                obs_rows.extend(observation_rows(resource, res_id, entries.patient_id, zone))
+                obs_rows.extend(
+                    observation_rows(resource, res_id, entries.patient_id, zone, code_sets)
+                )
             res_rows.append((res_type, res_id, 1, entries.patient_id, now, False, content))
             out.append(StoredResource(res_type, res_id, 1, now, False, content, stamped))
         return staged
@@ -727,6 +765,7 @@ class WriteTx:
                 staged.extend(b)
         if not staged.res_rows:
             return
+        self._add_code_sets(staged.code_sets)
         pg = self.store.is_postgres
         if pg and staged.row_count() <= SMALL_WRITE_ROWS:
             self._write_small(staged)

@@ -119,28 +119,31 @@ class SearchStringRow(SQLModel, table=True):
 
 
 class ObservationIndexRow(SQLModel, table=True):
-    """One row per coding of Observation.code and per component coding.
+    """One row per Observation (its code: the primary row) and one per component.
 
     Serves patient+code+date searches, ``$lastn``, ``$stats`` and the actor summaries without
-    touching the JSON. ``is_primary`` marks one row per Observation (its first coding) so
-    queries without a code filter see each Observation once.
+    touching the JSON. ``system``/``code`` are the first coding; ``code_set`` identifies all
+    of them (:class:`CodeSetRow` lists them), so a code that is any of an Observation's
+    codings finds it through one row: a search by code looks up the sets that hold the code,
+    then the rows with those sets.
 
     ``patient_id`` is the only index of an Observation's Patient subject: the generic
     ``search_reference`` table holds no ``patient``/``subject`` rows for it (see
     ``fhir_profiles/search-parameters.yaml``).
 
-    Indexes: patient+code (+time) and code (+time, population queries) hold every row;
-    patient (+time) holds the primary rows only (a partial index: queries that want it must
-    say ``is_primary == true()``, which renders ``is_primary = 1`` on SQLite, the form of the
-    index's own WHERE clause, which SQLite needs to match literally). Its key ends with the
-    constant ``is_primary`` only so that SQLite counts it as covering for a query that names
-    the column (the periodic status report's "who measured lately" reads nothing else).
+    Indexes: patient+code set (+time) and code set (+time, population queries) hold every
+    row; patient (+time) holds the primary rows only (a partial index: queries that want it
+    must say ``is_primary == true()``, which renders ``is_primary = 1`` on SQLite, the form
+    of the index's own WHERE clause, which SQLite needs to match literally). Its key ends
+    with the constant ``is_primary`` only so that SQLite counts it as covering for a query
+    that names the column (the periodic status report's "who measured lately" reads nothing
+    else).
     """
 
     __tablename__ = "observation_index"
     __table_args__ = (
-        Index("ix_obs_patient_code_time", "patient_id", "code", "effective"),
-        Index("ix_obs_code_time", "code", "effective"),
+        Index("ix_obs_patient_set_time", "patient_id", "code_set", "effective"),
+        Index("ix_obs_set_time", "code_set", "effective"),
         Index(
             "ix_obs_patient_time",
             "patient_id",
@@ -157,6 +160,8 @@ class ObservationIndexRow(SQLModel, table=True):
     patient_id: str | None = Field(default=None, max_length=64)
     system: str = Field(default="", max_length=255)
     code: str = Field(max_length=255)
+    code_set: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """Id of the list of codings (``code_set_id``); ``code_set`` rows name them."""
     is_primary: bool = False
     is_component: bool = False
     effective: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -167,6 +172,21 @@ class ObservationIndexRow(SQLModel, table=True):
     category: str | None = Field(default=None, max_length=64)
     zone: str | None = Field(default=None, max_length=16)
     """Triage zone (green/yellow/red) from Observation.interpretation, when triaged."""
+
+
+class CodeSetRow(SQLModel, table=True):
+    """The codings of each code set the observation index uses: (id, position) → coding.
+
+    A set is written once, by the first transaction that uses it, and never changed (its id
+    is a digest of its codings)."""
+
+    __tablename__ = "code_set"
+    __table_args__ = (Index("ix_code_set_code", "code", "system"),)
+
+    set_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    ord: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    system: str = Field(default="", max_length=255)
+    code: str = Field(max_length=255)
 
 
 INDEX_TABLES = (
@@ -182,6 +202,7 @@ reference_table = SearchReferenceRow.__table__  # type: ignore[attr-defined]
 date_table = SearchDateRow.__table__  # type: ignore[attr-defined]
 string_table = SearchStringRow.__table__  # type: ignore[attr-defined]
 observation_table = ObservationIndexRow.__table__  # type: ignore[attr-defined]
+code_set_table = CodeSetRow.__table__  # type: ignore[attr-defined]
 
 
 class UniqueIdentifierRow(SQLModel, table=True):

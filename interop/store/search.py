@@ -30,6 +30,7 @@ from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import SearchParam, definitions, fold, reference_target
 from interop.store.repository import FhirStore
 from interop.store.schema import (
+    code_set_table,
     date_table,
     observation_table,
     reference_table,
@@ -135,6 +136,18 @@ def _token_parts(value: str) -> tuple[str | None, str | None]:
         system, code = value.split("|", 1)
         return system, (code or None)
     return None, value
+
+
+def code_sets_holding(system: str | None, code: str | None) -> Select[Any]:
+    """The ids of the code sets with a coding ``system|code`` (``None``: any system, or any
+    code of the system; ``""``: a coding without a system)."""
+    cs = code_set_table.c
+    cond: list[ColumnElement[bool]] = []
+    if code is not None:
+        cond.append(cs.code == code)
+    if system is not None:
+        cond.append(cs.system == system)
+    return select(cs.set_id).where(*cond)
 
 
 class SearchEngine:
@@ -304,17 +317,19 @@ class SearchEngine:
                 conds.append(or_(*ors) if ors else false())
             elif name in ("code", "component-code"):
                 has_code = True
-                ors = []
-                for v in values:
-                    system, code = _token_parts(v)
-                    cond = [o.is_component == (name == "component-code")]
-                    if code is not None:
-                        cond.append(o.code == code)
-                    if system is not None:
-                        cond.append(o.system == system)
-                    ors.append(and_(*cond))
-                expr = or_(*ors)
-                conds.append(not_(expr) if modifier == "not" else expr)
+                component = name == "component-code"
+                if modifier == "not":
+                    # no code (or no component) of the Observation is one of the values
+                    x = observation_table.alias("x").c
+                    held = [x.code_set.in_(code_sets_holding(*_token_parts(v))) for v in values]
+                    conds.append(
+                        o.res_id.not_in(
+                            select(x.res_id).where(x.is_component == component, or_(*held))
+                        )
+                    )
+                    continue
+                held = [o.code_set.in_(code_sets_holding(*_token_parts(v))) for v in values]
+                conds.append(and_(o.is_component == component, or_(*held)))
             elif name == "date":
                 conds.append(
                     or_(

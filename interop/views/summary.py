@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from interop.fhir.dates import from_micros, to_micros
 from interop.plans import ZoneRanges, default_ranges, ranges_in_force
-from interop.store.schema import observation_table, resource_table
+from interop.store.schema import code_set_table, observation_table, resource_table
 
 DISPLAY = {
     "8480-6": "Systolisk blodtrykk",
@@ -124,20 +124,22 @@ def compute(
     start = now - timedelta(days=view.period_days)
     # include the few minutes of device clock skew the ingest accepts
     t0, t1 = to_micros(start), to_micros(now + timedelta(minutes=5))
-    o = observation_table.c
+    o, cs = observation_table.c, code_set_table.c
     cond = [
         o.patient_id == patient_id,
         o.effective >= t0,
         o.effective <= t1,
         o.status.not_in(("entered-in-error", "cancelled")),
         o.value.is_not(None),
-        o.system == "http://loinc.org",
+        cs.system == "http://loinc.org",
     ]
     codes = _episode_codes(conn, patient_id, view) or view.codes
     if codes:
-        cond.append(o.code.in_(codes))
+        cond.append(cs.code.in_(codes))
+    # a row per LOINC coding of each code with a value (the Observation's or a component's)
     rows = conn.execute(
-        select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.is_component)
+        select(o.res_id, cs.code, o.value, o.unit, o.effective, o.zone, o.is_component)
+        .select_from(observation_table.join(code_set_table, cs.set_id == o.code_set))
         .where(*cond)
         .order_by(o.effective)
     ).all()

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from interop.store.repository import SMALL_WRITE_ROWS, DuplicateIdentifier
-from interop.store.schema import observation_table, resource_table, token_table
+from interop.store.schema import code_set_table, observation_table, resource_table, token_table
 
 from .test_fhir_crud import observation
 
@@ -26,9 +26,9 @@ def _obs(patient: str, ident: str, value: int = 70) -> dict[str, Any]:
     return obs
 
 
-# an Observation below adds 8 rows: itself, its identifier claim, 3 tokens, its device
-# reference and 2 observation index rows
-SMALL_WRITE = SMALL_WRITE_ROWS // 8
+# an Observation below adds 7 rows: itself, its identifier claim, 3 tokens, its device
+# reference and its observation index row
+SMALL_WRITE = SMALL_WRITE_ROWS // 7
 
 
 def _count(services: Any, table: Any, *where: Any) -> int:
@@ -42,8 +42,10 @@ def test_every_row_of_a_batch_is_written(services: Any, n: int) -> None:
         stored = tx.create_many([(_obs("p1", f"ok-{n}-{i}", 60 + i), None) for i in range(n)])
     ids = [s.res_id for s in stored]
     assert _count(services, resource_table, resource_table.c.res_id.in_(ids)) == n
-    # per Observation: two index rows (its two codings), three tokens, the device reference
-    assert _count(services, observation_table, observation_table.c.res_id.in_(ids)) == 2 * n
+    # per Observation: an index row for its code, three tokens, the device reference; its two
+    # codings are one code set, written once
+    assert _count(services, observation_table, observation_table.c.res_id.in_(ids)) == n
+    assert _count(services, code_set_table) == 2
     assert _count(services, token_table, token_table.c.res_id.in_(ids)) == 3 * n
     for s, i in zip(stored, range(n), strict=True):
         assert services.store.read("Observation", s.res_id).json()["valueQuantity"]["value"] == (
@@ -63,7 +65,7 @@ def test_a_taken_identifier_refuses_the_whole_batch(services: Any, n: int) -> No
     assert exc.value.existing_id == holder.res_id
     # nothing of the refused batch is left, and the holder is untouched
     assert _count(services, resource_table, resource_table.c.res_type == "Observation") == 1
-    assert _count(services, observation_table) == 2
+    assert _count(services, observation_table) == 1
     with services.store.write() as tx:
         again = tx.create_many([(_obs("p1", f"after-{n}"), None)])
     assert services.store.read("Observation", again[0].res_id).res_id == again[0].res_id

@@ -22,7 +22,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+import sqlalchemy as sa
+from sqlalchemy import Engine, event, func, select
 
 LOINC = "http://loinc.org"
 
@@ -120,19 +121,19 @@ def _queries(
         (
             "search patient + code, newest first",
             _search(services, ("patient", pid), ("code", hr), ("_sort", "-date")),
-            "ix_obs_patient_code_time",
+            "ix_obs_patient_set_time",
             False,
         ),
         (
             "search code (population), newest first",
             _search(services, ("code", hr), ("_sort", "-date"), ("_count", "5")),
-            "ix_obs_code_time",
+            "ix_obs_set_time",
             False,
         ),
         (
             "search component-code (population)",
             _search(services, ("component-code", f"{LOINC}|8480-6")),
-            "ix_obs_code_time",
+            "ix_obs_set_time",
             False,
         ),
         (
@@ -150,25 +151,25 @@ def _queries(
         (
             "$lastn patient + code",
             lambda: (lastn(store, {"patient": [pid], "code": [hr]}), None)[1],
-            "ix_obs_patient_code_time",
+            "ix_obs_patient_set_time",
             False,
         ),
         (
             "$lastn code (population)",
             lambda: (lastn(store, {"code": [hr]}), None)[1],
-            "ix_obs_code_time",
+            "ix_obs_set_time",
             False,
         ),
         (
             "$stats",
             lambda: (stats(store, {"patient": [pid], "code": [hr]}), None)[1],
-            "ix_obs_patient_code_time",
+            "ix_obs_patient_set_time",
             False,
         ),
         (
             "actor summary",
             lambda: _with_reader(store, lambda c: compute(c, pid, view_definition("gp"))),
-            "ix_obs_patient_code_time",
+            "ix_obs_patient_set_time",
             False,
         ),
         (
@@ -232,7 +233,7 @@ def test_indicators_and_missing_use_their_index(services, ids, monkeypatch) -> N
         missing.check_missing(services, datetime(2026, 1, 1, tzinfo=UTC))
     for what, statements, index in (
         ("indicators", ind_statements, "ix_obs_patient_time"),
-        ("missing", missing_statements, "ix_obs_patient_code_time"),
+        ("missing", missing_statements, "ix_obs_patient_set_time"),
     ):
         assert statements, what
         for statement, params in statements:
@@ -297,11 +298,10 @@ def _bp(pid: str, device: str | None = None) -> dict[str, Any]:
 
 
 def test_index_rows_per_observation(services, ids) -> None:  # type: ignore[no-untyped-def]
-    """A blood pressure with two codings and two components, about a Patient: its Patient
-    subject is indexed once (observation_index.patient_id), never as search_reference rows;
-    only the primary row goes into the patient-time index."""
-    from sqlalchemy import func
-
+    """A blood pressure with two codings and two components, about a Patient: a row for its
+    code and one per component; its Patient subject is indexed once
+    (observation_index.patient_id), never as search_reference rows; only the primary row goes
+    into the patient-time index."""
     from interop.store.schema import observation_table, reference_table, token_table
 
     pid, device = ids
@@ -314,7 +314,8 @@ def test_index_rows_per_observation(services, ids) -> None:  # type: ignore[no-u
         def count(stmt: Any) -> int:
             return int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar())
 
-        assert count(select(o.row_id).where(o.res_id == obs.res_id)) == 4
+        # one row for its code (two codings: one code set) and one per component
+        assert count(select(o.row_id).where(o.res_id == obs.res_id)) == 3
         assert count(select(o.row_id).where(o.res_id == obs.res_id, o.is_primary == True)) == 1  # noqa: E712
         assert (
             count(select(r.row_id).where(r.res_type == "Observation", r.res_id == obs.res_id)) == 0
@@ -337,26 +338,53 @@ def test_index_rows_per_observation(services, ids) -> None:  # type: ignore[no-u
         assert [x[0] for x in patient_rows] == [None]
 
 
-# ---- the migration ----------------------------------------------------------------------
+# ---- the migrations ---------------------------------------------------------------------
+
+_old_observation_index = sa.table(
+    "observation_index",
+    *(sa.column(c) for c in ("res_id", "patient_id", "system", "code", "is_primary")),
+    *(sa.column(c) for c in ("is_component", "effective", "effective_end", "value", "unit")),
+    *(sa.column(c) for c in ("status", "zone")),
+)
+"""The observation index before 0012 (a row per coding)."""
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    from interop.store.migrate import alembic_config
+
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def _resource_row(res_id: str, patient: str | None, code: dict[str, Any], **more: Any) -> Any:
+    import orjson
+
+    obs = {"resourceType": "Observation", "id": res_id, "status": "final", "code": code, **more}
+    return {
+        "res_type": "Observation",
+        "res_id": res_id,
+        "version": 1,
+        "patient_id": patient,
+        "last_updated": 0,
+        "deleted": False,
+        "content": orjson.dumps(obs),
+    }
 
 
 def test_migration_0010_moves_existing_rows(services) -> None:  # type: ignore[no-untyped-def]
     """On a database written by the earlier layout: the Observation's Patient reference rows
     go (its subject is observation_index.patient_id), other rows stay; the downgrade puts
     them back from the observation index."""
-    from alembic import command
     from sqlalchemy import insert
 
-    from interop.store.migrate import alembic_config, upgrade
-    from interop.store.schema import observation_table, reference_table
+    from interop.store.migrate import upgrade
+    from interop.store.schema import reference_table, resource_table
 
     engine = services.engine
-
-    def downgrade(revision: str) -> None:
-        cfg = alembic_config(engine)
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
 
     def references() -> list[tuple[str, str, str, str]]:
         r = reference_table.c
@@ -372,7 +400,7 @@ def test_migration_0010_moves_existing_rows(services) -> None:  # type: ignore[n
         ("Flag", "f1", "patient", "Patient/p1"),
         ("Flag", "f1", "subject", "Patient/p1"),
     ]
-    downgrade("0009")
+    _downgrade(engine, "0009")
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -383,17 +411,122 @@ def test_migration_0010_moves_existing_rows(services) -> None:  # type: ignore[n
                 ],
             )
             conn.execute(
-                insert(observation_table),
+                insert(_old_observation_index),
                 [
-                    {"res_id": "o1", "patient_id": "p1", "code": "x", "is_primary": True},
-                    {"res_id": "o1", "patient_id": "p1", "code": "y", "is_primary": False},
-                    {"res_id": "o2", "patient_id": None, "code": "x", "is_primary": True},
+                    {"res_id": res_id, "patient_id": pid, "code": code, "is_primary": primary}
+                    | {"system": "", "is_component": False, "status": "final"}
+                    for res_id, pid, code, primary in (
+                        ("o1", "p1", "x", True),
+                        ("o1", "p1", "y", False),
+                        ("o2", None, "x", True),
+                    )
+                ],
+            )
+            conn.execute(
+                insert(resource_table),
+                [
+                    _resource_row("o1", "p1", {"coding": [{"code": "x"}, {"code": "y"}]}),
+                    _resource_row("o2", None, {"coding": [{"code": "x"}]}),
                 ],
             )
         upgrade(engine)
         kept = [r for r in old_rows if not (r[0] == "Observation" and r[3] == "Patient/p1")]
         assert references() == sorted(kept)
-        downgrade("0009")
+        _downgrade(engine, "0009")
         assert references() == sorted(old_rows)
+    finally:
+        upgrade(engine)
+
+
+def test_migration_0012_makes_a_row_per_code(services) -> None:  # type: ignore[no-untyped-def]
+    """On a database with a row per coding: the index is rebuilt from the stored
+    Observations with a row per code (the times kept from the old rows, which the server's
+    time zone made), search by any coding still finds them, and the downgrade gives back
+    the rows per coding."""
+    from sqlalchemy import insert
+
+    from interop.store.migrate import upgrade
+    from interop.store.schema import code_set_table, observation_table, resource_table
+    from interop.store.search import SearchRequest
+
+    engine = services.engine
+    bp = {
+        "coding": [
+            {"system": LOINC, "code": "85354-9"},
+            {"system": "urn:iso:std:iso:11073:10101", "code": "150020"},
+        ]
+    }
+    components = [
+        {
+            "code": {"coding": [{"system": LOINC, "code": c}, {"system": "urn:x", "code": c}]},
+            "valueQuantity": {"value": v, "code": "mm[Hg]"},
+        }
+        for c, v in (("8480-6", 130.0), ("8462-4", 80.0))
+    ]
+    old_rows = [
+        ("o1", LOINC, "85354-9", True, False, None),
+        ("o1", "urn:iso:std:iso:11073:10101", "150020", False, False, None),
+        ("o1", LOINC, "8480-6", False, True, 130.0),
+        ("o1", "urn:x", "8480-6", False, True, 130.0),
+        ("o1", LOINC, "8462-4", False, True, 80.0),
+        ("o1", "urn:x", "8462-4", False, True, 80.0),
+    ]
+
+    def rows_per_coding() -> list[tuple[Any, ...]]:
+        o = _old_observation_index.c
+        with engine.connect() as conn:
+            got = conn.execute(
+                select(o.res_id, o.system, o.code, o.is_primary, o.is_component, o.value)
+            ).all()
+        return sorted((a, b, c, bool(d), bool(e), f) for a, b, c, d, e, f in got)
+
+    _downgrade(engine, "0011")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(_old_observation_index),
+                [
+                    dict(
+                        zip(
+                            ("res_id", "system", "code", "is_primary", "is_component"),
+                            r[:5],
+                            strict=True,
+                        ),
+                        value=r[5],
+                        patient_id="p1",
+                        status="final",
+                        effective=1_000,
+                        effective_end=2_000,
+                    )
+                    for r in old_rows
+                ],
+            )
+            conn.execute(
+                insert(resource_table),
+                [_resource_row("o1", "p1", bp, component=components)],
+            )
+        upgrade(engine)
+        o = observation_table.c
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(o.code, o.is_primary, o.value, o.effective, o.effective_end)
+                .where(o.res_id == "o1")
+                .order_by(o.row_id)
+            ).all()
+            members = conn.execute(select(func.count()).select_from(code_set_table)).scalar()
+        assert [tuple(r) for r in rows] == [
+            ("85354-9", True, None, 1_000, 2_000),
+            ("8480-6", False, 130.0, 1_000, 2_000),
+            ("8462-4", False, 80.0, 1_000, 2_000),
+        ]
+        assert members == 6  # three sets of two codings
+        for params in (
+            [("code", "urn:iso:std:iso:11073:10101|150020")],
+            [("component-code", "urn:x|8462-4")],
+        ):
+            found = services.search.search(SearchRequest("Observation", params))
+            assert [r[0] for r in found.rows] == ["o1"], params
+        _downgrade(engine, "0011")
+        assert rows_per_coding() == sorted(old_rows)
     finally:
         upgrade(engine)

@@ -1,0 +1,217 @@
+"""one observation index row per code, with the id of its codings
+
+The observation index had a row for every coding of an Observation's code and of each
+component's: 19 rows for a Withings weight, pulse and blood pressure (LOINC, SNOMED CT,
+MDC and the vendor's own code each). It now has one row per code (the Observation's and each
+component's) carrying the first coding and ``code_set``, the id of all its codings, which
+the new ``code_set`` table lists; a search by any coding finds the sets that hold it, then
+their rows. 19 rows become 5.
+
+The index is rebuilt from the stored Observations (the codings are in the JSON); each
+row keeps the patient and effective time of the row it replaces, which were derived with
+the server's time zone. The rebuild reads every Observation once: about a minute per
+million on the benchmark machine, during which the first start after the upgrade waits.
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-11-29 10:30:00
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+from interop.store.indexer import OBSERVATION_COLUMNS, Codings, observation_rows
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+BATCH = 2000
+
+
+def _string(n: int) -> Any:
+    return sqlmodel.sql.sqltypes.AutoString(length=n)
+
+
+def _observation_table(name: str, *, code_set: bool) -> sa.Table:
+    """The observation index as 0012 makes it (``code_set``) or as it was before."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column(
+            "row_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("res_id", _string(64), nullable=False),
+        sa.Column("patient_id", _string(64), nullable=True),
+        sa.Column("system", _string(255), nullable=False),
+        sa.Column("code", _string(255), nullable=False),
+        *([sa.Column("code_set", sa.BigInteger(), nullable=False)] if code_set else []),
+        sa.Column("is_primary", sa.Boolean(), nullable=False),
+        sa.Column("is_component", sa.Boolean(), nullable=False),
+        sa.Column("effective", sa.BigInteger(), nullable=True),
+        sa.Column("effective_end", sa.BigInteger(), nullable=True),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("unit", _string(64), nullable=True),
+        sa.Column("status", _string(32), nullable=False),
+        sa.Column("category", _string(64), nullable=True),
+        sa.Column("zone", _string(16), nullable=True),
+        sa.PrimaryKeyConstraint("row_id"),
+    )
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    op.create_table(
+        "code_set",
+        sa.Column("set_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("ord", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("system", _string(255), nullable=False),
+        sa.Column("code", _string(255), nullable=False),
+        sa.PrimaryKeyConstraint("set_id", "ord"),
+    )
+    op.create_index("ix_code_set_code", "code_set", ["code", "system"])
+
+    new = _observation_table("observation_index_rebuilt", code_set=True)
+    new.create(bind)
+    old = sa.table(
+        "observation_index",
+        sa.column("res_id", sa.String),
+        sa.column("patient_id", sa.String),
+        sa.column("effective", sa.BigInteger),
+        sa.column("effective_end", sa.BigInteger),
+        sa.column("is_primary", sa.Boolean),
+    )
+    resource = sa.table(
+        "resource",
+        sa.column("res_type", sa.String),
+        sa.column("res_id", sa.String),
+        sa.column("content", sa.LargeBinary),
+    )
+    o, r = old.c, resource.c
+    sets: dict[int, Codings] = {}
+    after = ""
+    while True:
+        batch = bind.execute(
+            sa.select(o.res_id, o.patient_id, o.effective, o.effective_end, r.content)
+            .join(resource, sa.and_(r.res_type == "Observation", r.res_id == o.res_id))
+            .where(o.is_primary == sa.true(), o.res_id > after)
+            .order_by(o.res_id)
+            .limit(BATCH)
+        ).all()
+        if not batch:
+            break
+        rows: list[dict[str, Any]] = []
+        for res_id, patient_id, effective, effective_end, content in batch:
+            for row in observation_rows(orjson.loads(content), res_id, patient_id, "UTC", sets):
+                values = dict(zip(OBSERVATION_COLUMNS, row, strict=True))
+                # the times as the server's zone made them (a date without a time of day)
+                values["effective"], values["effective_end"] = effective, effective_end
+                rows.append(values)
+        bind.execute(sa.insert(new), rows)
+        after = batch[-1][0]
+    code_set = sa.table(
+        "code_set",
+        sa.column("set_id", sa.BigInteger),
+        sa.column("ord", sa.Integer),
+        sa.column("system", sa.String),
+        sa.column("code", sa.String),
+    )
+    members = [
+        {"set_id": set_id, "ord": i, "system": system, "code": code}
+        for set_id, codings in sets.items()
+        for i, (system, code) in enumerate(codings)
+    ]
+    if members:
+        bind.execute(sa.insert(code_set), members)
+
+    _rename_rebuilt(bind)
+    op.create_index(
+        "ix_obs_patient_set_time", "observation_index", ["patient_id", "code_set", "effective"]
+    )
+    op.create_index("ix_obs_set_time", "observation_index", ["code_set", "effective"])
+    op.create_index(
+        "ix_obs_patient_time",
+        "observation_index",
+        ["patient_id", "effective", "is_primary"],
+        sqlite_where=sa.text("is_primary = 1"),
+        postgresql_where=sa.text("is_primary"),
+    )
+    op.create_index("ix_obs_resource", "observation_index", ["res_id"])
+    if bind.dialect.name == "postgresql":
+        op.execute("ANALYZE observation_index")
+        op.execute("ANALYZE code_set")
+
+
+def _rename_rebuilt(bind: Any) -> None:
+    op.drop_table("observation_index")
+    op.rename_table("observation_index_rebuilt", "observation_index")
+    if bind.dialect.name == "postgresql":
+        # the key's sequence and constraint keep the names they were made with otherwise
+        op.execute(
+            "ALTER SEQUENCE observation_index_rebuilt_row_id_seq "
+            "RENAME TO observation_index_row_id_seq"
+        )
+        op.execute(
+            "ALTER TABLE observation_index RENAME CONSTRAINT observation_index_rebuilt_pkey "
+            "TO observation_index_pkey"
+        )
+
+
+def downgrade() -> None:
+    """Back to a row per coding: each row once for every coding of its set, the primary
+    row's first coding primary."""
+    bind = op.get_bind()
+    old = _observation_table("observation_index_rebuilt", code_set=False)
+    old.create(bind)
+    current = _observation_table("observation_index", code_set=True)
+    sets = sa.table(
+        "code_set", sa.column("set_id"), sa.column("ord"), sa.column("system"), sa.column("code")
+    )
+    o, cs = current.c, sets.c
+    names = ["res_id", "patient_id", "system", "code", "is_primary", "is_component"]
+    names += ["effective", "effective_end", "value", "unit", "status", "category", "zone"]
+    rows = (
+        sa.select(
+            o.res_id,
+            o.patient_id,
+            cs.system,
+            cs.code,
+            sa.and_(o.is_primary == sa.true(), cs.ord == 0),
+            o.is_component,
+            o.effective,
+            o.effective_end,
+            o.value,
+            o.unit,
+            o.status,
+            o.category,
+            o.zone,
+        )
+        .select_from(current.join(sets, cs.set_id == o.code_set))
+        .order_by(o.row_id, cs.ord)
+    )
+    bind.execute(sa.insert(old).from_select(names, rows))
+    _rename_rebuilt(bind)
+    op.create_index("ix_obs_code_time", "observation_index", ["code", "effective"])
+    op.create_index(
+        "ix_obs_patient_code_time", "observation_index", ["patient_id", "code", "effective"]
+    )
+    op.create_index(
+        "ix_obs_patient_time",
+        "observation_index",
+        ["patient_id", "effective", "is_primary"],
+        sqlite_where=sa.text("is_primary = 1"),
+        postgresql_where=sa.text("is_primary"),
+    )
+    op.create_index("ix_obs_resource", "observation_index", ["res_id"])
+    op.drop_index("ix_code_set_code", table_name="code_set")
+    op.drop_table("code_set")
