@@ -69,6 +69,23 @@ def _observation_table(name: str, *, code_set: bool) -> sa.Table:
     )
 
 
+_EFFECTIVE = OBSERVATION_COLUMNS.index("effective")
+assert OBSERVATION_COLUMNS[_EFFECTIVE + 1] == "effective_end"
+
+
+def _insert(bind: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in ``OBSERVATION_COLUMNS`` order: COPY on PostgreSQL, executemany on SQLite."""
+    columns = ", ".join(f'"{c}"' for c in OBSERVATION_COLUMNS)
+    if bind.dialect.name == "postgresql":
+        driver = bind.connection.driver_connection
+        with driver.cursor() as cur, cur.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in OBSERVATION_COLUMNS)
+    bind.exec_driver_sql(f'INSERT INTO "{table}" ({columns}) VALUES ({marks})', rows)
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     op.create_table(
@@ -110,14 +127,12 @@ def upgrade() -> None:
         ).all()
         if not batch:
             break
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for res_id, patient_id, effective, effective_end, content in batch:
             for row in observation_rows(orjson.loads(content), res_id, patient_id, "UTC", sets):
-                values = dict(zip(OBSERVATION_COLUMNS, row, strict=True))
                 # the times as the server's zone made them (a date without a time of day)
-                values["effective"], values["effective_end"] = effective, effective_end
-                rows.append(values)
-        bind.execute(sa.insert(new), rows)
+                rows.append((*row[:_EFFECTIVE], effective, effective_end, *row[_EFFECTIVE + 2 :]))
+        _insert(bind, new.name, rows)
         after = batch[-1][0]
     code_set = sa.table(
         "code_set",
