@@ -156,6 +156,9 @@ _ARCHIVE_SQL = (
 history holds the versions before the current one, which only the resource table holds;
 a database written while the history also kept the current version has the row already,
 hence the DO NOTHING."""
+KNOWN_CODE_SETS_MAX = 100_000
+"""The code sets a store remembers as written (a mapping's few dozen, or what FHIR clients
+send); past this many it starts again."""
 PUMP_EVERY = 16
 """Staging creates lets the COPYs left to the server move on every this many resources."""
 _CLAIM_COLUMNS = ("res_type", "system", "value", "res_id")
@@ -230,7 +233,10 @@ class FhirStore:
                 tx.abandon_writes(exc)
                 raise
             tx.finish_writes()
-        self.known_code_sets.update(tx.code_sets)
+        if tx.code_sets:
+            if len(self.known_code_sets) > KNOWN_CODE_SETS_MAX:
+                self.known_code_sets.clear()  # forgetting costs a skipped insert, no more
+            self.known_code_sets.update(tx.code_sets)
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:

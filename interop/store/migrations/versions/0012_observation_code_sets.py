@@ -102,38 +102,53 @@ def upgrade() -> None:
     new.create(bind)
     old = sa.table(
         "observation_index",
-        sa.column("res_id", sa.String),
-        sa.column("patient_id", sa.String),
-        sa.column("effective", sa.BigInteger),
-        sa.column("effective_end", sa.BigInteger),
+        *(sa.column(c) for c in ("res_id", "patient_id", "effective", "effective_end")),
         sa.column("is_primary", sa.Boolean),
     )
     resource = sa.table(
         "resource",
         sa.column("res_type", sa.String),
         sa.column("res_id", sa.String),
+        sa.column("deleted", sa.Boolean),
         sa.column("content", sa.LargeBinary),
     )
     o, r = old.c, resource.c
     sets: dict[int, Codings] = {}
     after = ""
     while True:
+        # the Observations in id order (the resource key), then their old rows (by res_id):
+        # two plain index look-ups per batch on either database
         batch = bind.execute(
-            sa.select(o.res_id, o.patient_id, o.effective, o.effective_end, r.content)
-            .join(resource, sa.and_(r.res_type == "Observation", r.res_id == o.res_id))
-            .where(o.is_primary == sa.true(), o.res_id > after)
-            .order_by(o.res_id)
+            sa.select(r.res_id, r.content)
+            .where(r.res_type == "Observation", r.res_id > after, r.deleted == sa.false())
+            .order_by(r.res_type, r.res_id)
             .limit(BATCH)
         ).all()
         if not batch:
             break
-        rows: list[tuple[Any, ...]] = []
-        for res_id, patient_id, effective, effective_end, content in batch:
-            for row in observation_rows(orjson.loads(content), res_id, patient_id, "UTC", sets):
-                # the times as the server's zone made them (a date without a time of day)
-                rows.append((*row[:_EFFECTIVE], effective, effective_end, *row[_EFFECTIVE + 2 :]))
-        _insert(bind, new.name, rows)
         after = batch[-1][0]
+        primary = {
+            row.res_id: row
+            for row in bind.execute(
+                sa.select(o.res_id, o.patient_id, o.effective, o.effective_end, o.is_primary).where(
+                    o.res_id.in_([b[0] for b in batch])
+                )
+            )
+            if row.is_primary
+        }
+        rows: list[tuple[Any, ...]] = []
+        for res_id, content in batch:
+            was = primary.get(res_id)
+            if was is None:
+                continue  # not indexed before (a resource written outside the store): as it was
+            obs = orjson.loads(content)
+            for row in observation_rows(obs, res_id, was.patient_id, "UTC", sets):
+                # the times as the server's zone made them (a date without a time of day)
+                rows.append(
+                    (*row[:_EFFECTIVE], was.effective, was.effective_end, *row[_EFFECTIVE + 2 :])
+                )
+        if rows:
+            _insert(bind, new.name, rows)
     code_set = sa.table(
         "code_set",
         sa.column("set_id", sa.BigInteger),
