@@ -125,29 +125,37 @@ def compute(
     # include the few minutes of device clock skew the ingest accepts
     t0, t1 = to_micros(start), to_micros(now + timedelta(minutes=5))
     o, cs = observation_table.c, code_set_table.c
-    cond = [
-        o.patient_id == patient_id,
-        o.effective >= t0,
-        o.effective <= t1,
-        o.status.not_in(("entered-in-error", "cancelled")),
-        o.value.is_not(None),
-        cs.system == "http://loinc.org",
-    ]
+    # the code sets with the view's LOINC codes first (a few dozen rows), then the patient's
+    # rows with those sets: each set an index range of (patient, code set, time)
     codes = _episode_codes(conn, patient_id, view) or view.codes
+    wanted = select(cs.set_id, cs.code).where(cs.system == "http://loinc.org")
     if codes:
-        cond.append(cs.code.in_(codes))
-    # a row per LOINC coding of each code with a value (the Observation's or a component's)
-    rows = conn.execute(
-        select(o.res_id, cs.code, o.value, o.unit, o.effective, o.zone, o.is_component)
-        .select_from(observation_table.join(code_set_table, cs.set_id == o.code_set))
-        .where(*cond)
-        .order_by(o.effective)
-    ).all()
+        wanted = wanted.where(cs.code.in_(codes))
+    loinc: dict[int, list[str]] = {}
+    for set_id, code in conn.execute(wanted):
+        loinc.setdefault(set_id, []).append(code)
+    rows = (
+        conn.execute(
+            select(o.res_id, o.code_set, o.value, o.unit, o.effective, o.zone)
+            .where(
+                o.patient_id == patient_id,
+                o.code_set.in_(list(loinc)),
+                o.effective >= t0,
+                o.effective <= t1,
+                o.status.not_in(("entered-in-error", "cancelled")),
+                o.value.is_not(None),
+            )
+            .order_by(o.effective)
+        ).all()
+        if loinc
+        else []
+    )
     series: dict[str, Series] = {}
     for r in rows:
-        s = series.setdefault(r.code, Series(r.code, r.unit, []))
-        s.points.append((r.effective, float(r.value), r.zone))
-        s.res_ids.append(r.res_id)
+        for code in loinc[r.code_set]:  # a series per LOINC coding of the code
+            s = series.setdefault(code, Series(code, r.unit, []))
+            s.points.append((r.effective, float(r.value), r.zone))
+            s.res_ids.append(r.res_id)
     plan = ranges_in_force(conn, patient_id, t1, zone_name)
     defaults = default_ranges()
     days = max(1, view.period_days)

@@ -190,6 +190,9 @@ def _with_reader(store: Any, fn: Callable[[Any], Any]) -> None:
 def ids(client) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     pid = client.post("/fhir/Patient", json={"resourceType": "Patient"}).json()["id"]
     device = client.post("/fhir/Device", json={"resourceType": "Device"}).json()["id"]
+    # a stored blood pressure: its code sets exist (the summary looks them up first)
+    stored = dict(_bp(pid), identifier=[{"system": "urn:test:obs", "value": f"fixture-{pid}"}])
+    assert client.post("/fhir/Observation", json=stored).status_code == 201
     return pid, device
 
 
