@@ -151,16 +151,20 @@ def compute(
         else []
     )
     series: dict[str, Series] = {}
-    for r in rows:
-        for code in loinc[r.code_set]:  # a series per LOINC coding of the code
-            s = series.setdefault(code, Series(code, r.unit, []))
-            s.points.append((r.effective, float(r.value), r.zone))
-            s.res_ids.append(r.res_id)
+    for res_id, set_id, value, unit, effective, zone in rows:
+        for code in loinc[set_id]:  # a series per LOINC coding of the code
+            s = series.get(code)
+            if s is None:
+                s = series[code] = Series(code, unit, [])
+            s.points.append((effective, float(value), zone))
+            s.res_ids.append(res_id)
     plan = ranges_in_force(conn, patient_id, t1, zone_name)
     defaults = default_ranges()
     days = max(1, view.period_days)
-    measured_days = {from_micros(p[0]).date() for s in series.values() for p in s.points}
+    # (UTC) days with a measurement, as day numbers: only their count is used
+    measured_days = {p[0] // 86_400_000_000 for s in series.values() for p in s.points}
     codes_out = []
+    bucket_starts: dict[int, str] = {}  # the codes share their buckets' start times
     for code, s in sorted(series.items()):
         vals = [p[1] for p in s.points]
         zones = [p[2] for p in s.points if p[2]]
@@ -172,11 +176,16 @@ def compute(
             buckets.setdefault((t - t0) // week, []).append(v)
         for b in sorted(buckets):
             bucket = buckets[b]
+            bucket_start = bucket_starts.get(b)
+            if bucket_start is None:
+                bucket_start = bucket_starts[b] = from_micros(t0 + b * week).isoformat(
+                    timespec="seconds"
+                )
             weekly.append(
                 {
-                    "start": from_micros(t0 + b * week).isoformat(timespec="seconds"),
+                    "start": bucket_start,
                     "min": min(bucket),
-                    "mean": round(statistics.fmean(bucket), 2),
+                    "mean": round(sum(bucket) / len(bucket), 2),
                     "max": max(bucket),
                     "n": len(bucket),
                 }
