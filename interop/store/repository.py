@@ -32,6 +32,7 @@ from interop.store.indexer import (
     index_entries,
     observation_rows,
 )
+from interop.store.pg_arrays import array_literal
 from interop.store.schema import (
     code_set_table,
     date_table,
@@ -817,12 +818,17 @@ class WriteTx:
             # one array per column: the statement's text depends on which tables get rows,
             # not on how many, so the driver and the server reuse its parse and plan
             quoted = ", ".join('"' + c + '"' for c in columns)
-            arrays = ", ".join(f"%s::{t}[]" for t in _copy_types(table, columns))
+            types = _copy_types(table, columns)
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
             parts.append(
                 f'{name} AS (INSERT INTO "{table.name}" ({quoted}) '
                 f"SELECT * FROM unnest({arrays}){tail})"
             )
-            params.extend(list(column) for column in zip(*rows, strict=True))
+            # each column as one array literal (see interop.store.pg_arrays)
+            columns_of_rows = zip(*rows, strict=True)
+            params.extend(
+                array_literal(column, t) for column, t in zip(columns_of_rows, types, strict=True)
+            )
 
         _check_claims_unique(staged.claims)
         claims = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in staged.claims]
