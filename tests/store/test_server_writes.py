@@ -109,15 +109,20 @@ def _hold(services: Any, sql: str) -> tuple[Connection, threading.Timer]:
     return other, timer
 
 
-def test_cancel_while_the_copy_waits_to_start(services: Any, conn: Connection) -> None:
-    other, timer = _hold(services, "LOCK TABLE unique_identifier IN ACCESS EXCLUSIVE MODE")
+def _cancel_while_held(
+    services: Any, conn: Connection, hold: str, rows: list[Any], stage: str
+) -> None:
+    """Queue a COPY of ``rows`` while another transaction holds what ``hold`` takes, cancel
+    it at ``stage`` once the other transaction lets go, and check that the connection rolls
+    back clean with nothing stored."""
+    other, timer = _hold(services, hold)
     try:
         queue = _queue(conn)
-        queue.copy(STATEMENT, TYPES, _rows(0, 10))
+        queue.copy(STATEMENT, TYPES, rows)
         for _ in range(20):
             assert not queue.pump()
             time.sleep(0.005)
-        assert queue.stage == "starting"  # the COPY waits for the lock: no answer yet
+        assert queue.stage == stage
         timer.start()
         queue.cancel()
     finally:
@@ -126,28 +131,27 @@ def test_cancel_while_the_copy_waits_to_start(services: Any, conn: Connection) -
     conn.rollback()
     assert conn.execute(text("SELECT 1")).scalar_one() == 1
     assert _stored(services) == 0
+
+
+def test_cancel_while_the_copy_waits_to_start(services: Any, conn: Connection) -> None:
+    # the COPY waits for the table lock: the server has not answered it yet
+    _cancel_while_held(
+        services,
+        conn,
+        "LOCK TABLE unique_identifier IN ACCESS EXCLUSIVE MODE",
+        _rows(0, 10),
+        "starting",
+    )
 
 
 def test_cancel_while_the_data_is_being_sent(services: Any, conn: Connection) -> None:
     # the other transaction holds an uncommitted claim that the COPY's first row collides
     # with: the server waits on it and stops reading, so the rest of the data stays queued
-    other, timer = _hold(
+    _cancel_while_held(
         services,
+        conn,
         'INSERT INTO unique_identifier (res_type, "system", "value", res_id) '
         f"VALUES ('Observation', '{SYSTEM}', '0{'x' * 200}', 'held')",
+        _rows(0, 60_000, pad="x" * 200),  # ~16 MB
+        "sending",
     )
-    try:
-        queue = _queue(conn)
-        queue.copy(STATEMENT, TYPES, _rows(0, 60_000, pad="x" * 200))  # ~16 MB
-        for _ in range(20):
-            assert not queue.pump()
-            time.sleep(0.005)
-        assert queue.stage == "sending"
-        timer.start()
-        queue.cancel()
-    finally:
-        timer.join()
-        other.close()
-    conn.rollback()
-    assert conn.execute(text("SELECT 1")).scalar_one() == 1
-    assert _stored(services) == 0

@@ -35,6 +35,14 @@ depends_on = None
 
 BATCH = 2000
 
+_CODE_SET = sa.table(
+    "code_set",
+    sa.column("set_id", sa.BigInteger),
+    sa.column("ord", sa.Integer),
+    sa.column("system", sa.String),
+    sa.column("code", sa.String),
+)
+
 
 def _string(n: int) -> Any:
     return sqlmodel.sql.sqltypes.AutoString(length=n)
@@ -149,26 +157,27 @@ def upgrade() -> None:
                 )
         if rows:
             _insert(bind, new.name, rows)
-    code_set = sa.table(
-        "code_set",
-        sa.column("set_id", sa.BigInteger),
-        sa.column("ord", sa.Integer),
-        sa.column("system", sa.String),
-        sa.column("code", sa.String),
-    )
     members = [
         {"set_id": set_id, "ord": i, "system": system, "code": code}
         for set_id, codings in sets.items()
         for i, (system, code) in enumerate(codings)
     ]
     if members:
-        bind.execute(sa.insert(code_set), members)
+        bind.execute(sa.insert(_CODE_SET), members)
 
     _rename_rebuilt(bind)
     op.create_index(
         "ix_obs_patient_set_time", "observation_index", ["patient_id", "code_set", "effective"]
     )
     op.create_index("ix_obs_set_time", "observation_index", ["code_set", "effective"])
+    _create_patient_time_and_resource_indexes()
+    if bind.dialect.name == "postgresql":
+        op.execute("ANALYZE observation_index")
+        op.execute("ANALYZE code_set")
+
+
+def _create_patient_time_and_resource_indexes() -> None:
+    """The two indexes the layouts before and after 0012 share."""
     op.create_index(
         "ix_obs_patient_time",
         "observation_index",
@@ -177,9 +186,6 @@ def upgrade() -> None:
         postgresql_where=sa.text("is_primary"),
     )
     op.create_index("ix_obs_resource", "observation_index", ["res_id"])
-    if bind.dialect.name == "postgresql":
-        op.execute("ANALYZE observation_index")
-        op.execute("ANALYZE code_set")
 
 
 def _rename_rebuilt(bind: Any) -> None:
@@ -204,10 +210,7 @@ def downgrade() -> None:
     old = _observation_table("observation_index_rebuilt", code_set=False)
     old.create(bind)
     current = _observation_table("observation_index", code_set=True)
-    sets = sa.table(
-        "code_set", sa.column("set_id"), sa.column("ord"), sa.column("system"), sa.column("code")
-    )
-    o, cs = current.c, sets.c
+    o, cs = current.c, _CODE_SET.c
     names = ["res_id", "patient_id", "system", "code", "is_primary", "is_component"]
     names += ["effective", "effective_end", "value", "unit", "status", "category", "zone"]
     rows = (
@@ -226,7 +229,7 @@ def downgrade() -> None:
             o.category,
             o.zone,
         )
-        .select_from(current.join(sets, cs.set_id == o.code_set))
+        .select_from(current.join(_CODE_SET, cs.set_id == o.code_set))
         .order_by(o.row_id, cs.ord)
     )
     bind.execute(sa.insert(old).from_select(names, rows))
@@ -235,13 +238,6 @@ def downgrade() -> None:
     op.create_index(
         "ix_obs_patient_code_time", "observation_index", ["patient_id", "code", "effective"]
     )
-    op.create_index(
-        "ix_obs_patient_time",
-        "observation_index",
-        ["patient_id", "effective", "is_primary"],
-        sqlite_where=sa.text("is_primary = 1"),
-        postgresql_where=sa.text("is_primary"),
-    )
-    op.create_index("ix_obs_resource", "observation_index", ["res_id"])
+    _create_patient_time_and_resource_indexes()
     op.drop_index("ix_code_set_code", table_name="code_set")
     op.drop_table("code_set")
