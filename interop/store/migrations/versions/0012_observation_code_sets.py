@@ -9,8 +9,9 @@ their rows. 19 rows become 5.
 
 The index is rebuilt from the stored Observations (the codings are in the JSON); each
 row keeps the patient and effective time of the row it replaces, which were derived with
-the server's time zone. The rebuild reads every Observation once: about a minute per
-million on the benchmark machine, during which the first start after the upgrade waits.
+the server's time zone. The rebuild reads every Observation once: on the two-core benchmark
+machine about a minute per million on SQLite and four to six on PostgreSQL, during which
+the first start after the upgrade waits (run ``interop migrate`` first).
 
 Revision ID: 0012
 Revises: 0011
