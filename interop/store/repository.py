@@ -521,14 +521,13 @@ class WriteTx:
         self._insert_claims(claims)
 
     def _insert_claims(self, claims: list[dict[str, Any]], *, queue: bool = False) -> None:
-        c = claims[0]
+        first = claims[0]
 
         def taken(_: IntegrityError) -> DuplicateIdentifier:
-            return DuplicateIdentifier(c["res_type"], c["system"], c["value"], "?")
+            return DuplicateIdentifier(first["res_type"], first["system"], first["value"], "?")
 
-        rows = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in claims]
         self._insert_tuples(
-            unique_identifier_table, _CLAIM_COLUMNS, rows, queue=queue, failure=taken
+            unique_identifier_table, _CLAIM_COLUMNS, _claim_rows(claims), queue=queue, failure=taken
         )
 
     def _write_version(
@@ -781,15 +780,12 @@ class WriteTx:
         if staged.claims:
             self._claim_many(staged.claims, checked=identifiers_checked, queue=queue)
         res_rows = staged.res_rows
-
-        def id_taken(_: IntegrityError) -> FhirError:
-            taken = [f"{r[0]}/{r[1]}" for r in res_rows]
-            return error(
-                409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
-            )
-
         self._insert_tuples(
-            resource_table, _RESOURCE_COLUMNS, res_rows, queue=queue, failure=id_taken
+            resource_table,
+            _RESOURCE_COLUMNS,
+            res_rows,
+            queue=queue,
+            failure=lambda _: _id_taken(res_rows),
         )
         for table, columns, rows in (
             (token_table, _TOKEN_COLUMNS, staged.tokens),
@@ -831,7 +827,7 @@ class WriteTx:
             )
 
         _check_claims_unique(staged.claims)
-        claims = [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in staged.claims]
+        claims = _claim_rows(staged.claims)
         add(
             "c",
             unique_identifier_table,
@@ -850,10 +846,7 @@ class WriteTx:
         try:
             got = self.conn.exec_driver_sql(sql, tuple(params)).all()
         except IntegrityError:
-            taken = [f"{r[0]}/{r[1]}" for r in staged.res_rows]
-            raise error(
-                409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})"
-            ) from None
+            raise _id_taken(staged.res_rows) from None
         if not claims:
             return
         claimed = {tuple(row) for row in got}
@@ -1029,6 +1022,18 @@ def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
             types.append(names[compiled])
         _COPY_TYPES[key] = types
     return types
+
+
+def _claim_rows(claims: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """Claims as ``_CLAIM_COLUMNS`` tuples."""
+    return [(c["res_type"], c["system"], c["value"], c["res_id"]) for c in claims]
+
+
+def _id_taken(res_rows: list[tuple[Any, ...]]) -> FhirError:
+    """The error for a batch of new resources one of whose ids is taken (ids are generated:
+    a clash means a resource was written twice)."""
+    taken = [f"{r[0]}/{r[1]}" for r in res_rows]
+    return error(409, "duplicate", f"a resource id exists already (one of {', '.join(taken[:5])})")
 
 
 def _check_claims_unique(claims: list[dict[str, Any]]) -> None:
