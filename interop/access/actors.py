@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Engine, select, update
 from starlette.responses import Response
 
-from interop.api.auth import ROLES, Actor, require_admin
+from interop.access.actor import ROLES, Actor
+from interop.api.auth import require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error

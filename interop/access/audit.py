@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select, text
 
-from interop.api.auth import Actor
+from interop.access.actor import Actor
 from interop.fhir.dates import format_instant, now_utc
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import audit_chain_table, resource_table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interop.api.auth import Actor
+from interop.access.actor import Actor
 from interop.fhir.outcome import error
 from interop.store.repository import StoredResource
 from interop.store.search import SearchResult

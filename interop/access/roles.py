@@ -26,8 +26,8 @@ from sqlalchemy import Connection, select
 
 from adapters.base import vendor_user_system
 from interop.access import audit
+from interop.access.actor import Actor
 from interop.access.policy import AccessPolicy
-from interop.api.auth import Actor
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import definitions, extract
 from interop.services import Services

@@ -9,33 +9,14 @@ implementations registered on the app; the per-patient policy hooks in through
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastapi import Request
 
+from interop.access.actor import ADMIN, ROLES, Actor
 from interop.fhir.outcome import error
 
-ROLES = ("gp", "hospital", "epj", "followup", "vendor", "admin")
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    id: str
-    role: str
-    orgnr: str | None = None
-    herid: str | None = None
-    hpr: str | None = None
-    purpose: str | None = None
-    name: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-ADMIN = Actor(id="admin", role="admin", name="bootstrap admin key")
+__all__ = ["ADMIN", "ROLES", "Actor", "ActorResolver", "require_actor", "require_admin"]
 
 
 class ActorResolver(Protocol):
