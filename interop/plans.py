@@ -29,6 +29,7 @@ from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system, validate_hpr
 from interop.patients import patient_by_identifier
 from interop.services import Services
+from interop.store.context import Door, Principal, WriteContext
 from interop.store.repository import WriteTx
 from interop.store.schema import resource_table
 
@@ -241,7 +242,7 @@ def put_plan(
     services: Services,
     national_id: str,
     body: Any,
-    actor_id: str,
+    actor: Principal,
     *,
     if_match: int | None = None,
 ) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def put_plan(
             raise error(
                 422, "value", f"zones: {z.code} must be given in {concept.unit}, not {z.unit}"
             )
-    with services.store.write() as tx:
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
         pid = _patient_id(tx, national_id)
         _lock_plans(tx, pid)
         versions = plan_versions(tx.conn, pid)
@@ -350,7 +351,7 @@ def put_plan(
                                 }
                             ]
                         },
-                        "who": {"display": f"actor {actor_id}"},
+                        "who": {"display": f"actor {actor.id}"},
                     },
                 ],
             }

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, select, text
 
 from interop.access.actor import Actor
 from interop.fhir.dates import format_instant, now_utc
+from interop.store.context import Door, WriteContext
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import audit_chain_table, resource_table
 
@@ -141,14 +142,14 @@ def record(
     """Audit a read or a search in its own short transaction."""
     if actor.id == "admin" or (actor.is_admin and action in ("read", "search")):
         return
-    with store.write() as tx:
+    with store.write(WriteContext(None, Door.AUDIT)) as tx:
         append(tx, _event(actor, action, what, patient_id, outcome, detail))
 
 
 def write_hook(tx: WriteTx, stored: StoredResource, previous: StoredResource | None) -> None:
     """Store hook: audit a write by an actor in the write's own transaction."""
-    actor = tx.context.get("actor")
-    if actor is None or tx.context.get("auditing") or stored.res_type == "AuditEvent":
+    actor = tx.ctx.actor
+    if not isinstance(actor, Actor) or tx.context.get("auditing") or stored.res_type == "AuditEvent":
         return
     if actor.id == "admin":
         return  # the bootstrap key (operators, tests, benchmarks); API-created admins are audited

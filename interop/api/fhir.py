@@ -21,6 +21,7 @@ from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.group_commit import GroupCommitter
 from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
 from interop.store.search import SearchRequest, SearchResult
@@ -109,7 +110,7 @@ async def batch_or_transaction(request: Request, actor: Actor = Depends(require_
     svc = services(request)
     policy = request.app.state.policy
     policy.check_bundle(actor, bundle)
-    body = svc.bundles.process(bundle)
+    body = svc.bundles.process(bundle, WriteContext(actor, Door.BUNDLE))
     return fhir_response(body)
 
 
@@ -217,8 +218,7 @@ async def create(request: Request) -> Response:
     if_none_exist = request.headers.get("if-none-exist")
     try:
         if if_none_exist:
-            with svc.store.write() as tx:
-                tx.context["actor"] = actor
+            with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
                 existing = svc.bundles._conditional_match(rtype, if_none_exist, tx)
                 if existing is not None:
                     return _write_response(request, existing, 200)
@@ -266,8 +266,7 @@ async def update(
     request.app.state.policy.check_write(actor, resource)
     if_match = parse_if_match(request.headers.get("if-match"))
     try:
-        with svc.store.write() as tx:
-            tx.context["actor"] = actor
+        with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
             stored, created = tx.update(rtype, rid, resource, if_match=if_match, validate=False)
     except DuplicateIdentifier as exc:
         raise issue_for_duplicate(exc) from None
@@ -283,8 +282,7 @@ async def delete(
     current = svc.store.get(rtype, rid)
     if current is not None:
         request.app.state.policy.check_delete(actor, current)
-    with svc.store.write() as tx:
-        tx.context["actor"] = actor
+    with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
         tx.delete(rtype, rid)
     return json_response(
         operation_outcome([Issue("information", "informational", f"{rtype}/{rid} deleted")]),

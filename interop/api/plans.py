@@ -37,9 +37,7 @@ async def set_plan(
     if_match = parse_if_match(request.headers.get("if-match"))
     svc = request.app.state.services
     try:
-        result = await run_in_threadpool(
-            put_plan, svc, national_id, body, actor.id, if_match=if_match
-        )
+        result = await run_in_threadpool(put_plan, svc, national_id, body, actor, if_match=if_match)
     except DuplicateIdentifier as exc:
         raise error(409, "conflict", str(exc)) from None
     return json_response(

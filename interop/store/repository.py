@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
+from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
 from interop.store.indexer import (
     OBSERVATION_COLUMNS,
@@ -225,9 +226,10 @@ class FhirStore:
 
     # ---- transactions -------------------------------------------------------------------
     @contextmanager
-    def write(self) -> Iterator[WriteTx]:
+    def write(self, ctx: WriteContext) -> Iterator[WriteTx]:
+        """One write transaction on behalf of ``ctx.actor``, through ``ctx.door``."""
         with self.engine.begin() as conn:
-            tx = WriteTx(self, conn)
+            tx = WriteTx(self, conn, ctx)
             try:
                 yield tx
             except BaseException as exc:
@@ -340,15 +342,17 @@ class FhirStore:
 class WriteTx:
     """One database transaction of FHIR writes (create/update/delete) with their indexes."""
 
-    def __init__(self, store: FhirStore, conn: Connection) -> None:
+    def __init__(self, store: FhirStore, conn: Connection, ctx: WriteContext) -> None:
         self.store = store
+        self.ctx = ctx
+        """Who writes and through which door (read by the audit and triage hooks)."""
         self._conn = conn
         self._server_writes: ServerWrites | None = None
         self.code_sets: set[int] = set()
         """Code sets this transaction wrote (known to the store once it commits)."""
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
-        """Free-form values for hooks (e.g. the acting actor, correlation id)."""
+        """Values one step of a write leaves for the hooks (the ingest report, events …)."""
 
     @property
     def conn(self) -> Connection:

@@ -17,6 +17,7 @@ import orjson
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
+from interop.store.context import WriteContext
 from interop.store.repository import (
     DuplicateIdentifier,
     FhirStore,
@@ -116,7 +117,7 @@ class BundleProcessor:
         self.store = store
         self.search = search
 
-    def process(self, bundle: Any) -> bytes:
+    def process(self, bundle: Any, ctx: WriteContext) -> bytes:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise error(400, "invalid", "POST to the base expects a Bundle")
         btype = bundle.get("type")
@@ -153,16 +154,16 @@ class BundleProcessor:
                     expression=[f"Bundle.entry[{i}].request.url"],
                 )
         if btype == "transaction":
-            results = self._transaction(entries)
+            results = self._transaction(entries, ctx)
             rtype = "transaction-response"
         else:
-            results = self._batch(entries)
+            results = self._batch(entries, ctx)
             rtype = "batch-response"
         head = orjson.dumps({"resourceType": "Bundle", "id": new_id(), "type": rtype})[:-1]
         return head + b',"entry":[' + b",".join(r.to_json_bytes() for r in results) + b"]}"
 
     # ---- transaction ---------------------------------------------------------------------
-    def _transaction(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+    def _transaction(self, entries: list[dict[str, Any]], ctx: WriteContext) -> list[EntryResult]:
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         for i, e in enumerate(entries):
@@ -220,7 +221,7 @@ class BundleProcessor:
             and _parse_url(entries[i]["request"]["url"])[0] == prepared[i]["resourceType"]  # type: ignore[index]
         ]
         batched = set(plain_posts)
-        with self.store.write() as tx:
+        with self.store.write(ctx) as tx:
             for i in order:
                 if entries[i]["request"]["method"] != "DELETE":
                     break
@@ -342,7 +343,7 @@ class BundleProcessor:
         return None
 
     # ---- batch --------------------------------------------------------------------------
-    def _batch(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+    def _batch(self, entries: list[dict[str, Any]], ctx: WriteContext) -> list[EntryResult]:
         results: list[EntryResult] = []
         for e in entries:
             resource = e.get("resource")
@@ -353,7 +354,7 @@ class BundleProcessor:
                     rtype, rid, query = _parse_url(e["request"]["url"])
                     results.append(self._get(rtype, rid, query))
                     continue
-                with self.store.write() as tx:
+                with self.store.write(ctx) as tx:
                     results.append(self._entry(tx, e, resource, None, {}))
             except DuplicateIdentifier as exc:
                 err = issue_for_duplicate(exc)

@@ -18,6 +18,7 @@ from adapters.base import (
     Measurement,
     PatientRef,
 )
+from interop.access.actor import ADMIN
 from interop.fhir.validation import validate_resource
 from interop.pipeline import IngestPipeline
 
@@ -394,7 +395,7 @@ def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
     other_store = FhirStore(services.engine, zone=services.settings.timezone)
     wire_store(other_store)  # a second process: its own triage, its own cache
     other = Services(services.settings, services.engine, other_store, services.search, None)  # type: ignore[arg-type]
-    put_plan(other, FNR, PLAN, "test")
+    put_plan(other, FNR, PLAN, ADMIN)
     after_plan = datetime.now(UTC)
 
     _ingest(services, _bp("105", "70", after_plan))  # within the cache's time: not seen yet
