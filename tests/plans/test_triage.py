@@ -37,13 +37,26 @@ PLAN = {
     ],
 }
 REF = PatientRef(FNR_OID, FNR)
+HPR_OID = "urn:oid:2.16.578.1.12.4.1.4.4"
 
 
 def _setup(client) -> str:  # type: ignore[no-untyped-def]
+    """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
+    gp = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": HPR_OID, "value": "9144889"}],
+        },
+    ).json()["id"]
     return str(
         client.post(
             "/fhir/Patient",
-            json={"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": FNR}]},
+            json={
+                "resourceType": "Patient",
+                "identifier": [{"system": FNR_OID, "value": FNR}],
+                "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
+            },
         ).json()["id"]
     )
 
@@ -136,6 +149,7 @@ def test_plan_errors(client, body: dict, status: int) -> None:  # type: ignore[n
 def test_plan_patient_errors(client) -> None:  # type: ignore[no-untyped-def]
     assert client.put("/api/v1/patients/12345678901/plan", json=PLAN).status_code == 422
     assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 404
+    _setup(client)
     assert client.put(f"/api/v1/patients/{FNR}/plan", content=b"{oops").status_code == 400
 
 
