@@ -64,17 +64,24 @@ def read_key_file(path: Path) -> bytes:
 
 
 def write_new_key(path: Path) -> bytes:
-    """Generate a key into a new file readable by its owner only (never overwrites)."""
+    """Generate a key into a new file readable by its owner only (never overwrites). The file
+    appears whole or not at all, so a process starting beside this one never reads half a key."""
     key = secrets.token_bytes(KEY_BYTES)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise AuditKeyError(f"{path} exists already; a key file is never overwritten")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"# DHO Interop audit chain key, id {key_id(key)}\n{key.hex()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails when the name exists: never replaces a key
     except FileExistsError:
         raise AuditKeyError(f"{path} exists already; a key file is never overwritten") from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(f"# DHO Interop audit chain key, id {key_id(key)}\n{key.hex()}\n")
-        f.flush()
-        os.fsync(f.fileno())
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
