@@ -200,10 +200,11 @@ def link_patient_cmd(
     from interop.patients import link_patient
     from interop.pipeline import release_quarantine
     from interop.services import build_services
+    from interop.store.context import Door, WriteContext
 
     svc = build_services(get_settings())
     try:
-        with svc.store.write() as tx:
+        with svc.store.write(WriteContext(None, Door.LINK)) as tx:
             pid = link_patient(
                 tx.conn, vendor_user_system(source), user_id, national_id, created_by="cli"
             )

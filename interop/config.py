@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     """How far in the future a measurement time may be before it is rejected."""
     oldest_measurement_year: int = 2000
     jwt_secret: str | None = None
+    gp_access: Literal["own", "practice"] = "own"
+    """Which patients a GP sees: ``own`` — those they are fastlege for; ``practice`` — every
+    patient of a GP at the same practice (common where the record is the practice's)."""
     our_herid: str | None = None
     our_orgnr: str | None = None
     log_json: bool = True

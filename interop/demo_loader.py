@@ -14,13 +14,14 @@ from interop.config import Settings
 from interop.demo import generate_demo
 from interop.pipeline import IngestPipeline
 from interop.services import build_services
+from interop.store.context import WriteContext
 
 
 def load_demo(settings: Settings, *, patients: int = 50, days: int = 90, seed: int = 42) -> str:
     services = build_services(settings)
     data = generate_demo(patients=patients, days=days, end=datetime.now(UTC), seed=seed)
     written = 0
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         for resource in data.resources:
             rid = resource["id"]
             if tx.get(resource["resourceType"], rid) is None:

@@ -32,6 +32,7 @@ from interop.messaging.inbound import KITH_ADAPTER
 from interop.observability import correlation_id
 from interop.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.repository import new_id
 from interop.store.schema import inbound_message_table as inbox
 from interop.store.write_lock import background_writes
@@ -40,6 +41,9 @@ log = logging.getLogger("interop.inbox")
 
 NOT_PROCESSED_HERE = (KITH_ADAPTER,)
 """Adapters of rows other inboxes store already processed (never run through the pipeline)."""
+
+MLLP_WRITE = WriteContext(None, Door.MLLP)
+"""HL7 v2 messages taken over MLLP are processed by the service (no actor yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +286,7 @@ class InboxProcessor:
     def _claim(self, limit: int) -> list[Claimed]:
         now = to_micros(now_utc())
         lease = now + self.lease_us
-        with self.services.store.write() as tx:
+        with self.services.store.write(MLLP_WRITE) as tx:
             stmt = (
                 select(
                     inbox.c.id,

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.services import Services
+from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search import code_sets_holding
 from interop.triage import OPEN_TASK, TASK_CODE_SYSTEM
@@ -63,7 +64,7 @@ def check_missing(services: Services, now: datetime | None = None) -> int:
     t_now = to_micros(now)
     raised = 0
     o = observation_table.c
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         for pid, code, hours, start in _schedules(tx.conn):
             last = tx.conn.execute(
                 select(func.max(o.effective)).where(

@@ -45,6 +45,7 @@ from interop.observability import correlation_id
 from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.repository import (
     PUMP_EVERY,
     DuplicateIdentifier,
@@ -80,6 +81,8 @@ _COMPARED = (
 
 STREAM_CHUNK = 250
 """Creates per write when one message brings many (see ``IngestPipeline._stage``)."""
+
+INGEST_WRITE = WriteContext(None, Door.INGEST)
 
 
 @dataclass
@@ -466,7 +469,7 @@ class IngestPipeline:
                 for name, result, meta, cid in items
             ]
             try:
-                with store.write() as tx:
+                with store.write(INGEST_WRITE) as tx:
                     tx.context["triage"] = True
                     self._batch_in_tx(tx, _Batch(messages), now)
                 break
@@ -1037,7 +1040,7 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
     from interop.store.schema import quarantine_table as q
 
     counts = {"released": 0, "still_held": 0, "duplicate": 0}
-    with services.store.write() as tx:
+    with services.store.write(WriteContext(None, Door.LINK)) as tx:
         tx.context["triage"] = True
         rows = tx.conn.execute(select(q).where(q.c.status == "held")).all()
         cache: dict[PatientRef, str | None] = {}

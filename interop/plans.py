@@ -21,16 +21,18 @@ from typing import Any
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from adapters.base import Code
+from interop.access.actor import Actor
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system, validate_hpr
 from interop.patients import patient_by_identifier
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
-from interop.store.schema import resource_table
+from interop.store.schema import reference_table, resource_table, token_table
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -202,6 +204,53 @@ def _patient_id(tx: WriteTx, national_id: str) -> str:
     return pid
 
 
+def patients_gp(conn: Connection, patient_id: str, hpr: str) -> str | None:
+    """The Practitioner id with HPR number ``hpr`` when that person is the patient's GP
+    (``Patient.generalPractitioner`` names the Practitioner or one of its PractitionerRoles)."""
+    practitioners = {
+        r[0]
+        for r in conn.execute(
+            select(token_table.c.res_id).where(
+                token_table.c.res_type == "Practitioner",
+                token_table.c.param == "identifier",
+                token_table.c.system == HPR_SYSTEM,
+                token_table.c.code == hpr,
+            )
+        )
+    }
+    if not practitioners:
+        return None
+    refs = {f"Practitioner/{p}" for p in practitioners}
+    roles = {
+        r[0]
+        for r in conn.execute(
+            select(reference_table.c.res_id).where(
+                reference_table.c.res_type == "PractitionerRole",
+                reference_table.c.param == "practitioner",
+                reference_table.c.target.in_(sorted(refs)),
+            )
+        )
+    }
+    targets = refs | {f"PractitionerRole/{r}" for r in roles}
+    gps = conn.execute(
+        select(reference_table.c.target).where(
+            reference_table.c.res_type == "Patient",
+            reference_table.c.res_id == patient_id,
+            reference_table.c.param == "general-practitioner",
+            reference_table.c.target.in_(sorted(targets)),
+        )
+    ).first()
+    return sorted(practitioners)[0] if gps is not None else None
+
+
+def _recorder(actor: Actor) -> dict[str, Any]:
+    """Who recorded the plan (the acting nurse, GP or operator)."""
+    who: dict[str, Any] = {"display": actor.name or f"{actor.role} {actor.id}"}
+    if actor.hpr:
+        who["identifier"] = {"system": HPR_SYSTEM, "value": actor.hpr}
+    return who
+
+
 def plan_versions(conn: Any, patient_id: str) -> list[dict[str, Any]]:
     """All egenbehandlingsplan CarePlans of a patient, oldest first."""
     rows = conn.execute(
@@ -241,12 +290,16 @@ def put_plan(
     services: Services,
     national_id: str,
     body: Any,
-    actor_id: str,
+    actor: Actor,
     *,
     if_match: int | None = None,
 ) -> dict[str, Any]:
     """Make a new plan version. ``if_match`` (the plan version the client last read, as in
-    ``GET …/plan``) makes the change conditional: 412 when another version came in between."""
+    ``GET …/plan``) makes the change conditional: 412 when another version came in between.
+
+    The approval: a GP approves with their own HPR number; a follow-up nurse (or an admin)
+    records an approval the patient's GP gave elsewhere, naming that GP, who must be the
+    patient's GP in the address book. The Provenance names both (who approved, who recorded)."""
     try:
         plan = PlanIn.model_validate(body)
     except ValidationError as exc:
@@ -270,8 +323,25 @@ def put_plan(
             raise error(
                 422, "value", f"zones: {z.code} must be given in {concept.unit}, not {z.unit}"
             )
-    with services.store.write() as tx:
+    if actor.role == "gp" and plan.approved_by.hpr != actor.hpr:
+        raise error(
+            403,
+            "forbidden",
+            "a GP approves a plan with their own HPR number: approvedBy.hpr "
+            f"{plan.approved_by.hpr!r} is not yours",
+            expression=["approvedBy.hpr"],
+        )
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
         pid = _patient_id(tx, national_id)
+        approver = patients_gp(tx.conn, pid, plan.approved_by.hpr)
+        if approver is None:
+            raise error(
+                422,
+                "business-rule",
+                f"approvedBy.hpr {plan.approved_by.hpr!r} is not this patient's GP in the "
+                "address book (Patient.generalPractitioner)",
+                expression=["approvedBy.hpr"],
+            )
         _lock_plans(tx, pid)
         versions = plan_versions(tx.conn, pid)
         if if_match is not None and if_match != len(versions):
@@ -337,6 +407,7 @@ def put_plan(
                             ]
                         },
                         "who": {
+                            "reference": f"Practitioner/{approver}",
                             "identifier": {"system": HPR_SYSTEM, "value": plan.approved_by.hpr},
                             "display": "approving GP",
                         },
@@ -350,7 +421,7 @@ def put_plan(
                                 }
                             ]
                         },
-                        "who": {"display": f"actor {actor_id}"},
+                        "who": _recorder(actor),
                     },
                 ],
             }

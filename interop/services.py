@@ -6,10 +6,11 @@ same settings give the same behaviour everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from interop.access.policy import AccessPolicy
 from interop.config import Settings
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
@@ -25,6 +26,14 @@ class Services:
     store: FhirStore
     search: SearchEngine
     bundles: BundleProcessor
+    policy: AccessPolicy = field(init=False)
+    """The one access policy; it guards every store write made on behalf of an actor."""
+
+    def __post_init__(self) -> None:
+        self.policy = AccessPolicy(self.store, self.settings)
+        self.store.guards.append(self.policy.guard_write)
+        if self.bundles is not None:
+            self.bundles.policy = self.policy
 
 
 def wire_store(store: FhirStore) -> None:

@@ -24,6 +24,7 @@ from interop import inbox as inbox_module
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming, accept_many
 from interop.mllp import MllpServer, start_processor_thread
 from interop.patients import link_patient
+from interop.store.context import WriteContext
 from interop.store.schema import inbound_message_table
 from tests.conftest import CONFORMANCE
 from tests.live_server import free_port
@@ -60,7 +61,7 @@ def _setup_patient(client: Any, services: Any) -> str:
             "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR}],
         },
     ).json()["id"]
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         link_patient(tx.conn, vendor_user_system("Imaginary Hospital"), "789567", FNR)
     return str(pid)
 

@@ -18,6 +18,7 @@ from adapters.base import (
 )
 from interop.patients import link_patient
 from interop.pipeline import IngestPipeline, release_quarantine
+from interop.store.context import WriteContext
 
 FNR = "13031353453"
 T = datetime(2026, 3, 2, 7, 45, tzinfo=ZoneInfo("Europe/Oslo"))
@@ -122,7 +123,7 @@ def test_unknown_vendor_user_is_quarantined_then_released(client, services) -> N
         == 1
     )
     assert client.get("/api/v1/quarantine").json()[0]["reasonCode"] == "unknown-patient"
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         assert link_patient(tx.conn, vendor.system, vendor.value, FNR) == pid
     assert release_quarantine(services, pipe.mappings)["released"] == 2
     found = client.get("/fhir/Observation", params={"patient": pid, "_summary": "count"}).json()

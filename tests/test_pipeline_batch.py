@@ -26,6 +26,7 @@ from interop.pipeline import (
     find_identifiers,
     resolve_many,
 )
+from interop.store.context import WriteContext
 from interop.store.schema import (
     ingest_message_table,
     metadata,
@@ -79,7 +80,7 @@ def _truncate(services: Any) -> None:
 
 def _setup(services: Any) -> None:
     _truncate(services)
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         tx.create({"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": KNOWN}]})
 
 
@@ -231,7 +232,7 @@ def test_a_failing_message_fails_alone(services, monkeypatch) -> None:  # type: 
 def test_batch_look_ups_answer_as_the_single_ones(services) -> None:  # type: ignore[no-untyped-def]
     _setup(services)
     other = generate_fnr(date(1970, 1, 1), rng=Random(3), synthetic=True)
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         gone = tx.create(
             {"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": other}]}
         )

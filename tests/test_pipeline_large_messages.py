@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from adapters.base import FNR_OID, IngestMeta, PatientRef
 from interop.identifiers import generate_fnr
 from interop.pipeline import STREAM_CHUNK, IngestPipeline
+from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table, unique_identifier_table
 from interop.store.search import SearchRequest
 
@@ -77,7 +78,7 @@ def _counts(services: Any, pid: str) -> tuple[int, int, int]:
 
 @pytest.fixture
 def patient_id(services: Any) -> str:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         return tx.create(
             {"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": FNR}]}
         ).res_id
@@ -144,7 +145,7 @@ def test_a_streamed_write_is_finished_before_the_connection_is_used(
         "effectiveDateTime": "2026-01-05T08:30:00+01:00",
         "valueQuantity": {"value": 70, "unit": "/min", "system": "http://unitsofmeasure.org"},
     }
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         staged = tx.stage_creates([(dict(obs), None) for _ in range(40)], validate=False)
         tx.write_staged([staged], identifiers_checked=True, queue=True)
         inside = tx.conn.execute(

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from interop.access.actor import ROLES, Actor
 from interop.access.audit import audit_log, build_event
+from interop.access.audit.log import AUDIT_WRITE
 from interop.api.auth import require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import now_utc, to_micros
@@ -116,7 +117,7 @@ async def create_actor(request: Request, admin: Actor = Depends(require_admin)) 
         for label, value in (("HPR", body.hpr), ("org.nr", org.orgnr), ("HER-id", org.herid))
         if value
     )
-    with store.write() as tx:  # the actor and its audit event commit together
+    with store.write(AUDIT_WRITE) as tx:  # the actor and its audit event commit together
         audit_log(store).append(tx, build_event(admin, "create", described))
         tx.conn.execute(
             actor_table.insert().values(
@@ -156,7 +157,7 @@ def revoke_actor(
     actor_id: str, request: Request, admin: Actor = Depends(require_admin)
 ) -> Response:
     store = request.app.state.services.store
-    with store.write() as tx:  # the revocation and its audit event commit together
+    with store.write(AUDIT_WRITE) as tx:  # the revocation and its audit event commit together
         result = tx.conn.execute(
             update(actor_table).where(actor_table.c.id == actor_id).values(revoked=True)
         )

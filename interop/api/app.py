@@ -11,7 +11,6 @@ from starlette.routing import Route
 from interop import __version__, observability
 from interop.access.actors import JwtResolver, KeyResolver
 from interop.access.actors import router as actors_router
-from interop.access.roles import RolePolicy
 from interop.api import audit, fhir, indicators, ingest, messages, observation_ops, plans, views
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
@@ -56,7 +55,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     if services is not None:
         app.state.services = services
-    app.state.policy = RolePolicy(lambda: app.state.services)
     app.state.actor_resolvers = [
         JwtResolver(lambda: app.state.services.settings.jwt_secret),
         KeyResolver(lambda: app.state.services.engine),

@@ -60,8 +60,9 @@ class FhirReadFastPath:
         request = Request(scope, receive)
         try:
             actor = await require_actor(request)
-            stored = await request.app.state.services.store.read_async(rtype, rid)
-            request.app.state.policy.check_read(actor, stored)
+            services = request.app.state.services
+            stored = await services.store.read_async(rtype, rid)
+            services.policy.check_read(actor, stored)
         except FhirError as exc:
             await error_response(exc)(scope, receive, send)
             return

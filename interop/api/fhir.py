@@ -21,6 +21,7 @@ from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.group_commit import GroupCommitter
 from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
 from interop.store.search import SearchRequest, SearchResult
@@ -107,9 +108,8 @@ async def batch_or_transaction(request: Request, actor: Actor = Depends(require_
     _check_accept(request)
     bundle = await parse_json_body(request)
     svc = services(request)
-    policy = request.app.state.policy
-    policy.check_bundle(actor, bundle)
-    body = svc.bundles.process(bundle)
+    # each entry is decided by the policy: reads through it, writes by the store's guard
+    body = svc.bundles.process(bundle, WriteContext(actor, Door.BUNDLE))
     return fhir_response(body)
 
 
@@ -170,11 +170,10 @@ async def _search(
     _check_type(rtype)
     _check_accept(request)
     svc = services(request)
-    policy = request.app.state.policy
-    params = policy.filter_search(actor, rtype, params)
-    result = svc.search.search(SearchRequest(rtype, params, strict=_strict(request)))
-    result = policy.filter_result(actor, rtype, result)
-    return fhir_response(bundle_bytes(request, rtype, result, params))
+    restricted = svc.policy.filter_search(actor, rtype, params)
+    result = svc.search.search(SearchRequest(rtype, restricted, strict=_strict(request)))
+    result = svc.policy.filter_result(actor, rtype, result, params)
+    return fhir_response(bundle_bytes(request, rtype, result, restricted))
 
 
 async def search_type(request: Request) -> Response:
@@ -212,14 +211,12 @@ async def create(request: Request) -> Response:
         )
     validate_resource(resource, expected_type=rtype)
     resource.pop("id", None)  # the server assigns ids on create
-    policy = request.app.state.policy
-    policy.check_write(actor, resource)
+    # the store's guard decides whether the actor may write it (svc.policy.guard_write)
     if_none_exist = request.headers.get("if-none-exist")
     try:
         if if_none_exist:
-            with svc.store.write() as tx:
-                tx.context["actor"] = actor
-                existing = svc.bundles._conditional_match(rtype, if_none_exist, tx)
+            with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
+                existing = svc.bundles.conditional_match(rtype, if_none_exist, tx)
                 if existing is not None:
                     return _write_response(request, existing, 200)
                 stored = tx.create(resource, validate=False)
@@ -241,7 +238,7 @@ async def read(request: Request) -> Response:
     _check_type(rtype)
     svc = services(request)
     stored = await svc.store.read_async(rtype, rid)
-    request.app.state.policy.check_read(actor, stored)
+    svc.policy.check_read(actor, stored)
     inm = request.headers.get("if-none-match")
     if inm and inm.strip() == stored.etag:
         return Response(status_code=304, headers=_resource_headers(stored))
@@ -263,11 +260,10 @@ async def update(
         )
     svc = services(request)
     validate_resource(resource, expected_type=rtype)
-    request.app.state.policy.check_write(actor, resource)
+    # checked by the store's guard against the stored version and the new one
     if_match = parse_if_match(request.headers.get("if-match"))
     try:
-        with svc.store.write() as tx:
-            tx.context["actor"] = actor
+        with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
             stored, created = tx.update(rtype, rid, resource, if_match=if_match, validate=False)
     except DuplicateIdentifier as exc:
         raise issue_for_duplicate(exc) from None
@@ -280,11 +276,7 @@ async def delete(
 ) -> Response:
     _check_type(rtype)
     svc = services(request)
-    current = svc.store.get(rtype, rid)
-    if current is not None:
-        request.app.state.policy.check_delete(actor, current)
-    with svc.store.write() as tx:
-        tx.context["actor"] = actor
+    with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
         tx.delete(rtype, rid)
     return json_response(
         operation_outcome([Issue("information", "informational", f"{rtype}/{rid} deleted")]),
@@ -302,7 +294,7 @@ async def history(
     if existing is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
     if not existing.deleted:
-        request.app.state.policy.check_read(actor, existing)
+        svc.policy.check_read(actor, existing)
     elif not actor.is_admin:
         raise error(403, "forbidden", "the history of a deleted resource is for admins")
     try:
@@ -312,6 +304,9 @@ async def history(
     since_text = request.query_params.get("_since")
     since = fhir_instant(since_text, svc.settings.timezone) if since_text else None
     versions = svc.store.history(rtype, rid, count=max(1, min(count, 1000)), since=since)
+    for stored, _method in versions:
+        if not stored.deleted and stored.version != existing.version:
+            svc.policy.check_read(actor, stored)  # every version shown, as its own read
     base = fhir_base(request)
     parts = []
     for stored, method in versions:
@@ -341,7 +336,7 @@ async def vread(
         raise error(400, "invalid", f"version id {vid!r} is not a number") from None
     svc = services(request)
     stored = svc.store.vread(rtype, rid, version)
-    request.app.state.policy.check_read(actor, stored)
+    svc.policy.check_read(actor, stored)
     return fhir_response(
         stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}
     )

@@ -18,6 +18,7 @@ from interop.identifiers import person_id_system
 from interop.patients import link_patient
 from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.services import Services
+from interop.store.context import Door, WriteContext
 from interop.store.schema import patient_link_table, quarantine_table
 
 router = APIRouter()
@@ -112,7 +113,7 @@ def create_link(
     if not system:
         raise error(400, "required", "give 'source' (vendor name) or 'system'")
     svc = _services(request)
-    with svc.store.write() as tx:
+    with svc.store.write(WriteContext(actor, Door.LINK)) as tx:
         pid = link_patient(tx.conn, system, body.user_id, body.national_id, created_by=actor.id)
     released = release_quarantine(svc, pipeline(request).mappings)
     return json_response(

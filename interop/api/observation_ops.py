@@ -55,18 +55,20 @@ def _grouped(params: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 @router.api_route("/$lastn", methods=["GET", "POST"])
 async def observation_lastn(request: Request, actor: Actor = Depends(require_actor)) -> Response:
-    policy = request.app.state.policy
-    params = policy.filter_search(actor, "Observation", await _params(request))
+    policy = services(request).policy
+    asked = await _params(request)
+    params = policy.filter_search(actor, "Observation", asked)
     rows = lastn(services(request).store, _grouped(params))
-    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)))
+    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)), asked)
     return fhir_response(bundle_bytes(request, "Observation", result, params, "Observation/$lastn"))
 
 
 @router.api_route("/$stats", methods=["GET", "POST"])
 async def observation_stats(request: Request, actor: Actor = Depends(require_actor)) -> Response:
-    policy = request.app.state.policy
-    params = policy.filter_search(actor, "Observation", await _params(request))
+    policy = services(request).policy
+    asked = await _params(request)
+    params = policy.filter_search(actor, "Observation", asked)
     observations = stats(services(request).store, _grouped(params))
     rows = [(o["id"], orjson.dumps(o)) for o in observations]
-    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)))
+    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)), asked)
     return fhir_response(bundle_bytes(request, "Observation", result, params, "Observation/$stats"))

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from starlette.responses import HTMLResponse, Response
 
+from interop.access.policy import Action
 from interop.api.auth import Actor, require_actor
+from interop.api.patient_access import PatientAccess, patient_access
 from interop.api.responses import json_response
 from interop.fhir.outcome import error
-from interop.identifiers import person_id_system
-from interop.patients import patient_by_identifier
 from interop.store.schema import resource_table
 from interop.views.summary import (
     ViewDefinition,
@@ -48,23 +48,17 @@ def _view_for(actor: Actor, view: str) -> ViewDefinition:
 
 @router.get("/{national_id}/summary")
 def summary(
-    national_id: str, request: Request, view: str = "gp", actor: Actor = Depends(require_actor)
+    request: Request,
+    view: str = "gp",
+    access: PatientAccess = Depends(patient_access(Action.READ)),
 ) -> Response:
-    definition = _view_for(actor, view)
-    system = person_id_system(national_id)
-    if system is None:
-        raise error(422, "value", f"{national_id!r} is not a valid fødselsnummer or D-nummer")
+    definition = _view_for(access.actor, view)
     svc = request.app.state.services
     with svc.store.reader() as conn:
-        pid = patient_by_identifier(conn, system, national_id)
-        if pid is None:
-            raise error(404, "not-found", f"no Patient with {system}|{national_id}")
-        # the same per-actor policy as every FHIR read: a GP only sees their own patients
-        request.app.state.policy.check_read(actor, svc.store.get("Patient", pid, conn))
-        result = compute(conn, pid, definition, zone_name=svc.settings.timezone)
+        result = compute(conn, access.patient_id, definition, zone_name=svc.settings.timezone)
     accept = request.headers.get("accept", "")
     if "text/html" in accept:
-        return HTMLResponse(render_html(result, f"Pasient {national_id[:6]}*****"))
+        return HTMLResponse(render_html(result, f"Pasient {access.national_id[:6]}*****"))
     return json_response(public(result))
 
 
@@ -75,8 +69,8 @@ def fhir_summary(
     """The same summary as a FHIR Bundle: one statistics Observation per code, plus Flags/Tasks."""
     definition = _view_for(actor, view)
     svc = request.app.state.services
-    patient = svc.store.read("Patient", patient_id)
-    request.app.state.policy.check_read(actor, patient)
+    svc.store.read("Patient", patient_id)  # 404 for an unknown id
+    svc.policy.require_patient(actor, patient_id, Action.READ, f"Patient/{patient_id}/$summary")
     with svc.store.reader() as conn:
         result = compute(conn, patient_id, definition, zone_name=svc.settings.timezone)
         entries: list[dict[str, Any]] = []

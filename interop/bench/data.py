@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from interop.fhir.dates import format_instant
+from interop.store.context import WriteContext
 from interop.store.repository import FhirStore
 from interop.store.schema import resource_table
 
@@ -116,7 +117,7 @@ def count_observations(store: FhirStore) -> int:
 
 def load(store: FhirStore, count: int, patients: int, *, batch: int = 2000) -> float:
     """Bulk-load patients and ``count`` Observations; returns observations/s."""
-    with store.write() as tx:
+    with store.write(WriteContext.service()) as tx:
         have = {
             r[0]
             for r in tx.conn.execute(
@@ -133,10 +134,10 @@ def load(store: FhirStore, count: int, patients: int, *, batch: int = 2000) -> f
     for obs in observations(count, patients):
         buf.append((obs, None))
         if len(buf) >= batch:
-            with store.write() as tx:
+            with store.write(WriteContext.service()) as tx:
                 tx.create_many(buf, validate=False)
             buf = []
     if buf:
-        with store.write() as tx:
+        with store.write(WriteContext.service()) as tx:
             tx.create_many(buf, validate=False)
     return count / (time.perf_counter() - t0)

@@ -22,6 +22,7 @@ from interop.identifiers import generate_fnr
 from interop.pipeline import IngestPipeline
 from interop.runtime import tune_gc
 from interop.services import build_services
+from interop.store.context import WriteContext
 
 
 def _oru(i: int, fnr: str, when: datetime, device: str = "0123456789ABCDEF") -> bytes:
@@ -111,7 +112,7 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
     fnr = generate_fnr(
         datetime(1950, 5, 17).date(), rng=__import__("random").Random(run_id), synthetic=True
     )
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         from interop.patients import patient_by_identifier
 
         if patient_by_identifier(tx.conn, FNR_OID, fnr) is None:

@@ -41,6 +41,7 @@ from interop.identifiers import (
 from interop.pipeline import IngestPipeline
 from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.services import build_services
+from interop.store.context import WriteContext
 from interop.views.chart_pdf import render_pdf
 from plo_messages import KithMessages
 from plo_messages.content import (
@@ -163,7 +164,7 @@ def bench_build(report: Report, kith: KithMessages, n: int = 3000) -> None:
 def _address_book(svc: Any, folder: Path, patients: int) -> list[str]:
     rng = random.Random(9)
     fnrs = []
-    with svc.store.write() as tx:
+    with svc.store.write(WriteContext.service()) as tx:
 
         def org(name: str, her: str, part_of: str | None = None) -> str:
             res: dict[str, object] = {

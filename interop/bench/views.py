@@ -14,6 +14,7 @@ from interop.bench.http_load import run_load
 from interop.bench.report import Report
 from interop.bench.server import BENCH_KEY, api_server
 from interop.fhir.dates import format_instant
+from interop.store.context import WriteContext
 from interop.store.repository import FhirStore
 from interop.store.schema import resource_table
 from interop.views.summary import available_views
@@ -23,7 +24,7 @@ HEADERS = {"Authorization": f"Bearer {BENCH_KEY}"}
 
 
 def _patient(store: FhirStore) -> str:
-    with store.write() as tx:
+    with store.write(WriteContext.service()) as tx:
         existing = tx.conn.execute(
             select(resource_table.c.res_id).where(
                 resource_table.c.res_type == "Patient",

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from interop.messaging.runtime import kith_for
 from interop.routing.outbox import enqueue
+from interop.store.context import WriteContext
 from interop.store.schema import outbox_table
 from plo_messages.msghead import MH, local_timestamp
 from plo_messages.xmlsafe import parse_xml
@@ -32,7 +33,7 @@ def cancel_message(services: Any, row_id: str) -> str:
     kith = kith_for(services.settings)
     if kith is None:
         raise CannotCancel("INTEROP_KITH_SCHEMA_DIR is not set")
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         row = tx.conn.execute(select(outbox_table).where(outbox_table.c.id == row_id)).first()
         if row is None:
             raise KeyError(row_id)

@@ -29,6 +29,7 @@ from interop.messaging.addressbook import Destination, destination_for_her_ids, 
 from interop.messaging.runtime import kith_for
 from interop.patients import patient_by_identifier
 from interop.routing.outbox import enqueue, mark_dead
+from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx, new_id
 from interop.store.schema import inbound_message_table as inbox
 from interop.store.schema import outbox_table
@@ -116,7 +117,7 @@ class KithInbox:
         if correlation_id.get() is None:
             token = correlation_id.set(f"{channel}:{hashlib.sha256(data).hexdigest()[:16]}")
         try:
-            with self.store.write() as tx:
+            with self.store.write(WriteContext(None, Door.MESSAGE)) as tx:
                 return self._receive(tx, kith, data, channel, source, edi2_message)
         except IntegrityError:
             # another worker took the same message at the same moment

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from interop.fhir.dates import to_micros
 from interop.routing.rules import Event, router_for
+from interop.store.context import WriteContext
 from interop.store.schema import observation_table, outbox_table, resource_table
 
 EVENT = "status.periodic"
@@ -62,7 +63,7 @@ def send_periodic_status(
     router = router_for(services)
     counts = {"sent": 0, "skipped": 0, "unroutable": 0}
     for pid in candidates:
-        with services.store.write() as tx:
+        with services.store.write(WriteContext.service()) as tx:
             lock = select(resource_table.c.version).where(
                 resource_table.c.res_type == "Patient", resource_table.c.res_id == pid
             )

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from interop.store.context import Door, WriteContext
 from interop.store.repository import FhirStore, StoredResource
 
 
@@ -78,6 +79,5 @@ class GroupCommitter:
                             p.future.set_exception(exc)
 
     def _write(self, items: list[_Pending]) -> list[StoredResource]:
-        with self.store.write() as tx:
-            tx.context["actor"] = items[0].actor
+        with self.store.write(WriteContext(items[0].actor, Door.FHIR)) as tx:
             return tx.create_many([(p.resource, None) for p in items], validate=False)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
+from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
 from interop.store.indexer import (
     OBSERVATION_COLUMNS,
@@ -56,6 +57,9 @@ OBSERVATION_OPEN_STATUSES = frozenset({"registered", "preliminary"})
 PrepareHook = Callable[["WriteTx", dict[str, Any]], dict[str, Any]]
 WriteHook = Callable[["WriteTx", "StoredResource", "StoredResource | None"], None]
 """Called inside the transaction after each write: (tx, new version, previous version)."""
+GuardHook = Callable[["WriteTx", "dict[str, Any] | None", "StoredResource | None"], None]
+"""Called before each write with (tx, the resource to store or None for a delete, the stored
+version it replaces or None for a create); raises to refuse the write (the access policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,8 @@ class FhirStore:
         self.zone = zone
         self.base_url = base_url.rstrip("/")
         self.hooks: list[WriteHook] = []
+        self.guards: list[GuardHook] = []
+        """Decide whether ``tx.ctx.actor`` may make each write (see :data:`GuardHook`)."""
         self.prepare_hooks: list[PrepareHook] = []
         """Called with (tx, resource) before a resource is stored; return the resource to store
         (triage adds interpretation and referenceRange to Observations this way)."""
@@ -225,9 +231,10 @@ class FhirStore:
 
     # ---- transactions -------------------------------------------------------------------
     @contextmanager
-    def write(self) -> Iterator[WriteTx]:
+    def write(self, ctx: WriteContext) -> Iterator[WriteTx]:
+        """One write transaction on behalf of ``ctx.actor``, through ``ctx.door``."""
         with self.engine.begin() as conn:
-            tx = WriteTx(self, conn)
+            tx = WriteTx(self, conn, ctx)
             try:
                 yield tx
             except BaseException as exc:
@@ -340,15 +347,17 @@ class FhirStore:
 class WriteTx:
     """One database transaction of FHIR writes (create/update/delete) with their indexes."""
 
-    def __init__(self, store: FhirStore, conn: Connection) -> None:
+    def __init__(self, store: FhirStore, conn: Connection, ctx: WriteContext) -> None:
         self.store = store
+        self.ctx = ctx
+        """Who writes and through which door (read by the audit and triage hooks)."""
         self._conn = conn
         self._server_writes: ServerWrites | None = None
         self.code_sets: set[int] = set()
         """Code sets this transaction wrote (known to the store once it commits)."""
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
-        """Free-form values for hooks (e.g. the acting actor, correlation id)."""
+        """Values one step of a write leaves for the hooks (the ingest report, events …)."""
 
     @property
     def conn(self) -> Connection:
@@ -712,12 +721,15 @@ class WriteTx:
         out = staged.stored
         zone = self.store.zone
         prepare = self.store.prepare_hooks
+        guards = self.store.guards if self.ctx.actor is not None else ()
         pump = self._server_writes.pump if self._server_writes is not None else None
         for n, (resource, wanted_id) in enumerate(items):
             if pump is not None and not n % PUMP_EVERY:
                 pump()
             res_type = resource["resourceType"]
             res_id = wanted_id or new_id()
+            for guard in guards:
+                guard(self, resource, None)
             resource = dict(resource)
             for hook in prepare:
                 resource = hook(self, resource)
@@ -884,6 +896,9 @@ class WriteTx:
                 400, "invalid", f"resource id {body_id!r} does not match the URL id {res_id!r}"
             )
         current = self._current(res_type, res_id, lock=True)
+        if current is not None and self.ctx.actor is not None:
+            for guard in self.store.guards:
+                guard(self, resource, current)
         if current is None or current.deleted:
             if if_match is not None and current is None:
                 raise error(412, "conflict", f"{res_type}/{res_id} does not exist (If-Match)")
@@ -900,7 +915,16 @@ class WriteTx:
         if res_type in IMMUTABLE_TYPES:
             raise error(405, "not-supported", f"{res_type} is immutable once written")
         if res_type == "Observation" and not current.deleted:
-            old_status = current.json().get("status")
+            old = current.json()
+            if _subject(old) != _subject(resource):
+                raise error(
+                    422,
+                    "business-rule",
+                    "an Observation's subject never changes: withdraw it with status "
+                    "'entered-in-error' and create a new Observation for the right patient",
+                    expression=["Observation.subject"],
+                )
+            old_status = old.get("status")
             new_status = resource.get("status")
             if (
                 old_status not in OBSERVATION_OPEN_STATUSES
@@ -947,6 +971,9 @@ class WriteTx:
         current = self._current(res_type, res_id, lock=True)
         if current is None or current.deleted:
             return None
+        if self.ctx.actor is not None:
+            for guard in self.store.guards:
+                guard(self, None, current)
         now = max(self._now(), current.last_updated + 1)
         version = current.version + 1
         self._clear_indexes(res_type, res_id)
@@ -972,6 +999,14 @@ class WriteTx:
 
     def get(self, res_type: str, res_id: str) -> StoredResource | None:
         return self.store.get(res_type, res_id, self.conn)
+
+
+def _subject(resource: dict[str, Any]) -> Any:
+    """The subject an Observation is about (its reference, or its logical identifier)."""
+    subject = resource.get("subject")
+    if not isinstance(subject, dict):
+        return None
+    return subject.get("reference") or subject.get("identifier")
 
 
 def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:

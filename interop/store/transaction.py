@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
+from interop.store.context import WriteContext
 from interop.store.repository import (
     DuplicateIdentifier,
     FhirStore,
@@ -25,7 +26,7 @@ from interop.store.repository import (
     issue_for_duplicate,
     new_id,
 )
-from interop.store.search import SearchEngine, SearchRequest
+from interop.store.search import SearchEngine, SearchRequest, SearchResult
 
 
 @dataclass(slots=True)
@@ -111,12 +112,33 @@ def _result(stored: StoredResource, status: str, *, body: bool = True) -> EntryR
     )
 
 
+class ReadPolicy(Protocol):
+    """What the access policy offers the Bundle processor (see ``interop.access.policy``)."""
+
+    def check_read(self, actor: Any, stored: StoredResource) -> None: ...
+
+    def filter_search(
+        self, actor: Any, res_type: str, params: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]: ...
+
+    def filter_result(
+        self,
+        actor: Any,
+        res_type: str,
+        result: SearchResult,
+        params: list[tuple[str, str]] | None = None,
+    ) -> SearchResult: ...
+
+
 class BundleProcessor:
     def __init__(self, store: FhirStore, search: SearchEngine) -> None:
         self.store = store
         self.search = search
+        self.policy: ReadPolicy | None = None
+        """Decides what an actor's reads inside a Bundle (GET entries, conditional-create
+        matches) may see; writes are guarded by the store itself."""
 
-    def process(self, bundle: Any) -> bytes:
+    def process(self, bundle: Any, ctx: WriteContext) -> bytes:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise error(400, "invalid", "POST to the base expects a Bundle")
         btype = bundle.get("type")
@@ -153,16 +175,16 @@ class BundleProcessor:
                     expression=[f"Bundle.entry[{i}].request.url"],
                 )
         if btype == "transaction":
-            results = self._transaction(entries)
+            results = self._transaction(entries, ctx)
             rtype = "transaction-response"
         else:
-            results = self._batch(entries)
+            results = self._batch(entries, ctx)
             rtype = "batch-response"
         head = orjson.dumps({"resourceType": "Bundle", "id": new_id(), "type": rtype})[:-1]
         return head + b',"entry":[' + b",".join(r.to_json_bytes() for r in results) + b"]}"
 
     # ---- transaction ---------------------------------------------------------------------
-    def _transaction(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+    def _transaction(self, entries: list[dict[str, Any]], ctx: WriteContext) -> list[EntryResult]:
         mapping: dict[str, str] = {}
         assigned: dict[int, str] = {}
         for i, e in enumerate(entries):
@@ -220,7 +242,7 @@ class BundleProcessor:
             and _parse_url(entries[i]["request"]["url"])[0] == prepared[i]["resourceType"]  # type: ignore[index]
         ]
         batched = set(plain_posts)
-        with self.store.write() as tx:
+        with self.store.write(ctx) as tx:
             for i in order:
                 if entries[i]["request"]["method"] != "DELETE":
                     break
@@ -286,7 +308,7 @@ class BundleProcessor:
                 raise error(400, "required", "a POST entry needs a resource")
             if_none_exist = req.get("ifNoneExist")
             if if_none_exist:
-                existing = self._conditional_match(rtype, if_none_exist, tx)
+                existing = self.conditional_match(rtype, if_none_exist, tx)
                 if existing is not None:
                     full = entry.get("fullUrl")
                     if isinstance(full, str) and full:
@@ -308,13 +330,24 @@ class BundleProcessor:
             tx.delete(rtype, rid)
             return EntryResult(status="204 No Content")
         # GET inside a transaction: read or search against committed data
-        return self._get(rtype, rid, query)
+        return self._get(tx.ctx, rtype, rid, query)
 
-    def _get(self, rtype: str, rid: str | None, query: list[tuple[str, str]]) -> EntryResult:
+    def _get(
+        self, ctx: WriteContext, rtype: str, rid: str | None, query: list[tuple[str, str]]
+    ) -> EntryResult:
+        actor = ctx.actor
+        policy = self.policy if actor is not None else None
         if rid is not None:
             stored = self.store.read(rtype, rid)
+            if policy is not None:
+                policy.check_read(actor, stored)
             return _result(stored, "200 OK")
+        if policy is not None:
+            asked = query
+            query = policy.filter_search(actor, rtype, query)
         result = self.search.search(SearchRequest(rtype, query))
+        if policy is not None:
+            result = policy.filter_result(actor, rtype, result, asked)
         body: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -324,15 +357,28 @@ class BundleProcessor:
             body["total"] = result.total
         return EntryResult(status="200 OK", resource=orjson.dumps(body))
 
-    def _conditional_match(self, rtype: str, criteria: str, tx: WriteTx) -> StoredResource | None:
+    def conditional_match(self, rtype: str, criteria: str, tx: WriteTx) -> StoredResource | None:
+        """The resource an ``If-None-Exist`` names, searched as the acting actor: a match the
+        actor may not read is no match (neither shown nor hinted at)."""
         query = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        actor = tx.ctx.actor
+        policy = self.policy if actor is not None else None
         # identifier-only criteria on types with unique identifiers: exact, inside the tx
         if len(query) == 1 and query[0][0] == "identifier" and "|" in query[0][1]:
             system, value = query[0][1].split("|", 1)
             rid = self.store.find_by_identifier(rtype, system, value, tx.conn)
             if rid is not None:
-                return tx.get(rtype, rid)
-        result = self.search.search(SearchRequest(rtype, query + [("_count", "2")], strict=True))
+                found = tx.get(rtype, rid)
+                if found is None or policy is None:
+                    return found
+                visible = policy.filter_result(
+                    actor, rtype, SearchResult([(found.res_id, found.content)]), query
+                )
+                return found if visible.rows else None
+        params = query if policy is None else policy.filter_search(actor, rtype, query)
+        result = self.search.search(SearchRequest(rtype, params + [("_count", "2")], strict=True))
+        if policy is not None:
+            result = policy.filter_result(actor, rtype, result, query)
         if len(result.rows) > 1:
             raise error(
                 412, "multiple-matches", f"If-None-Exist {criteria!r} matches several {rtype}"
@@ -342,7 +388,7 @@ class BundleProcessor:
         return None
 
     # ---- batch --------------------------------------------------------------------------
-    def _batch(self, entries: list[dict[str, Any]]) -> list[EntryResult]:
+    def _batch(self, entries: list[dict[str, Any]], ctx: WriteContext) -> list[EntryResult]:
         results: list[EntryResult] = []
         for e in entries:
             resource = e.get("resource")
@@ -351,9 +397,9 @@ class BundleProcessor:
                     validate_resource(resource)
                 if e["request"]["method"] in ("GET", "HEAD"):
                     rtype, rid, query = _parse_url(e["request"]["url"])
-                    results.append(self._get(rtype, rid, query))
+                    results.append(self._get(ctx, rtype, rid, query))
                     continue
-                with self.store.write() as tx:
+                with self.store.write(ctx) as tx:
                     results.append(self._entry(tx, e, resource, None, {}))
             except DuplicateIdentifier as exc:
                 err = issue_for_duplicate(exc)

@@ -12,8 +12,10 @@ from sqlalchemy import text
 
 from interop.access.actor import Actor
 from interop.access.audit import AuditLog, audit_log, build_event, verify
+from interop.store.context import Door, WriteContext
 
 GP = Actor(id="gp-1", role="gp", hpr="9144889", name="Kari Lege")
+OPERATOR = Actor(id="adm-1", role="admin", name="Drift")
 
 
 def _committed(services: Any, what: str) -> bool:
@@ -71,19 +73,16 @@ def test_one_bad_event_fails_alone(services) -> None:  # type: ignore[no-untyped
 
 
 def test_a_write_and_its_audit_commit_together(services) -> None:  # type: ignore[no-untyped-def]
-    with services.store.write() as tx:
-        tx.context["actor"] = GP
+    with services.store.write(WriteContext(OPERATOR, Door.FHIR)) as tx:
         kept = tx.create({"resourceType": "Patient", "active": True})
-    with pytest.raises(RuntimeError), services.store.write() as tx:
-        tx.context["actor"] = GP
+    with pytest.raises(RuntimeError), services.store.write(WriteContext(OPERATOR, Door.FHIR)) as tx:
         lost = tx.create({"resourceType": "Patient", "active": False})
         raise RuntimeError("the write fails after its hook ran")
     assert _committed(services, f"Patient/{kept.res_id}")
     assert not _committed(services, f"Patient/{lost.res_id}")
     # several writes in one transaction chain in order, after the group-committed reads
     asyncio.run(audit_log(services.store).record(build_event(GP, "read", "Patient/x", ["x"])))
-    with services.store.write() as tx:
-        tx.context["actor"] = GP
+    with services.store.write(WriteContext(OPERATOR, Door.FHIR)) as tx:
         for _ in range(3):
             tx.create({"resourceType": "Patient"})
     with services.store.reader() as conn:
@@ -92,7 +91,7 @@ def test_a_write_and_its_audit_commit_together(services) -> None:  # type: ignor
 
 
 def test_service_writes_without_an_actor_are_not_audited(services) -> None:  # type: ignore[no-untyped-def]
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         made = tx.create({"resourceType": "Patient"})
     assert not _committed(services, f"Patient/{made.res_id}")
 

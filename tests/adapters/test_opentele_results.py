@@ -28,6 +28,7 @@ from interop.mapping import MappingSet
 from interop.mapping.build import SEVERITY_URL, ZONE_SYSTEM, build_questionnaire_response
 from interop.patients import link_patient
 from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
+from interop.store.context import WriteContext
 
 FNR = "13031353453"
 USER = "NancyAnn"
@@ -292,7 +293,7 @@ def test_ingest_quarantine_link_release_and_resend(client, services) -> None:  #
     assert any(
         d["code"] == "questionnaire-severity" and "RED" in d["message"] for d in first.diagnostics
     )
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         assert link_patient(tx.conn, vendor_user_system(SOURCE), USER, FNR) == pid
     assert release_quarantine(services, pipe.mappings)["released"] == 5
 
@@ -342,7 +343,7 @@ def test_ingest_quarantine_link_release_and_resend(client, services) -> None:  #
 
 def test_ingest_over_http_with_the_user_option(client, services) -> None:  # type: ignore[no-untyped-def]
     pid = _patient(client)
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         link_patient(tx.conn, vendor_user_system(SOURCE), USER, FNR)
     doc = copd_upload(
         output=[
@@ -382,7 +383,7 @@ def test_a_refused_upload_stores_nothing(services) -> None:  # type: ignore[no-u
 
 def test_lab_and_lung_function_readings_become_observations(client, services) -> None:  # type: ignore[no-untyped-def]
     pid = _patient(client)
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         link_patient(tx.conn, vendor_user_system(SOURCE), USER, FNR)
     doc = copd_upload(
         output=[

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from interop.store.context import WriteContext
 from interop.store.schema import code_set_table
 from interop.store.search import SearchRequest
 
@@ -31,7 +32,7 @@ def _found(services: Any, *params: tuple[str, str]) -> list[str]:
 
 
 def test_any_coding_finds_the_observation(services: Any) -> None:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         both = tx.create(_pulse("p1", (MDC, "149546"))).res_id
         loinc_only = tx.create(_pulse("p1")).res_id
     assert _found(services, ("code", f"{MDC}|149546")) == [both]
@@ -45,10 +46,10 @@ def test_any_coding_finds_the_observation(services: Any) -> None:
 
 
 def test_a_code_set_is_written_once(services: Any) -> None:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         for _ in range(3):
             tx.create(_pulse("p1", (MDC, "149546")))
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         tx.create(_pulse("p2", (MDC, "149546")))
     with services.engine.connect() as conn:
         members = conn.execute(select(func.count()).select_from(code_set_table)).scalar()
@@ -59,10 +60,10 @@ def test_a_code_set_of_a_rolled_back_transaction_is_written_again(services: Any)
     class Abandon(Exception):
         pass
 
-    with pytest.raises(Abandon), services.store.write() as tx:
+    with pytest.raises(Abandon), services.store.write(WriteContext.service()) as tx:
         tx.create(_pulse("p1", ("urn:new", "n1")))
         raise Abandon
     assert _found(services, ("code", "urn:new|n1")) == []
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         stored = tx.create(_pulse("p1", ("urn:new", "n1"))).res_id
     assert _found(services, ("code", "urn:new|n1")) == [stored]

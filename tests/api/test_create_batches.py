@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from interop.store.context import WriteContext
 from interop.store.repository import SMALL_WRITE_ROWS, DuplicateIdentifier
 from interop.store.schema import code_set_table, observation_table, resource_table, token_table
 
@@ -38,7 +39,7 @@ def _count(services: Any, table: Any, *where: Any) -> int:
 
 @pytest.mark.parametrize("n", [1, SMALL_WRITE, SMALL_WRITE + 1, 3 * SMALL_WRITE])
 def test_every_row_of_a_batch_is_written(services: Any, n: int) -> None:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         stored = tx.create_many([(_obs("p1", f"ok-{n}-{i}", 60 + i), None) for i in range(n)])
     ids = [s.res_id for s in stored]
     assert _count(services, resource_table, resource_table.c.res_id.in_(ids)) == n
@@ -55,24 +56,27 @@ def test_every_row_of_a_batch_is_written(services: Any, n: int) -> None:
 
 @pytest.mark.parametrize("n", [1, SMALL_WRITE, 3 * SMALL_WRITE])
 def test_a_taken_identifier_refuses_the_whole_batch(services: Any, n: int) -> None:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         holder = tx.create(_obs("p1", "taken"))
     items = [(_obs("p1", f"new-{n}-{i}"), None) for i in range(n - 1)]
     items.insert(n // 2, (_obs("p1", "taken"), None))
-    with pytest.raises(DuplicateIdentifier) as exc, services.store.write() as tx:
+    with (
+        pytest.raises(DuplicateIdentifier) as exc,
+        services.store.write(WriteContext.service()) as tx,
+    ):
         tx.create_many(items)
     assert "urn:test|taken" in str(exc.value)
     assert exc.value.existing_id == holder.res_id
     # nothing of the refused batch is left, and the holder is untouched
     assert _count(services, resource_table, resource_table.c.res_type == "Observation") == 1
     assert _count(services, observation_table) == 1
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         again = tx.create_many([(_obs("p1", f"after-{n}"), None)])
     assert services.store.read("Observation", again[0].res_id).res_id == again[0].res_id
 
 
 def test_the_same_identifier_twice_in_one_batch(services: Any) -> None:
-    with pytest.raises(DuplicateIdentifier), services.store.write() as tx:
+    with pytest.raises(DuplicateIdentifier), services.store.write(WriteContext.service()) as tx:
         tx.create_many([(_obs("p1", "twice"), None), (_obs("p1", "twice"), None)])
     assert _count(services, resource_table, resource_table.c.res_type == "Observation") == 0
 

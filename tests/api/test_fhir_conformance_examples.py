@@ -51,6 +51,12 @@ REFUSED: dict[str, tuple[int, str, str]] = {
         "ObservationDefinition",
         "catalogue definitions are not stored here; codes come from the mapping tables",
     ),
+    "r4-core/auditevent-example-disclosure.json": (
+        403,
+        "written by the server only",
+        "AuditEvents are the server's own record of who accessed what; no client writes them, "
+        "or the audit log could be forged",
+    ),
     "r4-core/bundle-transaction.json": (
         400,
         "Parameters",

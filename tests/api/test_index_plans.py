@@ -25,6 +25,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine, event, func, select
 
+from interop.store.context import WriteContext
+
 LOINC = "http://loinc.org"
 
 
@@ -308,7 +310,7 @@ def test_index_rows_per_observation(services, ids) -> None:  # type: ignore[no-u
     from interop.store.schema import observation_table, reference_table, token_table
 
     pid, device = ids
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         obs = tx.create(_bp(pid))
         about_device = tx.create(_bp(pid, device))
     o, r, t = observation_table.c, reference_table.c, token_table.c

@@ -11,6 +11,7 @@ import pytest
 
 from interop.api.app import create_app
 from interop.fhir.outcome import FhirError
+from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher
 from tests.conftest import ADMIN_HEADERS
 from tests.live_server import live_server
@@ -21,14 +22,14 @@ def _patient(i: int) -> dict[str, Any]:
 
 
 def _created(services: Any, n: int) -> list[Any]:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         return [tx.create(_patient(i)) for i in range(n)]
 
 
 def test_concurrent_reads_share_statements_and_keep_their_answers(services) -> None:  # type: ignore[no-untyped-def]
     store = services.store
     made = _created(services, 30)
-    with store.write() as tx:
+    with store.write(WriteContext.service()) as tx:
         tx.delete("Patient", made[0].res_id)
     statements: list[int] = []
     reader = store.fast

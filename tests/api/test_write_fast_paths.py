@@ -22,6 +22,7 @@ from interop.fhir.searchparams import (
     tokens_of,
     values,
 )
+from interop.store.context import WriteContext
 from interop.store.repository import new_id
 from interop.store.transaction import _rewrite_refs, _with_mapped_refs
 from tests.conftest import CONFORMANCE
@@ -185,7 +186,7 @@ def test_bulk_rows_round_trip_and_duplicates(services) -> None:  # type: ignore[
         )
         for value in odd
     ]
-    with store.write() as tx:
+    with store.write(WriteContext.service()) as tx:
         stored = tx.create_many(items)
     for one, (resource, _) in zip(stored, items, strict=True):
         assert store.read("Device", one.res_id).json()["manufacturer"] == resource["manufacturer"]
@@ -199,10 +200,10 @@ def test_bulk_rows_round_trip_and_duplicates(services) -> None:  # type: ignore[
         )
     assert codes == {v or "empty" for v in odd}
 
-    with pytest.raises(FhirError) as exc, store.write() as tx:
+    with pytest.raises(FhirError) as exc, store.write(WriteContext.service()) as tx:
         org = {"resourceType": "Organization", "name": "x"}
         tx.create_many([(org, "same-id"), (org, "same-id")], validate=False)
     assert exc.value.status == 409
     rows = [("Device", "urn:dup", "1", "a"), ("Device", "urn:dup", "1", "b")]
-    with pytest.raises(IntegrityError), store.write() as tx:
+    with pytest.raises(IntegrityError), store.write(WriteContext.service()) as tx:
         tx._insert_tuples(unique_identifier_table, ("res_type", "system", "value", "res_id"), rows)

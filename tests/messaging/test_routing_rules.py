@@ -20,12 +20,15 @@ def _hr(value: str):  # type: ignore[no-untyped-def]
     return _heart_rate(value, next(_tick) / 30)
 
 
-HPR = "9144900"
+def _gp_hpr(client) -> str:  # type: ignore[no-untyped-def]
+    """The HPR number of the patient's GP in the address book (who approves the plans)."""
+    bundle = client.get("/fhir/Practitioner").json()
+    return str(bundle["entry"][0]["resource"]["identifier"][0]["value"])
 
 
-def _plan(notify: list[str] | None = None) -> dict[str, object]:
+def _plan(client, notify: list[str] | None = None) -> dict[str, object]:  # type: ignore[no-untyped-def]
     body: dict[str, object] = {
-        "approvedBy": {"hpr": HPR},
+        "approvedBy": {"hpr": _gp_hpr(client)},
         "zones": [
             {
                 "code": "8867-4",
@@ -43,10 +46,10 @@ def _plan(notify: list[str] | None = None) -> dict[str, object]:
 
 def test_yellow_goes_to_the_gp_only_when_the_plan_says_so(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     address_book(client, tmp_path)
-    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan()).status_code in (200, 201)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(client)).status_code in (200, 201)
     _ingest(services, _hr("110"))  # yellow
     assert [r.event for r in _outbox(services)] == []
-    r = client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(["yellow"]))
+    r = client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(client, ["yellow"]))
     assert r.status_code in (200, 201), r.text
     _ingest(services, _hr("112"))  # yellow on the still open Task: no new event
     _ingest(services, _hr("130"))  # red: escalation
@@ -55,7 +58,9 @@ def test_yellow_goes_to_the_gp_only_when_the_plan_says_so(client, services, tmp_
 
 def test_yellow_with_notify_gp_on_a_fresh_deviation(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     address_book(client, tmp_path)
-    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(["yellow"])).status_code in (
+    assert client.put(
+        f"/api/v1/patients/{FNR}/plan", json=_plan(client, ["yellow"])
+    ).status_code in (
         200,
         201,
     )
@@ -65,7 +70,10 @@ def test_yellow_with_notify_gp_on_a_fresh_deviation(client, services, tmp_path: 
     assert b"Gult avvik" in bytes(row.payload) and b"Ring pasienten samme dag." in bytes(
         row.payload
     )
-    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(["purple"])).status_code == 422
+    assert (
+        client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(client, ["purple"])).status_code
+        == 422
+    )
 
 
 def test_plan_change_goes_to_subscribed_endpoints(client, services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +88,7 @@ def test_plan_change_goes_to_subscribed_endpoints(client, services, tmp_path: Pa
             "address": "http://127.0.0.1:9/epj/careplans",
         },
     )
-    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan()).status_code in (200, 201)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(client)).status_code in (200, 201)
     [row] = _outbox(services)
     assert row.event == "plan.changed" and row.destination == f"Endpoint/{epj}"
     assert row.transport == "http" and row.content_type == "application/fhir+json"

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from interop.cli import app
 from interop.fhir.dates import now_utc, to_micros
 from interop.routing.outbox import enqueue
+from interop.store.context import WriteContext
 from interop.store.repository import new_id
 from interop.store.schema import inbound_message_table, outbox_table
 
@@ -49,7 +50,7 @@ def _enqueue(
     patient_id: str | None = None,
     last_error: str | None = None,
 ) -> str:
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         row_id = enqueue(
             tx.conn,
             event="test",

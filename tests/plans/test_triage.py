@@ -18,6 +18,7 @@ from adapters.base import (
     Measurement,
     PatientRef,
 )
+from interop.access.actor import ADMIN
 from interop.fhir.validation import validate_resource
 from interop.pipeline import IngestPipeline
 
@@ -36,13 +37,26 @@ PLAN = {
     ],
 }
 REF = PatientRef(FNR_OID, FNR)
+HPR_OID = "urn:oid:2.16.578.1.12.4.1.4.4"
 
 
 def _setup(client) -> str:  # type: ignore[no-untyped-def]
+    """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
+    gp = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": HPR_OID, "value": "9144889"}],
+        },
+    ).json()["id"]
     return str(
         client.post(
             "/fhir/Patient",
-            json={"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": FNR}]},
+            json={
+                "resourceType": "Patient",
+                "identifier": [{"system": FNR_OID, "value": FNR}],
+                "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
+            },
         ).json()["id"]
     )
 
@@ -135,6 +149,7 @@ def test_plan_errors(client, body: dict, status: int) -> None:  # type: ignore[n
 def test_plan_patient_errors(client) -> None:  # type: ignore[no-untyped-def]
     assert client.put("/api/v1/patients/12345678901/plan", json=PLAN).status_code == 422
     assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 404
+    _setup(client)
     assert client.put(f"/api/v1/patients/{FNR}/plan", content=b"{oops").status_code == 400
 
 
@@ -394,7 +409,7 @@ def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
     other_store = FhirStore(services.engine, zone=services.settings.timezone)
     wire_store(other_store)  # a second process: its own triage, its own cache
     other = Services(services.settings, services.engine, other_store, services.search, None)  # type: ignore[arg-type]
-    put_plan(other, FNR, PLAN, "test")
+    put_plan(other, FNR, PLAN, ADMIN)
     after_plan = datetime.now(UTC)
 
     _ingest(services, _bp("105", "70", after_plan))  # within the cache's time: not seen yet

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from interop.routing.outbox import Outbox, enqueue
 from interop.routing.transports import default_transports
 from interop.routing.worker import DeliveryWorker
+from interop.store.context import WriteContext
 from interop.store.schema import outbox_table
 
 
@@ -47,7 +48,7 @@ def _enqueue(
     services, n: int, address: str, destination: str = "Endpoint/a", transport: str = "http"
 ) -> list[str]:  # type: ignore[no-untyped-def]
     ids = []
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         for i in range(n):
             ids.append(
                 enqueue(
@@ -147,7 +148,7 @@ def test_messages_api_lists_by_patient(client, services) -> None:  # type: ignor
             "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr}],
         },
     ).json()["id"]
-    with services.store.write() as tx:
+    with services.store.write(WriteContext.service()) as tx:
         enqueue(
             tx.conn,
             event="triage.red",

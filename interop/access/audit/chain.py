@@ -185,7 +185,7 @@ def verify(
         )
         .order_by(audit_chain_table.c.seq)
     )
-    for row in conn.execution_options(stream_results=True, yield_per=2000).execute(stmt):
+    for row in conn.execute(stmt.execution_options(yield_per=2000)):
         n += 1
         name = f"link {row.seq} (AuditEvent/{row.res_id})"
         if row.seq != expected:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from interop.access.actor import Actor
 from interop.access.audit.chain import AUDITING
 from interop.access.audit.events import build_event
@@ -17,7 +19,7 @@ from interop.store.repository import FhirStore, StoredResource, WriteTx
 
 def acting_actor(tx: WriteTx) -> Actor | None:
     """The actor a write transaction acts for (None: the service's own writes)."""
-    actor = tx.context.get("actor")
+    actor = tx.ctx.actor
     return actor if isinstance(actor, Actor) else None
 
 
@@ -48,15 +50,15 @@ def record(
     actor: Actor,
     action: str,
     what: str,
-    patient_id: str | None,
+    patients: Iterable[str],
     outcome: str = "0",
     detail: str | None = None,
+    *,
+    emergency: bool | None = None,
 ) -> None:
-    """Audit a read or a search in its own short transaction (the bootstrap key's reads and
-    searches are not audited)."""
-    if is_bootstrap(actor) or (actor.is_admin and action in ("read", "search")):
+    """Audit a read or a search, naming every patient whose data it returned, in its own
+    short transaction (the bootstrap key's reads and searches are not audited)."""
+    if is_bootstrap(actor):
         return
-    event = build_event(
-        actor, action, what, [patient_id] if patient_id else [], outcome, detail=detail
-    )
+    event = build_event(actor, action, what, patients, outcome, detail=detail, emergency=emergency)
     audit_log(store).record_now(event)

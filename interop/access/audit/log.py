@@ -19,7 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from interop.access.audit.chain import append_events
 from interop.access.audit.keys import Keyring, default_keyring
+from interop.store.context import Door, WriteContext
 from interop.store.repository import FhirStore, StoredResource, WriteTx
+
+AUDIT_WRITE = WriteContext(None, Door.AUDIT)
+"""The audit log's own transactions (the events name their actor; the write names none)."""
 
 
 @dataclass
@@ -58,7 +62,7 @@ class AuditLog:
     # ---- on its own ---------------------------------------------------------------------
     def record_now(self, *events: dict[str, Any]) -> None:
         """Append events in a transaction of their own, now (for threads and commands)."""
-        with self.store.write() as tx:
+        with self.store.write(AUDIT_WRITE) as tx:
             append_events(tx, list(events), self.keyring)
         self.commits += 1
 
