@@ -365,6 +365,9 @@ def test_bootstrap_admin_writes_are_audited(client, services, audit_key) -> None
     assert events[0]["resource"]["action"] == "C"
     client.get(f"/fhir/Patient/{pid}")  # the bootstrap key's reads are not audited
     assert len(client.get("/fhir/AuditEvent", params={"patient": pid}).json()["entry"]) == 1
+    assert client.delete(f"/fhir/Patient/{pid}").status_code in (200, 204)
+    events = client.get("/fhir/AuditEvent", params={"patient": pid}).json()["entry"]
+    assert sorted(e["resource"]["action"] for e in events) == ["C", "D"]
 
 
 def test_actors_created_and_revoked_are_audited(client, audit_key) -> None:  # type: ignore[no-untyped-def]
