@@ -241,6 +241,11 @@ def worker(
     delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, heartbeat_name)))
     for task, interval, fn in worker_tasks(svc):
         delivery.periodic.append((task, interval, fn))
+    from interop.routing.worker import audit_head_export
+
+    head_job = audit_head_export(svc.engine, svc.settings)
+    if head_job is not None:
+        delivery.periodic.append(head_job)
     from interop.runtime import tune_gc
 
     tune_gc(svc.settings)
@@ -331,22 +336,127 @@ def send_status(
     console.print(send_periodic_status(svc, patients=ids, force=force or bool(patient)))
 
 
-audit_app = typer.Typer(help="The hash-chained audit log.")
+audit_app = typer.Typer(
+    help="The audit log: keys, verification, head export, a patient's accesses."
+)
 app.add_typer(audit_app, name="audit")
 
 
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the audit chain; exit 1 naming the first broken link."""
-    from interop.access.audit import verify
-    from interop.services import build_services
+def _audit_keyring() -> Any:
+    from interop.access.audit.keys import AuditKeyError, keyring_from
 
-    svc = build_services(get_settings())
-    with svc.store.reader() as conn:
-        ok, message = verify(conn)
-    if not ok:
-        _fail(message)
-    console.print(message)
+    try:
+        return keyring_from(get_settings())
+    except AuditKeyError as exc:
+        _fail(str(exc))
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out: Annotated[Path, typer.Option(help="new key file (never overwritten; mode 0600)")],
+) -> None:
+    """Make a new audit key file; point INTEROP_AUDIT_KEY_FILE at it (keep the old key file in
+    INTEROP_AUDIT_KEY_DIR so the links it made still verify)."""
+    from interop.access.audit.keys import AuditKeyError, key_id, write_new_key
+
+    try:
+        key = write_new_key(out)
+    except (AuditKeyError, OSError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"wrote audit key {out} (key id {key_id(key)})")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    heads: Annotated[
+        Path | None,
+        typer.Option(help="heads file (default INTEROP_AUDIT_HEAD_FILE when it exists)"),
+    ] = None,
+) -> None:
+    """Walk the audit chain (and check the exported heads); exit 1 naming the first bad link."""
+    from interop.access.audit.chain import verify
+    from interop.access.audit.heads import HeadsFileError, read_heads
+
+    keyring = _audit_keyring()
+    settings = get_settings()
+    heads_file = heads
+    if heads_file is None and settings.audit_head_file and settings.audit_head_file.exists():
+        heads_file = settings.audit_head_file
+    try:
+        exported = list(read_heads(heads_file)) if heads_file is not None else []
+    except HeadsFileError as exc:
+        _fail(str(exc))
+        return
+    with _db_engine().connect() as conn:
+        result = verify(conn, keyring, exported)
+    if not result.ok:
+        for problem in result.problems[1:20]:
+            console.print(f"  {problem}")
+        _fail(result.message)
+    checked = f"; {len(exported)} exported head(s) match" if exported else ""
+    console.print(result.message + checked)
+
+
+@audit_app.command("export-head")
+def audit_export_head() -> None:
+    """Append the chain's head to INTEROP_AUDIT_HEAD_FILE (and print it)."""
+    import orjson
+
+    from interop.access.audit.heads import export_head
+
+    settings = get_settings()
+    try:
+        head = export_head(_db_engine(), settings.audit_head_file)
+    except OSError as exc:
+        _fail(f"audit head file {settings.audit_head_file}: {exc.strerror or exc}")
+        return
+    if head is None:
+        console.print("the audit chain is empty: nothing to export")
+        return
+    typer.echo(orjson.dumps(head).decode())
+    if settings.audit_head_file is None:
+        console.print("[yellow]INTEROP_AUDIT_HEAD_FILE is not set: the head was only printed")
+
+
+@audit_app.command("patient")
+def audit_patient(
+    national_id: Annotated[str, typer.Argument(help="fødselsnummer or D-nummer")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="first day (YYYY-MM-DD, Norwegian time)")
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="last day, inclusive (YYYY-MM-DD)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="json or html")] = "json",
+) -> None:
+    """Who has read or changed a patient's data (innsyn i logg), to standard output."""
+    from interop.access.audit.accesses import (
+        PatientNotFound,
+        accesses,
+        as_html,
+        as_json,
+        find_patient,
+        period,
+    )
+
+    if format_ not in ("json", "html"):
+        _fail(f"--format {format_!r}: use json or html")
+    settings = get_settings()
+    try:
+        lo, hi = period(from_, to, settings.timezone)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    with _db_engine().connect() as conn:
+        try:
+            pid = find_patient(conn, national_id)
+        except PatientNotFound as exc:
+            _fail(str(exc))
+            return
+        items = list(accesses(conn, pid, lo, hi))
+    if format_ == "html":
+        typer.echo(as_html(national_id, items, from_, to, settings.timezone))
+    else:
+        typer.echo(as_json(national_id, items, from_, to).decode())
 
 
 outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     outbox_retention_days: int = 365
     """``interop prune`` removes delivered outbox messages and processed inbound messages
     older than this many days (see ``interop.routing.retention``)."""
+    audit_key_file: Path | None = None
+    """File with the audit chain's HMAC key (64 hex digits; ``interop audit keygen`` makes one).
+    Keep it outside the database and its backups. Without it (and without ``audit_key``) a
+    development key is generated into ``var/audit.key`` with a warning."""
+    audit_key: SecretStr | None = None
+    """The audit chain's HMAC key itself (64+ hex digits), instead of ``audit_key_file``."""
+    audit_key_dir: Path | None = None
+    """Folder of earlier audit keys (``*.key`` files): links signed with a rotated-out key
+    still verify when its file is here."""
+    audit_head_file: Path | None = None
+    """JSON-lines file the audit chain's head is appended to (keep it on other storage than
+    the database); ``interop audit verify`` reads it to detect truncation and re-chaining."""
+    audit_head_export_seconds: float = 300.0
+    """How often ``interop worker`` exports the audit chain's head (0 = never)."""
+    audit_batch_max: int = 500
+    """The most audit events appended to the chain in one transaction (group commit)."""
 
 
 @lru_cache(maxsize=1)

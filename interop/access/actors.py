@@ -15,6 +15,8 @@ from sqlalchemy import Engine, select, update
 from starlette.responses import Response
 
 from interop.access.actor import ROLES, Actor
+from interop.access.audit import audit_log, build_event
+from interop.access.audit.log import AUDIT_WRITE
 from interop.api.auth import require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import now_utc, to_micros
@@ -109,9 +111,15 @@ async def create_actor(request: Request, admin: Actor = Depends(require_admin)) 
         raise FhirError(422, [Issue("error", "value", p) for p in problems])
     key = secrets.token_urlsafe(32)
     actor_id = new_id()
-    engine = request.app.state.services.engine
-    with engine.begin() as conn:
-        conn.execute(
+    store = request.app.state.services.store
+    described = f"API actor {actor_id}: role {body.role}" + "".join(
+        f", {label} {value}"
+        for label, value in (("HPR", body.hpr), ("org.nr", org.orgnr), ("HER-id", org.herid))
+        if value
+    )
+    with store.write(AUDIT_WRITE) as tx:  # the actor and its audit event commit together
+        audit_log(store).append(tx, build_event(admin, "create", described))
+        tx.conn.execute(
             actor_table.insert().values(
                 id=actor_id,
                 key_hash=_hash(key),
@@ -148,12 +156,16 @@ def list_actors(request: Request, admin: Actor = Depends(require_admin)) -> Resp
 def revoke_actor(
     actor_id: str, request: Request, admin: Actor = Depends(require_admin)
 ) -> Response:
-    with request.app.state.services.engine.begin() as conn:
-        result = conn.execute(
+    store = request.app.state.services.store
+    with store.write(AUDIT_WRITE) as tx:  # the revocation and its audit event commit together
+        result = tx.conn.execute(
             update(actor_table).where(actor_table.c.id == actor_id).values(revoked=True)
         )
-    if not result.rowcount:
-        raise error(404, "not-found", f"actor {actor_id} is not known")
+        if not result.rowcount:
+            raise error(404, "not-found", f"actor {actor_id} is not known")
+        audit_log(store).append(
+            tx, build_event(admin, "delete", f"API actor {actor_id}: key revoked")
+        )
     _resolver(request).clear()
     return json_response({"id": actor_id, "revoked": True})
 

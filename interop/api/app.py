@@ -11,7 +11,7 @@ from starlette.routing import Route
 from interop import __version__, observability
 from interop.access.actors import JwtResolver, KeyResolver
 from interop.access.actors import router as actors_router
-from interop.api import fhir, indicators, ingest, messages, observation_ops, plans, views
+from interop.api import audit, fhir, indicators, ingest, messages, observation_ops, plans, views
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(messages.router)
     app.include_router(plans.router)
     app.include_router(actors_router)
+    app.include_router(audit.router)
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from interop.routing.outbox import Outbox, OutboxMessage, Outcome
 from interop.routing.transports import (
@@ -19,6 +20,11 @@ from interop.routing.transports import (
     Transport,
     default_transports,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from interop.config import Settings
 
 log = logging.getLogger("interop.worker")
 
@@ -168,3 +174,23 @@ class DeliveryWorker:
                 n = 0
             if n == 0:
                 stop.wait(idle)
+
+
+def audit_head_export(engine: Engine, settings: Settings) -> PeriodicTask | None:
+    """The periodic job exporting the audit chain's head (see
+    :mod:`interop.access.audit.heads`): every ``INTEROP_AUDIT_HEAD_EXPORT_SECONDS``, to
+    ``INTEROP_AUDIT_HEAD_FILE`` and the log. None when the interval is 0."""
+    if settings.audit_head_export_seconds <= 0:
+        return None
+    from interop.access.audit.heads import export_head
+
+    head_file = settings.audit_head_file
+    if head_file is None:
+        log.warning(
+            "INTEROP_AUDIT_HEAD_FILE is not set: the audit chain's head goes to the log only"
+        )
+    return (
+        "audit-head-export",
+        settings.audit_head_export_seconds,
+        lambda: export_head(engine, head_file),
+    )

@@ -407,8 +407,9 @@ actor_table = ActorRow.__table__  # type: ignore[attr-defined]
 
 
 class AuditChainRow(SQLModel, table=True):
-    """The order and hashes of AuditEvents: each hash covers the event and the previous hash,
-    so editing or removing an audited event breaks the chain (``interop audit verify``)."""
+    """The order and links of AuditEvents: each link is an HMAC (under a key kept outside the
+    database) of the previous link and the event, so editing, removing or re-chaining audited
+    events is detected (``interop audit verify``)."""
 
     __tablename__ = "audit_chain"
 
@@ -416,6 +417,9 @@ class AuditChainRow(SQLModel, table=True):
     res_id: str = Field(max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    key_id: str | None = Field(default=None, max_length=32)
+    """Id of the key that made the link (see ``interop.access.audit.keys``); none for the plain
+    SHA-256 links written before revision 0014."""
 
 
 audit_chain_table = AuditChainRow.__table__  # type: ignore[attr-defined]

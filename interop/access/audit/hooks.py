@@ -1,0 +1,64 @@
+"""Where the store and the request paths hand events to the audit log.
+
+* :func:`write_hook` (a store write hook) audits every write made by an actor, in the write's
+  own transaction — the bootstrap admin key's writes too, under its own identity.
+* :func:`record` audits a read or a search in a transaction of its own (the synchronous
+  path; request handlers should prefer ``await audit_log(store).record(build_event(…))``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from interop.access.actor import Actor
+from interop.access.audit.chain import AUDITING
+from interop.access.audit.events import build_event
+from interop.access.audit.log import audit_log
+from interop.store.repository import FhirStore, StoredResource, WriteTx
+
+
+def acting_actor(tx: WriteTx) -> Actor | None:
+    """The actor a write transaction acts for (None: the service's own writes)."""
+    actor = tx.ctx.actor
+    return actor if isinstance(actor, Actor) else None
+
+
+def is_bootstrap(actor: Actor) -> bool:
+    """The bootstrap admin key (operators, tests, benchmarks): its reads are not audited."""
+    return actor.source == "bootstrap" or actor.id == "admin"
+
+
+def write_hook(tx: WriteTx, stored: StoredResource, previous: StoredResource | None) -> None:
+    """Store hook: audit a write by an actor in the write's own transaction."""
+    actor = acting_actor(tx)
+    if actor is None or tx.context.get(AUDITING) or stored.res_type == "AuditEvent":
+        return
+    action = "delete" if stored.deleted else ("update" if previous is not None else "create")
+    if stored.res_type == "Patient":
+        patient: str | None = stored.res_id
+    else:
+        from interop.fhir.searchparams import extract
+
+        content = previous.view() if stored.deleted and previous is not None else stored.view()
+        patient = extract(content).patient_id
+    event = build_event(actor, action, stored.reference, [patient] if patient else [])
+    audit_log(tx.store).append(tx, event)
+
+
+def record(
+    store: FhirStore,
+    actor: Actor,
+    action: str,
+    what: str,
+    patients: Iterable[str],
+    outcome: str = "0",
+    detail: str | None = None,
+    *,
+    emergency: bool | None = None,
+) -> None:
+    """Audit a read or a search, naming every patient whose data it returned, in its own
+    short transaction (the bootstrap key's reads and searches are not audited)."""
+    if is_bootstrap(actor):
+        return
+    event = build_event(actor, action, what, patients, outcome, detail=detail, emergency=emergency)
+    audit_log(store).record_now(event)
