@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from interop import __version__, observability
-from interop.access.actors import JwtResolver, KeyResolver
-from interop.access.actors import router as actors_router
+from interop.access.actors import KeyResolver
+from interop.access.helseid import HelseIdResolver
 from interop.access.roles import RolePolicy
-from interop.api import fhir, indicators, ingest, messages, observation_ops, plans, views
+from interop.api import actors, fhir, indicators, ingest, messages, observation_ops, plans, views
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -58,8 +58,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.services = services
     app.state.policy = RolePolicy(lambda: app.state.services)
     app.state.actor_resolvers = [
-        JwtResolver(lambda: app.state.services.settings.jwt_secret),
-        KeyResolver(lambda: app.state.services.engine),
+        HelseIdResolver(lambda: app.state.services),
+        KeyResolver(lambda: app.state.services.engine, lambda: app.state.services.settings),
     ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
     app.include_router(plans.router)
-    app.include_router(actors_router)
+    app.include_router(actors.router)
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
