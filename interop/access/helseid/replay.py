@@ -1,9 +1,10 @@
 """DPoP proof ids (``jti``) already used, shared by every API process through the database.
 
-Remembering a proof is one small ``INSERT … ON CONFLICT DO NOTHING``: no row inserted means the
-proof was used before. A row is needed only while a proof with its ``iat`` could still be
-accepted; older rows are deleted now and then (at most once a minute per process, by an index
-on ``expires``), so the table stays the size of a few minutes of traffic.
+Remembering a proof is one small ``INSERT … ON CONFLICT DO NOTHING RETURNING``: no row returned
+means the proof was used before (``rowcount`` is not reliable for this with every driver). A
+row is needed only while a proof with its ``iat`` could still be accepted; older rows are
+deleted now and then (at most once a minute per process, by an index on ``expires``), so the
+table stays the size of a few minutes of traffic.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class JtiReplayGuard:
             dialect.insert(dpop_jti_table)
             .values(key=key, expires=expires)
             .on_conflict_do_nothing(index_elements=["key"])
+            .returning(dpop_jti_table.c.key)
         )
         now = self._clock()
         prune = False
@@ -45,7 +47,7 @@ class JtiReplayGuard:
                 self._next_prune = now + PRUNE_EVERY_SECONDS
                 prune = True
         with engine.begin() as conn:
-            inserted = conn.execute(stmt).rowcount == 1
+            inserted = conn.execute(stmt).first() is not None
             if prune:
                 conn.execute(delete(dpop_jti_table).where(dpop_jti_table.c.expires < int(now)))
         return inserted
