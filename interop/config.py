@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     dpop_max_age_seconds: int = 60
     """How old a DPoP proof's ``iat`` may be; its ``jti`` is remembered (in the database, for
     all API processes) this long plus the leeway, and a second use is refused."""
+
+    @model_validator(mode="after")
+    def _helseid_complete(self) -> Settings:
+        if self.helseid_issuer and not self.helseid_audience:
+            raise ValueError(
+                "INTEROP_HELSEID_ISSUER is set but INTEROP_HELSEID_AUDIENCE is not: "
+                "HelseID tokens cannot be checked without our audience"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

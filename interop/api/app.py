@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not hasattr(app.state, "services"):
             app.state.services = build_services(settings)
+        for resolver in app.state.actor_resolvers:
+            if hasattr(resolver, "check"):
+                resolver.check()  # a wrong HelseID client map stops the start, with its reason
         mllp = None
         stop = None
         if settings.mllp_port:

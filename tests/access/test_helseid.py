@@ -541,3 +541,18 @@ def test_jti_rows_are_pruned(services) -> None:  # type: ignore[no-untyped-def]
     assert guard.first_use("k", "b", expires=1_000_150)
     with services.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(dpop_jti_table)).scalar() == 1
+
+
+def test_a_wrong_client_map_stops_the_start(settings, services, issuer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from interop.api.app import create_app
+    from interop.config import Settings
+
+    configure(settings, issuer, tmp_path)
+    settings.helseid_clients_file.write_text("clients:\n  - client_id: x\n    role: admin\n")
+    with (
+        pytest.raises(ValueError, match="role 'admin'"),
+        TestClient(create_app(settings, services=services)),
+    ):
+        pass
+    with pytest.raises(ValueError, match="INTEROP_HELSEID_AUDIENCE"):
+        Settings(helseid_issuer=issuer.url)

@@ -14,6 +14,7 @@ Order of checks: the token (401 ``invalid_token``), the binding and the proof (4
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -29,10 +30,13 @@ from interop.access.helseid.errors import challenge, invalid_token
 from interop.access.helseid.jwks import JwksCache
 from interop.access.helseid.replay import JtiReplayGuard
 from interop.access.helseid.tokens import AccessTokenValidator
+from interop.fhir.outcome import error
 
 if TYPE_CHECKING:
     from interop.api.auth import Credentials
     from interop.services import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,12 @@ class HelseIdResolver:
     def challenge(self) -> str | None:
         """The ``WWW-Authenticate`` challenge to add to a 401 (when HelseID is on)."""
         return challenge("DPoP") if self.enabled else None
+
+    def check(self) -> None:
+        """At start-up: read the client map and settings now, so that a mistake in them stops
+        the service with a clear message instead of failing requests."""
+        if self.enabled:
+            self._build()
 
     def _build(self) -> _Parts:
         if self._parts is not None:
@@ -114,7 +124,11 @@ class HelseIdResolver:
             if credentials.scheme == "dpop":
                 raise invalid_token("HelseID tokens are not accepted by this service", "DPoP")
             return None
-        parts = self._build()
+        try:
+            parts = self._build()
+        except ValueError as exc:  # the start-up check normally catches this first
+            log.error("HelseID is misconfigured: %s", exc)
+            raise error(503, "exception", "HelseID sign-in is misconfigured here") from None
         scheme = "DPoP" if credentials.scheme == "dpop" else "Bearer"
         valid = self._validated(parts, credentials.token, scheme)
         if scheme == "Bearer" and valid.jkt is not None:
