@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,9 @@ from interop.access.helseid.replay import JtiReplayGuard
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that belong to a private (or symmetric) key (RFC 7518 §6)."""
+
+KEY_CACHE_ENTRIES = 1000
+"""Parsed DPoP client keys kept per process (callers reuse one key pair for many requests)."""
 
 THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
 """The required members hashed for an RFC 7638 thumbprint, in lexicographic order."""
@@ -80,6 +84,10 @@ class DpopProofValidator:
         self._max_age = max_age_seconds
         self._leeway = leeway_seconds
         self._clock = clock
+        self._keys_lock = threading.Lock()
+        self._keys: dict[tuple[str, str], Any] = {}
+        """Parsed client keys by (alg, RFC 7638 thumbprint): the thumbprint covers every
+        member that makes up the public key, so an equal thumbprint is an equal key."""
 
     def validate(
         self, proofs: tuple[str, ...], *, method: str, url: str, token: str, jkt: str
@@ -113,8 +121,14 @@ class DpopProofValidator:
         if jwk.get("kty") not in THUMBPRINT_MEMBERS or not key_fits(alg, jwk):
             raise invalid_proof(f"the DPoP proof's jwk is not a key for {alg}")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
             thumbprint = jwk_thumbprint(jwk)
+            key = self._keys.get((alg, thumbprint))
+            if key is None:
+                key = jwt.PyJWK(jwk, algorithm=alg).key
+                with self._keys_lock:
+                    while len(self._keys) >= KEY_CACHE_ENTRIES:
+                        self._keys.pop(next(iter(self._keys)))
+                    self._keys[(alg, thumbprint)] = key
         except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
             raise invalid_proof(f"the DPoP proof's jwk is not usable: {exc}") from None
         try:
