@@ -21,6 +21,14 @@ from interop.store.schema import dpop_jti_table
 
 PRUNE_EVERY_SECONDS = 60.0
 
+_INSERT = {
+    is_pg: dialect.insert(dpop_jti_table)
+    .on_conflict_do_nothing(index_elements=["key"])
+    .returning(dpop_jti_table.c.key)
+    for is_pg, dialect in ((True, postgresql), (False, sqlite))
+}
+"""The one statement per proof, built once (PostgreSQL, and SQLite)."""
+
 
 class JtiReplayGuard:
     def __init__(self, engine: Callable[[], Engine], clock: Callable[[], float] = time.time):
@@ -33,13 +41,7 @@ class JtiReplayGuard:
         """Record the proof ``jti`` of the key ``jkt``; False when it was recorded before."""
         key = hashlib.sha256(f"{jkt}\x00{jti}".encode()).hexdigest()
         engine = self._engine()
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        stmt = (
-            dialect.insert(dpop_jti_table)
-            .values(key=key, expires=expires)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(dpop_jti_table.c.key)
-        )
+        stmt = _INSERT[engine.dialect.name == "postgresql"]
         now = self._clock()
         prune = False
         with self._lock:
@@ -47,7 +49,7 @@ class JtiReplayGuard:
                 self._next_prune = now + PRUNE_EVERY_SECONDS
                 prune = True
         with engine.begin() as conn:
-            inserted = conn.execute(stmt).first() is not None
+            inserted = conn.execute(stmt, {"key": key, "expires": expires}).first() is not None
             if prune:
                 conn.execute(delete(dpop_jti_table).where(dpop_jti_table.c.expires < int(now)))
         return inserted
