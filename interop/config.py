@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     max_future_skew_seconds: int = 300
     """How far in the future a measurement time may be before it is rejected."""
     oldest_measurement_year: int = 2000
-    jwt_secret: str | None = None
     gp_access: Literal["own", "practice"] = "own"
     """Which patients a GP sees: ``own`` — those they are fastlege for; ``practice`` — every
     patient of a GP at the same practice (common where the record is the practice's)."""
@@ -91,6 +90,63 @@ class Settings(BaseSettings):
     """How often ``interop worker`` exports the audit chain's head (0 = never)."""
     audit_batch_max: int = 500
     """The most audit events appended to the chain in one transaction (group commit)."""
+
+    # ---- API keys ------------------------------------------------------------------------
+    key_cache_seconds: float = 2.0
+    """How long an API process trusts what it looked up about an API key (known, unknown,
+    revoked). A key revoked through one process is refused by every other process at most
+    this long after (keep it at most 5 s); 0 looks every key up on every request."""
+    key_cache_max_entries: int = 10_000
+    """At most this many API-key look-ups (known and unknown keys) are cached per process, so
+    a flood of made-up keys cannot grow memory without bound."""
+
+    # ---- HelseID (NHN's OAuth 2.0 / OpenID Connect server) as identity provider ---------------
+    helseid_issuer: str | None = None
+    """The HelseID issuer, exactly as in its discovery document (test:
+    ``https://helseid-sts.test.nhn.no``, production: ``https://helseid-sts.nhn.no``). Unset =
+    HelseID access tokens are not accepted (API keys only)."""
+    helseid_audience: str | None = None
+    """Our API's audience (the *kortnavn* registered in HelseID self-service); a token's ``aud``
+    must contain it. Required when ``helseid_issuer`` is set."""
+    helseid_jwks_uri: str | None = None
+    """Where HelseID's signing keys are fetched; default: ``jwks_uri`` from
+    ``{issuer}/.well-known/openid-configuration``."""
+    helseid_required_scopes: str = ""
+    """Space-separated scopes every HelseID access token must carry (all of them); empty = no
+    scope check."""
+    helseid_accept_jwt_typ: bool = False
+    """Accept access tokens whose header ``typ`` is ``JWT`` besides ``at+jwt``. HelseID's
+    validation guide allows both; RFC 9068 says ``at+jwt``, which keeps ID tokens and other JWTs
+    from the same issuer from being used as access tokens, so the default is off."""
+    helseid_leeway_seconds: int = 5
+    """Clock skew allowed on a token's ``exp``/``nbf`` and on a DPoP proof's ``iat``."""
+    helseid_min_security_level: int = 4
+    """Lowest ``helseid://claims/identity/security_level`` accepted in a user token (4 = BankID,
+    Buypass, Commfides: high assurance)."""
+    helseid_clients_file: Path | None = None
+    """Which HelseID clients and organisations get which role (YAML); default:
+    ``access/helseid-clients.yaml`` in ``mappings_dir`` if set, else the packaged file."""
+    helseid_jwks_refetch_seconds: float = 30.0
+    """Least time between two fetches of HelseID's keys caused by a token with an unknown
+    ``kid`` (key rotation), so forged ``kid`` values cannot make us hammer HelseID."""
+    helseid_jwks_max_age_seconds: float = 3600.0
+    """Keys older than this are fetched again on the next request (a key HelseID withdrew
+    stops being trusted)."""
+    helseid_token_cache_entries: int = 10_000
+    """Validated access tokens (signature and claims) remembered per process until they
+    expire, so a token used again costs no RSA check; the DPoP proof is checked every time."""
+    dpop_max_age_seconds: int = 60
+    """How old a DPoP proof's ``iat`` may be; its ``jti`` is remembered (in the database, for
+    all API processes) this long plus the leeway, and a second use is refused."""
+
+    @model_validator(mode="after")
+    def _helseid_complete(self) -> Settings:
+        if self.helseid_issuer and not self.helseid_audience:
+            raise ValueError(
+                "INTEROP_HELSEID_ISSUER is set but INTEROP_HELSEID_AUDIENCE is not: "
+                "HelseID tokens cannot be checked without our audience"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -22,11 +22,26 @@ class Actor:
     herid: str | None = None
     hpr: str | None = None
     purpose: str | None = None
+    """Purpose of use (HL7 PurposeOfUse: ``TREAT``, ``ETREAT``, ``COC`` …) from the
+    Tillitsrammeverk attest of a HelseID token."""
     name: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     source: str = "key"
     """How the actor was authenticated: ``bootstrap`` (the admin key), ``key`` (an API key) or
     ``helseid`` (a HelseID access token)."""
+    client_id: str | None = None
+    """The HelseID client (the calling system) for ``helseid`` actors."""
+    security_level: int | None = None
+    """HelseID ``security_level`` of a logged-in user (4 = high assurance); None for systems."""
+    pid: str | None = field(default=None, repr=False)
+    """The logged-in user's fødselsnummer/D-nummer (HelseID ``pid``). Sensitive: never log it
+    (it is left out of ``repr``)."""
+    point_of_care: str | None = None
+    """Tillitsrammeverk attest: the org.nr where the user works with the patient."""
+    healthcare_service: str | None = None
+    """Tillitsrammeverk attest: the care relationship's health service code (e.g. ``KP02``)."""
+    decision_ref: str | None = None
+    """Tillitsrammeverk attest: the caller's own reference to its access decision."""
 
     @property
     def is_admin(self) -> bool:

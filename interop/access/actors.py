@@ -1,205 +1,192 @@
-"""Actors and their API keys: ``POST /api/v1/actors`` (admin) returns ``{"id", "key"}``; the
-key is then a Bearer token. Only a SHA-256 hash of the key is stored."""
+"""API keys: actors (vendors, operators) that authenticate with a Bearer key.
+
+Only a SHA-256 hash of a key is stored; the key is shown once, when it is made. A key can be
+revoked, and can carry an expiry. Each API process caches what it looked up about a key for
+``key_cache_seconds`` (setting, at most a few seconds), so a key revoked through one process is
+refused by all of them soon after; the cache holds at most ``key_cache_max_entries`` keys,
+known and unknown, so made-up keys cannot grow it without bound. The HTTP routes are in
+:mod:`interop.api.actors`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Engine, select, update
-from starlette.responses import Response
 
-from interop.access.actor import ROLES, Actor
+from interop.access.actor import Actor
 from interop.access.audit import audit_log, build_event
 from interop.access.audit.log import AUDIT_WRITE
-from interop.api.auth import require_admin
-from interop.api.responses import json_response
-from interop.fhir.dates import now_utc, to_micros
-from interop.fhir.outcome import FhirError, Issue, error
-from interop.identifiers import validate_herid, validate_hpr, validate_orgnr
-from interop.store.repository import new_id
+from interop.fhir.dates import format_instant, from_micros, now_utc, to_micros
+from interop.fhir.outcome import error
+from interop.store.repository import FhirStore, new_id
 from interop.store.schema import actor_table
 
-router = APIRouter(prefix="/api/v1/actors", tags=["access"])
+if TYPE_CHECKING:
+    from interop.api.auth import Credentials
+    from interop.config import Settings
 
 
-class OrganizationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    orgnr: str | None = None
-    herid: str | None = None
-
-
-class ActorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: str
-    organization: OrganizationIn = OrganizationIn()
-    hpr: str | None = None
-    name: str | None = None
-
-
-def _hash(key: str) -> str:
+def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class KeyResolver:
-    """Resolves Bearer API keys to actors (a small in-process cache; revocation clears it)."""
+@dataclass(frozen=True, slots=True)
+class _Looked:
+    """What one look-up of a key found."""
 
-    def __init__(self, engine: Callable[[], Engine]) -> None:
+    at: float
+    """``time.monotonic()`` of the look-up."""
+    actor: Actor | None
+    """None: no such key."""
+    revoked: bool = False
+    expires: int | None = None
+    """µs since the epoch."""
+
+
+def _refused(message: str) -> Exception:
+    return error(
+        401,
+        "login",
+        message,
+        headers={"WWW-Authenticate": 'Bearer realm="dho-interop", error="invalid_token"'},
+    )
+
+
+class KeyResolver:
+    """Resolves Bearer API keys to actors, with a short-lived, bounded in-process cache."""
+
+    def __init__(self, engine: Callable[[], Engine], settings: Callable[[], Settings]) -> None:
         self._engine = engine
-        self._cache: dict[str, Actor | None] = {}
+        self._settings = settings
+        self._cache: OrderedDict[str, _Looked] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def cached(self) -> int:
+        """How many keys the cache holds now."""
+        return len(self._cache)
 
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
 
-    def resolve(self, token: str) -> Actor | None:
-        h = _hash(token)
+    def resolve(self, credentials: Credentials) -> Actor | None:
+        if credentials.scheme != "bearer" or credentials.token.count(".") == 2:
+            return None  # API keys have no dots; a JWT is for the HelseID resolver
+        settings = self._settings()
+        h = key_hash(credentials.token)
+        now = time.monotonic()
         with self._lock:
-            if h in self._cache:
-                return self._cache[h]
+            looked = self._cache.get(h)
+        if looked is None or now - looked.at >= settings.key_cache_seconds:
+            looked = self._look_up(h, now)
+            with self._lock:
+                self._cache[h] = looked
+                self._cache.move_to_end(h)
+                while len(self._cache) > max(settings.key_cache_max_entries, 1):
+                    self._cache.popitem(last=False)
+        if looked.actor is None:
+            return None
+        if looked.revoked:
+            raise _refused("this API key has been revoked")
+        if looked.expires is not None and looked.expires <= to_micros(now_utc()):
+            raise _refused(
+                f"this API key expired at {format_instant(from_micros(looked.expires))}; "
+                "ask the operator for a new key"
+            )
+        return looked.actor
+
+    def _look_up(self, h: str, now: float) -> _Looked:
         with self._engine().connect() as conn:
             row = conn.execute(select(actor_table).where(actor_table.c.key_hash == h)).first()
-        actor = None
-        if row is not None and not row.revoked:
-            actor = Actor(
-                id=row.id,
-                role=row.role,
-                orgnr=row.orgnr,
-                herid=row.herid,
-                hpr=row.hpr,
-                name=row.name,
-            )
-        with self._lock:
-            self._cache[h] = actor
-        return actor
+        if row is None:
+            return _Looked(now, None)
+        actor = Actor(
+            id=row.id,
+            role=row.role,
+            orgnr=row.orgnr,
+            herid=row.herid,
+            hpr=row.hpr,
+            name=row.name,
+        )
+        return _Looked(now, actor, bool(row.revoked), row.expires)
 
 
-def _resolver(request: Request) -> KeyResolver:
-    for r in request.app.state.actor_resolvers:
-        if isinstance(r, KeyResolver):
-            return r
-    raise RuntimeError("no KeyResolver registered")
+# ---- the actor table ---------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
-async def create_actor(request: Request, admin: Actor = Depends(require_admin)) -> Response:
-    import orjson
-
-    try:
-        body = ActorIn.model_validate(orjson.loads(await request.body()))
-    except (ValidationError, orjson.JSONDecodeError) as exc:
-        raise FhirError(422, [Issue("error", "invalid", f"actor: {exc}")]) from None
-    if body.role not in ROLES:
-        raise error(422, "code-invalid", f"role {body.role!r}: use one of {', '.join(ROLES)}")
-    org = body.organization
-    problems = []
-    if org.orgnr is not None and not validate_orgnr(org.orgnr):
-        problems.append(f"organization.orgnr {org.orgnr!r} fails the mod-11 check")
-    if org.herid is not None and not validate_herid(org.herid):
-        problems.append(f"organization.herid {org.herid!r} is not a HER-id")
-    if body.hpr is not None and not validate_hpr(body.hpr):
-        problems.append(f"hpr {body.hpr!r} is not an HPR number")
-    if body.role == "gp" and not (body.hpr or org.orgnr or org.herid):
-        problems.append("a gp actor needs an HPR number or its practice's org.nr/HER-id")
-    if problems:
-        raise FhirError(422, [Issue("error", "value", p) for p in problems])
+def create_key_actor(
+    store: FhirStore,
+    by: Actor,
+    *,
+    role: str,
+    orgnr: str | None = None,
+    herid: str | None = None,
+    hpr: str | None = None,
+    name: str | None = None,
+    expires: datetime | None = None,
+) -> tuple[str, str]:
+    """A new actor with a new API key: ``(id, key)``, made by ``by``. Only the key's hash is
+    stored; the actor and its audit event commit together."""
     key = secrets.token_urlsafe(32)
     actor_id = new_id()
-    store = request.app.state.services.store
-    described = f"API actor {actor_id}: role {body.role}" + "".join(
+    described = f"API actor {actor_id}: role {role}" + "".join(
         f", {label} {value}"
-        for label, value in (("HPR", body.hpr), ("org.nr", org.orgnr), ("HER-id", org.herid))
+        for label, value in (("HPR", hpr), ("org.nr", orgnr), ("HER-id", herid))
         if value
     )
-    with store.write(AUDIT_WRITE) as tx:  # the actor and its audit event commit together
-        audit_log(store).append(tx, build_event(admin, "create", described))
+    with store.write(AUDIT_WRITE) as tx:
+        audit_log(store).append(tx, build_event(by, "create", described))
         tx.conn.execute(
             actor_table.insert().values(
                 id=actor_id,
-                key_hash=_hash(key),
-                role=body.role,
-                orgnr=org.orgnr,
-                herid=org.herid,
-                hpr=body.hpr,
-                name=body.name,
+                key_hash=key_hash(key),
+                role=role,
+                orgnr=orgnr,
+                herid=herid,
+                hpr=hpr,
+                name=name,
                 created=to_micros(now_utc()),
                 revoked=False,
+                expires=to_micros(expires) if expires is not None else None,
             )
         )
-    return json_response({"id": actor_id, "key": key, "role": body.role}, 201)
+    return actor_id, key
 
 
-@router.get("")
-def list_actors(request: Request, admin: Actor = Depends(require_admin)) -> Response:
-    with request.app.state.services.engine.connect() as conn:
+def list_key_actors(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
         rows = conn.execute(select(actor_table).order_by(actor_table.c.created)).all()
-    out: list[dict[str, Any]] = [
+    return [
         {
             "id": r.id,
             "role": r.role,
             "organization": {"orgnr": r.orgnr, "herid": r.herid},
             "hpr": r.hpr,
             "revoked": r.revoked,
+            "expires": format_instant(from_micros(r.expires)) if r.expires is not None else None,
         }
         for r in rows
     ]
-    return json_response(out)
 
 
-@router.delete("/{actor_id}")
-def revoke_actor(
-    actor_id: str, request: Request, admin: Actor = Depends(require_admin)
-) -> Response:
-    store = request.app.state.services.store
-    with store.write(AUDIT_WRITE) as tx:  # the revocation and its audit event commit together
+def revoke_key_actor(store: FhirStore, by: Actor, actor_id: str) -> bool:
+    """Revoke an actor's key (audited in the same transaction); False when there is no such
+    actor."""
+    with store.write(AUDIT_WRITE) as tx:
         result = tx.conn.execute(
             update(actor_table).where(actor_table.c.id == actor_id).values(revoked=True)
         )
         if not result.rowcount:
-            raise error(404, "not-found", f"actor {actor_id} is not known")
-        audit_log(store).append(
-            tx, build_event(admin, "delete", f"API actor {actor_id}: key revoked")
-        )
-    _resolver(request).clear()
-    return json_response({"id": actor_id, "revoked": True})
-
-
-class JwtResolver:
-    """Signed JWTs (HS256 with ``INTEROP_JWT_SECRET``) carrying the actor's claims: ``sub``,
-    ``role``, ``orgnr``, ``herid``, ``hpr``, ``purpose_of_use``, and ``exp``."""
-
-    def __init__(self, secret: Callable[[], str | None]) -> None:
-        self._secret = secret
-
-    def resolve(self, token: str) -> Actor | None:
-        secret = self._secret()
-        if not secret or token.count(".") != 2:
-            return None
-        import jwt
-
-        try:
-            claims = jwt.decode(
-                token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "role"]}
-            )
-        except jwt.ExpiredSignatureError:
-            raise error(401, "login", "the token has expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise error(401, "login", f"the token is not valid: {exc}") from None
-        role = str(claims["role"])
-        if role not in ROLES:
-            raise error(401, "login", f"the token's role {role!r} is not known")
-        return Actor(
-            id=str(claims["sub"]),
-            role=role,
-            orgnr=claims.get("orgnr"),
-            herid=claims.get("herid"),
-            hpr=claims.get("hpr"),
-            purpose=claims.get("purpose_of_use"),
-            name=claims.get("name"),
-        )
+            return False
+        audit_log(store).append(tx, build_event(by, "delete", f"API actor {actor_id}: key revoked"))
+    return True

@@ -9,9 +9,19 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from interop import __version__, observability
-from interop.access.actors import JwtResolver, KeyResolver
-from interop.access.actors import router as actors_router
-from interop.api import audit, fhir, indicators, ingest, messages, observation_ops, plans, views
+from interop.access.actors import KeyResolver
+from interop.access.helseid import HelseIdResolver
+from interop.api import (
+    actors,
+    audit,
+    fhir,
+    indicators,
+    ingest,
+    messages,
+    observation_ops,
+    plans,
+    views,
+)
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -26,6 +36,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not hasattr(app.state, "services"):
             app.state.services = build_services(settings)
+        for resolver in app.state.actor_resolvers:
+            if hasattr(resolver, "check"):
+                resolver.check()  # a wrong HelseID client map stops the start, with its reason
         mllp = None
         stop = None
         if settings.mllp_port:
@@ -56,8 +69,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is not None:
         app.state.services = services
     app.state.actor_resolvers = [
-        JwtResolver(lambda: app.state.services.settings.jwt_secret),
-        KeyResolver(lambda: app.state.services.engine),
+        HelseIdResolver(lambda: app.state.services),
+        KeyResolver(lambda: app.state.services.engine, lambda: app.state.services.settings),
     ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
@@ -66,7 +79,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
     app.include_router(plans.router)
-    app.include_router(actors_router)
+    app.include_router(actors.router)
     app.include_router(audit.router)
     app.include_router(views.router)
     app.include_router(views.router_fhir)

@@ -1,14 +1,20 @@
-"""Who is calling: ``Authorization: Bearer <key>`` → an :class:`Actor`.
+"""Who is calling: the ``Authorization`` header → an :class:`Actor`.
 
-The admin key (setting ``INTEROP_ADMIN_KEY``) may do everything. Other actors (GP, hospital,
-municipal EPJ, follow-up centre, vendor) are resolved by :class:`ActorResolver`
-implementations registered on the app; the per-patient policy hooks in through
-:func:`require_actor`'s result.
+* ``Authorization: Bearer <key>``: the admin key (setting ``INTEROP_ADMIN_KEY``) or an API key
+  (vendors, operators; :class:`interop.access.actors.KeyResolver`);
+* ``Authorization: Bearer <HelseID access token>`` for tokens that are not DPoP-bound, and
+  ``Authorization: DPoP <HelseID access token>`` with a ``DPoP`` proof header for DPoP-bound ones
+  (:class:`interop.access.helseid.HelseIdResolver`).
+
+The resolvers registered on the app (``app.state.actor_resolvers``) are asked in turn; the
+per-patient policy hooks in through :func:`require_actor`'s result.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import Request
@@ -16,43 +22,114 @@ from fastapi import Request
 from interop.access.actor import ADMIN, ROLES, Actor
 from interop.fhir.outcome import error
 
-__all__ = ["ADMIN", "ROLES", "Actor", "ActorResolver", "require_actor", "require_admin"]
+__all__ = [
+    "ADMIN",
+    "ROLES",
+    "Actor",
+    "ActorResolver",
+    "Credentials",
+    "require_actor",
+    "require_admin",
+]
+
+_SUMMARY_PAGE = re.compile(r"^/api/v1/patients/[^/]+/summary$")
+"""The one page a browser opens from a link, where ``?access_token=`` is accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presents: the scheme (``bearer`` or ``dpop``), the token, and for DPoP the
+    proof headers and the request's method and URL (``htm``/``htu``)."""
+
+    scheme: str
+    token: str
+    method: str = "GET"
+    url: str = ""
+    """The request URL without query and fragment; scheme and host from ``INTEROP_BASE_URL``
+    when it is set (behind a proxy), else from the request."""
+    dpop_proofs: tuple[str, ...] = ()
 
 
 class ActorResolver(Protocol):
-    def resolve(self, token: str) -> Actor | None: ...
+    def resolve(self, credentials: Credentials) -> Actor | None:
+        """The actor, None when the credentials are not of this resolver's kind, or a 401/403
+        :class:`~interop.fhir.outcome.FhirError` when they are but are refused."""
+        ...
 
 
-def bearer_token(request: Request) -> str:
+def _challenge(request: Request, error_code: str | None = None) -> str:
+    suffix = f', error="{error_code}"' if error_code else ""
+    challenges = [f'Bearer realm="dho-interop"{suffix}']
+    for resolver in getattr(request.app.state, "actor_resolvers", []):
+        extra = getattr(resolver, "challenge", None)
+        if extra is not None and (c := extra()):
+            challenges.append(c)
+    return ", ".join(challenges)
+
+
+def _query_token_allowed(request: Request) -> bool:
+    """``?access_token=`` (RFC 6750 §2.3) only where a browser follows a link: the HTML summary
+    page. Anywhere else a token in the URL would end up in logs and browser history."""
+    return (
+        request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and _SUMMARY_PAGE.match(request.url.path) is not None
+    )
+
+
+def _request_url(request: Request) -> str:
+    base = request.app.state.services.settings.base_url
+    if base:
+        return base.rstrip("/") + request.url.path
+    url = request.url
+    return f"{url.scheme}://{url.netloc}{url.path}"
+
+
+def credentials(request: Request) -> Credentials:
     header = request.headers.get("authorization", "")
-    if not header and request.method == "GET" and request.query_params.get("access_token"):
-        # RFC 6750 §2.3: lets a browser open a link to a summary page; prefer the header
-        return request.query_params["access_token"].strip()
+    if not header:
+        query_token = request.query_params.get("access_token")
+        if query_token and _query_token_allowed(request):
+            return Credentials("bearer", query_token.strip(), request.method)
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme = scheme.lower()
+    token = token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
         raise error(
             401,
             "login",
-            "authentication required: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": 'Bearer realm="dho-interop"'},
+            "authentication required: send 'Authorization: Bearer <key>' "
+            "(or 'Authorization: DPoP <HelseID token>' with a DPoP proof)",
+            headers={"WWW-Authenticate": _challenge(request)},
         )
-    return token.strip()
+    if scheme == "bearer":
+        return Credentials("bearer", token, request.method)
+    proofs = tuple(v for k, v in request.headers.raw if k == b"dpop")
+    return Credentials(
+        "dpop",
+        token,
+        request.method,
+        _request_url(request),
+        tuple(p.decode("latin-1") for p in proofs),
+    )
 
 
 async def require_actor(request: Request) -> Actor:
-    token = bearer_token(request)
+    creds = credentials(request)
     settings = request.app.state.services.settings
-    if hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+    if creds.scheme == "bearer" and hmac.compare_digest(
+        creds.token.encode(), settings.admin_key.encode()
+    ):
         return ADMIN
     for resolver in getattr(request.app.state, "actor_resolvers", []):
-        actor = resolver.resolve(token)
+        actor = resolver.resolve(creds)
         if actor is not None:
             return actor
     raise error(
         401,
         "login",
         "the bearer token is not known",
-        headers={"WWW-Authenticate": 'Bearer realm="dho-interop", error="invalid_token"'},
+        headers={"WWW-Authenticate": _challenge(request, "invalid_token")},
     )
 
 

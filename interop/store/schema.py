@@ -401,9 +401,26 @@ class ActorRow(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=200)
     created: int = Field(sa_column=Column(BigInteger, nullable=False))
     revoked: bool = False
+    expires: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """When the key stops working (µs since the epoch, UTC); None = until revoked."""
 
 
 actor_table = ActorRow.__table__  # type: ignore[attr-defined]
+
+
+class DpopJtiRow(SQLModel, table=True):
+    """DPoP proof ids (``jti``) already used, kept while a proof with that id could still be
+    accepted, so that a replayed proof is refused by every API process (RFC 9449 §11.1)."""
+
+    __tablename__ = "dpop_jti"
+
+    key: str = Field(primary_key=True, max_length=64)
+    """SHA-256 (hex) of the proof key's thumbprint and the ``jti``."""
+    expires: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    """Epoch seconds after which the proof is too old anyway and the row can be pruned."""
+
+
+dpop_jti_table = DpopJtiRow.__table__  # type: ignore[attr-defined]
 
 
 class AuditChainRow(SQLModel, table=True):

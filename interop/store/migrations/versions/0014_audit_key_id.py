@@ -6,7 +6,7 @@ keep their plain SHA-256 hashes (``key_id`` empty); the first keyed link covers 
 them, so they stay anchored.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 03:30:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
