@@ -11,15 +11,19 @@ audited.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import select
+import yaml
+from sqlalchemy import Connection, select
 
-from interop.access import audit
 from interop.access.actor import Actor
+from interop.access.audit import audit_log, build_event, is_bootstrap
 from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
@@ -43,11 +47,35 @@ EVERYONE = PatientScope(None, {}, None)
 
 
 class Action(StrEnum):
+    """What an actor asks to do with a patient's data (``mappings/access/actions.yaml``)."""
+
     READ = "read"
-    SEARCH = "search"
-    WRITE = "write"
     PLAN = "plan"
-    """Write the patient's self-management plan."""
+    """Make a new version of the patient's self-management plan."""
+    WRITE = "write"
+    """Ingest measurements for the patient."""
+
+
+NOT_YOURS = "this person is not one of your patients"
+"""The one answer to a refused patient in a path, whatever the reason, so that it never tells
+whether a fødselsnummer belongs to a patient of the service."""
+
+
+@lru_cache(maxsize=1)
+def _actions() -> dict[str, frozenset[str]]:
+    data = yaml.safe_load(
+        files("mappings").joinpath("access", "actions.yaml").read_text(encoding="utf-8")
+    )
+    table = {name: frozenset(roles) for name, roles in (data.get("actions") or {}).items()}
+    missing = {a.value for a in Action} - set(table)
+    if missing:
+        raise ValueError(f"mappings/access/actions.yaml: no roles for {sorted(missing)}")
+    return table
+
+
+def allowed_roles(action: Action) -> frozenset[str]:
+    """The roles (besides admin) that may do ``action``."""
+    return _actions()[action.value]
 
 
 def _observation_codes(resource: dict[str, Any]) -> set[str]:
@@ -72,12 +100,15 @@ class AccessPolicy:
         self.gp_practice_wide = settings.gp_access == "practice"
 
     # ---- who -----------------------------------------------------------------------------
-    def scope(self, actor: Actor) -> PatientScope:
-        """The actor's patients, Consent refusals and codes (a few queries, once a request)."""
+    def scope(self, actor: Actor, conn: Connection | None = None) -> PatientScope:
+        """The actor's patients, Consent refusals and codes (a few queries, once a request);
+        ``conn``: read inside that transaction."""
         if actor.is_admin:
             return EVERYONE
-        with self.store.reader() as conn:
+        if conn is not None:
             return patient_scope(conn, actor, gp_practice_wide=self.gp_practice_wide)
+        with self.store.reader() as reader:
+            return patient_scope(reader, actor, gp_practice_wide=self.gp_practice_wide)
 
     def _refusal(self, actor: Actor, resource: dict[str, Any], scope: PatientScope) -> str | None:
         """None when the actor may see the resource, else the reason."""
@@ -111,56 +142,68 @@ class AccessPolicy:
         return None
 
     # ---- reads ---------------------------------------------------------------------------
+    def require_role(self, actor: Actor, action: Action) -> None:
+        """Refuse (403) a role that may not do ``action`` for any patient
+        (``mappings/access/actions.yaml``); asked before the patient is looked up."""
+        if actor.is_admin:
+            return
+        if actor.role not in allowed_roles(action):
+            raise error(403, "forbidden", f"role {actor.role!r} may not {action.value} here")
+
     def require_patient(
         self, actor: Actor, patient_id: str, action: Action, what: str | None = None
     ) -> PatientScope:
-        """Refuse (403, audited) unless the actor may do ``action`` on the patient's data."""
+        """Refuse (403, audited) unless the actor may do ``action`` on the patient's data. The
+        answer is the same whether the person is unknown, another's patient or refuses this
+        actor by Consent (:data:`NOT_YOURS`); the audit event keeps the reason."""
+        self.require_role(actor, action)
         scope = self.scope(actor)
         if actor.is_admin:
             return scope
         why = scope.refusal(patient_id)
         if why == "not-related":
             why = f"Patient/{patient_id} is not a patient of {actor.role} {_who(actor)}"
-        if why is None and actor.role == "vendor" and action is not Action.WRITE:
-            why = "a vendor writes measurements and reads nothing"
-        if why is None and action is Action.PLAN and actor.role not in ("gp", "followup"):
-            why = f"role {actor.role!r} may not change self-management plans"
-        if why is None and action is Action.WRITE and actor.role not in ("vendor", "followup"):
-            why = f"role {actor.role!r} may not write measurements"
-        if action in (Action.READ, Action.SEARCH) or why:
-            self._audit(
-                actor,
-                "read" if action is Action.READ else action.value,
-                what or f"Patient/{patient_id}",
-                [patient_id],
-                why,
-            )
-        if why:
-            raise error(403, "forbidden", why)
+        event = None
+        if action is Action.READ or why:
+            verb = "read" if action is Action.READ else "update"
+            event = self._event(actor, verb, what or f"Patient/{patient_id}", [patient_id], why)
+        self._settle(Decision(event, why, NOT_YOURS if why else None), None)
         return scope
 
-    def check_read(self, actor: Actor, stored: StoredResource) -> None:
-        if actor.is_admin and actor.source == "bootstrap":
-            return
+    def _decide_read(self, actor: Actor, stored: StoredResource) -> Decision:
+        if is_bootstrap(actor):
+            return Decision(None, None)
         resource = stored.json()
-        scope = self.scope(actor)
-        why = self._refusal(actor, resource, scope)
+        why = self._refusal(actor, resource, self.scope(actor))
         patient = stored.res_id if stored.res_type == "Patient" else _patient_of(resource)
-        self._audit(actor, "read", stored.reference, [patient] if patient else [], why)
-        if why:
-            raise error(403, "forbidden", why)
+        return Decision(
+            self._event(actor, "read", stored.reference, [patient] if patient else [], why), why
+        )
+
+    def check_read(self, actor: Actor, stored: StoredResource, tx: WriteTx | None = None) -> None:
+        """Refuse (403) a read the actor may not make; audit it (in ``tx`` when given)."""
+        self._settle(self._decide_read(actor, stored), tx)
+
+    async def check_read_async(self, actor: Actor, stored: StoredResource) -> None:
+        """:meth:`check_read` for the event loop: the audit event is group-committed."""
+        await self._settle_async(self._decide_read(actor, stored))
 
     def filter_search(
-        self, actor: Actor, res_type: str, params: list[tuple[str, str]]
+        self,
+        actor: Actor,
+        res_type: str,
+        params: list[tuple[str, str]],
+        tx: WriteTx | None = None,
     ) -> list[tuple[str, str]]:
         """The search restricted to what the actor may see, so totals and paging count only
-        that (the patients it may reach, and its view's codes)."""
+        that (the patients it may reach, and its view's codes). A refused search is audited."""
         if actor.is_admin:
             return params
         try:
             return self._restrict(actor, res_type, params, self.scope(actor))
         except FhirError as exc:
-            self._audit(actor, "search", f"{res_type}?{urlencode(params)}", [], exc.message)
+            what = f"{res_type}?{urlencode(params)}"
+            self._settle(Decision(self._event(actor, "search", what, [], exc.message), None), tx)
             raise
 
     def _restrict(
@@ -196,14 +239,39 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
+        tx: WriteTx | None = None,
     ) -> SearchResult:
         """Check every returned resource once more, and audit the search naming every patient
-        whose data it returned."""
+        whose data it returned (in ``tx`` when given)."""
+        result, decision = self._decide_result(actor, res_type, result, params)
+        self._settle(decision, tx)
+        return result
+
+    async def filter_result_async(
+        self,
+        actor: Actor,
+        res_type: str,
+        result: SearchResult,
+        params: list[tuple[str, str]] | None = None,
+    ) -> SearchResult:
+        """:meth:`filter_result` for the event loop: the audit event is group-committed."""
+        result, decision = self._decide_result(actor, res_type, result, params)
+        await self._settle_async(decision)
+        return result
+
+    def _decide_result(
+        self,
+        actor: Actor,
+        res_type: str,
+        result: SearchResult,
+        params: list[tuple[str, str]] | None,
+    ) -> tuple[SearchResult, Decision]:
         what = f"{res_type}?{urlencode(params or [])}"
         if actor.is_admin:
-            if actor.source != "bootstrap":
-                self._audit(actor, "search", what, self._patients_in(result), None)
-            return result
+            if is_bootstrap(actor):
+                return result, Decision(None, None)
+            event = self._event(actor, "search", what, self._patients_in(result), None)
+            return result, Decision(event, None)
         scope = self.scope(actor)
         rows = [
             (rid, c)
@@ -219,8 +287,9 @@ class AccessPolicy:
             result.total = None
         result.rows = rows
         result.included = included
-        self._audit(actor, "search", what, self._patients_in(result), None)
-        return result
+        return result, Decision(
+            self._event(actor, "search", what, self._patients_in(result), None), None
+        )
 
     @staticmethod
     def _patients_in(result: SearchResult) -> list[str]:
@@ -259,7 +328,7 @@ class AccessPolicy:
             raise error(403, "forbidden", f"a vendor writes measurements, not {rtype}")
         scope = tx.context.get("access_scope")
         if not isinstance(scope, PatientScope):
-            scope = tx.context["access_scope"] = self.scope(actor)
+            scope = tx.context["access_scope"] = self.scope(actor, tx.conn)
         pid = _patient_of(resource)
         if pid is None:
             if not client_door:
@@ -337,20 +406,41 @@ class AccessPolicy:
         return bool(by_actor)
 
     # ---- audit ---------------------------------------------------------------------------
-    def _audit(
-        self,
+    @staticmethod
+    def _event(
         actor: Actor,
         action: str,
         what: str,
         patients: Iterable[str],
         refusal: str | None,
-    ) -> None:
-        audit.record(
-            self.store,
-            actor,
-            action,
-            what,
-            list(patients),
-            "4" if refusal else "0",
-            refusal,
+    ) -> dict[str, Any]:
+        return build_event(
+            actor, action, what, list(patients), "4" if refusal else "0", detail=refusal
         )
+
+    def _settle(self, decision: Decision, tx: WriteTx | None) -> None:
+        """Audit the decision (in ``tx``, or in a transaction of its own), then refuse it."""
+        if decision.event is not None:
+            log = audit_log(self.store)
+            if tx is not None:
+                log.append(tx, decision.event)
+            else:
+                log.record_now(decision.event)
+        if decision.refusal:
+            raise error(403, "forbidden", decision.shown or decision.refusal)
+
+    async def _settle_async(self, decision: Decision) -> None:
+        if decision.event is not None:
+            await audit_log(self.store).record(decision.event)
+        if decision.refusal:
+            raise error(403, "forbidden", decision.refusal)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An access decision: the audit event that records it, and why it was refused."""
+
+    event: dict[str, Any] | None
+    refusal: str | None
+    shown: str | None = None
+    """What the caller is told, when it must be less than the reason (which is audited)."""

@@ -62,7 +62,7 @@ class FhirReadFastPath:
             actor = await require_actor(request)
             services = request.app.state.services
             stored = await services.store.read_async(rtype, rid)
-            services.policy.check_read(actor, stored)
+            await services.policy.check_read_async(actor, stored)
         except FhirError as exc:
             await error_response(exc)(scope, receive, send)
             return

@@ -172,7 +172,7 @@ async def _search(
     svc = services(request)
     restricted = svc.policy.filter_search(actor, rtype, params)
     result = svc.search.search(SearchRequest(rtype, restricted, strict=_strict(request)))
-    result = svc.policy.filter_result(actor, rtype, result, params)
+    result = await svc.policy.filter_result_async(actor, rtype, result, params)
     return fhir_response(bundle_bytes(request, rtype, result, restricted))
 
 
@@ -238,7 +238,7 @@ async def read(request: Request) -> Response:
     _check_type(rtype)
     svc = services(request)
     stored = await svc.store.read_async(rtype, rid)
-    svc.policy.check_read(actor, stored)
+    await svc.policy.check_read_async(actor, stored)
     inm = request.headers.get("if-none-match")
     if inm and inm.strip() == stored.etag:
         return Response(status_code=304, headers=_resource_headers(stored))
@@ -294,7 +294,7 @@ async def history(
     if existing is None:
         raise error(404, "not-found", f"{rtype}/{rid} is not known")
     if not existing.deleted:
-        svc.policy.check_read(actor, existing)
+        await svc.policy.check_read_async(actor, existing)
     elif not actor.is_admin:
         raise error(403, "forbidden", "the history of a deleted resource is for admins")
     try:
@@ -306,7 +306,7 @@ async def history(
     versions = svc.store.history(rtype, rid, count=max(1, min(count, 1000)), since=since)
     for stored, _method in versions:
         if not stored.deleted and stored.version != existing.version:
-            svc.policy.check_read(actor, stored)  # every version shown, as its own read
+            await svc.policy.check_read_async(actor, stored)  # every version shown is a read
     base = fhir_base(request)
     parts = []
     for stored, method in versions:
@@ -336,7 +336,7 @@ async def vread(
         raise error(400, "invalid", f"version id {vid!r} is not a number") from None
     svc = services(request)
     stored = svc.store.vread(rtype, rid, version)
-    svc.policy.check_read(actor, stored)
+    await svc.policy.check_read_async(actor, stored)
     return fhir_response(
         stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}
     )

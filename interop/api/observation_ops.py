@@ -59,7 +59,9 @@ async def observation_lastn(request: Request, actor: Actor = Depends(require_act
     asked = await _params(request)
     params = policy.filter_search(actor, "Observation", asked)
     rows = lastn(services(request).store, _grouped(params))
-    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)), asked)
+    result = await policy.filter_result_async(
+        actor, "Observation", SearchResult(rows, total=len(rows)), asked
+    )
     return fhir_response(bundle_bytes(request, "Observation", result, params, "Observation/$lastn"))
 
 
@@ -70,5 +72,7 @@ async def observation_stats(request: Request, actor: Actor = Depends(require_act
     params = policy.filter_search(actor, "Observation", asked)
     observations = stats(services(request).store, _grouped(params))
     rows = [(o["id"], orjson.dumps(o)) for o in observations]
-    result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)), asked)
+    result = await policy.filter_result_async(
+        actor, "Observation", SearchResult(rows, total=len(rows)), asked
+    )
     return fhir_response(bundle_bytes(request, "Observation", result, params, "Observation/$stats"))

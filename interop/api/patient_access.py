@@ -4,13 +4,13 @@ that actor do this to that patient's data — decided before the endpoint runs."
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 
 from interop.access.actor import Actor
-from interop.access.policy import Action
+from interop.access.policy import NOT_YOURS, Action
 from interop.access.scope import PatientScope
 from interop.api.auth import require_actor
 from interop.fhir.outcome import error
@@ -29,15 +29,17 @@ class PatientAccess:
     scope: PatientScope
 
 
-def patient_access(action: Action) -> Callable[..., Awaitable[PatientAccess]]:
+def patient_access(action: Action) -> Callable[..., PatientAccess]:
     """``Depends(patient_access(Action.READ))``: 422 for a malformed number, 404 for an unknown
     patient — for admins only; any other actor gets the same 403 for an unknown person as for
-    another GP's patient, so the answer never tells whether a fødselsnummer is ours."""
+    another GP's patient, so the answer never tells whether a fødselsnummer is ours. (A plain
+    function: FastAPI runs it in a worker thread, where its audit write may wait.)"""
 
-    async def dependency(
+    def dependency(
         national_id: str, request: Request, actor: Actor = Depends(require_actor)
     ) -> PatientAccess:
         svc: Services = request.app.state.services
+        svc.policy.require_role(actor, action)
         system = person_id_system(national_id)
         if system is None:
             raise error(422, "value", f"{national_id!r} is not a valid fødselsnummer or D-nummer")
@@ -46,7 +48,7 @@ def patient_access(action: Action) -> Callable[..., Awaitable[PatientAccess]]:
         if pid is None:
             if actor.is_admin:
                 raise error(404, "not-found", f"no Patient with {system}|{national_id}")
-            raise error(403, "forbidden", "the patient is not one of yours")
+            raise error(403, "forbidden", NOT_YOURS)
         scope = svc.policy.require_patient(actor, pid, action)
         return PatientAccess(actor, pid, national_id, scope)
 

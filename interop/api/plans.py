@@ -16,7 +16,6 @@ from interop.store.repository import DuplicateIdentifier
 from interop.store.transaction import parse_if_match
 
 router = APIRouter(prefix="/api/v1/patients", tags=["plans"])
-PLAN_READERS = frozenset({"admin", "followup", "gp"})
 
 
 @router.put("/{national_id}/plan")
@@ -52,8 +51,6 @@ async def set_plan(
 def get_plan(
     request: Request, access: PatientAccess = Depends(patient_access(Action.READ))
 ) -> Response:
-    if access.actor.role not in PLAN_READERS:
-        raise error(403, "forbidden", f"role {access.actor.role!r} may not read plans here")
     svc = request.app.state.services
     with svc.store.reader() as conn:
         versions = plan_versions(conn, access.patient_id)

@@ -115,10 +115,14 @@ def _result(stored: StoredResource, status: str, *, body: bool = True) -> EntryR
 class ReadPolicy(Protocol):
     """What the access policy offers the Bundle processor (see ``interop.access.policy``)."""
 
-    def check_read(self, actor: Any, stored: StoredResource) -> None: ...
+    def check_read(self, actor: Any, stored: StoredResource, tx: WriteTx | None = None) -> None: ...
 
     def filter_search(
-        self, actor: Any, res_type: str, params: list[tuple[str, str]]
+        self,
+        actor: Any,
+        res_type: str,
+        params: list[tuple[str, str]],
+        tx: WriteTx | None = None,
     ) -> list[tuple[str, str]]: ...
 
     def filter_result(
@@ -127,6 +131,7 @@ class ReadPolicy(Protocol):
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
+        tx: WriteTx | None = None,
     ) -> SearchResult: ...
 
 
@@ -330,24 +335,30 @@ class BundleProcessor:
             tx.delete(rtype, rid)
             return EntryResult(status="204 No Content")
         # GET inside a transaction: read or search against committed data
-        return self._get(tx.ctx, rtype, rid, query)
+        return self._get(tx.ctx, rtype, rid, query, tx)
 
     def _get(
-        self, ctx: WriteContext, rtype: str, rid: str | None, query: list[tuple[str, str]]
+        self,
+        ctx: WriteContext,
+        rtype: str,
+        rid: str | None,
+        query: list[tuple[str, str]],
+        tx: WriteTx | None = None,
     ) -> EntryResult:
+        """A GET entry, read as the acting actor (audited in ``tx`` when inside one)."""
         actor = ctx.actor
         policy = self.policy if actor is not None else None
         if rid is not None:
             stored = self.store.read(rtype, rid)
             if policy is not None:
-                policy.check_read(actor, stored)
+                policy.check_read(actor, stored, tx)
             return _result(stored, "200 OK")
+        asked = query
         if policy is not None:
-            asked = query
-            query = policy.filter_search(actor, rtype, query)
+            query = policy.filter_search(actor, rtype, query, tx)
         result = self.search.search(SearchRequest(rtype, query))
         if policy is not None:
-            result = policy.filter_result(actor, rtype, result, asked)
+            result = policy.filter_result(actor, rtype, result, asked, tx)
         body: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -372,13 +383,13 @@ class BundleProcessor:
                 if found is None or policy is None:
                     return found
                 visible = policy.filter_result(
-                    actor, rtype, SearchResult([(found.res_id, found.content)]), query
+                    actor, rtype, SearchResult([(found.res_id, found.content)]), query, tx
                 )
                 return found if visible.rows else None
-        params = query if policy is None else policy.filter_search(actor, rtype, query)
+        params = query if policy is None else policy.filter_search(actor, rtype, query, tx)
         result = self.search.search(SearchRequest(rtype, params + [("_count", "2")], strict=True))
         if policy is not None:
-            result = policy.filter_result(actor, rtype, result, query)
+            result = policy.filter_result(actor, rtype, result, query, tx)
         if len(result.rows) > 1:
             raise error(
                 412, "multiple-matches", f"If-None-Exist {criteria!r} matches several {rtype}"

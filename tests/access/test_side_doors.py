@@ -126,21 +126,23 @@ def _ids(r) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_conditional_create_matches_only_what_the_actor_may_read(client) -> None:  # type: ignore[no-untyped-def]
     w = _world(client)
-    # GP1 asks If-None-Exist with the identifier of GP2's patient's Observation
-    r = client.post(
-        "/fhir/Observation",
-        json=_obs(w.a, 80),
-        headers={**w.gp1, "If-None-Exist": "identifier=urn:test:obs|obs-b"},
-    )
-    assert w.ob not in r.text and "72" not in r.text
-    # a criteria matching several patients' Observations reveals nothing about the others
+    # a criteria matching several patients' Observations finds only GP1's own
     r = client.post(
         "/fhir/Observation",
         json=_obs(w.a, 81),
         headers={**w.gp1, "If-None-Exist": "code=http://loinc.org|8867-4"},
     )
-    assert r.status_code == 200, r.text  # matched GP1's own Observation, and only that
+    assert r.status_code == 200, r.text
     assert r.json()["id"] == w.oa
+    # GP1 asks If-None-Exist with the identifier of GP2's patient's Observation: no match
+    # shown or hinted at; GP1's own Observation is created
+    r = client.post(
+        "/fhir/Observation",
+        json=_obs(w.a, 80),
+        headers={**w.gp1, "If-None-Exist": "identifier=urn:test:obs|obs-b"},
+    )
+    assert r.status_code == 201, r.text
+    assert w.ob not in r.text and r.json()["subject"]["reference"] == f"Patient/{w.a}"
 
 
 def test_conditional_create_in_a_bundle_does_not_return_another_patient(client) -> None:  # type: ignore[no-untyped-def]
@@ -267,7 +269,22 @@ def _deny(client, patient: str, actor_ref: str) -> None:  # type: ignore[no-unty
             },
             "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
             "patient": {"reference": f"Patient/{patient}"},
-            "provision": {"type": "deny", "actor": [{"reference": {"reference": actor_ref}}]},
+            "provision": {
+                "type": "deny",
+                "actor": [
+                    {
+                        "role": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                    "code": "PRCP",
+                                }
+                            ]
+                        },
+                        "reference": {"reference": actor_ref},
+                    }
+                ],
+            },
         },
     )
 
