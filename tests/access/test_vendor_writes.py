@@ -297,3 +297,130 @@ def test_refusals_name_no_stored_ids() -> None:
 
     d = VendorWriter(VENDOR_A).not_linked(PatientRef(FNR_OID, FNR_B), "entry[0]")
     assert d.code == "not-linked" and not re.search(r"Patient/", d.message)
+
+
+# ---- HL7 v2 over MLLP ----------------------------------------------------------------------
+# The conformance message's sender: MSH-3 "AcmeInc^…", MSH-4 empty; PID-3 789567 under the
+# assigning authority "Imaginary Hospital".
+
+
+def _senders(services: Any, tmp_path: Any, entry: str) -> None:
+    path = tmp_path / "mllp-senders.yaml"
+    path.write_text(f"senders:\n  - {entry}\n")
+    services.settings.mllp_senders = path
+
+
+ACME_AS_A = (
+    "{application: AcmeInc, facility: '', peers: [127.0.0.1], role: vendor, orgnr: '"
+    + VENDOR_A
+    + "'}"
+)
+
+
+def _hl7(n: int, pid3: bytes | None = None) -> bytes:
+    msg = HL7_BP.replace(b"MSGID1234", f"MLLP-{n}".encode())
+    if pid3 is not None:
+        msg = msg.replace(b"789567^^^Imaginary Hospital^PI ", pid3)
+    return msg
+
+
+def _inbox(services: Any) -> dict[str, Any]:
+    from interop.store.schema import inbound_message_table as t
+
+    with services.engine.connect() as conn:
+        return {r.message_id: r for r in conn.execute(select(t)).all()}
+
+
+def _msa(ack: bytes) -> str:
+    from adapters.hl7v2_segments import parse
+
+    return parse(ack)[1].text(1)
+
+
+def test_an_mllp_vendor_writes_only_for_its_linked_patients(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from interop.inbox import InboxProcessor
+    from tests.test_mllp_listener import _listener, _send
+
+    w = _world(client)
+    _senders(services, tmp_path, ACME_AS_A)
+    with _listener(services) as port:
+        acks = [
+            _send(port, _hl7(1, f"{FNR_B}^^^^FNR".encode())),
+            _send(port, _hl7(2, f"{FNR_UNKNOWN}^^^^FNR".encode())),
+            _send(port, _hl7(3, f"{FNR_A}^^^^FNR".encode())),
+            _send(port, _hl7(4)),  # a PID-3 authority that is not the vendor's
+        ]
+    assert [_msa(a) for a in acks] == ["AA"] * 4  # stored; judged item by item later
+    assert InboxProcessor(services, batch=False).process_pending() == 4
+    rows = _inbox(services)
+    reports = {k: orjson.loads(r.report) for k, r in rows.items()}
+    assert [reports[f"MLLP-{n}"]["created"] for n in (1, 2, 3, 4)] == [0, 0, 1, 0]
+    assert all(reports[f"MLLP-{n}"]["source"] == VENDOR_A for n in (1, 2, 3, 4))
+    for n in (1, 2, 4):
+        assert _codes(reports[f"MLLP-{n}"]).count("not-linked") == 1
+    known = orjson.dumps(reports["MLLP-1"]["diagnostics"]).replace(FNR_B.encode(), b"x")
+    unknown = orjson.dumps(reports["MLLP-2"]["diagnostics"]).replace(FNR_UNKNOWN.encode(), b"x")
+    assert known == unknown
+    assert _count(client, w["a"]) == 1 and _count(client, w["b"]) == 0
+    assert _quarantined(services) == 0
+
+
+def test_an_mllp_vendors_own_patient_id_scope(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PID-3 ids under an assigning authority count as the vendor's own user ids only when the
+    deployer lists that authority for the sender."""
+    from interop.inbox import InboxProcessor
+    from tests.test_mllp_listener import _listener, _send
+
+    w = _world(client)
+    # the authority's user 789567 is patient B (not linked to vendor A in A's own namespace)
+    _link(client, "Imaginary Hospital", "789567", FNR_B)
+    _senders(services, tmp_path, ACME_AS_A)
+    with _listener(services) as port:
+        assert _msa(_send(port, _hl7(1))) == "AA"
+    InboxProcessor(services).process_pending()
+    assert _count(client, w["b"]) == 0
+    scoped = ACME_AS_A.replace("}", ", patientIdScopes: [Imaginary Hospital]}")
+    _senders(services, tmp_path, scoped)
+    with _listener(services) as port:
+        assert _msa(_send(port, _hl7(2).replace(b"|120|", b"|121|"))) == "AA"
+    InboxProcessor(services).process_pending()
+    assert _count(client, w["b"]) == 1
+
+
+def test_mllp_senders_not_listed_or_from_elsewhere_are_refused(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from interop.inbox import InboxProcessor
+    from tests.test_mllp_listener import _listener, _send
+
+    _world(client)
+    _senders(services, tmp_path, ACME_AS_A.replace("AcmeInc", "SomebodyElse"))
+    with _listener(services) as port:
+        ack = _send(port, _hl7(1, f"{FNR_A}^^^^FNR".encode()))
+    assert _msa(ack) == "AR" and b"AcmeInc" in ack
+    _senders(services, tmp_path, ACME_AS_A.replace("127.0.0.1", "10.20.30.0/24"))
+    with _listener(services) as port:
+        ack = _send(port, _hl7(2, f"{FNR_A}^^^^FNR".encode()))
+    assert _msa(ack) == "AR" and b"127.0.0.1" in ack
+    assert _inbox(services) == {}
+    # listed when it was taken, no longer listed when it is processed: not run
+    _senders(services, tmp_path, ACME_AS_A)
+    with _listener(services) as port:
+        assert _msa(_send(port, _hl7(3, f"{FNR_A}^^^^FNR".encode()))) == "AA"
+    _senders(services, tmp_path, ACME_AS_A.replace("AcmeInc", "SomebodyElse"))
+    InboxProcessor(services).process_pending()
+    [row] = _inbox(services).values()
+    assert row.status == "failed" and "AcmeInc" in row.error
+    assert _count(client, _world_patient(client, FNR_A)) == 0
+
+
+def test_a_broken_senders_file_takes_nothing(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_mllp_listener import _listener, _send
+
+    _senders(services, tmp_path, "{application: AcmeInc, role: vendor}")  # no peers, no orgnr
+    with _listener(services) as port:
+        assert _msa(_send(port, _hl7(1))) == "AE"
+    assert _inbox(services) == {}
+
+
+def _world_patient(client: Any, fnr: str) -> str:
+    found = _ok(client.get("/fhir/Patient", params={"identifier": f"{FNR_OID}|{fnr}"}))
+    return str(found["entry"][0]["resource"]["id"])
