@@ -146,6 +146,9 @@ class KithInbox:
         when it came through EDI 2.0; its AppRec is then posted there. Raises
         :class:`SenderNotCaller` (nothing stored, nothing answered) for a caller's message
         from another sender."""
+        if not isinstance(channel, TrustedChannel | CallerChannel):
+            # never a default: a caller that does not say how far the sender is trusted is a bug
+            raise TypeError(f"channel must be a TrustedChannel or CallerChannel, not {channel!r}")
         kith = self.kith()
         from interop.observability import correlation_id
 

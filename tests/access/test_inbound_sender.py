@@ -222,3 +222,12 @@ def test_admins_deliver_any_and_trusted_channels_are_not_checked(
     assert result.outcome == "apprec"
     inbound, _ = _traces(services)
     assert sorted(m.channel for m in inbound) == ["file-drop", "http"]
+
+
+def test_every_caller_names_its_channel(services) -> None:  # type: ignore[no-untyped-def]
+    """A plain channel name is no channel: the inbox never falls back to trusting the sender."""
+    import pytest
+
+    with pytest.raises(TypeError):
+        KithInbox(services).receive(SVAR, channel="http")  # type: ignore[arg-type]
+    assert _traces(services) == ([], [])
