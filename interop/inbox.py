@@ -29,6 +29,13 @@ from sqlalchemy.sql.dml import ReturningInsert
 from adapters.base import IngestMeta
 from interop.fhir.dates import now_utc, to_micros
 from interop.messaging.inbound import KITH_ADAPTER
+from interop.mllp_senders import (
+    MllpSender,
+    MllpSenders,
+    SenderNotListed,
+    SendersFileError,
+    load_senders,
+)
 from interop.observability import correlation_id
 from interop.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
 from interop.services import Services
@@ -251,6 +258,11 @@ class InboxProcessor:
 
     Only rows written by :func:`accept` are processed: KITH messages (adapter ``kith``) are
     stored already processed/failed by the KITH inbox and are excluded by adapter as well.
+
+    Each message is run in the name of its sender as the MLLP senders file lists it (a
+    vendor's limits, or none for the follow-up centre's own engine); a message whose sender
+    is no longer listed fails without being run, and while the file is unreadable nothing is
+    claimed (see :mod:`interop.mllp_senders`).
     """
 
     def __init__(
@@ -356,24 +368,35 @@ class InboxProcessor:
             return None
         return replace(item, lease_until=lease)
 
-    def _meta(self, held: Claimed) -> IngestMeta:
+    def _meta(self, sender: MllpSender) -> IngestMeta:
         return IngestMeta(
-            source=held.sender,
+            source=sender.source,
             default_timezone=self.services.settings.timezone,
             received_at=now_utc(),
         )
 
-    def process(self, item: Claimed) -> bool:
+    @staticmethod
+    def _not_listed(held: Claimed) -> SenderNotListed:
+        return SenderNotListed(
+            f"avsender {held.sender} er ikke (lenger) registrert for MLLP; meldingen er ikke behandlet"
+        )
+
+    def process(self, item: Claimed, senders: MllpSenders | None = None) -> bool:
         """Run one claimed message through the pipeline and record the outcome; False when
         the row was no longer ours (nothing was done or recorded)."""
         held = self._renew(item)
         if held is None:
             return False
+        if senders is None:
+            senders = load_senders(self.services.settings)
+        sender = senders.get(held.sender)
+        if sender is None:
+            return self._settle([(held, self._not_listed(held))]) == 1
         # everything this message causes (outbox messages, log lines) carries its id
         token = correlation_id.set(f"inbound:{held.id}")
         try:
             outcome: IngestReport | Exception = self.pipeline.ingest(
-                held.adapter, held.raw, self._meta(held)
+                held.adapter, held.raw, self._meta(sender), vendor=sender.vendor
             )
         except Exception as exc:  # noqa: BLE001 - recorded below, never dropped
             outcome = exc
@@ -381,20 +404,34 @@ class InboxProcessor:
             correlation_id.reset(token)
         return self._settle([(held, outcome)]) == 1
 
-    def process_batch(self, items: list[Claimed]) -> int:
+    def process_batch(self, items: list[Claimed], senders: MllpSenders | None = None) -> int:
         """Run claimed messages through the pipeline in one transaction
         (:meth:`IngestPipeline.ingest_many`: each gets the outcome it would get alone) and
         record the outcomes; returns how many rows were still ours."""
         held = [h for h in (self._renew(i) for i in items) if h is not None]
         if not held:
             return 0
-        outcomes = self.pipeline.ingest_many(
-            [
-                IngestItem(h.adapter, h.raw, self._meta(h), correlation_id=f"inbound:{h.id}")
-                for h in held
-            ]
-        )
-        return self._settle(list(zip(held, outcomes, strict=True)))
+        if senders is None:
+            senders = load_senders(self.services.settings)
+        listed = [(h, s) for h in held if (s := senders.get(h.sender)) is not None]
+        results: list[tuple[Claimed, IngestReport | Exception]] = [
+            (h, self._not_listed(h)) for h in held if senders.get(h.sender) is None
+        ]
+        if listed:
+            outcomes = self.pipeline.ingest_many(
+                [
+                    IngestItem(
+                        h.adapter,
+                        h.raw,
+                        self._meta(s),
+                        correlation_id=f"inbound:{h.id}",
+                        vendor=s.vendor,
+                    )
+                    for h, s in listed
+                ]
+            )
+            results += list(zip([h for h, _ in listed], outcomes, strict=True))
+        return self._settle(results)
 
     def _settle(self, results: list[tuple[Claimed, IngestReport | Exception]]) -> int:
         rows = []
@@ -403,6 +440,9 @@ class InboxProcessor:
             if isinstance(outcome, IngestRejected):
                 status, report = "failed", orjson.dumps(outcome.report.to_json())
                 err = str(outcome)[:2000]
+            elif isinstance(outcome, SenderNotListed):
+                log.warning("inbound message %s not processed: %s", held.id, outcome)
+                status, err = "failed", str(outcome)[:2000]
             elif isinstance(outcome, Exception):  # kept for an operator, never dropped
                 log.error(
                     "processing inbound message %s failed",
@@ -437,12 +477,17 @@ class InboxProcessor:
         return settled
 
     def process_pending(self, limit: int = 10) -> int:
+        try:
+            senders = load_senders(self.services.settings)
+        except SendersFileError as exc:
+            log.error("MLLP senders file: %s; nothing is processed until it is fixed", exc)
+            return 0
         claimed = self._claim(limit)
         if self.batch and len(claimed) > 1:
-            self.process_batch(claimed)
+            self.process_batch(claimed, senders)
         else:
             for item in claimed:
-                self.process(item)
+                self.process(item, senders)
         return len(claimed)
 
     def recover(self) -> int:

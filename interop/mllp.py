@@ -4,7 +4,9 @@ For each framed message: read the MSH cheaply, store the raw bytes durably (one
 :class:`interop.inbox.GroupAcceptor` thread for all connections: the messages that arrive
 while a transaction is being written share the next commit), and only once that transaction
 has committed answer ``AA``. Unusable messages get ``AR`` (not HL7, no MSH-10, not a message
-type we take) with ERR segments, and a message that could not be stored ``AE`` (resend); a
+type we take, a sender not listed in the MLLP senders file for the connection's address: see
+:mod:`interop.mllp_senders`) with ERR segments, and a message that could not be stored ``AE``
+(resend; also while the senders file is unreadable); a
 message whose MSH-10 was seen before from the same sender is acknowledged again (with the
 first ACK) without being processed twice. Parsing the OBX groups, mapping and storing
 Observations happen afterwards, in the inbox processor, off the acknowledgement path; in this
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, mllp_frame
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
+from interop.mllp_senders import SendersFileError, load_senders
 from interop.services import Services
 
 log = logging.getLogger("interop.mllp")
@@ -48,7 +51,7 @@ class MllpServer:
                 if not chunk:
                     break
                 for message in decoder.feed(chunk):
-                    ack = await self.acknowledge(message)
+                    ack = await self.acknowledge(message, peer[0] if peer else None)
                     writer.write(mllp_frame(ack))
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -58,7 +61,8 @@ class MllpServer:
         finally:
             writer.close()
 
-    async def acknowledge(self, message: bytes) -> bytes:
+    async def acknowledge(self, message: bytes, peer: str | None = None) -> bytes:
+        """The acknowledgement for one message from a connection from ``peer`` (its address)."""
         try:
             msh = split_message_header(message)
         except ValueError as exc:
@@ -73,6 +77,14 @@ class MllpServer:
                 text=f"message type {msg_type or '(none)'} is not accepted here; send ORU^R01",
             )
         sender = msh.sender or "unknown"
+        try:
+            refused = load_senders(self.services.settings).refusal(sender, peer)
+        except SendersFileError as exc:
+            log.error("MLLP senders file: %s", exc)
+            return build_ack(msh, "AE", text="temporary configuration error; resend later")
+        if refused is not None:
+            log.warning("MLLP message %s from %s refused: %s", msh.control_id, peer, refused)
+            return build_ack(msh, "AR", text=refused)
         ack = build_ack(msh, "AA")
         try:
             stored = await self.acceptor.accept(

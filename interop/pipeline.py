@@ -32,6 +32,7 @@ from adapters.base import (
     QuestionnaireAnswers,
 )
 from adapters.registry import UnknownAdapter, get_adapter
+from interop.access.vendor_writes import VendorWriter
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.fhir.outcome import Issue, operation_outcome
 from interop.identifiers import check_identifier
@@ -201,6 +202,9 @@ class IngestItem:
     correlation_id: str | None = None
     """Set as the correlation id while this item is processed and routed (its log lines and
     outbox messages carry it), as a caller of :meth:`IngestPipeline.ingest` would set it."""
+    vendor: VendorWriter | None = None
+    """The vendor writing it (its limits, see :mod:`interop.access.vendor_writes`); None for
+    the follow-up centre, admins and operators."""
 
 
 @dataclass(slots=True)
@@ -212,6 +216,7 @@ class _Message:
     meta: IngestMeta
     report: IngestReport
     correlation_id: str | None
+    vendor: VendorWriter | None
     staged: list[StagedCreates] = field(default_factory=list)
     """Creates built but not yet written (written at the next flush)."""
     unhooked: list[StoredResource] = field(default_factory=list)
@@ -252,6 +257,8 @@ class _Batch:
         created earlier in this batch."""
         self.unwritten: set[str] = set()
         """Ids of staged creates not yet written."""
+        self.linked: dict[VendorWriter, set[str]] = {}
+        """The patients linked to each vendor writing in this batch (read once)."""
 
 
 def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
@@ -391,13 +398,29 @@ class IngestPipeline:
             report.rejected = 1
             raise IngestRejected(report) from None
 
-    def ingest(self, adapter_name: str, data: bytes, meta: IngestMeta) -> IngestReport:
-        return self.ingest_result(adapter_name, self._parse(adapter_name, data, meta), meta)
+    def ingest(
+        self,
+        adapter_name: str,
+        data: bytes,
+        meta: IngestMeta,
+        *,
+        vendor: VendorWriter | None = None,
+    ) -> IngestReport:
+        """``vendor``: the vendor writing (its limits apply), None for the follow-up centre,
+        admins and operators."""
+        return self.ingest_result(
+            adapter_name, self._parse(adapter_name, data, meta), meta, vendor=vendor
+        )
 
     def ingest_result(
-        self, adapter_name: str, result: AdapterResult, meta: IngestMeta
+        self,
+        adapter_name: str,
+        result: AdapterResult,
+        meta: IngestMeta,
+        *,
+        vendor: VendorWriter | None = None,
     ) -> IngestReport:
-        return self._run([(adapter_name, result, meta, None)])[0]
+        return self._run([(adapter_name, result, meta, None, vendor)])[0]
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestReport | Exception]:
         """Several messages in one transaction, each with the outcome :meth:`ingest` would
@@ -417,7 +440,10 @@ class IngestPipeline:
         if parsed:
             try:
                 reports = self._run(
-                    [(it.adapter, res, it.meta, it.correlation_id) for _, it, res in parsed]
+                    [
+                        (it.adapter, res, it.meta, it.correlation_id, it.vendor)
+                        for _, it, res in parsed
+                    ]
                 )
                 for (i, _, _), rep in zip(parsed, reports, strict=True):
                     out[i] = rep
@@ -433,7 +459,7 @@ class IngestPipeline:
                     with _correlation(item.correlation_id):
                         try:
                             out[i] = self._run(
-                                [(item.adapter, res, item.meta, item.correlation_id)]
+                                [(item.adapter, res, item.meta, item.correlation_id, item.vendor)]
                             )[0]
                         except Exception as exc:  # noqa: BLE001 - the item's outcome
                             out[i] = exc
@@ -459,14 +485,15 @@ class IngestPipeline:
         return report
 
     def _run(
-        self, items: list[tuple[str, AdapterResult, IngestMeta, str | None]]
+        self,
+        items: list[tuple[str, AdapterResult, IngestMeta, str | None, VendorWriter | None]],
     ) -> list[IngestReport]:
         now = now_utc()
         store = self.services.store
         for attempt in range(3):
             messages = [
-                _Message(name, result, meta, self._new_report(name, result, meta), cid)
-                for name, result, meta, cid in items
+                _Message(name, result, meta, self._new_report(name, result, meta), cid, vendor)
+                for name, result, meta, cid, vendor in items
             ]
             try:
                 with store.write(INGEST_WRITE) as tx:
@@ -636,8 +663,10 @@ class IngestPipeline:
             self._flush(tx, batch)
             with self._context(tx, msg):
                 for q in result.questionnaires:
+                    if self._vendor_refuses(tx, batch, msg, q.patient, q.location):
+                        continue
                     ref = self._store_questionnaire(
-                        tx, q, meta, adapter_name, report, now, batch.patients
+                        tx, q, meta, adapter_name, report, now, batch.patients, msg.vendor
                     )
                     if ref:
                         changed.append(ref)
@@ -668,6 +697,32 @@ class IngestPipeline:
             res = resolve(tx.conn, ref)
             hit = cache[ref] = (res.patient_id, res.reason_code, res.reason)
         return hit
+
+    def _vendor_refuses(
+        self, tx: WriteTx, batch: _Batch, msg: _Message, ref: PatientRef, location: str | None
+    ) -> bool:
+        """For a vendor's message: True (the item reported as refused) when its patient is
+        not linked to the vendor. An unknown person and a known but unlinked one are refused
+        alike; the vendor's own unlinked user ids go on to the quarantine, and an invalid
+        national id to its own rejection (neither says anything about who is a patient)."""
+        vendor = msg.vendor
+        if vendor is None:
+            return False
+        pid, reason_code, _ = self._patient(tx, ref, batch.patients)
+        if reason_code == "invalid-identifier":
+            return False
+        if pid is None:
+            if vendor.owns_system(ref.system):
+                return False
+        else:
+            linked = batch.linked.get(vendor)
+            if linked is None:
+                linked = batch.linked[vendor] = vendor.linked_patients(tx.conn)
+            if pid in linked:
+                return False
+        msg.report.add(vendor.not_linked(ref, location))
+        msg.report.rejected += 1
+        return True
 
     def _device(self, tx: WriteTx, batch: _Batch, msg: _Message, dev: DeviceRef) -> str | None:
         if not (dev.identifier_system and dev.identifier_value):
@@ -711,6 +766,8 @@ class IngestPipeline:
         now: datetime,
         devices: dict[DeviceRef, str | None],
     ) -> tuple[dict[str, Any], tuple[str, str]] | None:
+        if self._vendor_refuses(tx, batch, msg, m.patient, m.location):
+            return None
         outcome = self.mappings.map(m, now=now)
         for d in outcome.diagnostics:
             report.add(d)
@@ -738,6 +795,8 @@ class IngestPipeline:
                 status=m.status,
             )
             obs["subject"] = _logical_subject(m.patient)
+            if msg.vendor is not None:
+                msg.vendor.stamp(obs)
             self._quarantine(
                 tx,
                 obs,
@@ -760,6 +819,8 @@ class IngestPipeline:
             device_reference=device_ref,
             status=m.status,
         )
+        if msg.vendor is not None:
+            msg.vendor.stamp(obs)
         return obs, identifier
 
     def _store_observations(
@@ -828,7 +889,9 @@ class IngestPipeline:
                 for ident, rid, obs in updates:
                     old = current.get(rid)
                     known = (rid, old) if old is not None else None
-                    versioned = self._upsert(tx, "Observation", obs, ident, report, known)
+                    versioned = self._upsert(
+                        tx, "Observation", obs, ident, report, known, vendor=msg.vendor
+                    )
                     if versioned:
                         changed.append(versioned)
         return changed
@@ -841,11 +904,16 @@ class IngestPipeline:
         identifier: tuple[str, str],
         report: IngestReport,
         known: tuple[str, dict[str, Any]] | None = None,
+        *,
+        vendor: VendorWriter | None = None,
     ) -> str | None:
         """Create, or version a changed one. ``known``: the stored item's id and content,
-        read in this transaction already."""
+        read in this transaction already. ``vendor``: the vendor writing (changes only what it
+        created)."""
         if known is not None:
-            return self._version(tx, rtype, resource, known[0], known[1], report)
+            return self._version(
+                tx, rtype, resource, known[0], known[1], report, identifier, vendor
+            )
         store = self.services.store
         existing_id = store.find_by_identifier(rtype, identifier[0], identifier[1], tx.conn)
         if existing_id is None and rtype != "Observation":
@@ -863,7 +931,9 @@ class IngestPipeline:
             return stored.reference
         current = tx.get(rtype, existing_id)
         assert current is not None
-        return self._version(tx, rtype, resource, existing_id, current.json(), report)
+        return self._version(
+            tx, rtype, resource, existing_id, current.json(), report, identifier, vendor
+        )
 
     def _version(
         self,
@@ -873,9 +943,15 @@ class IngestPipeline:
         existing_id: str,
         old: dict[str, Any],
         report: IngestReport,
+        identifier: tuple[str, str],
+        vendor: VendorWriter | None = None,
     ) -> str | None:
         if _same_content(old, resource):
             report.duplicate += 1
+            return None
+        if vendor is not None and not vendor.created(old):
+            report.add(vendor.not_created(identifier, f"{rtype}.identifier"))
+            report.rejected += 1
             return None
         if resource.get("status") not in CHANGE_STATUSES and rtype == "Observation":
             resource["status"] = "amended"
@@ -893,6 +969,7 @@ class IngestPipeline:
         report: IngestReport,
         now: datetime,
         patients: dict[PatientRef, tuple[str | None, str | None, str | None]],
+        vendor: VendorWriter | None = None,
     ) -> str | None:
         identifier = _questionnaire_key(q)
         pid, reason_code, reason = self._patient(tx, q.patient, patients)
@@ -901,6 +978,8 @@ class IngestPipeline:
             patient_reference=f"Patient/{pid}" if pid else "Patient/unresolved",
             identifier=identifier,
         )
+        if vendor is not None:
+            vendor.stamp(built)
         if pid is None:
             built["subject"] = _logical_subject(q.patient)
             self._quarantine(
@@ -917,7 +996,7 @@ class IngestPipeline:
                 q.location,
             )
             return None
-        return self._upsert(tx, "QuestionnaireResponse", built, identifier, report)
+        return self._upsert(tx, "QuestionnaireResponse", built, identifier, report, vendor=vendor)
 
     def _quarantine(
         self,

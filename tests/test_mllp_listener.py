@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,17 @@ def _send(port: int, payload: bytes) -> bytes:
 
 
 RAW = (CONFORMANCE / "vendor/continua-ipf/valid-bp-continua-wan.hl7v2").read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _listed_sender(services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The conformance messages' sender (MSH-3 AcmeInc, MSH-4 empty) on this machine, listed
+    as the municipality's own engine (a vendor's limits: tests/access/test_vendor_writes.py)."""
+    path = tmp_path / "mllp-senders.yaml"
+    path.write_text(
+        "senders:\n  - {application: AcmeInc, facility: '', peers: [127.0.0.1], role: followup}\n"
+    )
+    services.settings.mllp_senders = path
 
 
 def _message(n: int) -> bytes:
@@ -262,12 +274,22 @@ def test_a_claimed_batch_is_processed_together_each_with_its_own_outcome(
     )
     ids = [
         inbox_module.accept(
-            services, channel="mllp", sender="s", message_id=f"MSGB{i}", adapter="hl7v2", raw=r
+            services,
+            channel="mllp",
+            sender="AcmeInc|",
+            message_id=f"MSGB{i}",
+            adapter="hl7v2",
+            raw=r,
         ).id
         for i, r in enumerate(raws)
     ]
     bad = inbox_module.accept(
-        services, channel="mllp", sender="s", message_id="BAD", adapter="hl7v2", raw=b"MSH|nope"
+        services,
+        channel="mllp",
+        sender="AcmeInc|",
+        message_id="BAD",
+        adapter="hl7v2",
+        raw=b"MSH|nope",
     ).id
     processor = InboxProcessor(services, batch=batch)
     assert processor.process_pending(limit=10) == 4

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from adapters.base import IngestMeta, PatientRef, vendor_user_system
+from interop.access.vendor_writes import VendorWriter
 from interop.api.auth import Actor, require_actor, require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import from_micros, now_utc
@@ -48,6 +49,10 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     (for mapped-json/mapped-csv), ``patient`` (fødselsnummer/D-nummer for formats that carry
     no patient), ``filename``. Answers with the ingest report (JSON), or an OperationOutcome for
     ``Accept: application/fhir+json``.
+
+    A vendor writes only for the patients linked to it and changes only what it created: its
+    other items are refused one by one in the report (``not-linked``,
+    ``created-by-other-source``; see :mod:`interop.access.vendor_writes`).
     """
     if actor.role not in ("vendor", "admin", "followup"):
         raise error(403, "forbidden", f"role {actor.role!r} may not ingest measurements")
@@ -80,7 +85,9 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     from starlette.concurrency import run_in_threadpool
 
     try:
-        report = await run_in_threadpool(pipe.ingest, adapter, data, meta)
+        report = await run_in_threadpool(
+            pipe.ingest, adapter, data, meta, vendor=VendorWriter.for_actor(actor)
+        )
     except IngestRejected as exc:
         status = (
             404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422

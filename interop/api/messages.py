@@ -205,17 +205,23 @@ async def receive_inbound(request: Request, actor: Actor = Depends(require_actor
     checklist, then stored and acted on; its AppRec goes to the sender's Endpoint.
 
     202 taken (or an AppRec read), 200 a duplicate (ignored), 422 refused (the AppRec error
-    codes are in the OperationOutcome; the message is kept for operators)."""
+    codes are in the OperationOutcome; the message is kept for operators), 403 when the
+    message's sender is not the caller's own organisation (nothing is stored or answered; an
+    admin may deliver any message)."""
     if actor.role not in INBOUND_ROLES:
         raise error(403, "forbidden", f"role {actor.role!r} may not deliver messages")
-    from interop.messaging.inbound import KithInbox
+    from interop.messaging.inbound import CallerChannel, KithInbox, SenderNotCaller
     from plo_messages import SchemaConfigError
 
     data = await request.body()
     try:
-        result = await run_in_threadpool(KithInbox(_svc(request)).receive, data, channel="http")
+        result = await run_in_threadpool(
+            KithInbox(_svc(request)).receive, data, channel=CallerChannel(actor)
+        )
     except SchemaConfigError as exc:
         raise error(503, "exception", str(exc)) from None
+    except SenderNotCaller as exc:
+        raise error(403, "forbidden", str(exc)) from None
     body = {
         "outcome": result.outcome,
         "id": result.inbound_id,

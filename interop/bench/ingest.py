@@ -6,9 +6,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -124,6 +126,14 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
     # ---- MLLP --------------------------------------------------------------------------
     separate_worker = backend == "postgresql"
     port, http_port = free_port(), free_port()
+    # the benchmark's sender (MSH-3 BENCH, MSH-4 HOME) on this machine, listed as the
+    # municipality's own engine: its patient is not linked to any vendor
+    senders = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
+    with senders:
+        senders.write(
+            "senders:\n"
+            "  - {application: BENCH, facility: HOME, peers: [127.0.0.1], role: followup}\n"
+        )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -147,6 +157,7 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             # turns messages into data. SQLite: one process does both, as writers in several
             # processes would wait on each other's file lock.
             "INTEROP_MLLP_PROCESS_INBOX": "false" if separate_worker else "true",
+            "INTEROP_MLLP_SENDERS": senders.name,
         },
     )
     worker = subprocess.Popen(
@@ -155,6 +166,7 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
             **__import__("os").environ,
             "INTEROP_DATABASE_URL": url,
             "INTEROP_LOG_JSON": "false",
+            "INTEROP_MLLP_SENDERS": senders.name,
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -243,6 +255,7 @@ def run(report: Report, backend: str, url: str, size: int) -> None:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        Path(senders.name).unlink(missing_ok=True)
 
     # ---- mapped-JSON batches (pipeline, in process) -------------------------------------
     # this process now stands in for a service process (API or worker), which tunes its

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from interop.messaging.addressbook import Destination, own_her_ids
-from interop.messaging.inbound import KithInbox
+from interop.messaging.inbound import KithInbox, TrustedChannel
 
 log = logging.getLogger("interop.messaging")
 
@@ -55,7 +55,10 @@ def poll_edi2(
                 doc.raise_for_status()
                 data = base64.b64decode(doc.json()["businessDocument"])
                 result = inbox.receive(
-                    data, channel="edi2", source=source, edi2_message=f"{base}/Messages/{mid}"
+                    data,
+                    channel=TrustedChannel("edi2"),  # NHN authenticated the sender
+                    source=source,
+                    edi2_message=f"{base}/Messages/{mid}",
                 )
                 http.put(f"{base}/Messages/{mid}/read/{her}", headers=headers).raise_for_status()
             except (httpx.HTTPError, KeyError, ValueError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from interop.messaging.addressbook import Destination, file_drop_folders
-from interop.messaging.inbound import KithInbox
+from interop.messaging.inbound import KithInbox, TrustedChannel
 from interop.routing.transports import folder_of
 
 log = logging.getLogger("interop.messaging")
@@ -58,7 +58,11 @@ def _one(inbox: KithInbox, path: Path, source: Destination) -> str:
         )
         return "too-large"
     try:
-        result = inbox.receive(data, channel="file-drop", source=source)
+        result = inbox.receive(
+            data,
+            channel=TrustedChannel("file-drop"),  # the folder is the sender's Endpoint
+            source=source,
+        )
     except Exception:  # noqa: BLE001 - leave the file; try again next poll
         log.exception("could not process %s", path)
         return "error"

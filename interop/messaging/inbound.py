@@ -9,6 +9,13 @@ at all and will be read again.
   (``Communication.basedOn``); the Task gets a note.
 * Every message gets one AppRec per own receiver (OK, or *Avvist* with the checklist's error),
   except duplicates (ignored) and AppRecs (never answered).
+
+Each caller says which channel a message came through and so how far its sender is trusted
+(:data:`InboundChannel`): the file-drop folders and the EDI 2.0 Meldingstjener vouch for the
+sender themselves (:class:`TrustedChannel`); a message an authenticated caller posts over HTTP
+(:class:`CallerChannel`) is taken only when its sender is the caller's own organisation
+(:mod:`interop.messaging.senders`), otherwise :class:`SenderNotCaller` is raised before
+anything is stored or answered.
 """
 
 from __future__ import annotations
@@ -17,16 +24,18 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
+from interop.access.actor import Actor
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.identifiers import HERID_OID, person_id_system
 from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
 from interop.messaging.runtime import kith_for
+from interop.messaging.senders import refusal
 from interop.patients import patient_by_identifier
 from interop.routing.outbox import enqueue, mark_dead
 from interop.store.context import Door, WriteContext
@@ -43,6 +52,32 @@ from plo_messages.receive import Received
 log = logging.getLogger("interop.messaging")
 MSGID_SYSTEM = "urn:dho-interop:kith-msgid"
 KITH_ADAPTER = "kith"
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedChannel:
+    """A channel that vouches for the sender itself: a file-drop folder (the folder belongs to
+    the sender's Endpoint) or the EDI 2.0 Meldingstjener (NHN authenticated the sender). The
+    sender is not checked against a caller."""
+
+    name: Literal["file-drop", "edi2"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallerChannel:
+    """A message an authenticated caller delivered (HTTP): taken only when its sender is the
+    caller's own organisation (an admin may deliver any)."""
+
+    caller: Actor
+    name: Literal["http"] = "http"
+
+
+InboundChannel = TrustedChannel | CallerChannel
+"""Where a message came from, and so how far its sender is trusted; every caller names one."""
+
+
+class SenderNotCaller(Exception):
+    """The message's sender is not the caller's organisation: nothing was stored or answered."""
 
 
 @dataclass(slots=True)
@@ -104,18 +139,23 @@ class KithInbox:
         self,
         data: bytes,
         *,
-        channel: str,
+        channel: InboundChannel,
         source: Destination | None = None,
         edi2_message: str | None = None,
     ) -> InboundResult:
         """``edi2_message``: the Meldingstjener URL of the message (``{base}/Messages/{id}``)
-        when it came through EDI 2.0; its AppRec is then posted there."""
+        when it came through EDI 2.0; its AppRec is then posted there. Raises
+        :class:`SenderNotCaller` (nothing stored, nothing answered) for a caller's message
+        from another sender."""
+        if not isinstance(channel, TrustedChannel | CallerChannel):
+            # never a default: a caller that does not say how far the sender is trusted is a bug
+            raise TypeError(f"channel must be a TrustedChannel or CallerChannel, not {channel!r}")
         kith = self.kith()
         from interop.observability import correlation_id
 
         token = None
         if correlation_id.get() is None:
-            token = correlation_id.set(f"{channel}:{hashlib.sha256(data).hexdigest()[:16]}")
+            token = correlation_id.set(f"{channel.name}:{hashlib.sha256(data).hexdigest()[:16]}")
         try:
             with self.store.write(WriteContext(None, Door.MESSAGE)) as tx:
                 return self._receive(tx, kith, data, channel, source, edi2_message)
@@ -131,7 +171,7 @@ class KithInbox:
         tx: WriteTx,
         kith: KithMessages,
         data: bytes,
-        channel: str,
+        channel: InboundChannel,
         source: Destination | None,
         edi2_message: str | None = None,
     ) -> InboundResult:
@@ -154,6 +194,8 @@ class KithInbox:
         r = kith.receive(
             data, own_her_ids=own_her_ids(conn, configured), seen=seen, patient_check=patient_check
         )
+        if isinstance(channel, CallerChannel):
+            _check_sender(conn, channel.caller, r)
         if r.outcome == "duplicate":
             return InboundResult("duplicate")
         header = r.header
@@ -183,7 +225,7 @@ class KithInbox:
         conn.execute(
             inbox.insert().values(
                 id=row_id,
-                channel=channel,
+                channel=channel.name,
                 sender=(sender or "unknown")[:255],
                 message_id=(msg_id or "sha256:" + hashlib.sha256(data).hexdigest())[:255],
                 received=to_micros(now_utc()),
@@ -361,6 +403,20 @@ class KithInbox:
         if acks:
             conn.execute(update(inbox).where(inbox.c.id == inbound_id).values(ack=acks[0]))
         return rows
+
+
+def _check_sender(conn: Connection, caller: Actor, r: Received) -> None:
+    """Raise :class:`SenderNotCaller` when the message (or AppRec) names a sender that is not
+    the caller's organisation. A message too broken to name a sender is left to the receive
+    checklist: it is answered to nobody and stored in nobody's name."""
+    sender = r.header.sender if r.header is not None else None
+    if sender is None and r.apprec is not None:
+        sender = r.apprec.sender
+    if sender is None:
+        return
+    why = refusal(conn, caller, sender)
+    if why is not None:
+        raise SenderNotCaller(why)
 
 
 def _sent(header: Header) -> str:

@@ -7,8 +7,10 @@ Runs on SQLite and PostgreSQL (the ``services`` fixture)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from interop.fhir.dates import now_utc, to_micros
@@ -31,12 +33,22 @@ class RecordingPipeline:
     def __init__(self) -> None:
         self.seen: list[bytes] = []
 
-    def ingest(self, adapter: str, raw: bytes, meta: Any) -> _Report:
+    def ingest(self, adapter: str, raw: bytes, meta: Any, **_: Any) -> _Report:
         self.seen.append(raw)
         return _Report()
 
     def ingest_many(self, items: list[Any]) -> list[_Report]:
         return [self.ingest(i.adapter, i.data, i.meta) for i in items]
+
+
+@pytest.fixture(autouse=True)
+def _listed_sender(services, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The rows' sender, listed (the processor runs only listed senders' messages)."""
+    path = tmp_path / "mllp-senders.yaml"
+    path.write_text(
+        "senders:\n  - {application: AcmeInc, facility: '', peers: [127.0.0.1], role: followup}\n"
+    )
+    services.settings.mllp_senders = path
 
 
 def _processor(services: Any, pipeline: RecordingPipeline, **kw: Any) -> InboxProcessor:
@@ -52,7 +64,7 @@ def _accept(services: Any, n: int) -> str:
     return accept(
         services,
         channel="mllp",
-        sender="Imaginary Hospital",
+        sender="AcmeInc|",
         message_id=f"MSG{n}",
         adapter="hl7v2",
         raw=f"message {n}".encode(),
