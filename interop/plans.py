@@ -400,11 +400,19 @@ def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[
     return out
 
 
-def plan_at(periods: list[PlanPeriod], t: int) -> dict[str, Any] | None:
-    """The plan version in force at ``t`` (µs): of those whose period holds it, the latest."""
+def plan_at(periods: list[PlanPeriod], t: int, t_last: int | None = None) -> dict[str, Any] | None:
+    """The plan version in force at ``t`` (µs): of those whose period holds it, the latest.
+
+    A period holds its start instant and not its end (``[start, end)``): at the instant one
+    version replaces another, the new one is in force. ``t_last`` (inclusive, µs) is the last
+    instant of the time as the source stated it: a reading given to the second
+    (``12:00:00``) stands for that whole second, so a plan approved at ``12:00:00.570`` is in
+    force for it — the latest version whose period meets ``[t, t_last]`` judges the reading,
+    never the defaults or an older version it replaced in that same second."""
+    last = t if t_last is None or t_last < t else t_last
     chosen = None
     for start, end, cp in periods:
-        if (start is None or start <= t) and (end is None or t < end):
+        if (start is None or start <= last) and (end is None or t < end):
             chosen = cp
     return chosen
 

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, union_all
 
-from interop.fhir.dates import fhir_instant, format_instant, now_utc
+from interop.fhir.dates import fhir_range, format_instant, now_utc
 from interop.plans import (
     PlanPeriod,
     ZoneRanges,
@@ -242,8 +242,9 @@ class Triage:
         self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
-    def _ranges(self, tx: WriteTx, patient_id: str, when: int) -> dict[str, ZoneRanges]:
-        """code → ranges of the patient's plan version in force at ``when`` (µs)."""
+    def _ranges(self, tx: WriteTx, patient_id: str, when: tuple[int, int]) -> dict[str, ZoneRanges]:
+        """code → ranges of the patient's plan version in force at ``when``: the first and
+        last instant (µs) of the reading's time as the source stated it (see ``plan_at``)."""
         now = time.monotonic()
         with self._lock:
             plans = self._cache.get(patient_id)
@@ -253,7 +254,7 @@ class Triage:
                 if len(self._cache) > 20_000:
                     self._cache.clear()
                 self._cache[patient_id] = plans
-        chosen = plan_at(plans.periods, when)
+        chosen = plan_at(plans.periods, when[0], when[1])
         if chosen is None:
             return {}
         key = str(chosen.get("id"))
@@ -281,7 +282,7 @@ class Triage:
         if not when_text:
             return resource
         try:
-            when = fhir_instant(when_text, self.store.zone)
+            when = fhir_range(when_text, self.store.zone)
         except ValueError:
             return resource
         plan = self._ranges(tx, ref.split("/", 1)[1], when)
