@@ -45,6 +45,12 @@ from interop.observability import correlation_id
 from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
+from interop.source_keys import (
+    CONFLICT_STATUS,
+    DIAG_IDENTIFIER_CONFLICT,
+    conflict_message,
+    scoped_key,
+)
 from interop.store.repository import (
     PUMP_EVERY,
     DuplicateIdentifier,
@@ -161,6 +167,12 @@ def _comparable(obs: dict[str, Any], key: str) -> Any:
     return value
 
 
+def _subject_id(resource: dict[str, Any]) -> str | None:
+    """The Patient id of a resource's subject (``None`` for a subject by identifier)."""
+    ref = (resource.get("subject") or {}).get("reference")
+    return ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
+
+
 def _same_content(existing: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(_comparable(existing, k) == _comparable(new, k) for k in _COMPARED)
 
@@ -217,6 +229,8 @@ class _Message:
     created: dict[str, list[str]] = field(default_factory=dict)
     """``observation.created`` notes (patient id → Observation references)."""
     ingest_row: dict[str, Any] | None = None
+    conflicts: dict[tuple[str, str], PatientRef] = field(default_factory=dict)
+    """Patient-scoped keys of items whose source id another patient's item holds."""
     complete: bool = False
     routed: bool = False
 
@@ -249,16 +263,38 @@ class _Batch:
         created earlier in this batch."""
         self.unwritten: set[str] = set()
         """Ids of staged creates not yet written."""
+        self.owners: dict[str, str | None] = {}
+        """Observation id → the Patient id of its subject, for the Observations in
+        ``identifiers`` (see :meth:`IngestPipeline._patient_key`)."""
 
 
 def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
+    """The keys a measurement may be stored under: its own, and for a source's id also the
+    patient-scoped form (see :mod:`interop.source_keys`)."""
     keys = []
     for m in result.measurements:
         try:
             keys.append(observation_identifier(m))
         except Exception:  # noqa: BLE001 - the item's own processing reports it
             continue
+        if m.source_id:
+            keys.append(scoped_key(m.source_id, m.patient))
     return keys
+
+
+def subjects_of(conn: Any, res_type: str, ids: Iterable[str]) -> dict[str, str | None]:
+    """Resource id → the Patient id its row is indexed under (its subject), for ``ids``."""
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, str | None] = {}
+    r = resource_table
+    for i in range(0, len(wanted), 500):
+        for row in conn.execute(
+            select(r.c.res_id, r.c.patient_id).where(
+                r.c.res_type == res_type, r.c.res_id.in_(wanted[i : i + 500])
+            )
+        ):
+            out[row.res_id] = row.patient_id
+    return out
 
 
 def _device_keys(result: AdapterResult) -> list[tuple[str, str]]:
@@ -511,6 +547,17 @@ class IngestPipeline:
         idents += [("Observation", s, v) for m in live for s, v in _observation_keys(m.result)]
         if idents:
             batch.identifiers.update(find_identifiers(conn, idents))
+            batch.owners.update(
+                subjects_of(
+                    conn,
+                    "Observation",
+                    (
+                        rid
+                        for (rtype, _, _), rid in batch.identifiers.items()
+                        if rtype == "Observation"
+                    ),
+                )
+            )
         for m in msgs:
             with _correlation(m.correlation_id):
                 tx.context["ingest"] = m.report
@@ -654,6 +701,102 @@ class IngestPipeline:
                 "report": orjson.dumps(report.to_json()),
             }
 
+    # ---- patient-scoped idempotency keys (see interop.source_keys) -------------------------
+    @staticmethod
+    def _patient_key(batch: _Batch, m: Measurement, pid: str) -> tuple[tuple[str, str], bool]:
+        """The key a measurement of Patient ``pid`` is stored under, and whether its source id
+        is held by another patient's Observation (a conflict): the source's own id while it
+        is free or this patient's, else the patient-scoped form."""
+        key = observation_identifier(m)
+        if not m.source_id:
+            return key, False  # the derived key covers device, patient, code and time
+        scoped = scoped_key(key, m.patient)
+        if ("Observation", *scoped) in batch.identifiers:
+            return scoped, True  # a re-send of an item stored under the scoped key
+        holder = batch.identifiers.get(("Observation", *key))
+        if holder is None or batch.owners.get(holder) == pid:
+            return key, False
+        return scoped, True
+
+    @staticmethod
+    def _held_key(
+        tx: WriteTx,
+        key: tuple[str, str],
+        source_id: tuple[str, str] | None,
+        patient: PatientRef,
+    ) -> tuple[str, str]:
+        """The key an item of a patient not yet known waits under in quarantine: its own,
+        unless another patient's held item has it (then the patient-scoped form). A held
+        item is compared with stored ones when it is released."""
+        if not source_id:
+            return key
+        q = quarantine_table
+        row = tx.conn.execute(
+            select(q.c.patient_system, q.c.patient_value).where(
+                q.c.identifier_system == key[0], q.c.identifier_value == key[1]
+            )
+        ).first()
+        if row is None or (row.patient_system, row.patient_value) == (
+            patient.system,
+            patient.value,
+        ):
+            return key
+        return scoped_key(key, patient)
+
+    @staticmethod
+    def _report_conflict(
+        report: IngestReport,
+        key: tuple[str, str],
+        location: str | None,
+        *,
+        rejected: bool = False,
+    ) -> None:
+        report.add(
+            Diagnostic(
+                "error" if rejected else "warning",
+                DIAG_IDENTIFIER_CONFLICT,
+                conflict_message(key),
+                location,
+            )
+        )
+        if rejected:
+            report.rejected += 1
+
+    def _record_conflict(
+        self,
+        tx: WriteTx,
+        msg: _Message,
+        resource: dict[str, Any],
+        key: tuple[str, str],
+        patient: PatientRef,
+        res_id: str,
+    ) -> None:
+        """Keep an identifier conflict for an operator: a quarantine-table row in status
+        ``conflict`` naming the item stored (never released automatically)."""
+        q = quarantine_table
+        if tx.conn.execute(
+            select(q.c.id).where(q.c.identifier_system == key[0], q.c.identifier_value == key[1])
+        ).first():
+            return
+        tx.conn.execute(
+            insert(q).values(
+                id=new_id(),
+                received=to_micros(now_utc()),
+                source=msg.meta.source[:128],
+                adapter=msg.adapter,
+                reason_code=DIAG_IDENTIFIER_CONFLICT,
+                reason=conflict_message(key)[:1000],
+                patient_system=patient.system,
+                patient_value=patient.value,
+                identifier_system=key[0],
+                identifier_value=key[1],
+                resource=orjson.dumps(resource),
+                status=CONFLICT_STATUS,
+                resource_id=res_id,
+                mapping_version=self.mappings.version[:64],
+            )
+        )
+
     def _patient(
         self,
         tx: WriteTx,
@@ -714,7 +857,6 @@ class IngestPipeline:
         if outcome.mapped is None:
             report.rejected += 1
             return None
-        identifier = observation_identifier(m)
         device_ref = None
         if m.device is not None:
             if m.device not in devices:
@@ -726,6 +868,7 @@ class IngestPipeline:
                 report.add(Diagnostic("error", reason_code, reason or "", m.location))
                 report.rejected += 1
                 return None
+            identifier = self._held_key(tx, observation_identifier(m), m.source_id, m.patient)
             obs = build_observation(
                 outcome.mapped,
                 patient_reference="Patient/unresolved",
@@ -749,6 +892,10 @@ class IngestPipeline:
                 m.location,
             )
             return None
+        identifier, conflict = self._patient_key(batch, m, pid)
+        if conflict:
+            self._report_conflict(report, m.source_id or identifier, m.location)
+            msg.conflicts[identifier] = m.patient
         obs = build_observation(
             outcome.mapped,
             patient_reference=f"Patient/{pid}",
@@ -787,9 +934,14 @@ class IngestPipeline:
             ids = [str(rid) for _, rid in new]
             refs = [f"Observation/{rid}" for rid in ids]
             changed.extend(refs)
-            for (system, value), rid in zip(fresh, ids, strict=True):
+            for (system, value), rid, (obs, _) in zip(fresh, ids, new, strict=True):
                 batch.identifiers[("Observation", system, value)] = rid
+                batch.owners[rid] = _subject_id(obs)
                 batch.unwritten.add(rid)
+            if msg.conflicts:
+                for ident, (obs, _), rid in zip(fresh, new, ids, strict=True):
+                    if ident in msg.conflicts:
+                        self._record_conflict(tx, msg, obs, ident, msg.conflicts[ident], rid)
             created = msg.created
             for (obs, _), ref in zip(new, refs, strict=True):
                 subject = obs["subject"]["reference"]
@@ -814,6 +966,10 @@ class IngestPipeline:
         for ident, rid in seen:
             obs = pending[ident]
             old = current.get(rid)
+            if old is not None and _subject_id(old) != _subject_id(obs):
+                # never: the key is patient-scoped (see _patient_key); kept as a last guard
+                self._report_conflict(report, ident, None, rejected=True)
+                continue
             if old is not None and _same_content(old, obs):
                 report.duplicate += 1
                 continue
@@ -871,6 +1027,12 @@ class IngestPipeline:
         old: dict[str, Any],
         report: IngestReport,
     ) -> str | None:
+        if _subject_id(old) != _subject_id(resource):
+            # an item's subject never changes through ingest (see _patient_key)
+            ident = (resource.get("identifier") or [{}])[0]
+            key = (str(ident.get("system", "")), str(ident.get("value", "")))
+            self._report_conflict(report, key, None, rejected=True)
+            return None
         if _same_content(old, resource):
             report.duplicate += 1
             return None
@@ -893,6 +1055,8 @@ class IngestPipeline:
     ) -> str | None:
         identifier = _questionnaire_key(q)
         pid, reason_code, reason = self._patient(tx, q.patient, patients)
+        if pid is not None and q.source_id:
+            identifier = self._questionnaire_patient_key(tx, identifier, q, pid, report)
         built = build_questionnaire_response(
             q,
             patient_reference=f"Patient/{pid}" if pid else "Patient/unresolved",
@@ -915,6 +1079,24 @@ class IngestPipeline:
             )
             return None
         return self._upsert(tx, "QuestionnaireResponse", built, identifier, report)
+
+    def _questionnaire_patient_key(
+        self,
+        tx: WriteTx,
+        key: tuple[str, str],
+        q: QuestionnaireAnswers,
+        pid: str,
+        report: IngestReport,
+    ) -> tuple[str, str]:
+        """As :meth:`_patient_key`, for a questionnaire with the source's own id."""
+        store = self.services.store
+        holder = store.find_by_identifier("QuestionnaireResponse", key[0], key[1], tx.conn)
+        if holder is None:
+            return key
+        if subjects_of(tx.conn, "QuestionnaireResponse", [holder]).get(holder) == pid:
+            return key
+        self._report_conflict(report, key, q.location)
+        return scoped_key(key, q.patient)
 
     def _quarantine(
         self,
@@ -1036,7 +1218,7 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
     """Store every held item whose patient can now be resolved (a link or Patient was added)."""
     from interop.store.schema import quarantine_table as q
 
-    counts = {"released": 0, "still_held": 0, "duplicate": 0}
+    counts = {"released": 0, "still_held": 0, "duplicate": 0, "conflict": 0}
     with services.store.write() as tx:
         tx.context["triage"] = True
         rows = tx.conn.execute(select(q).where(q.c.status == "held")).all()
@@ -1052,9 +1234,18 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
             resource = orjson.loads(row.resource)
             rtype = resource["resourceType"]
             resource["subject"] = {"reference": f"Patient/{pid}"}
-            existing = services.store.find_by_identifier(
-                rtype, row.identifier_system, row.identifier_value, tx.conn
-            )
+            key = (row.identifier_system, row.identifier_value)
+            existing = services.store.find_by_identifier(rtype, *key, tx.conn)
+            if existing and subjects_of(tx.conn, rtype, [existing]).get(existing) != pid:
+                # the source id is another patient's: this item is stored on its own patient
+                # under the patient-scoped key, and kept for an operator (never merged)
+                key = scoped_key(key, ref)
+                resource["identifier"] = [{"system": key[0], "value": key[1]}]
+                existing = services.store.find_by_identifier(rtype, *key, tx.conn)
+                counts["conflict"] += 1
+                conflict = True
+            else:
+                conflict = False
             if existing:
                 counts["duplicate"] += 1
                 rid = existing
@@ -1064,7 +1255,22 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
                 if rtype == "Observation":
                     observations_created(tx, [(f"Patient/{pid}", f"Observation/{rid}")])
             tx.conn.execute(
-                q.update().where(q.c.id == row.id).values(status="released", resource_id=rid)
+                q.update()
+                .where(q.c.id == row.id)
+                .values(
+                    status=CONFLICT_STATUS if conflict else "released",
+                    resource_id=rid,
+                    **(
+                        {
+                            "reason_code": DIAG_IDENTIFIER_CONFLICT,
+                            "reason": conflict_message(
+                                (row.identifier_system, row.identifier_value)
+                            ),
+                        }
+                        if conflict
+                        else {}
+                    ),
+                )
             )
         router_for(services).route_pending(tx)
     return counts
