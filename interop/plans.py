@@ -14,12 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
@@ -113,23 +110,17 @@ class ZoneRanges:
     actions: dict[str, str]
     max_gap_hours: int | None = None
     """How long the plan lets this code go unmeasured (its schedule), if it says."""
+    label: str = ""
+    """For a default: its clinical source, shown wherever it is used."""
+    group: str | None = None
+    """For a default: the patient group whose default it is (e.g. ``copd``), if any."""
 
 
-@lru_cache(maxsize=1)
 def default_ranges() -> dict[str, ZoneRanges]:
-    data = yaml.safe_load((files("mappings") / "default-thresholds.yaml").read_text("utf-8"))
-    out = {}
-    for code, d in data["defaults"].items():
-        g, y = d.get("green", {}), d.get("yellow", {})
-        out[str(code)] = ZoneRanges(
-            str(code),
-            d["unit"],
-            (_dec(g.get("low")), _dec(g.get("high"))),
-            (_dec(y.get("low")), _dec(y.get("high"))),
-            "default",
-            {},
-        )
-    return out
+    """The general default ranges (see :mod:`interop.default_thresholds`)."""
+    from interop.default_thresholds import defaults_for
+
+    return defaults_for()
 
 
 def _dec(v: Any) -> Decimal | None:
