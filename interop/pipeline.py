@@ -43,6 +43,8 @@ from interop.mapping import (
 )
 from interop.observability import correlation_id
 from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
+from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
+from interop.resend import conflict_message as resend_conflict_message
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
 from interop.source_keys import (
@@ -100,6 +102,10 @@ class IngestReport:
     quarantined: int = 0
     rejected: int = 0
     duplicate_message: bool = False
+    message_conflict: bool = False
+    """Another message with this message's id was processed before: nothing was processed
+    (see :mod:`interop.resend`)."""
+    message_digest: str | None = None
     provenance: str | None = None
     mapping_version: str | None = None
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -167,6 +173,57 @@ def _comparable(obs: dict[str, Any], key: str) -> Any:
     return value
 
 
+def _record_id(result: AdapterResult) -> str:
+    """The id a processed message is recorded under (with its source): the message id, with
+    the sender the message names (HL7 v2: the full MSH-3 and MSH-4) when it names one, hashed
+    when longer than the record's key holds."""
+    assert result.message_id is not None
+    if not result.message_sender:
+        return result.message_id
+    key = f"{result.message_sender}|{result.message_id}"
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _stored_digest(report: bytes | None) -> str | None:
+    """The digest recorded with a processed message (in its report)."""
+    if not report:
+        return None
+    try:
+        digest = orjson.loads(report).get("message_digest")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _resend(batch: _Batch, m: _Message) -> str | None:
+    """Whether a message's id was seen (stored, or earlier in the batch): ``None`` no;
+    ``duplicate`` a re-send (the same digest, or no digest to compare); ``conflict``
+    another message reusing the id; ``again`` recorded before digests were kept — processed
+    again, which changes nothing for a true re-send (every item is idempotent)."""
+    if not m.result.message_id:
+        return None
+    key = (m.meta.source, _record_id(m.result))
+    if key not in batch.seen_messages:
+        return None
+    stored, digest = batch.seen_messages[key], m.result.message_digest
+    if digest is None or stored == digest:
+        return "duplicate"
+    return "again" if stored is None else "conflict"
+
+
+def _refuse_conflict(report: IngestReport, result: AdapterResult, meta: IngestMeta) -> None:
+    report.message_conflict = True
+    report.rejected = max(1, len(result.measurements) + len(result.questionnaires))
+    report.diagnostics = [
+        {
+            "severity": "error",
+            "code": DIAG_MESSAGE_ID_CONFLICT,
+            "message": resend_conflict_message(result.message_id or "", meta.source),
+            "location": "MSH-10",
+        }
+    ]
+
+
 def _subject_id(resource: dict[str, Any]) -> str | None:
     """The Patient id of a resource's subject (``None`` for a subject by identifier)."""
     ref = (resource.get("subject") or {}).get("reference")
@@ -230,6 +287,9 @@ class _Message:
     """``observation.created`` notes (patient id → Observation references)."""
     ingest_row: dict[str, Any] | None = None
     conflicts: dict[tuple[str, str], PatientRef] = field(default_factory=dict)
+    recorded: bool = False
+    """The message's id is recorded already (a message recorded before digests were kept,
+    processed again): its record is updated, not inserted."""
     """Patient-scoped keys of items whose source id another patient's item holds."""
     complete: bool = False
     routed: bool = False
@@ -256,7 +316,9 @@ class _Batch:
 
     def __init__(self, messages: list[_Message]) -> None:
         self.messages = messages
-        self.seen_messages: set[tuple[str, str]] = set()
+        self.seen_messages: dict[tuple[str, str], str | None] = {}
+        """(source, message id) → the digest of the message processed under it (``None``:
+        not known, the message was recorded before digests were kept)."""
         self.patients: dict[PatientRef, tuple[str | None, str | None, str | None]] = {}
         self.identifiers: dict[tuple[str, str, str], str] = {}
         """(resource type, system, value) → id, for Devices and Observations: stored or
@@ -425,7 +487,28 @@ class IngestPipeline:
             raise IngestRejected(report) from None
 
     def ingest(self, adapter_name: str, data: bytes, meta: IngestMeta) -> IngestReport:
-        return self.ingest_result(adapter_name, self._parse(adapter_name, data, meta), meta)
+        """Parse and store one message or file; :class:`IngestRejected` when it cannot be
+        read, or when it reuses the id of another message processed before (it is then kept
+        for an operator, see :mod:`interop.resend`)."""
+        report = self.ingest_result(adapter_name, self._parse(adapter_name, data, meta), meta)
+        return self._refused_if_conflict(adapter_name, data, meta, report)
+
+    def _refused_if_conflict(
+        self, adapter_name: str, data: bytes, meta: IngestMeta, report: IngestReport
+    ) -> IngestReport:
+        if not report.message_conflict:
+            return report
+        with self.services.engine.begin() as conn:
+            keep_conflict(
+                conn,
+                channel="ingest",
+                sender=meta.source,
+                message_id=report.message_id or "",
+                adapter=adapter_name,
+                raw=data,
+                report=orjson.dumps(report.to_json()),
+            )
+        raise IngestRejected(report)
 
     def ingest_result(
         self, adapter_name: str, result: AdapterResult, meta: IngestMeta
@@ -452,8 +535,11 @@ class IngestPipeline:
                 reports = self._run(
                     [(it.adapter, res, it.meta, it.correlation_id) for _, it, res in parsed]
                 )
-                for (i, _, _), rep in zip(parsed, reports, strict=True):
-                    out[i] = rep
+                for (i, item, _), rep in zip(parsed, reports, strict=True):
+                    try:
+                        out[i] = self._refused_if_conflict(item.adapter, item.data, item.meta, rep)
+                    except IngestRejected as exc:
+                        out[i] = exc
             except Exception as exc:  # noqa: BLE001 - retried one by one below
                 if len(parsed) == 1:
                     out[parsed[0][0]] = exc
@@ -465,9 +551,12 @@ class IngestPipeline:
                 for i, item, res in parsed:
                     with _correlation(item.correlation_id):
                         try:
-                            out[i] = self._run(
-                                [(item.adapter, res, item.meta, item.correlation_id)]
-                            )[0]
+                            out[i] = self._refused_if_conflict(
+                                item.adapter,
+                                item.data,
+                                item.meta,
+                                self._run([(item.adapter, res, item.meta, item.correlation_id)])[0],
+                            )
                         except Exception as exc:  # noqa: BLE001 - the item's outcome
                             out[i] = exc
         missing = [i for i, o in enumerate(out) if o is None]
@@ -482,6 +571,7 @@ class IngestPipeline:
             adapter=adapter_name,
             source=meta.source,
             message_id=result.message_id,
+            message_digest=result.message_digest,
             items_seen=result.items_seen or (len(result.measurements) + len(result.questionnaires)),
             mapping_version=self.mappings.version,
         )
@@ -521,7 +611,7 @@ class IngestPipeline:
         keys: dict[str, list[str]] = {}
         for m in msgs:
             if m.result.message_id:
-                keys.setdefault(m.meta.source, []).append(m.result.message_id)
+                keys.setdefault(m.meta.source, []).append(_record_id(m.result))
         if keys:
             t = ingest_message_table
             conds = [
@@ -529,15 +619,11 @@ class IngestPipeline:
                 for source, ids in keys.items()
                 for i in range(0, len(ids), 500)
             ]
-            for row in conn.execute(select(t.c.source, t.c.message_id).where(or_(*conds))):
-                batch.seen_messages.add((row.source, row.message_id))
-        live = [
-            m
-            for m in msgs
-            if not (
-                m.result.message_id and (m.meta.source, m.result.message_id) in batch.seen_messages
-            )
-        ]
+            for row in conn.execute(
+                select(t.c.source, t.c.message_id, t.c.report).where(or_(*conds))
+            ):
+                batch.seen_messages[(row.source, row.message_id)] = _stored_digest(row.report)
+        live = [m for m in msgs if _resend(batch, m) in (None, "again")]
         refs = [x.patient for m in live for x in m.result.measurements]
         refs += [q.patient for m in live for q in m.result.questionnaires]
         if refs:
@@ -606,9 +692,18 @@ class IngestPipeline:
             m.staged = []
             self._run_hooks(tx, m)
         done = [m for m in batch.messages if m.complete and not m.routed]
-        rows = [m.ingest_row for m in done if m.ingest_row is not None]
+        rows = [m.ingest_row for m in done if m.ingest_row is not None and not m.recorded]
         if rows:
             tx.conn.execute(insert(ingest_message_table), rows)
+        for m in done:
+            if m.ingest_row is not None and m.recorded:
+                t = ingest_message_table
+                row = m.ingest_row
+                tx.conn.execute(
+                    t.update()
+                    .where(t.c.source == row["source"], t.c.message_id == row["message_id"])
+                    .values(received=row["received"], report=row["report"])
+                )
         router = router_for(self.services)
         for m in done:
             m.routed = True
@@ -632,8 +727,12 @@ class IngestPipeline:
     def _message_in_tx(self, tx: WriteTx, batch: _Batch, msg: _Message, now: datetime) -> None:
         result, meta, report, adapter_name = msg.result, msg.meta, msg.report, msg.adapter
         if result.message_id:
-            key = (meta.source, result.message_id)
-            if key in batch.seen_messages:
+            key = (meta.source, _record_id(result))
+            seen = _resend(batch, msg)
+            if seen == "conflict":
+                _refuse_conflict(report, result, meta)
+                return
+            if seen == "duplicate":
                 report.duplicate_message = True
                 report.duplicate = len(result.measurements) + len(result.questionnaires)
                 report.rejected = 0
@@ -646,7 +745,8 @@ class IngestPipeline:
                     }
                 ]
                 return
-            batch.seen_messages.add(key)
+            msg.recorded = seen == "again"
+            batch.seen_messages[key] = result.message_digest
         devices: dict[DeviceRef, str | None] = {}
         changed: list[str] = []
         for dev in result.devices:
@@ -695,7 +795,7 @@ class IngestPipeline:
         if result.message_id:
             msg.ingest_row = {
                 "source": meta.source,
-                "message_id": result.message_id,
+                "message_id": _record_id(result),
                 "received": to_micros(now),
                 "adapter": adapter_name,
                 "report": orjson.dumps(report.to_json()),
