@@ -128,11 +128,11 @@ def accept_many(services: Services, items: Sequence[Incoming]) -> list[Accepted]
     out: list[Accepted] = []
     with services.engine.begin() as conn:
         inserted = set(conn.execute(stmt, rows).scalars())
-        first: dict[tuple[str, str, str], tuple[str, bytes | None, str]] = {}
-        """key → (row id, ack, digest) of the row stored under it"""
+        first: dict[tuple[str, str, str], tuple[str, bytes | None, str, bytes]] = {}
+        """key → (row id, ack, adapter, raw) of the row stored under it"""
         for row_id, key, it in zip(ids, keys, items, strict=True):
             if row_id in inserted:
-                first[key] = (row_id, it.ack, digest_of(it.adapter, it.raw))
+                first[key] = (row_id, it.ack, it.adapter, it.raw)
                 out.append(Accepted(row_id, False))
                 continue
             if key not in first:
@@ -146,9 +146,10 @@ def accept_many(services: Services, items: Sequence[Incoming]) -> list[Accepted]
                 ).first()
                 if hit is None:  # cannot happen: the row we conflicted with is gone
                     raise RuntimeError(f"inbound message {key} neither stored nor found")
-                first[key] = (hit.id, hit.ack, digest_of(hit.adapter, bytes(hit.raw)))
-            held_id, held_ack, held_digest = first[key]
-            if digest_of(it.adapter, it.raw) == held_digest:
+                first[key] = (hit.id, hit.ack, hit.adapter, bytes(hit.raw))
+            held_id, held_ack, held_adapter, held_raw = first[key]
+            # compared only for a known key (a digest costs nothing on the common path)
+            if digest_of(it.adapter, it.raw) == digest_of(held_adapter, held_raw):
                 out.append(Accepted(held_id, True, held_ack))
                 continue
             out.append(_conflicting(conn, key, it))

@@ -969,6 +969,8 @@ class IngestPipeline:
                 report.rejected += 1
                 return None
             identifier = self._held_key(tx, observation_identifier(m), m.source_id, m.patient)
+            if identifier != observation_identifier(m) and m.source_id:
+                self._report_conflict(report, m.source_id, m.location)
             obs = build_observation(
                 outcome.mapped,
                 patient_reference="Patient/unresolved",

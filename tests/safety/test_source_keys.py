@@ -189,6 +189,7 @@ def test_quarantined_items_of_two_unknown_patients_are_both_kept(client, service
     assert as_user("u-a").quarantined == 4
     second = as_user("u-b")
     assert (second.quarantined, second.duplicate) == (4, 0), second.diagnostics
+    assert len(_conflicts(second)) == 4
     for user, fnr in (("u-a", A), ("u-b", B)):
         r = client.post(
             "/api/v1/patient-links",
