@@ -13,10 +13,13 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
 
 from interop.plans import ZoneRanges
+from interop.store.schema import resource_table
 
 
 class _Range(BaseModel):
@@ -111,3 +114,19 @@ def groups_of_episodes(episodes: list[dict[str, Any]]) -> frozenset[str]:
         if words & exact or any(w.startswith(prefixes) for w in words if prefixes):
             found.add(name)
     return frozenset(found)
+
+
+def episodes_of(conn: Any, patient_id: str) -> list[dict[str, Any]]:
+    """The patient's EpisodeOfCare resources (what places them in a group)."""
+    r = resource_table.c
+    rows = conn.execute(
+        select(r.content).where(
+            r.res_type == "EpisodeOfCare", r.patient_id == patient_id, r.deleted.is_(False)
+        )
+    )
+    return [orjson.loads(content) for (content,) in rows]
+
+
+def defaults_for_patient(conn: Any, patient_id: str) -> dict[str, ZoneRanges]:
+    """code → the default ranges that judge this patient's readings (their groups')."""
+    return defaults_for(groups_of_episodes(episodes_of(conn, patient_id)))

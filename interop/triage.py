@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, union_all
 
-from interop.default_thresholds import defaults_for, groups_of_episodes
+from interop.default_thresholds import defaults_for, episodes_of, groups_of_episodes
 from interop.fhir.dates import fhir_range, format_instant, now_utc
 from interop.plans import (
     PlanPeriod,
@@ -283,16 +283,6 @@ class _PatientPlans:
         """The default ranges for the patient's groups (e.g. KOLS), from their episodes."""
 
 
-def _episodes(conn: Any, patient_id: str) -> list[dict[str, Any]]:
-    r = resource_table.c
-    rows = conn.execute(
-        select(r.content).where(
-            r.res_type == "EpisodeOfCare", r.patient_id == patient_id, r.deleted.is_(False)
-        )
-    )
-    return [orjson.loads(content) for (content,) in rows]
-
-
 class Triage:
     """Holds a per-process cache of each patient's plans (see ``PLAN_CACHE_SECONDS``)."""
 
@@ -314,7 +304,7 @@ class Triage:
             plans = _PatientPlans(
                 now,
                 plan_periods(tx.conn, patient_id, self.store.zone),
-                groups_of_episodes(_episodes(tx.conn, patient_id)),
+                groups_of_episodes(episodes_of(tx.conn, patient_id)),
             )
             with self._lock:
                 if len(self._cache) > 20_000:

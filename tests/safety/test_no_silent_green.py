@@ -244,3 +244,28 @@ def test_every_default_names_its_source() -> None:
     assert defaults_for()["8480-6"].green[1] == Decimal(134)
     assert defaults_for(frozenset({"copd"}))["2708-6"].green[0] == Decimal(88)
     assert json.dumps([r.label for r in defaults_for().values()])
+
+
+def test_summaries_show_the_defaults_that_judged_and_unjudged_readings(client, services) -> None:  # type: ignore[no-untyped-def]
+    """The GP's summary shows the KOLS patient's SpO2 default (what triage used), and its
+    page draws a reading nobody judged (weight without a plan) without failing."""
+    kols = _patient(client, P1)
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "type": [{"text": "KOLS"}],
+        "patient": {"reference": f"Patient/{kols}"},
+    }
+    assert client.post("/fhir/EpisodeOfCare", json=episode).status_code == 201
+    _ingest(services, _single(P1, "2708-6", "89", "%"), _single(P1, "29463-7", "81", "kg", 1))
+    r = client.get(f"/api/v1/patients/{P1}/summary", params={"view": "followup"})
+    assert r.status_code == 200, r.text
+    codes = {c["code"]: c for c in r.json()["codes"]}
+    assert codes["2708-6"]["ranges"]["green"] == [88.0, None]
+    assert codes["29463-7"]["ranges"] is None
+    page = client.get(
+        f"/api/v1/patients/{P1}/summary",
+        params={"view": "followup"},
+        headers={"Accept": "text/html"},
+    )
+    assert page.status_code == 200 and "not-assessed" in page.text
