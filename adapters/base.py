@@ -172,6 +172,12 @@ class AdapterResult:
     """How many items the input held (measurements, rows, OBX groups …)."""
     message_id: str | None = None
     """The input's own message id (MSH-10, Bundle.identifier …) for de-duplication."""
+    message_sender: str | None = None
+    """Who named the message id, when the message itself says (HL7 v2: MSH-3|MSH-4, every
+    component): a message is named by this and ``message_id`` together."""
+    message_digest: str | None = None
+    """A digest of what the message says (volatile header fields left out): the same message
+    id with another digest is another message reusing the id — never taken for a re-send."""
 
 
 @dataclass(frozen=True, slots=True)

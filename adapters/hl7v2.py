@@ -20,6 +20,7 @@ Conventions the mapping tables rely on:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,7 +103,37 @@ class MshInfo:
 
     @property
     def sender(self) -> str:
+        """MSH-3.1|MSH-4.1: the source name a sender's local patient ids are scoped by."""
         return f"{self.sending_application}|{self.sending_facility}"
+
+    @property
+    def sender_identity(self) -> str:
+        """The full sending application and facility (every component: a gateway's EUI-64 in
+        MSH-3.2 tells two gateways of one vendor apart): with MSH-10 it names a message."""
+        return f"{self.raw_sending_application}|{self.raw_sending_facility}"
+
+
+def message_digest(data: bytes) -> str:
+    """A digest of what a message says, to tell a re-send from another message that reuses
+    the id (with the sender, see ``MshInfo.sender_identity``).
+
+    "The same message" is the same bytes, except for what a sender may change when it sends a
+    message again: the line ends (CR, LF or CRLF), trailing white space, empty lines, MLLP
+    framing bytes, and MSH-7 (date/time of message), which senders stamp anew on a re-send.
+    Everything else counts, down to one OBX value or one component of PID-3."""
+    text = data.strip(b"\x0b\x1c\r\n").replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    segments = [seg.rstrip() for seg in text.split(b"\r")]
+    kept = []
+    for seg in segments:
+        if not seg:
+            continue
+        if seg.startswith(b"MSH") and len(seg) > 3:
+            fields = seg.split(seg[3:4])
+            if len(fields) > 6:
+                fields[6] = b""  # MSH-7 (MSH-1 is the separator itself, so MSH-n is fields[n-1])
+            seg = seg[3:4].join(fields)
+        kept.append(seg)
+    return hashlib.sha256(b"\r".join(kept)).hexdigest()
 
 
 def split_message_header(data: bytes) -> MshInfo:
@@ -282,7 +313,12 @@ class Hl7v2Adapter:
             raise AdapterError(str(exc), DIAG_PARSE_ERROR, "MSH") from None
         msh = segs[0]
         mtype = msh.component(9, 1) + "^" + msh.component(9, 2)
-        result = AdapterResult(message_id=msh.text(10).strip() or None)
+        control_id = msh.text(10).strip()
+        result = AdapterResult(
+            message_id=control_id or None,
+            message_sender=f"{msh[3]}|{msh[4]}",
+            message_digest=message_digest(data),
+        )
         if mtype != "ORU^R01":
             raise AdapterError(
                 f"message type {mtype} is not an observation result (ORU^R01)",

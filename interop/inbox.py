@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.dml import ReturningInsert
 
 from adapters.base import IngestMeta
+from adapters.hl7v2 import split_message_header
 from interop.fhir.dates import now_utc, to_micros
 from interop.messaging.inbound import KITH_ADAPTER
 from interop.mllp_senders import (
@@ -38,6 +40,7 @@ from interop.mllp_senders import (
 )
 from interop.observability import correlation_id
 from interop.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
+from interop.resend import conflict_key, digest_of, keep_conflict
 from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import new_id
@@ -58,6 +61,9 @@ class Accepted:
     id: str
     duplicate: bool
     previous_ack: bytes | None = None
+    conflict: bool = False
+    """Another message with this (channel, sender, message id) was stored before: this one
+    is kept with status ``conflict`` and never processed (see :mod:`interop.resend`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,8 @@ class Incoming:
     raw: bytes
     ack: bytes | None = None
     """the acknowledgement that will be sent (re-sent as is for a duplicate)"""
+    conflict_ack: bytes | None = None
+    """the refusal that will be sent instead when the message reuses another's id"""
 
 
 _UNIQUE_KEY = (inbox.c.channel, inbox.c.sender, inbox.c.message_id)
@@ -104,7 +112,11 @@ def accept(
 def accept_many(services: Services, items: Sequence[Incoming]) -> list[Accepted]:
     """Store raw messages durably, all in one transaction (committed when this returns); each
     known (channel, sender, message id), also one met earlier in ``items``, is a duplicate and
-    comes back with the row that was stored first and its acknowledgement."""
+    comes back with the row that was stored first and its acknowledgement — when it says the
+    same (:func:`interop.resend.digest_of`). One that says something else is another message
+    reusing the id: it is kept with status ``conflict`` (never processed) and comes back with
+    ``conflict`` set, or, when that very message was kept so before, as a duplicate of that
+    row with the refusal it was given."""
     received = to_micros(now_utc())
     ids = [new_id() for _ in items]
     keys = [(it.channel, it.sender[:255], it.message_id[:255]) for it in items]
@@ -124,28 +136,66 @@ def accept_many(services: Services, items: Sequence[Incoming]) -> list[Accepted]
         for row_id, (channel, sender, message_id), it in zip(ids, keys, items, strict=True)
     ]
     stmt = _insert_new[services.engine.dialect.name]
-    found: dict[tuple[str, str, str], Accepted] = {}
+    out: list[Accepted] = []
     with services.engine.begin() as conn:
         inserted = set(conn.execute(stmt, rows).scalars())
-        stored = [row_id in inserted for row_id in ids]
-        for key, new in zip(keys, stored, strict=True):
-            if new or key in found:
+        first: dict[tuple[str, str, str], tuple[str, bytes | None, str, bytes]] = {}
+        """key → (row id, ack, adapter, raw) of the row stored under it"""
+        for row_id, key, it in zip(ids, keys, items, strict=True):
+            if row_id in inserted:
+                first[key] = (row_id, it.ack, it.adapter, it.raw)
+                out.append(Accepted(row_id, False))
                 continue
-            channel, sender, message_id = key
-            hit = conn.execute(
-                select(inbox.c.id, inbox.c.ack).where(
-                    inbox.c.channel == channel,
-                    inbox.c.sender == sender,
-                    inbox.c.message_id == message_id,
-                )
-            ).first()
-            if hit is None:  # cannot happen: the row we conflicted with is gone
-                raise RuntimeError(f"inbound message {key} neither stored nor found")
-            found[key] = Accepted(hit.id, True, hit.ack)
-    return [
-        Accepted(row_id, False) if new else found[key]
-        for row_id, key, new in zip(ids, keys, stored, strict=True)
-    ]
+            if key not in first:
+                channel, sender, message_id = key
+                hit = conn.execute(
+                    select(inbox.c.id, inbox.c.ack, inbox.c.adapter, inbox.c.raw).where(
+                        inbox.c.channel == channel,
+                        inbox.c.sender == sender,
+                        inbox.c.message_id == message_id,
+                    )
+                ).first()
+                if hit is None:  # cannot happen: the row we conflicted with is gone
+                    raise RuntimeError(f"inbound message {key} neither stored nor found")
+                first[key] = (hit.id, hit.ack, hit.adapter, bytes(hit.raw))
+            held_id, held_ack, held_adapter, held_raw = first[key]
+            # compared only for a known key (a digest costs nothing on the common path)
+            if digest_of(it.adapter, it.raw) == digest_of(held_adapter, held_raw):
+                out.append(Accepted(held_id, True, held_ack))
+                continue
+            out.append(_conflicting(conn, key, it))
+    return out
+
+
+def _conflicting(conn: Any, key: tuple[str, str, str], it: Incoming) -> Accepted:
+    """Keep a message that reuses another's id for an operator (or find it kept before)."""
+    channel, sender, message_id = key
+    kept = keep_conflict(
+        conn,
+        channel=channel,
+        sender=sender,
+        message_id=message_id,
+        adapter=it.adapter,
+        raw=it.raw,
+        ack=it.conflict_ack,
+    )
+    if kept is not None:
+        log.warning(
+            "inbound message %s from %s reuses the id of another message: kept as %s, "
+            "not processed",
+            message_id,
+            sender,
+            kept,
+        )
+        return Accepted(kept, False, None, conflict=True)
+    hit = conn.execute(
+        select(inbox.c.id, inbox.c.ack).where(
+            inbox.c.channel == channel,
+            inbox.c.sender == sender,
+            inbox.c.message_id == conflict_key(message_id, digest_of(it.adapter, it.raw)),
+        )
+    ).one()
+    return Accepted(hit.id, True, hit.ack, conflict=True)
 
 
 class GroupAcceptor:
@@ -368,9 +418,9 @@ class InboxProcessor:
             return None
         return replace(item, lease_until=lease)
 
-    def _meta(self, sender: MllpSender) -> IngestMeta:
+    def _meta(self, held: Claimed, sender: MllpSender) -> IngestMeta:
         return IngestMeta(
-            source=sender.source,
+            source=sender.orgnr if sender.vendor is not None and sender.orgnr else _source(held),
             default_timezone=self.services.settings.timezone,
             received_at=now_utc(),
         )
@@ -389,14 +439,14 @@ class InboxProcessor:
             return False
         if senders is None:
             senders = load_senders(self.services.settings)
-        sender = senders.get(held.sender)
+        sender = senders.get(_source(held))
         if sender is None:
             return self._settle([(held, self._not_listed(held))]) == 1
         # everything this message causes (outbox messages, log lines) carries its id
         token = correlation_id.set(f"inbound:{held.id}")
         try:
             outcome: IngestReport | Exception = self.pipeline.ingest(
-                held.adapter, held.raw, self._meta(sender), vendor=sender.vendor
+                held.adapter, held.raw, self._meta(held, sender), vendor=sender.vendor
             )
         except Exception as exc:  # noqa: BLE001 - recorded below, never dropped
             outcome = exc
@@ -413,9 +463,9 @@ class InboxProcessor:
             return 0
         if senders is None:
             senders = load_senders(self.services.settings)
-        listed = [(h, s) for h in held if (s := senders.get(h.sender)) is not None]
+        listed = [(h, s) for h in held if (s := senders.get(_source(h))) is not None]
         results: list[tuple[Claimed, IngestReport | Exception]] = [
-            (h, self._not_listed(h)) for h in held if senders.get(h.sender) is None
+            (h, self._not_listed(h)) for h in held if senders.get(_source(h)) is None
         ]
         if listed:
             outcomes = self.pipeline.ingest_many(
@@ -423,7 +473,7 @@ class InboxProcessor:
                     IngestItem(
                         h.adapter,
                         h.raw,
-                        self._meta(s),
+                        self._meta(h, s),
                         correlation_id=f"inbound:{h.id}",
                         vendor=s.vendor,
                     )
@@ -517,6 +567,18 @@ class InboxProcessor:
             if n == 0:
                 self.wake.wait(idle_seconds)
                 self.wake.clear()
+
+
+def _source(held: Claimed) -> str:
+    """The source name an HL7 v2 message is ingested under: MSH-3.1|MSH-4.1, as before the
+    inbox named senders by their full MSH-3 and MSH-4 (a sender's local patient ids and its
+    processed-message records are scoped by it)."""
+    if held.adapter == "hl7v2":
+        try:
+            return split_message_header(held.raw).sender
+        except ValueError:
+            pass
+    return held.sender
 
 
 def _still_ours(item: Claimed) -> ColumnElement[bool]:

@@ -210,8 +210,10 @@ def compute(
             select(o.zone, func.count()).where(*in_period, o.zone.is_not(None)).group_by(o.zone)
         ).all()
     )
-    triaged = sum(int(n) for n in zones.values())
+    # a measurement nobody judged (zone not-assessed: no thresholds) is not triaged
+    triaged = sum(int(n) for z, n in zones.items() if z in ("green", "yellow", "red"))
     v["triagedMeasurements"] = _suppress(triaged, suppress_below)
+    v["notAssessedMeasurements"] = _suppress(int(zones.get("not-assessed", 0)), suppress_below)
     for z in ("green", "yellow", "red"):
         v[f"share{z.capitalize()}"] = _share(int(zones.get(z, 0)), triaged, suppress_below)
 

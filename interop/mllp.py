@@ -6,9 +6,12 @@ while a transaction is being written share the next commit), and only once that 
 has committed answer ``AA``. Unusable messages get ``AR`` (not HL7, no MSH-10, not a message
 type we take, a sender not listed in the MLLP senders file for the connection's address: see
 :mod:`interop.mllp_senders`) with ERR segments, and a message that could not be stored ``AE``
-(resend; also while the senders file is unreadable); a
-message whose MSH-10 was seen before from the same sender is acknowledged again (with the
-first ACK) without being processed twice. Parsing the OBX groups, mapping and storing
+(resend; also while the senders file is unreadable). A message is named by its full MSH-3 and
+MSH-4 (every component) and MSH-10: a re-send (the same content, see
+:func:`adapters.hl7v2.message_digest`) is acknowledged again with the first ACK without being
+processed twice; another message reusing the name is answered ``AE`` with an ERR segment
+(205, duplicate key) and kept with status ``conflict`` for an operator, never processed (see
+:mod:`interop.resend`). Parsing the OBX groups, mapping and storing
 Observations happen afterwards, in the inbox processor, off the acknowledgement path; in this
 process its writes yield to the listener's on SQLite (:mod:`interop.store.write_lock`).
 """
@@ -24,6 +27,7 @@ from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, mllp_frame
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
 from interop.mllp_senders import SendersFileError, load_senders
+from interop.resend import HL7_DUPLICATE_KEY, conflict_message
 from interop.services import Services
 
 log = logging.getLogger("interop.mllp")
@@ -85,7 +89,14 @@ class MllpServer:
         if refused is not None:
             log.warning("MLLP message %s from %s refused: %s", msh.control_id, peer, refused)
             return build_ack(msh, "AR", text=refused)
+        # a message is named by the full sending application and facility and MSH-10; one
+        # that reuses a name with other content is refused and kept (see interop.resend)
+        sender = msh.sender_identity if msh.sender_identity != "|" else "unknown"
         ack = build_ack(msh, "AA")
+        conflict_text = conflict_message(msh.control_id, sender)
+        refusal = build_ack(
+            msh, "AE", text=conflict_text, errors=((HL7_DUPLICATE_KEY, conflict_text),)
+        )
         try:
             stored = await self.acceptor.accept(
                 Incoming(
@@ -95,11 +106,14 @@ class MllpServer:
                     adapter="hl7v2",
                     raw=message,
                     ack=ack,
+                    conflict_ack=refusal,
                 )
             )
         except Exception:  # noqa: BLE001 - tell the sender to retry: nothing was kept
             log.exception("storing MLLP message %s failed", msh.control_id)
             return build_ack(msh, "AE", text="temporary storage failure; resend later")
+        if stored.conflict:
+            return stored.previous_ack or refusal
         if stored.duplicate:
             return stored.previous_ack or build_ack(msh, "AA", text="duplicate; already received")
         if self.on_stored:

@@ -44,8 +44,16 @@ from interop.mapping import (
 )
 from interop.observability import correlation_id
 from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
+from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
+from interop.resend import conflict_message as resend_conflict_message
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
+from interop.source_keys import (
+    CONFLICT_STATUS,
+    DIAG_IDENTIFIER_CONFLICT,
+    conflict_message,
+    scoped_key,
+)
 from interop.store.context import Door, WriteContext
 from interop.store.repository import (
     PUMP_EVERY,
@@ -98,6 +106,10 @@ class IngestReport:
     quarantined: int = 0
     rejected: int = 0
     duplicate_message: bool = False
+    message_conflict: bool = False
+    """Another message with this message's id was processed before: nothing was processed
+    (see :mod:`interop.resend`)."""
+    message_digest: str | None = None
     provenance: str | None = None
     mapping_version: str | None = None
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -165,6 +177,63 @@ def _comparable(obs: dict[str, Any], key: str) -> Any:
     return value
 
 
+def _record_id(result: AdapterResult) -> str:
+    """The id a processed message is recorded under (with its source): the message id, with
+    the sender the message names (HL7 v2: the full MSH-3 and MSH-4) when it names one, hashed
+    when longer than the record's key holds."""
+    assert result.message_id is not None
+    if not result.message_sender:
+        return result.message_id
+    key = f"{result.message_sender}|{result.message_id}"
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _stored_digest(report: bytes | None) -> str | None:
+    """The digest recorded with a processed message (in its report)."""
+    if not report:
+        return None
+    try:
+        digest = orjson.loads(report).get("message_digest")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _resend(batch: _Batch, m: _Message) -> str | None:
+    """Whether a message's id was seen (stored, or earlier in the batch): ``None`` no;
+    ``duplicate`` a re-send (the same digest, or no digest to compare); ``conflict``
+    another message reusing the id; ``again`` recorded before digests were kept — processed
+    again, which changes nothing for a true re-send (every item is idempotent)."""
+    if not m.result.message_id:
+        return None
+    key = (m.meta.source, _record_id(m.result))
+    if key not in batch.seen_messages:
+        return None
+    stored, digest = batch.seen_messages[key], m.result.message_digest
+    if digest is None or stored == digest:
+        return "duplicate"
+    return "again" if stored is None else "conflict"
+
+
+def _refuse_conflict(report: IngestReport, result: AdapterResult, meta: IngestMeta) -> None:
+    report.message_conflict = True
+    report.rejected = max(1, len(result.measurements) + len(result.questionnaires))
+    report.diagnostics = [
+        {
+            "severity": "error",
+            "code": DIAG_MESSAGE_ID_CONFLICT,
+            "message": resend_conflict_message(result.message_id or "", meta.source),
+            "location": "MSH-10",
+        }
+    ]
+
+
+def _subject_id(resource: dict[str, Any]) -> str | None:
+    """The Patient id of a resource's subject (``None`` for a subject by identifier)."""
+    ref = (resource.get("subject") or {}).get("reference")
+    return ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
+
+
 def _same_content(existing: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(_comparable(existing, k) == _comparable(new, k) for k in _COMPARED)
 
@@ -225,6 +294,11 @@ class _Message:
     created: dict[str, list[str]] = field(default_factory=dict)
     """``observation.created`` notes (patient id → Observation references)."""
     ingest_row: dict[str, Any] | None = None
+    conflicts: dict[tuple[str, str], PatientRef] = field(default_factory=dict)
+    recorded: bool = False
+    """The message's id is recorded already (a message recorded before digests were kept,
+    processed again): its record is updated, not inserted."""
+    """Patient-scoped keys of items whose source id another patient's item holds."""
     complete: bool = False
     routed: bool = False
 
@@ -250,7 +324,9 @@ class _Batch:
 
     def __init__(self, messages: list[_Message]) -> None:
         self.messages = messages
-        self.seen_messages: set[tuple[str, str]] = set()
+        self.seen_messages: dict[tuple[str, str], str | None] = {}
+        """(source, message id) → the digest of the message processed under it (``None``:
+        not known, the message was recorded before digests were kept)."""
         self.patients: dict[PatientRef, tuple[str | None, str | None, str | None]] = {}
         self.identifiers: dict[tuple[str, str, str], str] = {}
         """(resource type, system, value) → id, for Devices and Observations: stored or
@@ -259,16 +335,38 @@ class _Batch:
         """Ids of staged creates not yet written."""
         self.linked: dict[VendorWriter, set[str]] = {}
         """The patients linked to each vendor writing in this batch (read once)."""
+        self.owners: dict[str, str | None] = {}
+        """Observation id → the Patient id of its subject, for the Observations in
+        ``identifiers`` (see :meth:`IngestPipeline._patient_key`)."""
 
 
 def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
+    """The keys a measurement may be stored under: its own, and for a source's id also the
+    patient-scoped form (see :mod:`interop.source_keys`)."""
     keys = []
     for m in result.measurements:
         try:
             keys.append(observation_identifier(m))
         except Exception:  # noqa: BLE001 - the item's own processing reports it
             continue
+        if m.source_id:
+            keys.append(scoped_key(m.source_id, m.patient))
     return keys
+
+
+def subjects_of(conn: Any, res_type: str, ids: Iterable[str]) -> dict[str, str | None]:
+    """Resource id → the Patient id its row is indexed under (its subject), for ``ids``."""
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, str | None] = {}
+    r = resource_table
+    for i in range(0, len(wanted), 500):
+        for row in conn.execute(
+            select(r.c.res_id, r.c.patient_id).where(
+                r.c.res_type == res_type, r.c.res_id.in_(wanted[i : i + 500])
+            )
+        ):
+            out[row.res_id] = row.patient_id
+    return out
 
 
 def _device_keys(result: AdapterResult) -> list[tuple[str, str]]:
@@ -406,11 +504,31 @@ class IngestPipeline:
         *,
         vendor: VendorWriter | None = None,
     ) -> IngestReport:
-        """``vendor``: the vendor writing (its limits apply), None for the follow-up centre,
-        admins and operators."""
-        return self.ingest_result(
+        """Parse and store one message or file; :class:`IngestRejected` when it cannot be
+        read, or when it reuses the id of another message processed before (it is then kept
+        for an operator, see :mod:`interop.resend`). ``vendor``: the vendor writing (its
+        limits apply), None for the follow-up centre, admins and operators."""
+        report = self.ingest_result(
             adapter_name, self._parse(adapter_name, data, meta), meta, vendor=vendor
         )
+        return self._refused_if_conflict(adapter_name, data, meta, report)
+
+    def _refused_if_conflict(
+        self, adapter_name: str, data: bytes, meta: IngestMeta, report: IngestReport
+    ) -> IngestReport:
+        if not report.message_conflict:
+            return report
+        with self.services.engine.begin() as conn:
+            keep_conflict(
+                conn,
+                channel="ingest",
+                sender=meta.source,
+                message_id=report.message_id or "",
+                adapter=adapter_name,
+                raw=data,
+                report=orjson.dumps(report.to_json()),
+            )
+        raise IngestRejected(report)
 
     def ingest_result(
         self,
@@ -445,8 +563,11 @@ class IngestPipeline:
                         for _, it, res in parsed
                     ]
                 )
-                for (i, _, _), rep in zip(parsed, reports, strict=True):
-                    out[i] = rep
+                for (i, item, _), rep in zip(parsed, reports, strict=True):
+                    try:
+                        out[i] = self._refused_if_conflict(item.adapter, item.data, item.meta, rep)
+                    except IngestRejected as exc:
+                        out[i] = exc
             except Exception as exc:  # noqa: BLE001 - retried one by one below
                 if len(parsed) == 1:
                     out[parsed[0][0]] = exc
@@ -458,9 +579,22 @@ class IngestPipeline:
                 for i, item, res in parsed:
                     with _correlation(item.correlation_id):
                         try:
-                            out[i] = self._run(
-                                [(item.adapter, res, item.meta, item.correlation_id, item.vendor)]
-                            )[0]
+                            out[i] = self._refused_if_conflict(
+                                item.adapter,
+                                item.data,
+                                item.meta,
+                                self._run(
+                                    [
+                                        (
+                                            item.adapter,
+                                            res,
+                                            item.meta,
+                                            item.correlation_id,
+                                            item.vendor,
+                                        )
+                                    ]
+                                )[0],
+                            )
                         except Exception as exc:  # noqa: BLE001 - the item's outcome
                             out[i] = exc
         missing = [i for i, o in enumerate(out) if o is None]
@@ -475,6 +609,7 @@ class IngestPipeline:
             adapter=adapter_name,
             source=meta.source,
             message_id=result.message_id,
+            message_digest=result.message_digest,
             items_seen=result.items_seen or (len(result.measurements) + len(result.questionnaires)),
             mapping_version=self.mappings.version,
         )
@@ -515,7 +650,7 @@ class IngestPipeline:
         keys: dict[str, list[str]] = {}
         for m in msgs:
             if m.result.message_id:
-                keys.setdefault(m.meta.source, []).append(m.result.message_id)
+                keys.setdefault(m.meta.source, []).append(_record_id(m.result))
         if keys:
             t = ingest_message_table
             conds = [
@@ -523,15 +658,11 @@ class IngestPipeline:
                 for source, ids in keys.items()
                 for i in range(0, len(ids), 500)
             ]
-            for row in conn.execute(select(t.c.source, t.c.message_id).where(or_(*conds))):
-                batch.seen_messages.add((row.source, row.message_id))
-        live = [
-            m
-            for m in msgs
-            if not (
-                m.result.message_id and (m.meta.source, m.result.message_id) in batch.seen_messages
-            )
-        ]
+            for row in conn.execute(
+                select(t.c.source, t.c.message_id, t.c.report).where(or_(*conds))
+            ):
+                batch.seen_messages[(row.source, row.message_id)] = _stored_digest(row.report)
+        live = [m for m in msgs if _resend(batch, m) in (None, "again")]
         refs = [x.patient for m in live for x in m.result.measurements]
         refs += [q.patient for m in live for q in m.result.questionnaires]
         if refs:
@@ -541,6 +672,17 @@ class IngestPipeline:
         idents += [("Observation", s, v) for m in live for s, v in _observation_keys(m.result)]
         if idents:
             batch.identifiers.update(find_identifiers(conn, idents))
+            batch.owners.update(
+                subjects_of(
+                    conn,
+                    "Observation",
+                    (
+                        rid
+                        for (rtype, _, _), rid in batch.identifiers.items()
+                        if rtype == "Observation"
+                    ),
+                )
+            )
         for m in msgs:
             with _correlation(m.correlation_id):
                 tx.context["ingest"] = m.report
@@ -589,9 +731,18 @@ class IngestPipeline:
             m.staged = []
             self._run_hooks(tx, m)
         done = [m for m in batch.messages if m.complete and not m.routed]
-        rows = [m.ingest_row for m in done if m.ingest_row is not None]
+        rows = [m.ingest_row for m in done if m.ingest_row is not None and not m.recorded]
         if rows:
             tx.conn.execute(insert(ingest_message_table), rows)
+        for m in done:
+            if m.ingest_row is not None and m.recorded:
+                t = ingest_message_table
+                row = m.ingest_row
+                tx.conn.execute(
+                    t.update()
+                    .where(t.c.source == row["source"], t.c.message_id == row["message_id"])
+                    .values(received=row["received"], report=row["report"])
+                )
         router = router_for(self.services)
         for m in done:
             m.routed = True
@@ -615,8 +766,12 @@ class IngestPipeline:
     def _message_in_tx(self, tx: WriteTx, batch: _Batch, msg: _Message, now: datetime) -> None:
         result, meta, report, adapter_name = msg.result, msg.meta, msg.report, msg.adapter
         if result.message_id:
-            key = (meta.source, result.message_id)
-            if key in batch.seen_messages:
+            key = (meta.source, _record_id(result))
+            seen = _resend(batch, msg)
+            if seen == "conflict":
+                _refuse_conflict(report, result, meta)
+                return
+            if seen == "duplicate":
                 report.duplicate_message = True
                 report.duplicate = len(result.measurements) + len(result.questionnaires)
                 report.rejected = 0
@@ -629,7 +784,8 @@ class IngestPipeline:
                     }
                 ]
                 return
-            batch.seen_messages.add(key)
+            msg.recorded = seen == "again"
+            batch.seen_messages[key] = result.message_digest
         devices: dict[DeviceRef, str | None] = {}
         changed: list[str] = []
         for dev in result.devices:
@@ -680,11 +836,107 @@ class IngestPipeline:
         if result.message_id:
             msg.ingest_row = {
                 "source": meta.source,
-                "message_id": result.message_id,
+                "message_id": _record_id(result),
                 "received": to_micros(now),
                 "adapter": adapter_name,
                 "report": orjson.dumps(report.to_json()),
             }
+
+    # ---- patient-scoped idempotency keys (see interop.source_keys) -------------------------
+    @staticmethod
+    def _patient_key(batch: _Batch, m: Measurement, pid: str) -> tuple[tuple[str, str], bool]:
+        """The key a measurement of Patient ``pid`` is stored under, and whether its source id
+        is held by another patient's Observation (a conflict): the source's own id while it
+        is free or this patient's, else the patient-scoped form."""
+        key = observation_identifier(m)
+        if not m.source_id:
+            return key, False  # the derived key covers device, patient, code and time
+        scoped = scoped_key(key, m.patient)
+        if ("Observation", *scoped) in batch.identifiers:
+            return scoped, True  # a re-send of an item stored under the scoped key
+        holder = batch.identifiers.get(("Observation", *key))
+        if holder is None or batch.owners.get(holder) == pid:
+            return key, False
+        return scoped, True
+
+    @staticmethod
+    def _held_key(
+        tx: WriteTx,
+        key: tuple[str, str],
+        source_id: tuple[str, str] | None,
+        patient: PatientRef,
+    ) -> tuple[str, str]:
+        """The key an item of a patient not yet known waits under in quarantine: its own,
+        unless another patient's held item has it (then the patient-scoped form). A held
+        item is compared with stored ones when it is released."""
+        if not source_id:
+            return key
+        q = quarantine_table
+        row = tx.conn.execute(
+            select(q.c.patient_system, q.c.patient_value).where(
+                q.c.identifier_system == key[0], q.c.identifier_value == key[1]
+            )
+        ).first()
+        if row is None or (row.patient_system, row.patient_value) == (
+            patient.system,
+            patient.value,
+        ):
+            return key
+        return scoped_key(key, patient)
+
+    @staticmethod
+    def _report_conflict(
+        report: IngestReport,
+        key: tuple[str, str],
+        location: str | None,
+        *,
+        rejected: bool = False,
+    ) -> None:
+        report.add(
+            Diagnostic(
+                "error" if rejected else "warning",
+                DIAG_IDENTIFIER_CONFLICT,
+                conflict_message(key),
+                location,
+            )
+        )
+        if rejected:
+            report.rejected += 1
+
+    def _record_conflict(
+        self,
+        tx: WriteTx,
+        msg: _Message,
+        resource: dict[str, Any],
+        key: tuple[str, str],
+        patient: PatientRef,
+        res_id: str,
+    ) -> None:
+        """Keep an identifier conflict for an operator: a quarantine-table row in status
+        ``conflict`` naming the item stored (never released automatically)."""
+        q = quarantine_table
+        if tx.conn.execute(
+            select(q.c.id).where(q.c.identifier_system == key[0], q.c.identifier_value == key[1])
+        ).first():
+            return
+        tx.conn.execute(
+            insert(q).values(
+                id=new_id(),
+                received=to_micros(now_utc()),
+                source=msg.meta.source[:128],
+                adapter=msg.adapter,
+                reason_code=DIAG_IDENTIFIER_CONFLICT,
+                reason=conflict_message(key)[:1000],
+                patient_system=patient.system,
+                patient_value=patient.value,
+                identifier_system=key[0],
+                identifier_value=key[1],
+                resource=orjson.dumps(resource),
+                status=CONFLICT_STATUS,
+                resource_id=res_id,
+                mapping_version=self.mappings.version[:64],
+            )
+        )
 
     def _patient(
         self,
@@ -774,7 +1026,6 @@ class IngestPipeline:
         if outcome.mapped is None:
             report.rejected += 1
             return None
-        identifier = observation_identifier(m)
         device_ref = None
         if m.device is not None:
             if m.device not in devices:
@@ -786,6 +1037,9 @@ class IngestPipeline:
                 report.add(Diagnostic("error", reason_code, reason or "", m.location))
                 report.rejected += 1
                 return None
+            identifier = self._held_key(tx, observation_identifier(m), m.source_id, m.patient)
+            if identifier != observation_identifier(m) and m.source_id:
+                self._report_conflict(report, m.source_id, m.location)
             obs = build_observation(
                 outcome.mapped,
                 patient_reference="Patient/unresolved",
@@ -811,6 +1065,10 @@ class IngestPipeline:
                 m.location,
             )
             return None
+        identifier, conflict = self._patient_key(batch, m, pid)
+        if conflict:
+            self._report_conflict(report, m.source_id or identifier, m.location)
+            msg.conflicts[identifier] = m.patient
         obs = build_observation(
             outcome.mapped,
             patient_reference=f"Patient/{pid}",
@@ -851,9 +1109,14 @@ class IngestPipeline:
             ids = [str(rid) for _, rid in new]
             refs = [f"Observation/{rid}" for rid in ids]
             changed.extend(refs)
-            for (system, value), rid in zip(fresh, ids, strict=True):
+            for (system, value), rid, (obs, _) in zip(fresh, ids, new, strict=True):
                 batch.identifiers[("Observation", system, value)] = rid
+                batch.owners[rid] = _subject_id(obs)
                 batch.unwritten.add(rid)
+            if msg.conflicts:
+                for ident, (obs, _), rid in zip(fresh, new, ids, strict=True):
+                    if ident in msg.conflicts:
+                        self._record_conflict(tx, msg, obs, ident, msg.conflicts[ident], rid)
             created = msg.created
             for (obs, _), ref in zip(new, refs, strict=True):
                 subject = obs["subject"]["reference"]
@@ -878,6 +1141,10 @@ class IngestPipeline:
         for ident, rid in seen:
             obs = pending[ident]
             old = current.get(rid)
+            if old is not None and _subject_id(old) != _subject_id(obs):
+                # never: the key is patient-scoped (see _patient_key); kept as a last guard
+                self._report_conflict(report, ident, None, rejected=True)
+                continue
             if old is not None and _same_content(old, obs):
                 report.duplicate += 1
                 continue
@@ -946,6 +1213,12 @@ class IngestPipeline:
         identifier: tuple[str, str],
         vendor: VendorWriter | None = None,
     ) -> str | None:
+        if _subject_id(old) != _subject_id(resource):
+            # an item's subject never changes through ingest (see _patient_key)
+            ident = (resource.get("identifier") or [{}])[0]
+            key = (str(ident.get("system", "")), str(ident.get("value", "")))
+            self._report_conflict(report, key, None, rejected=True)
+            return None
         if _same_content(old, resource):
             report.duplicate += 1
             return None
@@ -973,6 +1246,8 @@ class IngestPipeline:
     ) -> str | None:
         identifier = _questionnaire_key(q)
         pid, reason_code, reason = self._patient(tx, q.patient, patients)
+        if pid is not None and q.source_id:
+            identifier = self._questionnaire_patient_key(tx, identifier, q, pid, report)
         built = build_questionnaire_response(
             q,
             patient_reference=f"Patient/{pid}" if pid else "Patient/unresolved",
@@ -997,6 +1272,24 @@ class IngestPipeline:
             )
             return None
         return self._upsert(tx, "QuestionnaireResponse", built, identifier, report, vendor=vendor)
+
+    def _questionnaire_patient_key(
+        self,
+        tx: WriteTx,
+        key: tuple[str, str],
+        q: QuestionnaireAnswers,
+        pid: str,
+        report: IngestReport,
+    ) -> tuple[str, str]:
+        """As :meth:`_patient_key`, for a questionnaire with the source's own id."""
+        store = self.services.store
+        holder = store.find_by_identifier("QuestionnaireResponse", key[0], key[1], tx.conn)
+        if holder is None:
+            return key
+        if subjects_of(tx.conn, "QuestionnaireResponse", [holder]).get(holder) == pid:
+            return key
+        self._report_conflict(report, key, q.location)
+        return scoped_key(key, q.patient)
 
     def _quarantine(
         self,
@@ -1118,7 +1411,7 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
     """Store every held item whose patient can now be resolved (a link or Patient was added)."""
     from interop.store.schema import quarantine_table as q
 
-    counts = {"released": 0, "still_held": 0, "duplicate": 0}
+    counts = {"released": 0, "still_held": 0, "duplicate": 0, "conflict": 0}
     with services.store.write(WriteContext(None, Door.LINK)) as tx:
         tx.context["triage"] = True
         rows = tx.conn.execute(select(q).where(q.c.status == "held")).all()
@@ -1134,9 +1427,18 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
             resource = orjson.loads(row.resource)
             rtype = resource["resourceType"]
             resource["subject"] = {"reference": f"Patient/{pid}"}
-            existing = services.store.find_by_identifier(
-                rtype, row.identifier_system, row.identifier_value, tx.conn
-            )
+            key = (row.identifier_system, row.identifier_value)
+            existing = services.store.find_by_identifier(rtype, *key, tx.conn)
+            if existing and subjects_of(tx.conn, rtype, [existing]).get(existing) != pid:
+                # the source id is another patient's: this item is stored on its own patient
+                # under the patient-scoped key, and kept for an operator (never merged)
+                key = scoped_key(key, ref)
+                resource["identifier"] = [{"system": key[0], "value": key[1]}]
+                existing = services.store.find_by_identifier(rtype, *key, tx.conn)
+                counts["conflict"] += 1
+                conflict = True
+            else:
+                conflict = False
             if existing:
                 counts["duplicate"] += 1
                 rid = existing
@@ -1146,7 +1448,22 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
                 if rtype == "Observation":
                     observations_created(tx, [(f"Patient/{pid}", f"Observation/{rid}")])
             tx.conn.execute(
-                q.update().where(q.c.id == row.id).values(status="released", resource_id=rid)
+                q.update()
+                .where(q.c.id == row.id)
+                .values(
+                    status=CONFLICT_STATUS if conflict else "released",
+                    resource_id=rid,
+                    **(
+                        {
+                            "reason_code": DIAG_IDENTIFIER_CONFLICT,
+                            "reason": conflict_message(
+                                (row.identifier_system, row.identifier_value)
+                            ),
+                        }
+                        if conflict
+                        else {}
+                    ),
+                )
             )
         router_for(services).route_pending(tx)
     return counts

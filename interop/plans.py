@@ -14,12 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Connection, select
 
@@ -115,23 +112,17 @@ class ZoneRanges:
     actions: dict[str, str]
     max_gap_hours: int | None = None
     """How long the plan lets this code go unmeasured (its schedule), if it says."""
+    label: str = ""
+    """For a default: its clinical source, shown wherever it is used."""
+    group: str | None = None
+    """For a default: the patient group whose default it is (e.g. ``copd``), if any."""
 
 
-@lru_cache(maxsize=1)
 def default_ranges() -> dict[str, ZoneRanges]:
-    data = yaml.safe_load((files("mappings") / "default-thresholds.yaml").read_text("utf-8"))
-    out = {}
-    for code, d in data["defaults"].items():
-        g, y = d.get("green", {}), d.get("yellow", {})
-        out[str(code)] = ZoneRanges(
-            str(code),
-            d["unit"],
-            (_dec(g.get("low")), _dec(g.get("high"))),
-            (_dec(y.get("low")), _dec(y.get("high"))),
-            "default",
-            {},
-        )
-    return out
+    """The general default ranges (see :mod:`interop.default_thresholds`)."""
+    from interop.default_thresholds import defaults_for
+
+    return defaults_for()
 
 
 def _dec(v: Any) -> Decimal | None:
@@ -471,11 +462,19 @@ def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[
     return out
 
 
-def plan_at(periods: list[PlanPeriod], t: int) -> dict[str, Any] | None:
-    """The plan version in force at ``t`` (µs): of those whose period holds it, the latest."""
+def plan_at(periods: list[PlanPeriod], t: int, t_last: int | None = None) -> dict[str, Any] | None:
+    """The plan version in force at ``t`` (µs): of those whose period holds it, the latest.
+
+    A period holds its start instant and not its end (``[start, end)``): at the instant one
+    version replaces another, the new one is in force. ``t_last`` (inclusive, µs) is the last
+    instant of the time as the source stated it: a reading given to the second
+    (``12:00:00``) stands for that whole second, so a plan approved at ``12:00:00.570`` is in
+    force for it — the latest version whose period meets ``[t, t_last]`` judges the reading,
+    never the defaults or an older version it replaced in that same second."""
+    last = t if t_last is None or t_last < t else t_last
     chosen = None
     for start, end, cp in periods:
-        if (start is None or start <= t) and (end is None or t < end):
+        if (start is None or start <= last) and (end is None or t < end):
             chosen = cp
     return chosen
 

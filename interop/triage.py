@@ -26,11 +26,11 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, union_all
 
-from interop.fhir.dates import fhir_instant, format_instant, now_utc
+from interop.default_thresholds import defaults_for, episodes_of, groups_of_episodes
+from interop.fhir.dates import fhir_range, format_instant, now_utc
 from interop.plans import (
     PlanPeriod,
     ZoneRanges,
-    default_ranges,
     plan_at,
     plan_periods,
     ranges_of_plan,
@@ -42,6 +42,12 @@ from interop.store.schema import reference_table, resource_table, token_table
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 RANK = {"green": 0, "yellow": 1, "red": 2}
+NOT_ASSESSED = "not-assessed"
+"""Zone of a measurement nobody judged: no plan threshold and no suitable default (never
+green, no ``N`` interpretation)."""
+DEFAULT_MARK = "standardgrenser"
+"""In the text of everything judged by default ranges (interpretation, referenceRange, Task,
+Flag): it was not the patient's own plan."""
 V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL": "Critical low"}
 TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
@@ -74,12 +80,12 @@ def classify(value: Decimal, r: ZoneRanges) -> TriageResult:
 # (the same plan or default ranges, the same zone). They are built once and the JSON
 # structures shared between the resources, which are serialised and never changed after.
 _SHARED_LIMIT = 4096
-_interpretations: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+_interpretations: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
 _range_lists: dict[int, tuple[ZoneRanges, list[dict[str, Any]]]] = {}
 
 
 def _interpretation(t: TriageResult) -> list[dict[str, Any]]:
-    key = (t.zone, t.code, t.ranges.source)
+    key = (t.zone, t.code, t.ranges.source, t.ranges.label)
     hit = _interpretations.get(key)
     if hit is None:
         if len(_interpretations) > _SHARED_LIMIT:
@@ -97,6 +103,13 @@ def _reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
     return hit[1]
 
 
+def _judged_by(r: ZoneRanges) -> str:
+    """What judged a reading, for the texts: the plan, or the labelled default."""
+    if r.source != "default":
+        return f"plan {r.source}"
+    return f"default ranges: {DEFAULT_MARK}, ikke pasientens egenbehandlingsplan – {r.label}"
+
+
 def _build_interpretation(t: TriageResult) -> list[dict[str, Any]]:
     return [
         {
@@ -104,17 +117,49 @@ def _build_interpretation(t: TriageResult) -> list[dict[str, Any]]:
                 {"system": V3, "code": t.code, "display": V3_DISPLAY[t.code]},
                 {"system": ZONE_SYSTEM, "code": t.zone, "display": t.zone},
             ],
-            "text": f"{t.zone} ({'plan ' + t.ranges.source if t.ranges.source != 'default' else 'default ranges'})",
+            "text": f"{t.zone} ({_judged_by(t.ranges)})",
         }
+    ]
+
+
+NO_THRESHOLDS_TEXT = (
+    "ikke vurdert: ingen grenseverdier i egenbehandlingsplanen og ingen standardgrenser "
+    "for denne målingen"
+)
+NOT_COMPARABLE_TEXT = (
+    "ikke vurdert: verdien kan ikke sammenlignes med grenseverdiene (annen enhet, ikke et "
+    "tall eller utenfor apparatets måleområde)"
+)
+
+
+def _not_assessed(no_thresholds: bool) -> list[dict[str, Any]]:
+    """The interpretation of a measurement (or component) nobody judged, and why."""
+    return [
+        {
+            "coding": [{"system": ZONE_SYSTEM, "code": NOT_ASSESSED, "display": "ikke vurdert"}],
+            "text": NO_THRESHOLDS_TEXT if no_thresholds else NOT_COMPARABLE_TEXT,
+        }
+    ]
+
+
+def _without_zone(interpretations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Interpretations other than a zone or a v3 N/H/L/HH/LL (a source's own "normal" is
+    never kept beside our verdict)."""
+    return [
+        i
+        for i in interpretations
+        if not any(
+            c.get("system") == ZONE_SYSTEM
+            or (c.get("system") == V3 and c.get("code") in V3_DISPLAY)
+            for c in i.get("coding", [])
+        )
     ]
 
 
 def _build_reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
     out = []
     for zone, (lo, hi) in (("green", r.green), ("yellow", r.yellow)):
-        rr: dict[str, Any] = {
-            "text": f"{zone} zone ({'default ranges' if r.source == 'default' else r.source})"
-        }
+        rr: dict[str, Any] = {"text": f"{zone} zone ({_judged_by(r)})"}
         if lo is not None:
             rr["low"] = {
                 "value": float(lo),
@@ -226,12 +271,16 @@ another process (the API beside a worker) goes unseen."""
 class _PatientPlans:
     """One patient's plan versions as read at ``loaded``, and the ranges of those used."""
 
-    __slots__ = ("loaded", "periods", "ranges")
+    __slots__ = ("defaults", "loaded", "periods", "ranges")
 
-    def __init__(self, loaded: float, periods: list[PlanPeriod]) -> None:
+    def __init__(
+        self, loaded: float, periods: list[PlanPeriod], groups: frozenset[str] = frozenset()
+    ) -> None:
         self.loaded = loaded
         self.periods = periods
         self.ranges: dict[str, dict[str, ZoneRanges]] = {}
+        self.defaults = defaults_for(groups)
+        """The default ranges for the patient's groups (e.g. KOLS), from their episodes."""
 
 
 class Triage:
@@ -242,29 +291,37 @@ class Triage:
         self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
-    def _ranges(self, tx: WriteTx, patient_id: str, when: int) -> dict[str, ZoneRanges]:
-        """code → ranges of the patient's plan version in force at ``when`` (µs)."""
+    def _ranges(
+        self, tx: WriteTx, patient_id: str, when: tuple[int, int]
+    ) -> tuple[dict[str, ZoneRanges], dict[str, ZoneRanges]]:
+        """code → ranges of the patient's plan version in force at ``when`` (the first and
+        last instant (µs) of the reading's time as the source stated it, see ``plan_at``),
+        and code → the default ranges for this patient."""
         now = time.monotonic()
         with self._lock:
             plans = self._cache.get(patient_id)
         if plans is None or now - plans.loaded > PLAN_CACHE_SECONDS:
-            plans = _PatientPlans(now, plan_periods(tx.conn, patient_id, self.store.zone))
+            plans = _PatientPlans(
+                now,
+                plan_periods(tx.conn, patient_id, self.store.zone),
+                groups_of_episodes(episodes_of(tx.conn, patient_id)),
+            )
             with self._lock:
                 if len(self._cache) > 20_000:
                     self._cache.clear()
                 self._cache[patient_id] = plans
-        chosen = plan_at(plans.periods, when)
+        chosen = plan_at(plans.periods, when[0], when[1])
         if chosen is None:
-            return {}
+            return {}, plans.defaults
         key = str(chosen.get("id"))
         hit = plans.ranges.get(key)
         if hit is None:
             hit = plans.ranges[key] = ranges_of_plan(tx.conn, chosen)
-        return hit
+        return hit, plans.defaults
 
     def prepare(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:
         rtype = resource.get("resourceType")
-        if rtype in ("CarePlan", "Goal"):
+        if rtype in ("CarePlan", "Goal", "EpisodeOfCare"):
             with self._lock:
                 self._cache.clear()
             return resource
@@ -281,12 +338,13 @@ class Triage:
         if not when_text:
             return resource
         try:
-            when = fhir_instant(when_text, self.store.zone)
+            when = fhir_range(when_text, self.store.zone)
         except ValueError:
             return resource
-        plan = self._ranges(tx, ref.split("/", 1)[1], when)
-        defaults = default_ranges()
+        plan, defaults = self._ranges(tx, ref.split("/", 1)[1], when)
         worst: TriageResult | None = None
+        missing = False
+        """a node had no thresholds at all (plan or default)"""
         components = resource.get("component") or []
         nodes = components if components else [resource]
         new_components = []
@@ -295,6 +353,15 @@ class Triage:
             val = _value(node)
             ranges = plan.get(code or "") or defaults.get(code or "")
             if code is None or val is None or ranges is None or val[1] != ranges.unit:
+                # nobody judged it: said so, never left to look normal
+                no_thresholds = code is not None and ranges is None
+                missing = missing or no_thresholds
+                if components:
+                    node = {
+                        **node,
+                        "interpretation": _without_zone(node.get("interpretation", []))
+                        + _not_assessed(no_thresholds),
+                    }
                 new_components.append(node)
                 continue
             t = classify(val[0], ranges)
@@ -311,17 +378,12 @@ class Triage:
                 worst = t
         if components:
             resource = {**resource, "component": new_components}
+        kept = _without_zone(resource.get("interpretation", []))
         if worst is not None:
-            kept = [
-                i
-                for i in resource.get("interpretation", [])
-                if not any(
-                    c.get("system") == ZONE_SYSTEM
-                    or (c.get("system") == V3 and c.get("code") in V3_DISPLAY)
-                    for c in i.get("coding", [])
-                )
-            ]
             resource["interpretation"] = _interpretation(worst) + kept
+        elif _loinc(resource) is not None:
+            # no component and no value judged (no thresholds, another unit, no number)
+            resource["interpretation"] = _not_assessed(missing) + kept
         return resource
 
     # ---- after the write: Flags and Tasks --------------------------------------------------
@@ -357,10 +419,24 @@ class Triage:
         if pid not in cache:
             cache[pid] = self._open_items(tx, pid)
         all_tasks, all_flags = cache[pid]
+        if zone == NOT_ASSESSED:
+            texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
+            if NO_THRESHOLDS_TEXT in texts:
+                _thresholds_missing(tx, all_tasks, ref, code, stored.res_id)
+            return
         tasks = [
-            t for t in all_tasks if any(i.get("valueCode") == code for i in t.get("input", []))
+            t
+            for t in all_tasks
+            if _task_kind(t) == "assess-deviation"
+            and any(i.get("valueCode") == code for i in t.get("input", []))
         ]
         flags = [f for f in all_flags if code in (f.get("code", {}).get("text") or "")]
+        by_default = any(
+            DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
+        )
+        default_note = (
+            f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
+        )
         if zone == "green" and not flags:
             return
         now = format_instant(now_utc())
@@ -374,7 +450,10 @@ class Triage:
                 flag.pop("meta", None)
                 tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
             return
-        note = f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} (Observation/{stored.res_id})"
+        note = (
+            f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} "
+            f"(Observation/{stored.res_id}){default_note}"
+        )
         task_id, announce = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
@@ -417,6 +496,7 @@ class Triage:
             if zone == "red" and "red" not in flag.get("code", {}).get("text", ""):
                 flag["code"] = {
                     "text": f"red zone {code} since {obs.get('effectiveDateTime', now)}"
+                    + default_note
                 }
                 tx.update("Flag", flag["id"], flag, validate=False)
         else:
@@ -436,7 +516,8 @@ class Triage:
                     ],
                     "code": {
                         "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                        "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}",
+                        "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                        + default_note,
                     },
                     "subject": {"reference": ref},
                     "period": {"start": now},
@@ -511,6 +592,55 @@ class Triage:
         for rtype, content in tx.conn.execute(_OPEN_ITEMS, {"target": f"Patient/{patient_id}"}):
             found[rtype].append(orjson.loads(content))
         return found["Task"], found["Flag"]
+
+
+def _task_kind(task: dict[str, Any]) -> str | None:
+    for c in (task.get("code") or {}).get("coding", []):
+        if c.get("system") == TASK_CODE_SYSTEM:
+            return str(c.get("code"))
+    return None
+
+
+def _thresholds_missing(
+    tx: WriteTx, open_tasks: list[dict[str, Any]], patient_ref: str, code: str, obs_id: str
+) -> None:
+    """One routine Task per patient and code while readings of it go unjudged (no plan
+    threshold, no default): a person adds thresholds to the plan, then completes it."""
+    if any(
+        _task_kind(t) == "thresholds-missing"
+        and any(i.get("valueCode") == code for i in t.get("input", []))
+        for t in open_tasks
+    ):
+        return
+    now = format_instant(now_utc())
+    tx.create(
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "routine",
+            "code": {
+                "coding": [
+                    {
+                        "system": TASK_CODE_SYSTEM,
+                        "code": "thresholds-missing",
+                        "display": "Grenseverdier mangler",
+                    }
+                ],
+                "text": f"Grenseverdier mangler for {code}",
+            },
+            "description": (
+                f"Grenseverdier mangler for måling {code}: målingene blir ikke vurdert (verken "
+                "grønn, gul eller rød) før egenbehandlingsplanen har grenseverdier for den. "
+                f"Første måling uten vurdering: Observation/{obs_id}."
+            ),
+            "focus": {"reference": f"Observation/{obs_id}"},
+            "for": {"reference": patient_ref},
+            "authoredOn": now,
+            "lastModified": now,
+            "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
+        }
+    )
 
 
 def _open_of(rtype: str, statuses: tuple[str, ...]) -> Any:

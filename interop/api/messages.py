@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -124,7 +124,13 @@ def list_messages(
         if direction != "out" and not destination:
             rows = conn.execute(
                 select(inbound_table)
-                .where(inbound_table.c.adapter == KITH_ADAPTER)
+                .where(
+                    or_(
+                        inbound_table.c.adapter == KITH_ADAPTER,
+                        # messages that reused another's id, kept for an operator (any channel)
+                        inbound_table.c.status == "conflict",
+                    )
+                )
                 .order_by(inbound_table.c.received.desc())
                 .limit(limit if pid is None else 1000)
             ).all()

@@ -37,7 +37,7 @@ from plo_messages.msghead import local_timestamp
 HEADINGS = "2.16.578.1.12.4.1.1.9142"
 """Kodeverk 9142: headings of a journal text (PROB = current problem, FU = findings)."""
 CONTENT_TYPES = {"3": "Ønske om legevurdering", "2": "Statusrapport"}
-ZONE_NO = {"red": "rødt", "yellow": "gult", "green": "grønt"}
+ZONE_NO = {"red": "rødt", "yellow": "gult", "green": "grønt", "not-assessed": "ikke vurdert"}
 
 
 @dataclass(frozen=True, slots=True)

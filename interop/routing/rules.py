@@ -264,7 +264,8 @@ class Router:
         )
 
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
-        from interop.plans import default_ranges, ranges_in_force
+        from interop.default_thresholds import defaults_for_patient
+        from interop.plans import ranges_in_force
         from interop.views.summary import DISPLAY
 
         data = dict(event.data)
@@ -273,7 +274,7 @@ class Router:
         when = fhir_instant(str(data["time"]), self.settings.timezone)
         ranges = ranges_in_force(conn, event.patient_id, when, self.settings.timezone).get(code)
         if ranges is None:
-            ranges = default_ranges().get(code)
+            ranges = defaults_for_patient(conn, event.patient_id).get(code)
         if ranges is not None:
             data["green"] = [None if x is None else float(x) for x in ranges.green]
             data["plan"] = ranges.source != "default"

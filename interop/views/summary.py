@@ -22,8 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from interop.default_thresholds import defaults_for_patient
 from interop.fhir.dates import from_micros, to_micros
-from interop.plans import ZoneRanges, default_ranges, ranges_in_force
+from interop.plans import ZoneRanges, ranges_in_force
 from interop.store.schema import code_set_table, observation_table, resource_table
 
 DISPLAY = {
@@ -159,7 +160,7 @@ def compute(
             s.points.append((effective, float(value), zone))
             s.res_ids.append(res_id)
     plan = ranges_in_force(conn, patient_id, t1, zone_name)
-    defaults = default_ranges()
+    defaults = defaults_for_patient(conn, patient_id)  # the defaults triage used (KOLS …)
     days = max(1, view.period_days)
     # (UTC) days with a measurement, as day numbers: only their count is used
     measured_days = {p[0] // 86_400_000_000 for s in series.values() for p in s.points}
@@ -349,6 +350,7 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
 
 ZONE_FILL = {"green": "#e6f4ea", "yellow": "#fff4ce"}
 ZONE_DOT = {"green": "#2e7d32", "yellow": "#b7791f", "red": "#c62828", None: "#555"}
+"""Dot colour per zone; any other (``not-assessed``) is drawn as unjudged (grey)."""
 
 
 def value_axis(code: dict[str, Any]) -> tuple[float, float]:
@@ -395,7 +397,7 @@ def sparkline(code: dict[str, Any], t0: int, t1: int, width: int = 360, height: 
     for t, v, z in pts:
         if z in ("yellow", "red"):
             parts.append(
-                f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{ZONE_DOT[z]}"><title>{v} ({z})</title></circle>'
+                f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{ZONE_DOT.get(z, ZONE_DOT[None])}"><title>{v} ({z})</title></circle>'
             )
     parts.append("</svg>")
     return "".join(parts)

@@ -200,14 +200,16 @@ def test_plan_in_force_at_effective_time(client, services) -> None:  # type: ign
     before = datetime.now(UTC) - timedelta(hours=2)
     client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN)
     after = datetime.now(UTC)
-    # a late-arriving measurement from before the plan: default ranges (NEWS2 systolic 111–219)
-    _ingest(services, _bp("105", "70", before), _bp("105", "70", after))
+    # a late-arriving measurement from before the plan: default ranges (home BP, ESH 2023:
+    # systolic green up to 134)
+    _ingest(services, _bp("145", "70", before), _bp("145", "70", after))
     obs = {o["effectiveDateTime"]: o for o in _obs(client, pid)}
     old, new = (obs[k] for k in sorted(obs))
     assert (
         old["component"][0]["interpretation"][0]["coding"][1]["code"] == "yellow"
-    )  # default: 105 < 111
+    )  # default: 145 > 134
     assert "default" in old["component"][0]["referenceRange"][0]["text"]
+    assert "standardgrenser" in old["component"][0]["referenceRange"][0]["text"]
     assert new["component"][0]["interpretation"][0]["coding"][1]["code"] == "green"  # plan: 100–150
 
 
@@ -404,7 +406,7 @@ def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
     pid = _setup(client)
     clock = [triage_module.time.monotonic()]
     monkeypatch.setattr(triage_module.time, "monotonic", lambda: clock[0])
-    _ingest(services, _bp("105", "70", datetime.now(UTC) - timedelta(minutes=30)))
+    _ingest(services, _bp("145", "70", datetime.now(UTC) - timedelta(minutes=30)))
 
     other_store = FhirStore(services.engine, zone=services.settings.timezone)
     wire_store(other_store)  # a second process: its own triage, its own cache
@@ -412,9 +414,9 @@ def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
     put_plan(other, FNR, PLAN, ADMIN)
     after_plan = datetime.now(UTC)
 
-    _ingest(services, _bp("105", "70", after_plan))  # within the cache's time: not seen yet
+    _ingest(services, _bp("145", "70", after_plan))  # within the cache's time: not seen yet
     clock[0] += triage_module.PLAN_CACHE_SECONDS + 1
-    _ingest(services, _bp("105", "70", after_plan + timedelta(milliseconds=1)))
+    _ingest(services, _bp("145", "70", after_plan + timedelta(milliseconds=1)))
     zones = [o["component"][0]["interpretation"][0]["coding"][1]["code"] for o in _obs(client, pid)]
-    # defaults (NEWS2 systolic from 111) twice, then the plan's green 100-150
+    # defaults (home BP, systolic green up to 134) twice, then the plan's green 100-150
     assert zones == ["yellow", "yellow", "green"]
