@@ -54,12 +54,63 @@ async def parse_json_body(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         raise FhirError(400, [Issue("error", "required", "the request body is empty")])
+    return load_json(body, _max_depth(request))
+
+
+def _max_depth(request: Request) -> int:
+    services = getattr(request.app.state, "services", None)
+    return int(services.settings.json_max_depth) if services is not None else DEFAULT_MAX_DEPTH
+
+
+DEFAULT_MAX_DEPTH = 64
+
+
+def load_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse a JSON request body: 400 (an OperationOutcome) when it is not JSON or nests
+    objects and arrays deeper than ``max_depth`` (the validators and the store recurse; a
+    deeper document must never reach them)."""
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise FhirError(
             400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
         ) from None
+    check_depth(doc, max_depth, body)
+    return doc
+
+
+def check_depth(doc: Any, max_depth: int, body: bytes | None = None) -> None:
+    """400 when ``doc`` (parsed from ``body``) nests objects/arrays deeper than ``max_depth``."""
+    if body is not None and body.count(b"{") + body.count(b"[") <= max_depth:
+        return  # too few brackets to nest that deep: no need to walk the document
+    if json_depth_exceeds(doc, max_depth):
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "structure",
+                    f"the JSON nests objects and arrays deeper than {max_depth} levels",
+                )
+            ],
+        )
+
+
+def json_depth_exceeds(doc: Any, max_depth: int) -> bool:
+    """Whether ``doc`` has containers nested deeper than ``max_depth`` (iterative: a document
+    of any depth is measured without recursion)."""
+    if not isinstance(doc, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -81,9 +132,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(
-            exc.status_code, "processing"
-        )
+        code = {
+            404: "not-found",
+            405: "not-supported",
+            401: "login",
+            403: "forbidden",
+            413: "too-long",
+        }.get(exc.status_code, "processing")
         return error_response(FhirError(exc.status_code, [Issue("error", code, str(exc.detail))]))
 
     @app.exception_handler(Exception)

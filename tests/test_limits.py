@@ -1,0 +1,223 @@
+"""Limits on what a client may send, and the inputs that used to end in a 500: body sizes
+(413, enforced while the body streams in), JSON nesting depth, malformed operation bodies,
+long value lists in searches, hostile CSV and XML."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from interop.api.app import create_app
+from tests.conftest import ADMIN_HEADERS
+from tests.live_server import live_server
+
+FNR = "13031353453"
+LOINC = "http://loinc.org"
+
+
+def _observation(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-04-01T08:00:00+02:00",
+        "valueQuantity": {
+            "value": 70,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+        **extra,
+    }
+
+
+def _client_with(settings: Any, services: Any, **limits: Any) -> TestClient:
+    services.settings = settings.model_copy(update=limits)
+    return TestClient(create_app(services.settings, services=services), headers=ADMIN_HEADERS)
+
+
+def _outcome(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    if code is not None:
+        assert body["issue"][0]["code"] == code, body
+    return body  # type: ignore[no-any-return]
+
+
+# ---- body size ----------------------------------------------------------------------------
+
+
+def test_fhir_body_over_the_limit_is_413(settings, services) -> None:  # type: ignore[no-untyped-def]
+    with _client_with(settings, services, max_body_size=4096) as c:
+        big = _observation(note=[{"text": "x" * 5000}])
+        body = _outcome(c.post("/fhir/Observation", json=big), 413, "too-long")
+        assert "4096" in body["issue"][0]["diagnostics"]
+        _outcome(
+            c.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "x": "y" * 5000}), 413
+        )
+        _outcome(c.put("/fhir/Observation/x", json=dict(big, id="x")), 413)
+        _outcome(c.post("/fhir/Observation/$stats", content=b"code=" + b"1" * 5000), 413)
+        # under the limit: stored as before
+        assert c.post("/fhir/Observation", json=_observation()).status_code == 201
+
+
+def test_a_streamed_body_without_content_length_is_cut_off_at_the_limit(settings, services) -> None:  # type: ignore[no-untyped-def]
+    """No Content-Length (chunked): the bytes are counted as they arrive."""
+    sent = 0
+
+    def chunks():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        for _ in range(100):
+            sent += 1024
+            yield b" " * 1024
+
+    with _client_with(settings, services, max_body_size=8192) as c:
+        r = c.post("/fhir/Observation", content=chunks())
+        _outcome(r, 413, "too-long")
+        r = c.post(f"/ingest/hl7v2?patient={FNR}", content=chunks())
+        _outcome(r, 413, "too-long")
+
+
+def test_limits_per_route(settings, services) -> None:  # type: ignore[no-untyped-def]
+    with _client_with(
+        settings,
+        services,
+        max_body_size=4096,
+        max_kith_message_size=8192,
+        ingest_max_body_size={"apple-health": 16384},
+    ) as c:
+        xml = b"<x>" + b"a" * 6000 + b"</x>"
+        # a KITH message has its own (larger) limit: this one is read, and refused as a message
+        r = c.post("/api/v1/messages/inbound", content=xml, headers={"Content-Type": "text/xml"})
+        assert r.status_code == 422, r.text
+        _outcome(
+            c.post(
+                "/api/v1/messages/inbound", content=xml * 2, headers={"Content-Type": "text/xml"}
+            ),
+            413,
+        )
+        # Apple Health exports have theirs; other adapters the general one
+        r = c.post(f"/ingest/apple-health?patient={FNR}", content=xml)
+        assert r.status_code in (200, 422), r.text
+        body = _outcome(c.post(f"/ingest/apple-health?patient={FNR}", content=xml * 3), 413)
+        assert "apple-health" in body["issue"][0]["diagnostics"]
+        _outcome(c.post(f"/ingest/cda-phmr?patient={FNR}", content=xml), 413)
+
+
+def test_a_live_server_stops_reading_a_chunked_body_past_the_limit(settings, services) -> None:  # type: ignore[no-untyped-def]
+    """Over a real socket: the answer (413) comes while the client is still sending, long
+    before the whole body has gone: the server did not read (or keep) the rest."""
+    services.settings = settings.model_copy(update={"max_body_size": 65536})
+    app = create_app(services.settings, services=services)
+    with live_server(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(
+            b"POST /fhir/Observation HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer test-admin-key\r\nContent-Type: application/fhir+json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"4000\r\n" + b" " * 0x4000 + b"\r\n"
+        sent = 0
+        answer = b""
+        try:
+            while sent < 50 * 1024 * 1024:
+                if select.select([s], [], [], 0)[0]:
+                    break
+                s.sendall(chunk)
+                sent += 0x4000
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        deadline = time.monotonic() + 10
+        try:
+            while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+                data = s.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except ConnectionResetError:
+            pass
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 5 * 1024 * 1024, sent
+
+
+# ---- JSON nesting depth -----------------------------------------------------------------
+
+
+def _nested_extension(depth: int) -> str:
+    return '[{"url":"http://x","extension":' * depth + "[]" + "}]" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 900, 10_000])
+def test_deeply_nested_json_is_400_not_500(client, depth: int) -> None:  # type: ignore[no-untyped-def]
+    obs = json.dumps(_observation())[:-1] + ',"extension":' + _nested_extension(depth) + "}"
+    body = _outcome(client.post("/fhir/Observation", content=obs), 400, "structure")
+    text = body["issue"][0]["diagnostics"]
+    assert "deeper" in text or "depth" in text, text
+    bundle = (
+        '{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST",'
+        '"url":"Observation"},"resource":' + obs + "}]}"
+    )
+    _outcome(client.post("/fhir", content=bundle), 400, "structure")
+    _outcome(client.put("/fhir/Observation/x", content=obs), 400, "structure")
+    params = '{"resourceType":"Parameters","parameter":' + _nested_extension(depth) + "}"
+    _outcome(client.post("/fhir/Observation/$stats", content=params), 400)
+    # the ingest door: the item is refused with a diagnostic, never a 500
+    r = client.post(f"/ingest/fhir?patient={FNR}", content=obs)
+    assert r.status_code < 500, r.text
+
+
+def test_ordinary_nesting_is_accepted(client) -> None:  # type: ignore[no-untyped-def]
+    obs = json.dumps(_observation())[:-1] + ',"extension":' + _nested_extension(20) + "}"
+    r = client.post("/fhir/Observation", content=obs)
+    assert r.status_code in (201, 422), r.text  # judged by validation, not refused for depth
+    assert "deeper" not in r.text
+
+
+# ---- $lastn / $stats bodies ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["$lastn", "$stats"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{bad",
+        b"[1,2",
+        b"[1,2]",
+        b'"text"',
+        b'{"resourceType":"Patient"}',
+        b'{"parameter":{"name":"code"}}',
+        b'{"parameter":[1]}',
+        b'{"parameter":[{"valueString":"x"}]}',
+        b'{"parameter":[{"name":"code","valueCoding":{"code":"x"}}]}',
+    ],
+)
+def test_malformed_operation_bodies_are_400(client, op: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    _outcome(client.post(f"/fhir/Observation/{op}", content=body), 400)
+
+
+def test_a_well_formed_operation_body_still_works(client) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "code", "valueString": f"{LOINC}|8867-4"},
+            {"name": "max", "valueInteger": 1},
+        ],
+    }
+    r = client.post("/fhir/Observation/$lastn", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["type"] == "searchset"
+
+
+def test_reprocess_with_a_malformed_body_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    _outcome(client.post("/api/v1/messages/x/reprocess", content=b"{bad"), 400)
+    _outcome(client.post("/api/v1/messages/x/reprocess", content=b'{"address": 1}'), 400)
