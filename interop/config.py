@@ -92,8 +92,9 @@ class Settings(BaseSettings):
     json_max_depth: int = 64
     """Deepest nesting of objects and arrays accepted in a JSON body (FHIR resources are
     shallow; a Bundle of Observations is under 15 levels)."""
-    search_max_values: int = 1000
-    """Most comma-separated values one search parameter may carry (``code=a,b,…``)."""
+    search_max_values: int = 2000
+    """Most values one search may carry, all parameters and comma-separated values together
+    (``code=a,b,…`` counts each code); 400 above it."""
     mllp_idle_timeout_seconds: float = 300.0
     """An MLLP connection that sends nothing for this long is closed (0 = never)."""
     mllp_max_frame_size: ByteSize = ByteSize(10 * MiB)

@@ -221,3 +221,84 @@ def test_a_well_formed_operation_body_still_works(client) -> None:  # type: igno
 def test_reprocess_with_a_malformed_body_is_400(client) -> None:  # type: ignore[no-untyped-def]
     _outcome(client.post("/api/v1/messages/x/reprocess", content=b"{bad"), 400)
     _outcome(client.post("/api/v1/messages/x/reprocess", content=b'{"address": 1}'), 400)
+
+
+# ---- long value lists in searches ---------------------------------------------------------
+
+
+def _patient(client: Any) -> str:
+    r = client.post(
+        "/fhir/Patient",
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _store_obs(client: Any, pid: str, code: str, day: int) -> str:
+    obs = _observation(subject={"reference": f"Patient/{pid}"})
+    obs["code"] = {"coding": [{"system": LOINC, "code": code}]}
+    obs["effectiveDateTime"] = f"2026-04-{day:02d}T08:00:00+02:00"
+    r = client.post("/fhir/Observation", json=obs)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _ids(bundle: dict[str, Any]) -> set[str]:
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+
+
+def test_a_thousand_codes_in_a_search_match_exactly_the_listed_codes(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _patient(client)
+    pulse = _store_obs(client, pid, "8867-4", 1)
+    spo2 = _store_obs(client, pid, "59408-5", 2)
+    _store_obs(client, pid, "29463-7", 3)  # weight: not listed, must not come back
+    listed = [f"{LOINC}|{i}-0" for i in range(998)] + [f"{LOINC}|8867-4", "59408-5"]
+    r = client.get("/fhir/Observation", params={"code": ",".join(listed), "_count": "100"})
+    assert r.status_code == 200, r.text
+    assert _ids(r.json()) == {pulse, spo2}
+    # :not with the same list: only the weight
+    r = client.get("/fhir/Observation", params={"code:not": ",".join(listed)})
+    assert r.status_code == 200, r.text
+    assert len(_ids(r.json())) == 1 and _ids(r.json()).isdisjoint({pulse, spo2})
+    # a system-only token and a code-only token still mean what they meant
+    r = client.get("/fhir/Observation", params={"code": "http://snomed.info/sct|,8867-4"})
+    assert _ids(r.json()) == {pulse}
+    for op in ("$lastn", "$stats"):
+        r = client.get(
+            f"/fhir/Observation/{op}",
+            params={"code": ",".join(listed), "patient": f"Patient/{pid}", "max": "1"},
+        )
+        assert r.status_code == 200, r.text
+    r = client.get("/fhir/Observation/$lastn", params={"code": ",".join(listed)})
+    assert {e["resource"]["id"] for e in r.json()["entry"]} == {pulse, spo2}
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "make"),
+    [
+        ("/fhir/Observation", "date", lambda i: f"2026-04-{i % 28 + 1:02d}"),
+        ("/fhir/Observation", "_lastUpdated", lambda i: f"ge2020-01-{i % 28 + 1:02d}"),
+        ("/fhir/Observation", "patient:identifier", lambda i: f"urn:x|{i}"),
+        ("/fhir/Patient", "identifier", lambda i: f"urn:x|{i}"),
+        ("/fhir/Patient", "name", lambda i: f"a{i}"),
+        ("/fhir/Patient", "_id", lambda i: f"id{i}"),
+        ("/fhir/Task", "status", lambda i: f"s{i}"),
+    ],
+)
+def test_other_list_valued_parameters_take_a_thousand_values(client, path, param, make) -> None:  # type: ignore[no-untyped-def]
+    r = client.get(path, params={param: ",".join(make(i) for i in range(1000))})
+    assert r.status_code == 200, r.text
+
+
+def test_more_values_than_the_limit_is_400_naming_it(client) -> None:  # type: ignore[no-untyped-def]
+    many = ",".join(f"{LOINC}|{i}" for i in range(2001))
+    body = _outcome(client.get("/fhir/Observation", params={"code": many}), 400)
+    assert "search_max_values" in body["issue"][0]["diagnostics"]
+    _outcome(client.get("/fhir/Observation/$lastn", params={"code": many}), 400)
+    # the limit counts every parameter: repeating the parameter does not get around it
+    split = [("code", ",".join(f"{LOINC}|{i}" for i in range(700)))] * 3
+    _outcome(client.get("/fhir/Observation", params=split), 400)
