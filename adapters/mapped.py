@@ -440,6 +440,28 @@ class MappedJsonAdapter:
             )
 
 
+def read_csv_rows(text: str, delimiter: str) -> tuple[list[list[str]], dict[int, str]]:
+    """The rows of a CSV text (cells stripped) and, by row index, why a row could not be read.
+
+    A row the csv module refuses (a field over its 128 KiB limit, a stray quote) stays in the
+    list as an empty row, so the rows after it keep their numbers and are still read. A bare
+    carriage return ends a line, as in old Mac files."""
+    rows: list[list[str]] = []
+    unreadable: dict[int, str] = {}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            unreadable[len(rows)] = f"line {reader.line_num} cannot be read as CSV: {exc}"
+            rows.append([])
+            continue
+        rows.append([cell.strip() for cell in row])
+    return rows, unreadable
+
+
 class MappedCsvAdapter:
     name = "mapped-csv"
     content_types = ("text/csv",)
@@ -456,10 +478,7 @@ class MappedCsvAdapter:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = data.decode("latin-1")
-        rows = [
-            [cell.strip() for cell in row]
-            for row in csv.reader(io.StringIO(text), delimiter=opts.delimiter)
-        ]
+        rows, unreadable = read_csv_rows(text, opts.delimiter)
         header_at = next(
             (i for i, r in enumerate(rows) if r and r[0] in opts.header_starts_with), None
         )
@@ -505,6 +524,16 @@ class MappedCsvAdapter:
         result = AdapterResult(devices=[device] if device else [])
         for i, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
             if not any(row):
+                if i - 1 in unreadable:
+                    result.items_seen += 1
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "error",
+                            DIAG_PARSE_ERROR,
+                            f"{profile.name}: {unreadable[i - 1]}",
+                            f"row {i}",
+                        )
+                    )
                 continue
             where = f"row {i}"
             result.items_seen += 1

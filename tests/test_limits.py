@@ -302,3 +302,56 @@ def test_more_values_than_the_limit_is_400_naming_it(client) -> None:  # type: i
     # the limit counts every parameter: repeating the parameter does not get around it
     split = [("code", ",".join(f"{LOINC}|{i}" for i in range(700)))] * 3
     _outcome(client.get("/fhir/Observation", params=split), 400)
+
+
+# ---- CSV --------------------------------------------------------------------------------
+
+DIARY = "vendor/accu-chek-csv/ProperDiary.csv"
+
+
+def _ingest_csv(client: Any, data: bytes) -> Any:
+    return client.post(
+        f"/ingest/mapped-csv?profile=accu-chek-csv&patient={FNR}",
+        content=data,
+        headers={"Content-Type": "text/csv"},
+    )
+
+
+def _diary_with(conformance_dir: Any, insert: bytes) -> tuple[bytes, bytes]:
+    original = (conformance_dir / DIARY).read_bytes()
+    lines = original.split(b"\r\n")
+    header = next(i for i, line in enumerate(lines) if line.startswith(b"Dato"))
+    lines.insert(header + 2, insert)
+    return original, b"\r\n".join(lines)
+
+
+def test_a_csv_field_over_the_csv_limit_is_one_diagnostic_and_the_rest_is_read(  # type: ignore[no-untyped-def]
+    client, conformance_dir
+) -> None:
+    _patient(client)
+    original, damaged = _diary_with(conformance_dir, b'"' + b"x" * 200_000 + b'";09:00;5.0')
+    r = _ingest_csv(client, damaged)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    parse_errors = [d for d in report["diagnostics"] if d["code"] == "parse-error"]
+    assert len(parse_errors) == 1, report["diagnostics"]
+    assert "field larger than field limit" in parse_errors[0]["message"]
+    assert report["created"] > 0
+    # everything in the undamaged file was already taken from the damaged one
+    again = _ingest_csv(client, original).json()
+    assert again["created"] == 0 and again["duplicate"] == report["created"], again
+
+
+def test_a_csv_with_bare_carriage_returns_is_read(client, conformance_dir) -> None:  # type: ignore[no-untyped-def]
+    _patient(client)
+    original = (conformance_dir / DIARY).read_bytes()
+    r = _ingest_csv(client, original.replace(b"\r\n", b"\r"))
+    assert r.status_code == 200, r.text
+    created = r.json()["created"]
+    assert created > 0
+    again = _ingest_csv(client, original).json()
+    assert again["created"] == 0 and again["duplicate"] == created, again
+    # a stray CR inside a field of one row: that row only
+    _original, damaged = _diary_with(conformance_dir, b"21.01.2013;09:4\r8;5.2;mmol/l")
+    r = _ingest_csv(client, damaged)
+    assert r.status_code == 200, r.text
