@@ -9,6 +9,10 @@ message whose MSH-10 was seen before from the same sender is acknowledged again 
 first ACK) without being processed twice. Parsing the OBX groups, mapping and storing
 Observations happen afterwards, in the inbox processor, off the acknowledgement path; in this
 process its writes yield to the listener's on SQLite (:mod:`interop.store.write_lock`).
+
+Limits: a connection that sends nothing for ``mllp_idle_timeout_seconds`` is closed; a frame
+over ``mllp_max_frame_size`` is read past without being kept and answered ``AR`` (the
+connection stays usable for the next message).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 from collections.abc import Callable
 
 from adapters.hl7v2 import build_ack, split_message_header
-from adapters.mllp import MllpDecoder, mllp_frame
+from adapters.mllp import MllpDecoder, OversizedFrame, mllp_frame
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
 from interop.services import Services
 
@@ -40,15 +44,24 @@ class MllpServer:
         )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
+        settings = self.services.settings
+        decoder = MllpDecoder(max_message=int(settings.mllp_max_frame_size))
+        idle = settings.mllp_idle_timeout_seconds or None
         peer = writer.get_extra_info("peername")
         try:
             while True:
-                chunk = await reader.read(65536)
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), idle)
+                except TimeoutError:
+                    log.info("MLLP connection from %s idle for %s s; closed", peer, idle)
+                    break
                 if not chunk:
                     break
-                for message in decoder.feed(chunk):
-                    ack = await self.acknowledge(message)
+                for frame in decoder.feed_frames(chunk):
+                    if isinstance(frame, OversizedFrame):
+                        ack = self.refuse_oversized(frame, decoder.max_message)
+                    else:
+                        ack = await self.acknowledge(frame)
                     writer.write(mllp_frame(ack))
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -57,6 +70,16 @@ class MllpServer:
             log.exception("MLLP connection from %s failed", peer)
         finally:
             writer.close()
+
+    @staticmethod
+    def refuse_oversized(frame: OversizedFrame, limit: int) -> bytes:
+        """``AR`` for a message over the size limit (its MSH read from the frame's head)."""
+        text = f"message of {frame.size} bytes is larger than the limit of {limit} bytes"
+        try:
+            msh = split_message_header(frame.head)
+        except ValueError:
+            msh = None
+        return build_ack(msh, "AR", text=text, errors=(("207", text),))
 
     async def acknowledge(self, message: bytes) -> bytes:
         try:
