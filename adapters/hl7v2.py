@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from adapters.base import (
+    DIAG_INVALID,
     DIAG_INVALID_IDENTIFIER,
     DIAG_MISSING_PATIENT,
     DIAG_MISSING_TIME,
@@ -322,6 +323,12 @@ class Hl7v2Adapter:
                 )
         if current:
             groups.append(current)
+        if not result.items_seen:
+            raise AdapterError(
+                "the message carries no OBX segment: there is nothing to take from it",
+                DIAG_INVALID,
+                "OBX",
+            )
         if patient is None:
             # nothing can be filed without a patient: every item is reported, none is kept
             for g in groups:

@@ -355,3 +355,124 @@ def test_a_csv_with_bare_carriage_returns_is_read(client, conformance_dir) -> No
     _original, damaged = _diary_with(conformance_dir, b"21.01.2013;09:4\r8;5.2;mmol/l")
     r = _ingest_csv(client, damaged)
     assert r.status_code == 200, r.text
+
+
+# ---- hostile XML and HL7 v2 ---------------------------------------------------------------
+
+XML_DOORS = [
+    "/api/v1/messages/inbound",
+    f"/ingest/apple-health?patient={FNR}",
+    f"/ingest/cda-phmr?patient={FNR}",
+    f"/ingest/opentele?patient={FNR}",
+]
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<HealthData><Record type="HKQuantityTypeIdentifierHeartRate" value="&lol9;" unit="count/min"
+ startDate="2026-01-01 10:00:00 +0100"/><lolz>&lol9;</lolz></HealthData>"""
+
+
+def _xml(client: Any, door: str, body: bytes) -> Any:
+    return client.post(door, content=body, headers={"Content-Type": "application/xml"})
+
+
+def _refused_or_diagnosed(r: Any) -> None:
+    assert 400 <= r.status_code < 500 or (r.status_code == 200 and r.json()["created"] == 0), r.text
+
+
+@pytest.mark.parametrize("door", XML_DOORS)
+def test_entity_expansion_bombs_are_refused_in_bounded_memory(client, door: str) -> None:  # type: ignore[no-untyped-def]
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = _xml(client, door, BILLION_LAUGHS)
+    _refused_or_diagnosed(r)
+    assert b"lollol" not in r.content
+    # expanded, the bomb is 3 GB; the peak memory of the process must not have moved much
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+@pytest.mark.parametrize("door", XML_DOORS)
+def test_external_entities_and_dtds_are_never_fetched(client, door: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import http.server
+    import threading
+
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            fetched.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'<!ENTITY x "fetched">')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-1234")
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for body in (
+            f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file://{secret}">]>'
+            f'<HealthData><Record value="&e;"/>&e;</HealthData>'.encode(),
+            f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "{url}/e">]><x>&e;</x>'.encode(),
+            f'<?xml version="1.0"?><!DOCTYPE x SYSTEM "{url}/dtd"><x>&x;</x>'.encode(),
+            f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY % p SYSTEM "{url}/p"> %p;]><x/>'.encode(),
+            f'<x xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="{url}/xi"/></x>'.encode(),
+        ):
+            r = _xml(client, door, body)
+            _refused_or_diagnosed(r)
+            assert b"TOPSECRET" not in r.content and b"fetched" not in r.content
+    finally:
+        server.shutdown()
+    assert fetched == []
+
+
+@pytest.mark.parametrize("door", XML_DOORS[1:])
+def test_huge_and_deep_xml_is_a_diagnostic(settings, services, door: str) -> None:  # type: ignore[no-untyped-def]
+    adapter = door.split("/")[2].split("?")[0]
+    with _client_with(settings, services, ingest_max_body_size={adapter: 64 * 1024 * 1024}) as c:
+        huge_text = (
+            b"<HealthData><Record value='1'>" + b"x" * 12_000_000 + b"</Record></HealthData>"
+        )
+        _refused_or_diagnosed(_xml(c, door, huge_text))
+        deep = b"<a>" * 100_000 + b"</a>" * 100_000
+        _refused_or_diagnosed(_xml(c, door, deep))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00\x01\x02\xff\xfe" * 40,
+        b"MSH",
+        b"MSH|",
+        b"MSH|^~\\&",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X1|P|2.5\rOBX|" + b"9" * 2_000_000,
+        b"MSH" + b"|" * 60_000,
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X1|P|2.5\r" + b"PID|\r" * 50_000,
+    ],
+)
+def test_malformed_hl7_over_http_is_4xx(client, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+    r = client.post(
+        f"/ingest/hl7v2?patient={FNR}",
+        content=payload,
+        headers={"Content-Type": "x-application/hl7-v2+er7"},
+    )
+    assert 400 <= r.status_code < 500 or (
+        r.status_code == 200 and r.json()["created"] == 0 and r.json()["diagnostics"]
+    ), r.text
