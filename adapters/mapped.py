@@ -28,6 +28,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
@@ -289,6 +290,10 @@ class MappedJsonAdapter:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         system = f"urn:dho-interop:code:{profile.source}"
         result = AdapterResult()
         records = select(doc, profile.records) if profile.records else [doc]

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
@@ -86,6 +87,10 @@ class OpenMHealthAdapter:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         points = doc if isinstance(doc, list) else [doc]
         result = AdapterResult()
         for i, point in enumerate(points):

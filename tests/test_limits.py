@@ -476,3 +476,101 @@ def test_malformed_hl7_over_http_is_4xx(client, payload: bytes) -> None:  # type
     assert 400 <= r.status_code < 500 or (
         r.status_code == 200 and r.json()["created"] == 0 and r.json()["diagnostics"]
     ), r.text
+
+
+# ---- NUL characters (PostgreSQL text cannot hold them) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/fhir/Observation?code=%00",
+        "/fhir/Observation?code=http://loinc.org|8867-4%00",
+        "/fhir/Patient?name=a%00b",
+        "/fhir/Patient?identifier=urn:x|%00",
+        "/fhir/Observation?date=2026%00",
+        "/fhir/Observation?patient=Patient/%00",
+        "/fhir/Observation?_id=%00",
+        "/fhir/Observation/$lastn?code=%00",
+        "/fhir/Observation/$stats?code=%00&patient=Patient/p1",
+    ],
+)
+def test_a_nul_character_in_a_search_is_400(client, path: str) -> None:  # type: ignore[no-untyped-def]
+    _outcome(client.get(path), 400)
+
+
+def test_a_nul_character_in_the_url_is_400_on_every_route(client) -> None:  # type: ignore[no-untyped-def]
+    for path in (
+        "/api/v1/messages/%00",
+        "/api/v1/messages?status=%00",
+        "/api/v1/quarantine?status=a%00",
+        "/fhir/Observation/%00",
+        "/fhir/Observation/x/_history/%00",
+    ):
+        _outcome(client.get(path), 400)
+    _outcome(client.post(f"/ingest/hl7v2?patient={FNR}&source=%00", content=b"MSH|"), 400)
+
+
+def test_a_nul_character_in_a_posted_search_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    _outcome(client.post("/fhir/Observation/_search", content=b"code=%00", headers=form), 400)
+    _outcome(client.post("/fhir/Observation/$lastn", content=b"code=a%00", headers=form), 400)
+    body = {"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": "\u0000"}]}
+    _outcome(client.post("/fhir/Observation/$stats", json=body), 400)
+
+
+def test_a_nul_character_in_a_resource_is_400_naming_the_element(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _patient(client)
+    obs = _observation(subject={"reference": f"Patient/{pid}"})
+    obs["identifier"] = [{"system": "urn:x", "value": "a\u0000b"}]
+    body = _outcome(client.post("/fhir/Observation", json=obs), 400, "structure")
+    assert "identifier[0].value" in body["issue"][0]["diagnostics"]
+    _outcome(client.put("/fhir/Observation/x", json=dict(obs, id="x")), 400)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": obs, "request": {"method": "POST", "url": "Observation"}}],
+    }
+    _outcome(client.post("/fhir", json=bundle), 400)
+    _outcome(client.post("/fhir/Patient", json={"resourceType": "Patient", "n\u0000": 1}), 400)
+
+
+def _hl7_with(field: bytes) -> bytes:
+    return (
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|NUL-" + field[:1].hex().encode() + b"|P|2.5\r"
+        b"PID|||" + FNR.encode() + b"^^^^FNR\r"
+        b"OBX|1|NM|8867-4^Puls^LN||70" + field + b"|/min^^UCUM|||||F|||20260101115000+0100\r"
+    )
+
+
+@pytest.mark.parametrize(
+    ("adapter", "body"),
+    [
+        ("hl7v2", _hl7_with(b"\x00")),
+        ("hl7v2", _hl7_with(b"").replace(b"/min", b"/m\x00in")),
+        ("hl7v2", _hl7_with(b"").replace(b"Puls", b"Pu\x00ls")),
+        (
+            "fhir",
+            json.dumps(_observation(identifier=[{"system": "urn:x\u0000", "value": "v"}])).encode(),
+        ),
+        (
+            "fhir",
+            json.dumps(_observation(valueQuantity={"value": 70, "unit": "/m\u0000in"})).encode(),
+        ),
+        (
+            "mapped-csv?profile=accu-chek-csv",
+            b"Dato;Tid;M\xc3\xa5leresultat\r\n21.01.2013;09:4\x008;5.2\r\n",
+        ),
+        (
+            "openmhealth",
+            b'{"header":{"id":"a\\u0000","schema_id":{"namespace":"omh","name":"heart-rate","version":"1.0"}},'
+            b'"body":{"heart_rate":{"value":70,"unit":"beats/min\\u0000"},'
+            b'"effective_time_frame":{"date_time":"2026-01-01T10:00:00Z"}}}',
+        ),
+    ],
+)
+def test_a_nul_character_in_ingested_data_is_never_a_500(client, adapter: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    _patient(client)
+    sep = "&" if "?" in adapter else "?"
+    r = client.post(f"/ingest/{adapter}{sep}patient={FNR}", content=body)
+    assert r.status_code < 500, r.text

@@ -1,4 +1,4 @@
-"""Request-body size limits, enforced while the body is read.
+"""Request limits: body sizes, enforced while the body is read, and no NUL in the URL.
 
 Every request with a body gets a limit from the settings: ``max_kith_message_size`` for
 ``POST /api/v1/messages/inbound``, ``ingest_max_body_size[adapter]`` (else ``max_body_size``)
@@ -6,6 +6,10 @@ for ``POST /ingest/{adapter}``, ``max_body_size`` for everything else. A declare
 ``Content-Length`` over the limit is answered 413 before the route runs; otherwise the bytes
 are counted as they arrive, and the read that passes the limit raises :class:`BodyTooLarge`
 (413 through the normal error handlers), so no route buffers more than the limit and one chunk.
+
+A NUL character in the path or the query string (``%00``) is refused with 400 before any
+route sees it: no identifier, code or search value holds one, and PostgreSQL refuses it in a
+query (a 500 otherwise).
 """
 
 from __future__ import annotations
@@ -52,14 +56,21 @@ def _settings(scope: Scope) -> Settings:
     return settings
 
 
-class BodyLimit:
-    """ASGI middleware: the size limits above, for every HTTP request."""
+class RequestLimits:
+    """ASGI middleware: the limits above, for every HTTP request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            refusal = Issue("error", "invalid", "the URL holds a NUL character (%00)")
+            await error_response(FhirError(400, [refusal]))(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         limit, what = body_limit(_settings(scope), scope["path"])

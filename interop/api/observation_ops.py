@@ -16,7 +16,7 @@ from interop.api.responses import fhir_response, load_json
 from interop.fhir.capability import register_operation
 from interop.fhir.outcome import error
 from interop.store.observation_ops import lastn, stats
-from interop.store.search import SearchResult, check_value_count
+from interop.store.search import SearchResult, check_search_values
 
 router = APIRouter(prefix="/fhir/Observation", tags=["fhir"])
 register_operation(
@@ -79,7 +79,7 @@ def _grouped(params: list[tuple[str, str]]) -> dict[str, list[str]]:
 async def observation_lastn(request: Request, actor: Actor = Depends(require_actor)) -> Response:
     policy = request.app.state.policy
     params = policy.filter_search(actor, "Observation", await _params(request))
-    check_value_count(params, services(request).settings.search_max_values)
+    check_search_values(params, services(request).settings.search_max_values)
     rows = lastn(services(request).store, _grouped(params))
     result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)))
     return fhir_response(bundle_bytes(request, "Observation", result, params, "Observation/$lastn"))
@@ -89,7 +89,7 @@ async def observation_lastn(request: Request, actor: Actor = Depends(require_act
 async def observation_stats(request: Request, actor: Actor = Depends(require_actor)) -> Response:
     policy = request.app.state.policy
     params = policy.filter_search(actor, "Observation", await _params(request))
-    check_value_count(params, services(request).settings.search_max_values)
+    check_search_values(params, services(request).settings.search_max_values)
     observations = stats(services(request).store, _grouped(params))
     rows = [(o["id"], orjson.dumps(o)) for o in observations]
     result = policy.filter_result(actor, "Observation", SearchResult(rows, total=len(rows)))

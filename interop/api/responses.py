@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from adapters import jsonsafe
 from interop.fhir.outcome import FhirError, Issue, outcome_bytes
 
 FHIR_JSON = "application/fhir+json"
@@ -59,58 +60,17 @@ async def parse_json_body(request: Request) -> Any:
 
 def _max_depth(request: Request) -> int:
     services = getattr(request.app.state, "services", None)
-    return int(services.settings.json_max_depth) if services is not None else DEFAULT_MAX_DEPTH
+    return int(services.settings.json_max_depth) if services is not None else jsonsafe.MAX_DEPTH
 
 
-DEFAULT_MAX_DEPTH = 64
-
-
-def load_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Parse a JSON request body: 400 (an OperationOutcome) when it is not JSON or nests
-    objects and arrays deeper than ``max_depth`` (the validators and the store recurse; a
-    deeper document must never reach them)."""
+def load_json(body: bytes, max_depth: int = jsonsafe.MAX_DEPTH) -> Any:
+    """Parse a JSON request body: 400 (an OperationOutcome) when it is not JSON, nests objects
+    and arrays deeper than ``max_depth`` (the validators and the store recurse; a deeper
+    document must never reach them) or holds a NUL character."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise FhirError(
-            400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
-        ) from None
-    check_depth(doc, max_depth, body)
-    return doc
-
-
-def check_depth(doc: Any, max_depth: int, body: bytes | None = None) -> None:
-    """400 when ``doc`` (parsed from ``body``) nests objects/arrays deeper than ``max_depth``."""
-    if body is not None and body.count(b"{") + body.count(b"[") <= max_depth:
-        return  # too few brackets to nest that deep: no need to walk the document
-    if json_depth_exceeds(doc, max_depth):
-        raise FhirError(
-            400,
-            [
-                Issue(
-                    "error",
-                    "structure",
-                    f"the JSON nests objects and arrays deeper than {max_depth} levels",
-                )
-            ],
-        )
-
-
-def json_depth_exceeds(doc: Any, max_depth: int) -> bool:
-    """Whether ``doc`` has containers nested deeper than ``max_depth`` (iterative: a document
-    of any depth is measured without recursion)."""
-    if not isinstance(doc, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
+        return jsonsafe.load(body, max_depth)
+    except jsonsafe.UnsafeJson as exc:
+        raise FhirError(400, [Issue("error", "structure", f"the body: {exc}")]) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:

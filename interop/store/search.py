@@ -173,10 +173,16 @@ def _balanced_or(groups: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
     )
 
 
-def check_value_count(params: Sequence[tuple[str, str]], limit: int) -> None:
-    """400 naming the limit when the search carries more than ``limit`` values in all (each
-    comma-separated value of each parameter counts; result parameters do not)."""
-    n = sum(raw.count(",") + 1 for key, raw in params if key.partition(":")[0] not in RESULT_PARAMS)
+def check_search_values(params: Sequence[tuple[str, str]], limit: int) -> None:
+    """400 when the search carries more than ``limit`` values in all (each comma-separated
+    value of each parameter counts; result parameters do not), naming the limit, or a NUL
+    character (no stored text holds one; PostgreSQL refuses it in a query)."""
+    n = 0
+    for key, raw in params:
+        if "\x00" in key or "\x00" in raw:
+            raise error(400, "invalid", f"search parameter {key!r} holds a NUL character")
+        if key.partition(":")[0] not in RESULT_PARAMS:
+            n += raw.count(",") + 1
     if n > limit:
         raise error(
             400,
@@ -435,7 +441,7 @@ class SearchEngine:
 
     # ---- the whole search ---------------------------------------------------------------
     def search(self, req: SearchRequest) -> SearchResult:
-        check_value_count(req.params, self.max_values)
+        check_search_values(req.params, self.max_values)
         res_type = req.res_type
         defs = definitions(res_type)
         warnings: list[Issue] = []
