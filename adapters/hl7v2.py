@@ -277,6 +277,8 @@ class Hl7v2Adapter:
     content_types = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 
     def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
+        if b"\x00" in data:
+            raise AdapterError("the message holds a NUL byte; HL7 v2 text cannot", DIAG_PARSE_ERROR)
         try:
             segs = parse(data)
         except Hl7SyntaxError as exc:

@@ -34,6 +34,7 @@ from adapters.base import (
     Diagnostic,
     IngestMeta,
     Measurement,
+    item_guard,
 )
 from adapters.timeutil import parse_iso
 
@@ -101,7 +102,8 @@ class OpenMHealthAdapter:
                     Diagnostic("error", DIAG_INVALID, "not a JSON object", where)
                 )
                 continue
-            self._point(point, where, meta, result)
+            with item_guard(result, where):
+                self._point(point, where, meta, result)
         return result
 
     def _point(

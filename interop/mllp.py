@@ -87,6 +87,8 @@ class MllpServer:
         except ValueError as exc:
             return build_ack(None, "AR", text=f"not an HL7 v2 message: {exc}")
         msg_type = msh.message_type
+        if b"\x00" in message:
+            return build_ack(msh, "AR", text="the message holds a NUL byte; HL7 v2 text cannot")
         if not msh.control_id:
             return build_ack(msh, "AR", text="MSH-10 (message control id) is empty")
         if msg_type not in ACCEPTED_TYPES:

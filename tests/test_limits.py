@@ -574,3 +574,58 @@ def test_a_nul_character_in_ingested_data_is_never_a_500(client, adapter: str, b
     sep = "&" if "?" in adapter else "?"
     r = client.post(f"/ingest/{adapter}{sep}patient={FNR}", content=body)
     assert r.status_code < 500, r.text
+
+
+# ---- adapters reading documents of an unexpected shape ----------------------------------
+
+
+def test_an_open_mhealth_point_of_an_unexpected_shape_is_that_points_diagnostic(client) -> None:  # type: ignore[no-untyped-def]
+    _patient(client)
+    good = {
+        "header": {
+            "id": "p-good",
+            "schema_id": {"namespace": "omh", "name": "heart-rate", "version": "1.0"},
+        },
+        "body": {
+            "heart_rate": {"value": 70, "unit": "beats/min"},
+            "effective_time_frame": {"date_time": "2026-01-01T10:00:00Z"},
+        },
+    }
+    bad = {
+        "header": {
+            "id": "p-bad",
+            "schema_id": {"namespace": "omh", "name": "blood-glucose", "version": "4.0"},
+        },
+        "body": {"blood_glucose": {"unit": "mg/dL", "value": 95}, "effective_time_frame": True},
+    }
+    r = client.post(f"/ingest/openmhealth?patient={FNR}", json=[bad, good])
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["created"] + report["quarantined"] == 1, report
+    assert any(d["location"] == "[0]" for d in report["diagnostics"]), report["diagnostics"]
+    # a single point of that shape: refused with its diagnostic, never a 500
+    r = client.post(f"/ingest/openmhealth?patient={FNR}", json=bad)
+    assert r.status_code < 500 and r.json()["created"] == 0, r.text
+
+
+def test_an_adapter_failing_on_its_input_is_a_parse_error_not_a_fault() -> None:
+    from adapters.base import AdapterError, AdapterResult, IngestMeta
+    from adapters.registry import Guarded
+
+    class Fragile:
+        name = "fragile"
+        content_types = ("application/json",)
+
+        def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
+            return {"a": 1}[data.decode()]  # type: ignore[return-value]
+
+    with pytest.raises(AdapterError) as caught:
+        Guarded(Fragile()).parse(b"b", None)  # type: ignore[arg-type]
+    assert caught.value.code == "parse-error" and "KeyError" in str(caught.value)
+
+
+def test_an_hl7_message_with_a_nul_byte_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+    raw = _hl7_with(b"").replace(b"|NUL-|", b"|NUL-\x00|")
+    r = client.post(f"/ingest/hl7v2?patient={FNR}", content=raw)
+    assert r.status_code == 422, r.text
+    assert "NUL" in r.text

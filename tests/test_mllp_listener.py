@@ -371,6 +371,7 @@ def test_an_endless_frame_is_read_past_in_bounded_memory() -> None:
         b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5",  # not a type we take
         b"MSH" + b"|" * 60_000,
         b"\xef\xbb\xbfMSH|\xff\xfe|",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X\x001|P|2.5\rOBX|1|NM|8867-4^HR^LN||70",
     ],
 )
 def test_malformed_hl7_over_mllp_is_answered_ar(services, payload: bytes) -> None:  # type: ignore[no-untyped-def]
