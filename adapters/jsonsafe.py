@@ -76,3 +76,23 @@ def nul_path(doc: Any) -> str | None:
         elif isinstance(node, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
     return None
+
+
+def null_member_path(doc: Any) -> str | None:
+    """The location of the first object member whose value is ``null``, else None (FHIR JSON
+    allows null only inside the arrays of repeating primitives and their ``_`` partners)."""
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if value is None:
+                    return where
+                if isinstance(value, dict | list):
+                    stack.append((value, where))
+        elif isinstance(node, list):
+            stack.extend(
+                (v, f"{path}[{i}]") for i, v in enumerate(node) if isinstance(v, dict | list)
+            )
+    return None

@@ -629,3 +629,31 @@ def test_an_hl7_message_with_a_nul_byte_is_refused(client) -> None:  # type: ign
     r = client.post(f"/ingest/hl7v2?patient={FNR}", content=raw)
     assert r.status_code == 422, r.text
     assert "NUL" in r.text
+
+
+@pytest.mark.parametrize(
+    ("category", "where"),
+    [
+        ([{"coding": None}], "category[0].coding"),
+        ([{"coding": None, "text": "vital signs"}], "category[0].coding"),
+        ([None], None),  # null inside an array: FHIR's primitive-extension shape, judged later
+        (None, "category"),
+    ],
+)
+def test_null_members_are_400_naming_the_element(client, category: Any, where: str | None) -> None:  # type: ignore[no-untyped-def]
+    """FHIR JSON has no null members; they used to pass validation and fail the indexer (500)."""
+    obs = _observation(category=category)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": obs, "request": {"method": "POST", "url": "Observation"}}],
+    }
+    for r in (
+        client.post("/fhir/Observation", json=obs),
+        client.put("/fhir/Observation/n1", json=dict(obs, id="n1")),
+        client.post("/fhir", json=bundle),
+    ):
+        assert r.status_code < 500, r.text
+        if where is not None:
+            body = _outcome(r, 400, "structure")
+            assert where in body["issue"][0]["diagnostics"], body

@@ -55,7 +55,22 @@ async def parse_json_body(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         raise FhirError(400, [Issue("error", "required", "the request body is empty")])
-    return load_json(body, _max_depth(request))
+    doc = load_json(body, _max_depth(request))
+    if b"null" in body:
+        where = jsonsafe.null_member_path(doc)
+        if where is not None:
+            raise FhirError(
+                400,
+                [
+                    Issue(
+                        "error",
+                        "structure",
+                        f"{where}: null is not allowed in FHIR JSON; leave the element out",
+                        (where,),
+                    )
+                ],
+            )
+    return doc
 
 
 def _max_depth(request: Request) -> int:

@@ -197,9 +197,9 @@ def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
     cats = obs.get("category") or []
     is_vs = any(
         c.get("code") == "vital-signs"
-        for cat in cats
+        for cat in (cats if isinstance(cats, list) else [cats])
         if isinstance(cat, dict)
-        for c in cat.get("coding", [])
+        for c in (cat.get("coding") if isinstance(cat.get("coding"), list) else [])
         if isinstance(c, dict)
     )
     if not is_vs:
@@ -215,7 +215,8 @@ def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
                 ("Observation",),
             )
         )
-    for i, comp in enumerate(obs.get("component") or []):
+    components = obs.get("component")
+    for i, comp in enumerate(components if isinstance(components, list) else []):
         if isinstance(comp, dict) and not (
             any(k.startswith("value") for k in comp) or "dataAbsentReason" in comp
         ):
