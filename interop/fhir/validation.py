@@ -192,6 +192,10 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
     return issues
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
     """R4 vital-signs vs-2/vs-3 for Observations that claim the vital-signs category."""
     cats = obs.get("category") or []
@@ -199,7 +203,7 @@ def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
         c.get("code") == "vital-signs"
         for cat in (cats if isinstance(cats, list) else [cats])
         if isinstance(cat, dict)
-        for c in (cat.get("coding") if isinstance(cat.get("coding"), list) else [])
+        for c in _as_list(cat.get("coding"))
         if isinstance(c, dict)
     )
     if not is_vs:
