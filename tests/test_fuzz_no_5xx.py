@@ -4,7 +4,7 @@ Observation operations, every ingest adapter and the inbound message endpoint. N
 be a 5xx (nor an exception escaping the app): whatever the input, it is refused with a 4xx or
 a diagnostic.
 
-The number of examples is bounded (``INTEROP_FUZZ_EXAMPLES``, default 25 per test) and the
+The number of examples is bounded (``INTEROP_FUZZ_EXAMPLES``, default 60 per test) and the
 run is derandomised so that the suite is repeatable; set ``INTEROP_FUZZ_RANDOM=1`` (and more
 examples) to explore further.
 """
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.conftest import SHARED
 
 FNR = "13031353453"
-EXAMPLES = int(os.environ.get("INTEROP_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("INTEROP_FUZZ_EXAMPLES", "60"))
 fuzz = settings(
     max_examples=EXAMPLES,
     deadline=None,
