@@ -8,7 +8,8 @@ the mapping step (``interop.mapping``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -214,6 +215,32 @@ class Adapter(Protocol):
     def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
         """Translate; raise :class:`AdapterError` only when nothing can be read at all."""
         ...
+
+
+UNEXPECTED_SHAPE = (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError)
+"""What reading a document of an unexpected shape raises (a number where an object belongs,
+a missing key …): input errors, not faults of the service."""
+
+
+@contextmanager
+def item_guard(result: AdapterResult, where: str) -> Iterator[None]:
+    """Read one item of a document: an item of an unexpected shape becomes that item's
+    diagnostic (the measurements it had produced are taken back), and the next is read."""
+    mark = len(result.measurements)
+    try:
+        yield
+    except AdapterError:
+        raise
+    except UNEXPECTED_SHAPE as exc:
+        del result.measurements[mark:]
+        result.diagnostics.append(
+            Diagnostic(
+                "error",
+                DIAG_INVALID,
+                f"the item has an unexpected shape ({type(exc).__name__}: {exc})",
+                where,
+            )
+        )
 
 
 VENDOR_USER_PREFIX = "urn:dho-interop:vendor-user:"

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
@@ -96,6 +97,10 @@ class FhirAdapter:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         if not isinstance(doc, dict) or "resourceType" not in doc:
             raise AdapterError("not a FHIR resource (no resourceType)", DIAG_PARSE_ERROR)
         result = AdapterResult()

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from adapters.base import (
+    DIAG_INVALID,
     DIAG_INVALID_IDENTIFIER,
     DIAG_MISSING_PATIENT,
     DIAG_MISSING_TIME,
@@ -307,6 +308,8 @@ class Hl7v2Adapter:
     content_types = ("application/hl7-v2", "x-application/hl7-v2+er7", "text/plain")
 
     def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
+        if b"\x00" in data:
+            raise AdapterError("the message holds a NUL byte; HL7 v2 text cannot", DIAG_PARSE_ERROR)
         try:
             segs = parse(data)
         except Hl7SyntaxError as exc:
@@ -358,6 +361,12 @@ class Hl7v2Adapter:
                 )
         if current:
             groups.append(current)
+        if not result.items_seen:
+            raise AdapterError(
+                "the message carries no OBX segment: there is nothing to take from it",
+                DIAG_INVALID,
+                "OBX",
+            )
         if patient is None:
             # nothing can be filed without a patient: every item is reported, none is kept
             for g in groups:

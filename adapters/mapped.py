@@ -28,6 +28,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
@@ -289,6 +290,10 @@ class MappedJsonAdapter:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         system = f"urn:dho-interop:code:{profile.source}"
         result = AdapterResult()
         records = select(doc, profile.records) if profile.records else [doc]
@@ -440,6 +445,28 @@ class MappedJsonAdapter:
             )
 
 
+def read_csv_rows(text: str, delimiter: str) -> tuple[list[list[str]], dict[int, str]]:
+    """The rows of a CSV text (cells stripped) and, by row index, why a row could not be read.
+
+    A row the csv module refuses (a field over its 128 KiB limit, a stray quote) stays in the
+    list as an empty row, so the rows after it keep their numbers and are still read. A bare
+    carriage return ends a line, as in old Mac files."""
+    rows: list[list[str]] = []
+    unreadable: dict[int, str] = {}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            unreadable[len(rows)] = f"line {reader.line_num} cannot be read as CSV: {exc}"
+            rows.append([])
+            continue
+        rows.append([cell.strip() for cell in row])
+    return rows, unreadable
+
+
 class MappedCsvAdapter:
     name = "mapped-csv"
     content_types = ("text/csv",)
@@ -456,10 +483,7 @@ class MappedCsvAdapter:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = data.decode("latin-1")
-        rows = [
-            [cell.strip() for cell in row]
-            for row in csv.reader(io.StringIO(text), delimiter=opts.delimiter)
-        ]
+        rows, unreadable = read_csv_rows(text, opts.delimiter)
         header_at = next(
             (i for i, r in enumerate(rows) if r and r[0] in opts.header_starts_with), None
         )
@@ -505,6 +529,16 @@ class MappedCsvAdapter:
         result = AdapterResult(devices=[device] if device else [])
         for i, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
             if not any(row):
+                if i - 1 in unreadable:
+                    result.items_seen += 1
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "error",
+                            DIAG_PARSE_ERROR,
+                            f"{profile.name}: {unreadable[i - 1]}",
+                            f"row {i}",
+                        )
+                    )
                 continue
             where = f"row {i}"
             result.items_seen += 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
@@ -33,6 +34,7 @@ from adapters.base import (
     Diagnostic,
     IngestMeta,
     Measurement,
+    item_guard,
 )
 from adapters.timeutil import parse_iso
 
@@ -86,6 +88,10 @@ class OpenMHealthAdapter:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise AdapterError(f"not JSON: {exc}", DIAG_PARSE_ERROR) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         points = doc if isinstance(doc, list) else [doc]
         result = AdapterResult()
         for i, point in enumerate(points):
@@ -96,7 +102,8 @@ class OpenMHealthAdapter:
                     Diagnostic("error", DIAG_INVALID, "not a JSON object", where)
                 )
                 continue
-            self._point(point, where, meta, result)
+            with item_guard(result, where):
+                self._point(point, where, meta, result)
         return result
 
     def _point(

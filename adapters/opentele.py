@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from lxml import etree
 
+from adapters import jsonsafe
 from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_TIME,
@@ -74,6 +75,10 @@ class OpenTeleAdapter:
             raise AdapterError(
                 f"not JSON: {exc.msg}", DIAG_PARSE_ERROR, f"line {exc.lineno} column {exc.colno}"
             ) from None
+        try:
+            jsonsafe.check(doc, raw=data)
+        except jsonsafe.UnsafeJson as exc:
+            raise AdapterError(str(exc), DIAG_PARSE_ERROR) from None
         if is_upload(doc) or (isinstance(doc, list) and doc and is_upload(doc[0])):
             return parse_uploads(doc, meta)
         result = AdapterResult(items_seen=1)

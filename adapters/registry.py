@@ -10,10 +10,20 @@ The core never imports a particular adapter; it asks this registry.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from adapters.base import Adapter
+from adapters.base import (
+    DIAG_PARSE_ERROR,
+    UNEXPECTED_SHAPE,
+    Adapter,
+    AdapterError,
+    AdapterResult,
+    IngestMeta,
+)
+
+log = logging.getLogger("adapters")
 
 GROUP = "dho_interop.adapters"
 
@@ -44,5 +54,28 @@ def get_adapter(name: str) -> Adapter:
     adapter = factory()
     if not isinstance(adapter, Adapter):
         raise UnknownAdapter(f"entry point {name!r} does not provide an Adapter")
-    _loaded[name] = adapter
-    return adapter
+    _loaded[name] = guarded = Guarded(adapter)
+    return guarded
+
+
+class Guarded:
+    """An adapter whose failure on input of an unexpected shape is reported as what it is,
+    input that cannot be read (:class:`AdapterError`, a 4xx and a diagnostic), never as a
+    fault of the service. The failure is logged, as it may also show an adapter's bug."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self.name = adapter.name
+        self.content_types = adapter.content_types
+
+    def parse(self, data: bytes, meta: IngestMeta) -> AdapterResult:
+        try:
+            return self.adapter.parse(data, meta)
+        except AdapterError:
+            raise
+        except (*UNEXPECTED_SHAPE, RecursionError) as exc:
+            log.warning("adapter %s could not read its input", self.name, exc_info=True)
+            raise AdapterError(
+                f"{self.name} cannot read this input ({type(exc).__name__}: {exc})",
+                DIAG_PARSE_ERROR,
+            ) from None

@@ -11,8 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ByteSize, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def _default_ingest_max_body_size() -> dict[str, ByteSize]:
+    # an "Export All Health Data" export.xml of a few years with a watch is hundreds of MB
+    return {"apple-health": ByteSize(512 * MiB)}
 
 
 def _default_database_url() -> str:
@@ -151,6 +158,28 @@ class Settings(BaseSettings):
                 "HelseID tokens cannot be checked without our audience"
             )
         return self
+
+    # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
+    max_body_size: ByteSize = ByteSize(10 * MiB)
+    """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
+    413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
+    max_kith_message_size: ByteSize = ByteSize(35 * MiB)
+    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
+    business document)."""
+    ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
+    """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
+    (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""
+    json_max_depth: int = 64
+    """Deepest nesting of objects and arrays accepted in a JSON body (FHIR resources are
+    shallow; a Bundle of Observations is under 15 levels)."""
+    search_max_values: int = 2000
+    """Most values one search may carry, all parameters and comma-separated values together
+    (``code=a,b,…`` counts each code); 400 above it."""
+    mllp_idle_timeout_seconds: float = 300.0
+    """An MLLP connection that sends nothing for this long is closed (0 = never)."""
+    mllp_max_frame_size: ByteSize = ByteSize(10 * MiB)
+    """Largest HL7 v2 message over MLLP; a larger frame is read past (never kept) and
+    answered ``AR``."""
 
 
 @lru_cache(maxsize=1)

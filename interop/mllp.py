@@ -14,6 +14,10 @@ processed twice; another message reusing the name is answered ``AE`` with an ERR
 :mod:`interop.resend`). Parsing the OBX groups, mapping and storing
 Observations happen afterwards, in the inbox processor, off the acknowledgement path; in this
 process its writes yield to the listener's on SQLite (:mod:`interop.store.write_lock`).
+
+Limits: a connection that sends nothing for ``mllp_idle_timeout_seconds`` is closed; a frame
+over ``mllp_max_frame_size`` is read past without being kept and answered ``AR`` (the
+connection stays usable for the next message).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import threading
 from collections.abc import Callable
 
 from adapters.hl7v2 import build_ack, split_message_header
-from adapters.mllp import MllpDecoder, mllp_frame
+from adapters.mllp import MllpDecoder, OversizedFrame, mllp_frame
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
 from interop.mllp_senders import SendersFileError, load_senders
 from interop.resend import HL7_DUPLICATE_KEY, conflict_message
@@ -47,15 +51,24 @@ class MllpServer:
         )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
+        settings = self.services.settings
+        decoder = MllpDecoder(max_message=int(settings.mllp_max_frame_size))
+        idle = settings.mllp_idle_timeout_seconds or None
         peer = writer.get_extra_info("peername")
         try:
             while True:
-                chunk = await reader.read(65536)
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), idle)
+                except TimeoutError:
+                    log.info("MLLP connection from %s idle for %s s; closed", peer, idle)
+                    break
                 if not chunk:
                     break
-                for message in decoder.feed(chunk):
-                    ack = await self.acknowledge(message, peer[0] if peer else None)
+                for frame in decoder.feed_frames(chunk):
+                    if isinstance(frame, OversizedFrame):
+                        ack = self.refuse_oversized(frame, decoder.max_message)
+                    else:
+                        ack = await self.acknowledge(frame, peer[0] if peer else None)
                     writer.write(mllp_frame(ack))
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -65,6 +78,16 @@ class MllpServer:
         finally:
             writer.close()
 
+    @staticmethod
+    def refuse_oversized(frame: OversizedFrame, limit: int) -> bytes:
+        """``AR`` for a message over the size limit (its MSH read from the frame's head)."""
+        text = f"message of {frame.size} bytes is larger than the limit of {limit} bytes"
+        try:
+            msh = split_message_header(frame.head)
+        except ValueError:
+            msh = None
+        return build_ack(msh, "AR", text=text, errors=(("207", text),))
+
     async def acknowledge(self, message: bytes, peer: str | None = None) -> bytes:
         """The acknowledgement for one message from a connection from ``peer`` (its address)."""
         try:
@@ -72,6 +95,8 @@ class MllpServer:
         except ValueError as exc:
             return build_ack(None, "AR", text=f"not an HL7 v2 message: {exc}")
         msg_type = msh.message_type
+        if b"\x00" in message:
+            return build_ack(msh, "AR", text="the message holds a NUL byte; HL7 v2 text cannot")
         if not msh.control_id:
             return build_ack(msh, "AR", text="MSH-10 (message control id) is empty")
         if msg_type not in ACCEPTED_TYPES:

@@ -59,6 +59,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         default_count=settings.search_default_count,
         max_count=settings.search_max_count,
         total_limit=settings.total_limit,
+        max_values=settings.search_max_values,
     )
     return Services(
         settings=settings,

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from adapters.base import vendor_user_system
 from adapters.hl7v2_segments import parse
-from adapters.mllp import MllpDecoder, mllp_frame
+from adapters.mllp import MllpDecoder, OversizedFrame, mllp_frame
 from interop import inbox as inbox_module
 from interop.inbox import GroupAcceptor, InboxProcessor, Incoming, accept_many
 from interop.mllp import MllpServer, start_processor_thread
@@ -303,3 +305,120 @@ def test_a_claimed_batch_is_processed_together_each_with_its_own_outcome(
     ).json()
     values = sorted(e["resource"]["component"][0]["valueQuantity"]["value"] for e in found["entry"])
     assert values == [120, 121]  # the first and third message are the same reading
+
+
+# ---- limits: idle connections, oversized frames, malformed messages ----------------------
+
+
+def _limited(services: Any, **limits: Any) -> None:
+    services.settings = services.settings.model_copy(update=limits)
+
+
+def _ack_fields(ack: bytes) -> tuple[str, str, bytes]:
+    """(MSA-1, MSA-2, the whole ACK) of an acknowledgement."""
+    msa = next(seg for seg in ack.split(b"\r") if seg.startswith(b"MSA"))
+    parts = msa.decode().split("|")
+    return parts[1], parts[2], ack
+
+
+def _exchange(s: socket.socket, dec: MllpDecoder, payload: bytes) -> bytes:
+    s.sendall(mllp_frame(payload))
+    while True:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed without an ACK"
+        for msg in dec.feed(chunk):
+            return msg
+
+
+def test_an_idle_connection_is_closed(services) -> None:  # type: ignore[no-untyped-def]
+    _limited(services, mllp_idle_timeout_seconds=0.5)
+    with _listener(services) as port:
+        # silent from the start: closed after the timeout
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            t0 = time.monotonic()
+            assert s.recv(100) == b""
+            assert 0.3 < time.monotonic() - t0 < 5
+        # a sender that stops half-way through a frame is closed too
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"\x0bMSH|^~\\&|half")
+            assert s.recv(100) == b""
+        # while it keeps sending it stays open; after its last ACK the timeout runs again
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            dec = MllpDecoder()
+            for n in range(3):
+                assert _ack_fields(_exchange(s, dec, _message(700 + n)))[0] == "AA"
+                time.sleep(0.2)
+            assert s.recv(100) == b""
+
+
+def test_a_frame_over_the_limit_is_answered_ar_and_never_kept(services) -> None:  # type: ignore[no-untyped-def]
+    _limited(services, mllp_max_frame_size=8192)
+    big = _message(800).rstrip(b"\r") + b"\rNTE|1||" + b"x" * 50_000 + b"\r"
+    with (
+        _listener(services) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as s,
+    ):
+        dec = MllpDecoder()
+        code, control_id, ack = _ack_fields(_exchange(s, dec, big))
+        assert (code, control_id) == ("AR", "MSG-800")
+        assert b"ERR|" in ack and b"larger than the limit" in ack
+        # the connection goes on: the next message is taken
+        assert _ack_fields(_exchange(s, dec, _message(801)))[:2] == ("AA", "MSG-801")
+        # a frame over the limit whose start is not HL7 at all: AR without a control id
+        assert _ack_fields(_exchange(s, dec, b"\x00\xff" * 10_000))[0] == "AR"
+    assert [r.message_id for r in _rows(services)] == ["MSG-801"]
+
+
+def test_an_endless_frame_is_read_past_in_bounded_memory() -> None:
+    dec = MllpDecoder(max_message=4096)
+    out: list[Any] = []
+    out.extend(dec.feed_frames(b"\x0bMSH|^~\\&|A|B"))
+    for _ in range(2000):  # 128 MB that never ends the frame
+        out.extend(dec.feed_frames(b"y" * 65536))
+        assert len(dec.buffer) <= 65536
+    assert out == []
+    frames = list(dec.feed_frames(b"\x1c\r" + mllp_frame(b"MSH|ok")))
+    assert [type(f).__name__ for f in frames] == ["OversizedFrame", "bytes"]
+    assert frames[0].head.startswith(b"MSH|^~\\&|A|B") and len(frames[0].head) <= 4096  # type: ignore[union-attr]
+    assert frames[1] == b"MSH|ok"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00\x01\x02\xff\xfe" * 40,
+        b"MSH",
+        b"MSH|",
+        b"MSH|^~\\&",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01",  # no MSH-10
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5",  # not a type we take
+        b"MSH" + b"|" * 60_000,
+        b"\xef\xbb\xbfMSH|\xff\xfe|",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X\x001|P|2.5\rOBX|1|NM|8867-4^HR^LN||70",
+    ],
+)
+def test_malformed_hl7_over_mllp_is_answered_ar(services, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+    with (
+        _listener(services) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as s,
+    ):
+        dec = MllpDecoder()
+        assert _ack_fields(_exchange(s, dec, payload))[0] == "AR"
+        assert _ack_fields(_exchange(s, dec, _message(900)))[0] == "AA"  # still listening
+
+
+@given(
+    st.lists(st.binary(max_size=60), min_size=1, max_size=6),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=23),
+)
+def test_the_decoder_reports_frames_over_the_limit_however_they_are_split(
+    messages: list[bytes], limit: int, chunk: int
+) -> None:
+    messages = [m.replace(b"\x0b", b"v").replace(b"\x1c", b"f") for m in messages]
+    stream = b"noise" + b"".join(mllp_frame(m) for m in messages)
+    dec = MllpDecoder(max_message=limit)
+    out: list[Any] = []
+    for i in range(0, len(stream), chunk):
+        out.extend(dec.feed_frames(stream[i : i + chunk]))
+    assert out == [m if len(m) <= limit else OversizedFrame(m[:4096], len(m)) for m in messages]

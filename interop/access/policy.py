@@ -206,6 +206,16 @@ class AccessPolicy:
             self._settle(Decision(self._event(actor, "search", what, [], exc.message), None), tx)
             raise
 
+    def restriction(
+        self,
+        actor: Actor,
+        res_type: str,
+        params: list[tuple[str, str]],
+        tx: WriteTx | None = None,
+    ) -> list[tuple[str, str]]:
+        """Only what :meth:`filter_search` adds to the client's parameters."""
+        return self.filter_search(actor, res_type, params, tx)[len(params) :]
+
     def _restrict(
         self,
         actor: Actor,

@@ -23,6 +23,7 @@ from interop.api import (
     views,
 )
 from interop.api.fastpath import FhirReadFastPath
+from interop.api.limits import RequestLimits
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
 from interop.runtime import tune_gc
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
+    app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)

@@ -170,10 +170,13 @@ async def _search(
     _check_type(rtype)
     _check_accept(request)
     svc = services(request)
-    restricted = svc.policy.filter_search(actor, rtype, params)
-    result = svc.search.search(SearchRequest(rtype, restricted, strict=_strict(request)))
+    restriction = svc.policy.restriction(actor, rtype, params)
+    result = svc.search.search(
+        SearchRequest(rtype, params, strict=_strict(request), restriction=restriction)
+    )
     result = await svc.policy.filter_result_async(actor, rtype, result, params)
-    return fhir_response(bundle_bytes(request, rtype, result, restricted))
+    # the links repeat what the client asked; each page is restricted again
+    return fhir_response(bundle_bytes(request, rtype, result, params))
 
 
 async def search_type(request: Request) -> Response:

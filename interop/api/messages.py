@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor, require_admin
-from interop.api.responses import json_response
+from interop.api.responses import json_response, load_json
 from interop.fhir.dates import from_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system
@@ -181,9 +181,11 @@ async def reprocess(
     """Send again, as a new message linked to this one; body (optional) may name another
     destination: ``{"destination": "Endpoint/…", "transport": "http", "address": "…"}``."""
     body = await request.body()
-    dest = orjson.loads(body) if body.strip() else None
-    if dest is not None and not isinstance(dest, dict):
-        raise error(400, "invalid", "the body must be a JSON object")
+    dest = load_json(body) if body.strip() else None
+    if dest is not None and (
+        not isinstance(dest, dict) or not all(isinstance(v, str) for v in dest.values())
+    ):
+        raise error(400, "invalid", "the body must be a JSON object of strings")
     try:
         new = Outbox(_svc(request).engine).reprocess(row_id, destination=dest)
     except KeyError:

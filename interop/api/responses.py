@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from adapters import jsonsafe
 from interop.fhir.outcome import FhirError, Issue, outcome_bytes
 
 FHIR_JSON = "application/fhir+json"
@@ -54,12 +55,37 @@ async def parse_json_body(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         raise FhirError(400, [Issue("error", "required", "the request body is empty")])
+    doc = load_json(body, _max_depth(request))
+    if b"null" in body:
+        where = jsonsafe.null_member_path(doc)
+        if where is not None:
+            raise FhirError(
+                400,
+                [
+                    Issue(
+                        "error",
+                        "structure",
+                        f"{where}: null is not allowed in FHIR JSON; leave the element out",
+                        (where,),
+                    )
+                ],
+            )
+    return doc
+
+
+def _max_depth(request: Request) -> int:
+    services = getattr(request.app.state, "services", None)
+    return int(services.settings.json_max_depth) if services is not None else jsonsafe.MAX_DEPTH
+
+
+def load_json(body: bytes, max_depth: int = jsonsafe.MAX_DEPTH) -> Any:
+    """Parse a JSON request body: 400 (an OperationOutcome) when it is not JSON, nests objects
+    and arrays deeper than ``max_depth`` (the validators and the store recurse; a deeper
+    document must never reach them) or holds a NUL character."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise FhirError(
-            400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
-        ) from None
+        return jsonsafe.load(body, max_depth)
+    except jsonsafe.UnsafeJson as exc:
+        raise FhirError(400, [Issue("error", "structure", f"the body: {exc}")]) from None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -81,9 +107,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(
-            exc.status_code, "processing"
-        )
+        code = {
+            404: "not-found",
+            405: "not-supported",
+            401: "login",
+            403: "forbidden",
+            413: "too-long",
+        }.get(exc.status_code, "processing")
         return error_response(FhirError(exc.status_code, [Issue("error", code, str(exc.detail))]))
 
     @app.exception_handler(Exception)

@@ -192,14 +192,18 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
     return issues
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
     """R4 vital-signs vs-2/vs-3 for Observations that claim the vital-signs category."""
     cats = obs.get("category") or []
     is_vs = any(
         c.get("code") == "vital-signs"
-        for cat in cats
+        for cat in (cats if isinstance(cats, list) else [cats])
         if isinstance(cat, dict)
-        for c in cat.get("coding", [])
+        for c in _as_list(cat.get("coding"))
         if isinstance(c, dict)
     )
     if not is_vs:
@@ -215,7 +219,8 @@ def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
                 ("Observation",),
             )
         )
-    for i, comp in enumerate(obs.get("component") or []):
+    components = obs.get("component")
+    for i, comp in enumerate(components if isinstance(components, list) else []):
         if isinstance(comp, dict) and not (
             any(k.startswith("value") for k in comp) or "dataAbsentReason" in comp
         ):

@@ -19,13 +19,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, func, select, true
 
 from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import error
 from interop.store.repository import FhirStore, new_id
 from interop.store.schema import code_set_table, observation_table, resource_table, token_table
-from interop.store.search import code_sets_holding
+from interop.store.search import code_sets_holding_any
 
 STATS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 EXCLUDED = ("entered-in-error", "cancelled")
@@ -103,16 +103,17 @@ def patient_ids(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> li
 
 
 def _code_conditions(values: list[str], *, component: bool | None = False) -> Any:
+    """Any of the codes in ``values`` (one sub-select however many codes are listed)."""
     o = observation_table.c
-    ors = []
+    tokens = []
     for v in values:
         for item in v.split(","):
             system, code = _token(item.strip())
-            cond = [o.code_set.in_(code_sets_holding(system or None, code))]
-            if component is not None:
-                cond.append(o.is_component == component)
-            ors.append(and_(*cond))
-    return or_(*ors)
+            tokens.append((system or None, code))
+    cond = [o.code_set.in_(code_sets_holding_any(tokens))]
+    if component is not None:
+        cond.append(o.is_component == component)
+    return and_(*cond)
 
 
 def _date_conditions(values: list[str], zone: str) -> list[Any]:

@@ -8,6 +8,7 @@ were inserted before the cursor.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,11 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
 )
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, Grouping
+from sqlalchemy.types import Boolean
 
 from interop.fhir.dates import fhir_range, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
@@ -62,7 +67,11 @@ SORTS = {"_id", "_lastUpdated", "date"}
 class SearchRequest:
     res_type: str
     params: list[tuple[str, str]]
+    """What the client asked."""
     strict: bool = False
+    restriction: list[tuple[str, str]] = field(default_factory=list)
+    """What the access policy added (the actor's patients and codes): searched like the
+    client's parameters, but not counted against ``search_max_values``."""
 
 
 @dataclass(slots=True)
@@ -138,6 +147,84 @@ def _token_parts(value: str) -> tuple[str | None, str | None]:
     return None, value
 
 
+MAX_VALUES = 2000
+"""Default of ``Settings.search_max_values``."""
+_OR_GROUP = 16
+
+
+def any_of(conds: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``c1 OR c2 OR …`` for any number of conditions, as a balanced tree of parenthesised
+    groups: SQLite refuses an expression tree deeper than 1000 and parses a flat OR of n
+    terms n deep, so a long list of search values would otherwise fail there. (``or_`` of
+    ``or_`` is flattened by SQLAlchemy, hence the explicit binary expressions.)"""
+    if not conds:
+        return false()
+    if len(conds) <= _OR_GROUP:
+        return or_(*conds)
+    groups = [or_(*conds[i : i + _OR_GROUP]) for i in range(0, len(conds), _OR_GROUP)]
+    return _balanced_or(groups)
+
+
+def _balanced_or(groups: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    if len(groups) == 1:
+        return groups[0]
+    mid = len(groups) // 2
+    return BinaryExpression(
+        Grouping(_balanced_or(groups[:mid])),
+        Grouping(_balanced_or(groups[mid:])),
+        operators.or_,
+        type_=Boolean(),
+    )
+
+
+def check_search_values(params: Sequence[tuple[str, str]], limit: int) -> None:
+    """400 when the search carries more than ``limit`` values in all (each comma-separated
+    value of each parameter counts; result parameters do not), naming the limit, or a NUL
+    character (no stored text holds one; PostgreSQL refuses it in a query)."""
+    n = 0
+    for key, raw in params:
+        if "\x00" in key or "\x00" in raw:
+            raise error(400, "invalid", f"search parameter {key!r} holds a NUL character")
+        if key.partition(":")[0] not in RESULT_PARAMS:
+            n += raw.count(",") + 1
+    if n > limit:
+        raise error(
+            400,
+            "too-costly",
+            f"the search carries {n} values; at most {limit} are allowed (search_max_values)",
+        )
+
+
+def code_sets_holding_any(tokens: Iterable[tuple[str | None, str | None]]) -> Select[Any]:
+    """The ids of the code sets holding a coding that matches any of the ``(system, code)``
+    tokens (as :func:`code_sets_holding`): one sub-select with IN lists, however many tokens
+    there are."""
+    cs = code_set_table.c
+    pairs: set[tuple[str, str]] = set()
+    codes: set[str] = set()
+    systems: set[str] = set()
+    anything = False
+    for system, code in tokens:
+        if system is not None and code is not None:
+            pairs.add((system, code))
+        elif code is not None:
+            codes.add(code)
+        elif system is not None:
+            systems.add(system)
+        else:
+            anything = True
+    if anything:
+        return select(cs.set_id)
+    cond: list[ColumnElement[bool]] = []
+    if pairs:
+        cond.append(tuple_(cs.system, cs.code).in_(sorted(pairs)))
+    if codes:
+        cond.append(cs.code.in_(sorted(codes)))
+    if systems:
+        cond.append(cs.system.in_(sorted(systems)))
+    return select(cs.set_id).where(or_(*cond))
+
+
 def code_sets_holding(system: str | None, code: str | None) -> Select[Any]:
     """The ids of the code sets with a coding ``system|code`` (``None``: any system, or any
     code of the system; ``""``: a coding without a system)."""
@@ -151,8 +238,17 @@ def code_sets_holding(system: str | None, code: str | None) -> Select[Any]:
 
 
 class SearchEngine:
-    def __init__(self, store: FhirStore, *, default_count: int, max_count: int, total_limit: int):
+    def __init__(
+        self,
+        store: FhirStore,
+        *,
+        default_count: int,
+        max_count: int,
+        total_limit: int,
+        max_values: int = MAX_VALUES,
+    ):
         self.store = store
+        self.max_values = max_values
         self.default_count = default_count
         self.max_count = max_count
         self.total_limit = total_limit
@@ -194,7 +290,7 @@ class SearchEngine:
                 if system is not None:
                     cond.append(token_table.c.system == system)
                 ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
-            expr = or_(*ors)
+            expr = any_of(ors)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
             if modifier == "identifier":
@@ -230,7 +326,7 @@ class SearchEngine:
                             )
                         )
                     )
-                return or_(*ors)
+                return any_of(ors)
             targets_list = [self._reference_value(param, v) for v in values]
             return rid.in_(
                 select(reference_table.c.res_id).where(
@@ -250,7 +346,7 @@ class SearchEngine:
                 )
                 for v in values
             ]
-            return or_(*ors)
+            return any_of(ors)
         if param.type == "string":
             ors = []
             for v in values:
@@ -270,7 +366,7 @@ class SearchEngine:
                         )
                     )
                 )
-            return or_(*ors)
+            return any_of(ors)
         raise error(400, "not-supported", f"search parameter {name} is not supported")
 
     # ---- the Observation index ----------------------------------------------------------
@@ -285,7 +381,7 @@ class SearchEngine:
             if name in ("patient", "subject"):
                 if modifier == "identifier":
                     ors = [o.patient_id.in_(self._patient_ids_for_identifier(v)) for v in values]
-                    conds.append(or_(*ors))
+                    conds.append(any_of(ors))
                     continue
                 # a Patient subject is indexed only as patient_id; any other subject (Device,
                 # Group, another server's Patient) only in the generic reference table
@@ -321,19 +417,25 @@ class SearchEngine:
                 if modifier == "not":
                     # no code (or no component) of the Observation is one of the values
                     x = observation_table.alias("x").c
-                    held = [x.code_set.in_(code_sets_holding(*_token_parts(v))) for v in values]
                     conds.append(
                         o.res_id.not_in(
-                            select(x.res_id).where(x.is_component == component, or_(*held))
+                            select(x.res_id).where(
+                                x.is_component == component,
+                                x.code_set.in_(code_sets_holding_any(map(_token_parts, values))),
+                            )
                         )
                     )
                     continue
-                held = [o.code_set.in_(code_sets_holding(*_token_parts(v))) for v in values]
-                conds.append(and_(o.is_component == component, or_(*held)))
+                conds.append(
+                    and_(
+                        o.is_component == component,
+                        o.code_set.in_(code_sets_holding_any(map(_token_parts, values))),
+                    )
+                )
             elif name == "date":
                 conds.append(
-                    or_(
-                        *[
+                    any_of(
+                        [
                             _date_condition(o.effective, o.effective_end, v, self.store.zone, name)
                             for v in values
                         ]
@@ -343,6 +445,9 @@ class SearchEngine:
 
     # ---- the whole search ---------------------------------------------------------------
     def search(self, req: SearchRequest) -> SearchResult:
+        check_search_values(req.params, self.max_values)
+        if req.restriction:
+            req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
         defs = definitions(res_type)
         warnings: list[Issue] = []
@@ -398,8 +503,8 @@ class SearchEngine:
                 continue
             if name == "_lastUpdated":
                 generic.append(
-                    or_(
-                        *[
+                    any_of(
+                        [
                             _date_condition(
                                 resource_table.c.last_updated,
                                 resource_table.c.last_updated,

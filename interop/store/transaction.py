@@ -117,7 +117,7 @@ class ReadPolicy(Protocol):
 
     def check_read(self, actor: Any, stored: StoredResource, tx: WriteTx | None = None) -> None: ...
 
-    def filter_search(
+    def restriction(
         self,
         actor: Any,
         res_type: str,
@@ -353,12 +353,10 @@ class BundleProcessor:
             if policy is not None:
                 policy.check_read(actor, stored, tx)
             return _result(stored, "200 OK")
-        asked = query
+        restriction = policy.restriction(actor, rtype, query, tx) if policy is not None else []
+        result = self.search.search(SearchRequest(rtype, query, restriction=restriction))
         if policy is not None:
-            query = policy.filter_search(actor, rtype, query, tx)
-        result = self.search.search(SearchRequest(rtype, query))
-        if policy is not None:
-            result = policy.filter_result(actor, rtype, result, asked, tx)
+            result = policy.filter_result(actor, rtype, result, query, tx)
         body: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -386,8 +384,10 @@ class BundleProcessor:
                     actor, rtype, SearchResult([(found.res_id, found.content)]), query, tx
                 )
                 return found if visible.rows else None
-        params = query if policy is None else policy.filter_search(actor, rtype, query, tx)
-        result = self.search.search(SearchRequest(rtype, params + [("_count", "2")], strict=True))
+        restriction = [] if policy is None else policy.restriction(actor, rtype, query, tx)
+        result = self.search.search(
+            SearchRequest(rtype, query + [("_count", "2")], strict=True, restriction=restriction)
+        )
         if policy is not None:
             result = policy.filter_result(actor, rtype, result, query, tx)
         if len(result.rows) > 1:
