@@ -22,7 +22,12 @@ from interop.inbox import InboxProcessor
 from interop.pipeline import IngestRejected
 from interop.store.schema import inbound_message_table
 from tests.conftest import CONFORMANCE, SHARED
-from tests.test_mllp_listener import _listener, _send, _setup_patient
+from tests.test_mllp_listener import (  # the sender, listed for this machine
+    _listed_sender,  # noqa: F401
+    _listener,
+    _send,
+    _setup_patient,
+)
 
 CONTINUA = CONFORMANCE / "vendor" / "continua-ipf"
 BP = (CONTINUA / "valid-bp-continua-wan.hl7v2").read_bytes()

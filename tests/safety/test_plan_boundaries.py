@@ -33,9 +33,21 @@ def _plan(green_high: int) -> dict[str, Any]:
 
 
 def _patient(client) -> str:  # type: ignore[no-untyped-def]
+    """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
+    gp = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "9144889"}],
+        },
+    ).json()["id"]
     r = client.post(
         "/fhir/Patient",
-        json={"resourceType": "Patient", "identifier": [{"system": FNR_OID, "value": FNR}]},
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_OID, "value": FNR}],
+            "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
+        },
     )
     return str(r.json()["id"])
 
