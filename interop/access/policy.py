@@ -54,6 +54,8 @@ class Action(StrEnum):
     """Make a new version of the patient's self-management plan."""
     WRITE = "write"
     """Ingest measurements for the patient."""
+    LINK = "link"
+    """Link a vendor's user id to the patient (the vendor may then write for them)."""
 
 
 NOT_YOURS = "this person is not one of your patients"
@@ -174,10 +176,15 @@ class AccessPolicy:
         if is_bootstrap(actor):
             return Decision(None, None)
         resource = stored.json()
-        why = self._refusal(actor, resource, self.scope(actor))
+        scope = self.scope(actor)
+        why = self._refusal(actor, resource, scope)
         patient = stored.res_id if stored.res_type == "Patient" else _patient_of(resource)
+        # the caller learns that it may not, never whose data it is or why (the audit keeps it)
+        shown = NOT_YOURS if why and patient and scope.refusal(patient) else None
         return Decision(
-            self._event(actor, "read", stored.reference, [patient] if patient else [], why), why
+            self._event(actor, "read", stored.reference, [patient] if patient else [], why),
+            why,
+            shown,
         )
 
     def check_read(self, actor: Actor, stored: StoredResource, tx: WriteTx | None = None) -> None:
@@ -443,7 +450,7 @@ class AccessPolicy:
         if decision.event is not None:
             await audit_log(self.store).record(decision.event)
         if decision.refusal:
-            raise error(403, "forbidden", decision.refusal)
+            raise error(403, "forbidden", decision.shown or decision.refusal)
 
 
 @dataclass(frozen=True, slots=True)

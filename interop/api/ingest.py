@@ -10,13 +10,14 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from adapters.base import IngestMeta, PatientRef, vendor_user_system
+from interop.access.policy import NOT_YOURS, Action
 from interop.access.vendor_writes import VendorWriter
 from interop.api.auth import Actor, require_actor, require_admin
 from interop.api.responses import json_response
 from interop.fhir.dates import from_micros, now_utc
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
-from interop.patients import link_patient
+from interop.patients import link_patient, patient_by_identifier
 from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -114,12 +115,21 @@ class PatientLinkIn(BaseModel):
 def create_link(
     body: PatientLinkIn, request: Request, actor: Actor = Depends(require_actor)
 ) -> Response:
-    if actor.role not in ("admin", "followup"):
-        raise error(403, "forbidden", "only the follow-up centre or an admin links patients")
+    svc = _services(request)
+    svc.policy.require_role(actor, Action.LINK)
     system = body.system or (vendor_user_system(body.source) if body.source else None)
     if not system:
         raise error(400, "required", "give 'source' (vendor name) or 'system'")
-    svc = _services(request)
+    if not actor.is_admin:
+        # the follow-up centre links only its own patients: the vendor may then write for them
+        nsys = person_id_system(body.national_id)
+        if nsys is None:
+            raise error(422, "value", f"{body.national_id!r} is not a valid fødselsnummer")
+        with svc.store.reader() as conn:
+            known = patient_by_identifier(conn, nsys, body.national_id)
+        if known is None:
+            raise error(403, "forbidden", NOT_YOURS)
+        svc.policy.require_patient(actor, known, Action.LINK)
     with svc.store.write(WriteContext(actor, Door.LINK)) as tx:
         pid = link_patient(tx.conn, system, body.user_id, body.national_id, created_by=actor.id)
     released = release_quarantine(svc, pipeline(request).mappings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.access.audit_trail import last_refusal
+
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 FNR_A, FNR_B = "13031353453", "02028099471"
@@ -117,7 +119,8 @@ def test_gp_sees_only_own_patients_and_view_codes(client) -> None:  # type: igno
     a, b, oa, oa_out, ob, gp = _world(client)
     assert client.get(f"/fhir/Patient/{a}", headers=gp).status_code == 200
     refused = client.get(f"/fhir/Patient/{b}", headers=gp)
-    assert refused.status_code == 403 and "not a patient of gp HPR 9144889" in refused.text
+    assert refused.status_code == 403 and "not one of your patients" in refused.text
+    assert "not a patient of gp HPR 9144889" in last_refusal(client)
     assert client.get(f"/fhir/Observation/{ob}", headers=gp).status_code == 403
     assert client.get(f"/fhir/Observation/{oa_out}", headers=gp).status_code == 403
     assert _ids(client.get("/fhir/Observation", headers=gp)) == [oa]
@@ -211,7 +214,8 @@ def test_consent_deny_is_honoured(client) -> None:  # type: ignore[no-untyped-de
         },
     )
     r = client.get(f"/fhir/Observation/{oa}", headers=gp)
-    assert r.status_code == 403 and "denies" in r.text
+    assert r.status_code == 403 and "not one of your patients" in r.text
+    assert "denies" in last_refusal(client)
     assert _ids(client.get("/fhir/Observation", headers=gp)) == []
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.access.audit_trail import last_refusal
+
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
@@ -317,7 +319,8 @@ def test_consent_deny_names_the_actor_in_any_of_its_forms(client, named: str) ->
     assert client.get(f"/fhir/Observation/{w.oa}", headers=w.gp1).status_code == 200
     _deny(client, w.a, ref)
     r = client.get(f"/fhir/Observation/{w.oa}", headers=w.gp1)
-    assert r.status_code == 403 and "denies" in r.text
+    assert r.status_code == 403 and "not one of your patients" in r.text
+    assert "denies" in last_refusal(client)
     assert _ids(client.get("/fhir/Observation", headers=w.gp1)) == []
     count = client.get("/fhir/Observation", params={"_summary": "count"}, headers=w.gp1)
     assert count.json()["total"] == 0
