@@ -11,7 +11,7 @@ import httpx
 import orjson
 from sqlalchemy import select
 
-from interop.bench import data
+from interop.bench import actors, data
 from interop.bench.http_load import LoadResult, run_load
 from interop.bench.report import Report
 from interop.bench.server import BENCH_KEY, api_server
@@ -25,13 +25,13 @@ def _ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
-def _sample_ids(store: FhirStore, n: int) -> list[str]:
+def _sample_ids(store: FhirStore, n: int, patients: list[str] | None = None) -> list[str]:
+    """Up to ``n`` Observation ids (of ``patients`` only, when given)."""
+    stmt = select(resource_table.c.res_id).where(resource_table.c.res_type == "Observation")
+    if patients is not None:
+        stmt = stmt.where(resource_table.c.patient_id.in_(patients))
     with store.reader() as conn:
-        rows = conn.execute(
-            select(resource_table.c.res_id)
-            .where(resource_table.c.res_type == "Observation")
-            .limit(n)
-        ).all()
+        rows = conn.execute(stmt.limit(n)).all()
     return [r[0] for r in rows]
 
 
@@ -78,6 +78,9 @@ def run(
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     ids = _sample_ids(store, 2000)
+    actors.ensure_care_relations(store, patients)
+    gp_patients = [data.patient_id(i) for i in range(patients) if actors.gp_patient(i)]
+    gp_ids = _sample_ids(store, 2000, gp_patients[:200])
     rng = random.Random(1)
     with api_server(url) as server:
         base = server.base
@@ -221,6 +224,85 @@ def run(
             )
         else:
             report.note(f"$lastn not available on this build ({probe.status_code}); skipped")
+        _as_users(report, backend, size, base, rng, gp_ids, gp_patients, patients)
         report.row(
             "fhir", backend, size, "API worker peak RSS", f"{server.peak_rss_mb():.0f} MB", ""
         )
+
+
+def _as_users(
+    report: Report,
+    backend: str,
+    size: int,
+    base: str,
+    rng: random.Random,
+    gp_ids: list[str],
+    gp_patients: list[str],
+    patients: int,
+) -> None:
+    """The same requests as the real users make them: through the access policy (their care
+    relation, Consent, view codes) and the audit log (every read is an AuditEvent)."""
+    users = actors.keys(base, HEADERS)
+    for who, headers in (("GP", users.gp), ("follow-up nurse", users.followup)):
+        run_load(
+            base,
+            lambda i: ("GET", f"/fhir/Observation/{gp_ids[i % len(gp_ids)]}", b""),
+            total=500,
+            connections=4,
+            headers=headers,
+        )
+        r = run_load(
+            base,
+            lambda i: ("GET", f"/fhir/Observation/{gp_ids[i % len(gp_ids)]}", b""),
+            total=5000,
+            connections=16,
+            headers=headers,
+        )
+        report.row(
+            "fhir",
+            backend,
+            size,
+            f"read by id as {who} (policy + audit)",
+            f"{r.rate:,.0f} req/s",
+            f"p95 {_ms(r.percentile(95))} ms",
+            target="≥ 3,000 req/s",
+            ok=r.rate >= 3000 and r.statuses.get(200) == r.requests,
+        )
+    codes = ["8867-4", "2708-6", "29463-7", "85354-9"]
+    paths = [
+        f"/fhir/Observation?patient=Patient/{rng.choice(gp_patients)}"
+        f"&code=http://loinc.org|{rng.choice(codes)}&date=ge2026-09-01&_count=50"
+        for _ in range(300)
+    ]
+    run_load(base, lambda i: ("GET", paths[i % 50], b""), total=50, connections=1, headers=users.gp)
+    r = run_load(
+        base, lambda i: ("GET", paths[i], b""), total=len(paths), connections=1, headers=users.gp
+    )
+    report.row(
+        "fhir",
+        backend,
+        size,
+        "search patient+code+date as GP (policy + audit)",
+        f"p50 {_ms(r.percentile(50))} ms",
+        f"p95 {_ms(r.percentile(95))} ms",
+        target="p95 ≤ 25 ms",
+        ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
+    )
+
+    def create(i: int) -> tuple[str, str, bytes]:
+        obs = data.observation(rng, data.patient_id(i % patients), data.END, 0)
+        obs["identifier"] = [{"system": "urn:dho-interop:bench-vendor", "value": str(uuid.uuid4())}]
+        return "POST", "/fhir/Observation", orjson.dumps(obs)
+
+    run_load(base, create, total=200, connections=8, headers=users.vendor)
+    r = run_load(base, create, total=2000, connections=8, headers=users.vendor)
+    report.row(
+        "fhir",
+        backend,
+        size,
+        "create Observation as vendor (policy + audit)",
+        f"{r.rate:,.0f} req/s",
+        f"p95 {_ms(r.percentile(95))} ms",
+        target="≥ 600 req/s",
+        ok=r.rate >= 600 and r.statuses.get(201) == r.requests,
+    )
