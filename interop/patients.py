@@ -15,6 +15,7 @@ from adapters.base import DNR_OID, FHIR_REFERENCE, FNR_OID, PatientRef
 from interop.fhir.dates import now_utc, to_micros
 from interop.fhir.outcome import error
 from interop.identifiers import check_identifier
+from interop.store.generation import bump
 from interop.store.schema import patient_link_table, resource_table, token_table
 
 NATIONAL_SYSTEMS = frozenset({FNR_OID, DNR_OID})
@@ -111,4 +112,5 @@ def link_patient(
             created_by=created_by,
         )
     )
+    bump(conn)  # the vendor may now write for this patient
     return pid

@@ -10,6 +10,8 @@ audited.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,8 +29,11 @@ from interop.access.audit import audit_log, build_event, is_bootstrap
 from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
-from interop.fhir.searchparams import definitions, extract
+from interop.fhir.searchparams import definitions, patient_compartment
 from interop.store.context import Door
+from interop.store.generation import RELATION_TYPES
+from interop.store.generation import bump as bump_generation
+from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, token_table
 from interop.store.search import SearchResult
@@ -40,6 +45,9 @@ SERVER_WRITTEN = frozenset({"AuditEvent"})
 """Written by the server alone: no client writes them through any door, admins included."""
 VENDOR_WRITES = frozenset({"Observation", "QuestionnaireResponse", "Device"})
 NO_PATIENT = "__no-patient__"
+SCOPE_CACHE_ACTORS = 10_000
+"""Actors whose scope an API process keeps (each valid while the relations generation
+stands still)."""
 CLIENT_DOORS = frozenset({Door.FHIR, Door.BUNDLE})
 """Doors where the client composes the resources; through the others (plans, ingest,
 messages) the service composes them for a patient the policy has let the actor reach."""
@@ -85,7 +93,7 @@ def _observation_codes(resource: dict[str, Any]) -> set[str]:
 
 
 def _patient_of(resource: dict[str, Any]) -> str | None:
-    return extract(resource).patient_id
+    return patient_compartment(resource)
 
 
 def _who(actor: Actor) -> str:
@@ -100,6 +108,8 @@ class AccessPolicy:
     def __init__(self, store: FhirStore, settings: Settings) -> None:
         self.store = store
         self.gp_practice_wide = settings.gp_access == "practice"
+        self._scopes: OrderedDict[tuple[str | None, ...], tuple[int, PatientScope]] = OrderedDict()
+        self._scopes_lock = threading.Lock()
 
     # ---- who -----------------------------------------------------------------------------
     def scope(self, actor: Actor, conn: Connection | None = None) -> PatientScope:
@@ -107,10 +117,39 @@ class AccessPolicy:
         ``conn``: read inside that transaction."""
         if actor.is_admin:
             return EVERYONE
-        if conn is not None:
+        if conn is not None:  # inside a write: never cached (it may see what will not commit)
             return patient_scope(conn, actor, gp_practice_wide=self.gp_practice_wide)
+        key = (actor.id, actor.role, actor.hpr, actor.orgnr, actor.herid)
         with self.store.reader() as reader:
-            return patient_scope(reader, actor, gp_practice_wide=self.gp_practice_wide)
+            generation = current_generation(reader)
+            with self._scopes_lock:
+                cached = self._scopes.get(key)
+            if cached is not None and generation is not None and cached[0] == generation:
+                return cached[1]
+            scope = patient_scope(reader, actor, gp_practice_wide=self.gp_practice_wide)
+        if generation is not None:
+            with self._scopes_lock:
+                self._scopes[key] = (generation, scope)
+                self._scopes.move_to_end(key)
+                while len(self._scopes) > SCOPE_CACHE_ACTORS:
+                    self._scopes.popitem(last=False)
+        return scope
+
+    def relations_hook(
+        self, tx: WriteTx, stored: StoredResource, previous: StoredResource | None
+    ) -> None:
+        """Store hook: a write that can change who may see whom moves the generation on, in
+        its own transaction, so no API process reuses a scope from before it."""
+        if stored.res_type not in RELATION_TYPES or tx.context.get("relations_changed"):
+            return
+        if stored.res_type == "Device" and previous is not None:
+            # a Device counts (a vendor's devices, in Consent) only when its owner changes
+            if stored.view().get("owner") == previous.view().get("owner"):
+                return
+        elif stored.res_type == "Device" and not stored.view().get("owner"):
+            return
+        bump_generation(tx.conn)
+        tx.context["relations_changed"] = True
 
     def _refusal(self, actor: Actor, resource: dict[str, Any], scope: PatientScope) -> str | None:
         """None when the actor may see the resource, else the reason."""

@@ -14,6 +14,7 @@ from adapters.base import vendor_user_system
 from interop.bench import data
 from interop.fhir.dates import now_utc, to_micros
 from interop.store.context import WriteContext
+from interop.store.generation import bump
 from interop.store.repository import FhirStore
 from interop.store.schema import patient_link_table
 
@@ -64,6 +65,7 @@ def ensure_care_relations(store: FhirStore, patients: int) -> None:
                 )
             )
         }
+        bump(tx.conn)
         for i in range(patients):
             pid = data.patient_id(i)
             current = tx.get("Patient", pid)

@@ -202,6 +202,38 @@ def _plan(resource_type: str) -> _Plan:
     )
 
 
+@lru_cache(maxsize=128)
+def _compartment_paths(
+    resource_type: str,
+) -> tuple[tuple[tuple[tuple[str, ...], ...], str], ...]:
+    """The paths of a type's Patient-compartment references (with the prefix a reference must
+    have to count), in plan order."""
+    return tuple(
+        (paths, prefix)
+        for _n, _t, paths, _tg, compartment, prefix, _e in _plan(resource_type)
+        if compartment
+    )
+
+
+def patient_compartment(resource: dict[str, Any]) -> str | None:
+    """The Patient id whose compartment the resource is in (as :func:`extract` finds it, without
+    building every index row): the access policy asks this for every resource it returns."""
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    if not isinstance(rtype, str):
+        return None
+    for paths, prefix in _compartment_paths(rtype):
+        for v in _values_of(resource, paths):
+            ref = v.get("reference") if isinstance(v, dict) else None
+            if isinstance(ref, str):
+                target = reference_target(ref)
+                if "/" in target and (not prefix or target.startswith(prefix)):
+                    return target.split("/", 1)[1]
+    return None
+
+
 def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
     """:func:`values` as a list, with the common one-element path (``subject``) done inline."""
     out: list[Any] = []

@@ -440,3 +440,17 @@ class AuditChainRow(SQLModel, table=True):
 
 
 audit_chain_table = AuditChainRow.__table__  # type: ignore[attr-defined]
+
+
+class AccessGenerationRow(SQLModel, table=True):
+    """A counter every change to who may see whom moves on (a Patient's GP or organisation, a
+    PractitionerRole, an Organization's place, an episode, a care team, a Consent, a vendor
+    link): an API process may reuse an actor's scope while the counter stands still."""
+
+    __tablename__ = "access_generation"
+
+    id: int = Field(primary_key=True)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+access_generation_table = AccessGenerationRow.__table__  # type: ignore[attr-defined]

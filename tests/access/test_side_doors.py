@@ -465,3 +465,31 @@ def test_audit_events_cannot_be_written_by_clients(client) -> None:  # type: ign
         "entry": [{"resource": forged, "request": {"method": "POST", "url": "AuditEvent"}}],
     }
     assert client.post("/fhir", json=bundle).status_code == 403
+
+
+# ---- a cached scope never outlives a change of care relation ------------------------------
+
+
+def test_a_change_of_gp_takes_effect_at_once_in_another_process(settings, services) -> None:  # type: ignore[no-untyped-def]
+    """Two API processes (two apps with their own policy and scope cache) on one database: a
+    change made through one is honoured by the other on the next request."""
+    from fastapi.testclient import TestClient
+
+    from interop.api.app import create_app
+    from interop.services import Services
+
+    other = Services(settings, services.engine, services.store, services.search, services.bundles)
+    admin = {"Authorization": "Bearer test-admin-key"}
+    with (
+        TestClient(create_app(settings, services=services), headers=admin) as one,
+        TestClient(create_app(settings, services=other), headers=admin) as two,
+    ):
+        w = _world(one)
+        assert one.get(f"/fhir/Observation/{w.oa}", headers=w.gp1).status_code == 200  # cached
+        patient = two.get(f"/fhir/Patient/{w.a}").json()
+        patient["generalPractitioner"] = [{"reference": f"Practitioner/{w.gp1_practitioner}x"}]
+        assert two.put(f"/fhir/Patient/{w.a}", json=patient).status_code == 200
+        assert one.get(f"/fhir/Observation/{w.oa}", headers=w.gp1).status_code == 403
+        assert one.get(f"/fhir/Observation/{w.ob}", headers=w.gp2).status_code == 200  # cached
+        _deny(two, w.b, f"Organization/{w.practice}")
+        assert one.get(f"/fhir/Observation/{w.ob}", headers=w.gp2).status_code == 403

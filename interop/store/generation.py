@@ -1,0 +1,36 @@
+"""The care-relations generation (``access_generation``): moved on in the transaction of every
+write that can change who may see whom, read before an access policy reuses a cached scope."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from interop.store.schema import access_generation_table as gen
+
+RELATION_TYPES = frozenset(
+    {
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "EpisodeOfCare",
+        "CareTeam",
+        "Consent",
+        "Device",
+    }
+)
+"""The resource types whose writes can change an actor's patients or Consent refusals."""
+
+
+def bump(conn: Connection) -> None:
+    """Move the generation on (inside the transaction that changes a relation)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(gen).values(id=1, value=1)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"value": gen.c.value + 1}))
+
+
+def current(conn: Connection) -> int | None:
+    """The generation now (None before the first change: nothing may be cached)."""
+    value = conn.execute(select(gen.c.value).where(gen.c.id == 1)).scalar()
+    return int(value) if value is not None else None
