@@ -120,19 +120,18 @@ class AccessPolicy:
         if conn is not None:  # inside a write: never cached (it may see what will not commit)
             return patient_scope(conn, actor, gp_practice_wide=self.gp_practice_wide)
         key = (actor.id, actor.role, actor.hpr, actor.orgnr, actor.herid)
+        generation = current_generation(self.store.fast)
+        with self._scopes_lock:
+            cached = self._scopes.get(key)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         with self.store.reader() as reader:
-            generation = current_generation(reader)
-            with self._scopes_lock:
-                cached = self._scopes.get(key)
-            if cached is not None and generation is not None and cached[0] == generation:
-                return cached[1]
             scope = patient_scope(reader, actor, gp_practice_wide=self.gp_practice_wide)
-        if generation is not None:
-            with self._scopes_lock:
-                self._scopes[key] = (generation, scope)
-                self._scopes.move_to_end(key)
-                while len(self._scopes) > SCOPE_CACHE_ACTORS:
-                    self._scopes.popitem(last=False)
+        with self._scopes_lock:
+            self._scopes[key] = (generation, scope)
+            self._scopes.move_to_end(key)
+            while len(self._scopes) > SCOPE_CACHE_ACTORS:
+                self._scopes.popitem(last=False)
         return scope
 
     def relations_hook(

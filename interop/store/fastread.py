@@ -46,15 +46,21 @@ class FastReader:
         self._one = _ONE.format(p="?" if self.dialect == "sqlite" else "%s")
 
     def _connect(self) -> Any:  # sqlite3 or psycopg connection
+        """A connection with the engine's own settings: its URL's options (``sslmode``,
+        ``sslrootcert``, ``application_name`` …) on PostgreSQL, and the engine's connect hooks
+        (the SQLite pragmas) — only in autocommit, outside the pool, because a primary-key read
+        needs no transaction and a checkout per read cost more than the read (measured)."""
         url = self.engine.url
         if self.dialect == "sqlite":
             conn = sqlite3.connect(
                 url.database or ":memory:", check_same_thread=False, isolation_level=None
             )
-            conn.execute("PRAGMA busy_timeout=30000")
+            self.engine.pool.dispatch.connect(conn, None)  # the pragmas pooled connections get
+            conn.isolation_level = None
             return conn
         import psycopg
 
+        options: dict[str, Any] = {k: v for k, v in url.query.items() if isinstance(v, str)}
         return psycopg.connect(
             host=url.host,
             port=url.port,
@@ -63,7 +69,15 @@ class FastReader:
             dbname=url.database,
             autocommit=True,
             prepare_threshold=0,
+            **options,
         )
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """One value of a small query (``?`` placeholders; given as ``%s`` on PostgreSQL)."""
+        if self.dialect != "sqlite":
+            sql = sql.replace("?", "%s")
+        row = self._run(lambda c: c.execute(sql, tuple(params)).fetchone())
+        return None if row is None else row[0]
 
     def _run(self, query: Callable[[Any], T]) -> T:
         conn = getattr(self._local, "conn", None)

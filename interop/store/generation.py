@@ -3,9 +3,10 @@ write that can change who may see whom, read before an access policy reuses a ca
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
+from interop.store.fastread import FastReader
 from interop.store.schema import access_generation_table as gen
 
 RELATION_TYPES = frozenset(
@@ -30,7 +31,7 @@ def bump(conn: Connection) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"value": gen.c.value + 1}))
 
 
-def current(conn: Connection) -> int | None:
-    """The generation now (None before the first change: nothing may be cached)."""
-    value = conn.execute(select(gen.c.value).where(gen.c.id == 1)).scalar()
-    return int(value) if value is not None else None
+def current(reader: FastReader) -> int:
+    """The generation now (0 before the first change), on the hot read path's connection."""
+    value = reader.scalar("SELECT value FROM access_generation WHERE id = 1")
+    return int(value) if value is not None else 0
