@@ -381,9 +381,11 @@ class AccessPolicy:
             raise error(403, "forbidden", f"role {actor.role!r} may not write {rtype}")
         if client_door and actor.role == "vendor" and rtype not in VENDOR_WRITES:
             raise error(403, "forbidden", f"a vendor writes measurements, not {rtype}")
+        # the scope as committed before this transaction: every write is also checked against
+        # the version it replaces, so a relation this transaction changes cannot widen it
         scope = tx.context.get("access_scope")
         if not isinstance(scope, PatientScope):
-            scope = tx.context["access_scope"] = self.scope(actor, tx.conn)
+            scope = tx.context["access_scope"] = self.scope(actor)
         pid = _patient_of(resource)
         if pid is None:
             if not client_door:
