@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_future_skew_seconds: int = 300
     """How far in the future a measurement time may be before it is rejected."""
     oldest_measurement_year: int = 2000
+    emergency_access_minutes: int = 240
+    """How long an emergency access (*nødrett*) stays open at most (an actor may ask for less)."""
     gp_access: Literal["own", "practice"] = "own"
     """Which patients a GP sees: ``own`` — those they are fastlege for; ``practice`` — every
     patient of a GP at the same practice (common where the record is the practice's)."""

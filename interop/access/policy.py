@@ -64,6 +64,8 @@ class Action(StrEnum):
     """Ingest measurements for the patient."""
     LINK = "link"
     """Link a vendor's user id to the patient (the vendor may then write for them)."""
+    EMERGENCY = "emergency"
+    """Open the patient's record outside the care relation by *nødrett* (emergency access)."""
 
 
 NOT_YOURS = "this person is not one of your patients"
@@ -94,6 +96,13 @@ def _observation_codes(resource: dict[str, Any]) -> set[str]:
 
 def _patient_of(resource: dict[str, Any]) -> str | None:
     return patient_compartment(resource)
+
+
+def _related(scope: PatientScope, patient_id: str) -> bool:
+    """Whether the actor reaches the patient through its care relation (not by nødrett)."""
+    return (scope.patients is None or patient_id in scope.patients) and (
+        patient_id not in scope.denied
+    )
 
 
 def _who(actor: Actor) -> str:
@@ -206,7 +215,9 @@ class AccessPolicy:
         event = None
         if action is Action.READ or why:
             verb = "read" if action is Action.READ else "update"
-            event = self._event(actor, verb, what or f"Patient/{patient_id}", [patient_id], why)
+            event = self._event(
+                actor, verb, what or f"Patient/{patient_id}", [patient_id], why, scope
+            )
         self._settle(Decision(event, why, NOT_YOURS if why else None), None)
         return scope
 
@@ -220,7 +231,7 @@ class AccessPolicy:
         # the caller learns that it may not, never whose data it is or why (the audit keeps it)
         shown = NOT_YOURS if why and patient and scope.refusal(patient) else None
         return Decision(
-            self._event(actor, "read", stored.reference, [patient] if patient else [], why),
+            self._event(actor, "read", stored.reference, [patient] if patient else [], why, scope),
             why,
             shown,
         )
@@ -343,7 +354,7 @@ class AccessPolicy:
         result.rows = rows
         result.included = included
         return result, Decision(
-            self._event(actor, "search", what, self._patients_in(result), None), None
+            self._event(actor, "search", what, self._patients_in(result), None, scope), None
         )
 
     @staticmethod
@@ -470,9 +481,26 @@ class AccessPolicy:
         what: str,
         patients: Iterable[str],
         refusal: str | None,
+        scope: PatientScope | None = None,
     ) -> dict[str, Any]:
+        """The audit event; emergency access (*nødrett*) when a patient was reached by it."""
+        named = list(patients)
+        emergency = None
+        if (
+            scope is not None
+            and scope.emergency
+            and not refusal
+            and any(scope.in_emergency(p) and not _related(scope, p) for p in named)
+        ):
+            emergency = True
         return build_event(
-            actor, action, what, list(patients), "4" if refusal else "0", detail=refusal
+            actor,
+            action,
+            what,
+            named,
+            "4" if refusal else "0",
+            detail=refusal,
+            emergency=emergency,
         )
 
     def _settle(self, decision: Decision, tx: WriteTx | None) -> None:

@@ -22,14 +22,21 @@ vendor) its Organization or one of its Devices — takes that patient out of the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import Connection, select
 
 from adapters.base import vendor_user_system
 from interop.access.actor import Actor
-from interop.store.schema import patient_link_table, reference_table, resource_table, token_table
+from interop.fhir.dates import now_utc, to_micros
+from interop.store.schema import (
+    emergency_access_table,
+    patient_link_table,
+    reference_table,
+    resource_table,
+    token_table,
+)
 
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
@@ -46,9 +53,19 @@ class PatientScope:
     """Patient id → why a Consent refuses this actor."""
     codes: frozenset[str] | None
     """LOINC codes of the actor's view (None: every code)."""
+    emergency: dict[str, int] = field(default_factory=dict)
+    """Patient id → until when (epoch µs) the actor has opened the record by *nødrett*."""
+
+    def in_emergency(self, patient_id: str) -> bool:
+        """Whether the actor reaches the patient now only by emergency access."""
+        until = self.emergency.get(patient_id)
+        return until is not None and until > to_micros(now_utc())
 
     def refusal(self, patient_id: str) -> str | None:
-        """None when the actor may reach the patient, else the reason."""
+        """None when the actor may reach the patient, else the reason. Emergency access opens
+        the record whatever the care relation or Consent says (and is audited as such)."""
+        if self.emergency and self.in_emergency(patient_id):
+            return None
         if self.patients is not None and patient_id not in self.patients:
             return "not-related"
         return self.denied.get(patient_id)
@@ -58,7 +75,8 @@ class PatientScope:
         """The patients the actor may reach (None: every patient)."""
         if self.patients is None:
             return None
-        return frozenset(p for p in self.patients if p not in self.denied)
+        opened = {p for p in self.emergency if self.in_emergency(p)}
+        return frozenset(p for p in self.patients if p not in self.denied) | opened
 
 
 def _ids(conn: Connection, rtype: str, param: str, codes: Iterable[tuple[str, str]]) -> set[str]:
@@ -275,6 +293,18 @@ def code_scope(actor: Actor) -> frozenset[str] | None:
     return frozenset(codes) if codes else None
 
 
+def emergency_openings(conn: Connection, actor: Actor) -> dict[str, int]:
+    """Patient id → end (epoch µs) of the actor's emergency accesses still running."""
+    e = emergency_access_table.c
+    now = to_micros(now_utc())
+    out: dict[str, int] = {}
+    for pid, end in conn.execute(
+        select(e.patient_id, e.end).where(e.actor_id == actor.id, e.end > now, e.start <= now)
+    ):
+        out[pid] = max(out.get(pid, 0), int(end))
+    return out
+
+
 def patient_scope(conn: Connection, actor: Actor, *, gp_practice_wide: bool) -> PatientScope:
     if actor.is_admin:
         return PatientScope(None, {}, None)
@@ -282,4 +312,5 @@ def patient_scope(conn: Connection, actor: Actor, *, gp_practice_wide: bool) -> 
         patients=frozenset(related_patients(conn, actor, gp_practice_wide=gp_practice_wide) or ()),
         denied=consent_denials(conn, actor),
         codes=code_scope(actor),
+        emergency=emergency_openings(conn, actor),
     )

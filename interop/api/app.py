@@ -14,6 +14,7 @@ from interop.access.helseid import HelseIdResolver
 from interop.api import (
     actors,
     audit,
+    emergency,
     fhir,
     indicators,
     ingest,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(plans.router)
     app.include_router(actors.router)
     app.include_router(audit.router)
+    app.include_router(emergency.router)
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)

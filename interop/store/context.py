@@ -42,6 +42,8 @@ class Door(StrEnum):
     """Patient links and the quarantine."""
     AUDIT = "audit"
     """The audit log's own events."""
+    EMERGENCY = "emergency"
+    """Emergency access (*nødrett*) opened by an actor."""
     SERVICE = "service"
     """The service's own work: the worker, periodic jobs, the CLI, the demo, benchmarks."""
 

@@ -454,3 +454,24 @@ class AccessGenerationRow(SQLModel, table=True):
 
 
 access_generation_table = AccessGenerationRow.__table__  # type: ignore[attr-defined]
+
+
+class EmergencyAccessRow(SQLModel, table=True):
+    """*Nødrett*: an actor opened a patient's record outside its care relation, giving a
+    reason, for a limited time (listed for the follow-up review of such accesses)."""
+
+    __tablename__ = "emergency_access"
+
+    id: str = Field(primary_key=True, max_length=64)
+    actor_id: str = Field(max_length=200, index=True)
+    actor_role: str = Field(max_length=20)
+    actor_hpr: str | None = Field(default=None, max_length=20)
+    actor_orgnr: str | None = Field(default=None, max_length=20)
+    actor_name: str | None = Field(default=None, max_length=200)
+    patient_id: str = Field(max_length=64, index=True)
+    reason: str = Field(max_length=1000)
+    start: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    end: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+emergency_access_table = EmergencyAccessRow.__table__  # type: ignore[attr-defined]

@@ -300,6 +300,12 @@ CASES: dict[tuple[str, str], list[Request]] = {
             },
         )
     ],
+    # nødrett opens an unrelated patient's record by design (tests/access/test_emergency_access.py);
+    # here, without the reason it needs, it must open nothing
+    ("POST", "/api/v1/patients/{national_id}/emergency-access"): [
+        _json("POST", "/api/v1/patients/{fnr}/emergency-access", lambda v, a: {"reason": "x"})
+    ],
+    ("GET", "/api/v1/emergency-access"): [_get("/api/v1/emergency-access")],
     ("GET", "/api/v1/audit/patients/{national_id}/accesses"): [
         _get("/api/v1/audit/patients/{fnr}/accesses")
     ],
