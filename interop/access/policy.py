@@ -29,7 +29,7 @@ from interop.access.audit import audit_log, build_event, is_bootstrap
 from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
-from interop.fhir.searchparams import definitions, patient_compartment
+from interop.fhir.searchparams import definitions, patient_compartment, reference_target
 from interop.store.context import Door
 from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
@@ -96,6 +96,32 @@ def _observation_codes(resource: dict[str, Any]) -> set[str]:
 
 def _patient_of(resource: dict[str, Any]) -> str | None:
     return patient_compartment(resource)
+
+
+PATIENT_FILTERS = ("patient", "subject", "patient:Patient", "subject:Patient")
+
+
+def _patients_asked(res_type: str, params: list[tuple[str, str]]) -> frozenset[str] | None:
+    """The Patient ids the client's first patient filter names (``_id`` for Patient,
+    ``patient``/``subject`` elsewhere), or None when it has none or one that is not a plain
+    list of Patient references (a chain, a modifier): then every reachable patient restricts."""
+    names = ("_id",) if res_type == "Patient" else PATIENT_FILTERS
+    for key, value in params:
+        if key not in names:
+            continue
+        ids: set[str] = set()
+        for v in value.split(","):
+            ref = reference_target(v.strip())
+            if "/" in ref:
+                rtype, _, rid = ref.rpartition("/")
+                if rtype.rsplit("/", 1)[-1] != "Patient":
+                    return None
+                ref = rid
+            if not ref:
+                return None
+            ids.add(ref)
+        return frozenset(ids)
+    return None
 
 
 def _related(scope: PatientScope, patient_id: str) -> bool:
@@ -288,7 +314,11 @@ class AccessPolicy:
         reachable = scope.reachable
         restricted = list(params)
         if reachable is not None:
-            ids = ",".join(sorted(reachable)) or NO_PATIENT
+            # the client's own patient filter, narrowed to what the actor reaches, restricts the
+            # same as all its patients and keeps the query small (a GP has a thousand)
+            asked = _patients_asked(res_type, params)
+            allowed = reachable if asked is None else asked & reachable
+            ids = ",".join(sorted(allowed)) or NO_PATIENT
             if res_type == "Patient":
                 restricted.append(("_id", ids))
             elif "patient" in definitions(res_type):
