@@ -44,9 +44,10 @@ def wire_store(store: FhirStore) -> None:
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
     store.hooks.append(triage.after_write)
-    from interop.access.audit import write_hook
+    from interop.access.audit import flush_audit, write_hook
 
     store.hooks.append(write_hook)
+    store.before_commit.append(flush_audit)
 
 
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:

@@ -219,6 +219,9 @@ class FhirStore:
         self.base_url = base_url.rstrip("/")
         self.hooks: list[WriteHook] = []
         self.guards: list[GuardHook] = []
+        self.before_commit: list[Callable[[WriteTx], None]] = []
+        """Called once at the end of each write transaction that succeeded, before it commits
+        (the audit log appends the transaction's events here, in one batch)."""
         """Decide whether ``tx.ctx.actor`` may make each write (see :data:`GuardHook`)."""
         self.prepare_hooks: list[PrepareHook] = []
         """Called with (tx, resource) before a resource is stored; return the resource to store
@@ -237,6 +240,8 @@ class FhirStore:
             tx = WriteTx(self, conn, ctx)
             try:
                 yield tx
+                for hook in self.before_commit:
+                    hook(tx)
             except BaseException as exc:
                 tx.abandon_writes(exc)
                 raise

@@ -42,7 +42,22 @@ def write_hook(tx: WriteTx, stored: StoredResource, previous: StoredResource | N
         content = previous.view() if stored.deleted and previous is not None else stored.view()
         patient = extract(content).patient_id
     event = build_event(actor, action, stored.reference, [patient] if patient else [])
-    audit_log(tx.store).append(tx, event)
+    pending = tx.context.get(PENDING)
+    if pending is None:
+        pending = tx.context[PENDING] = []
+    pending.append(event)
+
+
+PENDING = "audit_pending"
+"""``tx.context`` key: the write events of a transaction, appended by :func:`flush` before it
+commits (one chain look-up and one insert per table for all of them)."""
+
+
+def flush(tx: WriteTx) -> None:
+    """Store hook run before commit: append the transaction's write events to the chain."""
+    events = tx.context.pop(PENDING, None)
+    if events:
+        audit_log(tx.store).append_many(tx, events)
 
 
 def record(
