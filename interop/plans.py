@@ -28,8 +28,9 @@ from interop.identifiers import person_id_system, validate_hpr
 from interop.patients import patient_by_identifier
 from interop.services import Services
 from interop.store.context import Door, WriteContext
+from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
-from interop.store.schema import reference_table, resource_table, token_table
+from interop.store.schema import resource_table
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -198,40 +199,15 @@ def _patient_id(tx: WriteTx, national_id: str) -> str:
 def patients_gp(conn: Connection, patient_id: str, hpr: str) -> str | None:
     """The Practitioner id with HPR number ``hpr`` when that person is the patient's GP
     (``Patient.generalPractitioner`` names the Practitioner or one of its PractitionerRoles)."""
-    practitioners = {
-        r[0]
-        for r in conn.execute(
-            select(token_table.c.res_id).where(
-                token_table.c.res_type == "Practitioner",
-                token_table.c.param == "identifier",
-                token_table.c.system == HPR_SYSTEM,
-                token_table.c.code == hpr,
-            )
-        )
-    }
+    practitioners = with_tokens(conn, "Practitioner", "identifier", [(HPR_SYSTEM, hpr)])
     if not practitioners:
         return None
     refs = {f"Practitioner/{p}" for p in practitioners}
-    roles = {
-        r[0]
-        for r in conn.execute(
-            select(reference_table.c.res_id).where(
-                reference_table.c.res_type == "PractitionerRole",
-                reference_table.c.param == "practitioner",
-                reference_table.c.target.in_(sorted(refs)),
-            )
-        )
-    }
-    targets = refs | {f"PractitionerRole/{r}" for r in roles}
-    gps = conn.execute(
-        select(reference_table.c.target).where(
-            reference_table.c.res_type == "Patient",
-            reference_table.c.res_id == patient_id,
-            reference_table.c.param == "general-practitioner",
-            reference_table.c.target.in_(sorted(targets)),
-        )
-    ).first()
-    return sorted(practitioners)[0] if gps is not None else None
+    roles = referrers(conn, "PractitionerRole", "practitioner", refs)
+    gps = targets(conn, "Patient", "general-practitioner", [patient_id])
+    if gps & (refs | {f"PractitionerRole/{r}" for r in roles}):
+        return sorted(practitioners)[0]
+    return None
 
 
 def _recorder(actor: Actor) -> dict[str, Any]:

@@ -21,7 +21,6 @@ vendor) its Organization or one of its Devices — takes that patient out of the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,13 +29,8 @@ from sqlalchemy import Connection, select
 from adapters.base import vendor_user_system
 from interop.access.actor import Actor
 from interop.fhir.dates import now_utc, to_micros
-from interop.store.schema import (
-    emergency_access_table,
-    patient_link_table,
-    reference_table,
-    resource_table,
-    token_table,
-)
+from interop.store.relations import referrers, targets, with_tokens
+from interop.store.schema import emergency_access_table, patient_link_table, resource_table
 
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
@@ -79,60 +73,10 @@ class PatientScope:
         return frozenset(p for p in self.patients if p not in self.denied) | opened
 
 
-def _ids(conn: Connection, rtype: str, param: str, codes: Iterable[tuple[str, str]]) -> set[str]:
-    out: set[str] = set()
-    for system, code in codes:
-        out |= {
-            r[0]
-            for r in conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == rtype,
-                    token_table.c.param == param,
-                    token_table.c.system == system,
-                    token_table.c.code == code,
-                )
-            )
-        }
-    return out
-
-
-def _referrers(conn: Connection, rtype: str, param: str, targets: Iterable[str]) -> set[str]:
-    wanted = sorted(set(targets))
-    if not wanted:
-        return set()
-    return {
-        r[0]
-        for r in conn.execute(
-            select(reference_table.c.res_id).where(
-                reference_table.c.res_type == rtype,
-                reference_table.c.param == param,
-                reference_table.c.target.in_(wanted),
-            )
-        )
-    }
-
-
-def _targets(conn: Connection, rtype: str, param: str, ids: Iterable[str]) -> set[str]:
-    """What the ``param`` references of the given resources point at."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    return {
-        r[0]
-        for r in conn.execute(
-            select(reference_table.c.target).where(
-                reference_table.c.res_type == rtype,
-                reference_table.c.param == param,
-                reference_table.c.res_id.in_(wanted),
-            )
-        )
-    }
-
-
 def _own_orgs(conn: Connection, actor: Actor) -> set[str]:
     codes = [(ORGNR, actor.orgnr)] if actor.orgnr else []
     codes += [(HERID, actor.herid)] if actor.herid else []
-    return _ids(conn, "Organization", "identifier", codes)
+    return with_tokens(conn, "Organization", "identifier", codes)
 
 
 def org_tree(conn: Connection, actor: Actor) -> set[str]:
@@ -140,7 +84,7 @@ def org_tree(conn: Connection, actor: Actor) -> set[str]:
     orgs = _own_orgs(conn, actor)
     frontier = set(orgs)
     while frontier:
-        children = _referrers(
+        children = referrers(
             conn, "Organization", "partof", (f"Organization/{o}" for o in frontier)
         )
         frontier = children - orgs
@@ -155,7 +99,7 @@ def _org_ancestry(conn: Connection, actor: Actor) -> set[str]:
     while frontier:
         parents = {
             t.split("/", 1)[1]
-            for t in _targets(conn, "Organization", "partof", frontier)
+            for t in targets(conn, "Organization", "partof", frontier)
             if t.startswith("Organization/")
         }
         frontier = parents - orgs
@@ -164,20 +108,20 @@ def _org_ancestry(conn: Connection, actor: Actor) -> set[str]:
 
 
 def _practitioners(conn: Connection, actor: Actor) -> set[str]:
-    return _ids(conn, "Practitioner", "identifier", [(HPR, actor.hpr)] if actor.hpr else [])
+    return with_tokens(conn, "Practitioner", "identifier", [(HPR, actor.hpr)] if actor.hpr else [])
 
 
 def _gp_targets(conn: Connection, actor: Actor, practice_wide: bool) -> set[str]:
     practitioners = _practitioners(conn, actor)
-    roles = _referrers(
+    roles = referrers(
         conn, "PractitionerRole", "practitioner", (f"Practitioner/{p}" for p in practitioners)
     )
     if actor.herid:
-        roles |= _ids(conn, "PractitionerRole", "identifier", [(HERID, actor.herid)])
+        roles |= with_tokens(conn, "PractitionerRole", "identifier", [(HERID, actor.herid)])
     targets = {f"Practitioner/{p}" for p in practitioners}
     if practice_wide or not actor.hpr:
         orgs = org_tree(conn, actor)
-        roles |= _referrers(
+        roles |= referrers(
             conn, "PractitionerRole", "organization", (f"Organization/{o}" for o in orgs)
         )
         targets |= {f"Organization/{o}" for o in orgs}
@@ -189,26 +133,26 @@ def related_patients(conn: Connection, actor: Actor, *, gp_practice_wide: bool) 
     if actor.is_admin:
         return None
     if actor.role == "gp":
-        return _referrers(
+        return referrers(
             conn, "Patient", "general-practitioner", _gp_targets(conn, actor, gp_practice_wide)
         )
     if actor.role in ("followup", "epj"):
-        return _referrers(
+        return referrers(
             conn, "Patient", "organization", (f"Organization/{o}" for o in org_tree(conn, actor))
         )
     if actor.role == "hospital":
         orgs = {f"Organization/{o}" for o in org_tree(conn, actor)}
-        episodes = _referrers(conn, "EpisodeOfCare", "organization", orgs) & _ids(
+        episodes = referrers(conn, "EpisodeOfCare", "organization", orgs) & with_tokens(
             conn, "EpisodeOfCare", "status", [("", "active")]
         )
-        teams = _referrers(conn, "CareTeam", "participant", orgs) & _ids(
+        teams = referrers(conn, "CareTeam", "participant", orgs) & with_tokens(
             conn, "CareTeam", "status", [("", "active")]
         )
         found: set[str] = set()
         for rtype, ids in (("EpisodeOfCare", episodes), ("CareTeam", teams)):
             found |= {
                 t.split("/", 1)[1]
-                for t in _targets(conn, rtype, "patient", ids)
+                for t in targets(conn, rtype, "patient", ids)
                 if t.startswith("Patient/")
             }
         return found
@@ -228,32 +172,32 @@ def actor_references(conn: Connection, actor: Actor) -> set[str]:
     practitioners = _practitioners(conn, actor)
     orgs = _org_ancestry(conn, actor)
     refs = {f"Practitioner/{p}" for p in practitioners} | {f"Organization/{o}" for o in orgs}
-    roles = _referrers(
+    roles = referrers(
         conn,
         "PractitionerRole",
         "practitioner",
         set(refs) & {f"Practitioner/{p}" for p in practitioners},
     )
     if actor.herid:
-        roles |= _ids(conn, "PractitionerRole", "identifier", [(HERID, actor.herid)])
+        roles |= with_tokens(conn, "PractitionerRole", "identifier", [(HERID, actor.herid)])
     refs |= {f"PractitionerRole/{r}" for r in roles}
     if actor.role == "vendor":
         refs |= {
             f"Device/{d}"
-            for d in _referrers(conn, "Device", "organization", (f"Organization/{o}" for o in orgs))
+            for d in referrers(conn, "Device", "organization", (f"Organization/{o}" for o in orgs))
         }
     # a CareTeam the actor (its practitioner, a role of it, or its organisation) is in
-    refs |= {f"CareTeam/{t}" for t in _referrers(conn, "CareTeam", "participant", set(refs))}
+    refs |= {f"CareTeam/{t}" for t in referrers(conn, "CareTeam", "participant", set(refs))}
     return refs
 
 
 def consent_denials(conn: Connection, actor: Actor) -> dict[str, str]:
     """Patient id → reason, for every active deny Consent naming the actor."""
     mine = actor_references(conn, actor)
-    consents = _referrers(conn, "Consent", "actor", mine)
+    consents = referrers(conn, "Consent", "actor", mine)
     if not consents:
         return {}
-    consents &= _ids(conn, "Consent", "status", [("", "active")])
+    consents &= with_tokens(conn, "Consent", "status", [("", "active")])
     if not consents:
         return {}
     denied: dict[str, str] = {}

@@ -26,7 +26,8 @@ from sqlalchemy import Connection, select
 
 from interop.access.actor import Actor
 from interop.identifiers import HERID_OID, HPR_OID, ORGNR_OID
-from interop.store.schema import reference_table, resource_table, token_table
+from interop.store.relations import referrers
+from interop.store.schema import resource_table, token_table
 from plo_messages.model import Organisation
 
 
@@ -46,21 +47,6 @@ def _with_identifier(conn: Connection, rtype: str, system: str, value: str) -> s
                 token_table.c.system == system,
                 token_table.c.code == value,
                 resource_table.c.deleted.is_(False),
-            )
-        )
-    }
-
-
-def _referrers(conn: Connection, rtype: str, param: str, targets: set[str]) -> set[str]:
-    if not targets:
-        return set()
-    return {
-        r[0]
-        for r in conn.execute(
-            select(reference_table.c.res_id).where(
-                reference_table.c.res_type == rtype,
-                reference_table.c.param == param,
-                reference_table.c.target.in_(sorted(targets)),
             )
         )
     }
@@ -91,7 +77,7 @@ def caller_organisations(conn: Connection, actor: Actor) -> set[str]:
         orgs |= _with_identifier(conn, "Organization", HERID_OID, actor.herid)
     frontier = set(orgs)
     while frontier:
-        children = _referrers(
+        children = referrers(
             conn, "Organization", "partof", {f"Organization/{o}" for o in frontier}
         )
         frontier = children - orgs
@@ -122,12 +108,10 @@ def refusal(conn: Connection, actor: Actor, sender: Organisation) -> str | None:
     named = ", ".join(levels) or "ingen"
     refused = f"avsenderen i meldingen (HER-id {named}) er ikke innsenderens egen virksomhet"
     mine = caller_organisations(conn, actor)
-    roles = _referrers(
-        conn, "PractitionerRole", "organization", {f"Organization/{o}" for o in mine}
-    )
+    roles = referrers(conn, "PractitionerRole", "organization", {f"Organization/{o}" for o in mine})
     if actor.hpr:
         practitioners = _with_identifier(conn, "Practitioner", HPR_OID, actor.hpr)
-        roles |= _referrers(
+        roles |= referrers(
             conn, "PractitionerRole", "practitioner", {f"Practitioner/{p}" for p in practitioners}
         )
     own = _her_ids(conn, "Organization", mine) | _her_ids(conn, "PractitionerRole", roles)
