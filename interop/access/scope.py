@@ -29,6 +29,7 @@ from sqlalchemy import Connection, select
 from adapters.base import vendor_user_system
 from interop.access.actor import Actor
 from interop.fhir.dates import now_utc, to_micros
+from interop.mapping.views import view_definition
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.schema import emergency_access_table, patient_link_table, resource_table
 
@@ -228,8 +229,6 @@ def code_scope(actor: Actor) -> frozenset[str] | None:
     """LOINC codes the actor's view allows (None = all), like a SMART ``code:in`` scope."""
     if actor.is_admin or actor.role in ("followup", "vendor"):
         return None
-    from interop.views.summary import view_definition
-
     try:
         codes = view_definition(actor.role).codes
     except KeyError:

@@ -13,19 +13,18 @@ import html
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from interop.default_thresholds import defaults_for_patient
 from interop.fhir.dates import from_micros, to_micros
+from interop.mapping.views import ViewDefinition, available_views, view_definition
 from interop.plans import ZoneRanges, ranges_in_force
 from interop.store.schema import code_set_table, observation_table, resource_table
+
+__all__ = ["DISPLAY", "ViewDefinition", "available_views", "compute", "view_definition"]
 
 DISPLAY = {
     "8480-6": "Systolisk blodtrykk",
@@ -38,29 +37,6 @@ DISPLAY = {
     "15074-8": "Blodsukker",
     "9279-1": "Respirasjonsfrekvens",
 }
-
-
-class ViewDefinition(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    role: str
-    title: str
-    period_days: int
-    resolution: str = "day"
-    codes: list[str] = []
-    codes_by_episode: dict[str, list[str]] = {}
-    """Codes per EpisodeOfCare.type (coding code or lower-cased text), e.g. heart failure."""
-    aggregates: list[str] = []
-
-
-@lru_cache(maxsize=16)
-def view_definition(name: str) -> ViewDefinition:
-    path = files("mappings") / "views" / f"{name}.yaml"
-    try:
-        text = path.read_text("utf-8")
-    except (FileNotFoundError, OSError):
-        raise KeyError(name) from None
-    return ViewDefinition.model_validate(yaml.safe_load(text))
 
 
 def _episode_codes(conn: Any, patient_id: str, view: ViewDefinition) -> list[str]:
@@ -85,12 +61,6 @@ def _episode_codes(conn: Any, patient_id: str, view: ViewDefinition) -> list[str
                 if key in view.codes_by_episode:
                     return view.codes_by_episode[key]
     return []
-
-
-def available_views() -> list[str]:
-    return sorted(
-        p.name[:-5] for p in (files("mappings") / "views").iterdir() if p.name.endswith(".yaml")
-    )
 
 
 @dataclass
