@@ -16,7 +16,10 @@ and HL7 v2 over MLLP.
   ``meta.source``; an update (same identifier, changed content) of a resource without that
   mark is refused with ``created-by-other-source``.
 
-The follow-up centre and admins ingest without these limits (no :class:`VendorWriter`).
+The follow-up centre ingests only for the patients its organisation manages
+(:meth:`VendorWriter.for_followup`: an item for anyone else it knows is refused as
+``not-linked``; a person not yet known waits in the quarantine, as before, until a person
+makes the patient; it may correct what others stored). Admins ingest without limits.
 """
 
 from __future__ import annotations
@@ -47,6 +50,18 @@ class VendorWriter:
     scopes: tuple[str, ...] = ()
     """Further user-id namespaces the deployer declared the vendor's own (the PID-3 assigning
     authorities an MLLP sender uses, see :mod:`interop.mllp_senders`)."""
+    patients: frozenset[str] | None = None
+    """For the follow-up centre: the patients it manages (a vendor's come from its links)."""
+
+    @classmethod
+    def for_followup(cls, actor: Actor, patients: frozenset[str]) -> VendorWriter:
+        """The follow-up centre's limits: its own patients; unknown people wait in the
+        quarantine; no mark, and it may correct what others stored."""
+        return cls(actor.orgnr or actor.id, patients=patients)
+
+    @property
+    def is_vendor(self) -> bool:
+        return self.patients is None
 
     @classmethod
     def for_actor(cls, actor: Actor) -> VendorWriter | None:
@@ -65,29 +80,47 @@ class VendorWriter:
         return MARK_PREFIX + quote(self.name, safe="")
 
     def owns_system(self, system: str) -> bool:
-        """A user-id namespace of the vendor's own (or a sub-namespace of one)."""
+        """A user-id namespace of the vendor's own (or a sub-namespace of one); for the
+        follow-up centre every namespace (its unknown people wait in the quarantine)."""
+        if not self.is_vendor:
+            return True
         return any(system == s or system.startswith(s + ":") for s in self.systems)
 
     def linked_patients(self, conn: Connection) -> set[str]:
-        """Ids of the patients linked to the vendor."""
+        """Ids of the patients linked to the vendor (the follow-up centre's own patients)."""
+        if self.patients is not None:
+            return set(self.patients)
         link = patient_link_table
         conds = [link.c.system == s for s in self.systems]
         conds += [link.c.system.startswith(s + ":", autoescape=True) for s in self.systems]
         return {r[0] for r in conn.execute(select(link.c.patient_id).where(or_(*conds)))}
 
     def created(self, resource: dict[str, Any] | None) -> bool:
-        """Whether a stored resource carries the vendor's mark."""
+        """Whether a stored resource carries the vendor's mark (the follow-up centre may
+        correct anything of its patients)."""
+        if not self.is_vendor:
+            return True
         meta = (resource or {}).get("meta")
         return isinstance(meta, dict) and meta.get("source") == self.mark
 
     def stamp(self, resource: dict[str, Any]) -> None:
-        """Mark a resource the vendor creates (``meta.source``)."""
+        """Mark a resource the vendor creates (``meta.source``); the follow-up centre's are not."""
+        if not self.is_vendor:
+            return
         meta = resource.get("meta")
         resource["meta"] = {**(meta if isinstance(meta, dict) else {}), "source": self.mark}
 
     def not_linked(self, ref: PatientRef, location: str | None) -> Diagnostic:
         """The refusal of an item for a patient not linked to the vendor. Its text names only
         what the vendor sent, so it reads the same whether or not the person is known here."""
+        if not self.is_vendor:
+            return Diagnostic(
+                "error",
+                NOT_LINKED,
+                f"{ref.system}|{ref.value} er ikke en av pasientene til {self.name}; "
+                "målingen er ikke lagret",
+                location,
+            )
         return Diagnostic(
             "error",
             NOT_LINKED,

@@ -85,10 +85,13 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     pipe = pipeline(request)
     from starlette.concurrency import run_in_threadpool
 
-    try:
-        report = await run_in_threadpool(
-            pipe.ingest, adapter, data, meta, vendor=VendorWriter.for_actor(actor)
+    limits = VendorWriter.for_actor(actor)
+    if actor.role == "followup":
+        limits = VendorWriter.for_followup(
+            actor, _services(request).policy.scope(actor).reachable or frozenset()
         )
+    try:
+        report = await run_in_threadpool(pipe.ingest, adapter, data, meta, vendor=limits)
     except IngestRejected as exc:
         status = (
             404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422

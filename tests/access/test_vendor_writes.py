@@ -270,8 +270,23 @@ def test_a_vendor_changes_only_what_it_created(client, services) -> None:  # typ
     assert _codes(rep) == ["created-by-other-source"]
 
 
-def test_the_followup_centre_ingests_as_before(client, services) -> None:  # type: ignore[no-untyped-def]
+def test_the_followup_centre_ingests_for_its_own_patients(client, services) -> None:  # type: ignore[no-untyped-def]
+    """The follow-up centre writes for the patients its organisation manages; another
+    municipality's patient is refused like a vendor's unlinked one; a person not yet known
+    waits in the quarantine for a person to make the patient, as before."""
     w = _world(client)
+    centre = _ok(
+        client.post(
+            "/fhir/Organization",
+            json={
+                "resourceType": "Organization",
+                "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.101", "value": "938587418"}],
+            },
+        )
+    )["id"]
+    patient = client.get(f"/fhir/Patient/{w['a']}").json()
+    patient["managingOrganization"] = {"reference": f"Organization/{centre}"}
+    assert client.put(f"/fhir/Patient/{w['a']}", json=patient).status_code == 200
     followup = {
         "Authorization": "Bearer "
         + _ok(
@@ -281,10 +296,16 @@ def test_the_followup_centre_ingests_as_before(client, services) -> None:  # typ
         )["key"]
     }
     rep = _ok(
-        _ingest(client, "fhir", _bundle(_obs(_fnr(FNR_B)), _obs(_fnr(FNR_UNKNOWN))), followup)
+        _ingest(
+            client,
+            "fhir",
+            _bundle(_obs(_fnr(FNR_A)), _obs(_fnr(FNR_B)), _obs(_fnr(FNR_UNKNOWN))),
+            followup,
+        )
     )
-    assert (rep["created"], rep["quarantined"], rep["rejected"]) == (1, 1, 0)
-    assert _count(client, w["b"]) == 1
+    assert (rep["created"], rep["quarantined"], rep["rejected"]) == (1, 1, 1)
+    assert "not-linked" in _codes(rep)
+    assert _count(client, w["a"]) == 1 and _count(client, w["b"]) == 0
     # a vendor cannot name another source to get around its limits
     r = _ingest(client, "fhir", orjson.dumps(_obs(_fnr(FNR_B))), w["vendor_a"], source=VENDOR_B)
     assert r.status_code == 403
