@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from interop.access.actor import ADMIN, ROLES, Actor
 from interop.fhir.outcome import error
@@ -122,7 +123,11 @@ async def require_actor(request: Request) -> Actor:
     ):
         return ADMIN
     for resolver in getattr(request.app.state, "actor_resolvers", []):
-        actor = resolver.resolve(creds)
+        if creds.scheme == "dpop":
+            # a DPoP proof is recorded in the database (replay across processes): off the loop
+            actor = await run_in_threadpool(resolver.resolve, creds)
+        else:
+            actor = resolver.resolve(creds)
         if actor is not None:
             return actor
     raise error(

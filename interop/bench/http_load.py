@@ -31,7 +31,8 @@ class LoadResult:
         return data[k]
 
 
-RequestFactory = Callable[[int], tuple[str, str, bytes]]
+RequestFactory = Callable[[int], tuple[str, str, bytes] | tuple[str, str, bytes, dict[str, str]]]
+"""Request number → (method, path, body), or with headers of its own (a DPoP proof each)."""
 """i → (method, path, body)"""
 
 
@@ -78,9 +79,11 @@ async def _worker(
             if i >= total:
                 return
             counter[0] += 1
-            method, path, body = make(i)
+            made = make(i)
+            method, path, body = made[0], made[1], made[2]
+            own = "".join(f"{k}: {v}\r\n" for k, v in made[3].items()) if len(made) > 3 else ""
             req = (
-                f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
+                f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}{own}"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode() + body
             t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """HelseID access tokens and DPoP proofs, through the real app, against a local HelseID (a real
-HTTP server with real RSA and EC keys, ``tests/helseid_issuer.py``)."""
+HTTP server with real RSA and EC keys, ``interop/access/helseid/local_issuer.py``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from tests.access.audit_trail import last_refusal
-from tests.helseid_issuer import (
+from interop.access.helseid.local_issuer import (
     AUDIENCE,
     SCOPE,
     DpopClient,
@@ -26,6 +25,7 @@ from tests.helseid_issuer import (
     private_jwk,
     serve_issuer,
 )
+from tests.access.audit_trail import last_refusal
 
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
@@ -559,3 +559,31 @@ def test_a_wrong_client_map_stops_the_start(settings, services, issuer, tmp_path
         pass
     with pytest.raises(ValueError, match="INTEROP_HELSEID_AUDIENCE"):
         Settings(helseid_issuer=issuer.url)
+
+
+def test_concurrent_uses_of_one_proof_let_exactly_one_through(services) -> None:  # type: ignore[no-untyped-def]
+    """Proofs are recorded by group commit: the same proof sent by many requests at once (and
+    among other proofs) is accepted once, whichever batch it lands in."""
+    import threading
+    import time
+
+    from interop.access.helseid.replay import JtiReplayGuard
+
+    guard = JtiReplayGuard(lambda: services.engine)
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def use(jti: str) -> None:
+        first = guard.first_use("jkt", jti, int(time.time()) + 60)
+        with lock:
+            results.append((jti, first))
+
+    threads = [threading.Thread(target=use, args=("same",)) for _ in range(12)]
+    threads += [threading.Thread(target=use, args=(f"other-{i}",)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(first for jti, first in results if jti == "same") == 1
+    assert all(first for jti, first in results if jti != "same")
+    assert not guard.first_use("jkt", "same", int(time.time()) + 60)

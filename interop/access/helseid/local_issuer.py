@@ -1,6 +1,7 @@
-"""A local HelseID for tests: a real HTTP server on 127.0.0.1 (in a thread) serving the discovery
-document and the JWKS, and minting access tokens signed with real RSA and EC keys. Keys can be
-rotated. :class:`DpopClient` is a calling system with its own key pair, making DPoP proofs.
+"""A local HelseID for tests and benchmarks (never for production): a real HTTP server on
+127.0.0.1 (in a thread) serving the discovery document and the JWKS, and minting access tokens
+signed with real RSA and EC keys. Keys can be rotated. :class:`DpopClient` is a calling system
+with its own key pair, making DPoP proofs.
 """
 
 from __future__ import annotations
