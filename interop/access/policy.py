@@ -66,6 +66,10 @@ class Action(StrEnum):
     """Link a vendor's user id to the patient (the vendor may then write for them)."""
     EMERGENCY = "emergency"
     """Open the patient's record outside the care relation by *nødrett* (emergency access)."""
+    DELIVER = "deliver"
+    """Post KITH messages and AppRecs (in the caller's own name)."""
+    INDICATORS = "indicators"
+    """Read its own organisation's management figures."""
 
 
 NOT_YOURS = "this person is not one of your patients"

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
+from interop.access.policy import Action
 from interop.api.auth import Actor, require_actor
 from interop.api.responses import json_response
 from interop.fhir.outcome import error
@@ -15,8 +16,6 @@ from interop.identifiers import validate_orgnr
 from interop.indicators import Indicators, compute, parse_period, to_csv, to_measure_report
 
 router = APIRouter(prefix="/api/v1", tags=["indicators"])
-
-LEADER_ROLES = frozenset({"followup", "epj"})
 
 
 def _bar_chart(ind: Indicators) -> str:
@@ -76,7 +75,8 @@ def indicators(
 ) -> Response:
     if not validate_orgnr(organization):
         raise error(422, "value", f"organization {organization!r} is not a valid org.nr")
-    if not (actor.is_admin or (actor.role in LEADER_ROLES and actor.orgnr == organization)):
+    request.app.state.services.policy.require_role(actor, Action.INDICATORS)
+    if not (actor.is_admin or actor.orgnr == organization):
         raise error(
             403,
             "forbidden",

@@ -55,8 +55,7 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
     other items are refused one by one in the report (``not-linked``,
     ``created-by-other-source``; see :mod:`interop.access.vendor_writes`).
     """
-    if actor.role not in ("vendor", "admin", "followup"):
-        raise error(403, "forbidden", f"role {actor.role!r} may not ingest measurements")
+    _services(request).policy.require_role(actor, Action.WRITE)
     data = await request.body()
     if not data:
         raise error(400, "required", "the request body is empty")

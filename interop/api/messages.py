@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from interop.access.policy import Action
 from interop.api.auth import Actor, require_actor, require_admin
 from interop.api.responses import json_response, load_json
 from interop.fhir.dates import from_micros
@@ -23,7 +24,6 @@ from interop.store.schema import inbound_message_table as inbound_table
 from interop.store.schema import outbox_table
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
-INBOUND_ROLES = frozenset({"admin", "gp", "epj", "hospital"})
 
 
 def _svc(request: Request) -> Services:
@@ -216,8 +216,7 @@ async def receive_inbound(request: Request, actor: Actor = Depends(require_actor
     codes are in the OperationOutcome; the message is kept for operators), 403 when the
     message's sender is not the caller's own organisation (nothing is stored or answered; an
     admin may deliver any message)."""
-    if actor.role not in INBOUND_ROLES:
-        raise error(403, "forbidden", f"role {actor.role!r} may not deliver messages")
+    _svc(request).policy.require_role(actor, Action.DELIVER)
     from interop.messaging.inbound import CallerChannel, KithInbox, SenderNotCaller
     from plo_messages import SchemaConfigError
 
