@@ -11,7 +11,6 @@ approving GP is recorded as a Provenance ``verifier``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +30,7 @@ from interop.store.context import Door, WriteContext
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
 from interop.store.schema import resource_table
+from interop.zones import ZoneRanges
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -100,23 +100,6 @@ class PlanIn(BaseModel):
         if unknown:
             raise ValueError(f"notifyGp: unknown zones {sorted(unknown)} (yellow, red)")
         return self
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneRanges:
-    code: str
-    unit: str
-    green: tuple[Decimal | None, Decimal | None]
-    yellow: tuple[Decimal | None, Decimal | None]
-    source: str
-    """``plan`` (CarePlan/…) or ``default``."""
-    actions: dict[str, str]
-    max_gap_hours: int | None = None
-    """How long the plan lets this code go unmeasured (its schedule), if it says."""
-    label: str = ""
-    """For a default: its clinical source, shown wherever it is used."""
-    group: str | None = None
-    """For a default: the patient group whose default it is (e.g. ``copd``), if any."""
 
 
 def default_ranges() -> dict[str, ZoneRanges]:
