@@ -54,7 +54,7 @@ from interop.source_keys import (
     conflict_message,
     scoped_key,
 )
-from interop.store.context import Door, WriteContext
+from interop.store.context import Door, Principal, WriteContext
 from interop.store.repository import (
     PUMP_EVERY,
     DuplicateIdentifier,
@@ -503,13 +503,16 @@ class IngestPipeline:
         meta: IngestMeta,
         *,
         vendor: VendorWriter | None = None,
+        actor: Principal | None = None,
     ) -> IngestReport:
         """Parse and store one message or file; :class:`IngestRejected` when it cannot be
         read, or when it reuses the id of another message processed before (it is then kept
         for an operator, see :mod:`interop.resend`). ``vendor``: the vendor writing (its
-        limits apply), None for the follow-up centre, admins and operators."""
+        limits apply), None for the follow-up centre, admins and operators. ``actor``: who
+        sends it (the writes are theirs: guarded by the access policy, audited per patient);
+        None for the service's own channels (MLLP, folders)."""
         report = self.ingest_result(
-            adapter_name, self._parse(adapter_name, data, meta), meta, vendor=vendor
+            adapter_name, self._parse(adapter_name, data, meta), meta, vendor=vendor, actor=actor
         )
         return self._refused_if_conflict(adapter_name, data, meta, report)
 
@@ -537,8 +540,9 @@ class IngestPipeline:
         meta: IngestMeta,
         *,
         vendor: VendorWriter | None = None,
+        actor: Principal | None = None,
     ) -> IngestReport:
-        return self._run([(adapter_name, result, meta, None, vendor)])[0]
+        return self._run([(adapter_name, result, meta, None, vendor)], actor)[0]
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[IngestReport | Exception]:
         """Several messages in one transaction, each with the outcome :meth:`ingest` would
@@ -622,16 +626,18 @@ class IngestPipeline:
     def _run(
         self,
         items: list[tuple[str, AdapterResult, IngestMeta, str | None, VendorWriter | None]],
+        actor: Principal | None = None,
     ) -> list[IngestReport]:
         now = now_utc()
         store = self.services.store
+        ctx = INGEST_WRITE if actor is None else WriteContext(actor, Door.INGEST)
         for attempt in range(3):
             messages = [
                 _Message(name, result, meta, self._new_report(name, result, meta), cid, vendor)
                 for name, result, meta, cid, vendor in items
             ]
             try:
-                with store.write(INGEST_WRITE) as tx:
+                with store.write(ctx) as tx:
                     tx.context["triage"] = True
                     self._batch_in_tx(tx, _Batch(messages), now)
                 break

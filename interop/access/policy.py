@@ -448,7 +448,7 @@ class AccessPolicy:
                     f"{rtype}/{previous.res_id if previous else ''} belongs to another patient "
                     "compartment: a resource never moves between patients",
                 )
-            if actor.role == "vendor" and not self._created_by(tx, previous, actor):
+            if client_door and actor.role == "vendor" and not self._created_by(tx, previous, actor):
                 raise error(
                     403,
                     "forbidden",

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from adapters.base import vendor_user_system
 from interop.access.actor import Actor
@@ -158,11 +158,18 @@ def related_patients(conn: Connection, actor: Actor, *, gp_practice_wide: bool) 
             }
         return found
     if actor.role == "vendor":
+        # its own user-id namespace and the sub-namespaces under it (``…:<oid>``), as the
+        # ingest doors count them (interop.access.vendor_writes)
         system = vendor_user_system(actor.orgnr or actor.id)
+        link = patient_link_table.c
         return {
             r[0]
             for r in conn.execute(
-                select(patient_link_table.c.patient_id).where(patient_link_table.c.system == system)
+                select(link.patient_id).where(
+                    or_(
+                        link.system == system, link.system.startswith(system + ":", autoescape=True)
+                    )
+                )
             )
         }
     return set()

@@ -90,7 +90,9 @@ async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_
             actor, _services(request).policy.scope(actor).reachable or frozenset()
         )
     try:
-        report = await run_in_threadpool(pipe.ingest, adapter, data, meta, vendor=limits)
+        report = await run_in_threadpool(
+            pipe.ingest, adapter, data, meta, vendor=limits, actor=actor
+        )
     except IngestRejected as exc:
         status = (
             404 if any(d.get("code") == "unknown-adapter" for d in exc.report.diagnostics) else 422
