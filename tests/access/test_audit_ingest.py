@@ -47,5 +47,9 @@ def test_an_ingest_is_audited_per_patient(client, services) -> None:  # type: ig
         if en.get("role", {}).get("code") == "1"
     ]
     assert patients == [f"Patient/{w['a']}"], events  # one event, for A only
-    written = events[0]["entity"][0]["what"]
-    assert written.get("display", "").count("Observation/") == 2
+    (for_a,) = [
+        e
+        for e in events
+        if any(en["what"].get("reference") == f"Patient/{w['a']}" for en in e["entity"])
+    ]
+    assert for_a["entity"][0]["what"].get("display", "").count("Observation/") == 2
