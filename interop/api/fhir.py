@@ -86,7 +86,10 @@ def _write_response(request: Request, stored: StoredResource, status: int) -> Re
 
 
 def _strict(request: Request) -> bool:
-    return "handling=strict" in request.headers.get("prefer", "")
+    """A search parameter the server does not support is refused (400 naming it), so that a
+    search over patient data is never silently widened; ``Prefer: handling=lenient`` asks for
+    it to be ignored with a warning in the Bundle instead."""
+    return "handling=lenient" not in request.headers.get("prefer", "")
 
 
 @router.get("/metadata")

@@ -58,9 +58,22 @@ RESULT_PARAMS = frozenset(
         "_revinclude",
     }
 )
+CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
+"""Parameters clients send to shape the answer (not filters): never refused as unsupported."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
+
+
+def _patient_identifier_chain(name: str, modifier: str | None) -> str | None:
+    """The reference parameter of a chained search on a Patient's identifier
+    (``subject:Patient.identifier``, ``patient.identifier``, ``patient:Patient.identifier``),
+    or None."""
+    if modifier == "Patient.identifier" and name in ("subject", "patient"):
+        return name
+    if modifier is None and name in ("patient.identifier", "subject.identifier"):
+        return name.partition(".")[0]
+    return None
 
 
 @dataclass(slots=True)
@@ -517,6 +530,13 @@ class SearchEngine:
                     )
                 )
                 continue
+            chained = _patient_identifier_chain(name, modifier)
+            if chained is not None and chained in defs:
+                # ``subject:Patient.identifier=<system>|<value>`` (how a Norwegian patient's data
+                # is usually asked for): the Patients with that identifier, then their data
+                name, modifier = chained, None
+                found = self._patients_with_identifiers(values)
+                values = [f"Patient/{pid}" for pid in sorted(found)] or ["Patient/__none__"]
             chain = None
             if "." in name:
                 name, _, chain = name.partition(".")
@@ -612,9 +632,31 @@ class SearchEngine:
             page, included=included, total=total, next_cursor=next_cursor, warnings=warnings
         )
 
+    def _patients_with_identifiers(self, values: list[str]) -> set[str]:
+        """Ids of the Patients having any of the identifiers (``system|value`` or ``value``)."""
+        t = token_table.c
+        conds = []
+        for v in values:
+            system, sep, code = v.partition("|")
+            conds.append(and_(t.system == system, t.code == code) if sep else t.code == system)
+        with self.store.reader() as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    select(t.res_id).where(
+                        t.res_type == "Patient", t.param == "identifier", or_(*conds)
+                    )
+                )
+            }
+
     def _unsupported(self, req: SearchRequest, warnings: list[Issue], key: str) -> None:
+        """Refuse (strict) or ignore with a warning a parameter the server does not support.
+        A result or client-control parameter (``_summary=text``, ``_elements``, fhirpy's
+        ``_totalMethod`` …) only shapes the answer, never widens the match, so it is ignored
+        with a warning even in strict mode."""
         msg = f"search parameter {key!r} is not supported for {req.res_type}"
-        if req.strict:
+        base = key.partition("=")[0].partition(":")[0]
+        if req.strict and base not in RESULT_PARAMS and base not in CONTROL_PARAMS:
             raise FhirError(400, [Issue("error", "not-supported", msg, (key,))])
         warnings.append(Issue("warning", "not-supported", msg + " and was ignored", (key,)))
 

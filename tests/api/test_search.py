@@ -147,15 +147,24 @@ def test_sort_count_summary_include(client, data) -> None:  # type: ignore[no-un
     assert r["total"] == 3 and any(link["relation"] == "next" for link in r["link"])
 
 
-def test_unknown_parameters_lenient_and_strict(client, data) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_parameters_strict_by_default_and_lenient_on_request(client, data) -> None:  # type: ignore[no-untyped-def]
+    """An unsupported filter never silently widens a search over patient data: 400 naming it,
+    unless the client asks for lenient handling (then a warning in the Bundle)."""
     r = client.get("/fhir/Observation", params={"banana": "1"})
+    assert r.status_code == 400 and "banana" in r.text
+    chained = client.get(
+        "/fhir/Observation",
+        params={"subject:Patient.name": "Olsen"},
+    )
+    assert chained.status_code == 400 and "subject:Patient.name" in chained.text
+    r = client.get(
+        "/fhir/Observation", params={"banana": "1"}, headers={"Prefer": "handling=lenient"}
+    )
     assert r.status_code == 200
     outcome = [e for e in r.json()["entry"] if e["search"]["mode"] == "outcome"]
     assert outcome and "banana" in outcome[0]["resource"]["issue"][0]["diagnostics"]
-    r = client.get(
-        "/fhir/Observation", params={"banana": "1"}, headers={"Prefer": "handling=strict"}
-    )
-    assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+    # what only shapes the answer is ignored with a warning, never refused
+    assert client.get("/fhir/Observation", params={"_totalMethod": "count"}).status_code == 200
     assert client.get("/fhir/Observation", params={"date": "yesterday"}).status_code == 400
     assert client.get("/fhir/Observation", params={"_sort": "value"}).status_code == 400
     assert client.get("/fhir/Observation", params={"_cursor": "garbage!"}).status_code == 400
@@ -231,3 +240,20 @@ def test_transaction_is_atomic(client) -> None:  # type: ignore[no-untyped-def]
     pid = r.json()["entry"][0]["resource"]["id"]
     assert obs["subject"]["reference"] == f"Patient/{pid}"
     assert ids(client, "/fhir/Observation", patient=pid) == [obs["id"]]
+
+
+def test_a_patients_data_by_their_national_id(client) -> None:  # type: ignore[no-untyped-def]
+    """``subject:Patient.identifier=<system>|<fødselsnummer>`` — the usual way to ask for a
+    Norwegian patient's data — finds that patient's Observations, and only theirs."""
+    a, b = _p(client, FNR_A), _p(client, FNR_B)
+    oa = _o(client, a, "2026-03-01T08:00:00+01:00")
+    _o(client, b, "2026-03-01T08:00:00+01:00")
+    for key in ("subject:Patient.identifier", "patient.identifier", "patient:Patient.identifier"):
+        r = client.get("/fhir/Observation", params={key: f"urn:oid:2.16.578.1.12.4.1.4.1|{FNR_A}"})
+        assert r.status_code == 200, r.text
+        assert [e["resource"]["id"] for e in r.json()["entry"]] == [oa], key
+    nobody = client.get(
+        "/fhir/Observation",
+        params={"subject:Patient.identifier": "urn:oid:2.16.578.1.12.4.1.4.1|15076591919"},
+    )
+    assert nobody.status_code == 200 and not nobody.json().get("entry")
