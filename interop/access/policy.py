@@ -98,10 +98,6 @@ def _observation_codes(resource: dict[str, Any]) -> set[str]:
     return {c.get("code") for c in (resource.get("code") or {}).get("coding", []) if c.get("code")}
 
 
-def _patient_of(resource: dict[str, Any]) -> str | None:
-    return patient_compartment(resource)
-
-
 PATIENT_FILTERS = ("patient", "subject", "patient:Patient", "subject:Patient")
 
 
@@ -200,7 +196,7 @@ class AccessPolicy:
             return "a vendor writes measurements and reads nothing"
         if rtype in DIRECTORY:
             return None
-        pid = _patient_of(resource)
+        pid = patient_compartment(resource)
         if pid is None:
             if rtype == "Device":
                 return None
@@ -257,7 +253,7 @@ class AccessPolicy:
         resource = stored.json()
         scope = self.scope(actor)
         why = self._refusal(actor, resource, scope)
-        patient = stored.res_id if stored.res_type == "Patient" else _patient_of(resource)
+        patient = patient_compartment(resource)
         # the caller learns that it may not, never whose data it is or why (the audit keeps it)
         shown = NOT_YOURS if why and patient and scope.refusal(patient) else None
         return Decision(
@@ -283,14 +279,7 @@ class AccessPolicy:
     ) -> list[tuple[str, str]]:
         """The search restricted to what the actor may see, so totals and paging count only
         that (the patients it may reach, and its view's codes). A refused search is audited."""
-        if actor.is_admin:
-            return params
-        try:
-            return self._restrict(actor, res_type, params, self.scope(actor))
-        except FhirError as exc:
-            what = f"{res_type}?{urlencode(params)}"
-            self._settle(Decision(self._event(actor, "search", what, [], exc.message), None), tx)
-            raise
+        return params + self.restriction(actor, res_type, params, tx)
 
     def restriction(
         self,
@@ -299,8 +288,15 @@ class AccessPolicy:
         params: list[tuple[str, str]],
         tx: WriteTx | None = None,
     ) -> list[tuple[str, str]]:
-        """Only what :meth:`filter_search` adds to the client's parameters."""
-        return self.filter_search(actor, res_type, params, tx)[len(params) :]
+        """What the policy adds to the client's parameters (:meth:`filter_search`)."""
+        if actor.is_admin:
+            return []
+        try:
+            return self._restrict(actor, res_type, params, self.scope(actor))
+        except FhirError as exc:
+            what = f"{res_type}?{urlencode(params)}"
+            self._settle(Decision(self._event(actor, "search", what, [], exc.message), None), tx)
+            raise
 
     def _restrict(
         self,
@@ -309,14 +305,15 @@ class AccessPolicy:
         params: list[tuple[str, str]],
         scope: PatientScope,
     ) -> list[tuple[str, str]]:
+        """The parameters that restrict the client's search to what the actor may see."""
         if actor.role == "vendor":
             raise error(403, "forbidden", "a vendor writes measurements and reads nothing")
         if res_type in ADMIN_ONLY:
             raise error(403, "forbidden", f"{res_type} is for admins")
         if res_type in DIRECTORY:
-            return params
+            return []
         reachable = scope.reachable
-        restricted = list(params)
+        restricted: list[tuple[str, str]] = []
         if reachable is not None:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)
@@ -366,44 +363,32 @@ class AccessPolicy:
         result: SearchResult,
         params: list[tuple[str, str]] | None,
     ) -> tuple[SearchResult, Decision]:
+        """Keep what the actor may see (each returned resource is parsed once) and the audit
+        event naming every patient whose data is returned."""
         what = f"{res_type}?{urlencode(params or [])}"
-        if actor.is_admin:
-            if is_bootstrap(actor):
-                return result, Decision(None, None)
-            event = self._event(actor, "search", what, self._patients_in(result), None)
-            return result, Decision(event, None)
+        if is_bootstrap(actor):
+            return result, Decision(None, None)
         scope = self.scope(actor)
-        rows = [
-            (rid, c)
-            for rid, c in result.rows
-            if self._refusal(actor, orjson.loads(c), scope) is None
-        ]
-        included = [
-            (t, rid, c)
-            for t, rid, c in result.included
-            if self._refusal(actor, orjson.loads(c), scope) is None
-        ]
+        patients: dict[str, None] = {}
+
+        def shown(content: bytes) -> bool:
+            resource = orjson.loads(content)
+            if self._refusal(actor, resource, scope) is not None:
+                return False
+            pid = patient_compartment(resource)
+            if pid:
+                patients[pid] = None
+            return True
+
+        rows = [(rid, c) for rid, c in result.rows if shown(c)]
+        included = [(t, rid, c) for t, rid, c in result.included if shown(c)]
         if len(rows) != len(result.rows):
             result.total = None
         result.rows = rows
         result.included = included
         return result, Decision(
-            self._event(actor, "search", what, self._patients_in(result), None, scope), None
+            self._event(actor, "search", what, list(patients), None, scope), None
         )
-
-    @staticmethod
-    def _patients_in(result: SearchResult) -> list[str]:
-        found: dict[str, None] = {}
-        for content in [c for _, c in result.rows] + [c for _, _, c in result.included]:
-            resource = orjson.loads(content)
-            pid = (
-                resource.get("id")
-                if resource.get("resourceType") == "Patient"
-                else _patient_of(resource)
-            )
-            if pid:
-                found[pid] = None
-        return list(found)
 
     # ---- writes --------------------------------------------------------------------------
     def guard_write(
@@ -431,7 +416,7 @@ class AccessPolicy:
         scope = tx.context.get("access_scope")
         if not isinstance(scope, PatientScope):
             scope = tx.context["access_scope"] = self.scope(actor)
-        pid = _patient_of(resource)
+        pid = patient_compartment(resource)
         if pid is None:
             if not client_door:
                 return  # what the service composes beside the patient's data (Provenance)
@@ -440,7 +425,7 @@ class AccessPolicy:
             )
         self._require_writable(actor, scope, pid)
         if current is not None:
-            old = _patient_of(current)
+            old = patient_compartment(current)
             if old is None or old != pid:
                 raise error(
                     403,

@@ -25,7 +25,7 @@ from interop.access.audit.chain import (
     verify,
 )
 from interop.access.audit.events import ACTION, EMERGENCY, build_event, is_emergency
-from interop.access.audit.hooks import acting_actor, is_bootstrap, record, write_hook
+from interop.access.audit.hooks import acting_actor, is_bootstrap, write_hook
 from interop.access.audit.hooks import flush as flush_audit
 from interop.access.audit.keys import Keyring, default_keyring
 from interop.access.audit.log import AuditLog, audit_log
@@ -48,7 +48,6 @@ __all__ = [
     "flush_audit",
     "is_bootstrap",
     "is_emergency",
-    "record",
     "verify",
     "write_hook",
 ]

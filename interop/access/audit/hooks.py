@@ -2,13 +2,11 @@
 
 * :func:`write_hook` (a store write hook) audits every write made by an actor, in the write's
   own transaction — the bootstrap admin key's writes too, under its own identity.
-* :func:`record` audits a read or a search in a transaction of its own (the synchronous
-  path; request handlers should prefer ``await audit_log(store).record(build_event(…))``).
+* :func:`flush` appends a transaction's write events before it commits. Reads and searches
+  are audited by the access policy (``interop.access.policy``), through :class:`AuditLog`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from interop.access.actor import Actor
 from interop.access.audit.chain import AUDITING
@@ -16,7 +14,7 @@ from interop.access.audit.events import build_event
 from interop.access.audit.log import audit_log
 from interop.fhir.searchparams import patient_compartment
 from interop.store.context import Door
-from interop.store.repository import FhirStore, StoredResource, WriteTx
+from interop.store.repository import StoredResource, WriteTx
 
 
 def acting_actor(tx: WriteTx) -> Actor | None:
@@ -73,22 +71,3 @@ def flush(tx: WriteTx) -> None:
             events.append(build_event(actor, action, what[:2000], [patient] if patient else []))
     if events:
         audit_log(tx.store).append_many(tx, events)
-
-
-def record(
-    store: FhirStore,
-    actor: Actor,
-    action: str,
-    what: str,
-    patients: Iterable[str],
-    outcome: str = "0",
-    detail: str | None = None,
-    *,
-    emergency: bool | None = None,
-) -> None:
-    """Audit a read or a search, naming every patient whose data it returned, in its own
-    short transaction (the bootstrap key's reads and searches are not audited)."""
-    if is_bootstrap(actor):
-        return
-    event = build_event(actor, action, what, patients, outcome, detail=detail, emergency=emergency)
-    audit_log(store).record_now(event)
