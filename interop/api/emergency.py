@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from interop.access.actor import Actor
 from interop.access.audit import audit_log, build_event
+from interop.access.audit.accesses import norwegian_time
 from interop.access.policy import Action
 from interop.api.auth import require_actor, require_admin
 from interop.api.responses import json_response
@@ -80,7 +81,7 @@ def open_emergency_access(
             build_event(
                 actor,
                 "create",
-                f"nødrett til {format_instant(end)}",
+                "nødrett til " + norwegian_time(format_instant(end), svc.settings.timezone),
                 [pid],
                 detail=body.reason,
                 emergency=True,
