@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.access.audit_trail import last_refusal
+from tests.access.test_side_doors import _deny
 
 FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
@@ -179,40 +180,7 @@ def test_consent_deny_is_honoured(client) -> None:  # type: ignore[no-untyped-de
         "entry"
     ][0]["resource"]["id"]
     assert client.get(f"/fhir/Observation/{oa}", headers=gp).status_code == 200
-    _post(
-        client,
-        "/fhir/Consent",
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{a}"},
-            "provision": {
-                "type": "deny",
-                "actor": [
-                    {
-                        "role": {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                    "code": "PRCP",
-                                }
-                            ]
-                        },
-                        "reference": {"reference": f"Practitioner/{practitioner}"},
-                    }
-                ],
-            },
-        },
-    )
+    _deny(client, a, f"Practitioner/{practitioner}")
     r = client.get(f"/fhir/Observation/{oa}", headers=gp)
     assert r.status_code == 403 and "not one of your patients" in r.text
     assert "denies" in last_refusal(client)

@@ -33,6 +33,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select, text
 
+from tests.address_book import patient_with_gp
+
 PG_URL = os.environ.get("INTEROP_TEST_PG_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (INTEROP_TEST_PG_URL)")
 
@@ -270,9 +272,7 @@ def test_api_and_delivery_workers_under_load(pg_database, tmp_path: Path) -> Non
         _wait_ready(base, procs)
 
         http = httpx.Client(base_url=base, headers=headers, timeout=30)
-        r = http.post("/fhir/Patient", json=_patient_with_gp(http))
-        assert r.status_code == 201, r.text
-        patient_id = r.json()["id"]
+        patient_id = patient_with_gp(http, FNR)
         r = http.put(f"/api/v1/patients/{FNR}/plan", json=_plan(0))
         assert r.status_code == 201, r.text
 
@@ -526,26 +526,10 @@ def test_first_messages_on_a_fresh_database(pg_database) -> None:  # type: ignor
     assert seqs == list(range(1, 9))
 
 
-def _patient_with_gp(http) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
-    gp = http.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "9144889"}],
-        },
-    ).json()["id"]
-    return {
-        "resourceType": "Patient",
-        "identifier": [{"system": FNR_OID, "value": FNR}],
-        "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
-    }
-
-
 def test_plan_put_if_match(client) -> None:  # type: ignore[no-untyped-def]
     """The plan endpoint's optimistic concurrency: ETag on GET and PUT, 412 for a stale
     If-Match, nothing written then."""
-    client.post("/fhir/Patient", json=_patient_with_gp(client))
+    patient_with_gp(client, FNR)
     first = client.put(f"/api/v1/patients/{FNR}/plan", json=_plan(0))
     assert first.status_code == 201 and first.headers["ETag"] == 'W/"1"'
     got = client.get(f"/api/v1/patients/{FNR}/plan")

@@ -21,6 +21,7 @@ from adapters.base import (
 from interop.access.actor import ADMIN
 from interop.fhir.validation import validate_resource
 from interop.pipeline import IngestPipeline
+from tests.address_book import patient_with_gp
 
 FNR = "13031353453"
 PLAN = {
@@ -37,28 +38,11 @@ PLAN = {
     ],
 }
 REF = PatientRef(FNR_OID, FNR)
-HPR_OID = "urn:oid:2.16.578.1.12.4.1.4.4"
 
 
 def _setup(client) -> str:  # type: ignore[no-untyped-def]
     """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
-    gp = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": HPR_OID, "value": "9144889"}],
-        },
-    ).json()["id"]
-    return str(
-        client.post(
-            "/fhir/Patient",
-            json={
-                "resourceType": "Patient",
-                "identifier": [{"system": FNR_OID, "value": FNR}],
-                "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
-            },
-        ).json()["id"]
-    )
+    return patient_with_gp(client, FNR)
 
 
 def _bp(sys_: str, dia: str, when: datetime, unit: str = "mm[Hg]") -> Measurement:

@@ -30,6 +30,7 @@ from interop.default_thresholds import defaults_for
 from interop.identifiers import generate_fnr
 from interop.pipeline import IngestPipeline
 from interop.triage import V3, ZONE_SYSTEM
+from tests.address_book import patient_with_gp
 from tests.conftest import SHARED
 
 _rng = Random(3)
@@ -39,23 +40,7 @@ NOW = datetime.now(UTC) - timedelta(hours=1)
 
 def _patient(client, fnr: str) -> str:  # type: ignore[no-untyped-def]
     """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
-    gp = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "9144889"}],
-        },
-    ).json()["id"]
-    r = client.post(
-        "/fhir/Patient",
-        json={
-            "resourceType": "Patient",
-            "identifier": [{"system": FNR_OID, "value": fnr}],
-            "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
-        },
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+    return patient_with_gp(client, fnr)
 
 
 def _ingest(services, *ms: Measurement) -> list[str]:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
 from interop.pipeline import IngestPipeline
+from tests.address_book import patient_with_gp
 
 FNR = "13031353453"
 REF = PatientRef(FNR_OID, FNR)
@@ -34,22 +35,7 @@ def _plan(green_high: int) -> dict[str, Any]:
 
 def _patient(client) -> str:  # type: ignore[no-untyped-def]
     """The patient, with the GP who approves the plans (HPR 9144889) as fastlege."""
-    gp = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "9144889"}],
-        },
-    ).json()["id"]
-    r = client.post(
-        "/fhir/Patient",
-        json={
-            "resourceType": "Patient",
-            "identifier": [{"system": FNR_OID, "value": FNR}],
-            "generalPractitioner": [{"reference": f"Practitioner/{gp}"}],
-        },
-    )
-    return str(r.json()["id"])
+    return patient_with_gp(client, FNR)
 
 
 def _put_plan(client, green_high: int) -> tuple[str, datetime]:  # type: ignore[no-untyped-def]
