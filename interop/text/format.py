@@ -1,0 +1,55 @@
+"""Numbers, units, plurals and times as a Norwegian reader expects them (decimal comma,
+display units, ``dd.mm.yyyy kl. HH:MM`` in Norwegian local time)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from interop.text.catalogue import catalogue
+
+OSLO = "Europe/Oslo"
+
+
+def number(value: float | int | Decimal, decimals: int | None = None) -> str:
+    """``93.875`` → ``93,9`` (with ``decimals=1``); integers stay integers; minus is kept."""
+    if decimals is None:
+        text = format(value, "f") if isinstance(value, Decimal) else repr(value)
+        if isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+    else:
+        text = f"{float(value):.{decimals}f}"
+    return text.replace(".", ",")
+
+
+def unit(code: str | None) -> str:
+    """A UCUM code as it is written for a person (``mm[Hg]`` → ``mmHg``, ``Cel`` → ``°C``)."""
+    if not code:
+        return ""
+    return catalogue().get(f"units.{code}") or code
+
+
+def quantity(value: float | int | Decimal, code: str | None, decimals: int | None = None) -> str:
+    """``quantity(7.25, "mmol/L", 1)`` → ``7,3 mmol/L`` (a space before the unit, ``%`` too)."""
+    return f"{number(value, decimals)} {unit(code)}".rstrip()
+
+
+def plural(count: int, noun: str) -> str:
+    """``plural(1, "measurement")`` → ``1 måling``; ``plural(3, …)`` → ``3 målinger``."""
+    forms = catalogue().lookup(f"plurals.{noun}")
+    word = forms["one"] if count == 1 else forms["other"]
+    return f"{count} {word}"
+
+
+def zone_name(zone: str) -> str:
+    """``red`` → ``rød``; an unknown zone code is an error, not shown raw."""
+    return catalogue().text(f"zones.{zone}")
+
+
+def local_time(when: datetime, zone: str = OSLO, *, with_time: bool = True) -> str:
+    """An aware datetime in Norwegian local time: ``06.12.2026 kl. 14:05``."""
+    if when.tzinfo is None:
+        raise ValueError("a time without a time zone cannot be shown as Norwegian local time")
+    local = when.astimezone(ZoneInfo(zone))
+    return local.strftime("%d.%m.%Y kl. %H:%M" if with_time else "%d.%m.%Y")
