@@ -128,7 +128,7 @@ def ingest(
 
     from adapters.base import IngestMeta, PatientRef
     from interop.identifiers import person_id_system
-    from interop.pipeline import IngestPipeline, IngestRejected
+    from interop.ingest.pipeline import IngestPipeline, IngestRejected
     from interop.services import build_services
 
     settings = get_settings()
@@ -197,8 +197,8 @@ def link_patient_cmd(
     """Link a vendor user id to a patient, then release matching quarantined measurements."""
     from adapters.base import vendor_user_system
     from interop.fhir.outcome import FhirError
+    from interop.ingest.pipeline import release_quarantine
     from interop.patients import link_patient
-    from interop.pipeline import release_quarantine
     from interop.services import build_services
     from interop.store.context import Door, WriteContext
 
@@ -224,7 +224,7 @@ def worker(
     import signal
     import threading
 
-    from interop.inbox import InboxProcessor
+    from interop.ingest.inbox import InboxProcessor
     from interop.routing.outbox import Outbox
     from interop.routing.worker import DeliveryWorker
     from interop.services import build_services
@@ -273,7 +273,7 @@ def worker_tasks(svc: object) -> list[tuple[str, float, Callable[[], object]]]:
 
 
 def _check_missing(svc: object) -> object:
-    from interop.missing import check_missing
+    from interop.care.missing import check_missing
 
     return check_missing(svc)  # type: ignore[arg-type]
 
@@ -744,7 +744,7 @@ def prune(
 @app.command("check-missing")
 def check_missing_cmd() -> None:
     """Raise Tasks where a plan's scheduled measurements are overdue (idempotent)."""
-    from interop.missing import check_missing
+    from interop.care.missing import check_missing
     from interop.services import build_services
 
     n = check_missing(build_services(get_settings()))

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     mllp_senders: Path | None = None
     """The list of who may send HL7 v2 over MLLP and in whose name (MSH-3/MSH-4, the addresses
     they connect from, vendor or follow-up centre); default ``mllp-senders.yaml`` in the
-    mappings folder, which lists nobody. See ``interop.mllp_senders``."""
+    mappings folder, which lists nobody. See ``interop.ingest.mllp_senders``."""
     mllp_process_inbox: bool = True
     """Turn stored HL7 messages into Observations in the API process (a thread beside the
     listener). Set false when ``interop worker`` processes run: the API process then only

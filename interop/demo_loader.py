@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from adapters.base import AdapterResult, IngestMeta, Measurement
 from interop.config import Settings
 from interop.demo import generate_demo
-from interop.pipeline import IngestPipeline
+from interop.ingest.pipeline import IngestPipeline
 from interop.services import build_services
 from interop.store.context import WriteContext
 

@@ -39,7 +39,7 @@ class Services:
 
 def wire_store(store: FhirStore) -> None:
     """Attach the in-transaction steps every write goes through (triage, Flags and Tasks)."""
-    from interop.triage import Triage
+    from interop.care.triage import Triage
 
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)

@@ -23,9 +23,9 @@ from sqlalchemy import func, select, text
 from adapters.base import vendor_user_system
 from adapters.hl7v2_segments import parse
 from adapters.mllp import MllpDecoder, OversizedFrame, mllp_frame
-from interop import inbox as inbox_module
-from interop.inbox import GroupAcceptor, InboxProcessor, Incoming, accept_many
-from interop.mllp import MllpServer, start_processor_thread
+from interop.ingest import inbox as inbox_module
+from interop.ingest.inbox import GroupAcceptor, InboxProcessor, Incoming, accept_many
+from interop.ingest.mllp import MllpServer, start_processor_thread
 from interop.patients import link_patient
 from interop.store.context import WriteContext
 from interop.store.schema import inbound_message_table

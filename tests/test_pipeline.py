@@ -16,8 +16,8 @@ from adapters.base import (
     PatientRef,
     vendor_user_system,
 )
+from interop.ingest.pipeline import IngestPipeline, release_quarantine
 from interop.patients import link_patient
-from interop.pipeline import IngestPipeline, release_quarantine
 from interop.store.context import WriteContext
 
 FNR = "13031353453"

@@ -17,15 +17,15 @@ from sqlalchemy import select, text
 
 from adapters.base import DNR_OID, FHIR_REFERENCE, FNR_OID, IngestMeta, PatientRef
 from interop.identifiers import generate_fnr
-from interop.observability import correlation_id
-from interop.patients import resolve
-from interop.pipeline import (
+from interop.ingest.pipeline import (
     IngestItem,
     IngestPipeline,
     IngestRejected,
     find_identifiers,
     resolve_many,
 )
+from interop.observability import correlation_id
+from interop.patients import resolve
 from interop.store.context import WriteContext
 from interop.store.schema import (
     ingest_message_table,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from adapters.base import FNR_OID, IngestMeta, PatientRef
 from interop.identifiers import generate_fnr
-from interop.pipeline import STREAM_CHUNK, IngestPipeline
+from interop.ingest.pipeline import STREAM_CHUNK, IngestPipeline
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table, unique_identifier_table
 from interop.store.search import SearchRequest
@@ -165,7 +165,7 @@ def test_an_item_claimed_after_the_look_up_is_a_duplicate_on_the_second_pass(
     """A concurrent writer stores the same items between the look-up of the identifiers and
     the insert. On PostgreSQL the claims' COPY is left to the server, so the violation comes
     when the transaction ends; either way the message runs again and finds them stored."""
-    import interop.pipeline as pipeline
+    import interop.ingest.pipeline as pipeline
 
     pipe = IngestPipeline(services)
     n = 3 * GROUPS

@@ -49,7 +49,7 @@ class VendorWriter:
     name: str
     scopes: tuple[str, ...] = ()
     """Further user-id namespaces the deployer declared the vendor's own (the PID-3 assigning
-    authorities an MLLP sender uses, see :mod:`interop.mllp_senders`)."""
+    authorities an MLLP sender uses, see :mod:`interop.ingest.mllp_senders`)."""
     patients: frozenset[str] | None = None
     """For the follow-up centre: the patients it manages (a vendor's come from its links)."""
 

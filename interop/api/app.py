@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         mllp = None
         stop = None
         if settings.mllp_port:
-            from interop.inbox import InboxProcessor
-            from interop.mllp import MllpServer, start_processor_thread
+            from interop.ingest.inbox import InboxProcessor
+            from interop.ingest.mllp import MllpServer, start_processor_thread
 
             processor = None
             if settings.mllp_process_inbox:

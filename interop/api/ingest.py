@@ -17,8 +17,8 @@ from interop.api.responses import json_response
 from interop.fhir.dates import from_micros, now_utc
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
+from interop.ingest.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.patients import link_patient, patient_by_identifier
-from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.schema import patient_link_table, quarantine_table

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from interop.access.policy import Action
 from interop.api.patient_access import PatientAccess, patient_access
 from interop.api.responses import json_response
+from interop.care.plans import plan_versions, put_plan
 from interop.fhir.outcome import FhirError, Issue, error
-from interop.plans import plan_versions, put_plan
 from interop.store.repository import DuplicateIdentifier
 from interop.store.transaction import parse_if_match
 

@@ -21,7 +21,7 @@ from interop.bench.report import Report
 from interop.bench.server import BENCH_KEY, free_port
 from interop.config import Settings
 from interop.identifiers import generate_fnr
-from interop.pipeline import IngestPipeline
+from interop.ingest.pipeline import IngestPipeline
 from interop.runtime import tune_gc
 from interop.services import build_services
 from interop.store.context import WriteContext

@@ -38,7 +38,7 @@ from interop.identifiers import (
     generate_hpr,
     generate_orgnr,
 )
-from interop.pipeline import IngestPipeline
+from interop.ingest.pipeline import IngestPipeline
 from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.services import build_services
 from interop.store.context import WriteContext

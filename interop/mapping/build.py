@@ -31,7 +31,7 @@ TZ_ASSUMED_URL = "https://dho-interop.no/fhir/StructureDefinition/timezone-assum
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
 """Extension on a QuestionnaireResponse (and its items): the zone the source's own triage gave."""
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
-"""The traffic-light zones (the same CodeSystem as ``interop.triage.ZONE_SYSTEM``)."""
+"""The traffic-light zones (the same CodeSystem as ``interop.care.triage.ZONE_SYSTEM``)."""
 ZONES = ("green", "yellow", "red")
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"

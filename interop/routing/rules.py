@@ -31,7 +31,9 @@ log = logging.getLogger("interop.routing")
 
 SUBSCRIPTION_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/subscription"
 OBSERVATION_CREATED = "observation.created"
-NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"  # see interop.plans
+NOTIFY_GP_URL = (
+    "https://dho-interop.no/fhir/StructureDefinition/notify-gp"  # see interop.care.plans
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,7 @@ class Router:
         wanted = rule.when.get("plan_notifies_gp")
         if wanted is None:
             return True
-        from interop.plans import plan_versions
+        from interop.care.plans import plan_versions
 
         active = [
             cp for cp in plan_versions(conn, event.patient_id) if cp.get("status") == "active"
@@ -264,8 +266,8 @@ class Router:
         )
 
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
-        from interop.default_thresholds import defaults_for_patient
-        from interop.plans import ranges_in_force
+        from interop.care.default_thresholds import defaults_for_patient
+        from interop.care.plans import ranges_in_force
         from interop.views.summary import DISPLAY
 
         data = dict(event.data)

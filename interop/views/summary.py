@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
-from interop.default_thresholds import defaults_for_patient
+from interop.care.default_thresholds import defaults_for_patient
+from interop.care.plans import ranges_in_force
+from interop.care.zones import ZoneRanges
 from interop.fhir.dates import from_micros, to_micros
 from interop.mapping.views import ViewDefinition, available_views, view_definition
-from interop.plans import ranges_in_force
 from interop.store.schema import code_set_table, observation_table, resource_table
-from interop.zones import ZoneRanges
 
 __all__ = ["DISPLAY", "ViewDefinition", "available_views", "compute", "view_definition"]
 

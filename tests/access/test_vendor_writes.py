@@ -359,7 +359,7 @@ def _msa(ack: bytes) -> str:
 
 
 def test_an_mllp_vendor_writes_only_for_its_linked_patients(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from interop.inbox import InboxProcessor
+    from interop.ingest.inbox import InboxProcessor
     from tests.test_mllp_listener import _listener, _send
 
     w = _world(client)
@@ -389,7 +389,7 @@ def test_an_mllp_vendor_writes_only_for_its_linked_patients(client, services, tm
 def test_an_mllp_vendors_own_patient_id_scope(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """PID-3 ids under an assigning authority count as the vendor's own user ids only when the
     deployer lists that authority for the sender."""
-    from interop.inbox import InboxProcessor
+    from interop.ingest.inbox import InboxProcessor
     from tests.test_mllp_listener import _listener, _send
 
     w = _world(client)
@@ -409,7 +409,7 @@ def test_an_mllp_vendors_own_patient_id_scope(client, services, tmp_path) -> Non
 
 
 def test_mllp_senders_not_listed_or_from_elsewhere_are_refused(client, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from interop.inbox import InboxProcessor
+    from interop.ingest.inbox import InboxProcessor
     from tests.test_mllp_listener import _listener, _send
 
     _world(client)

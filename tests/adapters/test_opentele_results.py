@@ -24,10 +24,10 @@ import pytest
 from adapters.base import FNR_OID, AdapterError, IngestMeta, PatientRef, vendor_user_system
 from adapters.opentele import OpenTeleAdapter
 from adapters.opentele_results import CODE_SYSTEM, CPR_SYSTEM, NODE_RESULT_SYSTEM, UPLOAD_SYSTEM
+from interop.ingest.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.mapping import MappingSet
 from interop.mapping.build import SEVERITY_URL, ZONE_SYSTEM, build_questionnaire_response
 from interop.patients import link_patient
-from interop.pipeline import IngestPipeline, IngestRejected, release_quarantine
 from interop.store.context import WriteContext
 
 FNR = "13031353453"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import FNR_OID, IngestMeta, PatientRef
-from interop.pipeline import IngestPipeline, IngestRejected
+from interop.ingest.pipeline import IngestPipeline, IngestRejected
 from tests.conftest import CONFORMANCE
 
 VENDOR = CONFORMANCE / "vendor"

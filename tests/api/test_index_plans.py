@@ -235,8 +235,8 @@ def test_observation_queries_use_their_index(services, ids) -> None:  # type: ig
 def test_indicators_and_missing_use_their_index(services, ids, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The indicator figures (patients of an organisation) and the missing-measurement check
     (per scheduled code), with their data lookups stubbed to reach the Observation queries."""
+    import interop.care.missing as missing
     import interop.indicators as indicators
-    import interop.missing as missing
 
     engine = services.engine
     pid, _device = ids

@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
 from interop.identifiers import HERID_OID, HPR_OID, ORGNR_OID, generate_hpr, generate_orgnr
+from interop.ingest.pipeline import IngestPipeline
 from interop.messaging.filedrop import poll_file_drop
 from interop.messaging.runtime import kith_for
-from interop.pipeline import IngestPipeline
 from interop.routing.outbox import Outbox
 from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.routing.worker import DeliveryWorker

@@ -32,8 +32,8 @@ from adapters.base import (
     PatientRef,
 )
 from interop.identifiers import ORGNR_OID, generate_fnr
+from interop.ingest.pipeline import IngestPipeline
 from interop.messaging.pmd import vkp_observation, vkp_profile
-from interop.pipeline import IngestPipeline
 from interop.routing.outbox import OutboxMessage
 from interop.routing.rules import SUBSCRIPTION_SYSTEM
 from interop.routing.transports import TRANSPORT_SYSTEM, FhirRestTransport
@@ -643,7 +643,7 @@ def test_the_ig_checks_catch_what_the_ig_forbids() -> None:
 
 
 def test_released_quarantine_is_announced_too(client, services, book) -> None:  # type: ignore[no-untyped-def]
-    from interop.pipeline import release_quarantine
+    from interop.ingest.pipeline import release_quarantine
 
     report = _ingest(services, _vitals(FNR2)[:2])
     assert report.quarantined == 2 and _rows(services) == []

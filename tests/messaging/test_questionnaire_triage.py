@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 
 from adapters.base import FNR_OID, IngestMeta, PatientRef
+from interop.ingest.pipeline import IngestPipeline
 from interop.messaging.runtime import kith_for
-from interop.pipeline import IngestPipeline
 from tests.adapters.test_opentele_results import copd_upload
 from tests.messaging.test_gp_flow import FNR, _outbox, address_book
 

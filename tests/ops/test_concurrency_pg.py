@@ -234,7 +234,7 @@ def _run_threads(targets: list[Callable[[], None]]) -> tuple[list[threading.Thre
 
 @needs_pg
 def test_api_and_delivery_workers_under_load(pg_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from interop.plans import plan_versions
+    from interop.care.plans import plan_versions
     from interop.routing.outbox import enqueue
     from interop.store.schema import (
         history_table,

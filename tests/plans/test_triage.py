@@ -20,7 +20,7 @@ from adapters.base import (
 )
 from interop.access.actor import ADMIN
 from interop.fhir.validation import validate_resource
-from interop.pipeline import IngestPipeline
+from interop.ingest.pipeline import IngestPipeline
 from tests.address_book import patient_with_gp
 
 FNR = "13031353453"
@@ -279,7 +279,7 @@ def test_gp_summary_json_and_html(client, services) -> None:  # type: ignore[no-
 
 
 def test_missing_measurements_raise_one_task(client, services) -> None:  # type: ignore[no-untyped-def]
-    from interop.missing import check_missing
+    from interop.care.missing import check_missing
 
     pid = _setup(client)
     plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 48}]}
@@ -368,7 +368,7 @@ def test_hospital_view_follows_the_episode(client, services) -> None:  # type: i
 def test_a_long_deviation_keeps_the_task_small() -> None:
     """Every yellow value on an open Task adds a note; only the latest ones are kept (the
     values themselves stay Observations), so a months-long deviation cannot bloat the Task."""
-    from interop.triage import MAX_TASK_NOTES, _append_note
+    from interop.care.triage import MAX_TASK_NOTES, _append_note
 
     notes: list[dict[str, str]] = []
     for i in range(MAX_TASK_NOTES + 15):
@@ -382,8 +382,8 @@ def test_a_plan_set_by_another_process_is_used_once_the_cache_ages(
 ) -> None:  # type: ignore[no-untyped-def]
     """Triage keeps each patient's plans for PLAN_CACHE_SECONDS; its own process's plan writes
     clear that at once, another process's (the API beside a worker) are seen after it."""
-    import interop.triage as triage_module
-    from interop.plans import put_plan
+    import interop.care.triage as triage_module
+    from interop.care.plans import put_plan
     from interop.services import Services, wire_store
     from interop.store.repository import FhirStore
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from interop.fhir.dates import now_utc, to_micros
-from interop.inbox import InboxProcessor, accept
+from interop.ingest.inbox import InboxProcessor, accept
 from interop.messaging.inbound import KITH_ADAPTER
 from interop.store.schema import inbound_message_table as inbox
 

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from adapters.hl7v2 import message_digest
 from adapters.hl7v2_segments import parse
-from interop.inbox import InboxProcessor
-from interop.pipeline import IngestRejected
+from interop.ingest.inbox import InboxProcessor
+from interop.ingest.pipeline import IngestRejected
 from interop.store.schema import inbound_message_table
 from tests.conftest import CONFORMANCE, SHARED
 from tests.test_mllp_listener import (  # the sender, listed for this machine
@@ -149,7 +149,7 @@ def test_a_message_recorded_before_digests_were_kept_is_processed_again(client, 
     import orjson
 
     from adapters.base import IngestMeta
-    from interop.pipeline import IngestPipeline
+    from interop.ingest.pipeline import IngestPipeline
     from interop.store.schema import ingest_message_table
 
     pid = _setup_patient(client, services)

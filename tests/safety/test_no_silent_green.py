@@ -26,10 +26,10 @@ from adapters.base import (
     Measurement,
     PatientRef,
 )
-from interop.default_thresholds import defaults_for
+from interop.care.default_thresholds import defaults_for
+from interop.care.triage import V3, ZONE_SYSTEM
 from interop.identifiers import generate_fnr
-from interop.pipeline import IngestPipeline
-from interop.triage import V3, ZONE_SYSTEM
+from interop.ingest.pipeline import IngestPipeline
 from tests.address_book import patient_with_gp
 from tests.conftest import SHARED
 

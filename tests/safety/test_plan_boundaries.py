@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
-from interop.pipeline import IngestPipeline
+from interop.ingest.pipeline import IngestPipeline
 from tests.address_book import patient_with_gp
 
 FNR = "13031353453"

@@ -17,7 +17,7 @@ from typing import Any
 
 from adapters.base import FNR_OID, IngestMeta, PatientRef
 from interop.identifiers import generate_fnr
-from interop.pipeline import IngestPipeline, IngestReport
+from interop.ingest.pipeline import IngestPipeline, IngestReport
 from tests.conftest import CONFORMANCE, SHARED
 
 CORPUS = SHARED / "corpus" / "ingest"

@@ -36,6 +36,12 @@ from interop.access.vendor_writes import VendorWriter
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.fhir.outcome import Issue, operation_outcome
 from interop.identifiers import check_identifier
+from interop.ingest.source_keys import (
+    CONFLICT_STATUS,
+    DIAG_IDENTIFIER_CONFLICT,
+    conflict_message,
+    scoped_key,
+)
 from interop.mapping import (
     MappingSet,
     build_observation,
@@ -48,12 +54,6 @@ from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
 from interop.resend import conflict_message as resend_conflict_message
 from interop.routing.rules import observations_created, router_for
 from interop.services import Services
-from interop.source_keys import (
-    CONFLICT_STATUS,
-    DIAG_IDENTIFIER_CONFLICT,
-    conflict_message,
-    scoped_key,
-)
 from interop.store.context import Door, Principal, WriteContext
 from interop.store.repository import (
     PUMP_EVERY,
@@ -71,7 +71,7 @@ from interop.store.schema import (
     unique_identifier_table,
 )
 
-log = logging.getLogger("interop.pipeline")
+log = logging.getLogger("interop.ingest.pipeline")
 
 QUESTIONNAIRE_KEY_SYSTEM = "urn:dho-interop:questionnaire-response-key"
 CHANGE_STATUSES = frozenset({"amended", "corrected", "entered-in-error"})
@@ -342,7 +342,7 @@ class _Batch:
 
 def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
     """The keys a measurement may be stored under: its own, and for a source's id also the
-    patient-scoped form (see :mod:`interop.source_keys`)."""
+    patient-scoped form (see :mod:`interop.ingest.source_keys`)."""
     keys = []
     for m in result.measurements:
         try:
@@ -848,7 +848,7 @@ class IngestPipeline:
                 "report": orjson.dumps(report.to_json()),
             }
 
-    # ---- patient-scoped idempotency keys (see interop.source_keys) -------------------------
+    # ---- patient-scoped idempotency keys (see interop.ingest.source_keys) -------------------------
     @staticmethod
     def _patient_key(batch: _Batch, m: Measurement, pid: str) -> tuple[tuple[str, str], bool]:
         """The key a measurement of Patient ``pid`` is stored under, and whether its source id

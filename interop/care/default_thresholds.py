@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
+from interop.care.zones import ZoneRanges
 from interop.store.schema import resource_table
-from interop.zones import ZoneRanges
 
 
 class _Range(BaseModel):

@@ -1,11 +1,11 @@
 """MLLP listener for HL7 v2 (``interop serve --mllp-port N``).
 
 For each framed message: read the MSH cheaply, store the raw bytes durably (one
-:class:`interop.inbox.GroupAcceptor` thread for all connections: the messages that arrive
+:class:`interop.ingest.inbox.GroupAcceptor` thread for all connections: the messages that arrive
 while a transaction is being written share the next commit), and only once that transaction
 has committed answer ``AA``. Unusable messages get ``AR`` (not HL7, no MSH-10, not a message
 type we take, a sender not listed in the MLLP senders file for the connection's address: see
-:mod:`interop.mllp_senders`) with ERR segments, and a message that could not be stored ``AE``
+:mod:`interop.ingest.mllp_senders`) with ERR segments, and a message that could not be stored ``AE``
 (resend; also while the senders file is unreadable). A message is named by its full MSH-3 and
 MSH-4 (every component) and MSH-10: a re-send (the same content, see
 :func:`adapters.hl7v2.message_digest`) is acknowledged again with the first ACK without being
@@ -29,12 +29,12 @@ from collections.abc import Callable
 
 from adapters.hl7v2 import build_ack, split_message_header
 from adapters.mllp import MllpDecoder, OversizedFrame, mllp_frame
-from interop.inbox import GroupAcceptor, InboxProcessor, Incoming
-from interop.mllp_senders import SendersFileError, load_senders
+from interop.ingest.inbox import GroupAcceptor, InboxProcessor, Incoming
+from interop.ingest.mllp_senders import SendersFileError, load_senders
 from interop.resend import HL7_DUPLICATE_KEY, conflict_message
 from interop.services import Services
 
-log = logging.getLogger("interop.mllp")
+log = logging.getLogger("interop.ingest.mllp")
 
 ACCEPTED_TYPES = frozenset({"ORU^R01"})
 

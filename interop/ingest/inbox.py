@@ -30,16 +30,16 @@ from sqlalchemy.sql.dml import ReturningInsert
 from adapters.base import IngestMeta
 from adapters.hl7v2 import split_message_header
 from interop.fhir.dates import now_utc, to_micros
-from interop.messaging.inbound import KITH_ADAPTER
-from interop.mllp_senders import (
+from interop.ingest.mllp_senders import (
     MllpSender,
     MllpSenders,
     SenderNotListed,
     SendersFileError,
     load_senders,
 )
+from interop.ingest.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
+from interop.messaging.inbound import KITH_ADAPTER
 from interop.observability import correlation_id
-from interop.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
 from interop.resend import conflict_key, digest_of, keep_conflict
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -47,7 +47,7 @@ from interop.store.repository import new_id
 from interop.store.schema import inbound_message_table as inbox
 from interop.store.write_lock import background_writes
 
-log = logging.getLogger("interop.inbox")
+log = logging.getLogger("interop.ingest.inbox")
 
 NOT_PROCESSED_HERE = (KITH_ADAPTER,)
 """Adapters of rows other inboxes store already processed (never run through the pipeline)."""
@@ -312,7 +312,7 @@ class InboxProcessor:
     Each message is run in the name of its sender as the MLLP senders file lists it (a
     vendor's limits, or none for the follow-up centre's own engine); a message whose sender
     is no longer listed fails without being run, and while the file is unreadable nothing is
-    claimed (see :mod:`interop.mllp_senders`).
+    claimed (see :mod:`interop.ingest.mllp_senders`).
     """
 
     def __init__(

@@ -26,15 +26,15 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, union_all
 
-from interop.default_thresholds import defaults_for, episodes_of, groups_of_episodes
-from interop.fhir.dates import fhir_range, format_instant, now_utc
-from interop.plans import (
+from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
+from interop.care.plans import (
     PlanPeriod,
     ZoneRanges,
     plan_at,
     plan_periods,
     ranges_of_plan,
 )
+from interop.fhir.dates import fhir_range, format_instant, now_utc
 from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table

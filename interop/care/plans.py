@@ -21,6 +21,7 @@ from sqlalchemy import Connection, select
 
 from adapters.base import Code
 from interop.access.actor import Actor
+from interop.care.zones import ZoneRanges
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system, validate_hpr
@@ -30,7 +31,6 @@ from interop.store.context import Door, WriteContext
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
 from interop.store.schema import resource_table
-from interop.zones import ZoneRanges
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -103,8 +103,8 @@ class PlanIn(BaseModel):
 
 
 def default_ranges() -> dict[str, ZoneRanges]:
-    """The general default ranges (see :mod:`interop.default_thresholds`)."""
-    from interop.default_thresholds import defaults_for
+    """The general default ranges (see :mod:`interop.care.default_thresholds`)."""
+    from interop.care.default_thresholds import defaults_for
 
     return defaults_for()
 

@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
+from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
-from interop.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.services import Services
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search import code_sets_holding
-from interop.triage import OPEN_TASK, TASK_CODE_SYSTEM
 
 MISSING_CODE = "missing-measurement"
 
