@@ -91,6 +91,9 @@ class DeviceRef:
     display: str | None = None
 
 
+Comparator = Literal["<", "<=", ">=", ">"]
+"""FHIR ``Quantity.comparator``: how the real value relates to the stated one."""
+
 OutOfRange = Literal["HI", "LO"]
 """A meter's 'HI'/'LO' reading: above/below its measuring range; never coerced to a number."""
 
@@ -134,6 +137,9 @@ class Measurement:
     body_site: Code | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-specific context kept for provenance (posture, meal relation, severity …)."""
+    comparator: Comparator | None = None
+    """The source gave a bound, not an exact value (MedCom ``greater_than`` 11: "> 11"); kept
+    as ``valueQuantity.comparator``, never dropped to make the bound look exact."""
 
 
 @dataclass(frozen=True, slots=True)

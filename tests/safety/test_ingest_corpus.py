@@ -139,6 +139,40 @@ def _healthkit(rep: IngestReport, obs: list[Obs]) -> None:
     assert hr["effectiveDateTime"] == "2018-09-10T02:28:55-07:00"
 
 
+def _apple_export(rep: IngestReport, obs: list[Obs]) -> None:
+    # mmol<180.1558800000541>/L: HealthKit's mmol/L of glucose, its molar mass annotated
+    glucose = by_loinc(obs, "15074-8")
+    assert sorted(qty(g) for g in glucose) == [
+        (Decimal("4.59"), "mmol/L"),
+        (Decimal("5.23"), "mmol/L"),
+    ]
+    # the blood-pressure correlation is one panel, not a lone systolic and a lone diastolic
+    (bp,) = by_loinc(obs, "85354-9")
+    assert comps(bp) == {"8480-6": 136, "8462-4": 69}
+    assert not by_loinc(obs, "8480-6") and not by_loinc(obs, "8462-4")
+    assert bp["effectiveDateTime"] == "2024-01-10T11:30:00+01:00"
+    # 15-minute step counts are not "steps in 24 hours": their own code and their interval
+    assert not by_loinc(obs, "41950-7")
+    steps = sorted(by_loinc(obs, "55423-8"), key=lambda o: o["effectivePeriod"]["start"])
+    assert [(qty(s), s["effectivePeriod"]) for s in steps] == [
+        (
+            (Decimal(234), "{steps}"),
+            {"start": "2023-11-20T14:00:00+01:00", "end": "2023-11-20T14:15:00+01:00"},
+        ),
+        (
+            (Decimal(456), "{steps}"),
+            {"start": "2023-11-20T14:15:00+01:00", "end": "2023-11-20T14:30:00+01:00"},
+        ),
+    ]
+    assert sorted(qty(h)[0] for h in by_loinc(obs, "8867-4")) == [56, 96, 150]
+    assert sorted(qty(w)[0] for w in by_loinc(obs, "29463-7")) == [Decimal("68.5"), 72]
+    assert [qty(s) for s in by_loinc(obs, "2708-6")] == [(Decimal(98), "%")]
+    assert len(obs) == 11
+    # workouts and activity summaries are counted and skipped with their reason
+    skipped_here = {d["location"].split("[")[0] for d in rep.diagnostics if d["code"] in SKIP_CODES}
+    assert {"Workout", "ActivitySummary"} <= skipped_here
+
+
 def _phmr_generated(rep: IngestReport, obs: list[Obs]) -> None:
     glucose = [o for o in obs if qty(o)[1] == "mmol/L"]
     weights = by_loinc(obs, "29463-7")
@@ -290,7 +324,9 @@ CASES: dict[str, Case] = {
     "apple-health/healthkit-to-sqlite-export.xml": Case(
         "apple-health", 1, refuses=True, check=_healthkit, codes=frozenset({"not-a-measurement"})
     ),
-    "apple-health/apple-health-mcp-export.xml": Case("apple-health", 10, refuses=True),
+    "apple-health/apple-health-mcp-export.xml": Case(
+        "apple-health", 11, refuses=True, check=_apple_export
+    ),
     # ---- CDA PHMR (Continua) -------------------------------------------------------------
     "cda-phmr/ipf-generatedPHM.xml": Case(
         "cda-phmr",
@@ -425,9 +461,6 @@ FIXED_LATER: dict[str, str] = {
     "mapped-json/shimmer-ihealth-spo2-no-oxygen-saturation.json": "item 4: 0 is 'absent'",
     "mapped-json/shimmer-googlefit-merge-heart-rate.json": "item 5: data type not checked",
     "mapped-json/shimmer-googlefit-merge-height.json": "item 5: data type not checked",
-    "mapped-csv/accuchek-DiaryWithTooFewColumns.csv": "item 4: short row read",
-    "mapped-csv/accuchek-DiaryWithTooManyColumns.csv": "item 4: long row read",
-    "apple-health/healthkit-to-sqlite-export.xml": "item 4: Workout/ActivitySummary not seen",
 }
 
 
