@@ -46,6 +46,8 @@ DIAG_OUT_OF_RANGE = "meter-out-of-range"
 DIAG_MISSING_VALUE = "missing-value"
 DIAG_UNSUPPORTED = "unsupported"
 DIAG_INVALID = "invalid"
+DIAG_WRONG_DATA_TYPE = "wrong-data-type"
+"""The record says it is another kind of data than the profile or field it was sent to."""
 
 
 @dataclass(frozen=True, slots=True)

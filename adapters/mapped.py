@@ -34,9 +34,11 @@ from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
     DIAG_MISSING_TIME,
+    DIAG_MISSING_VALUE,
     DIAG_NOT_A_MEASUREMENT,
     DIAG_PARSE_ERROR,
     DIAG_UNKNOWN_UNIT,
+    DIAG_WRONG_DATA_TYPE,
     AdapterError,
     AdapterResult,
     Code,
@@ -82,6 +84,17 @@ class _Field(BaseModel):
     unit_map: dict[str, str] | None = None
     decimals: int | None = None
     """Round to this many decimals (sources that send binary floats such as 72.0999984741211)."""
+    absent: list[Any] = []
+    """Values the source sends for "not measured" (iHealth's heart rate 0): skipped with that
+    reason, never stored as a value."""
+
+
+class _DataType(BaseModel):
+    """The source field that names what a record is, and the names this profile takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    accept: list[str]
 
 
 class _Items(BaseModel):
@@ -136,6 +149,9 @@ class Profile(BaseModel):
     format: Literal["json", "csv"]
     source: str
     records: str | None = None
+    data_type: _DataType | None = None
+    """Required of a source whose records name their data type (Google Fit's dataTypeName): a
+    record of another type (a heart-rate dataset sent to the weight profile) is refused."""
     skip: list[_Skip] = []
     time: _Time
     fields: list[_Field] = []
@@ -313,6 +329,20 @@ class MappedJsonAdapter:
                     Diagnostic("information", DIAG_NOT_A_MEASUREMENT, skip.reason, where)
                 )
                 continue
+            if profile.data_type is not None:
+                named = first(rec, profile.data_type.path, doc)
+                if named not in profile.data_type.accept:
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "error",
+                            DIAG_WRONG_DATA_TYPE,
+                            f"{profile.name}: the record's {profile.data_type.path} is "
+                            f"{named!r}; this profile takes "
+                            f"{', '.join(profile.data_type.accept)} only",
+                            f"{where}.{profile.data_type.path}",
+                        )
+                    )
+                    continue
             try:
                 when, assumed = read_time(
                     profile.time, lambda p, rec=rec: first(rec, p, doc) if p else None, meta
@@ -337,6 +367,16 @@ class MappedJsonAdapter:
             for f in profile.fields:
                 raw = first(rec, f.path, doc)
                 if raw in (None, ""):
+                    continue
+                if any(raw == a and type(raw) is not bool for a in f.absent):
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "information",
+                            DIAG_MISSING_VALUE,
+                            f"{f.code}: {raw!r} is {profile.source}'s value for not measured",
+                            f"{where}/{f.code}",
+                        )
+                    )
                     continue
                 unit = f.unit
                 if f.unit_path:

@@ -455,13 +455,7 @@ def ingest_case(client: Any, services: Any, rel: str) -> tuple[IngestReport | No
     return report, observations
 
 
-FIXED_LATER: dict[str, str] = {
-    "mapped-json/shimmer-ihealth-bp-no-heart-rate.json": "item 4: 0 is iHealth's 'absent'",
-    "mapped-json/shimmer-ihealth-spo2-no-heart-rate.json": "item 4: 0 is iHealth's 'absent'",
-    "mapped-json/shimmer-ihealth-spo2-no-oxygen-saturation.json": "item 4: 0 is 'absent'",
-    "mapped-json/shimmer-googlefit-merge-heart-rate.json": "item 5: data type not checked",
-    "mapped-json/shimmer-googlefit-merge-height.json": "item 5: data type not checked",
-}
+FIXED_LATER: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
