@@ -8,7 +8,7 @@ tables in ``mappings/`` (see :mod:`interop.mapping.tables`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
@@ -245,12 +245,45 @@ class MappingSet:
             (comp.code, *comp.extra_codes),
         )
 
+    def _compound(self, m: Measurement) -> tuple[Concept, Measurement] | None:
+        """A compound observation under a code of its own (a device's private compound
+        glucose, PHD) whose one quantity is a measurement known here: that measurement
+        (the compound's other parts, context such as the meal, were not quantities)."""
+        if m.value is not None or m.out_of_range is not None or len(m.components) != 1:
+            return None
+        part = m.components[0]
+        concept = self.concept_for(part.code, part.extra_codes)
+        if concept is None or concept.components:
+            return None
+        return concept, replace(
+            m,
+            code=part.code,
+            extra_codes=part.extra_codes,
+            value=part.value,
+            unit=part.unit,
+            out_of_range=part.out_of_range,
+            components=(),
+        )
+
     # ---- the step -----------------------------------------------------------------------
     def map(self, m: Measurement, *, now: datetime) -> MappingOutcome:
         out = MappingOutcome(None)
         where = m.location
         try:
             concept = self.concept_for(m.code, m.extra_codes)
+            if concept is None:
+                compound = self._compound(m)
+                if compound is not None:
+                    concept, m = compound
+                    out.diagnostics.append(
+                        Diagnostic(
+                            "information",
+                            "compound-read",
+                            f"{m.code.system}|{m.code.code}: the one quantity of a compound "
+                            "observation whose own code is not mapped",
+                            where,
+                        )
+                    )
             if concept is None:
                 raise _Reject(
                     Diagnostic(

@@ -173,6 +173,42 @@ def _apple_export(rep: IngestReport, obs: list[Obs]) -> None:
     assert {"Workout", "ActivitySummary"} <= skipped_here
 
 
+def _medcom(rep: IngestReport, obs: list[Obs]) -> None:
+    # "Glukose;B" 11 with operator greater_than: at least 11, never exactly 11
+    (g,) = by_loinc(obs, "15074-8")
+    assert g["valueQuantity"]["comparator"] == ">" and qty(g) == (Decimal(11), "mmol/L")
+    # the Danish home-BP codes (DNK… and MedCom's MCS88019/MCS88020), mm/HG read as mm[Hg]
+    assert sorted(qty(o) for o in by_loinc(obs, "8480-6")) == [
+        (Decimal(100), "mm[Hg]"),
+        (Decimal(135), "mm[Hg]"),
+    ]
+    assert sorted(qty(o) for o in by_loinc(obs, "8462-4")) == [
+        (Decimal(90), "mm[Hg]"),
+        (Decimal(95), "mm[Hg]"),
+    ]
+    assert qty(by_loinc(obs, "8867-4")[0]) == (Decimal(66), "/min")
+    assert all("comparator" not in o.get("valueQuantity", {}) for o in obs if o is not g)
+
+
+def _phmr_12ab78(rep: IngestReport, obs: list[Obs]) -> None:
+    # the pulse sent as a ratio (RTO_PQ_PQ: 67 per 1 min) is a heart rate of 67/min
+    assert sorted(qty(o)[0] for o in by_loinc(obs, "8867-4")) == [67, 67, 67, 67, 80]
+    # temperatures of 41-45 "[degF]" (Celsius numbers), a mean pressure of 0 and a glucose
+    # of 373 mmol/L are refused, each with its reason, never stored
+    assert not by_loinc(obs, "8310-5") and not by_loinc(obs, "8478-0")
+    assert not by_loinc(obs, "15074-8")
+    implausible = [d for d in rep.diagnostics if d["code"] == "implausible-value"]
+    assert len(implausible) == 5 + 5 + 3
+    assert sorted(qty(o)[0] for o in by_loinc(obs, "8480-6")) == [114, 114, 114, 114, 120]
+
+
+def _phd_glucose(rep: IngestReport, obs: list[Obs]) -> None:
+    # a private compound code whose one quantity is a capillary glucose (MDC 160184)
+    (g,) = obs
+    assert loinc(g) == "14743-9" and qty(g) == (Decimal("6.3"), "mmol/L")
+    assert "component" not in g
+
+
 def _phmr_generated(rep: IngestReport, obs: list[Obs]) -> None:
     glucose = [o for o in obs if qty(o)[1] == "mmol/L"]
     weights = by_loinc(obs, "29463-7")
@@ -219,7 +255,7 @@ CASES: dict[str, Case] = {
         "fhir", 0, codes=frozenset({"missing-value"})
     ),
     "fhir/phd-compound-observation-glucose.json": Case(
-        "fhir", 0, refuses=True, patient_id="patientExample-1"
+        "fhir", 1, patient_id="patientExample-1", check=_phd_glucose
     ),
     "fhir/phd-numeric-spotnumeric.json": Case(
         "fhir", 1, patient_id="patientExample-1", check=_hr(48)
@@ -339,14 +375,19 @@ CASES: dict[str, Case] = {
     ),
     "cda-phmr/ipf-12AB78.xml": Case(
         "cda-phmr",
-        23,
+        28,
         refuses=True,
         link=("urn:dho-interop:vendor-user:corpus:1.3.6.1.4.1.21367.2009.1.2.300", "IBM-0"),
+        check=_phmr_12ab78,
     ),
     "cda-phmr/ipf-ProvideAndRegisterDocumentSet-xdr.xml": Case("cda-phmr", None),
     # ---- OpenTele / MedCom -------------------------------------------------------------
     "opentele/MedComKD_testeksempel_1_version_1.0.xml": Case(
-        "opentele", 6, refuses=True, link=("urn:oid:1.2.208.176.1.2", "2512484916")
+        "opentele",
+        8,
+        refuses=True,
+        link=("urn:oid:1.2.208.176.1.2", "2512484916"),
+        check=_medcom,
     ),
     "opentele/RH_blodtryk_puls.json": Case("opentele", 0, codes=frozenset({"not-a-measurement"})),
     # ---- CSV diaries through a mapping profile -------------------------------------------
