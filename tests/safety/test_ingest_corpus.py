@@ -209,6 +209,22 @@ def _phd_glucose(rep: IngestReport, obs: list[Obs]) -> None:
     assert "component" not in g
 
 
+def _resp_12(rep: IngestReport, obs: list[Obs]) -> None:
+    (r,) = obs
+    assert loinc(r) == "9279-1" and qty(r) == (Decimal(12), "/min")
+    assert r["effectiveDateTime"] == "2020-02-05T07:25:00-08:00"
+
+
+def _omh_steps(rep: IngestReport, obs: list[Obs]) -> None:
+    # 6000 steps in one hour (schema 2.0's bare number): not "steps in 24 hours"
+    (st,) = obs
+    assert loinc(st) == "55423-8" and qty(st) == (Decimal(6000), "{steps}")
+    assert st["effectivePeriod"] == {
+        "start": "2016-02-05T06:25:00+00:00",
+        "end": "2016-02-05T07:25:00+00:00",
+    }
+
+
 def _phmr_generated(rep: IngestReport, obs: list[Obs]) -> None:
     glucose = [o for o in obs if qty(o)[1] == "mmol/L"]
     weights = by_loinc(obs, "29463-7")
@@ -305,9 +321,11 @@ CASES: dict[str, Case] = {
     "openmhealth/oxygen-saturation-1.0_fail_invalid-unit.json": Case(
         "openmhealth", 0, refuses=True
     ),
-    "openmhealth/step-count-2.0_pass_valid-step-count.json": Case("openmhealth", 0, refuses=True),
+    "openmhealth/step-count-2.0_pass_valid-step-count.json": Case(
+        "openmhealth", 1, check=_omh_steps
+    ),
     "openmhealth/respiratory-rate-2.0_pass_respiratory-rate-only.json": Case(
-        "openmhealth", 0, codes=frozenset({"unsupported"})
+        "openmhealth", 1, check=_resp_12
     ),
     "openmhealth/data-point-1.0_pass_empty-body.json": Case(
         "openmhealth", 0, codes=frozenset({"unsupported"})
@@ -432,9 +450,9 @@ def test_every_corpus_file_has_a_case(shared_dir: Path) -> None:
     assert files == set(CASES)
 
 
-def _observations(client: Any, report: IngestReport) -> list[Obs]:
+def _observations(client: Any, report: IngestReport, limit: int | None = None) -> list[Obs]:
     out = []
-    for ref in report.resources:
+    for ref in report.resources[:limit]:
         if ref.startswith("Observation/"):
             r = client.get(f"/fhir/{ref}", headers=ADMIN)
             assert r.status_code == 200, r.text
@@ -531,3 +549,38 @@ def test_corpus_file(client, services, rel: str) -> None:  # type: ignore[no-unt
         assert diagnostics, "a file that stores nothing says why"
     if case.check is not None:
         case.check(report, observations)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "mapped-json/pywithings-measurement_list.json",
+        "mapped-json/pywithings-measurement_list_2.json",
+    ],
+)
+def test_withings_lists_land_wrapped_as_the_api_returns_them(  # type: ignore[no-untyped-def]
+    client, services, rel: str
+) -> None:
+    """The bare list is refused (above); wrapped in the Measure API's envelope it lands:
+    every group stored, refused or skipped with its reason."""
+    import orjson
+
+    ingest_case(client, services, "mapped-json/shimmer-ihealth-bp-empty.json")  # the patient
+    body = orjson.loads((CORPUS / rel).read_bytes())
+    wrapped = orjson.dumps({"status": 0, "body": {"measuregrps": body, "more": 0, "offset": 0}})
+    meta = IngestMeta(
+        source="corpus",
+        patient=PatientRef(FNR_OID, FNR),
+        options={"profile": "withings-body-measures"},
+    )
+    report = IngestPipeline(services).ingest("mapped-json", wrapped, meta)
+    assert report.items_seen == len(body)
+    assert report.created > 0
+    for d in report.diagnostics:
+        assert d["message"] and d["code"]
+    observations = _observations(client, report, limit=300)
+    assert {loinc(o) for o in observations} <= {"29463-7", "85354-9", "8867-4", "8310-5", "2708-6"}
+    # a group whose systolic equals its diastolic (the account has several) is refused
+    assert any("is not above diastolic" in d["message"] for d in report.diagnostics) == (
+        rel.endswith("measurement_list.json")
+    )
