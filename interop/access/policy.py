@@ -70,6 +70,8 @@ class Action(StrEnum):
     """Post KITH messages and AppRecs (in the caller's own name)."""
     INDICATORS = "indicators"
     """Read its own organisation's management figures."""
+    INBOX = "inbox"
+    """See the messages it sent (over MLLP) and what became of them."""
 
 
 NOT_YOURS = "this person is not one of your patients"
