@@ -223,10 +223,16 @@ class AppleHealthAdapter:
             return None
         unit = rec.get("unit")
         source = rec.get("sourceName")
+        ucum = UNITS.get(unit or "", unit)
+        if unit == "%" and 0 <= value <= 1:
+            # HealthKit keeps a percentage as a fraction of one (an SpO2 of 97 % is exported
+            # as value="0.97" unit="%"): reported as the fraction it is, for the mapping to
+            # convert; a value above 1 was entered as a percentage
+            ucum = "1"
         return Measurement(
             Code(SYSTEM, rtype),
             value,
-            UNITS.get(unit or "", unit),
+            ucum,
             when,
             meta.patient,
             where,
