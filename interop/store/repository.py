@@ -385,6 +385,18 @@ class WriteTx:
             with contextlib.suppress(Exception):  # the error being handled is the one to report
                 queued.cancel()
 
+    @contextmanager
+    def as_service(self) -> Iterator[None]:
+        """Writes the service makes because of the client's write (triage's Tasks and Flags
+        after a vendor's Observation): checked and audited as the service's own, through the
+        same door; the client's write itself was checked as the client's."""
+        saved = self.ctx
+        self.ctx = WriteContext(None, saved.door)
+        try:
+            yield
+        finally:
+            self.ctx = saved
+
     def pump_writes(self) -> None:
         """Let the COPYs left to the server move on (never waits): a bulk writer calls this
         between the rows it builds."""
