@@ -344,18 +344,20 @@ class KithInbox:
         dest = destination_for_her_ids(self.store, conn, header.sender.her_ids()) or source
         rows = []
         acks = []
-        for own in r.answer_from:
+        for own, role in r.answers():
             rec = AppRec(
                 version=r.apprec_version,
                 status=r.status,
                 original_msg_id=header.msg_id,
                 original_type=Coded(header.type.v, header.type.dn),
-                original_issue_date=_sent(header),
+                # echoed as the sender wrote it: the sender matches its AppRecs on it
+                original_issue_date=header.gen_date or _sent(header),
                 sender=own,
                 receiver=header.sender,
                 id=str(uuid.uuid4()),
                 gen_date=local_timestamp(),
                 errors=r.errors,
+                sender_role=role,
             )
             payload = kith.build_apprec(rec, r.apprec_version)
             acks.append(payload)
