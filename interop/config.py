@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
     413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
     max_kith_message_size: ByteSize = ByteSize(35 * MiB)
-    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
-    business document)."""
+    """Largest KITH XML message read, on every channel (``POST /api/v1/messages/inbound``, file
+    drop, EDI 2.0); NHN's 35 MB limit on a business document. Attachments up to it are read
+    (text nodes above libxml2's 10 MB default included); larger messages are refused unread."""
     ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
     """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
     (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""

@@ -43,7 +43,7 @@ from plo_messages.model import Attachment, Coded, Header, Organisation, PatientI
 from plo_messages.msghead import MH, parse_msghead
 from plo_messages.registry import MessageRegistry, PayloadType
 from plo_messages.schemas import SchemaSet
-from plo_messages.xmlsafe import NotWellFormed, parse_xml
+from plo_messages.xmlsafe import DEFAULT_MAX_BYTES, NotWellFormed, TooLarge, parse_xml
 
 Outcome = Literal["accepted", "rejected", "duplicate", "apprec", "unreadable"]
 Content = HelseopplysningerTilLege | MedisinskeOpplysninger | PloMessage | list[DialogNote] | None
@@ -115,8 +115,13 @@ def _recover_header(data: bytes) -> Header | None:
     if root is None or root.tag != f"{{{MH}}}MsgHead":
         return None
     _put_back_misplaced(root)
+    info = root.find(f"{{{MH}}}MsgInfo")
+    if info is None:
+        return None
+    head = etree.Element(root.tag)  # the addressing only: a broken payload must not stop it
+    head.append(info)
     try:
-        header = parse_msghead(root).header
+        header = parse_msghead(head).header
     except Exception:  # noqa: BLE001 - a broken message may break the reader anywhere
         return None
     return header if header.msg_id and header.sender.addressed_her_id else None
@@ -174,12 +179,17 @@ def parse_content(ptype: PayloadType, payload: etree._Element) -> Content:
     return None
 
 
-def read(data: bytes, *, schemas: SchemaSet) -> Received:
+def read(data: bytes, *, schemas: SchemaSet, max_bytes: int = DEFAULT_MAX_BYTES) -> Received:
     """Parse and schema-check a message without the receiver's checks (addressing, patient,
     duplicates): what it is and what it says. Errors as in :func:`receive`."""
     everyone = _AnyReceiver()
     return receive(
-        data, schemas=schemas, own_her_ids=everyone, seen=lambda _m: False, readonly=True
+        data,
+        schemas=schemas,
+        own_her_ids=everyone,
+        seen=lambda _m: False,
+        readonly=True,
+        max_bytes=max_bytes,
     )
 
 
@@ -196,13 +206,16 @@ def receive(
     seen: Callable[[str], bool],
     patient_check: PatientCheck | None = None,
     readonly: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Received:
     registry = schemas.registry
     try:
-        root = parse_xml(data)
+        root = parse_xml(data, max_bytes=max_bytes)
     except NotWellFormed as exc:
-        header = _recover_header(data)
-        result = Received("unreadable", [error("T01", str(exc))], str(exc), header=header)
+        # too large: only the start is read, to address the refusal
+        header = _recover_header(data[:65536] if isinstance(exc, TooLarge) else data)
+        code = "T99" if isinstance(exc, TooLarge) else "T01"
+        result = Received("unreadable", [error(code, str(exc))], str(exc), header=header)
         if header is not None:
             result.answer_by(address(header.receiver, header.other_receivers, own_her_ids))
             if result.answer_from:
