@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    file_drop_settle_seconds: float = 2.0
+    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
+    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
+    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
@@ -166,8 +170,9 @@ class Settings(BaseSettings):
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
     413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
     max_kith_message_size: ByteSize = ByteSize(35 * MiB)
-    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
-    business document)."""
+    """Largest KITH XML message read, on every channel (``POST /api/v1/messages/inbound``, file
+    drop, EDI 2.0); NHN's 35 MB limit on a business document. Attachments up to it are read
+    (text nodes above libxml2's 10 MB default included); larger messages are refused unread."""
     ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
     """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
     (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""
