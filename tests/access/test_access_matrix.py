@@ -203,6 +203,10 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/readyz"): [_get("/readyz")],
     ("GET", "/metrics"): [_get("/metrics")],
     ("GET", "/fhir/metadata"): [_get("/fhir/metadata")],
+    ("GET", "/.well-known/smart-configuration"): [_get("/.well-known/smart-configuration")],
+    ("GET", "/fhir/.well-known/smart-configuration"): [
+        _get("/fhir/.well-known/smart-configuration")
+    ],
     ("GET", "/fhir/{rtype}/{rid}"): [
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
