@@ -165,6 +165,38 @@ class Settings(BaseSettings):
             )
         return self
 
+    # ---- browsers and SMART apps (interop.api.cors, interop.api.smart) ----------------------
+    cors_allowed_origins: str = ""
+    """Origins (scheme://host[:port]) whose browser code may call the API, separated by commas
+    or spaces; ``*`` = any origin (then never with credentials). Empty = no cross-origin
+    access: a preflight is refused and no CORS header is sent."""
+    cors_allow_credentials: bool = False
+    """Let browsers send cookies/``Authorization`` from the allowed origins
+    (``Access-Control-Allow-Credentials: true``); refused together with ``*``."""
+    cors_max_age_seconds: int = 600
+    """How long a browser may cache a preflight answer."""
+    helseid_authorization_endpoint: str | None = None
+    """HelseID's authorization endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/authorize``."""
+    helseid_token_endpoint: str | None = None
+    """HelseID's token endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/token``."""
+    helseid_scopes_supported: str = ""
+    """Space-separated scopes our API offers (published in the SMART configuration); default
+    the required scopes."""
+
+    @model_validator(mode="after")
+    def _cors_consistent(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins():
+            raise ValueError(
+                "INTEROP_CORS_ALLOWED_ORIGINS is '*' and INTEROP_CORS_ALLOW_CREDENTIALS is true: "
+                "credentials may only be allowed for named origins"
+            )
+        return self
+
+    def cors_origins(self) -> list[str]:
+        return [o.rstrip("/") for o in self.cors_allowed_origins.replace(",", " ").split() if o]
+
     # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
     max_body_size: ByteSize = ByteSize(10 * MiB)
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);

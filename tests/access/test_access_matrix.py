@@ -187,6 +187,8 @@ def _moved(v: Victim, a: str) -> dict[str, Any]:
     return {**_obs(a, 1), "id": v.observation, "status": "corrected"}
 
 
+_WITHDRAW = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+
 ORU_FOR_B = (
     "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r"
     f"PID|||{FNR_B}^^^NO-FNR^NNFNR||Offer^Ola\r"
@@ -203,6 +205,10 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/readyz"): [_get("/readyz")],
     ("GET", "/metrics"): [_get("/metrics")],
     ("GET", "/fhir/metadata"): [_get("/fhir/metadata")],
+    ("GET", "/.well-known/smart-configuration"): [_get("/.well-known/smart-configuration")],
+    ("GET", "/fhir/.well-known/smart-configuration"): [
+        _get("/fhir/.well-known/smart-configuration")
+    ],
     ("GET", "/fhir/{rtype}/{rid}"): [
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
@@ -241,6 +247,28 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ],
     ("PUT", "/fhir/{rtype}/{rid}"): [
         _json("PUT", "/fhir/Observation/{v.observation}", _moved),
+    ],
+    ("PATCH", "/fhir/{rtype}/{rid}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation/{v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PATCH", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation?_id={v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PUT", "/fhir/{rtype}"): [
+        _json("PUT", "/fhir/Observation?_id={v.observation}", _moved),
+        _json("PUT", "/fhir/Observation?patient={v.patient}", lambda v, a: _obs(a, 1)),
+    ],
+    ("DELETE", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?_id={v.flag}", headers=h),
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?patient={v.patient}", headers=h),
     ],
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
