@@ -22,6 +22,7 @@ from interop.api import (
     observation_ops,
     plans,
     views,
+    worklist,
 )
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.limits import RequestLimits
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
+    app.include_router(worklist.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:
