@@ -70,6 +70,8 @@ class Action(StrEnum):
     """Post KITH messages and AppRecs (in the caller's own name)."""
     INDICATORS = "indicators"
     """Read its own organisation's management figures."""
+    MESSAGES = "messages"
+    """Read the message history of its patients (status of the messages to their GPs)."""
     WORKLIST = "worklist"
     """Read its own organisation's worklist and act on its Tasks (take, note, complete)."""
 

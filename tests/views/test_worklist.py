@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
 from interop.ingest.pipeline import IngestPipeline
-from interop.routing.outbox import enqueue, mark_dead
+from interop.routing.outbox import Outbox, enqueue, mark_dead
 from interop.store.context import WriteContext
 
 ORGNR_OID = "urn:oid:2.16.578.1.12.4.1.4.101"
@@ -240,3 +240,51 @@ def test_worklist_access(client, services) -> None:  # type: ignore[no-untyped-d
     )
     assert r.status_code == 403 and RED not in r.text and ids[RED] not in r.text
     assert client.get(f"/fhir/Task/{task_id}").json()["status"] == "requested"
+
+
+def test_message_history_for_the_followup_centre(client, services) -> None:  # type: ignore[no-untyped-def]
+    ids = _world(client, services)
+    with services.store.write(WriteContext.service()) as tx:
+        rows = {
+            fnr: enqueue(
+                tx.conn,
+                event="triage.red",
+                kind="dialog-helsefaglig",
+                destination="Endpoint/gp",
+                transport="file-drop",
+                address="/tmp",
+                content_type="application/xml",
+                payload=b"<x/>",
+                patient_id=ids[fnr],
+                msg_id=f"msg-{fnr}",
+                expects_apprec=True,
+            )
+            for fnr in (YELLOW, CALM, ELSEWHERE)
+        }
+    outbox = Outbox(services.engine)
+    assert outbox.apprec(f"msg-{YELLOW}", "ok", [])
+    assert outbox.apprec(
+        f"msg-{CALM}", "rejected", [{"code": "E10", "display": "Ukjent pasient", "detail": ""}]
+    )
+    nurse = _key(client, MUNICIPALITY)
+    r = client.get("/api/v1/messages", params={"direction": "out"}, headers=nurse)
+    assert r.status_code == 200, r.text
+    by_id = {m["id"]: m for m in r.json()}
+    assert rows[ELSEWHERE] not in by_id and ids[ELSEWHERE] not in r.text  # not her patient
+    assert by_id[rows[YELLOW]]["statusText"] == "mottatt av fastlegen (kvittering OK)"
+    assert by_id[rows[CALM]]["statusText"] == "avvist av mottakeren: Ukjent pasient"
+    dead = [m for m in r.json() if m["patient"] == f"Patient/{ids[SILENT_GP]}"]
+    assert dead and dead[0]["statusText"] == "kunne ikke sendes"
+    # one patient's history; another organisation's patient is refused like an unknown one
+    one = client.get("/api/v1/messages", params={"patient": YELLOW}, headers=nurse).json()
+    assert [m["id"] for m in one if m["direction"] == "out"] == [rows[YELLOW]]
+    refused = client.get("/api/v1/messages", params={"patient": ELSEWHERE}, headers=nurse)
+    unknown = client.get("/api/v1/messages", params={"patient": "02034198333"}, headers=nurse)
+    assert refused.status_code == unknown.status_code == 403
+    assert refused.json() == unknown.json()
+    gp = client.post("/api/v1/actors", json={"role": "gp", "hpr": GP_HPR}).json()["key"]
+    gp_r = client.get("/api/v1/messages", headers={"Authorization": f"Bearer {gp}"})
+    assert gp_r.status_code == 403
+    # the operator still sees everything
+    every = client.get("/api/v1/messages", params={"direction": "out"}).json()
+    assert rows[ELSEWHERE] in {m["id"] for m in every}
