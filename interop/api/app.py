@@ -24,6 +24,7 @@ from interop.api import (
     plans,
     smart,
     views,
+    worklist,
 )
 from interop.api.cors import install_cors
 from interop.api.fastpath import FhirReadFastPath
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(indicators.router)
     app.include_router(smart.router)
     app.include_router(fhir_write.router)
+    app.include_router(worklist.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:

@@ -56,6 +56,9 @@ V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL
 TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
 """The zone a source's own questionnaire flow gave (see ``interop.mapping.build``)."""
+PRIORITY = {"red": "asap", "yellow": "urgent"}
+"""Task priority per zone, in FHIR's order (routine < urgent < asap < stat): a red deviation
+comes before a yellow one in every list sorted by priority (the worklist)."""
 OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -234,9 +237,9 @@ def _raise_or_escalate(
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        escalated = zone == "red" and task.get("priority") != "urgent"
+        escalated = zone == "red" and task.get("priority") != PRIORITY["red"]
         if escalated:
-            task["priority"] = "urgent"
+            task["priority"] = PRIORITY["red"]
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
         task["focus"] = {"reference": focus}
@@ -250,7 +253,7 @@ def _raise_or_escalate(
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
-            "priority": "urgent" if zone == "red" else "asap",
+            "priority": PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
                 "text": f"Assess {zone} {what}",
