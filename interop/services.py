@@ -45,10 +45,19 @@ class Services:
             router_for(self).route_pending(tx)
 
 
-def wire_store(store: FhirStore) -> None:
-    """Attach the in-transaction steps every write goes through (triage, Flags and Tasks)."""
+def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
+    """Attach the in-transaction steps every write goes through (the measurement checks,
+    triage, Flags and Tasks, the audit trail)."""
+    from interop.care.measurement_checks import MeasurementChecks
     from interop.care.triage import Triage, flush_zone_index
+    from interop.mapping import MappingSet
 
+    checks = MeasurementChecks(
+        MappingSet.load(settings.mappings_dir if settings else None),
+        future_skew_seconds=settings.max_future_skew_seconds if settings else 300,
+        zone=store.zone,
+    )
+    store.prepare_hooks.append(checks.prepare)
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
     store.hooks.append(triage.after_write)
@@ -64,7 +73,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     if migrate:
         upgrade(engine)
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
-    wire_store(store)
+    wire_store(store, settings)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,
