@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, union_all
+from sqlalchemy import and_, bindparam, delete, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
 from interop.care.plans import (
@@ -245,6 +245,7 @@ def _raise_or_escalate(
         tx.update("Task", task["id"], task, validate=False)
         return str(task["id"]), escalated
     code, display, what = kind
+    # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
     created = tx.create(
         {
             "resourceType": "Task",
@@ -261,7 +262,8 @@ def _raise_or_escalate(
             "authoredOn": now,
             "lastModified": now,
             "input": [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}],
-        }
+        },
+        validate=False,
     )
     return created.res_id, True
 
@@ -447,7 +449,7 @@ class Triage:
             "open_items", {}
         )
         if pid not in cache:
-            cache[pid] = self._open_items(tx, pid)
+            cache.update(self._open_items_of_written(tx, pid, cache))
         all_tasks, all_flags = cache[pid]
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
@@ -551,7 +553,8 @@ class Triage:
                     },
                     "subject": {"reference": ref},
                     "period": {"start": now},
-                }
+                },
+                validate=False,
             )
 
     def _questionnaire(self, tx: WriteTx, stored: StoredResource) -> None:
@@ -618,10 +621,25 @@ class Triage:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The patient's open Tasks and active Flags (through the search indexes, so the cost
         does not grow with the patient's closed history), in one statement."""
-        found: dict[str, list[dict[str, Any]]] = {"Task": [], "Flag": []}
-        for rtype, content in tx.conn.execute(_OPEN_ITEMS, {"target": f"Patient/{patient_id}"}):
-            found[rtype].append(orjson.loads(content))
-        return found["Task"], found["Flag"]
+        return _open_items_of(tx, [patient_id])[patient_id]
+
+    def _open_items_of_written(
+        self, tx: WriteTx, patient_id: str, known: dict[str, Any]
+    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """The open items of ``patient_id`` and of every other patient with an Observation
+        written in this transaction so far whose items are not ``known`` yet, in one
+        statement per 500 patients: a Bundle's hooks run after all its entries are written,
+        so its patients are looked up together, not one by one."""
+        scanned: int = tx.context.get("open_items_scanned", 0)
+        wanted = {patient_id}
+        for s in tx.written[scanned:]:
+            if s.res_type != "Observation" or s.deleted:
+                continue
+            ref = (s.view().get("subject") or {}).get("reference", "")
+            if isinstance(ref, str) and ref.startswith("Patient/") and ref[8:] not in known:
+                wanted.add(ref[8:])
+        tx.context["open_items_scanned"] = len(tx.written)
+        return _open_items_of(tx, sorted(wanted))
 
 
 def _task_kind(task: dict[str, Any]) -> str | None:
@@ -669,27 +687,63 @@ def _thresholds_missing(
             "authoredOn": now,
             "lastModified": now,
             "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
-        }
+        },
+        validate=False,
     )
 
 
 def _open_of(rtype: str, statuses: tuple[str, ...]) -> Any:
-    t, r = token_table.c, reference_table.c
+    t, r, res = token_table.c, reference_table.c, resource_table.c
     ids = select(r.res_id).where(
-        r.res_type == rtype, r.param == "patient", r.target == bindparam("target")
+        r.res_type == rtype,
+        r.param == "patient",
+        r.target.in_(bindparam("targets", expanding=True)),
     )
     open_ids = select(t.res_id).where(
         t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
     )
-    return select(resource_table.c.res_type, resource_table.c.content).where(
-        resource_table.c.res_type == rtype,
-        resource_table.c.res_id.in_(open_ids),
-        resource_table.c.deleted.is_(False),
+    return (
+        select(res.res_type, res.res_id, res.content, r.target)
+        .select_from(
+            resource_table.join(
+                reference_table, and_(r.res_type == res.res_type, r.res_id == res.res_id)
+            )
+        )
+        .where(
+            res.res_type == rtype,
+            res.res_id.in_(open_ids),
+            res.deleted.is_(False),
+            r.param == "patient",
+            r.target.in_(bindparam("targets", expanding=True)),
+        )
     )
 
 
 _OPEN_ITEMS = union_all(_open_of("Task", OPEN_TASK), _open_of("Flag", ("active",)))
-"""A patient's open Tasks and active Flags (bind ``target``: ``Patient/<id>``); built once."""
+"""Patients' open Tasks and active Flags with the patient each is about (bind ``targets``:
+``Patient/<id>`` references); built once."""
+
+
+def _open_items_of(
+    tx: WriteTx, patient_ids: list[str]
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Each patient's open Tasks and active Flags (through the search indexes, so the cost does
+    not grow with the patients' closed history)."""
+    out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+        pid: ([], []) for pid in patient_ids
+    }
+    seen: set[tuple[str, str, str]] = set()
+    for i in range(0, len(patient_ids), 500):
+        targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
+        rows = tx.conn.execute(_OPEN_ITEMS, {"targets": targets}).all()
+        rows.sort(key=lambda row: (row.res_type, row.res_id))
+        for rtype, rid, content, target in rows:
+            pid = target[8:]
+            if (rtype, rid, pid) in seen or pid not in out:
+                continue
+            seen.add((rtype, rid, pid))
+            out[pid][0 if rtype == "Task" else 1].append(orjson.loads(content))
+    return out
 
 
 def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:
