@@ -239,7 +239,7 @@ def compute(
         if not (t0 <= at <= t1):
             continue
         priority = task.get("priority", "routine")
-        is_red = priority in ("urgent", "stat")
+        is_red = priority in ("asap", "stat")
         red += int(is_red)
         yellow += int(not is_red)
         if is_red and task.get("status") == "completed":

@@ -205,6 +205,19 @@ def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
     return None
 
 
+def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
+    """The value (of a single-value Observation) and the reading as text: ``97 %``, or a
+    panel's components in order (blood pressure ``150/95 mm[Hg]``)."""
+    value = _value(obs)
+    if value is not None:
+        return value, f"{format(value[0].normalize(), 'f')} {value[1]}".strip()
+    parts = [_value(c) for c in obs.get("component", [])]
+    units = {p[1] for p in parts if p}
+    reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
+    reading += f" {units.pop()}" if len(units) == 1 else ""
+    return None, reading.strip()
+
+
 MAX_TASK_NOTES = 20
 """A long deviation adds a note per measurement; the Task keeps the latest ones (every
 measurement stays an Observation), so it does not grow without bound."""
@@ -212,6 +225,34 @@ measurement stays an Observation), so it does not grow without bound."""
 
 def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict[str, Any]]:
     return [*notes, note][-MAX_TASK_NOTES:]
+
+
+PRIORITY = {"red": "asap", "yellow": "urgent"}
+"""A deviation Task's priority by zone (FHIR's order: routine < urgent < asap < stat), as the
+follow-up worklist sorts them: red before yellow."""
+ZONE_INPUT = "zone"
+"""The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
+
+
+def task_zone(task: dict[str, Any]) -> str | None:
+    """The zone of the worst reading a deviation Task is about (its ``zone`` input; a Task
+    written before it had one: from its priority)."""
+    for i in task.get("input", []):
+        if (i.get("type") or {}).get("text") == ZONE_INPUT:
+            return str(i.get("valueCode"))
+    return {"asap": "red", "urgent": "yellow", "stat": "red"}.get(task.get("priority", ""))
+
+
+def flag_zone(flag: dict[str, Any]) -> str | None:
+    for c in (flag.get("code") or {}).get("coding", []):
+        if c.get("system") == ZONE_SYSTEM:
+            return str(c.get("code"))
+    return None
+
+
+def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
+    kept = [i for i in inputs if (i.get("type") or {}).get("text") != ZONE_INPUT]
+    return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
 
 
 def _raise_or_escalate(
@@ -226,32 +267,40 @@ def _raise_or_escalate(
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
 ) -> tuple[str, bool]:
-    """Raise a Task for a yellow/red deviation, or add to the open one (escalating yellow to
-    red). Returns the Task id and whether this is news the routing rules should hear about: a
-    new Task or an escalation; a further value on an open Task only adds a note.
+    """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
+    and whether this is news the routing rules should hear about: a new Task or an escalation
+    (yellow to red); a further value on an open Task only adds a note.
+
+    The Task always describes the current worst reading: its description, ``code.text``,
+    priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
+    than the one it was about; a milder one only adds a note.
 
     ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value)."""
+    code, display, what = kind
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        escalated = zone == "red" and task.get("priority") != "urgent"
-        if escalated:
-            task["priority"] = "urgent"
+        current = task_zone(task)
+        escalated = current is not None and RANK[zone] > RANK.get(current, 0)
+        if current is None or RANK[zone] >= RANK.get(current, 0):
+            task["priority"] = PRIORITY[zone]
+            task["description"] = note
+            task["focus"] = {"reference": focus}
+            task["code"] = {**task.get("code", {}), "text": f"Assess {zone} {what}"}
+            task["input"] = _with_zone_input(task.get("input", []), zone)
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
-        task["focus"] = {"reference": focus}
         # the stored Task was validated when written; the changes are this module's own
         # (covered by tests/plans/test_triage.py), so skip the slow model validation here
         tx.update("Task", task["id"], task, validate=False)
         return str(task["id"]), escalated
-    code, display, what = kind
     # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
     created = tx.create(
         {
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
-            "priority": "urgent" if zone == "red" else "asap",
+            "priority": PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
                 "text": f"Assess {zone} {what}",
@@ -261,7 +310,9 @@ def _raise_or_escalate(
             "for": {"reference": patient_ref},
             "authoredOn": now,
             "lastModified": now,
-            "input": [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}],
+            "input": _with_zone_input(
+                [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], zone
+            ),
         },
         validate=False,
     )
@@ -482,8 +533,9 @@ class Triage:
                 flag.pop("meta", None)
                 tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
             return
+        value, reading = _reading(obs)
         note = (
-            f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} "
+            f"{zone} measurement {code} {reading} at {obs.get('effectiveDateTime', '')} "
             f"(Observation/{stored.res_id}){default_note}"
         )
         task_id, announce = _raise_or_escalate(
@@ -498,13 +550,6 @@ class Triage:
             task_input=("measurement code", code),
         )
         if announce:
-            value = _value(obs)
-            reading = f"{format(value[0].normalize(), 'f')} {value[1]}" if value else ""
-            if value is None:  # a panel (blood pressure): its components, in order
-                parts = [_value(c) for c in obs.get("component", [])]
-                units = {p[1] for p in parts if p}
-                reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
-                reading += f" {units.pop()}" if len(units) == 1 else ""
             emit(
                 tx,
                 Event(
@@ -516,7 +561,7 @@ class Triage:
                         "zone": zone,
                         "value": float(value[0]) if value else None,
                         "unit": value[1] if value else None,
-                        "reading": reading.strip(),
+                        "reading": reading,
                         "time": obs.get("effectiveDateTime") or now,
                         "observation": f"Observation/{stored.res_id}",
                     },
@@ -525,10 +570,12 @@ class Triage:
         if flags:
             flag = dict(flags[0])
             flag.pop("meta", None)
-            if zone == "red" and "red" not in flag.get("code", {}).get("text", ""):
+            if RANK[zone] > RANK.get(flag_zone(flag) or "green", 0):
+                # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
                 flag["code"] = {
-                    "text": f"red zone {code} since {obs.get('effectiveDateTime', now)}"
-                    + default_note
+                    "coding": [{"system": ZONE_SYSTEM, "code": zone}],
+                    "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                    + default_note,
                 }
                 tx.update("Flag", flag["id"], flag, validate=False)
         else:
@@ -642,6 +689,17 @@ class Triage:
         return _open_items_of(tx, sorted(wanted))
 
 
+MEASUREMENT_INPUTS = ("measurement code", "questionnaire")
+
+
+def measurement_code_of(task: dict[str, Any]) -> str | None:
+    """The measurement code (or ``questionnaire:<url>``) a triage Task is about."""
+    for i in task.get("input", []):
+        if (i.get("type") or {}).get("text") in MEASUREMENT_INPUTS:
+            return str(i.get("valueCode"))
+    return None
+
+
 def _task_kind(task: dict[str, Any]) -> str | None:
     for c in (task.get("code") or {}).get("coding", []):
         if c.get("system") == TASK_CODE_SYSTEM:
@@ -735,8 +793,10 @@ def _open_items_of(
     seen: set[tuple[str, str, str]] = set()
     for i in range(0, len(patient_ids), 500):
         targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
-        rows = tx.conn.execute(_OPEN_ITEMS, {"targets": targets}).all()
-        rows.sort(key=lambda row: (row.res_type, row.res_id))
+        rows = sorted(
+            tx.conn.execute(_OPEN_ITEMS, {"targets": targets}),
+            key=lambda row: (row.res_type, row.res_id),
+        )
         for rtype, rid, content, target in rows:
             pid = target[8:]
             if (rtype, rid, pid) in seen or pid not in out:
