@@ -154,7 +154,9 @@ class Router:
         self.rules = load_rules(self.settings.mappings_dir)
 
     def route_pending(self, tx: WriteTx) -> list[str]:
-        events: list[Event] = tx.context.pop("events", [])
+        # the care core's domain events go to their subscribers first (interop.services);
+        # routing's own are routed here
+        events = [e for e in tx.context.pop("events", []) if isinstance(e, Event)]
         created: dict[str, list[str]] = tx.context.pop("observations_created", {})
         events.extend(
             Event(OBSERVATION_CREATED, pid, None, {"observations": refs})
