@@ -74,6 +74,8 @@ class Action(StrEnum):
     """Read the message history of its patients (status of the messages to their GPs)."""
     WORKLIST = "worklist"
     """Read its own organisation's worklist and act on its Tasks (take, note, complete)."""
+    INBOX = "inbox"
+    """See the messages it sent (over MLLP) and what became of them."""
 
 
 NOT_YOURS = "this person is not one of your patients"

@@ -374,6 +374,11 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/quarantine/release"): [
         lambda c, h, v, a: c.post("/api/v1/quarantine/release", headers=h)
     ],
+    ("GET", "/api/v1/ingest/messages"): [
+        _get("/api/v1/ingest/messages"),
+        _get("/api/v1/ingest/messages?outcome=rejected"),
+    ],
+    ("GET", "/api/v1/ingest/messages/{message_id}"): [_get("/api/v1/ingest/messages/x")],
     ("GET", "/api/v1/messages"): [_get("/api/v1/messages?patient={fnr}")],
     ("GET", "/api/v1/messages/{row_id}"): [_get("/api/v1/messages/1")],
     ("GET", "/api/v1/messages/{row_id}/content"): [_get("/api/v1/messages/1/content")],
