@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    edi2_api_version: Literal["2", "3"] = "2"
+    """EDI 2.0 ``api-version``: 2 (stable) or 3 (202 on send, 423 for a locked HER-id; receives
+    through notifications, which are not read yet — keep polling with 2)."""
+    edi2_source_system: str = "DHO Interop, v0.1.0"
+    """``nhn-source-system``: our system's name and version, as NHN asks."""
+    edi2_max_post_bytes: int = 35_000_000
+    """Largest request to EDI 2.0 (NHN: 35 MB per POST); a larger message is dead-lettered."""
+    helseid_tenants_file: Path | None = None
+    """The HelseID clients we call NHN with, one per municipality or legal entity (YAML, see
+    :mod:`interop.national.tenants`). Unset = calls to EDI 2.0 go without HelseID (only for a
+    Meldingstjener on a closed test network)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
