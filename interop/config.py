@@ -88,6 +88,19 @@ class Settings(BaseSettings):
     """The HelseID clients we call NHN with, one per municipality or legal entity (YAML, see
     :mod:`interop.national.tenants`). Unset = calls to EDI 2.0 go without HelseID (only for a
     Meldingstjener on a closed test network)."""
+    ar_base_url: str | None = None
+    """Adresseregisteret's CommunicationParty API (test: ``https://cpapi.test.grunndata.nhn.no``);
+    unset = no address-book sync."""
+    ar_tenant: str | None = None
+    """Which tenant's HelseID client calls AR (default: the first in the tenants file)."""
+    flr_url: str | None = None
+    """Fastlegeregisteret's SOAP endpoint (test: ``https://ws-web.test.nhn.no/v2/flr``)."""
+    flr_username: str | None = None
+    flr_password: SecretStr | None = None
+    """The Grunndata account NHN issued for FLR (HTTP Basic)."""
+    addressbook_sync_seconds: float = 3600.0
+    """How often ``interop worker`` syncs the address book with AR and patients' GPs with FLR
+    (0 = never; ``interop addressbook sync`` runs it by hand)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
