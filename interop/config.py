@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     addressbook_sync_seconds: float = 3600.0
     """How often ``interop worker`` syncs the address book with AR and patients' GPs with FLR
     (0 = never; ``interop addressbook sync`` runs it by hand)."""
+    pmd_bundle_type: Literal["batch", "collection"] = "batch"
+    """Bundle type of uploads to Pasientens måledata: ``batch`` per the IG's
+    pmd-Bundle-Observation profile (entries with ``request``), ``collection`` as in NHN's PMD 2.0
+    examples (no ``request``, FHIR bdl-3); the sources disagree (standards/nhn/pmd/README.md)."""
+    pmd_tenant: str | None = None
+    """The tenant whose HelseID client uploads to PMD when the upload names no organisation
+    number of a tenant (the vital-sign profiles carry no performer)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64

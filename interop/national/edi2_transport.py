@@ -151,8 +151,9 @@ class Edi2AppRecTransport:
 
 def edi2_transports(
     settings: Any, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
-) -> dict[str, Edi2Transport | Edi2AppRecTransport]:
-    """The two transports, with HelseID when ``INTEROP_HELSEID_TENANTS_FILE`` is set."""
+) -> dict[str, Any]:
+    """EDI 2.0's two transports and PMD's, with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    is set."""
     shared = http or httpx.Client(timeout=30.0)
     if helseid is None and settings.helseid_tenants_file is not None:
         from interop.national.tenants import load_tenants
@@ -165,4 +166,10 @@ def edi2_transports(
         source_system=settings.edi2_source_system,
         max_post_bytes=settings.edi2_max_post_bytes,
     )
-    return {"edi2": Edi2Transport(clients), "edi2-apprec": Edi2AppRecTransport(clients)}
+    from interop.national.pmd_transport import PmdTransport
+
+    return {
+        "edi2": Edi2Transport(clients),
+        "edi2-apprec": Edi2AppRecTransport(clients),
+        "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
+    }

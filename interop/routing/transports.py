@@ -4,7 +4,8 @@ Each transport either takes the message (returns whether the receiver confirmed 
 transport level) or raises :class:`TransientDeliveryError` (try again later) or
 :class:`PermanentDeliveryError` (dead-letter it now). Endpoint ``connectionType`` codes from
 ``https://dho-interop.no/fhir/CodeSystem/transport`` name them: ``fhir-rest``, ``file-drop``,
-``http``, ``edi2`` (EDI 2.0, in :mod:`interop.national.edi2_transport`).
+``http``, ``edi2`` (EDI 2.0, in :mod:`interop.national.edi2_transport`), ``pmd`` (Pasientens
+måledata, :mod:`interop.national.pmd_transport`).
 """
 
 from __future__ import annotations
