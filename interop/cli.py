@@ -243,6 +243,12 @@ def worker(
         delivery.periodic.append((task, interval, fn))
     from interop.routing.worker import audit_head_export
 
+    if svc.settings.ar_base_url and svc.settings.addressbook_sync_seconds > 0:
+        from interop.national.cli import run_sync
+
+        delivery.periodic.append(
+            ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
+        )
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)
@@ -522,6 +528,9 @@ def audit_patient(
 
 outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")
 app.add_typer(outbox_app, name="outbox")
+from interop.national.cli import addressbook_app  # noqa: E402
+
+app.add_typer(addressbook_app, name="addressbook")
 
 
 def _db_engine() -> Engine:

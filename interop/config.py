@@ -81,6 +81,37 @@ class Settings(BaseSettings):
     """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
     (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
     ``*.part`` are never read (a sender that renames into place needs no settle time)."""
+    edi2_api_version: Literal["2", "3"] = "2"
+    """EDI 2.0 ``api-version``: 2 (stable) or 3 (202 on send, 423 for a locked HER-id; receives
+    through notifications, which are not read yet — keep polling with 2)."""
+    edi2_source_system: str = "DHO Interop, v0.1.0"
+    """``nhn-source-system``: our system's name and version, as NHN asks."""
+    edi2_max_post_bytes: int = 35_000_000
+    """Largest request to EDI 2.0 (NHN: 35 MB per POST); a larger message is dead-lettered."""
+    helseid_tenants_file: Path | None = None
+    """The HelseID clients we call NHN with, one per municipality or legal entity (YAML, see
+    :mod:`interop.national.tenants`). Unset = calls to EDI 2.0 go without HelseID (only for a
+    Meldingstjener on a closed test network)."""
+    ar_base_url: str | None = None
+    """Adresseregisteret's CommunicationParty API (test: ``https://cpapi.test.grunndata.nhn.no``);
+    unset = no address-book sync."""
+    ar_tenant: str | None = None
+    """Which tenant's HelseID client calls AR (default: the first in the tenants file)."""
+    flr_url: str | None = None
+    """Fastlegeregisteret's SOAP endpoint (test: ``https://ws-web.test.nhn.no/v2/flr``)."""
+    flr_username: str | None = None
+    flr_password: SecretStr | None = None
+    """The Grunndata account NHN issued for FLR (HTTP Basic)."""
+    addressbook_sync_seconds: float = 3600.0
+    """How often ``interop worker`` syncs the address book with AR and patients' GPs with FLR
+    (0 = never; ``interop addressbook sync`` runs it by hand)."""
+    pmd_bundle_type: Literal["batch", "collection"] = "batch"
+    """Bundle type of uploads to Pasientens måledata: ``batch`` per the IG's
+    pmd-Bundle-Observation profile (entries with ``request``), ``collection`` as in NHN's PMD 2.0
+    examples (no ``request``, FHIR bdl-3); the sources disagree (standards/nhn/pmd/README.md)."""
+    pmd_tenant: str | None = None
+    """The tenant whose HelseID client uploads to PMD when the upload names no organisation
+    number of a tenant (the vital-sign profiles carry no performer)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64

@@ -228,7 +228,8 @@ class DpopAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         self._sign(request)
         response = yield request
-        error = _dpop_error(response)
+        # a resource server speaks through 401 + WWW-Authenticate (the body is not read here)
+        error = _dpop_error(response) if response.status_code == 401 else None
         if error == "use_dpop_nonce" and self.client.remember_nonce(str(request.url), response):
             self._sign(request)
             yield request

@@ -336,7 +336,13 @@ class Router:
             if rule.message == "fhir-observations":
                 bundles = observation_bundles(stored)
             else:
-                bundles = pmd_bundles(self.store, conn, event.patient_id, stored)
+                bundles = pmd_bundles(
+                    self.store,
+                    conn,
+                    event.patient_id,
+                    stored,
+                    bundle_type=self.settings.pmd_bundle_type,
+                )
             return [orjson.dumps(b) for b in bundles]
         raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
