@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    environment: Literal["production", "test"] = "production"
+    """``test`` in the national test environments (NHN's test network, Test-Norge): person
+    numbers of those environments (``mappings/identifiers/test-environments.yaml``) are then
+    accepted in received messages; in ``production`` they are refused (AppRec E31)."""
     file_drop_settle_seconds: float = 2.0
     """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
     (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
