@@ -19,9 +19,7 @@ def test_landing_page(client) -> None:  # type: ignore[no-untyped-def]
 def test_api_docs_need_no_internet(client) -> None:  # type: ignore[no-untyped-def]
     for page in ("/docs", "/redoc"):
         body = client.get(page).text
-        assets = re.findall(r'(?:src|href)="([^"]+)"', body) + re.findall(
-            r"url: ?'([^']+)'", body
-        )
+        assets = re.findall(r'(?:src|href)="([^"]+)"', body) + re.findall(r"url: ?'([^']+)'", body)
         assert assets, page
         for asset in assets:
             assert not asset.startswith(("http://", "https://", "//")), (page, asset)
