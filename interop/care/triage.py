@@ -38,10 +38,11 @@ from interop.care.plans import (
     plan_periods,
     ranges_of_plan,
 )
-from interop.fhir.dates import fhir_range, format_instant, now_utc
+from interop.fhir.dates import fhir_instant, fhir_range, format_instant, from_micros, now_utc
 from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
+from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -209,21 +210,29 @@ def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
 
 
 def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
-    """The value (of a single-value Observation) and the reading as text: ``97 %``, or a
-    panel's components in order (blood pressure ``150/95 mm[Hg]``)."""
+    """The value (of a single-value Observation) and the reading as Norwegian text: ``97 %``,
+    ``7,8 mmol/L``, or a panel's components in order (blood pressure ``150/95 mmHg``)."""
     value = _value(obs)
     if value is not None:
-        return value, f"{format(value[0].normalize(), 'f')} {value[1]}".strip()
+        return value, quantity(value[0].normalize(), value[1]).strip()
     parts = [_value(c) for c in obs.get("component", [])]
     units = {p[1] for p in parts if p}
-    reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
-    reading += f" {units.pop()}" if len(units) == 1 else ""
+    reading = "/".join(number(p[0].normalize()) for p in parts if p)
+    reading += f" {unit(units.pop())}" if len(units) == 1 else ""
     return None, reading.strip()
 
 
 MAX_TASK_NOTES = 20
 """A long deviation adds a note per measurement; the Task keeps the latest ones (every
 measurement stays an Observation), so it does not grow without bound."""
+
+
+def _local(instant: str | None, fallback: str) -> str:
+    """A FHIR instant as Norwegian local time (``06.12.2026 kl. 09:48``)."""
+    try:
+        return local_time(from_micros(fhir_instant(instant or fallback)))
+    except ValueError:
+        return instant or fallback
 
 
 def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict[str, Any]]:
@@ -306,7 +315,7 @@ def _raise_or_escalate(
             "priority": PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
-                "text": f"Assess {zone} {what}",
+                "text": text("triage.task_title", zone=zone_name(zone), what=what),
             },
             "description": note,
             "focus": {"reference": focus},
@@ -520,9 +529,7 @@ class Triage:
         by_default = any(
             DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
         )
-        default_note = (
-            f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
-        )
+        default_note = f" ({text('triage.by_default', mark=DEFAULT_MARK)})" if by_default else ""
         if zone == "green" and not flags:
             return
         now = format_instant(now_utc())
@@ -538,8 +545,14 @@ class Triage:
             return
         value, reading = _reading(obs)
         note = (
-            f"{zone} measurement {code} {reading} at {obs.get('effectiveDateTime', '')} "
-            f"(Observation/{stored.res_id}){default_note}"
+            text(
+                "triage.measurement_note",
+                zone=zone_name(zone).capitalize(),
+                measurement=measurement_name(code),
+                reading=reading,
+                time=_local(obs.get("effectiveDateTime"), now),
+            )
+            + default_note
         )
         task_id, announce = _raise_or_escalate(
             tx,
@@ -549,7 +562,11 @@ class Triage:
             focus=f"Observation/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-deviation", "Vurder avvik fra egenbehandlingsplan", code),
+            kind=(
+                "assess-deviation",
+                "Vurder avvik fra egenbehandlingsplan",
+                measurement_name(code),
+            ),
             task_input=("measurement code", code),
         )
         if announce:
@@ -630,9 +647,11 @@ class Triage:
             if e.get("url") == display_url
         ]
         title = titles[0] if titles and titles[0] else "spørreskjema"
-        note = (
-            f"{zone} questionnaire answered {qr.get('authored', now)} "
-            f"(QuestionnaireResponse/{stored.res_id})"
+        note = text(
+            "triage.questionnaire_note",
+            zone=zone_name(zone).capitalize(),
+            title=title,
+            time=_local(qr.get("authored"), now),
         )
         task_id, announce = _raise_or_escalate(
             tx,
@@ -642,7 +661,7 @@ class Triage:
             focus=f"QuestionnaireResponse/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-questionnaire", "Vurder besvart spørreskjema", "questionnaire"),
+            kind=("assess-questionnaire", "Vurder besvart spørreskjema", title),
             task_input=("questionnaire", key),
         )
         if announce:

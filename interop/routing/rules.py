@@ -273,11 +273,11 @@ class Router:
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
         from interop.care.default_thresholds import defaults_for_patient
         from interop.care.plans import ranges_in_force
-        from interop.views.summary import DISPLAY
+        from interop.views.concepts import display
 
         data = dict(event.data)
         code = str(data.get("code"))
-        data.setdefault("display", DISPLAY.get(code, code))
+        data.setdefault("display", display(code))
         when = fhir_instant(str(data["time"]), self.settings.timezone)
         ranges = ranges_in_force(conn, event.patient_id, when, self.settings.timezone).get(code)
         if ranges is None:

@@ -211,6 +211,8 @@ ORU_FOR_B = (
 
 CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/openapi.json"): [_get("/openapi.json")],
+    ("GET", "/"): [_get("/")],
+    ("GET", "/static-offline-docs"): [_get("/static-offline-docs/swagger-ui-bundle.js")],
     ("GET", "/docs"): [_get("/docs")],
     ("GET", "/docs/oauth2-redirect"): [_get("/docs/oauth2-redirect")],
     ("GET", "/redoc"): [_get("/redoc")],
