@@ -30,6 +30,7 @@ MUNICIPALITY, OTHER_MUNICIPALITY, HOSPITAL, VENDOR = (
 )
 B_VALUE = 173.25
 """The victim's measurement: a value nobody else has."""
+B_DIAGNOSIS = "victim-diagnosis-417"
 
 
 def registered_routes(app: Any) -> set[tuple[str, str]]:
@@ -52,9 +53,22 @@ class Victim:
     patient: str
     observation: str
     flag: str
+    condition: str
+    """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
+    document: str
+    """A Bundle about B: no Patient compartment, so for admins only."""
 
     def markers(self) -> list[str]:
-        return [FNR_B, self.patient, self.observation, self.flag, str(B_VALUE)]
+        return [
+            FNR_B,
+            self.patient,
+            self.observation,
+            self.flag,
+            str(B_VALUE),
+            self.condition,
+            self.document,
+            B_DIAGNOSIS,
+        ]
 
 
 def _post(client, path: str, body: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
@@ -133,6 +147,25 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "subject": {"reference": f"Patient/{b}"},
         },
     )
+    condition = _post(
+        client,
+        "/fhir/Condition",
+        {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
+            "subject": {"reference": f"Patient/{b}"},
+            "asserter": {"reference": f"Patient/{b}"},
+        },
+    )
+    document = _post(
+        client,
+        "/fhir/Bundle",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Basic", "code": {"text": B_DIAGNOSIS}}}],
+        },
+    )
     assert (
         client.post(
             "/api/v1/patient-links", json={"source": VENDOR, "userId": "u-a", "nationalId": FNR_A}
@@ -153,7 +186,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag), a, roles
+    return Victim(b, ob, flag, condition, document), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -213,6 +246,8 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
         _get("/fhir/Flag/{v.flag}"),
+        _get("/fhir/Condition/{v.condition}"),
+        _get("/fhir/Bundle/{v.document}"),
     ],
     ("GET", "/fhir/{rtype}"): [
         _get("/fhir/Patient?identifier=" + FNR_SYSTEM + "|{fnr}"),
@@ -224,6 +259,13 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient?_has:Observation:patient:_id={v.observation}"),
         _get("/fhir/Observation?patient={a}&_include=Observation:subject"),
         _get("/fhir/AuditEvent"),
+        _get("/fhir/Condition?patient={v.patient}"),
+        _get("/fhir/Condition?subject=Patient/{v.patient}"),
+        _get("/fhir/Condition?asserter=Patient/{v.patient}"),
+        _get("/fhir/Condition?code=" + B_DIAGNOSIS),
+        _get("/fhir/Condition"),
+        _get("/fhir/Bundle"),
+        _get("/fhir/Basic"),
         _get("/fhir/Provenance"),
     ],
     ("POST", "/fhir/{rtype}/_search"): [
@@ -273,7 +315,10 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
     ],
-    ("GET", "/fhir/{rtype}/{rid}/_history"): [_get("/fhir/Observation/{v.observation}/_history")],
+    ("GET", "/fhir/{rtype}/{rid}/_history"): [
+        _get("/fhir/Observation/{v.observation}/_history"),
+        _get("/fhir/Condition/{v.condition}/_history"),
+    ],
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): [
         _get("/fhir/Observation/{v.observation}/_history/1")
     ],
