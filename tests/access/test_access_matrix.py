@@ -319,6 +319,28 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Observation/{v.observation}/_history"),
         _get("/fhir/Condition/{v.condition}/_history"),
     ],
+    ("GET", "/fhir/Patient/{pid}/$everything"): [
+        _get("/fhir/Patient/{v.patient}/$everything"),
+        _get("/fhir/Patient/{a}/$everything?_type=Condition,Observation"),
+    ],
+    ("POST", "/fhir/Patient/{pid}/$everything"): [
+        lambda c, h, v, a: c.post(f"/fhir/Patient/{v.patient}/$everything", headers=h)
+    ],
+    ("POST", "/fhir/{rtype}/$validate"): [
+        _json("POST", "/fhir/Observation/$validate", lambda v, a: _obs(v.patient, 1))
+    ],
+    ("POST", "/fhir/{rtype}/{rid}/$validate"): [
+        _json("POST", "/fhir/Observation/{v.observation}/$validate", _moved)
+    ],
+    ("GET", "/fhir/{rtype}/{rid}/$meta"): [_get("/fhir/Condition/{v.condition}/$meta")],
+    ("POST", "/fhir/{rtype}/{rid}/$meta"): [
+        lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
+    ],
+    ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    ("GET", "/fhir/{rtype}/_history"): [
+        _get("/fhir/Condition/_history"),
+        _get("/fhir/Observation/_history"),
+    ],
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): [
         _get("/fhir/Observation/{v.observation}/_history/1")
     ],

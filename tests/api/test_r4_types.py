@@ -134,3 +134,94 @@ def test_a_gp_sees_its_own_patients_conditions_only(client) -> None:  # type: ig
     assert _ids(client.get("/fhir/Basic", headers=gp)) == []
     # a type with no Patient compartment at all is not searchable but for admins
     assert client.get("/fhir/Questionnaire", headers=gp).status_code == 403
+
+
+def _load_synthea(client, path: Path) -> tuple[dict[str, Any], str]:  # type: ignore[no-untyped-def]
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    r = client.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.text[:2000]
+    pid = next(
+        e["response"]["location"].split("/")[1]
+        for e in r.json()["entry"]
+        if e["response"]["location"].startswith("Patient/")
+    )
+    return bundle, pid
+
+
+def _all_pages(client, url: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out: list[dict[str, Any]] = []
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out += page.get("entry", [])
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), "")
+    return out
+
+
+def test_everything_returns_the_whole_synthea_patient(client) -> None:  # type: ignore[no-untyped-def]
+    path = sorted(SYNTHEA.glob("*.json"))[0]
+    bundle, pid = _load_synthea(client, path)
+    _load_synthea(client, sorted(SYNTHEA.glob("*.json"))[1])  # another patient: never in it
+    entries = _all_pages(client, f"/fhir/Patient/{pid}/$everything?_count=7")
+    got: dict[str, int] = {}
+    for e in entries:
+        got[e["resource"]["resourceType"]] = got.get(e["resource"]["resourceType"], 0) + 1
+    want: dict[str, int] = {}
+    for e in bundle["entry"]:
+        want[e["resource"]["resourceType"]] = want.get(e["resource"]["resourceType"], 0) + 1
+    # every page brings what it refers to outside the compartment again: count distinct
+    distinct = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in entries}
+    assert len(distinct) == len(bundle["entry"])
+    assert {t for t, _ in distinct} == set(want)
+    patients = [e for e in entries if e["resource"]["resourceType"] == "Patient"]
+    assert {p["resource"]["id"] for p in patients} == {pid}
+    # _type and _since narrow it
+    only = _all_pages(client, f"/fhir/Patient/{pid}/$everything?_type=Condition,Encounter")
+    assert {e["resource"]["resourceType"] for e in only} <= {"Condition", "Encounter"}
+    assert len(only) == want.get("Condition", 0) + want.get("Encounter", 0)
+    later = client.get(f"/fhir/Patient/{pid}/$everything?_since=2999-01-01T00:00:00Z").json()
+    assert later.get("entry", []) == []
+    assert client.get(f"/fhir/Patient/{pid}/$everything?_type=Nonsense").status_code == 400
+    assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
+
+
+def test_validate_meta_and_type_history(client) -> None:  # type: ignore[no-untyped-def]
+    p = _create(client, patient())
+    good = client.post("/fhir/Condition/$validate", json=condition(p["id"]))
+    assert good.status_code == 200
+    assert all(i["severity"] not in ("error", "fatal") for i in good.json()["issue"])
+    bad = client.post(
+        "/fhir/Condition/$validate", json={**condition(p["id"]), "onsetDateTime": "nope"}
+    )
+    assert bad.status_code == 200
+    assert any(i["severity"] == "error" for i in bad.json()["issue"])
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "resource", "resource": {"resourceType": "Condition"}}],
+    }
+    r = client.post("/fhir/Condition/$validate", json=params)
+    assert any(i["severity"] == "error" for i in r.json()["issue"])  # subject is required
+    tagged = _create(
+        client, {**condition(p["id"]), "meta": {"tag": [{"system": "urn:t", "code": "x"}]}}
+    )
+    r = client.get(f"/fhir/Condition/{tagged['id']}/$meta")
+    assert r.json()["parameter"][0]["valueMeta"]["tag"] == [{"system": "urn:t", "code": "x"}]
+    c = _create(client, condition(p["id"]))
+    client.put(f"/fhir/Condition/{c['id']}", json={**c, "note": [{"text": "x"}]})
+    h = client.get("/fhir/Condition/_history?_count=2").json()
+    assert h["type"] == "history"
+    assert [e["request"]["method"] for e in h["entry"]] == ["PUT", "POST"]
+    everything = _all_pages_history(client, "/fhir/_history?_count=2")
+    ours = [e for e in everything if e["resource"]["resourceType"] != "AuditEvent"]
+    assert len(ours) == 4  # the patient, 2 conditions and the update of one
+    assert client.get("/fhir/_history", headers={"Authorization": ""}).status_code == 401
+
+
+def _all_pages_history(client, url: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out: list[dict[str, Any]] = []
+    while url:
+        page = client.get(url).json()
+        out += page.get("entry", [])
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), "")
+    return out
