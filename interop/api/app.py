@@ -17,6 +17,7 @@ from interop.api import (
     audit,
     emergency,
     fhir,
+    fhir_operations,
     fhir_write,
     indicators,
     ingest,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(smart.router)
     app.include_router(fhir_write.router)
     app.include_router(worklist.router)
+    app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:
