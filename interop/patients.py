@@ -146,3 +146,15 @@ def link_patient(
     )
     bump(conn)  # the vendor may now write for this patient
     return pid
+
+
+def display_name(patient: dict[str, Any]) -> str | None:
+    """The patient's name as a person reads it (official name first): "Kari Nordmann"."""
+    names = patient.get("name") or []
+    official = [n for n in names if n.get("use") == "official"] or names
+    if not official:
+        return None
+    n = official[0]
+    if n.get("text"):
+        return str(n["text"])
+    return " ".join([*n.get("given", []), n.get("family", "")]).strip() or None

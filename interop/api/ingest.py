@@ -44,7 +44,74 @@ def _wants_fhir(request: Request) -> bool:
     return "fhir" in request.headers.get("accept", "")
 
 
-@router.post("/ingest/{adapter}", tags=["ingest"])
+INGEST_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "source",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Who sent it (defaults to the vendor actor's organisation).",
+        },
+        {
+            "name": "profile",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Mapping profile for `mapped-json`/`mapped-csv` "
+            "(a file in mappings/profiles/, e.g. `withings-body-measures`).",
+        },
+        {
+            "name": "patient",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[0-9]{11}$"},
+            "description": "Fødselsnummer or D-nummer, for formats that carry no patient.",
+        },
+        {
+            "name": "filename",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The file's name, kept in the ingest report and provenance.",
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "One message or file in the adapter's format.",
+        "content": {
+            "application/fhir+json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2708-6"}]},
+                    "effectiveDateTime": "2026-12-06T08:00:00+01:00",
+                    "valueQuantity": {
+                        "value": 95,
+                        "unit": "%",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "%",
+                    },
+                },
+            },
+            "application/json": {"schema": {"type": "object"}},
+            "application/hl7-v2": {
+                "schema": {"type": "string"},
+                "example": "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r…",
+            },
+            "text/csv": {"schema": {"type": "string"}},
+            "application/xml": {"schema": {"type": "string"}},
+        },
+    },
+    "responses": {
+        "200": {"description": "The ingest report: stored, duplicates, refused items with why."},
+        "422": {"description": "Nothing usable: an OperationOutcome naming what is wrong."},
+    },
+}
+
+
+@router.post("/ingest/{adapter}", tags=["ingest"], openapi_extra=INGEST_OPENAPI)
 async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_actor)) -> Response:
     """Ingest one message or file through a named adapter.
 
