@@ -42,7 +42,8 @@ def _resources(conn: sa.Connection, res_type: str) -> Iterator[sa.Row[Any]]:
     stmt = sa.select(r.c.res_id, r.c.content).where(
         r.c.res_type == res_type, r.c.deleted == sa.false()
     )
-    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(stmt)
+    # on the statement, not the connection (which would stay in streaming mode for alembic)
+    result = conn.execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
     for part in result.partitions(BATCH):
         yield from part
 
