@@ -42,20 +42,26 @@ async def _params(request: Request) -> tuple[list[tuple[str, str]], bool]:
     return params, False
 
 
-def _complex_value(where: str, key: str, value: Any) -> str:
-    """A ``valuePeriod`` as ``start/end`` and a ``valueCoding`` as ``system|code``, the forms
-    the GET parameters take; 400 naming the element for anything else."""
-    if key == "valuePeriod" and isinstance(value, dict):
+def _complex_value(where: str, name: str, key: str, value: Any) -> str:
+    """``period`` as a ``valuePeriod`` (→ ``start/end``) and ``coding`` as a ``valueCoding``
+    (→ ``system|code``), the forms the GET parameters take (the types the OperationDefinition
+    gives them); 400 naming the element for anything else."""
+    if (name, key) == ("period", "valuePeriod") and isinstance(value, dict):
         start, end = value.get("start", ""), value.get("end", "")
         if isinstance(start, str) and isinstance(end, str) and (start or end):
             return f"{start}/{end}"
-    if key == "valueCoding" and isinstance(value, dict) and isinstance(value.get("code"), str):
+    if (
+        (name, key) == ("coding", "valueCoding")
+        and isinstance(value, dict)
+        and isinstance(value.get("code"), str)
+    ):
         system = value.get("system")
         return f"{system}|{value['code']}" if isinstance(system, str) else value["code"]
     raise error(
         400,
         "not-supported",
-        f"{where}.{key}: only primitive values, valuePeriod and valueCoding are supported here",
+        f"{where}.{key}: only primitive values, period as valuePeriod and coding as valueCoding "
+        "are supported here",
         expression=[f"{where}.{key}"],
     )
 
@@ -78,7 +84,7 @@ def _parameters(data: Any) -> list[tuple[str, str]]:
             if not key.startswith("value"):
                 continue
             if isinstance(value, dict | list) or value is None:
-                out.append((p["name"], _complex_value(where, key, value)))
+                out.append((p["name"], _complex_value(where, p["name"], key, value)))
                 continue
             out.append((p["name"], str(value).lower() if isinstance(value, bool) else str(value)))
     return out

@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy import and_, exists, or_, select
 
 from interop.fhir.outcome import FhirError, Issue
-from interop.fhir.references import references, unresolved_urn_issues
+from interop.fhir.references import (
+    parse_literal,
+    reference_strings,
+    references,
+    unresolved_urn_issues,
+)
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table
 
@@ -38,31 +43,43 @@ class ReferenceIntegrity:
             return
         if resource.get("resourceType") in _NOT_HOLDING:
             return  # the audit trail records what was asked for, there or not
-        issues = unresolved_urn_issues(
-            resource, "names no entry of this Bundle: the reference cannot be resolved"
-        )
+        strings = reference_strings(resource)
+        issues: list[Issue] = []
+        if any(r.startswith("urn:") for r in strings):
+            issues = unresolved_urn_issues(
+                resource, "names no entry of this Bundle: the reference cannot be resolved"
+            )
         known: set[str] = tx.context.setdefault(_KNOWN, set())
         pending: set[str] = tx.context.get(PENDING) or set()
-        for ref in references(resource):
-            if ref.target_type != "Patient" or ref.target_id is None:
+        missing: set[str] = set()
+        for reference in strings:
+            parsed = parse_literal(reference)
+            if parsed is None or parsed[0] != "Patient":
                 continue
-            if ref.base is not None and ref.base.rstrip("/") not in self._own_bases():
+            _type, pid, base = parsed
+            if base is not None and base.rstrip("/") not in self._own_bases():
                 continue  # another server's Patient
-            key = f"Patient/{ref.target_id}"
+            key = f"Patient/{pid}"
             if key in known or key in pending:
                 continue
-            stored = tx.get("Patient", ref.target_id)
+            stored = tx.get("Patient", pid)
             if stored is not None and not stored.deleted:
                 known.add(key)
-                continue
-            issues.append(
-                Issue(
-                    "error",
-                    "not-found",
-                    f"{ref.expression}: {ref.reference!r} names no Patient on this server",
-                    (ref.expression,),
+            else:
+                missing.add(reference)
+        if missing:
+            # where they are (the walk is only needed to say so)
+            where = {r.reference: r.expression for r in references(resource)}
+            for reference in sorted(missing):
+                expr = where.get(reference, resource.get("resourceType", ""))
+                issues.append(
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"{expr}: {reference!r} names no Patient on this server",
+                        (expr,),
+                    )
                 )
-            )
         if issues:
             raise FhirError(422, issues)
 

@@ -64,6 +64,16 @@ def test_stats_post_with_parameters_answers_parameters(client) -> None:  # type:
     # the statistic is a laboratory result as its sources are, not a vital sign
     assert stat["category"] == [{"coding": [{"system": CATEGORY, "code": "laboratory"}]}]
 
+    # coding as a valueCoding asks the same
+    by_coding = _parameters(pid)
+    by_coding["parameter"] = [
+        p for p in by_coding["parameter"] if p["name"] not in ("code", "system")
+    ] + [{"name": "coding", "valueCoding": {"system": LOINC, "code": "15074-8"}}]
+    r = client.post("/fhir/Observation/$stats", json=by_coding)
+    assert r.status_code == 200, r.text
+    (again,) = [p["resource"] for p in r.json()["parameter"] if p["name"] == "statistics"]
+    assert again["component"] == stat["component"]
+
     r = client.post(
         "/fhir/Observation/$stats", json=_parameters(pid, include={"valueBoolean": True})
     )
