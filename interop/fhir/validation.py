@@ -20,28 +20,12 @@ from pydantic import ValidationError
 from interop.fhir import fast_observation, json_rules
 from interop.fhir.outcome import FhirError, Issue
 from interop.fhir.references import wrong_target_issues
+from interop.fhir.searchparams import supported_types
 from interop.identifiers import check_identifier
 
-SUPPORTED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Endpoint",
-    "Device",
-    "Observation",
-    "CarePlan",
-    "Goal",
-    "CareTeam",
-    "EpisodeOfCare",
-    "QuestionnaireResponse",
-    "Flag",
-    "Task",
-    "Communication",
-    "Provenance",
-    "Consent",
-    "AuditEvent",
-)
+SUPPORTED_TYPES: tuple[str, ...] = tuple(supported_types())
+"""Every type the store serves: the product's own (``search-parameters.yaml``) and every other
+FHIR R4 resource type the R4B models know (:mod:`interop.fhir.r4_definitions`)."""
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 

@@ -39,17 +39,11 @@ REFUSED: dict[str, tuple[int, str, str]] = {
         "batch-response",
         "a batch-response is the answer to a batch, not something a client can submit",
     ),
-    "phd/bp-devicemetric-example.json": (
-        404,
-        "DeviceMetric",
-        "DeviceMetric (device calibration/state) is outside this product's scope; device data "
-        "arrives as Observations and Devices",
-    ),
-    "r4-core/devicemetric-example.json": (404, "DeviceMetric", "as above"),
-    "r4-core/observationdefinition-example.json": (
-        404,
-        "ObservationDefinition",
-        "catalogue definitions are not stored here; codes come from the mapping tables",
+    "r4-core/devicemetric-example.json": (
+        422,
+        "DeviceMetric.parent may only refer to Device",
+        "the example's parent is a DeviceDefinition, but R4 types DeviceMetric.parent as "
+        "Reference(Device); a reference of the wrong type is refused",
     ),
     "r4-core/auditevent-example-disclosure.json": (
         403,

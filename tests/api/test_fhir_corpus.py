@@ -143,7 +143,11 @@ def test_spec_examples_land_or_are_refused(client) -> None:  # type: ignore[no-u
         if back.status_code != 200:
             problems.append(f"{path.name}: read back {back.status_code}")
             continue
-        if _strip(_exact(back.text)) != _strip(sent):
+        read = _strip(_exact(back.text))
+        if rtype == "Task" and sent.get("status") == "completed" and "executionPeriod" not in sent:
+            # a completed Task records when it was completed (issue 14 item 14)
+            read.pop("executionPeriod", None)
+        if read != _strip(sent):
             problems.append(f"{path.name}: read back differs from what was sent")
     assert not problems, "\n".join(problems)
 

@@ -7,7 +7,7 @@ does not. String parameters get a second row per value with the text as written 
 the resources already stored; new writes index them directly.
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0020
 Create Date: 2026-12-06 09:00:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0016"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
