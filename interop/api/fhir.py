@@ -19,6 +19,7 @@ from interop.api.responses import fhir_response, json_response, parse_json_body
 from interop.fhir.capability import capability_statement
 from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
+from interop.fhir.subset import requested as requested_subset
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -129,8 +130,11 @@ def bundle_bytes(
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         head["total"] = result.total
-    self_q = [(k, v) for k, v in params if k != "_cursor"]
-    links = [{"relation": "self", "url": f"{base}/{path}?{urlencode(params)}"}]
+    # the self link lists the parameters the search applied (not blank or ignored ones)
+    ignored = set(result.ignored)
+    used = [(k, v) for k, v in params if (k, v) not in ignored]
+    self_q = [(k, v) for k, v in used if k != "_cursor"]
+    links = [{"relation": "self", "url": f"{base}/{path}?{urlencode(used)}"}]
     if result.next_cursor:
         links.append(
             {
@@ -141,8 +145,11 @@ def bundle_bytes(
     head["link"] = links
     if result.summary_count:
         return orjson.dumps(head)
+    subset = requested_subset(params)
     parts = []
     for rid, content in result.rows:
+        if subset is not None:
+            content = subset.apply(content)
         parts.append(
             b'{"fullUrl":"'
             + f"{base}/{rtype}/{rid}".encode()
@@ -151,6 +158,8 @@ def bundle_bytes(
             + b',"search":{"mode":"match"}}'
         )
     for itype, iid, content in result.included:
+        if subset is not None:
+            content = subset.apply(content)
         parts.append(
             b'{"fullUrl":"'
             + f"{base}/{itype}/{iid}".encode()
