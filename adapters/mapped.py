@@ -391,6 +391,15 @@ class MappedJsonAdapter:
                 else {}
             )
             self._emit(profile, system, values, when, assumed, patient, where, ids, result)
+        if not result.items_seen:
+            result.diagnostics.append(
+                Diagnostic(
+                    "information",
+                    DIAG_NOT_A_MEASUREMENT,
+                    f"{profile.name}: {profile.records} is empty: the document holds no records",
+                    profile.records,
+                )
+            )
         return result
 
     @staticmethod

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     pmd_tenant: str | None = None
     """The tenant whose HelseID client uploads to PMD when the upload names no organisation
     number of a tenant (the vital-sign profiles carry no performer)."""
+    file_drop_settle_seconds: float = 2.0
+    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
+    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
+    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
@@ -192,13 +196,46 @@ class Settings(BaseSettings):
             )
         return self
 
+    # ---- browsers and SMART apps (interop.api.cors, interop.api.smart) ----------------------
+    cors_allowed_origins: str = ""
+    """Origins (scheme://host[:port]) whose browser code may call the API, separated by commas
+    or spaces; ``*`` = any origin (then never with credentials). Empty = no cross-origin
+    access: a preflight is refused and no CORS header is sent."""
+    cors_allow_credentials: bool = False
+    """Let browsers send cookies/``Authorization`` from the allowed origins
+    (``Access-Control-Allow-Credentials: true``); refused together with ``*``."""
+    cors_max_age_seconds: int = 600
+    """How long a browser may cache a preflight answer."""
+    helseid_authorization_endpoint: str | None = None
+    """HelseID's authorization endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/authorize``."""
+    helseid_token_endpoint: str | None = None
+    """HelseID's token endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/token``."""
+    helseid_scopes_supported: str = ""
+    """Space-separated scopes our API offers (published in the SMART configuration); default
+    the required scopes."""
+
+    @model_validator(mode="after")
+    def _cors_consistent(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins():
+            raise ValueError(
+                "INTEROP_CORS_ALLOWED_ORIGINS is '*' and INTEROP_CORS_ALLOW_CREDENTIALS is true: "
+                "credentials may only be allowed for named origins"
+            )
+        return self
+
+    def cors_origins(self) -> list[str]:
+        return [o.rstrip("/") for o in self.cors_allowed_origins.replace(",", " ").split() if o]
+
     # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
     max_body_size: ByteSize = ByteSize(10 * MiB)
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
     413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
     max_kith_message_size: ByteSize = ByteSize(35 * MiB)
-    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
-    business document)."""
+    """Largest KITH XML message read, on every channel (``POST /api/v1/messages/inbound``, file
+    drop, EDI 2.0); NHN's 35 MB limit on a business document. Attachments up to it are read
+    (text nodes above libxml2's 10 MB default included); larger messages are refused unread."""
     ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
     """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
     (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""

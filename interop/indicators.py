@@ -15,7 +15,7 @@ Definitions (period = [start, end] in the configured zone, inclusive dates):
   triage module records one, is the better measure; see ``adherence_basis`` in the output).
 * zone shares: green/yellow/red share of the triaged measurements.
 * red/yellow events: Tasks raised for the follow-up centre in the period (priority
-  ``urgent``/``stat`` = red, ``asap`` = yellow, ``routine`` = yellow).
+  ``asap``/``stat`` = red, ``urgent`` = yellow, ``routine`` = yellow: FHIR's order).
 * response time: from a red Task's ``authoredOn`` to its completion (``lastModified`` of the
   version that set ``completed``): median and 90th percentile, hours.
 * messages: outbox messages for patients in scope created in the period, by status and AppRec.
@@ -239,7 +239,7 @@ def compute(
         if not (t0 <= at <= t1):
             continue
         priority = task.get("priority", "routine")
-        is_red = priority in ("urgent", "stat")
+        is_red = priority in ("asap", "stat")
         red += int(is_red)
         yellow += int(not is_red)
         if is_red and task.get("status") == "completed":

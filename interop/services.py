@@ -12,9 +12,10 @@ from sqlalchemy import Engine
 
 from interop.access.policy import AccessPolicy
 from interop.config import Settings
+from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
-from interop.store.repository import FhirStore
+from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
 
@@ -35,15 +36,23 @@ class Services:
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy
+        # what the care core raised during a write and nobody routed yet (a /fhir write's
+        # triage) is routed in the same transaction, before the audit trail is written
+        self.store.before_commit.insert(0, self._route_pending)
+
+    def _route_pending(self, tx: WriteTx) -> None:
+        if tx.context.get("events") or tx.context.get("observations_created"):
+            router_for(self).route_pending(tx)
 
 
 def wire_store(store: FhirStore) -> None:
     """Attach the in-transaction steps every write goes through (triage, Flags and Tasks)."""
-    from interop.care.triage import Triage
+    from interop.care.triage import Triage, flush_zone_index
 
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
     store.hooks.append(triage.after_write)
+    store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 
     store.hooks.append(write_hook)

@@ -70,6 +70,10 @@ class Action(StrEnum):
     """Post KITH messages and AppRecs (in the caller's own name)."""
     INDICATORS = "indicators"
     """Read its own organisation's management figures."""
+    MESSAGES = "messages"
+    """Read the message history of its patients (status of the messages to their GPs)."""
+    WORKLIST = "worklist"
+    """Read its own organisation's worklist and act on its Tasks (take, note, complete)."""
 
 
 NOT_YOURS = "this person is not one of your patients"
@@ -389,6 +393,14 @@ class AccessPolicy:
         return result, Decision(
             self._event(actor, "search", what, list(patients), None, scope), None
         )
+
+    def record_list(self, actor: Actor, what: str, patients: Iterable[str]) -> None:
+        """Audit a list the service composed of several patients' data (the worklist), naming
+        every patient shown."""
+        if is_bootstrap(actor):
+            return
+        event = self._event(actor, "search", what, list(patients), None, self.scope(actor))
+        self._settle(Decision(event, None), None)
 
     # ---- writes --------------------------------------------------------------------------
     def guard_write(

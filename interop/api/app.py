@@ -16,13 +16,17 @@ from interop.api import (
     audit,
     emergency,
     fhir,
+    fhir_write,
     indicators,
     ingest,
     messages,
     observation_ops,
     plans,
+    smart,
     views,
+    worklist,
 )
+from interop.api.cors import install_cors
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.limits import RequestLimits
 from interop.api.responses import install_error_handlers
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(FhirReadFastPath)
     app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
+    install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
@@ -88,6 +93,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
+    app.include_router(smart.router)
+    app.include_router(fhir_write.router)
+    app.include_router(worklist.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:

@@ -1,18 +1,22 @@
 """Traffic-light triage of each Observation against the plan in force at its effective time.
 
-Runs inside the ingest write transaction (a pre-write hook on the store, active when the
-ingest pipeline writes; Observations written directly through the FHIR REST API are stored as
-sent, with whatever interpretation the client gave), so the stored JSON and the
-observation index carry the result: ``referenceRange`` (the green range, and the yellow one, as
-in force) and ``interpretation`` with the v3-ObservationInterpretation code (``N`` green,
-``H``/``L`` yellow, ``HH``/``LL`` red) plus the zone from
-``https://dho-interop.no/fhir/CodeSystem/zone``. Blood pressure is triaged per component; the
-panel gets the worst. Green bounds are inclusive; a missing bound is open. Without an approved
-plan the defaults of ``mappings/default-thresholds.yaml`` apply (``referenceRange.text`` says
-so). A value in another unit than the plan's is not triaged (never a wrong zone).
+Every measurement is judged in the transaction that writes it, whatever the door (store hooks
+wired in ``interop.services``). An Observation the service builds (ingest: the pre-write hook,
+``tx.context["triage"]``) carries the result: ``referenceRange`` (the green range, and the
+yellow one, as in force) and ``interpretation`` with the v3-ObservationInterpretation code
+(``N`` green, ``H``/``L`` yellow, ``HH``/``LL`` red) plus the zone from
+``https://dho-interop.no/fhir/CodeSystem/zone``. An Observation a client writes (``/fhir``
+create/update, transaction and batch Bundles) is stored exactly as sent (its own
+interpretation included, never trusted) and judged after the write: the zone then lives beside
+it only (the ``zone`` search index, Tasks, Flags, routed events). Blood pressure is triaged
+per component; the panel gets the worst. Green bounds are inclusive; a missing bound is open.
+Without an approved plan the defaults of ``mappings/default-thresholds.yaml`` apply
+(``referenceRange.text`` says so). A value in another unit than the plan's is not triaged
+(never a wrong zone).
 
-Yellow/red then raises or escalates the patient's open Task for that code (a post-write hook)
-and sets a Flag; green makes the Flag inactive but never completes a Task — a person does.
+Yellow/red then raises or escalates the patient's open Task for that code (a post-write hook,
+written as the service's own work) and sets a Flag; green makes the Flag inactive but never
+completes a Task — a person does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, union_all
+from sqlalchemy import bindparam, delete, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
 from interop.care.plans import (
@@ -52,6 +56,9 @@ V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL
 TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
 """The zone a source's own questionnaire flow gave (see ``interop.mapping.build``)."""
+PRIORITY = {"red": "asap", "yellow": "urgent"}
+"""Task priority per zone, in FHIR's order (routine < urgent < asap < stat): a red deviation
+comes before a yellow one in every list sorted by priority (the worklist)."""
 OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -230,9 +237,9 @@ def _raise_or_escalate(
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        escalated = zone == "red" and task.get("priority") != "urgent"
+        escalated = zone == "red" and task.get("priority") != PRIORITY["red"]
         if escalated:
-            task["priority"] = "urgent"
+            task["priority"] = PRIORITY["red"]
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
         task["focus"] = {"reference": focus}
@@ -246,7 +253,7 @@ def _raise_or_escalate(
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
-            "priority": "urgent" if zone == "red" else "asap",
+            "priority": PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
                 "text": f"Assess {zone} {what}",
@@ -320,27 +327,38 @@ class Triage:
         return hit, plans.defaults
 
     def prepare(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:
+        """Pre-write hook: forget cached plans when a plan changes; give an Observation the
+        service builds (ingest: ``tx.context["triage"]``) its interpretation and reference
+        ranges. An Observation a client writes (``/fhir``, Bundles) is stored as sent and
+        judged after the write (:meth:`after_write`)."""
         rtype = resource.get("resourceType")
         if rtype in ("CarePlan", "Goal", "EpisodeOfCare"):
             with self._lock:
                 self._cache.clear()
             return resource
-        if rtype != "Observation" or resource.get("status") in ("entered-in-error", "cancelled"):
+        if rtype != "Observation" or not tx.context.get("triage"):
             return resource
-        if not tx.context.get("triage"):
-            return resource  # FHIR REST writes are stored as sent; ingest triages
+        return self.judge(tx, resource) or resource
+
+    def judge(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """The Observation with the zone triage gives it: ``interpretation`` (v3 code and
+        zone, or not assessed and why) and ``referenceRange`` per judged node; a zone the
+        source gave is replaced, never kept beside ours. A new dict (``resource`` is not
+        changed); None when it cannot be judged (not a patient's, no time, entered in error)."""
+        if resource.get("status") in ("entered-in-error", "cancelled"):
+            return None
         ref = (resource.get("subject") or {}).get("reference", "")
         if not ref.startswith("Patient/"):
-            return resource
+            return None
         when_text = resource.get("effectiveDateTime") or (
             resource.get("effectivePeriod") or {}
         ).get("start")
         if not when_text:
-            return resource
+            return None
         try:
             when = fhir_range(when_text, self.store.zone)
         except ValueError:
-            return resource
+            return None
         plan, defaults = self._ranges(tx, ref.split("/", 1)[1], when)
         worst: TriageResult | None = None
         missing = False
@@ -380,11 +398,11 @@ class Triage:
             resource = {**resource, "component": new_components}
         kept = _without_zone(resource.get("interpretation", []))
         if worst is not None:
-            resource["interpretation"] = _interpretation(worst) + kept
-        elif _loinc(resource) is not None:
+            return {**resource, "interpretation": _interpretation(worst) + kept}
+        if _loinc(resource) is not None:
             # no component and no value judged (no thresholds, another unit, no number)
-            resource["interpretation"] = _not_assessed(missing) + kept
-        return resource
+            return {**resource, "interpretation": _not_assessed(missing) + kept}
+        return {**resource}
 
     # ---- after the write: Flags and Tasks --------------------------------------------------
     def after_write(
@@ -398,11 +416,25 @@ class Triage:
             if tx.context.get("triage"):
                 self._questionnaire(tx, stored)
             return
-        if stored.res_type != "Observation" or stored.deleted or not tx.context.get("triage"):
+        if stored.res_type != "Observation" or stored.deleted:
             return
-        if b"/CodeSystem/zone" not in stored.content:
-            return
-        obs = stored.view()
+        if tx.context.get("triage"):
+            # built by the service and judged by :meth:`prepare`
+            if b"/CodeSystem/zone" not in stored.content:
+                return
+            obs = stored.view()
+        else:
+            # as a client wrote it: judged here; the verdict lives beside it (the zone index,
+            # Tasks, Flags, events), the stored resource stays as sent
+            judged = self.judge(tx, stored.view())
+            if judged is None:
+                return
+            obs = judged
+        with tx.as_service():
+            self._act_on(tx, stored, obs)
+
+    def _act_on(self, tx: WriteTx, stored: StoredResource, obs: dict[str, Any]) -> None:
+        """Index the judged Observation's zone and raise, escalate or close what follows."""
         zone = None
         for i in obs.get("interpretation", []):
             for c in i.get("coding", []):
@@ -411,6 +443,7 @@ class Triage:
         ref = (obs.get("subject") or {}).get("reference", "")
         if zone is None or not ref.startswith("Patient/"):
             return
+        _index_zone(tx, stored.res_id, zone)
         code = _loinc(obs) or "unknown"
         pid = ref.split("/", 1)[1]
         cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
@@ -685,3 +718,46 @@ def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:
             del items[at]
         if keep and pid == owner:
             items.insert(len(items) if at is None else at, item)
+
+
+ZONE_PARAM = "zone"
+"""The Observation search parameter of the computed zone (``Observation?zone=red``; see
+``fhir_profiles/search-parameters.yaml``, ``index: computed``)."""
+
+
+def _index_zone(tx: WriteTx, obs_id: str, zone: str) -> None:
+    """Keep the zone of an Observation just judged, to be indexed when the transaction
+    commits (:func:`flush_zone_index`, one insert for all of them)."""
+    pending: dict[str, str] = tx.context.setdefault("zone_index", {})
+    pending[obs_id] = zone
+
+
+def flush_zone_index(tx: WriteTx) -> None:
+    """Before-commit hook: write the zones judged in this transaction as token index rows of
+    their Observations (a later version's write clears them with its other index rows)."""
+    pending: dict[str, str] | None = tx.context.pop("zone_index", None)
+    if not pending:
+        return
+    t = token_table
+    ids = list(pending)
+    for i in range(0, len(ids), 500):
+        tx.conn.execute(
+            delete(t).where(
+                t.c.res_type == "Observation",
+                t.c.param == ZONE_PARAM,
+                t.c.res_id.in_(ids[i : i + 500]),
+            )
+        )
+    tx.conn.execute(
+        insert(t),
+        [
+            {
+                "res_type": "Observation",
+                "res_id": rid,
+                "param": ZONE_PARAM,
+                "system": ZONE_SYSTEM,
+                "code": zone,
+            }
+            for rid, zone in pending.items()
+        ],
+    )

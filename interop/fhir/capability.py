@@ -44,7 +44,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            params.append({"name": name, "type": p.type})
+            param = {"name": name, "type": p.type}
+            if p.documentation:
+                param["documentation"] = p.documentation
+            params.append(param)
         entry: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in interactions],

@@ -231,6 +231,9 @@ class Router:
         except InvalidOutgoingMessage as exc:
             # a message that does not validate never leaves: the schema's message says why
             raise AddressError(f"the message does not validate: {exc}") from None
+        except LookupError as exc:
+            # a client's Observation about a Patient this server does not hold
+            raise AddressError(str(exc)) from None
         return self._enqueue_kith(conn, event, msg)
 
     def _compose(

@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from interop.fhir import decimals
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
@@ -385,6 +386,18 @@ class WriteTx:
             with contextlib.suppress(Exception):  # the error being handled is the one to report
                 queued.cancel()
 
+    @contextmanager
+    def as_service(self) -> Iterator[None]:
+        """Writes the service makes because of the client's write (triage's Tasks and Flags
+        after a vendor's Observation): checked and audited as the service's own, through the
+        same door; the client's write itself was checked as the client's."""
+        saved = self.ctx
+        self.ctx = WriteContext(None, saved.door)
+        try:
+            yield
+        finally:
+            self.ctx = saved
+
     def pump_writes(self) -> None:
         """Let the COPYs left to the server move on (never waits): a bulk writer calls this
         between the rows it builds."""
@@ -405,7 +418,7 @@ class WriteTx:
         return _row_to_stored(row) if row is not None else None
 
     def _stamp(self, resource: dict[str, Any], res_id: str, version: int, now: int) -> bytes:
-        return orjson.dumps(self._stamped(resource, res_id, version, now))
+        return decimals.dumps(self._stamped(resource, res_id, version, now))
 
     def _stamped(
         self, resource: dict[str, Any], res_id: str, version: int, now: int
@@ -740,7 +753,7 @@ class WriteTx:
                 resource = hook(self, resource)
             staged.resources.append(resource)
             stamped = self._stamped(resource, res_id, 1, now)
-            content = orjson.dumps(stamped)
+            content = decimals.dumps(stamped)
             if res_type in UNIQUE_IDENTIFIER_TYPES:
                 for ident in resource.get("identifier") or []:
                     system, value = ident.get("system"), ident.get("value")

@@ -52,9 +52,10 @@ class Victim:
     patient: str
     observation: str
     flag: str
+    task: str
 
     def markers(self) -> list[str]:
-        return [FNR_B, self.patient, self.observation, self.flag, str(B_VALUE)]
+        return [FNR_B, self.patient, self.observation, self.flag, self.task, str(B_VALUE)]
 
 
 def _post(client, path: str, body: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
@@ -133,6 +134,18 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "subject": {"reference": f"Patient/{b}"},
         },
     )
+    task = _post(
+        client,
+        "/fhir/Task",
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "asap",
+            "for": {"reference": f"Patient/{b}"},
+            "authoredOn": "2026-03-01T08:05:00+01:00",
+        },
+    )
     assert (
         client.post(
             "/api/v1/patient-links", json={"source": VENDOR, "userId": "u-a", "nationalId": FNR_A}
@@ -153,7 +166,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag), a, roles
+    return Victim(b, ob, flag, task), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -187,6 +200,8 @@ def _moved(v: Victim, a: str) -> dict[str, Any]:
     return {**_obs(a, 1), "id": v.observation, "status": "corrected"}
 
 
+_WITHDRAW = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+
 ORU_FOR_B = (
     "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r"
     f"PID|||{FNR_B}^^^NO-FNR^NNFNR||Offer^Ola\r"
@@ -203,6 +218,10 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/readyz"): [_get("/readyz")],
     ("GET", "/metrics"): [_get("/metrics")],
     ("GET", "/fhir/metadata"): [_get("/fhir/metadata")],
+    ("GET", "/.well-known/smart-configuration"): [_get("/.well-known/smart-configuration")],
+    ("GET", "/fhir/.well-known/smart-configuration"): [
+        _get("/fhir/.well-known/smart-configuration")
+    ],
     ("GET", "/fhir/{rtype}/{rid}"): [
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
@@ -241,6 +260,28 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ],
     ("PUT", "/fhir/{rtype}/{rid}"): [
         _json("PUT", "/fhir/Observation/{v.observation}", _moved),
+    ],
+    ("PATCH", "/fhir/{rtype}/{rid}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation/{v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PATCH", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation?_id={v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PUT", "/fhir/{rtype}"): [
+        _json("PUT", "/fhir/Observation?_id={v.observation}", _moved),
+        _json("PUT", "/fhir/Observation?patient={v.patient}", lambda v, a: _obs(a, 1)),
+    ],
+    ("DELETE", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?_id={v.flag}", headers=h),
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?patient={v.patient}", headers=h),
     ],
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
@@ -355,6 +396,26 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/api/v1/indicators"): [
         _get(f"/api/v1/indicators?organization={OTHER_MUNICIPALITY}&from=2026-01-01&to=2026-12-31")
     ],
+    ("GET", "/api/v1/worklist"): [
+        _get(f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}"),
+        lambda c, h, v, a: c.get(
+            f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}",
+            headers={**h, "Accept": "text/html"},
+        ),
+        _get(f"/api/v1/worklist?organization={MUNICIPALITY}"),
+    ],
+    ("POST", "/api/v1/worklist/tasks/{task_id}/actions"): [
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "complete", "outcome": "ingen-tiltak"},
+            headers=h,
+        ),
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "take"},
+            headers=h,
+        ),
+    ],
 }
 
 ROLES = ["anonymous", "gp", "followup", "epj", "hospital", "vendor"]
@@ -391,4 +452,6 @@ def test_no_role_reaches_an_unrelated_patient(client, role: str) -> None:  # typ
     assert after == before, "the victim's Observation was changed"
     flag = client.get(f"/fhir/Flag/{victim.flag}")
     assert flag.status_code == 200, "the victim's Flag was deleted"
+    task = client.get(f"/fhir/Task/{victim.task}").json()
+    assert task["status"] == "requested" and "owner" not in task, "the victim's Task was changed"
     assert not leaks, "\n".join(leaks)

@@ -66,7 +66,7 @@ def _setup(client, patients: int = 6) -> str:  # type: ignore[no-untyped-def]
                 "resourceType": "Task",
                 "status": "completed",
                 "intent": "order",
-                "priority": "urgent",
+                "priority": "asap",
                 "for": {"reference": f"Patient/{pid}"},
                 "authoredOn": "2026-03-05T09:00:00+01:00",
                 "lastModified": f"2026-03-05T{10 + i:02d}:00:00+01:00",

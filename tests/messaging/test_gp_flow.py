@@ -217,7 +217,7 @@ def test_red_measurement_reaches_the_gp_and_the_answer_comes_back(
     assert poll_file_drop(services) == {"duplicate": 1}
     assert len([r for r in _outbox(services) if r.kind == "apprec"]) == 1
 
-    # a message for somebody else: AppRec Avvist E21
+    # a message for somebody else: kept as rejected, but no AppRec in another organisation's name
     other = Header(
         type=header.type,
         msg_id="0c9f6d1e-4f0a-4f43-9c52-7b1b0a3e9d33",
@@ -228,9 +228,7 @@ def test_red_measurement_reaches_the_gp_and_the_answer_comes_back(
     )
     (incoming / "other.xml").write_bytes(kith.build(other, answer))
     assert poll_file_drop(services) == {"rejected": 1}
-    rejected = kith.read(bytes([r for r in _outbox(services) if r.kind == "apprec"][-1].payload))
-    assert rejected.apprec and rejected.apprec.status == "2"
-    assert [e.v for e in rejected.apprec.errors] == ["E21"]
+    assert len([r for r in _outbox(services) if r.kind == "apprec"]) == 1
 
     # unreadable bytes: T01 cannot be addressed; kept for an operator, the file moves on
     (incoming / "garbage.xml").write_bytes(b"<MsgHead><oops>")

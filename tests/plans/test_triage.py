@@ -208,10 +208,10 @@ def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-
 
     _ingest(services, _bp("160", "80", now + timedelta(minutes=1)))  # yellow
     [task] = tasks()
-    assert task["status"] == "requested" and task["priority"] == "asap"
+    assert task["status"] == "requested" and task["priority"] == "urgent"
     _ingest(services, _bp("180", "80", now + timedelta(minutes=2)))  # red escalates the same Task
     [task] = tasks()
-    assert task["priority"] == "urgent" and len(task["note"]) == 1
+    assert task["priority"] == "asap" and len(task["note"]) == 1
     flags = client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()
     assert flags["total"] == 1
     # triage writes its updates without the model validation: what it wrote must still pass it
@@ -232,7 +232,7 @@ def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-
     assert (
         len(open_tasks) == 1
         and open_tasks[0]["id"] != task["id"]
-        and open_tasks[0]["priority"] == "urgent"
+        and open_tasks[0]["priority"] == "asap"
     )
 
 
