@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
     (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
     ``*.part`` are never read (a sender that renames into place needs no settle time)."""
+    jft_tenant: str | None = None
+    """The tenant whose HelseID client journals to JFT when the Bundle's author organisation is
+    no tenant's."""
+    jft_max_bytes: int = 1_000_000
+    """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64

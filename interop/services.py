@@ -52,6 +52,9 @@ def wire_store(store: FhirStore) -> None:
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
     store.hooks.append(triage.after_write)
+    from interop.national.vkp_dho import on_task_written
+
+    store.hooks.append(on_task_written)
     store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 

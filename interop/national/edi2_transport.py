@@ -152,7 +152,7 @@ class Edi2AppRecTransport:
 def edi2_transports(
     settings: Any, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
 ) -> dict[str, Any]:
-    """EDI 2.0's two transports and PMD's, with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
     shared = http or httpx.Client(timeout=30.0)
     if helseid is None and settings.helseid_tenants_file is not None:
@@ -166,10 +166,14 @@ def edi2_transports(
         source_system=settings.edi2_source_system,
         max_post_bytes=settings.edi2_max_post_bytes,
     )
+    from interop.national.jft_transport import JftTransport
     from interop.national.pmd_transport import PmdTransport
 
     return {
         "edi2": Edi2Transport(clients),
         "edi2-apprec": Edi2AppRecTransport(clients),
         "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
+        "jft": JftTransport(
+            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
     }
