@@ -234,3 +234,24 @@ def test_addressbook_sync_command_without_ar_says_so(tmp_path: Path, monkeypatch
     finally:
         reset_settings_cache()
     assert result.exit_code == 2 and "INTEROP_AR_BASE_URL is not set" in result.output
+
+
+def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-def]
+    client, services, national: National, registers: Registers
+) -> None:
+    from interop.national.cli import run_first_contact
+
+    ids = our_organisations(client)
+    assert run_first_contact(services) == {
+        "created": 4,
+        "updated": 0,
+        "gone": 0,
+        "dead-lettered": 0,
+        "gp-changed": 1,
+        "errors": 0,
+    }
+    assert {"system": HERID_OID, "value": "80011"} in _gp_role(client, ids["patient"])["identifier"]
+    # a patient who has a GP is not asked about again
+    calls = len(registers.flr.calls)
+    assert run_first_contact(services)["gp-changed"] == 0  # type: ignore[index]
+    assert len(registers.flr.calls) == calls
