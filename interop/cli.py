@@ -231,7 +231,15 @@ def worker(
 
     svc = build_services(get_settings())
     outbox = Outbox(svc.engine)
-    delivery = DeliveryWorker(outbox, concurrency=concurrency)
+    from interop.national.tenants import TenantConfigError
+    from interop.routing.transports import default_transports
+
+    try:
+        transports = default_transports(settings=svc.settings)
+    except TenantConfigError as exc:
+        _fail(f"the HelseID tenants file cannot be used: {exc}")
+        return
+    delivery = DeliveryWorker(outbox, transports, concurrency=concurrency)
     inbox = InboxProcessor(svc)
     inbox.recover()
     delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))

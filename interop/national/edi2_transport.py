@@ -184,10 +184,10 @@ def edi2_transports(
     """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
     shared = http or httpx.Client(timeout=30.0)
-    if helseid is None and settings.helseid_tenants_file is not None:
-        from interop.national.tenants import load_tenants
+    if helseid is None:
+        from interop.national.wiring import helseid_clients
 
-        helseid = HelseIdClients(load_tenants(settings.helseid_tenants_file), shared)
+        helseid = helseid_clients(settings)
     clients = _Clients(
         helseid,
         shared,

@@ -164,7 +164,11 @@ def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # 
     )
     mid = national.mt.inject(kith.build_apprec(apprec, "1.1"))
     assert national.mt.messages[mid].receiver_her_id == 80002
+    tokens = national.helseid.issuer.token_endpoint.issued
     assert poll_edi2(services, helseid=None) == {"apprec": 1}
+    assert poll_edi2(services, helseid=None) == {}
+    # the tenants' HelseID clients are shared in the process: the polls reuse one token
+    assert national.helseid.issuer.token_endpoint.issued - tokens <= 1
     [closed] = _outbox(services)
     assert closed.status == "apprec-ok" and closed.apprec_status == "ok"
     assert national.mt.messages[mid].read_by == {80002}
