@@ -75,6 +75,9 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
+    from interop.national.vkp_dho import on_task_written
+
+    store.hooks.append(on_task_written)
     store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 
