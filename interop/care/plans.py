@@ -408,11 +408,13 @@ PlanPeriod = tuple[int | None, int | None, dict[str, Any]]
 
 
 def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[PlanPeriod]:
-    """The patient's plan versions with their periods, oldest first (entered-in-error left
-    out): what :func:`plan_at` chooses from."""
+    """The patient's plan versions with their periods, oldest first (entered-in-error,
+    drafts and proposals left out): what :func:`plan_at` chooses from."""
     out: list[PlanPeriod] = []
     for cp in plan_versions(conn, patient_id):
-        if cp.get("status") == "entered-in-error":
+        # only a plan that has been active judges: a draft or a proposal waiting for the GP
+        # has no period in force (interop.care.plan_lifecycle)
+        if cp.get("status") in ("entered-in-error", "draft"):
             continue
         period = cp.get("period", {})
         start = fhir_instant(period["start"], zone) if period.get("start") else None
