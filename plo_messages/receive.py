@@ -218,8 +218,8 @@ def receive(
     except NotWellFormed as exc:
         # too large: only the start is read, to address the refusal
         header = _recover_header(data[:65536] if isinstance(exc, TooLarge) else data)
-        code = "T99" if isinstance(exc, TooLarge) else "T01"
-        result = Received("unreadable", [error(code, str(exc))], str(exc), header=header)
+        refused = "T99" if isinstance(exc, TooLarge) else "T01"
+        result = Received("unreadable", [error(refused, str(exc))], str(exc), header=header)
         if header is not None:
             result.answer_by(address(header.receiver, header.other_receivers, own_her_ids))
             if result.answer_from:

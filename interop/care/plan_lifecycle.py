@@ -35,6 +35,7 @@ from interop.care.plans import (
     HPR_SYSTEM,
     NOTIFY_GP_URL,
     PLAN_CATEGORY,
+    PLAN_STATE_URL,
     ZoneIn,
     _lock_plans,
     _patient_id,
@@ -49,7 +50,7 @@ from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
 
-STATE_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-state"
+STATE_URL = PLAN_STATE_URL
 CONTENT_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-content"
 """The plan's content as drafted (goals, per-zone signs, actions, medication, contact)."""
 GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
@@ -96,7 +97,7 @@ class PlanDraftIn(BaseModel):
 def state_of(cp: dict[str, Any]) -> State:
     for ext in cp.get("extension", []):
         if ext.get("url") == STATE_URL:
-            return ext["valueCode"]  # type: ignore[no-any-return]
+            return ext["valueCode"]
     status = cp.get("status")
     return "draft" if status == "draft" else status  # type: ignore[return-value]
 
@@ -106,7 +107,7 @@ def content_of(cp: dict[str, Any]) -> dict[str, Any]:
 
     for ext in cp.get("extension", []):
         if ext.get("url") == CONTENT_URL:
-            return orjson.loads(ext["valueString"])  # type: ignore[no-any-return]
+            return orjson.loads(ext["valueString"])
     return {}
 
 
@@ -120,7 +121,7 @@ def _set_state(cp: dict[str, Any], state: State) -> None:
 @cache
 def gp_approval_rules() -> dict[str, Any]:
     text = (files("mappings") / "plans" / "gp-approval.yaml").read_text("utf-8")
-    return yaml.safe_load(text)  # type: ignore[no-any-return]
+    return yaml.safe_load(text)
 
 
 def read_gp_answer(answer: str) -> Literal["approve", "changes", "unclear"]:

@@ -253,7 +253,15 @@ def test_the_gp_approves_through_the_api_and_a_new_plan_replaces_the_old(
         (second_id, "active"),
     ]
     assert versions[0]["period"]["end"] == versions[1]["period"]["start"]
-    r = client.post(f"/api/v1/patients/{FNR}/plan/{second_id}/revoke", json={"reason": "Innlagt"})
+    # an approval the GP gave elsewhere, recorded by PUT …/plan, replaces it the same way
+    recorded = client.put(
+        f"/api/v1/patients/{FNR}/plan", json={"approvedBy": {"hpr": gp_hpr}, "zones": zones}
+    )
+    assert recorded.status_code == 200, recorded.text
+    third_id = recorded.json()["carePlan"]["id"]
+    versions = client.get(f"/api/v1/patients/{FNR}/plan/versions").json()
+    assert [v["state"] for v in versions] == ["completed", "completed", "active"]
+    r = client.post(f"/api/v1/patients/{FNR}/plan/{third_id}/revoke", json={"reason": "Innlagt"})
     assert r.status_code == 200 and r.json()["state"] == "revoked"
     with services.engine.connect() as conn:
         assert ranges_in_force(conn, ids["patient"], datetime.now(UTC) + timedelta(seconds=5)) == {}
