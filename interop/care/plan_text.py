@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interop.text import number, text, unit, zone_name
-from interop.views.summary import DISPLAY
+from interop.text import measurement_name, number, text, unit, zone_name
 
 ZONES = ("green", "yellow", "red")
 
@@ -43,7 +42,7 @@ def plan_text(content: dict[str, Any], patient_name: str) -> str:
             lines.append(
                 text(
                     "plan.limit_line",
-                    measurement=DISPLAY.get(z["code"], z["code"]),
+                    measurement=measurement_name(z["code"]),
                     green=_range(z.get("green"), z.get("unit", "")),
                     yellow=_range(z.get("yellow"), z.get("unit", "")),
                 )

@@ -466,9 +466,10 @@ class KithInbox:
             payload = kith.build_apprec(rec, r.apprec_version)
             acks.append(payload)
             if edi2_message is not None:
-                status = {"1": "OK", "2": "Rejected", "3": "OkErrorInMessagePart"}[rec.status]
+                from interop.national.edi2 import apprec_status_wire
+
                 body = {
-                    "appRecStatus": status,
+                    "appRecStatus": apprec_status_wire(rec.status),
                     "appRecErrorList": [
                         {"errorCode": e.v, "details": e.ot or e.dn or ""} for e in rec.errors
                     ],
