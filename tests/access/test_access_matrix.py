@@ -419,6 +419,40 @@ CASES: dict[tuple[str, str], list[Request]] = {
             },
         )
     ],
+    ("GET", "/api/v1/patients/{national_id}/plan/proposal"): [
+        _get("/api/v1/patients/{fnr}/plan/proposal")
+    ],
+    ("GET", "/api/v1/patients/{national_id}/plan/versions"): [
+        _get("/api/v1/patients/{fnr}/plan/versions")
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts"): [
+        _json(
+            "POST",
+            "/api/v1/patients/{fnr}/plan/drafts",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}],
+                "goals": ["x"],
+            },
+        )
+    ],
+    ("PUT", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}"): [
+        _json(
+            "PUT",
+            "/api/v1/patients/{fnr}/plan/drafts/x",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}]
+            },
+        )
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}/propose"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/drafts/x/propose", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approve"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/approve", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/revoke", lambda v, a: {"reason": "x"})
+    ],
     # nødrett opens an unrelated patient's record by design (tests/access/test_emergency_access.py);
     # here, without the reason it needs, it must open nothing
     ("POST", "/api/v1/patients/{national_id}/emergency-access"): [
