@@ -277,6 +277,12 @@ def worker(
         delivery.periodic.append((task, interval, fn))
     from interop.routing.worker import audit_head_export
 
+    if svc.settings.ar_base_url and svc.settings.addressbook_sync_seconds > 0:
+        from interop.national.cli import run_sync
+
+        delivery.periodic.append(
+            ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
+        )
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)
@@ -368,6 +374,67 @@ def send_status(
                     _fail(f"no Patient with fødselsnummer/D-nummer {national_id}")
                 ids.append(str(pid))
     console.print(send_periodic_status(svc, patients=ids, force=force or bool(patient)))
+
+
+inbox_app = typer.Typer(
+    help="Received messages (MLLP, folders) and what became of each.", no_args_is_help=True
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+@inbox_app.command("list")
+def inbox_list(
+    outcome: Annotated[
+        str | None,
+        typer.Option(help="pending, created, quarantined, duplicate, rejected or skipped"),
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="mllp, file-drop, …")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+) -> None:
+    """Received messages, newest first, with their outcome and first reasons."""
+    from interop.ingest.received import OUTCOMES, Viewer, received_messages
+    from interop.services import build_services
+
+    if outcome is not None and outcome not in OUTCOMES:
+        _fail(f"--outcome must be one of {', '.join(OUTCOMES)}")
+    svc = build_services(get_settings())
+    with svc.store.reader() as conn:
+        found = received_messages(
+            conn,
+            Viewer.everyone(),
+            outcome=outcome,  # type: ignore[arg-type]
+            channel=channel,
+            limit=limit,
+        )
+    for m in found:
+        counts = m["counts"] or {}
+        figures = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "itemsSeen")
+        typer.echo(
+            f"{m['received']}  {m['id']}  {m['channel']}  {m['sender']}  {m['messageId']}  "
+            f"{m['outcome']}" + (f" ({figures})" if figures else "")
+        )
+        for reason in m["reasons"]:
+            typer.echo(f"    {reason}")
+        if m.get("error") and not m["reasons"]:
+            typer.echo(f"    {m['error']}")
+    console.print(f"{len(found)} message(s)")
+
+
+@inbox_app.command("show")
+def inbox_show(message_id: Annotated[str, typer.Argument(help="the message's id")]) -> None:
+    """One received message: its outcome, every per-item diagnostic, what it created."""
+    import orjson
+
+    from interop.ingest.received import Viewer, received_message
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    with svc.store.reader() as conn:
+        found = received_message(conn, Viewer.everyone(), message_id)
+    if found is None:
+        _fail(f"no received message {message_id!r}")
+        return
+    typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 
 
 audit_app = typer.Typer(
@@ -589,6 +656,9 @@ def actors_revoke(actor_id: Annotated[str, typer.Argument(help="the actor's id")
 
 outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")
 app.add_typer(outbox_app, name="outbox")
+from interop.national.cli import addressbook_app  # noqa: E402
+
+app.add_typer(addressbook_app, name="addressbook")
 
 
 def _db_engine() -> Engine:

@@ -17,6 +17,8 @@ from interop.api import (
     docs,
     emergency,
     fhir,
+    fhir_operations,
+    fhir_write,
     indicators,
     ingest,
     landing,
@@ -24,9 +26,11 @@ from interop.api import (
     observation_ops,
     openapi,
     plans,
+    smart,
     views,
     worklist,
 )
+from interop.api.cors import install_cors
 from interop.api.fastpath import FhirReadFastPath
 from interop.api.limits import RequestLimits
 from interop.api.responses import install_error_handlers
@@ -84,6 +88,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(FhirReadFastPath)
     app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
+    install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
     openapi.install(app)
     docs.install(app)
     app.include_router(landing.router)
@@ -97,7 +102,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
+    app.include_router(smart.router)
+    app.include_router(fhir_write.router)
     app.include_router(worklist.router)
+    app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:

@@ -17,7 +17,9 @@ from interop.api.responses import json_response
 from interop.fhir.dates import from_micros, now_utc
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
+from interop.ingest.mllp_senders import SendersFileError, load_senders
 from interop.ingest.pipeline import IngestPipeline, IngestRejected, release_quarantine
+from interop.ingest.received import OUTCOMES, Viewer, received_message, received_messages
 from interop.patients import link_patient, patient_by_identifier
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -263,3 +265,56 @@ def list_quarantine(
 @router.post("/api/v1/quarantine/release", tags=["patients"])
 def release(request: Request, actor: Actor = Depends(require_admin)) -> Response:
     return json_response(release_quarantine(_services(request), pipeline(request).mappings))
+
+
+def _viewer(svc: Services, actor: Actor) -> Viewer:
+    svc.policy.require_role(actor, Action.INBOX)
+    if actor.is_admin:
+        return Viewer.everyone()
+    try:
+        listed = load_senders(svc.settings)
+    except SendersFileError as exc:
+        raise error(503, "transient", f"the MLLP senders list cannot be read: {exc}") from None
+    return Viewer.vendor(actor.orgnr, listed)
+
+
+@router.get("/api/v1/ingest/messages", tags=["ingest"])
+def list_received(
+    request: Request,
+    outcome: str | None = None,
+    channel: str | None = None,
+    limit: int = 100,
+    actor: Actor = Depends(require_actor),
+) -> Response:
+    """Received messages (newest first) and what became of each: created, duplicate,
+    quarantined, rejected with the reasons, or still pending. A vendor sees the messages of
+    the MLLP senders listed with its org.nr; an admin every message."""
+    svc = _services(request)
+    viewer = _viewer(svc, actor)
+    if outcome is not None and outcome not in OUTCOMES:
+        raise error(400, "value", f"outcome must be one of {', '.join(OUTCOMES)}")
+    if not 1 <= limit <= 1000:
+        raise error(400, "value", "limit must be between 1 and 1000")
+    with svc.store.reader() as conn:
+        found = received_messages(
+            conn,
+            viewer,
+            outcome=outcome,
+            channel=channel,
+            limit=limit,
+        )
+    return json_response(found)
+
+
+@router.get("/api/v1/ingest/messages/{message_id}", tags=["ingest"])
+def show_received(
+    message_id: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    """One received message with every per-item diagnostic and the resources it created."""
+    svc = _services(request)
+    viewer = _viewer(svc, actor)
+    with svc.store.reader() as conn:
+        found = received_message(conn, viewer, message_id)
+    if found is None:
+        raise error(404, "not-found", f"no received message {message_id!r} of yours")
+    return json_response(found)

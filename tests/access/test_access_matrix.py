@@ -30,6 +30,7 @@ MUNICIPALITY, OTHER_MUNICIPALITY, HOSPITAL, VENDOR = (
 )
 B_VALUE = 173.25
 """The victim's measurement: a value nobody else has."""
+B_DIAGNOSIS = "victim-diagnosis-417"
 
 
 def registered_routes(app: Any) -> set[tuple[str, str]]:
@@ -53,9 +54,23 @@ class Victim:
     observation: str
     flag: str
     task: str
+    condition: str
+    """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
+    document: str
+    """A Bundle about B: no Patient compartment, so for admins only."""
 
     def markers(self) -> list[str]:
-        return [FNR_B, self.patient, self.observation, self.flag, self.task, str(B_VALUE)]
+        return [
+            FNR_B,
+            self.patient,
+            self.observation,
+            self.flag,
+            self.task,
+            str(B_VALUE),
+            self.condition,
+            self.document,
+            B_DIAGNOSIS,
+        ]
 
 
 def _post(client, path: str, body: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
@@ -146,6 +161,25 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "authoredOn": "2026-03-01T08:05:00+01:00",
         },
     )
+    condition = _post(
+        client,
+        "/fhir/Condition",
+        {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
+            "subject": {"reference": f"Patient/{b}"},
+            "asserter": {"reference": f"Patient/{b}"},
+        },
+    )
+    document = _post(
+        client,
+        "/fhir/Bundle",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Basic", "code": {"text": B_DIAGNOSIS}}}],
+        },
+    )
     assert (
         client.post(
             "/api/v1/patient-links", json={"source": VENDOR, "userId": "u-a", "nationalId": FNR_A}
@@ -166,7 +200,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag, task), a, roles
+    return Victim(b, ob, flag, task, condition, document), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -200,6 +234,8 @@ def _moved(v: Victim, a: str) -> dict[str, Any]:
     return {**_obs(a, 1), "id": v.observation, "status": "corrected"}
 
 
+_WITHDRAW = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+
 ORU_FOR_B = (
     "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r"
     f"PID|||{FNR_B}^^^NO-FNR^NNFNR||Offer^Ola\r"
@@ -218,10 +254,16 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/readyz"): [_get("/readyz")],
     ("GET", "/metrics"): [_get("/metrics")],
     ("GET", "/fhir/metadata"): [_get("/fhir/metadata")],
+    ("GET", "/.well-known/smart-configuration"): [_get("/.well-known/smart-configuration")],
+    ("GET", "/fhir/.well-known/smart-configuration"): [
+        _get("/fhir/.well-known/smart-configuration")
+    ],
     ("GET", "/fhir/{rtype}/{rid}"): [
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
         _get("/fhir/Flag/{v.flag}"),
+        _get("/fhir/Condition/{v.condition}"),
+        _get("/fhir/Bundle/{v.document}"),
     ],
     ("GET", "/fhir/{rtype}"): [
         _get("/fhir/Patient?identifier=" + FNR_SYSTEM + "|{fnr}"),
@@ -233,6 +275,21 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient?_has:Observation:patient:_id={v.observation}"),
         _get("/fhir/Observation?patient={a}&_include=Observation:subject"),
         _get("/fhir/AuditEvent"),
+        _get("/fhir/Condition?patient={v.patient}"),
+        _get("/fhir/Condition?subject:Patient.identifier=" + FNR_SYSTEM + "|{fnr}"),
+        _get("/fhir/Condition?patient.identifier={fnr}&_include=Condition:patient"),
+        _get("/fhir/Patient?_has:Condition:patient:code=" + B_DIAGNOSIS),
+        _get("/fhir/Practitioner?_revinclude=Patient:general-practitioner"),
+        _get("/fhir/Patient?_id={a}&_revinclude=Condition:asserter&_revinclude=Flag:patient"),
+        _get("/fhir/Observation?value-quantity=" + str(B_VALUE)),
+        _get("/fhir/Observation?_sort=-date&code-value-quantity=8867-4$gt170"),
+        _get("/fhir/Condition?asserter:missing=false&_sort=code"),
+        _get("/fhir/Condition?subject=Patient/{v.patient}"),
+        _get("/fhir/Condition?asserter=Patient/{v.patient}"),
+        _get("/fhir/Condition?code=" + B_DIAGNOSIS),
+        _get("/fhir/Condition"),
+        _get("/fhir/Bundle"),
+        _get("/fhir/Basic"),
         _get("/fhir/Provenance"),
     ],
     ("POST", "/fhir/{rtype}/_search"): [
@@ -257,10 +314,57 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("PUT", "/fhir/{rtype}/{rid}"): [
         _json("PUT", "/fhir/Observation/{v.observation}", _moved),
     ],
+    ("PATCH", "/fhir/{rtype}/{rid}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation/{v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PATCH", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation?_id={v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PUT", "/fhir/{rtype}"): [
+        _json("PUT", "/fhir/Observation?_id={v.observation}", _moved),
+        _json("PUT", "/fhir/Observation?patient={v.patient}", lambda v, a: _obs(a, 1)),
+    ],
+    ("DELETE", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?_id={v.flag}", headers=h),
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?patient={v.patient}", headers=h),
+    ],
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
     ],
-    ("GET", "/fhir/{rtype}/{rid}/_history"): [_get("/fhir/Observation/{v.observation}/_history")],
+    ("GET", "/fhir/{rtype}/{rid}/_history"): [
+        _get("/fhir/Observation/{v.observation}/_history"),
+        _get("/fhir/Condition/{v.condition}/_history"),
+    ],
+    ("GET", "/fhir/Patient/{pid}/$everything"): [
+        _get("/fhir/Patient/{v.patient}/$everything"),
+        _get("/fhir/Patient/{a}/$everything?_type=Condition,Observation"),
+    ],
+    ("POST", "/fhir/Patient/{pid}/$everything"): [
+        lambda c, h, v, a: c.post(f"/fhir/Patient/{v.patient}/$everything", headers=h)
+    ],
+    ("POST", "/fhir/{rtype}/$validate"): [
+        _json("POST", "/fhir/Observation/$validate", lambda v, a: _obs(v.patient, 1))
+    ],
+    ("POST", "/fhir/{rtype}/{rid}/$validate"): [
+        _json("POST", "/fhir/Observation/{v.observation}/$validate", _moved)
+    ],
+    ("GET", "/fhir/{rtype}/{rid}/$meta"): [_get("/fhir/Condition/{v.condition}/$meta")],
+    ("POST", "/fhir/{rtype}/{rid}/$meta"): [
+        lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
+    ],
+    ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    ("GET", "/fhir/{rtype}/_history"): [
+        _get("/fhir/Condition/_history"),
+        _get("/fhir/Observation/_history"),
+    ],
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): [
         _get("/fhir/Observation/{v.observation}/_history/1")
     ],
@@ -348,6 +452,11 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/quarantine/release"): [
         lambda c, h, v, a: c.post("/api/v1/quarantine/release", headers=h)
     ],
+    ("GET", "/api/v1/ingest/messages"): [
+        _get("/api/v1/ingest/messages"),
+        _get("/api/v1/ingest/messages?outcome=rejected"),
+    ],
+    ("GET", "/api/v1/ingest/messages/{message_id}"): [_get("/api/v1/ingest/messages/x")],
     ("GET", "/api/v1/messages"): [_get("/api/v1/messages?patient={fnr}")],
     ("GET", "/api/v1/messages/{row_id}"): [_get("/api/v1/messages/1")],
     ("GET", "/api/v1/messages/{row_id}/content"): [_get("/api/v1/messages/1/content")],

@@ -226,6 +226,7 @@ def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-
         client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()["total"] == 0
     )
     task["status"] = "completed"
+    task["output"] = [{"type": {"text": "utfall"}, "valueString": "Pasienten er fulgt opp"}]
     assert client.put(f"/fhir/Task/{task['id']}", json=task).status_code == 200
     _ingest(services, _bp("185", "80", now + timedelta(minutes=4)))  # a new red: a new Task
     open_tasks = [t for t in tasks() if t["status"] == "requested"]
