@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from interop import __version__, observability
@@ -15,6 +14,7 @@ from interop.access.helseid import HelseIdResolver
 from interop.api import (
     actors,
     audit,
+    docs,
     emergency,
     fhir,
     fhir_operations,
@@ -70,13 +70,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if stop is not None:
                 stop.set()
 
-    # the API documentation's scripts and styles are served from the installed package: /docs
-    # and /redoc work without internet
-    app: FastAPI = FastAPIOffline(
+    app = FastAPI(
         title="DHO Interop",
         version=__version__,
         description="FHIR R4 store and API for digital hjemmeoppfølging (remote patient follow-up).",
         lifespan=lifespan,
+        docs_url=None,  # served by interop.api.docs, from the installed package: offline
+        redoc_url=None,
     )
     if services is not None:
         app.state.services = services
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     observability.install(app)
     install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
     openapi.install(app)
+    docs.install(app)
     app.include_router(landing.router)
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)
