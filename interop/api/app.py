@@ -28,6 +28,7 @@ from interop.api import (
 )
 from interop.api.cors import install_cors
 from interop.api.fastpath import FhirReadFastPath
+from interop.api.formats import FhirFormats
 from interop.api.limits import RequestLimits
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
+    app.add_middleware(FhirFormats)  # XML and _pretty around every /fhir route
     app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
     install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
