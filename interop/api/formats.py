@@ -74,9 +74,10 @@ def xml_to_json(data: bytes) -> dict[str, Any]:
 def json_to_xml(body: bytes, pretty: bool) -> bytes:
     doc = orjson.loads(body)
     model = get_fhir_model_class(doc["resourceType"])
-    xml: bytes = model.model_validate(doc).model_dump_xml()
+    raw: Any = model.model_validate(doc).model_dump_xml()
+    xml: bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
     if pretty:
-        xml = etree.tostring(  # type: ignore[assignment]
+        xml = etree.tostring(
             etree.fromstring(xml), pretty_print=True, xml_declaration=True, encoding="utf-8"
         )
     return xml
