@@ -17,6 +17,7 @@ from interop.api import (
     emergency,
     fhir,
     fhir_operations,
+    fhir_system,
     fhir_write,
     indicators,
     ingest,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(fhir_write.router)
     app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
+    app.include_router(fhir_system.router)  # after: Patient/{id}/_history is fhir's
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:
         app.router.routes.append(Route(path, endpoint, methods=[method]))  # type: ignore[arg-type]

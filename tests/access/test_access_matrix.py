@@ -345,6 +345,16 @@ CASES: dict[tuple[str, str], list[Request]] = {
         lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
     ],
     ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    ("GET", "/fhir/Patient/{pid}/{rtype}"): [
+        _get("/fhir/Patient/{v.patient}/Observation"),
+        _get("/fhir/Patient/{v.patient}/Condition"),
+        _get("/fhir/Patient/{v.patient}/Patient"),
+    ],
+    ("GET", "/fhir"): [
+        _get("/fhir?_type=Observation,Condition,Flag,Patient"),
+        _get("/fhir?_type=Bundle,Basic"),
+    ],
+    ("GET", "/fhir/"): [_get("/fhir/?_type=Condition&_id={v.condition}")],
     ("GET", "/fhir/{rtype}/_history"): [
         _get("/fhir/Condition/_history"),
         _get("/fhir/Observation/_history"),
