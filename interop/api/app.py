@@ -14,6 +14,7 @@ from interop.access.helseid import HelseIdResolver
 from interop.api import (
     actors,
     audit,
+    bulk_export,
     emergency,
     fhir,
     fhir_operations,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
     app.include_router(smart.router)
+    app.include_router(bulk_export.router)
     app.include_router(fhir_write.router)
     app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
