@@ -69,8 +69,8 @@ def run(
     )
     import httpx
 
-    page = httpx.get(f"{base}/fhir/Condition?_count=1000&_elements=id", headers=headers).json()
-    created = [e["resource"]["id"] for e in page.get("entry", [])]
+    page = httpx.get(f"{base}/fhir/Condition?_count=1000", headers=headers).json()
+    created = [e["resource"]["id"] for e in page.get("entry", []) if e["search"]["mode"] == "match"]
     run_load(
         base,
         lambda i: ("GET", f"/fhir/Condition/{created[i % len(created)]}", b""),
