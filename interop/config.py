@@ -77,6 +77,45 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    environment: Literal["production", "test"] = "production"
+    """``test`` in the national test environments (NHN's test network, Test-Norge): person
+    numbers of those environments (``mappings/identifiers/test-environments.yaml``) are then
+    accepted in received messages; in ``production`` they are refused (AppRec E31)."""
+    file_drop_settle_seconds: float = 2.0
+    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
+    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
+    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
+    edi2_api_version: Literal["2", "3"] = "2"
+    """EDI 2.0 ``api-version``: 2 (stable) or 3 (202 on send, 423 for a locked HER-id; receives
+    through notifications, which are not read yet — keep polling with 2)."""
+    edi2_source_system: str = "DHO Interop, v0.1.0"
+    """``nhn-source-system``: our system's name and version, as NHN asks."""
+    edi2_max_post_bytes: int = 35_000_000
+    """Largest request to EDI 2.0 (NHN: 35 MB per POST); a larger message is dead-lettered."""
+    helseid_tenants_file: Path | None = None
+    """The HelseID clients we call NHN with, one per municipality or legal entity (YAML, see
+    :mod:`interop.national.tenants`). Unset = calls to EDI 2.0 go without HelseID (only for a
+    Meldingstjener on a closed test network)."""
+    ar_base_url: str | None = None
+    """Adresseregisteret's CommunicationParty API (test: ``https://cpapi.test.grunndata.nhn.no``);
+    unset = no address-book sync."""
+    ar_tenant: str | None = None
+    """Which tenant's HelseID client calls AR (default: the first in the tenants file)."""
+    flr_url: str | None = None
+    """Fastlegeregisteret's SOAP endpoint (test: ``https://ws-web.test.nhn.no/v2/flr``)."""
+    flr_username: str | None = None
+    flr_password: SecretStr | None = None
+    """The Grunndata account NHN issued for FLR (HTTP Basic)."""
+    addressbook_sync_seconds: float = 3600.0
+    """How often ``interop worker`` syncs the address book with AR and patients' GPs with FLR
+    (0 = never; ``interop addressbook sync`` runs it by hand)."""
+    pmd_bundle_type: Literal["batch", "collection"] = "batch"
+    """Bundle type of uploads to Pasientens måledata: ``batch`` per the IG's
+    pmd-Bundle-Observation profile (entries with ``request``), ``collection`` as in NHN's PMD 2.0
+    examples (no ``request``, FHIR bdl-3); the sources disagree (standards/nhn/pmd/README.md)."""
+    pmd_tenant: str | None = None
+    """The tenant whose HelseID client uploads to PMD when the upload names no organisation
+    number of a tenant (the vital-sign profiles carry no performer)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
@@ -204,8 +243,9 @@ class Settings(BaseSettings):
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
     413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
     max_kith_message_size: ByteSize = ByteSize(35 * MiB)
-    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
-    business document)."""
+    """Largest KITH XML message read, on every channel (``POST /api/v1/messages/inbound``, file
+    drop, EDI 2.0); NHN's 35 MB limit on a business document. Attachments up to it are read
+    (text nodes above libxml2's 10 MB default included); larger messages are refused unread."""
     ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
     """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
     (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""

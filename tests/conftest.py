@@ -179,6 +179,7 @@ def settings(backend: str, _engines, tmp_path: Path):  # type: ignore[no-untyped
         database_url=url,
         admin_key="test-admin-key",
         kith_schema_dir=KITH_SCHEMAS,
+        file_drop_settle_seconds=0,  # tests write whole files; the settle test sets its own
     )
 
 
@@ -194,7 +195,7 @@ def services(settings, _engines, backend):  # type: ignore[no-untyped-def]
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
     from interop.services import wire_store
 
-    wire_store(store)
+    wire_store(store, settings)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

@@ -48,7 +48,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
             if p.type in SEARCHABLE:
-                params.append({"name": name, "type": "token" if p.type == "uri" else p.type})
+                param = {"name": name, "type": "token" if p.type == "uri" else p.type}
+                if p.documentation:
+                    param["documentation"] = p.documentation
+                params.append(param)
         entry: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in interactions],

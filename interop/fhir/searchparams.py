@@ -27,7 +27,12 @@ class _ParamModel(BaseModel):
     path: str
     target: str | None = None
     compartment: bool = False
-    index: Literal["generic", "observation"] = "generic"
+    index: Literal["generic", "observation", "computed"] = "generic"
+    """Where the values are indexed: the generic tables (extracted from ``path``), the
+    observation index, or ``computed``: written beside the resource by the service (an
+    Observation's zone, by triage) and never extracted from the resource itself."""
+    documentation: str | None = None
+    """What the parameter finds, for the CapabilityStatement (where it is not FHIR's own)."""
 
 
 class _FileModel(BaseModel):
@@ -44,6 +49,7 @@ class SearchParam:
     target: str | None
     compartment: bool
     index: str
+    documentation: str | None = None
     components: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
     """A composite's parts: (component parameter, paths relative to the composite's root)."""
 
@@ -73,6 +79,7 @@ def _load() -> dict[str, dict[str, SearchParam]]:
                 target=p.target,
                 compartment=p.compartment,
                 index=p.index,
+                documentation=p.documentation,
             )
             for name, p in params.items()
         }
@@ -231,7 +238,7 @@ def _plan(resource_type: str) -> _Plan:
             p.index == "observation",
         )
         for name, p in definitions(resource_type).items()
-        if p.index == "generic" or p.type == "reference"
+        if p.index == "generic" or (p.type == "reference" and p.index == "observation")
     )
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.types import Boolean
 from interop.fhir.dates import fhir_range, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import SearchParam, definitions, fold, reference_target
+from interop.store import audit_rows
 from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
@@ -463,6 +464,8 @@ class SearchEngine:
         if req.restriction:
             req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
+        if res_type == audit_rows.AUDIT_EVENT:
+            return self._search_audit(req)
         defs = definitions(res_type)
         warnings: list[Issue] = []
         count = self.default_count
@@ -663,6 +666,20 @@ class SearchEngine:
         return SearchResult(
             page, included=included, total=total, next_cursor=next_cursor, warnings=warnings
         )
+
+    def _search_audit(self, req: SearchRequest) -> SearchResult:
+        """AuditEvents are searched in the audit chain's own columns (``store.audit_rows``)."""
+        with self.store.reader() as conn:
+            found = audit_rows.search(
+                conn,
+                req.params,
+                count=self.default_count,
+                max_count=self.max_count,
+                total_limit=self.total_limit,
+                zone=self.store.zone,
+                strict=req.strict,
+            )
+        return SearchResult(**found)
 
     def _patients_with_identifiers(self, values: list[str]) -> set[str]:
         """Ids of the Patients having any of the identifiers (``system|value`` or ``value``)."""

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from interop.fhir import decimals
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.store.context import WriteContext
@@ -81,7 +82,7 @@ def _with_mapped_refs(resource: Any, mapping: dict[str, str]) -> Any:
     if not mapping:
         return resource
     try:
-        blob = orjson.dumps(resource)
+        blob = decimals.dumps(resource)
     except TypeError:
         return _rewrite_refs(resource, mapping)
     for m in _REFERENCE.finditer(blob):
@@ -357,14 +358,14 @@ class BundleProcessor:
         result = self.search.search(SearchRequest(rtype, query, restriction=restriction))
         if policy is not None:
             result = policy.filter_result(actor, rtype, result, query, tx)
-        body: dict[str, Any] = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": [{"resource": orjson.loads(c)} for _, c in result.rows],
-        }
+        # the stored bytes as they are: numbers keep the text they were written in
+        head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if result.total is not None:
-            body["total"] = result.total
-        return EntryResult(status="200 OK", resource=orjson.dumps(body))
+            head["total"] = result.total
+        entries = b",".join(b'{"resource":' + c + b"}" for _, c in result.rows)
+        return EntryResult(
+            status="200 OK", resource=orjson.dumps(head)[:-1] + b',"entry":[' + entries + b"]}"
+        )
 
     def conditional_match(self, rtype: str, criteria: str, tx: WriteTx) -> StoredResource | None:
         """The resource an ``If-None-Exist`` names, searched as the acting actor: a match the

@@ -53,6 +53,7 @@ class Victim:
     patient: str
     observation: str
     flag: str
+    task: str
     condition: str
     """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
     document: str
@@ -64,6 +65,7 @@ class Victim:
             self.patient,
             self.observation,
             self.flag,
+            self.task,
             str(B_VALUE),
             self.condition,
             self.document,
@@ -147,6 +149,18 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "subject": {"reference": f"Patient/{b}"},
         },
     )
+    task = _post(
+        client,
+        "/fhir/Task",
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "asap",
+            "for": {"reference": f"Patient/{b}"},
+            "authoredOn": "2026-03-01T08:05:00+01:00",
+        },
+    )
     condition = _post(
         client,
         "/fhir/Condition",
@@ -186,7 +200,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag, condition, document), a, roles
+    return Victim(b, ob, flag, task, condition, document), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -237,6 +251,8 @@ ORU_FOR_B = (
 
 CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/openapi.json"): [_get("/openapi.json")],
+    ("GET", "/"): [_get("/")],
+    ("GET", "/static-offline-docs"): [_get("/static-offline-docs/swagger-ui-bundle.js")],
     ("GET", "/docs"): [_get("/docs")],
     ("GET", "/docs/oauth2-redirect"): [_get("/docs/oauth2-redirect")],
     ("GET", "/redoc"): [_get("/redoc")],
@@ -463,6 +479,11 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/quarantine/release"): [
         lambda c, h, v, a: c.post("/api/v1/quarantine/release", headers=h)
     ],
+    ("GET", "/api/v1/ingest/messages"): [
+        _get("/api/v1/ingest/messages"),
+        _get("/api/v1/ingest/messages?outcome=rejected"),
+    ],
+    ("GET", "/api/v1/ingest/messages/{message_id}"): [_get("/api/v1/ingest/messages/x")],
     ("GET", "/api/v1/messages"): [_get("/api/v1/messages?patient={fnr}")],
     ("GET", "/api/v1/messages/{row_id}"): [_get("/api/v1/messages/1")],
     ("GET", "/api/v1/messages/{row_id}/content"): [_get("/api/v1/messages/1/content")],
@@ -484,6 +505,26 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ],
     ("GET", "/api/v1/indicators"): [
         _get(f"/api/v1/indicators?organization={OTHER_MUNICIPALITY}&from=2026-01-01&to=2026-12-31")
+    ],
+    ("GET", "/api/v1/worklist"): [
+        _get(f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}"),
+        lambda c, h, v, a: c.get(
+            f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}",
+            headers={**h, "Accept": "text/html"},
+        ),
+        _get(f"/api/v1/worklist?organization={MUNICIPALITY}"),
+    ],
+    ("POST", "/api/v1/worklist/tasks/{task_id}/actions"): [
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "complete", "outcome": "ingen-tiltak"},
+            headers=h,
+        ),
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "take"},
+            headers=h,
+        ),
     ],
 }
 
@@ -521,4 +562,6 @@ def test_no_role_reaches_an_unrelated_patient(client, role: str) -> None:  # typ
     assert after == before, "the victim's Observation was changed"
     flag = client.get(f"/fhir/Flag/{victim.flag}")
     assert flag.status_code == 200, "the victim's Flag was deleted"
+    task = client.get(f"/fhir/Task/{victim.task}").json()
+    assert task["status"] == "requested" and "owner" not in task, "the victim's Task was changed"
     assert not leaks, "\n".join(leaks)

@@ -43,11 +43,11 @@ def test_every_row_of_a_batch_is_written(services: Any, n: int) -> None:
         stored = tx.create_many([(_obs("p1", f"ok-{n}-{i}", 60 + i), None) for i in range(n)])
     ids = [s.res_id for s in stored]
     assert _count(services, resource_table, resource_table.c.res_id.in_(ids)) == n
-    # per Observation: an index row for its code, three tokens, the device reference; its two
-    # codings are one code set, written once
+    # per Observation: an index row for its code, three tokens and the zone triage judged
+    # (beside it), the device reference; its two codings are one code set, written once
     assert _count(services, observation_table, observation_table.c.res_id.in_(ids)) == n
     assert _count(services, code_set_table) == 2
-    assert _count(services, token_table, token_table.c.res_id.in_(ids)) == 3 * n
+    assert _count(services, token_table, token_table.c.res_id.in_(ids)) == 4 * n
     for s, i in zip(stored, range(n), strict=True):
         assert services.store.read("Observation", s.res_id).json()["valueQuantity"]["value"] == (
             60 + i

@@ -336,8 +336,17 @@ def test_index_rows_per_observation(services, ids) -> None:  # type: ignore[no-u
         assert (
             count(select(r.row_id).where(r.res_type == "Observation", r.res_id == obs.res_id)) == 0
         )
+        # its two tokens (status, category) and the zone triage judged (beside it)
         assert (
-            count(select(t.row_id).where(t.res_type == "Observation", t.res_id == obs.res_id)) == 2
+            count(select(t.row_id).where(t.res_type == "Observation", t.res_id == obs.res_id)) == 3
+        )
+        assert (
+            count(
+                select(t.row_id).where(
+                    t.res_type == "Observation", t.res_id == obs.res_id, t.param == "zone"
+                )
+            )
+            == 1
         )
         refs = conn.execute(
             select(r.param, r.target).where(

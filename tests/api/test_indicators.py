@@ -66,7 +66,7 @@ def _setup(client, patients: int = 6) -> str:  # type: ignore[no-untyped-def]
                 "resourceType": "Task",
                 "status": "completed",
                 "intent": "order",
-                "priority": "urgent",
+                "priority": "asap",
                 "for": {"reference": f"Patient/{pid}"},
                 "authoredOn": "2026-03-05T09:00:00+01:00",
                 "lastModified": f"2026-03-05T{10 + i:02d}:00:00+01:00",
@@ -108,6 +108,7 @@ def test_indicator_formats_and_access(client) -> None:  # type: ignore[no-untype
     assert mr["resourceType"] == "MeasureReport" and mr["type"] == "summary"
     page = client.get("/api/v1/indicators", params={**q, "format": "html"})
     assert "<svg" in page.text and "Fjordvik kommune" in page.text
+    assert "Målinger mottatt" in page.text and "suppressed" not in page.text
     assert (
         client.get(
             "/api/v1/indicators", params={**q, "period": "2026-03-31/2026-03-01"}

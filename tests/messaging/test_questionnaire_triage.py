@@ -24,7 +24,7 @@ def test_red_questionnaire_raises_a_task_and_a_gp_message(client, services, tmp_
     tasks = client.get("/fhir/Task", params={"patient": ids["patient"]}).json()["entry"]
     kinds = {t["resource"]["code"]["coding"][0]["code"]: t["resource"] for t in tasks}
     task = kinds["assess-questionnaire"]
-    assert task["priority"] == "urgent"
+    assert task["priority"] == "asap"
     assert task["focus"]["reference"].startswith("QuestionnaireResponse/")
     rows = [r for r in _outbox(services) if r.focus == f"Task/{task['id']}"]
     assert [r.event for r in rows] == ["triage.red"]
