@@ -227,7 +227,9 @@ async def create(request: Request) -> Response:
     validate_resource(resource, expected_type=rtype)
     resource.pop("id", None)  # the server assigns ids on create
     # the store's guard decides whether the actor may write it (svc.policy.guard_write)
-    if_none_exist = request.headers.get("if-none-exist")
+    # criteria in the query string (fhirpy's get_or_create) are a conditional create too,
+    # never ignored
+    if_none_exist = request.headers.get("if-none-exist") or _query_criteria(request)
     try:
         if if_none_exist:
             with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
@@ -243,6 +245,15 @@ async def create(request: Request) -> Response:
     except DuplicateIdentifier as exc:
         raise issue_for_duplicate(exc) from None
     return _write_response(request, stored, 201)
+
+
+def _query_criteria(request: Request) -> str | None:
+    query = [
+        (k, v)
+        for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+        if k not in ("_format", "_pretty")
+    ]
+    return urlencode(query) if query else None
 
 
 async def read(request: Request) -> Response:

@@ -211,6 +211,12 @@ def _get(path: str) -> Request:
     return lambda c, h, v, a: c.get(path.format(v=v, a=a, fnr=FNR_B), headers=h)
 
 
+def _async_get(path: str) -> Request:
+    return lambda c, h, v, a: c.get(
+        path.format(v=v, a=a, fnr=FNR_B), headers={**h, "Prefer": "respond-async"}
+    )
+
+
 def _json(method: str, path: str, body: Callable[[Victim, str], Any]) -> Request:
     return lambda c, h, v, a: c.request(
         method,
@@ -361,6 +367,27 @@ CASES: dict[tuple[str, str], list[Request]] = {
         lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
     ],
     ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    # $export: kicked off as each role; what the job writes is checked in test_bulk_export
+    ("GET", "/fhir/$export"): [_async_get("/fhir/$export?_type=Observation")],
+    ("GET", "/fhir/Patient/$export"): [_async_get("/fhir/Patient/$export?_type=Observation")],
+    ("GET", "/fhir/Group/{gid}/$export"): [_async_get("/fhir/Group/{v.patient}/$export")],
+    ("GET", "/fhir/$export-status/{job}"): [_get("/fhir/$export-status/{v.patient}")],
+    ("DELETE", "/fhir/$export-status/{job}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/$export-status/{v.patient}", headers=h)
+    ],
+    ("GET", "/fhir/$export-file/{job}/{name}"): [
+        _get("/fhir/$export-file/{v.patient}/Observation.ndjson")
+    ],
+    ("GET", "/fhir/Patient/{pid}/{rtype}"): [
+        _get("/fhir/Patient/{v.patient}/Observation"),
+        _get("/fhir/Patient/{v.patient}/Condition"),
+        _get("/fhir/Patient/{v.patient}/Patient"),
+    ],
+    ("GET", "/fhir"): [
+        _get("/fhir?_type=Observation,Condition,Flag,Patient"),
+        _get("/fhir?_type=Bundle,Basic"),
+    ],
+    ("GET", "/fhir/"): [_get("/fhir/?_type=Condition&_id={v.condition}")],
     ("GET", "/fhir/{rtype}/_history"): [
         _get("/fhir/Condition/_history"),
         _get("/fhir/Observation/_history"),
