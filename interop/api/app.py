@@ -14,8 +14,8 @@ from interop.access.helseid import HelseIdResolver
 from interop.api import (
     actors,
     audit,
-    docs,
     bulk_export,
+    docs,
     emergency,
     fhir,
     fhir_operations,
