@@ -265,7 +265,15 @@ def worker(
 
     svc = build_services(get_settings())
     outbox = Outbox(svc.engine)
-    delivery = DeliveryWorker(outbox, concurrency=concurrency)
+    from interop.national.tenants import TenantConfigError
+    from interop.routing.transports import default_transports
+
+    try:
+        transports = default_transports(settings=svc.settings)
+    except TenantConfigError as exc:
+        _fail(f"the HelseID tenants file cannot be used: {exc}")
+        return
+    delivery = DeliveryWorker(outbox, transports, concurrency=concurrency)
     inbox = InboxProcessor(svc)
     inbox.recover()
     delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))
@@ -278,11 +286,12 @@ def worker(
     from interop.routing.worker import audit_head_export
 
     if svc.settings.ar_base_url and svc.settings.addressbook_sync_seconds > 0:
-        from interop.national.cli import run_sync
+        from interop.national.cli import run_first_contact, run_sync
 
         delivery.periodic.append(
             ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
         )
+        delivery.periodic.append(("gp-first-contact", 60.0, lambda: run_first_contact(svc)))
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)

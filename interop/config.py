@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     pmd_tenant: str | None = None
     """The tenant whose HelseID client uploads to PMD when the upload names no organisation
     number of a tenant (the vital-sign profiles carry no performer)."""
+    jft_tenant: str | None = None
+    """The tenant whose HelseID client journals to JFT when the Bundle's author organisation is
+    no tenant's."""
+    jft_max_bytes: int = 1_000_000
+    """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
+    cppa_base_url: str | None = None
+    """NHN's CPPA API (test ``https://cppa.test.grunndata.nhn.no``): asked before a PLO or
+    Dialogmelding goes over EDI 2.0 whether the receiver takes that type. Unset = not asked."""
+    cppa_fallback: Literal["dead-letter", "send"] = "dead-letter"
+    """What to do when CPPA says the receiver cannot take the type: dead-letter with the reason,
+    or send anyway (logged)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
@@ -231,6 +242,12 @@ class Settings(BaseSettings):
 
     def cors_origins(self) -> list[str]:
         return [o.rstrip("/") for o in self.cors_allowed_origins.replace(",", " ").split() if o]
+
+    export_dir: Path | None = None
+    """Where bulk ``$export`` jobs write their NDJSON files (one folder per job); default
+    ``var/exports``. Shared by every API process that serves the status and file URLs."""
+    export_max_seconds: float = 3600.0
+    """An export job still running after this long is reported failed."""
 
     # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
     max_body_size: ByteSize = ByteSize(10 * MiB)

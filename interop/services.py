@@ -16,6 +16,7 @@ from interop.config import Settings
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
+from interop.store.reference_integrity import ReferenceIntegrity
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
@@ -37,6 +38,8 @@ class Services:
         self.events = Subscriptions()
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
+        # after the policy: an actor learns nothing about a Patient it may not see
+        self.store.guards.append(ReferenceIntegrity(self.store))
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy
@@ -72,6 +75,9 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
+    from interop.national.vkp_dho import on_task_written
+
+    store.hooks.append(on_task_written)
     store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 

@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import select
 
 from interop.access.helseid.local_issuer import DpopClient, Issuer, serve_issuer
-from interop.bench import actors, data, helseid
+from interop.bench import actors, data, generic_types, helseid
 from interop.bench.http_load import LoadResult, RequestFactory, run_load
 from interop.bench.report import Report
 from interop.bench.server import BENCH_KEY, RunningServer, api_server
@@ -248,6 +248,7 @@ def run(
             )
         else:
             report.note(f"$lastn not available on this build ({probe.status_code}); skipped")
+        generic_types.run(report, backend, size, base, HEADERS, rng, patients)
         _as_users(report, backend, size, server, rng, gp_ids, gp_patients, patients)
         _with_helseid(report, backend, size, server, issuer, gp_ids, gp_patients, rng)
         report.row(

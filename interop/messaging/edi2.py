@@ -36,11 +36,11 @@ def poll_edi2(
     base = (base_url or settings.edi2_base_url or "").rstrip("/")
     if not base:
         return {}
-    http = client or httpx.Client(timeout=30.0)
-    if helseid is None and settings.helseid_tenants_file is not None:
-        from interop.national.tenants import load_tenants
+    from interop.national.wiring import helseid_clients, shared_http
 
-        helseid = HelseIdClients(load_tenants(settings.helseid_tenants_file), http)
+    http = client or shared_http()
+    if helseid is None:
+        helseid = helseid_clients(settings)
     inbox = KithInbox(services)
     with services.store.reader() as conn:
         ours = sorted(own_her_ids(conn, [h for h in (settings.our_herid,) if h]))

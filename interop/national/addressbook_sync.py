@@ -39,7 +39,7 @@ from interop.national.ar import ArClient, ArError, Party
 from interop.national.flr import FlrClient, FlrError
 from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.store.context import WriteContext
-from interop.store.schema import outbox_table, token_table
+from interop.store.schema import outbox_table, reference_table, resource_table, token_table
 
 log = logging.getLogger("interop.national")
 
@@ -381,6 +381,36 @@ class AddressBookSync:
             if gp is not None:
                 out[str(pid)] = gp.gp_her_id
         return out
+
+    def patients_without_gp(self) -> list[str]:
+        with self.store.reader() as conn:
+            with_gp = select(reference_table.c.res_id).where(
+                reference_table.c.res_type == "Patient",
+                reference_table.c.param == "general-practitioner",
+            )
+            rows = conn.execute(
+                select(resource_table.c.res_id).where(
+                    resource_table.c.res_type == "Patient",
+                    resource_table.c.deleted.is_(False),
+                    resource_table.c.res_id.not_in(with_gp),
+                )
+            ).all()
+        return [str(r[0]) for r in rows]
+
+    def first_contact(self) -> SyncReport:
+        """Patients with no GP yet (new ones): FLR → AR → ``generalPractitioner``. The worker
+        runs this often; the full sync (:meth:`run`) keeps everyone current."""
+        report = SyncReport()
+        for pid in self.patients_without_gp():
+            try:
+                report_one = self.refresh_patient(pid)
+            except (FlrError, ArError, FhirError) as exc:
+                report.errors.append(f"Patient/{pid}: {exc}")
+                continue
+            report.created += report_one.created
+            report.gp_changed += report_one.gp_changed
+            report.errors += report_one.errors
+        return report
 
     def refresh_patient(self, patient_id: str) -> SyncReport:
         """First contact: FLR → AR → Patient.generalPractitioner for one patient."""

@@ -23,6 +23,16 @@ def run_sync(
     return sync.run(her_ids, patients=patients).summary()
 
 
+def run_first_contact(services: object) -> dict[str, int] | None:
+    """The worker's frequent job: patients without a GP get theirs from FLR (and AR)."""
+    from interop.national.wiring import address_book_sync
+
+    sync = address_book_sync(services)
+    if sync is None or sync.flr is None:
+        return None
+    return sync.first_contact().summary()
+
+
 @addressbook_app.command("sync")
 def sync(
     her_id: Annotated[

@@ -10,6 +10,7 @@ v3 423 (HER-id locked to another client) and a message over the 35 MB limit dead
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any
@@ -18,10 +19,16 @@ import httpx
 import orjson
 from lxml import etree
 
+from interop.national.cppa import CppaClient, msghead_type
 from interop.national.edi2 import ApiVersion, Edi2Client, Edi2Error
 from interop.national.helseid import HelseIdClients, HelseIdError
 from interop.routing.outbox import OutboxMessage
 from interop.routing.transports import PermanentDeliveryError, TransientDeliveryError
+
+log = logging.getLogger("interop.national")
+
+CPPA_CHECKED = ("HELSEOPPLYSNINGER_", "DIALOG_", "PLO")
+"""MsgHead types (8279) checked against CPPA before sending: PLO and Dialogmelding."""
 
 _APPREC_ADDRESS = re.compile(r"^(?P<base>.+)/Messages/(?P<id>[^/]+)/apprec/(?P<her>\d+)$")
 
@@ -95,15 +102,37 @@ def _classify(exc: Edi2Error | HelseIdError) -> Exception:
 
 
 class Edi2Transport:
+    """Before a PLO or Dialogmelding goes, CPPA (when configured) is asked whether the receiver
+    takes that message type: "no" dead-letters it with the reason unless
+    ``INTEROP_CPPA_FALLBACK`` is ``send``; "unknown" sends."""
+
     name = "edi2"
 
-    def __init__(self, clients: _Clients) -> None:
+    def __init__(
+        self, clients: _Clients, cppa: CppaClient | None = None, fallback: str = "dead-letter"
+    ) -> None:
         self.clients = clients
+        self.cppa = cppa
+        self.fallback = fallback
+
+    def _check_cppa(self, document: bytes, receivers: list[str]) -> None:
+        if self.cppa is None or not receivers:
+            return
+        kind = msghead_type(document)
+        if kind is None or not kind.startswith(CPPA_CHECKED):
+            return
+        if self.cppa.can_receive(receivers[-1], kind) is False:
+            why = f"HER-id {receivers[-1]} cannot receive {kind} according to its CPPA profile"
+            if self.fallback == "send":
+                log.warning("%s; sending anyway (INTEROP_CPPA_FALLBACK=send)", why)
+                return
+            raise PermanentDeliveryError(why)
 
     def deliver(self, message: OutboxMessage) -> bool:
         sender = msghead_her_ids(message.payload, "Sender")
         edi = self.clients.for_sender(message.address, sender)
         receivers = msghead_her_ids(message.payload, "Receiver")
+        self._check_cppa(message.payload, receivers)
         try:
             edi.send(
                 message.payload,
@@ -152,13 +181,13 @@ class Edi2AppRecTransport:
 def edi2_transports(
     settings: Any, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
 ) -> dict[str, Any]:
-    """EDI 2.0's two transports and PMD's, with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
     shared = http or httpx.Client(timeout=30.0)
-    if helseid is None and settings.helseid_tenants_file is not None:
-        from interop.national.tenants import load_tenants
+    if helseid is None:
+        from interop.national.wiring import helseid_clients
 
-        helseid = HelseIdClients(load_tenants(settings.helseid_tenants_file), shared)
+        helseid = helseid_clients(settings)
     clients = _Clients(
         helseid,
         shared,
@@ -166,10 +195,20 @@ def edi2_transports(
         source_system=settings.edi2_source_system,
         max_post_bytes=settings.edi2_max_post_bytes,
     )
+    from interop.national.jft_transport import JftTransport
     from interop.national.pmd_transport import PmdTransport
 
+    cppa = None
+    if settings.cppa_base_url and helseid is not None:
+        tenant = helseid.config.tenants[0]
+        cppa = CppaClient(
+            settings.cppa_base_url, auth=helseid.for_tenant(tenant).auth("cppa"), http=shared
+        )
     return {
-        "edi2": Edi2Transport(clients),
+        "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
         "edi2-apprec": Edi2AppRecTransport(clients),
         "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
+        "jft": JftTransport(
+            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
     }

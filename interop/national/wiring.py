@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,11 +14,37 @@ from interop.national.flr import FlrClient
 from interop.national.helseid import HelseIdClients
 from interop.national.tenants import TenantConfigError, load_tenants
 
+_shared: dict[tuple[str, int], HelseIdClients] = {}
+_shared_lock = threading.Lock()
+_http: httpx.Client | None = None
 
-def helseid_clients(settings: Any, http: httpx.Client) -> HelseIdClients | None:
-    if settings.helseid_tenants_file is None:
+
+def shared_http() -> httpx.Client:
+    """One HTTP client (connection pool) for the national services in this process."""
+    global _http
+    with _shared_lock:
+        if _http is None:
+            _http = httpx.Client(timeout=30.0)
+        return _http
+
+
+def helseid_clients(settings: Any, http: httpx.Client | None = None) -> HelseIdClients | None:
+    """The tenants' HelseID clients, shared in the process so their tokens are cached across
+    polls and deliveries; read again when the tenants file changes."""
+    path = settings.helseid_tenants_file
+    if path is None:
         return None
-    return HelseIdClients(load_tenants(settings.helseid_tenants_file), http)
+    try:
+        key = (str(path), Path(path).stat().st_mtime_ns)
+    except OSError:
+        key = (str(path), 0)
+    with _shared_lock:
+        clients = _shared.get(key)
+        if clients is None:
+            for old in [k for k in _shared if k[0] == key[0]]:
+                del _shared[old]
+            clients = _shared[key] = HelseIdClients(load_tenants(path), http or shared_http())
+        return clients
 
 
 def address_book_sync(
@@ -31,7 +59,7 @@ def address_book_sync(
             "INTEROP_AR_BASE_URL is set but INTEROP_EDI2_BASE_URL is not: the address book's "
             "EDI 2.0 Endpoints need the Meldingstjener's address"
         )
-    http = http or httpx.Client(timeout=30.0)
+    http = http or shared_http()
     helseid = helseid or helseid_clients(settings, http)
     if helseid is None:
         raise TenantConfigError("Adresseregisteret needs HelseID: set INTEROP_HELSEID_TENANTS_FILE")

@@ -344,6 +344,10 @@ class Router:
                     bundle_type=self.settings.pmd_bundle_type,
                 )
             return [orjson.dumps(b) for b in bundles]
+        if rule.message == "vkp-dho-document":
+            from interop.national.vkp_dho import journal_payloads
+
+            return journal_payloads(self.store, conn, event)
         raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
 

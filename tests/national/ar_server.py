@@ -69,6 +69,7 @@ class Adresseregisteret:
         spec["security"] = [{"DPoP": []}]
         self.openapi = OpenAPI.from_dict(spec)
         self.parties: dict[int, dict[str, Any]] = {}
+        self.certificates: dict[tuple[int, str], dict[str, Any]] = {}
         self.violations: list[str] = []
         self.calls: list[tuple[str, str, int]] = []
 
@@ -122,6 +123,9 @@ class Adresseregisteret:
         if path == "/api/v1/communicationparty" and method == "POST":
             wanted = json.loads(body)["herIds"]
             return 200, [self.parties[h] for h in wanted if h in self.parties]
+        if m := re.fullmatch(r"/api/v1/certificate/(\d+)/(signing|encryption)", path):
+            cert = self.certificates.get((int(m[1]), m[2]))
+            return (200, cert) if cert else (404, None)
         if m := re.fullmatch(r"/api/v1/organization/(\d{9})", path):
             for p in self.parties.values():
                 if (p.get("organizationDetails") or {}).get("organizationNumber") == m[1]:

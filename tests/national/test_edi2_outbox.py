@@ -5,6 +5,7 @@ AppRec (``Ok``, as the schema spells it) and marked read."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
@@ -93,3 +94,69 @@ def test_no_tenant_for_the_sender_dead_letters_with_the_reason(  # type: ignore[
     assert row.status == "dead"
     assert "no HelseID tenant sends for HER-id 80001, 80002" in row.last_error
     assert national.mt.messages == {}
+
+
+def test_cppa_says_whether_the_gp_takes_plo(
+    client, services, tmp_path: Path, national: National
+) -> None:  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tests.live_server import live_server
+    from tests.national.nhn_auth import ApiGuard, Unauthorized
+
+    guard = ApiGuard(national.helseid.issuer, "nhn:cppa", "nhn:cppa/access")
+    profiles: dict[int, list[Any]] = {}
+
+    async def profile(request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            guard.check("GET", str(request.url), headers)
+        except Unauthorized as exc:
+            return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
+        her = int(request.path_params["her"])
+        if her not in profiles:
+            return Response(status_code=404)
+        return JSONResponse(
+            {"herId": her, "processes": [{"name": "x", "canReceive": profiles[her]}]}
+        )
+
+    services.settings.helseid_tenants_file = national.helseid.tenants_file
+    ids = address_book(client, tmp_path)
+    _use_edi2(client, ids, national.edi2_url)
+    with live_server(Starlette(routes=[Route("/Profiles/{her}", profile)])) as cppa:
+        services.settings.cppa_base_url = cppa
+
+        def deliver() -> None:
+            DeliveryWorker(
+                Outbox(services.engine), default_transports(settings=services.settings)
+            ).run_once()
+
+        profiles[int(HER["gp"])] = ["DIALOG_HELSEFAGLIG", {"name": "DIALOG_SVAR"}]
+        _ingest(services, _heart_rate("150", 5))
+        deliver()
+        [row] = _outbox(services)
+        assert row.status == "dead"
+        assert "HER-id 80011 cannot receive HELSEOPPLYSNINGER_LEGE" in row.last_error
+        assert national.mt.messages == {}
+        # the profile lists it: it goes
+        profiles[int(HER["gp"])].append({"messageName": "HELSEOPPLYSNINGER_LEGE"})
+        from interop.messaging.status import send_periodic_status
+
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        deliver()
+        assert len(national.mt.messages) == 1
+        # no profile at all: not known, so it goes
+        del profiles[int(HER["gp"])]
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        deliver()
+        assert len(national.mt.messages) == 2
+    assert guard.checked >= 3

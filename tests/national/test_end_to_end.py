@@ -113,19 +113,40 @@ def _gp_role(client, patient_id: str) -> dict[str, Any]:  # type: ignore[no-unty
     return dict(client.get(f"/fhir/{gp['reference']}").json())
 
 
+def _cli_sync(services, monkeypatch):  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from interop.cli import app
+    from interop.config import reset_settings_cache
+
+    s = services.settings
+    env = {
+        "INTEROP_DATABASE_URL": s.database_url,
+        "INTEROP_HELSEID_TENANTS_FILE": str(s.helseid_tenants_file),
+        "INTEROP_EDI2_BASE_URL": s.edi2_base_url,
+        "INTEROP_AR_BASE_URL": s.ar_base_url,
+        "INTEROP_FLR_URL": s.flr_url,
+        "INTEROP_FLR_USERNAME": s.flr_username,
+        "INTEROP_FLR_PASSWORD": s.flr_password.get_secret_value(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        return CliRunner().invoke(app, ["addressbook", "sync"])
+    finally:
+        reset_settings_cache()
+
+
 def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # type: ignore[no-untyped-def]
-    client, services, national: National, registers: Registers
+    client, services, national: National, registers: Registers, monkeypatch
 ) -> None:
     ids = our_organisations(client)
-    # `interop addressbook sync`: FLR says the GP is HER-id 80011, AR says who that is
-    assert run_sync(services) == {
-        "created": 4,  # the practice, the practitioner, the GP's role, its EDI 2.0 Endpoint
-        "updated": 0,
-        "gone": 0,
-        "dead-lettered": 0,
-        "gp-changed": 1,
-        "errors": 0,
-    }
+    # the operator runs `interop addressbook sync` with the configuration in the environment:
+    # FLR says the GP is HER-id 80011, AR says who that is
+    result = _cli_sync(services, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "'created': 4" in result.output and "'gp-changed': 1" in result.output
     role = _gp_role(client, ids["patient"])
     assert {"system": HERID_OID, "value": "80011"} in role["identifier"]
     assert role["meta"]["tag"][0]["code"] == "adresseregisteret"
@@ -164,7 +185,11 @@ def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # 
     )
     mid = national.mt.inject(kith.build_apprec(apprec, "1.1"))
     assert national.mt.messages[mid].receiver_her_id == 80002
+    tokens = national.helseid.issuer.token_endpoint.issued
     assert poll_edi2(services, helseid=None) == {"apprec": 1}
+    assert poll_edi2(services, helseid=None) == {}
+    # the tenants' HelseID clients are shared in the process: the polls reuse one token
+    assert national.helseid.issuer.token_endpoint.issued - tokens <= 1
     [closed] = _outbox(services)
     assert closed.status == "apprec-ok" and closed.apprec_status == "ok"
     assert national.mt.messages[mid].read_by == {80002}
@@ -234,3 +259,24 @@ def test_addressbook_sync_command_without_ar_says_so(tmp_path: Path, monkeypatch
     finally:
         reset_settings_cache()
     assert result.exit_code == 2 and "INTEROP_AR_BASE_URL is not set" in result.output
+
+
+def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-def]
+    client, services, national: National, registers: Registers
+) -> None:
+    from interop.national.cli import run_first_contact
+
+    ids = our_organisations(client)
+    assert run_first_contact(services) == {
+        "created": 4,
+        "updated": 0,
+        "gone": 0,
+        "dead-lettered": 0,
+        "gp-changed": 1,
+        "errors": 0,
+    }
+    assert {"system": HERID_OID, "value": "80011"} in _gp_role(client, ids["patient"])["identifier"]
+    # a patient who has a GP is not asked about again
+    calls = len(registers.flr.calls)
+    assert run_first_contact(services)["gp-changed"] == 0  # type: ignore[index]
+    assert len(registers.flr.calls) == calls

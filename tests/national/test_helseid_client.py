@@ -116,3 +116,51 @@ def test_tenant_config_errors_name_the_setting_never_the_key(tmp_path: Path, cap
                 {"tenants": [{"name": "x", "client_id": "c", "alg": "HS256", "key_env": "K"}]}
             )
         assert secret not in caplog.text
+
+
+def test_rs256_client_and_a_resource_server_nonce(tmp_path: Path) -> None:
+    """An RS256 client; an API that demands its own DPoP nonce gets one retry with it, and the
+    nonce is kept per server (HelseID's is not sent to the API)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from interop.access.helseid.local_issuer import public_jwk
+    from interop.national.keys import client_key
+    from interop.national.tenants import Tenant
+    from tests.live_server import live_server
+    from tests.national.nhn_auth import ApiGuard, Unauthorized
+
+    with helseid_env(tmp_path, {}) as env:
+        key = client_key(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", "rs"
+        )
+        env.issuer.token_endpoint.register(
+            "rs-client", public_jwk(key.key), {"nhn:msh": {"nhn:msh/api"}}
+        )
+        client = HelseIdClient(env.config, Tenant("rs", "rs-client", key))
+        guard = ApiGuard(env.issuer, "nhn:msh", "nhn:msh/api")
+        nonces: list[str | None] = []
+
+        async def handle(request: Request) -> Response:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            proof = jwt.decode(headers["dpop"], options={"verify_signature": False})
+            nonces.append(proof.get("nonce"))
+            if proof.get("nonce") != "api-nonce-1":
+                return Response(
+                    status_code=401,
+                    headers={
+                        "WWW-Authenticate": 'DPoP error="use_dpop_nonce"',
+                        "DPoP-Nonce": "api-nonce-1",
+                    },
+                )
+            try:
+                guard.check(request.method, str(request.url), headers)
+            except Unauthorized as exc:
+                return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
+            return Response(b"{}", 200)
+
+        app = Starlette(routes=[Route("/{path:path}", handle, methods=["GET"])])
+        with live_server(app) as base, httpx.Client(auth=client.auth("edi2")) as http:
+            assert http.get(f"{base}/Messages").status_code == 200
+            assert http.get(f"{base}/Messages").status_code == 200
+        assert nonces == [None, "api-nonce-1", "api-nonce-1"]
+        assert jwt.get_unverified_header(client.token("edi2").value)["alg"] in ("RS256", "ES256")
