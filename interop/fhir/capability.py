@@ -40,7 +40,14 @@ COMMON_SEARCH = [
 def capability_statement(base_url: str, date: str) -> dict[str, Any]:
     resources = []
     for rtype in SUPPORTED_TYPES:
-        interactions = ["read", "vread", "search-type", "history-instance", "create"]
+        interactions = [
+            "read",
+            "vread",
+            "search-type",
+            "history-instance",
+            "history-type",
+            "create",
+        ]
         if rtype not in IMMUTABLE_TYPES:
             interactions += ["update", "patch"]
         if rtype not in UNDELETABLE_TYPES:
@@ -52,6 +59,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                 if p.documentation:
                     param["documentation"] = p.documentation
                 params.append(param)
+        if rtype == "Observation":
+            from interop.store.search_breadth import OBSERVATION_EXTRA
+
+            params += [{"name": n, "type": t} for n, t in OBSERVATION_EXTRA.items()]
         entry: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in interactions],
@@ -92,7 +103,12 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                     "description": "Authorization: Bearer <API key or signed JWT>",
                 },
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "search-system"},
+                    {"code": "history-system"},
+                ],
             }
         ],
     }

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import SearchParam, definitions, reference_target
+from interop.store.audit_rows import AUDIT_EVENT
 from interop.store.schema import (
     date_table,
     observation_table,
@@ -56,6 +57,14 @@ OBSERVATION_EXTRA = {
 }
 """Parameters Observation has besides ``search-parameters.yaml`` (served here)."""
 SORT_TABLES = {"date": date_table, "string": string_table, "token": token_table}
+
+
+AUDIT_ONLY_AT = (
+    "audit events are not among the searchable resources; search them at /fhir/AuditEvent "
+    "(patient, entity, altid, action, outcome, date)"
+)
+"""AuditEvents are stored lean (``store.audit_rows``): reverse chains and ``_revinclude``
+cannot reach them, and are refused rather than answered empty."""
 
 
 def _concat(store_is_pg: bool, prefix: str, column: Any) -> Any:
@@ -193,6 +202,8 @@ def has_condition(
     _has, inner_type, ref, inner = parts
     if inner_type not in SUPPORTED_TYPES:
         raise error(400, "not-supported", f"{key!r}: unknown resource type {inner_type}")
+    if inner_type == AUDIT_EVENT:
+        raise error(400, "not-supported", f"{key!r}: {AUDIT_ONLY_AT}")
     rparam = definitions(inner_type).get(ref)
     if rparam is None or rparam.type != "reference":
         raise error(
@@ -394,6 +405,8 @@ def revincludes(
         if len(parts) < 2 or parts[0] not in SUPPORTED_TYPES:
             raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter")
         src, pname = parts[0], parts[1]
+        if src == AUDIT_EVENT:
+            raise error(400, "not-supported", f"_revinclude={spec!r}: {AUDIT_ONLY_AT}")
         param = definitions(src).get(pname)
         if param is None or param.type != "reference":
             raise error(

@@ -181,3 +181,15 @@ def test_events_stored_before_revision_0020_are_moved_and_still_verify(tmp_path)
         assert [a.event for a in accesses(conn, "p2")] == ["AuditEvent/ae2"]
         assert audit_rows.get(conn, "ae2") is not None
     engine.dispose()
+
+
+def test_reverse_chains_and_revinclude_of_audit_events_are_refused(services, client) -> None:  # type: ignore[no-untyped-def]
+    """They cannot reach the audit log's rows: refused, never answered empty."""
+    _record(services)
+    assert client.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+    for params in (
+        {"_has:AuditEvent:patient:outcome": "4"},
+        {"_revinclude": "AuditEvent:patient"},
+    ):
+        r = client.get("/fhir/Patient", params=params)
+        assert r.status_code == 400 and "/fhir/AuditEvent" in r.text, (params, r.text)

@@ -153,3 +153,11 @@ def test_compartment_and_system_search(client) -> None:  # type: ignore[no-untyp
     assert sorted(seen) == sorted([c1, c2, o1, o2, bp])
     assert client.get("/fhir?_type=Nonsense").status_code == 400
     assert client.get("/fhir").status_code == 400
+
+
+def test_total_modes_and_not(client) -> None:  # type: ignore[no-untyped-def]
+    kari, ola, c1, c2, o1, o2, bp = _world(client)
+    assert client.get("/fhir/Condition?_total=accurate").json()["total"] == 2
+    assert client.get("/fhir/Condition?_total=estimate").json()["total"] == 2
+    assert "total" not in client.get("/fhir/Condition?_total=none").json()
+    assert _ids(client, "Condition?code:not=44054006") == {c1}

@@ -159,7 +159,10 @@ def test_create_with_and_without_the_routing_shortcut(client) -> None:  # type: 
     assert r.json()["issue"][0]["expression"] == ["Observation.status"]
     r = client.post("/fhir/Observation", content=b"{", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+    # XML is read (tests/api/test_xml_format.py): a root outside the FHIR namespace is a 400
     r = client.post("/fhir/Observation", content=b"<x/>", headers={"Content-Type": "text/xml"})
+    assert r.status_code == 400 and "OperationOutcome" in r.text
+    r = client.post("/fhir/Observation", content=b"a,b", headers={"Content-Type": "text/csv"})
     assert r.status_code == 415 and r.json()["resourceType"] == "OperationOutcome"
     r = client.post("/fhir/Observation", json=OBS, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
