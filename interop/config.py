@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    environment: Literal["production", "test"] = "production"
+    """``test`` in the national test environments (NHN's test network, Test-Norge): person
+    numbers of those environments (``mappings/identifiers/test-environments.yaml``) are then
+    accepted in received messages; in ``production`` they are refused (AppRec E31)."""
+    file_drop_settle_seconds: float = 2.0
+    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
+    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
+    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
     edi2_api_version: Literal["2", "3"] = "2"
     """EDI 2.0 ``api-version``: 2 (stable) or 3 (202 on send, 423 for a locked HER-id; receives
     through notifications, which are not read yet — keep polling with 2)."""
@@ -108,10 +116,6 @@ class Settings(BaseSettings):
     pmd_tenant: str | None = None
     """The tenant whose HelseID client uploads to PMD when the upload names no organisation
     number of a tenant (the vital-sign profiles carry no performer)."""
-    file_drop_settle_seconds: float = 2.0
-    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
-    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
-    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
     jft_tenant: str | None = None
     """The tenant whose HelseID client journals to JFT when the Bundle's author organisation is
     no tenant's."""

@@ -8,6 +8,7 @@ used to guess. Unknown patients are not invented: their measurements wait in qua
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
@@ -114,3 +115,15 @@ def link_patient(
     )
     bump(conn)  # the vendor may now write for this patient
     return pid
+
+
+def display_name(patient: dict[str, Any]) -> str | None:
+    """The patient's name as a person reads it (official name first): "Kari Nordmann"."""
+    names = patient.get("name") or []
+    official = [n for n in names if n.get("use") == "official"] or names
+    if not official:
+        return None
+    n = official[0]
+    if n.get("text"):
+        return str(n["text"])
+    return " ".join([*n.get("given", []), n.get("family", "")]).strip() or None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from interop.access.policy import AccessPolicy
+from interop.care.events import Subscriptions
 from interop.config import Settings
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
@@ -28,33 +29,53 @@ class Services:
     search: SearchEngine
     bundles: BundleProcessor
     policy: AccessPolicy = field(init=False)
+    events: Subscriptions = field(init=False)
+    """Who hears the care core's domain events (``interop.care.events``)."""
     """The one access policy; it guards every store write made on behalf of an actor."""
 
     def __post_init__(self) -> None:
+        self.events = Subscriptions()
+        from interop.care.events import DeviationClosed
+        from interop.national.vkp_dho import on_deviation_closed
+
+        self.events.subscribe(DeviationClosed, on_deviation_closed)
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy
-        # what the care core raised during a write and nobody routed yet (a /fhir write's
-        # triage) is routed in the same transaction, before the audit trail is written
-        self.store.before_commit.insert(0, self._route_pending)
+        # what the care core raised during a write and nobody handled yet (a /fhir write's
+        # triage, a closed Task) goes to its subscribers in the same transaction, before the
+        # audit trail is written
+        self.store.before_commit.insert(0, self.dispatch)
 
-    def _route_pending(self, tx: WriteTx) -> None:
+    def dispatch(self, tx: WriteTx) -> None:
+        """Hand the events collected on the write context to their subscribers and route
+        what routing must send (outbox rows in the same transaction)."""
+        self.events.publish_pending(tx)
         if tx.context.get("events") or tx.context.get("observations_created"):
             router_for(self).route_pending(tx)
 
 
-def wire_store(store: FhirStore) -> None:
-    """Attach the in-transaction steps every write goes through (triage, Flags and Tasks)."""
+def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
+    """Attach the in-transaction steps every write goes through (the measurement checks,
+    triage, Flags and Tasks, the audit trail)."""
+    from interop.care import task_completion
+    from interop.care.measurement_checks import MeasurementChecks
     from interop.care.triage import Triage, flush_zone_index
+    from interop.mapping import MappingSet
 
+    checks = MeasurementChecks(
+        MappingSet.load(settings.mappings_dir if settings else None),
+        future_skew_seconds=settings.max_future_skew_seconds if settings else 300,
+        zone=store.zone,
+    )
+    store.prepare_hooks.append(checks.prepare)
     triage = Triage(store)
     store.prepare_hooks.append(triage.prepare)
+    store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)
-    from interop.national.vkp_dho import on_task_written
-
-    store.hooks.append(on_task_written)
+    store.hooks.append(task_completion.after_write)
     store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 
@@ -67,7 +88,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     if migrate:
         upgrade(engine)
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
-    wire_store(store)
+    wire_store(store, settings)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

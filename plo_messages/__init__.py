@@ -79,7 +79,9 @@ class KithMessages:
         own_her_ids: Collection[str],
         seen: Callable[[str], bool] = lambda _msg_id: False,
         patient_check: PatientCheck | None = None,
+        test_environment: bool = False,
     ) -> Received:
+        """``test_environment``: accept person numbers of the national test environments."""
         return receive(
             data,
             schemas=self.schemas,
@@ -87,6 +89,7 @@ class KithMessages:
             seen=seen,
             patient_check=patient_check,
             max_bytes=self.max_bytes,
+            test_environment=test_environment,
         )
 
     def read(self, data: bytes) -> Received:

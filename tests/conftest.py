@@ -195,7 +195,7 @@ def services(settings, _engines, backend):  # type: ignore[no-untyped-def]
     store = FhirStore(engine, zone=settings.timezone, base_url=settings.base_url or "")
     from interop.services import wire_store
 
-    wire_store(store)
+    wire_store(store, settings)
     search = SearchEngine(
         store,
         default_count=settings.search_default_count,

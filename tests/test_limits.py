@@ -640,7 +640,7 @@ def test_an_hl7_message_with_a_nul_byte_is_refused(client) -> None:  # type: ign
         (None, "category"),
     ],
 )
-def test_null_members_are_400_naming_the_element(client, category: Any, where: str | None) -> None:  # type: ignore[no-untyped-def]
+def test_null_members_are_422_naming_the_element(client, category: Any, where: str | None) -> None:  # type: ignore[no-untyped-def]
     """FHIR JSON has no null members; they used to pass validation and fail the indexer (500)."""
     obs = _observation(category=category)
     bundle = {
@@ -655,5 +655,5 @@ def test_null_members_are_400_naming_the_element(client, category: Any, where: s
     ):
         assert r.status_code < 500, r.text
         if where is not None:
-            body = _outcome(r, 400, "structure")
+            body = _outcome(r, 422, "structure")
             assert where in body["issue"][0]["diagnostics"], body

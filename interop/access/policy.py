@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import orjson
 import yaml
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from interop.access.actor import Actor
 from interop.access.audit import audit_log, build_event, is_bootstrap
@@ -30,12 +30,12 @@ from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import definitions, patient_compartment, reference_target
+from interop.store import audit_rows
 from interop.store.context import Door
 from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.schema import reference_table, token_table
 from interop.store.search import SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
@@ -74,6 +74,8 @@ class Action(StrEnum):
     """Read the message history of its patients (status of the messages to their GPs)."""
     WORKLIST = "worklist"
     """Read its own organisation's worklist and act on its Tasks (take, note, complete)."""
+    INBOX = "inbox"
+    """See the messages it sent (over MLLP) and what became of them."""
 
 
 NOT_YOURS = "this person is not one of your patients"
@@ -468,41 +470,7 @@ class AccessPolicy:
         """Whether the audit log shows ``actor`` created the resource."""
         if previous is None:
             return False
-        entity = {
-            r[0]
-            for r in tx.conn.execute(
-                select(reference_table.c.res_id).where(
-                    reference_table.c.res_type == "AuditEvent",
-                    reference_table.c.param == "entity",
-                    reference_table.c.target == previous.reference,
-                )
-            )
-        }
-        if not entity:
-            return False
-        creates = {
-            r[0]
-            for r in tx.conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == "AuditEvent",
-                    token_table.c.res_id.in_(sorted(entity)),
-                    token_table.c.param == "action",
-                    token_table.c.code == "C",
-                )
-            )
-        }
-        by_actor = {
-            r[0]
-            for r in tx.conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == "AuditEvent",
-                    token_table.c.res_id.in_(sorted(creates)),
-                    token_table.c.param == "altid",
-                    token_table.c.code == actor.id,
-                )
-            )
-        }
-        return bool(by_actor)
+        return audit_rows.created_by(tx.conn, previous.reference, actor.id)
 
     # ---- audit ---------------------------------------------------------------------------
     @staticmethod

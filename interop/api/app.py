@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from interop import __version__, observability
@@ -16,11 +17,14 @@ from interop.api import (
     audit,
     emergency,
     fhir,
+    fhir_operations,
     fhir_write,
     indicators,
     ingest,
+    landing,
     messages,
     observation_ops,
+    openapi,
     plans,
     smart,
     views,
@@ -66,7 +70,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if stop is not None:
                 stop.set()
 
-    app = FastAPI(
+    # the API documentation's scripts and styles are served from the installed package: /docs
+    # and /redoc work without internet
+    app: FastAPI = FastAPIOffline(
         title="DHO Interop",
         version=__version__,
         description="FHIR R4 store and API for digital hjemmeoppfølging (remote patient follow-up).",
@@ -83,6 +89,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
     install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
+    openapi.install(app)
+    app.include_router(landing.router)
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
@@ -96,6 +104,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(smart.router)
     app.include_router(fhir_write.router)
     app.include_router(worklist.router)
+    app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:

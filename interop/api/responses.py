@@ -61,7 +61,7 @@ async def parse_json_body(request: Request) -> Any:
         where = jsonsafe.null_member_path(doc)
         if where is not None:
             raise FhirError(
-                400,
+                422,
                 [
                     Issue(
                         "error",

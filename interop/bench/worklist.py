@@ -92,7 +92,7 @@ def ensure_data(store: FhirStore, patients: int, per_day: int) -> int:
                 "name": "Oppfølgingstjenesten (bench)",
             },
         )
-        people = []
+        people: list[tuple[dict[str, Any], str | None]] = []
         for i in range(patients):
             p = data.patient(i)
             p["name"] = [{"use": "official", "family": f"Testesen{i}", "given": ["Bench"]}]

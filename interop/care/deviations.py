@@ -138,7 +138,8 @@ def complete(
     task["status"] = "completed"
     task.setdefault("owner", who.reference())
     task["lastModified"] = now
-    task.setdefault("executionPeriod", {}).setdefault("start", task.get("authoredOn", now))
+    # the first time a person acted on it (taking it, or completing it at once)
+    task.setdefault("executionPeriod", {}).setdefault("start", now)
     task["executionPeriod"]["end"] = now
     task["output"] = [
         *task.get("output", []),

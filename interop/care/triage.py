@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, union_all
+from sqlalchemy import and_, bindparam, delete, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
 from interop.care.plans import (
@@ -38,10 +38,11 @@ from interop.care.plans import (
     plan_periods,
     ranges_of_plan,
 )
-from interop.fhir.dates import fhir_range, format_instant, now_utc
+from interop.fhir.dates import fhir_instant, fhir_range, format_instant, from_micros, now_utc
 from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
+from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -208,13 +209,62 @@ def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
     return None
 
 
+def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
+    """The value (of a single-value Observation) and the reading as Norwegian text: ``97 %``,
+    ``7,8 mmol/L``, or a panel's components in order (blood pressure ``150/95 mmHg``)."""
+    value = _value(obs)
+    if value is not None:
+        return value, quantity(value[0].normalize(), value[1]).strip()
+    parts = [_value(c) for c in obs.get("component", [])]
+    units = {p[1] for p in parts if p}
+    reading = "/".join(number(p[0].normalize()) for p in parts if p)
+    reading += f" {unit(units.pop())}" if len(units) == 1 else ""
+    return None, reading.strip()
+
+
 MAX_TASK_NOTES = 20
 """A long deviation adds a note per measurement; the Task keeps the latest ones (every
 measurement stays an Observation), so it does not grow without bound."""
 
 
+def _local(instant: str | None, fallback: str) -> str:
+    """A FHIR instant as Norwegian local time (``06.12.2026 kl. 09:48``)."""
+    try:
+        return local_time(from_micros(fhir_instant(instant or fallback)))
+    except ValueError:
+        return instant or fallback
+
+
 def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict[str, Any]]:
     return [*notes, note][-MAX_TASK_NOTES:]
+
+
+PRIORITY = {"red": "asap", "yellow": "urgent"}
+"""A deviation Task's priority by zone (FHIR's order: routine < urgent < asap < stat), as the
+follow-up worklist sorts them: red before yellow."""
+ZONE_INPUT = "zone"
+"""The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
+
+
+def task_zone(task: dict[str, Any]) -> str | None:
+    """The zone of the worst reading a deviation Task is about (its ``zone`` input; a Task
+    written before it had one: from its priority)."""
+    for i in task.get("input", []):
+        if (i.get("type") or {}).get("text") == ZONE_INPUT:
+            return str(i.get("valueCode"))
+    return {"asap": "red", "urgent": "yellow", "stat": "red"}.get(task.get("priority", ""))
+
+
+def flag_zone(flag: dict[str, Any]) -> str | None:
+    for c in (flag.get("code") or {}).get("coding", []):
+        if c.get("system") == ZONE_SYSTEM:
+            return str(c.get("code"))
+    return None
+
+
+def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
+    kept = [i for i in inputs if (i.get("type") or {}).get("text") != ZONE_INPUT]
+    return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
 
 
 def _raise_or_escalate(
@@ -229,25 +279,34 @@ def _raise_or_escalate(
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
 ) -> tuple[str, bool]:
-    """Raise a Task for a yellow/red deviation, or add to the open one (escalating yellow to
-    red). Returns the Task id and whether this is news the routing rules should hear about: a
-    new Task or an escalation; a further value on an open Task only adds a note.
+    """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
+    and whether this is news the routing rules should hear about: a new Task or an escalation
+    (yellow to red); a further value on an open Task only adds a note.
+
+    The Task always describes the current worst reading: its description, ``code.text``,
+    priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
+    than the one it was about; a milder one only adds a note.
 
     ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value)."""
+    code, display, what = kind
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        escalated = zone == "red" and task.get("priority") != PRIORITY["red"]
-        if escalated:
-            task["priority"] = PRIORITY["red"]
+        current = task_zone(task)
+        escalated = current is not None and RANK[zone] > RANK.get(current, 0)
+        if current is None or RANK[zone] >= RANK.get(current, 0):
+            task["priority"] = PRIORITY[zone]
+            task["description"] = note
+            task["focus"] = {"reference": focus}
+            task["code"] = {**task.get("code", {}), "text": f"Assess {zone} {what}"}
+            task["input"] = _with_zone_input(task.get("input", []), zone)
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
-        task["focus"] = {"reference": focus}
         # the stored Task was validated when written; the changes are this module's own
         # (covered by tests/plans/test_triage.py), so skip the slow model validation here
         tx.update("Task", task["id"], task, validate=False)
         return str(task["id"]), escalated
-    code, display, what = kind
+    # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
     created = tx.create(
         {
             "resourceType": "Task",
@@ -256,15 +315,18 @@ def _raise_or_escalate(
             "priority": PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
-                "text": f"Assess {zone} {what}",
+                "text": text("triage.task_title", zone=zone_name(zone), what=what),
             },
             "description": note,
             "focus": {"reference": focus},
             "for": {"reference": patient_ref},
             "authoredOn": now,
             "lastModified": now,
-            "input": [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}],
-        }
+            "input": _with_zone_input(
+                [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], zone
+            ),
+        },
+        validate=False,
     )
     return created.res_id, True
 
@@ -450,7 +512,7 @@ class Triage:
             "open_items", {}
         )
         if pid not in cache:
-            cache[pid] = self._open_items(tx, pid)
+            cache.update(self._open_items_of_written(tx, pid, cache))
         all_tasks, all_flags = cache[pid]
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
@@ -467,9 +529,7 @@ class Triage:
         by_default = any(
             DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
         )
-        default_note = (
-            f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
-        )
+        default_note = f" ({text('triage.by_default', mark=DEFAULT_MARK)})" if by_default else ""
         if zone == "green" and not flags:
             return
         now = format_instant(now_utc())
@@ -483,9 +543,16 @@ class Triage:
                 flag.pop("meta", None)
                 tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
             return
+        value, reading = _reading(obs)
         note = (
-            f"{zone} measurement {code} at {obs.get('effectiveDateTime', '')} "
-            f"(Observation/{stored.res_id}){default_note}"
+            text(
+                "triage.measurement_note",
+                zone=zone_name(zone).capitalize(),
+                measurement=measurement_name(code),
+                reading=reading,
+                time=_local(obs.get("effectiveDateTime"), now),
+            )
+            + default_note
         )
         task_id, announce = _raise_or_escalate(
             tx,
@@ -495,17 +562,14 @@ class Triage:
             focus=f"Observation/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-deviation", "Vurder avvik fra egenbehandlingsplan", code),
+            kind=(
+                "assess-deviation",
+                "Vurder avvik fra egenbehandlingsplan",
+                measurement_name(code),
+            ),
             task_input=("measurement code", code),
         )
         if announce:
-            value = _value(obs)
-            reading = f"{format(value[0].normalize(), 'f')} {value[1]}" if value else ""
-            if value is None:  # a panel (blood pressure): its components, in order
-                parts = [_value(c) for c in obs.get("component", [])]
-                units = {p[1] for p in parts if p}
-                reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
-                reading += f" {units.pop()}" if len(units) == 1 else ""
             emit(
                 tx,
                 Event(
@@ -517,7 +581,7 @@ class Triage:
                         "zone": zone,
                         "value": float(value[0]) if value else None,
                         "unit": value[1] if value else None,
-                        "reading": reading.strip(),
+                        "reading": reading,
                         "time": obs.get("effectiveDateTime") or now,
                         "observation": f"Observation/{stored.res_id}",
                     },
@@ -526,10 +590,12 @@ class Triage:
         if flags:
             flag = dict(flags[0])
             flag.pop("meta", None)
-            if zone == "red" and "red" not in flag.get("code", {}).get("text", ""):
+            if RANK[zone] > RANK.get(flag_zone(flag) or "green", 0):
+                # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
                 flag["code"] = {
-                    "text": f"red zone {code} since {obs.get('effectiveDateTime', now)}"
-                    + default_note
+                    "coding": [{"system": ZONE_SYSTEM, "code": zone}],
+                    "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                    + default_note,
                 }
                 tx.update("Flag", flag["id"], flag, validate=False)
         else:
@@ -554,7 +620,8 @@ class Triage:
                     },
                     "subject": {"reference": ref},
                     "period": {"start": now},
-                }
+                },
+                validate=False,
             )
 
     def _questionnaire(self, tx: WriteTx, stored: StoredResource) -> None:
@@ -580,9 +647,11 @@ class Triage:
             if e.get("url") == display_url
         ]
         title = titles[0] if titles and titles[0] else "spørreskjema"
-        note = (
-            f"{zone} questionnaire answered {qr.get('authored', now)} "
-            f"(QuestionnaireResponse/{stored.res_id})"
+        note = text(
+            "triage.questionnaire_note",
+            zone=zone_name(zone).capitalize(),
+            title=title,
+            time=_local(qr.get("authored"), now),
         )
         task_id, announce = _raise_or_escalate(
             tx,
@@ -592,7 +661,7 @@ class Triage:
             focus=f"QuestionnaireResponse/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-questionnaire", "Vurder besvart spørreskjema", "questionnaire"),
+            kind=("assess-questionnaire", "Vurder besvart spørreskjema", title),
             task_input=("questionnaire", key),
         )
         if announce:
@@ -621,10 +690,36 @@ class Triage:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The patient's open Tasks and active Flags (through the search indexes, so the cost
         does not grow with the patient's closed history), in one statement."""
-        found: dict[str, list[dict[str, Any]]] = {"Task": [], "Flag": []}
-        for rtype, content in tx.conn.execute(_OPEN_ITEMS, {"target": f"Patient/{patient_id}"}):
-            found[rtype].append(orjson.loads(content))
-        return found["Task"], found["Flag"]
+        return _open_items_of(tx, [patient_id])[patient_id]
+
+    def _open_items_of_written(
+        self, tx: WriteTx, patient_id: str, known: dict[str, Any]
+    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """The open items of ``patient_id`` and of every other patient with an Observation
+        written in this transaction so far whose items are not ``known`` yet, in one
+        statement per 500 patients: a Bundle's hooks run after all its entries are written,
+        so its patients are looked up together, not one by one."""
+        scanned: int = tx.context.get("open_items_scanned", 0)
+        wanted = {patient_id}
+        for s in tx.written[scanned:]:
+            if s.res_type != "Observation" or s.deleted:
+                continue
+            ref = (s.view().get("subject") or {}).get("reference", "")
+            if isinstance(ref, str) and ref.startswith("Patient/") and ref[8:] not in known:
+                wanted.add(ref[8:])
+        tx.context["open_items_scanned"] = len(tx.written)
+        return _open_items_of(tx, sorted(wanted))
+
+
+MEASUREMENT_INPUTS = ("measurement code", "questionnaire")
+
+
+def measurement_code_of(task: dict[str, Any]) -> str | None:
+    """The measurement code (or ``questionnaire:<url>``) a triage Task is about."""
+    for i in task.get("input", []):
+        if (i.get("type") or {}).get("text") in MEASUREMENT_INPUTS:
+            return str(i.get("valueCode"))
+    return None
 
 
 def _task_kind(task: dict[str, Any]) -> str | None:
@@ -672,27 +767,65 @@ def _thresholds_missing(
             "authoredOn": now,
             "lastModified": now,
             "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
-        }
+        },
+        validate=False,
     )
 
 
 def _open_of(rtype: str, statuses: tuple[str, ...]) -> Any:
-    t, r = token_table.c, reference_table.c
+    t, r, res = token_table.c, reference_table.c, resource_table.c
     ids = select(r.res_id).where(
-        r.res_type == rtype, r.param == "patient", r.target == bindparam("target")
+        r.res_type == rtype,
+        r.param == "patient",
+        r.target.in_(bindparam("targets", expanding=True)),
     )
     open_ids = select(t.res_id).where(
         t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
     )
-    return select(resource_table.c.res_type, resource_table.c.content).where(
-        resource_table.c.res_type == rtype,
-        resource_table.c.res_id.in_(open_ids),
-        resource_table.c.deleted.is_(False),
+    return (
+        select(res.res_type, res.res_id, res.content, r.target)
+        .select_from(
+            resource_table.join(
+                reference_table, and_(r.res_type == res.res_type, r.res_id == res.res_id)
+            )
+        )
+        .where(
+            res.res_type == rtype,
+            res.res_id.in_(open_ids),
+            res.deleted.is_(False),
+            r.param == "patient",
+            r.target.in_(bindparam("targets", expanding=True)),
+        )
     )
 
 
 _OPEN_ITEMS = union_all(_open_of("Task", OPEN_TASK), _open_of("Flag", ("active",)))
-"""A patient's open Tasks and active Flags (bind ``target``: ``Patient/<id>``); built once."""
+"""Patients' open Tasks and active Flags with the patient each is about (bind ``targets``:
+``Patient/<id>`` references); built once."""
+
+
+def _open_items_of(
+    tx: WriteTx, patient_ids: list[str]
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Each patient's open Tasks and active Flags (through the search indexes, so the cost does
+    not grow with the patients' closed history)."""
+    out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+        pid: ([], []) for pid in patient_ids
+    }
+    seen: set[tuple[str, str, str]] = set()
+    for i in range(0, len(patient_ids), 500):
+        targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
+        rows = sorted(
+            tx.conn.execute(_OPEN_ITEMS, {"targets": targets}),
+            key=lambda row: (row.res_type, row.res_id),
+        )
+        for rtype, rid, content, target in rows:
+            pid = target[8:]
+            if (rtype, rid, pid) in seen or pid not in out:
+                continue
+            seen.add((rtype, rid, pid))
+            out[pid][0 if rtype == "Task" else 1].append(orjson.loads(content))
+    return out
 
 
 def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:

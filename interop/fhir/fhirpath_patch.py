@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import copy
 import re
-import typing
-from functools import lru_cache
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-
+from interop.fhir.elements import element
 from interop.fhir.outcome import FhirError, Issue
 
 _STEP = re.compile(
@@ -119,28 +116,8 @@ def _list_at(doc: dict[str, Any], steps: list[tuple[str, Any]], path: str, n: in
     return value
 
 
-def _model_name(annotation: Any) -> str | None:
-    for arg in typing.get_args(annotation) or (annotation,):
-        name = getattr(arg, "__name__", "")
-        if name.endswith("Type") and name[:-4]:
-            return name[:-4]
-        inner = _model_name(arg) if typing.get_args(arg) else None
-        if inner:
-            return inner
-    return None
-
-
-@lru_cache(maxsize=1024)
-def _field(type_name: str, element: str) -> tuple[bool, str | None] | None:
-    """(repeats, element type) of ``type_name.element`` from the R4B models, or None."""
-    try:
-        model = get_fhir_model_class(type_name)
-    except (KeyError, ValueError):
-        return None
-    info = model.model_fields.get(element)
-    if info is None:
-        return None
-    return "List[" in repr(info.annotation), _model_name(info.annotation)
+def _field(type_name: str, name: str) -> tuple[bool, str | None] | None:
+    return element(type_name, name)
 
 
 def _type_of(rtype: str, steps: list[tuple[str, Any]]) -> str | None:

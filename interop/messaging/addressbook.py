@@ -121,7 +121,7 @@ def _org_idents(org: dict[str, Any]) -> list[Ident]:
     if her:
         out.append(Ident(her, "HER"))
     orgnr = _ident(org, ORGNR_OID)
-    if orgnr and not her:
+    if orgnr:  # the organisation number too, as the KITH examples carry it
         out.append(Ident(orgnr, "ENH"))
     return out
 

@@ -22,6 +22,7 @@ from interop.messaging.addressbook import (
     patient_info,
     sender_for_patient,
 )
+from interop.messaging.responsible import responsible_for_report
 from interop.store.repository import FhirStore
 from interop.views.chart_pdf import render_pdf
 from interop.views.summary import compute, view_definition
@@ -152,6 +153,8 @@ def compose_gp_message(
         Coded(content_type, CONTENT_TYPES[content_type]),
         notes,
         remark="Digital hjemmeoppfølging",
+        responsible=responsible_for_report(store, conn, patient_id),
+        approved_date=local_timestamp(now)[:10],
     )
     payload = kith.build(
         header,

@@ -196,7 +196,11 @@ class KithInbox:
             return None if _patient_id(conn, p) else "E35"
 
         r = kith.receive(
-            data, own_her_ids=own_her_ids(conn, configured), seen=seen, patient_check=patient_check
+            data,
+            own_her_ids=own_her_ids(conn, configured),
+            seen=seen,
+            patient_check=patient_check,
+            test_environment=self.settings.environment == "test",
         )
         if isinstance(channel, CallerChannel):
             _check_sender(conn, channel.caller, r)

@@ -154,7 +154,9 @@ class Router:
         self.rules = load_rules(self.settings.mappings_dir)
 
     def route_pending(self, tx: WriteTx) -> list[str]:
-        events: list[Event] = tx.context.pop("events", [])
+        # the care core's domain events go to their subscribers first (interop.services);
+        # routing's own are routed here
+        events = [e for e in tx.context.pop("events", []) if isinstance(e, Event)]
         created: dict[str, list[str]] = tx.context.pop("observations_created", {})
         events.extend(
             Event(OBSERVATION_CREATED, pid, None, {"observations": refs})
@@ -271,11 +273,11 @@ class Router:
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
         from interop.care.default_thresholds import defaults_for_patient
         from interop.care.plans import ranges_in_force
-        from interop.views.summary import DISPLAY
+        from interop.views.concepts import display
 
         data = dict(event.data)
         code = str(data.get("code"))
-        data.setdefault("display", DISPLAY.get(code, code))
+        data.setdefault("display", display(code))
         when = fhir_instant(str(data["time"]), self.settings.timezone)
         ranges = ranges_in_force(conn, event.patient_id, when, self.settings.timezone).get(code)
         if ranges is None:

@@ -32,6 +32,20 @@ _COLUMNS = "res_id, version, last_updated, deleted, content"
 _ONE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = {p} AND res_id = {p}"
 _MANY_PG = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = %s AND res_id = ANY(%s)"
 _MANY_SQLITE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = ? AND res_id IN ({marks})"
+_AUDIT_COLUMNS = "res_id, 1, recorded, 0, content"
+_AUDIT_ONE = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM audit_chain WHERE content IS NOT NULL AND res_id = {p}"
+)
+_AUDIT_MANY_PG = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM audit_chain WHERE content IS NOT NULL AND res_id = ANY(%s)"
+)
+_AUDIT_MANY_SQLITE = (
+    "SELECT "
+    + _AUDIT_COLUMNS
+    + " FROM audit_chain WHERE content IS NOT NULL AND res_id IN ({marks})"
+)
+AUDIT_EVENT = "AuditEvent"
+"""AuditEvents are rows of the audit chain, not of ``resource`` (see ``store.audit_rows``)."""
 _SQLITE_MAX_BATCH = 200
 """Ids per SQLite statement (each distinct count is its own cached statement)."""
 
@@ -43,7 +57,9 @@ class FastReader:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._local = threading.local()
-        self._one = _ONE.format(p="?" if self.dialect == "sqlite" else "%s")
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        self._one = _ONE.format(p=mark)
+        self._audit_one = _AUDIT_ONE.format(p=mark)
 
     def _connect(self) -> Any:  # sqlite3 or psycopg connection
         """A connection with the engine's own settings: its URL's options (``sslmode``,
@@ -94,8 +110,14 @@ class FastReader:
             return query(conn)
 
     def get(self, res_type: str, res_id: str) -> Row | None:
-        row = self._run(lambda c: c.execute(self._one, (res_type, res_id)).fetchone())
+        if res_type == AUDIT_EVENT:
+            row = self._run(lambda c: c.execute(self._audit_one, (res_id,)).fetchone())
+        else:
+            row = self._run(lambda c: c.execute(self._one, (res_type, res_id)).fetchone())
         return None if row is None else _row(row)
+
+    def _audit_many(self, ids: list[str]) -> Callable[[Any], list[Any]]:
+        return _audit_select_in(self.dialect, ids)
 
     def get_many(self, res_type: str, res_ids: Sequence[str]) -> dict[str, Row]:
         """The current version of each id that exists (deleted ones included, flagged)."""
@@ -104,13 +126,23 @@ class FastReader:
             one = self.get(res_type, ids[0])
             return {} if one is None else {ids[0]: one}
         rows: list[Any] = []
-        if self.dialect == "sqlite":
+        if res_type == AUDIT_EVENT:
+            for i in range(0, len(ids), _SQLITE_MAX_BATCH):
+                rows.extend(self._run(self._audit_many(ids[i : i + _SQLITE_MAX_BATCH])))
+        elif self.dialect == "sqlite":
             for i in range(0, len(ids), _SQLITE_MAX_BATCH):
                 chunk = ids[i : i + _SQLITE_MAX_BATCH]
                 rows.extend(self._run(_select_in(res_type, chunk)))
         else:
             rows = self._run(lambda c: c.execute(_MANY_PG, (res_type, ids)).fetchall())
         return {str(r[0]): _row(r) for r in rows}
+
+
+def _audit_select_in(dialect: str, ids: list[str]) -> Callable[[Any], list[Any]]:
+    if dialect == "sqlite":
+        sql = _AUDIT_MANY_SQLITE.format(marks=",".join("?" * len(ids)))
+        return lambda conn: list(conn.execute(sql, ids).fetchall())
+    return lambda conn: list(conn.execute(_AUDIT_MANY_PG, (ids,)).fetchall())
 
 
 def _select_in(res_type: str, ids: list[str]) -> Callable[[Any], list[Any]]:

@@ -33,6 +33,8 @@ from sqlalchemy.types import Boolean
 from interop.fhir.dates import fhir_range, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import SearchParam, definitions, fold, reference_target
+from interop.store import audit_rows
+from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
     code_set_table,
@@ -462,6 +464,8 @@ class SearchEngine:
         if req.restriction:
             req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
+        if res_type == audit_rows.AUDIT_EVENT:
+            return self._search_audit(req)
         defs = definitions(res_type)
         warnings: list[Issue] = []
         count = self.default_count
@@ -473,6 +477,9 @@ class SearchEngine:
         cursor: tuple[Any, str] | None = None
         generic: list[ColumnElement[bool]] = []
         obs_params: list[tuple[str, str | None, list[str]]] = []
+        revinclude_specs: list[str] = []
+        iterate_specs: list[str] = []
+        sort_expr: Any = None
 
         for key, raw in req.params:
             name, _, modifier_raw = key.partition(":")
@@ -488,12 +495,8 @@ class SearchEngine:
                     descending = s.startswith("-")
                     sort = s.lstrip("-")
                     if sort not in SORTS or (sort == "date" and res_type != "Observation"):
-                        raise error(
-                            400,
-                            "not-supported",
-                            f"_sort={raw!r} is not supported; use _id, _lastUpdated"
-                            + (" or date" if res_type == "Observation" else ""),
-                        )
+                        # any date, string or token parameter (400 naming it otherwise)
+                        sort_expr = breadth.sort_column(res_type, sort, descending)
                 elif name == "_summary":
                     if raw == "count":
                         summary_count = True
@@ -501,11 +504,15 @@ class SearchEngine:
                         self._unsupported(req, warnings, f"_summary={raw}")
                 elif name == "_include":
                     includes.extend(x for x in raw.split(",") if x)
+                    if modifier == "iterate":
+                        iterate_specs.extend(x for x in raw.split(",") if x)
                 elif name == "_total":
                     total_mode = raw
                 elif name == "_cursor":
                     cursor = _decode_cursor(raw)
-                elif name in ("_elements", "_revinclude"):
+                elif name == "_revinclude":
+                    revinclude_specs.extend(x for x in raw.split(",") if x)
+                elif name == "_elements":
                     self._unsupported(req, warnings, name)
                 continue
             values = [v for v in raw.split(",") if v != ""]
@@ -530,6 +537,20 @@ class SearchEngine:
                     )
                 )
                 continue
+            if name == "_has":
+                generic.append(breadth.has_condition(self, res_type, key, values))
+                continue
+            if res_type == "Observation" and name in breadth.OBSERVATION_EXTRA and not modifier:
+                generic.append(breadth.observation_value_condition(name, values))
+                continue
+            link = breadth.split_chain(name, modifier)
+            if (
+                link is not None
+                and link[2] != "identifier"
+                and _patient_identifier_chain(name, modifier) is None
+            ):
+                generic.append(breadth.chain_condition(self, res_type, *link, values))
+                continue
             chained = _patient_identifier_chain(name, modifier)
             if chained is not None and chained in defs:
                 # ``subject:Patient.identifier=<system>|<value>`` (how a Norwegian patient's data
@@ -548,11 +569,15 @@ class SearchEngine:
             if param is None:
                 self._unsupported(req, warnings, key)
                 continue
+            if param.type == "reference" and modifier and modifier[:1].isupper():
+                # a type modifier: ``subject:Patient=123`` is ``subject=Patient/123``
+                values = [v if "/" in v else f"{modifier}/{v}" for v in values]
+                modifier = None
             if modifier not in (None, "not", "exact", "contains", "identifier", "missing"):
                 self._unsupported(req, warnings, key)
                 continue
             if modifier == "missing":
-                self._unsupported(req, warnings, key)
+                generic.append(breadth.missing_condition(res_type, name, param, raw))
                 continue
             if res_type == "Observation" and name in OBS_INDEXED:
                 obs_params.append((name, modifier, values))
@@ -574,17 +599,25 @@ class SearchEngine:
                 .distinct()
                 .subquery("o")
             )
-            sort_col: Any = {
-                "date": func.coalesce(sub.c.effective, -(2**62)),
-                "_lastUpdated": r.last_updated,
-                "_id": r.res_id,
-            }[sort]
+            sort_col: Any = (
+                sort_expr
+                if sort_expr is not None
+                else {
+                    "date": func.coalesce(sub.c.effective, -(2**62)),
+                    "_lastUpdated": r.last_updated,
+                    "_id": r.res_id,
+                }[sort]
+            )
             stmt = select(r.res_id, r.content, sort_col.label("sortkey")).join(
                 sub, sub.c.res_id == r.res_id
             )
             count_base = select(r.res_id).join(sub, sub.c.res_id == r.res_id)
         else:
-            sort_col = {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+            sort_col = (
+                sort_expr
+                if sort_expr is not None
+                else {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+            )
             stmt = select(r.res_id, r.content, sort_col.label("sortkey"))
             count_base = select(r.res_id)
         stmt = stmt.where(*base_conds)
@@ -628,9 +661,25 @@ class SearchEngine:
                 next_cursor = _encode_cursor(last.sortkey, last.res_id)
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
+            included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
+            included += breadth.iterate_includes(self, conn, iterate_specs, included)
         return SearchResult(
             page, included=included, total=total, next_cursor=next_cursor, warnings=warnings
         )
+
+    def _search_audit(self, req: SearchRequest) -> SearchResult:
+        """AuditEvents are searched in the audit chain's own columns (``store.audit_rows``)."""
+        with self.store.reader() as conn:
+            found = audit_rows.search(
+                conn,
+                req.params,
+                count=self.default_count,
+                max_count=self.max_count,
+                total_limit=self.total_limit,
+                zone=self.store.zone,
+                strict=req.strict,
+            )
+        return SearchResult(**found)
 
     def _patients_with_identifiers(self, values: list[str]) -> set[str]:
         """Ids of the Patients having any of the identifiers (``system|value`` or ``value``)."""

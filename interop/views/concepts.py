@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from adapters.base import LOINC
 from interop.mapping.tables import load_tables
-from interop.text import catalogue
+from interop.text import measurement_name
 
 
 @lru_cache(maxsize=1)
@@ -27,4 +27,10 @@ def primary_code(code: str) -> str:
 
 def display(code: str) -> str:
     """The measurement's Norwegian name (message catalogue), or the code when it has none."""
-    return catalogue().get(f"measurements.{code}") or code
+    return measurement_name(code)
+
+
+def with_aliases(codes: list[str]) -> list[str]:
+    """The codes and every LOINC code naming the same concept as one of them."""
+    wanted = set(codes) | {primary_code(c) for c in codes}
+    return sorted(wanted | {alias for alias, first in _aliases().items() if first in wanted})

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, func, select, true
 
 from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, from_micros, to_micros
+from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
 from interop.text import local_time, quantity, text, zone_name
 from interop.views.concepts import display, primary_code
@@ -197,17 +198,6 @@ def _patients(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def patient_name(patient: dict[str, Any]) -> str | None:
-    names = patient.get("name") or []
-    official = [n for n in names if n.get("use") == "official"] or names
-    if not official:
-        return None
-    n = official[0]
-    if n.get("text"):
-        return str(n["text"])
-    return " ".join([*n.get("given", []), n.get("family", "")]).strip() or None
-
-
 def national_id(patient: dict[str, Any]) -> str | None:
     for i in patient.get("identifier", []):
         if i.get("system") in FNR_SYSTEMS and i.get("value"):
@@ -322,7 +312,7 @@ def compute(
             {
                 "patient": {
                     "id": r.patient_id,
-                    "name": patient_name(patient),
+                    "name": display_name(patient),
                     "nationalId": national_id(patient),
                 },
                 "rank": r.rank,

@@ -30,6 +30,7 @@ MUNICIPALITY, OTHER_MUNICIPALITY, HOSPITAL, VENDOR = (
 )
 B_VALUE = 173.25
 """The victim's measurement: a value nobody else has."""
+B_DIAGNOSIS = "victim-diagnosis-417"
 
 
 def registered_routes(app: Any) -> set[tuple[str, str]]:
@@ -53,9 +54,23 @@ class Victim:
     observation: str
     flag: str
     task: str
+    condition: str
+    """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
+    document: str
+    """A Bundle about B: no Patient compartment, so for admins only."""
 
     def markers(self) -> list[str]:
-        return [FNR_B, self.patient, self.observation, self.flag, self.task, str(B_VALUE)]
+        return [
+            FNR_B,
+            self.patient,
+            self.observation,
+            self.flag,
+            self.task,
+            str(B_VALUE),
+            self.condition,
+            self.document,
+            B_DIAGNOSIS,
+        ]
 
 
 def _post(client, path: str, body: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
@@ -146,6 +161,25 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "authoredOn": "2026-03-01T08:05:00+01:00",
         },
     )
+    condition = _post(
+        client,
+        "/fhir/Condition",
+        {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
+            "subject": {"reference": f"Patient/{b}"},
+            "asserter": {"reference": f"Patient/{b}"},
+        },
+    )
+    document = _post(
+        client,
+        "/fhir/Bundle",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Basic", "code": {"text": B_DIAGNOSIS}}}],
+        },
+    )
     assert (
         client.post(
             "/api/v1/patient-links", json={"source": VENDOR, "userId": "u-a", "nationalId": FNR_A}
@@ -166,7 +200,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag, task), a, roles
+    return Victim(b, ob, flag, task, condition, document), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -211,6 +245,8 @@ ORU_FOR_B = (
 
 CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/openapi.json"): [_get("/openapi.json")],
+    ("GET", "/"): [_get("/")],
+    ("GET", "/static-offline-docs"): [_get("/static-offline-docs/swagger-ui-bundle.js")],
     ("GET", "/docs"): [_get("/docs")],
     ("GET", "/docs/oauth2-redirect"): [_get("/docs/oauth2-redirect")],
     ("GET", "/redoc"): [_get("/redoc")],
@@ -226,6 +262,8 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
         _get("/fhir/Flag/{v.flag}"),
+        _get("/fhir/Condition/{v.condition}"),
+        _get("/fhir/Bundle/{v.document}"),
     ],
     ("GET", "/fhir/{rtype}"): [
         _get("/fhir/Patient?identifier=" + FNR_SYSTEM + "|{fnr}"),
@@ -237,6 +275,21 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient?_has:Observation:patient:_id={v.observation}"),
         _get("/fhir/Observation?patient={a}&_include=Observation:subject"),
         _get("/fhir/AuditEvent"),
+        _get("/fhir/Condition?patient={v.patient}"),
+        _get("/fhir/Condition?subject:Patient.identifier=" + FNR_SYSTEM + "|{fnr}"),
+        _get("/fhir/Condition?patient.identifier={fnr}&_include=Condition:patient"),
+        _get("/fhir/Patient?_has:Condition:patient:code=" + B_DIAGNOSIS),
+        _get("/fhir/Practitioner?_revinclude=Patient:general-practitioner"),
+        _get("/fhir/Patient?_id={a}&_revinclude=Condition:asserter&_revinclude=Flag:patient"),
+        _get("/fhir/Observation?value-quantity=" + str(B_VALUE)),
+        _get("/fhir/Observation?_sort=-date&code-value-quantity=8867-4$gt170"),
+        _get("/fhir/Condition?asserter:missing=false&_sort=code"),
+        _get("/fhir/Condition?subject=Patient/{v.patient}"),
+        _get("/fhir/Condition?asserter=Patient/{v.patient}"),
+        _get("/fhir/Condition?code=" + B_DIAGNOSIS),
+        _get("/fhir/Condition"),
+        _get("/fhir/Bundle"),
+        _get("/fhir/Basic"),
         _get("/fhir/Provenance"),
     ],
     ("POST", "/fhir/{rtype}/_search"): [
@@ -286,7 +339,32 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
     ],
-    ("GET", "/fhir/{rtype}/{rid}/_history"): [_get("/fhir/Observation/{v.observation}/_history")],
+    ("GET", "/fhir/{rtype}/{rid}/_history"): [
+        _get("/fhir/Observation/{v.observation}/_history"),
+        _get("/fhir/Condition/{v.condition}/_history"),
+    ],
+    ("GET", "/fhir/Patient/{pid}/$everything"): [
+        _get("/fhir/Patient/{v.patient}/$everything"),
+        _get("/fhir/Patient/{a}/$everything?_type=Condition,Observation"),
+    ],
+    ("POST", "/fhir/Patient/{pid}/$everything"): [
+        lambda c, h, v, a: c.post(f"/fhir/Patient/{v.patient}/$everything", headers=h)
+    ],
+    ("POST", "/fhir/{rtype}/$validate"): [
+        _json("POST", "/fhir/Observation/$validate", lambda v, a: _obs(v.patient, 1))
+    ],
+    ("POST", "/fhir/{rtype}/{rid}/$validate"): [
+        _json("POST", "/fhir/Observation/{v.observation}/$validate", _moved)
+    ],
+    ("GET", "/fhir/{rtype}/{rid}/$meta"): [_get("/fhir/Condition/{v.condition}/$meta")],
+    ("POST", "/fhir/{rtype}/{rid}/$meta"): [
+        lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
+    ],
+    ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    ("GET", "/fhir/{rtype}/_history"): [
+        _get("/fhir/Condition/_history"),
+        _get("/fhir/Observation/_history"),
+    ],
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): [
         _get("/fhir/Observation/{v.observation}/_history/1")
     ],
@@ -374,6 +452,11 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/quarantine/release"): [
         lambda c, h, v, a: c.post("/api/v1/quarantine/release", headers=h)
     ],
+    ("GET", "/api/v1/ingest/messages"): [
+        _get("/api/v1/ingest/messages"),
+        _get("/api/v1/ingest/messages?outcome=rejected"),
+    ],
+    ("GET", "/api/v1/ingest/messages/{message_id}"): [_get("/api/v1/ingest/messages/x")],
     ("GET", "/api/v1/messages"): [_get("/api/v1/messages?patient={fnr}")],
     ("GET", "/api/v1/messages/{row_id}"): [_get("/api/v1/messages/1")],
     ("GET", "/api/v1/messages/{row_id}/content"): [_get("/api/v1/messages/1/content")],

@@ -39,18 +39,6 @@ REFUSED: dict[str, tuple[int, str, str]] = {
         "batch-response",
         "a batch-response is the answer to a batch, not something a client can submit",
     ),
-    "phd/bp-devicemetric-example.json": (
-        404,
-        "DeviceMetric",
-        "DeviceMetric (device calibration/state) is outside this product's scope; device data "
-        "arrives as Observations and Devices",
-    ),
-    "r4-core/devicemetric-example.json": (404, "DeviceMetric", "as above"),
-    "r4-core/observationdefinition-example.json": (
-        404,
-        "ObservationDefinition",
-        "catalogue definitions are not stored here; codes come from the mapping tables",
-    ),
     "r4-core/auditevent-example-disclosure.json": (
         403,
         "written by the server only",

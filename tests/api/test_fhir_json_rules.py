@@ -97,3 +97,83 @@ def _refused(r: Any, element: str) -> None:
     where = [e for i in outcome["issue"] for e in i.get("expression", [])]
     text = " ".join(i.get("diagnostics", "") for i in outcome["issue"])
     assert element in where or element in text, (element, outcome)
+
+
+STRICT_CASES = [
+    # (resource type, change to a valid resource, the element the refusal names)
+    ("Patient", {"active": "true"}, "Patient.active"),
+    ("Patient", {"deceasedBoolean": "false"}, "Patient.deceasedBoolean"),
+    ("Patient", {"multipleBirthInteger": "2"}, "Patient.multipleBirthInteger"),
+    ("Patient", {"gender": ""}, "Patient.gender"),
+    ("Patient", {"name": []}, "Patient.name"),
+    ("Patient", {"name": [{}]}, "Patient.name[0]"),
+    ("Patient", {"name": [{"family": "Nordmann", "given": [""]}]}, "Patient.name[0].given[0]"),
+    ("Patient", {"telecom": None}, "telecom"),
+    ("Observation", {"valueQuantity": {"value": "72.5", "unit": "/min"}}, "valueQuantity.value"),
+    ("Observation", {"valueBoolean": "true"}, "Observation.valueBoolean"),
+    ("Observation", {"valueInteger": "3"}, "Observation.valueInteger"),
+    ("Observation", {"note": []}, "Observation.note"),
+    ("Observation", {"code": {}}, "Observation.code"),
+    ("Observation", {"valueString": ""}, "Observation.valueString"),
+    (
+        "Observation",
+        {"component": [{"code": {"text": "x"}, "valueQuantity": {"value": "1"}}]},
+        "Observation.component[0].valueQuantity.value",
+    ),
+    (
+        "Observation",
+        {"extension": [{"url": "http://example.org/x", "valueBoolean": "false"}]},
+        "Observation.extension[0].valueBoolean",
+    ),
+]
+
+
+def test_strict_json_on_create_update_and_bundles(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _patient_id(client)
+    for rtype, change, element in STRICT_CASES:
+        base: dict[str, Any] = (
+            patient(fnr="02028099471") if rtype == "Patient" else observation(pid)
+        )
+        if rtype == "Observation" and any(k.startswith("value") for k in change):
+            base.pop("valueQuantity")
+        resource = {**base, **change}
+        _refused(client.post(f"/fhir/{rtype}", json=resource), element)
+        _refused(
+            client.put(f"/fhir/{rtype}/strict-1", json={**resource, "id": "strict-1"}), element
+        )
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"resource": resource, "request": {"method": "POST", "url": rtype}}],
+        }
+        r = client.post("/fhir", json=batch)
+        if "null" in json.dumps(change):
+            _refused(r, element)  # a null anywhere makes the whole body unreadable FHIR JSON
+            continue
+        assert r.status_code == 200, r.text
+        (entry,) = r.json()["entry"]
+        assert entry["response"]["status"].startswith("422"), (element, entry)
+        assert element in json.dumps(entry["response"]["outcome"]), (element, entry)
+        assert client.get(f"/fhir/{rtype}/strict-1").status_code == 404  # nothing stored
+    # nothing of any refused write was stored
+    total = client.get("/fhir/Observation", params={"_summary": "count"}).json()["total"]
+    assert total == 0
+
+
+def test_valid_json_forms_are_still_accepted(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _patient_id(client)
+    given_with_extension = {
+        **patient(fnr="02028099471"),
+        "active": True,
+        "multipleBirthInteger": 2,
+        "name": [
+            {
+                "family": "Nordmann",
+                "given": ["Kari", None],
+                "_given": [None, {"extension": [{"url": "http://x", "valueString": "y"}]}],
+            }
+        ],
+    }
+    assert client.post("/fhir/Patient", json=given_with_extension).status_code == 201
+    obs = {**observation(pid), "note": [{"text": "null and [] and {} inside text are fine"}]}
+    assert client.post("/fhir/Observation", json=obs).status_code == 201

@@ -226,6 +226,7 @@ def test_task_and_flag_life_cycle(client, services) -> None:  # type: ignore[no-
         client.get("/fhir/Flag", params={"patient": pid, "status": "active"}).json()["total"] == 0
     )
     task["status"] = "completed"
+    task["output"] = [{"type": {"text": "utfall"}, "valueString": "Pasienten er fulgt opp"}]
     assert client.put(f"/fhir/Task/{task['id']}", json=task).status_code == 200
     _ingest(services, _bp("185", "80", now + timedelta(minutes=4)))  # a new red: a new Task
     open_tasks = [t for t in tasks() if t["status"] == "requested"]
@@ -272,6 +273,8 @@ def test_gp_summary_json_and_html(client, services) -> None:  # type: ignore[no-
     )
     assert page.headers["content-type"].startswith("text/html")
     assert "<svg" in page.text and "band-green" in page.text and 'id="events"' in page.text
+    assert "mm[Hg]" not in page.text and "(red)" not in page.text and "mmHg" in page.text
+    assert f"fødselsnummer {FNR}" in page.text and " kl. " in page.text
     assert "http" not in page.text.split("<body>")[1].replace(
         "http://www.w3.org/2000/svg", ""
     )  # no external assets

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
+from interop.indicators import compute as compute_indicators
 from interop.ingest.pipeline import IngestPipeline
 from interop.routing.outbox import Outbox, enqueue, mark_dead
 from interop.store.context import WriteContext
@@ -288,3 +290,43 @@ def test_message_history_for_the_followup_centre(client, services) -> None:  # t
     # the operator still sees everything
     every = client.get("/api/v1/messages", params={"direction": "out"}).json()
     assert rows[ELSEWHERE] in {m["id"] for m in every}
+
+
+def test_what_the_nurses_do_becomes_indicators(client, services) -> None:  # type: ignore[no-untyped-def]
+    _world(client, services)
+    nurse = _key(client, MUNICIPALITY)
+    rows = client.get(
+        "/api/v1/worklist", params={"organization": MUNICIPALITY}, headers=nurse
+    ).json()["rows"]
+    red_task, yellow_task = rows[0]["task"]["id"], rows[1]["task"]["id"]
+    act = "/api/v1/worklist/tasks/{}/actions"
+    assert client.post(act.format(red_task), json={"action": "take"}, headers=nurse).is_success
+    for task, outcome in ((red_task, "kontaktet-fastlege"), (yellow_task, "kontaktet-pasient")):
+        r = client.post(
+            act.format(task), json={"action": "complete", "outcome": outcome}, headers=nurse
+        )
+        assert r.status_code == 200, r.text
+    today = datetime.now(UTC).astimezone(ZoneInfo("Europe/Oslo")).date()
+    with services.store.reader() as conn:
+        ind = compute_indicators(conn, MUNICIPALITY, today, today, suppress_below=1).values
+        small = compute_indicators(conn, MUNICIPALITY, today, today, suppress_below=5).values
+    contacts = ind["contactsPerPatientMonth"]
+    assert (
+        contacts["kontaktet-fastlege"]["value"] > 0 and contacts["kontaktet-pasient"]["value"] > 0
+    )
+    assert contacts["ingen-tiltak"]["value"] == 0
+    assert ind["shareHandledWithoutGp"]["value"] == 0.5
+    assert ind["redFirstContactHours"]["n"] == 1 and ind["redFirstContactHours"]["median"] >= 0
+    assert ind["nurses"] == 1 and ind["patientsPerNurse"]["value"] == ind["activePatients"]["value"]
+    # one or two of anything is withheld where the threshold is five
+    assert small["contactsPerPatientMonth"]["kontaktet-fastlege"] == {
+        "value": None,
+        "suppressed": True,
+    }
+    assert small["redFirstContactHours"]["suppressed"] is True
+    csv = client.get(
+        "/api/v1/indicators",
+        params={"organization": MUNICIPALITY, "period": f"{today}/{today}", "format": "csv"},
+    ).text
+    assert not any(line.startswith("#") for line in csv.splitlines())
+    assert csv.splitlines()[0] == "organization,period_start,period_end,indicator,value,suppressed"
