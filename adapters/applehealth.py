@@ -52,6 +52,7 @@ skipped with this reason."""
 METADATA = frozenset({"ExportDate", "Me"})
 """Top-level export elements about the export itself, not items."""
 BLOOD_PRESSURE = "HKCorrelationTypeIdentifierBloodPressure"
+ROOT = "HealthData"
 
 
 class AppleHealthAdapter:
@@ -76,6 +77,11 @@ class AppleHealthAdapter:
             for event, el in events:
                 if event == "start":
                     depth += 1
+                    if depth == 1 and el.tag != ROOT:
+                        raise AdapterError(
+                            f"root element {el.tag} is not an Apple Health export ({ROOT})",
+                            DIAG_PARSE_ERROR,
+                        )
                     continue
                 depth -= 1
                 if depth != 1 or not isinstance(el.tag, str):
@@ -104,6 +110,8 @@ class AppleHealthAdapter:
                         )
                     )
                 el.clear()
+                while el.getprevious() is not None:  # an export is large: keep no item read
+                    del el.getparent()[0]
         except etree.XMLSyntaxError as exc:
             raise AdapterError(
                 f"not a well-formed Apple Health export: {exc}", DIAG_PARSE_ERROR
@@ -215,10 +223,16 @@ class AppleHealthAdapter:
             return None
         unit = rec.get("unit")
         source = rec.get("sourceName")
+        ucum = UNITS.get(unit or "", unit)
+        if unit == "%" and 0 <= value <= 1:
+            # HealthKit keeps a percentage as a fraction of one (an SpO2 of 97 % is exported
+            # as value="0.97" unit="%"): reported as the fraction it is, for the mapping to
+            # convert; a value above 1 was entered as a percentage
+            ucum = "1"
         return Measurement(
             Code(SYSTEM, rtype),
             value,
-            UNITS.get(unit or "", unit),
+            ucum,
             when,
             meta.patient,
             where,

@@ -608,9 +608,12 @@ class MappedCsvAdapter:
         result = AdapterResult(devices=[device] if device else [])
         header_width = len(header) - (1 if read.trailing[header_at] else 0)
         data_rows = range(header_at + 1, len(rows))
-        file_trailing = any(
-            read.trailing[k] and len(rows[k]) == header_width + 1 for k in data_rows
-        )
+        # the file's own convention, from its rows: a row of the header's width plus an empty
+        # last field fits only rows ended by a delimiter, one of the header's width only rows
+        # that are not; the more common wins (a tie: ended, as a short row is then refused)
+        ended = sum(1 for k in data_rows if read.trailing[k] and len(rows[k]) == header_width + 1)
+        plain = sum(1 for k in data_rows if len(rows[k]) == header_width)
+        file_trailing = ended > 0 and ended >= plain
         for i, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
             if not any(row):
                 if i - 1 in unreadable:

@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     def cors_origins(self) -> list[str]:
         return [o.rstrip("/") for o in self.cors_allowed_origins.replace(",", " ").split() if o]
 
+    export_dir: Path | None = None
+    """Where bulk ``$export`` jobs write their NDJSON files (one folder per job); default
+    ``var/exports``. Shared by every API process that serves the status and file URLs."""
+    export_max_seconds: float = 3600.0
+    """An export job still running after this long is reported failed."""
+
     # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
     max_body_size: ByteSize = ByteSize(10 * MiB)
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);

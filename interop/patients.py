@@ -7,6 +7,7 @@ used to guess. Unknown patients are not invented: their measurements wait in qua
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from interop.fhir.dates import now_utc, to_micros
 from interop.fhir.outcome import error
 from interop.identifiers import check_identifier
 from interop.store.generation import bump
+from interop.store.ingest_records import patients_by_identifier
 from interop.store.schema import patient_link_table, resource_table, token_table
 
 NATIONAL_SYSTEMS = frozenset({FNR_OID, DNR_OID})
@@ -85,6 +87,35 @@ def resolve(conn: Connection, ref: PatientRef) -> Resolution:
             "(link it with POST /api/v1/patient-links or `interop link-patient`)",
         )
     return Resolution(linked)
+
+
+def resolve_many(conn: Any, refs: Iterable[PatientRef]) -> dict[PatientRef, Resolution]:
+    """:func:`interop.patients.resolve` for several references: national ids in one
+    statement, other references one by one."""
+    out: dict[PatientRef, Resolution] = {}
+    wanted: dict[str, list[str]] = {}
+    for ref in dict.fromkeys(refs):
+        if ref.system in NATIONAL_SYSTEMS:
+            problem = check_identifier(ref.system, ref.value)
+            if problem:
+                out[ref] = Resolution(None, "invalid-identifier", problem)
+            else:
+                wanted.setdefault(ref.system, []).append(ref.value)
+        else:
+            out[ref] = resolve(conn, ref)
+    if wanted:
+        found = patients_by_identifier(conn, wanted)
+        for system, values in wanted.items():
+            for value in values:
+                pid = found.get((system, value))
+                out[PatientRef(system, value)] = (
+                    Resolution(pid)
+                    if pid is not None
+                    else Resolution(
+                        None, "unknown-patient", f"no Patient with identifier {system}|{value}"
+                    )
+                )
+    return out
 
 
 def link_patient(

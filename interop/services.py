@@ -16,6 +16,7 @@ from interop.config import Settings
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
+from interop.store.reference_integrity import ReferenceIntegrity
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
@@ -41,6 +42,8 @@ class Services:
         self.events.subscribe(DeviationClosed, on_deviation_closed)
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
+        # after the policy: an actor learns nothing about a Patient it may not see
+        self.store.guards.append(ReferenceIntegrity(self.store))
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy

@@ -35,7 +35,7 @@ def normalise_her_id(value: str) -> str:
 def _org_path(org: Organisation) -> list[Organisation]:
     path = [org]
     while path[-1].unit is not None:
-        path.append(path[-1].unit)  # type: ignore[arg-type]
+        path.append(path[-1].unit)
     return path
 
 

@@ -155,6 +155,18 @@ def _unwrap(root: etree._Element, registry: MessageRegistry) -> etree._Element |
     return None
 
 
+def _identified(org: Organisation) -> bool:
+    """Any level of the sender (organisation, unit, person) names a HER-id or an org.nr."""
+    node: Organisation | None = org
+    while node is not None:
+        if any(i.id for i in node.idents if i.type in ("HER", "ENH")):
+            return True
+        if node.person is not None and node.person.ident("HER"):
+            return True
+        node = node.unit
+    return False
+
+
 def check_patient_fields(
     patient: PatientInfo | None, *, test_environment: bool = False
 ) -> Coded | None:
@@ -218,8 +230,8 @@ def receive(
     except NotWellFormed as exc:
         # too large: only the start is read, to address the refusal
         header = _recover_header(data[:65536] if isinstance(exc, TooLarge) else data)
-        code = "T99" if isinstance(exc, TooLarge) else "T01"
-        result = Received("unreadable", [error(code, str(exc))], str(exc), header=header)
+        refused = "T99" if isinstance(exc, TooLarge) else "T01"
+        result = Received("unreadable", [error(refused, str(exc))], str(exc), header=header)
         if header is not None:
             result.answer_by(address(header.receiver, header.other_receivers, own_her_ids))
             if result.answer_from:
@@ -288,6 +300,12 @@ def receive(
         return Received(
             "duplicate", reason=f"MsgId {header.msg_id} already received", header=header
         )
+    if not _identified(header.sender):
+        # KITH receive test criterion 13: a sender without any identifier is reported, never
+        # taken as if someone known had sent it
+        r = reject("X99", "avsenderen mangler identifikator (HER-id eller organisasjonsnummer)")
+        r.apprec_version = apprec_version
+        return r
     patient_error = check_patient_fields(header.patient, test_environment=test_environment)
     if patient_error is None and patient_check is not None and header.patient is not None:
         code = patient_check(header.patient)

@@ -66,6 +66,10 @@ def test_fhir_body_over_the_limit_is_413(settings, services) -> None:  # type: i
         _outcome(c.put("/fhir/Observation/x", json=dict(big, id="x")), 413)
         _outcome(c.post("/fhir/Observation/$stats", content=b"code=" + b"1" * 5000), 413)
         # under the limit: stored as before
+        assert (
+            c.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}).status_code
+            == 201
+        )
         assert c.post("/fhir/Observation", json=_observation()).status_code == 201
 
 

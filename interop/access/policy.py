@@ -153,15 +153,19 @@ class AccessPolicy:
         self._scopes_lock = threading.Lock()
 
     # ---- who -----------------------------------------------------------------------------
-    def scope(self, actor: Actor, conn: Connection | None = None) -> PatientScope:
+    def scope(
+        self, actor: Actor, conn: Connection | None = None, generation: int | None = None
+    ) -> PatientScope:
         """The actor's patients, Consent refusals and codes (a few queries, once a request);
-        ``conn``: read inside that transaction."""
+        ``conn``: read inside that transaction. ``generation``: the care-relations generation
+        as read just now (with the resource on the fast path), else it is read here."""
         if actor.is_admin:
             return EVERYONE
         if conn is not None:  # inside a write: never cached (it may see what will not commit)
             return patient_scope(conn, actor, gp_practice_wide=self.gp_practice_wide)
         key = (actor.id, actor.role, actor.hpr, actor.orgnr, actor.herid)
-        generation = current_generation(self.store.fast)
+        if generation is None:
+            generation = current_generation(self.store.fast)
         with self._scopes_lock:
             cached = self._scopes.get(key)
         if cached is not None and cached[0] == generation:
@@ -257,7 +261,7 @@ class AccessPolicy:
         if is_bootstrap(actor):
             return Decision(None, None)
         resource = stored.json()
-        scope = self.scope(actor)
+        scope = self.scope(actor, generation=stored.relations_generation)
         why = self._refusal(actor, resource, scope)
         patient = patient_compartment(resource)
         # the caller learns that it may not, never whose data it is or why (the audit keeps it)

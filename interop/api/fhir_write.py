@@ -21,7 +21,7 @@ from interop.api.auth import Actor, require_actor
 from interop.api.fhir import _check_accept, _check_type, _write_response, services
 from interop.api.responses import json_response, load_json, parse_json_body
 from interop.fhir.fhirpath_patch import apply_fhirpath_patch
-from interop.fhir.json_patch import apply_json_patch
+from interop.fhir.json_patch import apply_json_patch, apply_merge_patch
 from interop.fhir.outcome import FhirError, Issue, error, operation_outcome
 from interop.fhir.validation import validate_resource
 from interop.services import Services
@@ -38,30 +38,43 @@ from interop.store.transaction import parse_if_match
 router = APIRouter(prefix="/fhir")
 
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json", "")
 
 
 async def _patch_body(request: Request) -> tuple[str, Any]:
-    """("json", operations) or ("fhirpath", Parameters) from the request body."""
+    """("json", operations), ("fhirpath", Parameters) or ("merge", partial resource) from the
+    request body. A JSON object that is not a Parameters is a JSON Merge Patch (RFC 7386:
+    what clients such as fhirpy send for ``resource.patch(...)``)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == JSON_PATCH:
-        body = await request.body()
-        if not body.strip():
-            raise FhirError(400, [Issue("error", "required", "the request body is empty")])
-        return "json", load_json(body, services(request).settings.json_max_depth)
-    doc = await parse_json_body(request)
-    if not isinstance(doc, dict) or doc.get("resourceType") != "Parameters":
+    if ctype not in (JSON_PATCH, MERGE_PATCH, *JSON_TYPES):
         raise error(
-            415 if not isinstance(doc, dict) else 400,
+            415,
             "not-supported",
-            "PATCH takes a JSON Patch (application/json-patch+json) or a FHIRPath Patch "
-            "(a Parameters resource as application/fhir+json)",
+            f"Content-Type {ctype!r} is not a patch: send {JSON_PATCH}, {MERGE_PATCH} or a "
+            "FHIRPath Patch (Parameters) as application/fhir+json",
         )
-    return "fhirpath", doc
+    body = await request.body()
+    if not body.strip():
+        raise FhirError(400, [Issue("error", "required", "the request body is empty")])
+    doc = load_json(body, services(request).settings.json_max_depth)
+    if ctype == JSON_PATCH:
+        return "json", doc
+    if not isinstance(doc, dict):
+        raise error(400, "structure", "a patch body is a JSON object (or a JSON Patch array)")
+    if ctype != MERGE_PATCH and doc.get("resourceType") == "Parameters":
+        return "fhirpath", doc
+    return "merge", doc
 
 
 def _patched(current: StoredResource, kind: str, patch: Any) -> dict[str, Any]:
     old = current.json()
-    new = apply_json_patch(old, patch) if kind == "json" else apply_fhirpath_patch(old, patch)
+    if kind == "json":
+        new = apply_json_patch(old, patch)
+    elif kind == "merge":
+        new = apply_merge_patch(old, patch)
+    else:
+        new = apply_fhirpath_patch(old, patch)
     if new.get("resourceType") != current.res_type or new.get("id") != current.res_id:
         raise error(
             422,

@@ -298,7 +298,10 @@ def _raise_or_escalate(
             task["priority"] = PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
-            task["code"] = {**task.get("code", {}), "text": f"Assess {zone} {what}"}
+            task["code"] = {
+                **task.get("code", {}),
+                "text": text("triage.task_title", zone=zone_name(zone), what=what),
+            }
             task["input"] = _with_zone_input(task.get("input", []), zone)
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
@@ -594,7 +597,13 @@ class Triage:
                 # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
                 flag["code"] = {
                     "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                    "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                    "text": text(
+                        "triage.flag",
+                        zone=zone_name(zone).capitalize(),
+                        measurement=measurement_name(code),
+                        code=code,
+                        time=_local(obs.get("effectiveDateTime"), now),
+                    )
                     + default_note,
                 }
                 tx.update("Flag", flag["id"], flag, validate=False)
@@ -615,7 +624,13 @@ class Triage:
                     ],
                     "code": {
                         "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                        "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                        "text": text(
+                            "triage.flag",
+                            zone=zone_name(zone).capitalize(),
+                            measurement=measurement_name(code),
+                            code=code,
+                            time=_local(obs.get("effectiveDateTime"), now),
+                        )
                         + default_note,
                     },
                     "subject": {"reference": ref},

@@ -83,7 +83,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         "software": {"name": "DHO Interop", "version": __version__},
         "implementation": {"description": "DHO Interop", "url": f"{base_url}/fhir"},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [
             {
                 "mode": "server",

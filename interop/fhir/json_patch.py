@@ -134,3 +134,23 @@ def apply_json_patch(resource: dict[str, Any], patch: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise FhirError(422, [Issue("error", "processing", "the patch result is not a resource")])
     return doc
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def apply_merge_patch(resource: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON Merge Patch (RFC 7386): members of the patch replace the resource's, ``null``
+    removes one, objects merge recursively, arrays are replaced whole."""
+    merged = _merge(resource, patch)
+    assert isinstance(merged, dict)
+    return merged

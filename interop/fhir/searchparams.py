@@ -191,15 +191,22 @@ def reference_target(ref: str, base_url: str | None = None) -> str:
 
 
 def strings_of(value: Any) -> Iterator[str]:
+    """The strings a string parameter searches, as written (:func:`fold` them for the default
+    case- and accent-insensitive match)."""
     if isinstance(value, str):
-        yield fold(value)
+        yield value
     elif isinstance(value, dict):
         for key in ("text", "family", "given", "prefix", "line", "city", "postalCode"):
             v = value.get(key)
             if isinstance(v, str):
-                yield fold(v)
+                yield v
             elif isinstance(v, list):
-                yield from (fold(x) for x in v if isinstance(x, str))
+                yield from (x for x in v if isinstance(x, str))
+
+
+EXACT = ":exact"
+"""Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
+accent-sensitive) searches; the plain rows hold the folded text."""
 
 
 def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
@@ -330,7 +337,9 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                     entries.dates.append((name, start, end))
         elif ptype == "string":
             for v in _values_of(resource, paths):
-                for s in strings_of(v):
+                for raw in strings_of(v):
+                    s = fold(raw)
                     if s:
                         entries.strings.append((name, s[:255]))
+                        entries.strings.append((name + EXACT, raw[:255]))
     return entries

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from interop.fhir import fast_observation, json_rules
 from interop.fhir.outcome import FhirError, Issue
+from interop.fhir.references import wrong_target_issues
 from interop.fhir.searchparams import supported_types
 from interop.identifiers import check_identifier
 
@@ -178,6 +179,7 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
                     (expr,),
                 )
             )
+    issues.extend(wrong_target_issues(resource))
     if rtype == "Observation":
         issues.extend(_vital_signs_invariants(resource))
     return issues

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from adapters.hl7v2 import split_message_header
 from interop.fhir.dates import format_instant, from_micros
+from interop.ingest.hl7_structure import structure_problems
 from interop.ingest.mllp_senders import MllpSenders
 from interop.store import inbound
 from interop.store.inbound import InboundRow
@@ -177,9 +178,14 @@ def received_messages(
 
 
 def received_message(conn: Connection, viewer: Viewer, message_id: str) -> dict[str, Any] | None:
-    """One message in detail; ``None`` when there is none the viewer may see (the same
-    answer whether it exists or not)."""
+    """One message in detail (an HL7 v2 message also checked against its version's
+    structure); ``None`` when there is none the viewer may see (the same answer whether it
+    exists or not)."""
     row = inbound.by_id(conn, message_id)
     if row is None or not viewer.sees(row):
         return None
-    return view(row, detail=True)
+    shown = view(row, detail=True)
+    if row.adapter == "hl7v2":
+        raw = inbound.raw_of(conn, message_id)
+        shown["structure"] = structure_problems(raw) if raw is not None else []
+    return shown

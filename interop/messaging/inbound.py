@@ -35,6 +35,8 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from interop.access.actor import Actor
+from interop.care.plan_lifecycle import answer_from_gp
+from interop.care.plan_request import PLAN_REQUEST_EVENT
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.identifiers import HERID_OID, person_id_system
 from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
@@ -123,6 +125,14 @@ def _text_of(received: Received) -> str:
                 out.append(f"Spørsmål: {n.question}")
         return "\n\n".join(out)
     return ""
+
+
+def _answer_text(received: Received) -> str:
+    """The answer itself, without the question a svar copies back."""
+    content = received.content
+    if isinstance(content, list):
+        return "\n\n".join(n.text for n in content if n.text and n.text != n.question)
+    return _text_of(received)
 
 
 class KithInbox:
@@ -352,7 +362,7 @@ class KithInbox:
                 header.conversation_ref.ref_to_conversation,
             }
             origin = conn.execute(
-                select(outbox_table.c.msg_id, outbox_table.c.focus)
+                select(outbox_table.c.msg_id, outbox_table.c.focus, outbox_table.c.event)
                 .where(outbox_table.c.msg_id.in_(refs) | outbox_table.c.conversation_ref.in_(refs))
                 # our AppRecs carry the MsgId they answer: never what a message refers to
                 .where(outbox_table.c.kind != "apprec")
@@ -396,6 +406,21 @@ class KithInbox:
                 communication["basedOn"] = [{"reference": origin.focus}]
         stored = tx.create(communication)
         ref = f"Communication/{stored.res_id}"
+        if origin is not None and origin.event == PLAN_REQUEST_EVENT and origin.focus:
+            # the GP's answer to a proposed egenbehandlingsplan: approve / back to draft
+            gp = header.sender.person
+            outcome = answer_from_gp(
+                self.services,
+                tx,
+                origin.focus,
+                _answer_text(r),
+                {
+                    "name": sender_name,
+                    "hpr": gp.ident("HPR") if gp else None,
+                    "her": (gp.ident("HER") if gp else None) or header.sender.addressed_her_id,
+                },
+            )
+            log.info("GP answer to %s: %s", origin.focus, outcome)
         if origin is not None and origin.focus and origin.focus.startswith("Task/"):
             task_stored = tx.get("Task", origin.focus.split("/", 1)[1])
             if task_stored is not None and not task_stored.deleted:

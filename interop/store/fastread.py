@@ -161,21 +161,32 @@ class ReadBatcher:
     threads, e.g. an MLLP listener beside the API): a batch is only ever touched, flushed
     and answered on the loop, and so the thread, that its reads came from."""
 
-    def __init__(self, reader: FastReader) -> None:
+    def __init__(
+        self, reader: FastReader, companion: Callable[[FastReader], int] | None = None
+    ) -> None:
         self.reader = reader
+        self.companion = companion
+        """A small read made once per flush, after the rows (the care-relations generation),
+        handed to every read of that flush with :meth:`get_with`."""
         self._batches: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, str], list[asyncio.Future[Row | None]]]
+            asyncio.AbstractEventLoop,
+            dict[tuple[str, str], list[asyncio.Future[tuple[Row | None, int | None]]]],
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     async def get(self, res_type: str, res_id: str) -> Row | None:
+        return (await self.get_with(res_type, res_id))[0]
+
+    async def get_with(self, res_type: str, res_id: str) -> tuple[Row | None, int | None]:
+        """The row, and the companion value read after it in the same flush (None when there
+        is no companion or its read failed)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             pending = self._batches.get(loop)
             first = pending is None
             if pending is None:
                 pending = self._batches[loop] = {}
-        fut: asyncio.Future[Row | None] = loop.create_future()
+        fut: asyncio.Future[tuple[Row | None, int | None]] = loop.create_future()
         pending.setdefault((res_type, res_id), []).append(fut)
         if first:
             loop.call_soon(self._flush, loop)
@@ -187,12 +198,19 @@ class ReadBatcher:
         by_type: dict[str, list[str]] = {}
         for res_type, res_id in pending:
             by_type.setdefault(res_type, []).append(res_id)
+        results: list[tuple[str, list[str], dict[str, Row] | None, BaseException | None]] = []
         for res_type, ids in by_type.items():
             try:
-                found: dict[str, Row] | None = self.reader.get_many(res_type, ids)
-                failure: BaseException | None = None
+                results.append((res_type, ids, self.reader.get_many(res_type, ids), None))
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                found, failure = None, exc
+                results.append((res_type, ids, None, exc))
+        extra: int | None = None
+        if self.companion is not None:
+            try:
+                extra = self.companion(self.reader)
+            except Exception:  # noqa: BLE001 - the caller reads it again itself
+                extra = None
+        for res_type, ids, found, failure in results:
             for res_id in ids:
                 for fut in pending[(res_type, res_id)]:
                     if fut.done():
@@ -200,4 +218,4 @@ class ReadBatcher:
                     if failure is not None:
                         fut.set_exception(failure)
                     else:
-                        fut.set_result(found.get(res_id) if found is not None else None)
+                        fut.set_result((found.get(res_id) if found is not None else None, extra))

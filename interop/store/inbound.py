@@ -104,3 +104,9 @@ def newest_first(
 def by_id(conn: Connection, message_id: str) -> InboundRow | None:
     r = conn.execute(select(*_columns()).where(inbox.c.id == message_id)).first()  # type: ignore[call-overload]
     return _row(r) if r is not None else None
+
+
+def raw_of(conn: Connection, message_id: str) -> bytes | None:
+    """The whole stored message."""
+    raw = conn.execute(select(inbox.c.raw).where(inbox.c.id == message_id)).scalar()
+    return bytes(raw) if raw is not None else None

@@ -29,6 +29,7 @@ from interop.fhir.validation import validate_resource
 from interop.store import audit_rows
 from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
+from interop.store.generation import current as current_generation
 from interop.store.indexer import (
     OBSERVATION_COLUMNS,
     Codings,
@@ -74,6 +75,9 @@ class StoredResource:
     content: bytes
     parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     """The content as parsed, when the writer had it at hand (see :meth:`view`)."""
+    relations_generation: int | None = field(default=None, compare=False, repr=False)
+    """The care-relations generation, read on the fast path right after this resource (the
+    access policy's scope cache checks against it instead of reading it again)."""
 
     @property
     def etag(self) -> str:
@@ -230,7 +234,7 @@ class FhirStore:
         (triage adds interpretation and referenceRange to Observations this way)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
-        self.batched = ReadBatcher(self.fast)
+        self.batched = ReadBatcher(self.fast, companion=current_generation)
         self.known_code_sets: set[int] = set()
         """Code sets committed to the ``code_set`` table (by this process or another)."""
 
@@ -289,7 +293,8 @@ class FhirStore:
 
     async def read_async(self, res_type: str, res_id: str) -> StoredResource:
         """:meth:`read` for the event loop: concurrent reads share one statement."""
-        return _current(res_type, res_id, await self.batched.get(res_type, res_id))
+        row, generation = await self.batched.get_with(res_type, res_id)
+        return _current(res_type, res_id, row, generation)
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         with self.reader() as conn:
@@ -1132,10 +1137,12 @@ def _history_row(previous: StoredResource) -> tuple[Any, ...]:
     )
 
 
-def _current(res_type: str, res_id: str, row: Row | None) -> StoredResource:
+def _current(
+    res_type: str, res_id: str, row: Row | None, generation: int | None = None
+) -> StoredResource:
     if row is None:
         raise error(404, "not-found", f"{res_type}/{res_id} is not known")
-    stored = StoredResource(res_type, res_id, *row)
+    stored = StoredResource(res_type, res_id, *row, relations_generation=generation)
     if stored.deleted:
         raise error(410, "deleted", f"{res_type}/{res_id} has been deleted")
     return stored

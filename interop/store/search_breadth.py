@@ -236,25 +236,6 @@ def _inner_ids(engine: SearchEngine, inner_type: str, inner: str, values: list[s
 # ---- :missing ------------------------------------------------------------------------------
 
 
-def missing_condition(
-    res_type: str, name: str, param: SearchParam, value: str
-) -> ColumnElement[bool]:
-    if value not in ("true", "false"):
-        raise error(400, "invalid", f"{name}:missing takes true or false", expression=[name])
-    table = {
-        "token": token_table,
-        "reference": reference_table,
-        "date": date_table,
-        "string": string_table,
-    }.get(param.type)
-    if table is None or param.index == "observation":
-        raise error(400, "not-supported", f"{name}:missing is not supported for {res_type}")
-    present = resource_table.c.res_id.in_(
-        select(table.c.res_id).where(table.c.res_type == res_type, table.c.param == name)
-    )
-    return ~present if value == "true" else present
-
-
 # ---- quantity and composite on the Observation index ------------------------------------------
 
 

@@ -17,8 +17,10 @@ import orjson
 
 from interop.fhir import decimals
 from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.references import unresolved_urn_issues
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.store.context import WriteContext
+from interop.store.reference_integrity import PENDING
 from interop.store.repository import (
     DuplicateIdentifier,
     FhirStore,
@@ -217,6 +219,11 @@ class BundleProcessor:
             resource = _with_mapped_refs(resource, mapping)
             try:
                 validate_resource(resource)
+                unresolved = unresolved_urn_issues(
+                    resource, "names no entry of this transaction: the reference cannot be resolved"
+                )
+                if unresolved:
+                    raise FhirError(422, unresolved)
             except FhirError as exc:
                 raise FhirError(
                     exc.status,
@@ -249,6 +256,8 @@ class BundleProcessor:
         ]
         batched = set(plain_posts)
         with self.store.write(ctx) as tx:
+            # what this transaction creates counts as there for the references in it
+            tx.context[PENDING] = _created_here(entries, prepared, assigned, mapping)
             for i in order:
                 if entries[i]["request"]["method"] != "DELETE":
                     break
@@ -407,6 +416,13 @@ class BundleProcessor:
             try:
                 if resource is not None:
                     validate_resource(resource)
+                    unresolved = unresolved_urn_issues(
+                        resource,
+                        "refers to another entry: the entries of a batch are independent, so the "
+                        "reference cannot be resolved (send a transaction)",
+                    )
+                    if unresolved:
+                        raise FhirError(422, unresolved)
                 if e["request"]["method"] in ("GET", "HEAD"):
                     rtype, rid, query = _parse_url(e["request"]["url"])
                     results.append(self._get(ctx, rtype, rid, query))
@@ -419,6 +435,26 @@ class BundleProcessor:
             except FhirError as exc:
                 results.append(EntryResult(status=f"{exc.status}", outcome=exc.outcome()))
         return results
+
+
+def _created_here(
+    entries: list[dict[str, Any]],
+    prepared: list[dict[str, Any] | None],
+    assigned: dict[int, str],
+    mapping: dict[str, str],
+) -> set[str]:
+    """``Type/id`` of every resource a transaction creates or writes (POST and PUT entries)."""
+    out = set(mapping.values())
+    for i, rid in assigned.items():
+        resource = prepared[i]
+        if resource is not None:
+            out.add(f"{resource['resourceType']}/{rid}")
+    for e in entries:
+        if e["request"]["method"] == "PUT":
+            rtype, rid_opt, _ = _parse_url(e["request"]["url"])
+            if rid_opt:
+                out.add(f"{rtype}/{rid_opt}")
+    return out
 
 
 def parse_if_match(value: Any) -> int | None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import yaml
@@ -27,10 +28,10 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select, true
 
 from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
-from interop.fhir.dates import fhir_instant, from_micros, to_micros
+from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
-from interop.text import local_time, quantity, text, zone_name
+from interop.text import quantity, text, zone_name
 from interop.views.concepts import display, primary_code
 
 FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
@@ -53,7 +54,7 @@ class Ordering(BaseModel):
     version: str
     reasons: list[Reason]
     inactive_after_days: int = 7
-    latest_values_days: int = 30
+    latest_values_days: int = 7
     message_days: int = 30
 
 
@@ -91,6 +92,12 @@ def _task_type(task: dict[str, Any]) -> str | None:
 def _instant(value: str | None, zone: str) -> int | None:
     if not value:
         return None
+    try:  # the service writes full instants with an offset: the fast path
+        at = datetime.fromisoformat(value)
+        if at.tzinfo is not None:
+            return to_micros(at)
+    except ValueError:
+        pass
     try:
         return fhir_instant(value, zone)
     except ValueError:
@@ -118,32 +125,21 @@ def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _recently_measured(conn: Connection, patients: list[str], since: int) -> set[str]:
-    o = observation_table.c
-    found: set[str] = set()
-    for chunk in _chunks(patients):
-        found |= {
-            r[0]
-            for r in conn.execute(
-                select(o.patient_id)
-                .distinct()
-                .where(o.patient_id.in_(chunk), o.is_primary == true(), o.effective >= since)
-            )
-        }
-    return found
-
-
-def _last_measured(conn: Connection, patients: list[str]) -> dict[str, int]:
-    o = observation_table.c
-    out: dict[str, int] = {}
+def _last_measured(conn: Connection, patients: list[str]) -> dict[str, int | None]:
+    """Patient → time (µs) of its newest measurement (None: never measured): one statement,
+    each patient's newest found at the end of its range of the (patient, time) index."""
+    o, r = observation_table.c, resource_table.c
+    newest = (
+        select(func.max(o.effective))
+        .where(o.patient_id == r.res_id, o.is_primary == true())
+        .scalar_subquery()
+    )
+    out: dict[str, int | None] = {}
     for chunk in _chunks(patients):
         for pid, last in conn.execute(
-            select(o.patient_id, func.max(o.effective))
-            .where(o.patient_id.in_(chunk), o.is_primary == true())
-            .group_by(o.patient_id)
+            select(r.res_id, newest).where(r.res_type == "Patient", r.res_id.in_(chunk))
         ):
-            if last is not None:
-                out[pid] = int(last)
+            out[pid] = None if last is None else int(last)
     return out
 
 
@@ -153,37 +149,61 @@ def _failed_messages(
     if not statuses:
         return []
     o = outbox_table.c
-    rows: list[Any] = []
-    for chunk in _chunks(patients):
-        rows += conn.execute(
+    wanted = set(patients)
+    # by status first (its index): failed messages are few, the organisation's patients many
+    return [
+        row
+        for row in conn.execute(
             select(o.id, o.patient_id, o.kind, o.status, o.created, o.last_error).where(
-                o.patient_id.in_(chunk), o.created >= since, o.status.in_(statuses)
+                o.status.in_(statuses), o.created >= since
             )
-        ).all()
-    return rows
+        )
+        if row.patient_id in wanted
+    ]
 
 
 def _latest_values(
     conn: Connection, patients: list[str], since: int, upto: int
 ) -> dict[str, dict[str, tuple[int, float, str | None, str | None]]]:
-    """Patient → concept code → (time, value, unit, zone) of its latest measurement."""
+    """Patient → concept code → (time, value, unit, zone) of its latest measurement.
+
+    The patients' Observations in the window come through the (patient, time) index of the
+    primary rows; a blood pressure panel's values are its components, read by the latest
+    panel's id only."""
     o = observation_table.c
     out: dict[str, dict[str, tuple[int, float, str | None, str | None]]] = {}
+    panels: dict[str, tuple[int, str]] = {}
     for chunk in _chunks(patients):
-        for pid, code, value, unit, effective, zone in conn.execute(
-            select(o.patient_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+        for pid, res_id, code, value, unit, effective, zone, status in conn.execute(
+            select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.status)
+            .where(
                 o.patient_id.in_(chunk),
+                o.is_primary == true(),
                 o.effective >= since,
                 o.effective <= upto,
-                o.value.is_not(None),
-                o.status.not_in(("entered-in-error", "cancelled")),
             )
+            .order_by(o.patient_id, o.effective)
         ):
-            concept = primary_code(code)
-            per = out.setdefault(pid, {})
-            old = per.get(concept)
-            if old is None or effective > old[0]:
-                per[concept] = (int(effective), float(value), unit, zone)
+            if status in ("entered-in-error", "cancelled"):
+                continue
+            if value is None:
+                panels[pid] = (int(effective), res_id)  # the newest panel wins (time order)
+                continue
+            out.setdefault(pid, {})[primary_code(code)] = (int(effective), float(value), unit, zone)
+    if panels:
+        ids = [res_id for _t, res_id in panels.values()]
+        owner = {res_id: pid for pid, (_t, res_id) in panels.items()}
+        for chunk in _chunks(ids):
+            for res_id, code, value, unit, effective, zone in conn.execute(
+                select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+                    o.res_id.in_(chunk), o.is_component == true(), o.value.is_not(None)
+                )
+            ):
+                per = out.setdefault(owner[res_id], {})
+                concept = primary_code(code)
+                old = per.get(concept)
+                if old is None or effective >= old[0]:
+                    per[concept] = (int(effective), float(value), unit, zone)
     return out
 
 
@@ -205,11 +225,21 @@ def national_id(patient: dict[str, Any]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def _when(us: int | None, zone: str) -> dict[str, str] | None:
+    """An instant as ISO 8601 (with its Norwegian offset) and as a person reads it
+    (``06.12.2026 kl. 09:48``, as :func:`interop.text.local_time` writes it)."""
     if us is None:
         return None
-    at = from_micros(us)
-    return {"time": at.isoformat(timespec="seconds"), "text": local_time(at, zone)}
+    at = datetime.fromtimestamp(us / 1_000_000, _zone(zone))
+    return {
+        "time": at.isoformat(timespec="seconds"),
+        "text": f"{at.day:02d}.{at.month:02d}.{at.year} kl. {at.hour:02d}:{at.minute:02d}",
+    }
 
 
 def _task_json(task: dict[str, Any], zone: str) -> dict[str, Any]:
@@ -260,13 +290,10 @@ def compute(
     ids = sorted(patient_ids)
     inactive = next((r for r in rules.reasons if r.inactive), None)
     if inactive is not None:
-        quiet = sorted(
-            set(ids)
-            - _recently_measured(conn, ids, now_us - rules.inactive_after_days * 86_400_000_000)
-        )
-        last = _last_measured(conn, quiet) if quiet else {}
-        for pid in quiet:
-            row(pid).add(rank_of[inactive.code], inactive.code, last.get(pid))
+        quiet_since = now_us - rules.inactive_after_days * 86_400_000_000
+        for pid, last in _last_measured(conn, ids).items():
+            if last is None or last < quiet_since:
+                row(pid).add(rank_of[inactive.code], inactive.code, last)
     failed = next((r for r in rules.reasons if r.message_status), None)
     if failed is not None:
         since = now_us - rules.message_days * 86_400_000_000

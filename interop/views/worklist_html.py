@@ -99,7 +99,7 @@ def render_html(
     zone: str,
     path: str,
 ) -> str:
-    days = ordering().inactive_after_days
+    days = ordering().latest_values_days
     back = f"{path}?{urlencode({'organization': organization})}"
     title = text("worklist.title", organization=name or organization)
     cols = "".join(

@@ -211,6 +211,12 @@ def _get(path: str) -> Request:
     return lambda c, h, v, a: c.get(path.format(v=v, a=a, fnr=FNR_B), headers=h)
 
 
+def _async_get(path: str) -> Request:
+    return lambda c, h, v, a: c.get(
+        path.format(v=v, a=a, fnr=FNR_B), headers={**h, "Prefer": "respond-async"}
+    )
+
+
 def _json(method: str, path: str, body: Callable[[Victim, str], Any]) -> Request:
     return lambda c, h, v, a: c.request(
         method,
@@ -361,6 +367,27 @@ CASES: dict[tuple[str, str], list[Request]] = {
         lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
     ],
     ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    # $export: kicked off as each role; what the job writes is checked in test_bulk_export
+    ("GET", "/fhir/$export"): [_async_get("/fhir/$export?_type=Observation")],
+    ("GET", "/fhir/Patient/$export"): [_async_get("/fhir/Patient/$export?_type=Observation")],
+    ("GET", "/fhir/Group/{gid}/$export"): [_async_get("/fhir/Group/{v.patient}/$export")],
+    ("GET", "/fhir/$export-status/{job}"): [_get("/fhir/$export-status/{v.patient}")],
+    ("DELETE", "/fhir/$export-status/{job}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/$export-status/{v.patient}", headers=h)
+    ],
+    ("GET", "/fhir/$export-file/{job}/{name}"): [
+        _get("/fhir/$export-file/{v.patient}/Observation.ndjson")
+    ],
+    ("GET", "/fhir/Patient/{pid}/{rtype}"): [
+        _get("/fhir/Patient/{v.patient}/Observation"),
+        _get("/fhir/Patient/{v.patient}/Condition"),
+        _get("/fhir/Patient/{v.patient}/Patient"),
+    ],
+    ("GET", "/fhir"): [
+        _get("/fhir?_type=Observation,Condition,Flag,Patient"),
+        _get("/fhir?_type=Bundle,Basic"),
+    ],
+    ("GET", "/fhir/"): [_get("/fhir/?_type=Condition&_id={v.condition}")],
     ("GET", "/fhir/{rtype}/_history"): [
         _get("/fhir/Condition/_history"),
         _get("/fhir/Observation/_history"),
@@ -418,6 +445,40 @@ CASES: dict[tuple[str, str], list[Request]] = {
                 "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}],
             },
         )
+    ],
+    ("GET", "/api/v1/patients/{national_id}/plan/proposal"): [
+        _get("/api/v1/patients/{fnr}/plan/proposal")
+    ],
+    ("GET", "/api/v1/patients/{national_id}/plan/versions"): [
+        _get("/api/v1/patients/{fnr}/plan/versions")
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts"): [
+        _json(
+            "POST",
+            "/api/v1/patients/{fnr}/plan/drafts",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}],
+                "goals": ["x"],
+            },
+        )
+    ],
+    ("PUT", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}"): [
+        _json(
+            "PUT",
+            "/api/v1/patients/{fnr}/plan/drafts/x",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}]
+            },
+        )
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}/propose"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/drafts/x/propose", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approve"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/approve", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/revoke", lambda v, a: {"reason": "x"})
     ],
     # nødrett opens an unrelated patient's record by design (tests/access/test_emergency_access.py);
     # here, without the reason it needs, it must open nothing

@@ -67,7 +67,7 @@ def test_a_decimal_kept_as_text_is_still_its_number(client) -> None:  # type: ig
 
 def test_decimals_in_bundles_are_served_as_sent(client) -> None:  # type: ignore[no-untyped-def]
     pid = _patient_id(client)
-    entry = _with_value(pid, "0.010").decode()
+    entry = _with_value(pid, "72.010").decode()
     for kind in ("transaction", "batch"):
         bundle = (
             '{"resourceType":"Bundle","type":"' + kind + '","entry":[{"resource":' + entry + ","
@@ -77,9 +77,9 @@ def test_decimals_in_bundles_are_served_as_sent(client) -> None:  # type: ignore
         assert r.status_code == 200, r.text
         (first,) = r.json()["entry"]
         assert first["response"]["status"].startswith("201"), first
-        assert '"value":0.010,' in r.text, r.text
+        assert '"value":72.010,' in r.text, r.text
         oid = first["response"]["location"].split("/")[1]
-        assert '"value":0.010,' in client.get(f"/fhir/Observation/{oid}").text
+        assert '"value":72.010,' in client.get(f"/fhir/Observation/{oid}").text
     # a search inside a batch serves the stored bytes
     search = (
         '{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET",'
@@ -87,7 +87,7 @@ def test_decimals_in_bundles_are_served_as_sent(client) -> None:  # type: ignore
     )
     r = client.post("/fhir", content=search.encode(), headers=FHIR_JSON)
     assert r.status_code == 200, r.text
-    assert r.text.count('"value":0.010,') == 2, r.text
+    assert r.text.count('"value":72.010,') == 2, r.text
 
 
 def _refused(r: Any, element: str) -> None:

@@ -193,3 +193,20 @@ def test_conditional_patch_and_delete(client) -> None:  # type: ignore[no-untype
     assert client.get(f"/fhir/Flag/{f1['id']}").status_code == 410
     r = client.delete(f"/fhir/Flag?patient={p['id']}&status=active")
     assert r.status_code == 200 and "nothing deleted" in r.text
+
+
+def test_merge_patch(client) -> None:  # type: ignore[no-untyped-def]
+    p = _create(client, patient())
+    r = client.patch(f"/fhir/Patient/{p['id']}", json={"active": False, "birthDate": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] is False and "birthDate" not in r.json()
+    r = client.patch(
+        f"/fhir/Patient/{p['id']}",
+        json={"gender": "robot"},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 422
+    r = client.patch(
+        f"/fhir/Patient/{p['id']}", content=b"x", headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 415

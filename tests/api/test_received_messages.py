@@ -95,6 +95,10 @@ def test_every_message_and_its_outcome_for_the_admin(client, world) -> None:  # 
     shown = client.get(f"/api/v1/ingest/messages/{ids['created']}").json()
     assert shown["resources"] and shown["resources"][0].startswith("Observation/")
     assert shown["messageId"] == "M-1" and shown["channel"] == "mllp"
+    # checked against HL7 v2.6's structure for the operator: the device leaves OBX-11 empty
+    assert any("OBX.OBX_11" in p for p in shown["structure"]), shown["structure"]
+    unreadable = client.get(f"/api/v1/ingest/messages/{ids['unreadable']}").json()
+    assert unreadable["structure"][0].startswith("Error: ")
     rejected = client.get("/api/v1/ingest/messages", params={"outcome": "rejected"}).json()
     assert ids["unreadable"] in {m["id"] for m in rejected}
     assert {m["outcome"] for m in rejected} == {"rejected"}

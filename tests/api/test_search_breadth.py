@@ -134,3 +134,22 @@ def test_quantity_and_composites(client) -> None:  # type: ignore[no-untyped-def
     assert _ids(client, "Observation?code-value-quantity=8867-4$lt80") == {o1}
     assert client.get("/fhir/Observation?value-quantity=abc").status_code == 400
     assert client.get("/fhir/Observation?code-value-quantity=8867-4").status_code == 400
+
+
+def test_compartment_and_system_search(client) -> None:  # type: ignore[no-untyped-def]
+    kari, ola, c1, c2, o1, o2, bp = _world(client)
+    assert _ids(client, f"Patient/{kari}/Observation") == {o1, bp}
+    assert _ids(client, f"Patient/{kari}/Observation?code=85354-9") == {bp}
+    assert _ids(client, f"Patient/{ola}/Condition") == {c2}
+    assert client.get(f"/fhir/Patient/{kari}/Questionnaire").status_code == 404
+    r = client.get("/fhir?_type=Condition,Observation&_lastUpdated=gt2000-01-01&_count=3")
+    assert r.status_code == 200, r.text
+    seen = [e["resource"]["id"] for e in r.json()["entry"]]
+    url = next((link["url"] for link in r.json()["link"] if link["relation"] == "next"), None)
+    while url:
+        page = client.get(url).json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert sorted(seen) == sorted([c1, c2, o1, o2, bp])
+    assert client.get("/fhir?_type=Nonsense").status_code == 400
+    assert client.get("/fhir").status_code == 400

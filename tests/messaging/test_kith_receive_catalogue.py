@@ -186,6 +186,8 @@ def test_a_message_for_another_organisation_gets_no_apprec_in_its_name(
         ("1-12", "E35"),  # a patient not registered here
         ("1-14a", "E30"),  # fødselsnummer removed
         ("1-14b", "E31"),  # "adhd" instead of a fødselsnummer
+        ("1-13a", "X99"),  # the sender's name, org.nr and HER-id emptied
+        ("1-13b", "T02"),  # everything under the sender removed (schema-invalid)
         ("1-15a", "T02"),  # mandatory Forsendelsesstatus removed
         ("1-15b", "T02"),  # mandatory SvarPaaForesporsel emptied
     ],

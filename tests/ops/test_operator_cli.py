@@ -29,6 +29,9 @@ def cli(settings, services, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  
     from interop.config import reset_settings_cache
 
     monkeypatch.setenv("INTEROP_DATABASE_URL", settings.database_url)
+    # tables are as wide as COLUMNS says when piped: a fixed width, whatever the test
+    # runner's own terminal left in the environment
+    monkeypatch.setenv("COLUMNS", "240")
     reset_settings_cache()
 
     def invoke(*args: str) -> Any:

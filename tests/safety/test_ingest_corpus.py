@@ -514,18 +514,7 @@ def ingest_case(client: Any, services: Any, rel: str) -> tuple[IngestReport | No
     return report, observations
 
 
-FIXED_LATER: dict[str, str] = {}
-
-
-@pytest.mark.parametrize(
-    "rel",
-    [
-        pytest.param(rel, marks=pytest.mark.xfail(reason=FIXED_LATER[rel], strict=True))
-        if rel in FIXED_LATER
-        else rel
-        for rel in sorted(CASES)
-    ],
-)
+@pytest.mark.parametrize("rel", sorted(CASES))
 def test_corpus_file(client, services, rel: str) -> None:  # type: ignore[no-untyped-def]
     case = CASES[rel]
     report, observations = ingest_case(client, services, rel)

@@ -89,3 +89,31 @@ def test_epj_page_has_note_and_plan(client, services) -> None:  # type: ignore[n
     assert 'id="note"' in html and s["note"] in html.replace("&#x27;", "'")
     assert 'id="plan"' in html and "Oksygenmetning (SpO2): grønn over 94 %, gul over 90 %" in html
     assert "Kari Nordmann, fødselsnummer 13031353453" in html
+
+
+def test_gp_message_text_is_norwegian() -> None:
+    from interop.messaging.compose import _code_lines
+
+    lines = _code_lines(
+        {
+            "codes": [
+                {
+                    "display": "Systolisk blodtrykk",
+                    "unit": "mm[Hg]",
+                    "latest": {"value": 154.0, "zone": "red"},
+                    "mean": 93.875,
+                    "min": 120.0,
+                    "max": 154.0,
+                    "count": 1,
+                    "trendPerWeek": 2.26,
+                    "ranges": {"source": "CarePlan/1", "green": [100.0, 150.0], "yellow": None},
+                }
+            ],
+            "eventCount": {"red": 1, "yellow": 0},
+            "adherence": 0.5,
+        }
+    )
+    text = " ".join(lines)
+    assert "siste 154 mmHg (rødt)" in text and "snitt 93,9 mmHg" in text
+    assert "1 måling" in text and "1 målinger" not in text and "mm[Hg]" not in text
+    assert "100–150 mmHg" in text and "trend 2,3 mmHg/uke" in text
