@@ -36,6 +36,10 @@ class Services:
 
     def __post_init__(self) -> None:
         self.events = Subscriptions()
+        from interop.care.events import DeviationClosed
+        from interop.national.vkp_dho import on_deviation_closed
+
+        self.events.subscribe(DeviationClosed, on_deviation_closed)
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         # after the policy: an actor learns nothing about a Patient it may not see
@@ -75,9 +79,6 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
-    from interop.national.vkp_dho import on_task_written
-
-    store.hooks.append(on_task_written)
     store.before_commit.append(flush_zone_index)
     from interop.access.audit import flush_audit, write_hook
 

@@ -4,9 +4,8 @@ DetectedIssue (the alert, severity, the measurement), the Observation(s), the Pa
 author organisation — through the outbox to the Endpoints subscribed with ``vkp-dho`` (routing
 rule ``closed-deviation-to-municipal-epj``). Codes and texts: ``mappings/national/vkp-dho.yaml``.
 
-:func:`on_task_written` is the one adapter that turns a Task completion into the
-``deviation.closed`` event; when the care core raises its own ``DeviationClosed`` event, switch
-this function to listen to that instead.
+:func:`on_deviation_closed` subscribes to the care core's ``DeviationClosed`` (wired in
+``interop.services``) and raises routing's ``deviation.closed`` for a completed Task.
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ import orjson
 import yaml
 from sqlalchemy import Connection
 
+from interop.care.events import DeviationClosed
 from interop.fhir.dates import format_instant, now_utc
 from interop.messaging.addressbook import AddressError, resource_json
 from interop.messaging.pmd import municipality_of, pmd_subject, strip_local_references
 from interop.routing.rules import Event, emit
-from interop.store.repository import FhirStore, StoredResource, WriteTx
+from interop.store.repository import FhirStore, WriteTx
 
 DEVIATION_CLOSED = "deviation.closed"
 _NS = uuid.UUID("0c7d0a34-7b0a-5b53-a7c4-3f3b8e9d2a61")
@@ -36,26 +36,12 @@ def mapping() -> dict[str, Any]:
     return dict(yaml.safe_load((files("mappings") / "national" / "vkp-dho.yaml").read_text()))
 
 
-def on_task_written(tx: WriteTx, stored: StoredResource, previous: StoredResource | None) -> None:
-    """Store write hook: a deviation Task that became ``completed`` → ``deviation.closed``."""
-    if stored.res_type != "Task" or stored.deleted:
+def on_deviation_closed(tx: WriteTx, event: DeviationClosed) -> None:
+    """The care core's ``DeviationClosed`` → routing's ``deviation.closed`` (a completed Task
+    is journaled; a cancelled one is not: nothing was followed up)."""
+    if event.status != "completed":
         return
-    task = stored.json()
-    if task.get("status") != "completed":
-        return
-    codes = {c.get("code") for c in (task.get("code") or {}).get("coding", [])}
-    if not codes & mapping()["detected_issue"]["codes"].keys():
-        return
-    if (
-        previous is not None
-        and not previous.deleted
-        and previous.json().get("status") == "completed"
-    ):
-        return
-    patient = (task.get("for") or {}).get("reference", "")
-    if not patient.startswith("Patient/"):
-        return
-    emit(tx, Event(DEVIATION_CLOSED, patient.split("/", 1)[1], f"Task/{stored.res_id}"))
+    emit(tx, Event(DEVIATION_CLOSED, event.patient_id, event.task))
 
 
 def _urn(kind: str, key: str) -> str:
