@@ -67,7 +67,7 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
         zone=store.zone,
     )
     store.prepare_hooks.append(checks.prepare)
-    triage = Triage(store)
+    triage = Triage(store, late_after_hours=settings.late_after_hours if settings else 24)
     store.prepare_hooks.append(triage.prepare)
     store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +39,7 @@ from interop.care.plans import (
     plan_periods,
     ranges_of_plan,
 )
-from interop.fhir.dates import fhir_range, format_instant, now_utc
+from interop.fhir.dates import fhir_range, format_instant, now_utc, to_micros
 from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
@@ -234,6 +235,29 @@ ZONE_INPUT = "zone"
 """The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
 
 
+LATE_MARK = "etterregistrert"
+"""In the text of a Task raised by a late reading (taken longer ago than the late window)."""
+LATE_STATUS = {
+    "coding": [{"system": TASK_CODE_SYSTEM, "code": "late", "display": "Etterregistrert"}],
+    "text": LATE_MARK,
+}
+"""``businessStatus`` of a Task raised by late readings only (search ``business-status``)."""
+
+
+def is_late_task(task: dict[str, Any]) -> bool:
+    return any(
+        c.get("system") == TASK_CODE_SYSTEM and c.get("code") == "late"
+        for c in (task.get("businessStatus") or {}).get("coding", [])
+    )
+
+
+def _time_of(obs: dict[str, Any]) -> str:
+    """The reading's time as the source stated it (effectiveDateTime or period start)."""
+    return str(
+        obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or ""
+    )
+
+
 def task_zone(task: dict[str, Any]) -> str | None:
     """The zone of the worst reading a deviation Task is about (its ``zone`` input; a Task
     written before it had one: from its priority)."""
@@ -266,6 +290,7 @@ def _raise_or_escalate(
     now: str,
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
+    late: bool = False,
 ) -> tuple[str, bool]:
     """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
     and whether this is news the routing rules should hear about: a new Task or an escalation
@@ -280,14 +305,19 @@ def _raise_or_escalate(
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        current = task_zone(task)
-        escalated = current is not None and RANK[zone] > RANK.get(current, 0)
-        if current is None or RANK[zone] >= RANK.get(current, 0):
-            task["priority"] = PRIORITY[zone]
+        was_late = is_late_task(task)
+        current = None if was_late and not late else task_zone(task)
+        escalated = not late and (current is None or RANK[zone] > RANK.get(current, 0))
+        if late and not was_late:
+            pass  # an old reading beside a current deviation: a note only
+        elif current is None or RANK[zone] >= RANK.get(current, 0):
+            task["priority"] = "routine" if late else PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
             task["code"] = {**task.get("code", {}), "text": f"Assess {zone} {what}"}
             task["input"] = _with_zone_input(task.get("input", []), zone)
+            if was_late and not late:
+                task.pop("businessStatus", None)  # a current reading: no longer only late
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
         # the stored Task was validated when written; the changes are this module's own
@@ -299,8 +329,9 @@ def _raise_or_escalate(
         {
             "resourceType": "Task",
             "status": "requested",
+            **({"businessStatus": LATE_STATUS} if late else {}),
             "intent": "order",
-            "priority": PRIORITY[zone],
+            "priority": "routine" if late else PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
                 "text": f"Assess {zone} {what}",
@@ -343,8 +374,10 @@ class _PatientPlans:
 class Triage:
     """Holds a per-process cache of each patient's plans (see ``PLAN_CACHE_SECONDS``)."""
 
-    def __init__(self, store: FhirStore) -> None:
+    def __init__(self, store: FhirStore, *, late_after_hours: float = 24) -> None:
         self.store = store
+        self.late_after = timedelta(hours=late_after_hours)
+        """A reading taken longer ago than this when it arrives is late (*etterregistrert*)."""
         self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
@@ -520,9 +553,13 @@ class Triage:
         default_note = (
             f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
         )
+        now_at = now_utc()
+        now = format_instant(now_at)
+        late = self._is_late(obs, now_at)
+        if late and zone == "green":
+            return  # an old reading says nothing about the patient's state now
         if zone == "green" and not flags:
             return
-        now = format_instant(now_utc())
         if zone == "green":
             for flag in flags:
                 flag = {
@@ -535,9 +572,11 @@ class Triage:
             return
         value, reading = _reading(obs)
         note = (
-            f"{zone} measurement {code} {reading} at {obs.get('effectiveDateTime', '')} "
+            f"{zone} measurement {code} {reading} at {_time_of(obs)} "
             f"(Observation/{stored.res_id}){default_note}"
         )
+        if late:
+            note = f"{LATE_MARK}: {note}"  # received at the note's time
         task_id, announce = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
@@ -548,7 +587,10 @@ class Triage:
             now=now,
             kind=("assess-deviation", "Vurder avvik fra egenbehandlingsplan", code),
             task_input=("measurement code", code),
+            late=late,
         )
+        if late:
+            return  # no urgent message and no Flag about a state that may be long past
         if announce:
             emit(
                 tx,
@@ -603,6 +645,17 @@ class Triage:
                 },
                 validate=False,
             )
+
+    def _is_late(self, obs: dict[str, Any], now: datetime) -> bool:
+        """Taken longer ago than the late window (by the end of its stated time)."""
+        text = _time_of(obs)
+        if not text:
+            return False
+        try:
+            end = fhir_range(text, self.store.zone)[1]
+        except ValueError:
+            return False
+        return end < to_micros(now - self.late_after)
 
     def _questionnaire(self, tx: WriteTx, stored: StoredResource) -> None:
         """A questionnaire the source's own flow judged yellow/red (the ``source-severity``
