@@ -115,6 +115,15 @@ def _judged_by(r: ZoneRanges) -> str:
     return f"default ranges: {DEFAULT_MARK}, ikke pasientens egenbehandlingsplan – {r.label}"
 
 
+def _with_bound(interpretation: list[dict[str, Any]], bound: str) -> list[dict[str, Any]]:
+    """The (shared, never changed) interpretation, or a copy whose text says the value was a
+    bound."""
+    if not bound:
+        return interpretation
+    first = interpretation[0]
+    return [{**first, "text": f"{first['text']}; {bound}"}, *interpretation[1:]]
+
+
 def _build_interpretation(t: TriageResult) -> list[dict[str, Any]]:
     return [
         {
@@ -199,22 +208,60 @@ def _loinc(node: dict[str, Any]) -> str | None:
     return None
 
 
-def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})
+BOUND_TEXT = {"<": "under", "<=": "høyst", ">=": "minst", ">": "over"}
+"""How a bound reads in the texts (``> 11``: *over 11*)."""
+_NUDGE = Decimal("1e-9")
+
+
+def _value(node: dict[str, Any]) -> tuple[Decimal, str, str | None] | None:
+    """(value, unit, comparator) of a node's valueQuantity; None when there is no number or
+    the comparator is not one triage can judge (``ad``, unknown)."""
     q = node.get("valueQuantity")
-    if isinstance(q, dict) and isinstance(q.get("value"), int | float) and not q.get("comparator"):
-        return Decimal(str(q["value"])), q.get("code") or q.get("unit") or ""
-    return None
+    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+        return None
+    if isinstance(q.get("value"), bool):
+        return None
+    comparator = q.get("comparator")
+    if comparator is not None and comparator not in COMPARATORS:
+        return None
+    return Decimal(str(q["value"])), q.get("code") or q.get("unit") or "", comparator
+
+
+def classify_bound(value: Decimal, comparator: str | None, r: ZoneRanges) -> TriageResult:
+    """The zone of a value the source gave as a bound, judged at the bound: ``> 11`` is at
+    least 11 (just above it, so a green high of 11 is left), ``< 3`` at most 3. For a
+    measurement where a low value is bad, that is the worst the value can be; where a high
+    value is bad, the zone is at least this one (and the texts say it was a bound)."""
+    if comparator == ">":
+        value += _NUDGE
+    elif comparator == "<":
+        value -= _NUDGE
+    return classify(value, r)
+
+
+def bound_note(comparator: str | None, value: Decimal, unit: str) -> str:
+    """What the texts say of a value given as a bound (empty for an exact value)."""
+    if not comparator:
+        return ""
+    plain = format(value.normalize(), "f")
+    return (
+        f"verdien er oppgitt som en grense ({comparator} {plain} {unit}), vurdert som "
+        f"{BOUND_TEXT[comparator]} {plain}: den virkelige verdien kan ligge lenger unna"
+    )
 
 
 def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
     """The value (of a single-value Observation) and the reading as text: ``97 %``, or a
     panel's components in order (blood pressure ``150/95 mm[Hg]``)."""
-    value = _value(obs)
-    if value is not None:
-        return value, f"{format(value[0].normalize(), 'f')} {value[1]}".strip()
+    found = _value(obs)
+    if found is not None:
+        value, unit, comparator = found
+        text = f"{comparator or ''}{format(value.normalize(), 'f')} {unit}"
+        return (value, unit), text.strip()
     parts = [_value(c) for c in obs.get("component", [])]
     units = {p[1] for p in parts if p}
-    reading = "/".join(format(p[0].normalize(), "f") for p in parts if p)
+    reading = "/".join(f"{p[2] or ''}{format(p[0].normalize(), 'f')}" for p in parts if p)
     reading += f" {units.pop()}" if len(units) == 1 else ""
     return None, reading.strip()
 
@@ -444,6 +491,7 @@ class Triage:
             return None
         plan, defaults = self._ranges(tx, ref.split("/", 1)[1], when)
         worst: TriageResult | None = None
+        worst_bound = ""
         missing = False
         """a node had no thresholds at all (plan or default)"""
         components = resource.get("component") or []
@@ -465,23 +513,25 @@ class Triage:
                     }
                 new_components.append(node)
                 continue
-            t = classify(val[0], ranges)
+            t = classify_bound(val[0], val[2], ranges)
+            bound = bound_note(val[2], val[0], val[1])
             if components:
                 node = {
                     **node,
-                    "interpretation": _interpretation(t),
+                    "interpretation": _with_bound(_interpretation(t), bound),
                     "referenceRange": _reference_ranges(ranges),
                 }
             else:
                 resource = {**resource, "referenceRange": _reference_ranges(ranges)}
             new_components.append(node)
             if worst is None or RANK[t.zone] > RANK[worst.zone]:
-                worst = t
+                worst, worst_bound = t, bound
         if components:
             resource = {**resource, "component": new_components}
         kept = _without_zone(resource.get("interpretation", []))
         if worst is not None:
-            return {**resource, "interpretation": _interpretation(worst) + kept}
+            judged = _with_bound(_interpretation(worst), worst_bound)
+            return {**resource, "interpretation": judged + kept}
         if _loinc(resource) is not None:
             # no component and no value judged (no thresholds, another unit, no number)
             return {**resource, "interpretation": _not_assessed(missing) + kept}
@@ -571,9 +621,15 @@ class Triage:
                 tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
             return
         value, reading = _reading(obs)
+        bounds = [
+            (v[2], bound_note(v[2], v[0], v[1]))
+            for v in (_value(n) for n in [obs, *obs.get("component", [])])
+            if v is not None and v[2]
+        ]
         note = (
             f"{zone} measurement {code} {reading} at {_time_of(obs)} "
             f"(Observation/{stored.res_id}){default_note}"
+            + "".join(f"; {text}" for _c, text in bounds)
         )
         if late:
             note = f"{LATE_MARK}: {note}"  # received at the note's time
@@ -604,6 +660,7 @@ class Triage:
                         "value": float(value[0]) if value else None,
                         "unit": value[1] if value else None,
                         "reading": reading,
+                        "comparator": bounds[0][0] if bounds else None,
                         "time": obs.get("effectiveDateTime") or now,
                         "observation": f"Observation/{stored.res_id}",
                     },
