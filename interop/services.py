@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from interop.access.audit import flush_audit, write_hook
 from interop.access.policy import AccessPolicy
-from interop.care.events import Subscriptions
+from interop.care import task_completion
+from interop.care.events import Deviation, PlanChanged, Subscriptions
+from interop.care.measurement_checks import MeasurementChecks
+from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
+from interop.mapping import MappingSet
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
@@ -35,6 +40,9 @@ class Services:
 
     def __post_init__(self) -> None:
         self.events = Subscriptions()
+        # routing hears of deviations and plan changes (the care core does not know it)
+        self.events.subscribe(Deviation, lambda tx, e: router_for(self).on_deviation(tx, e))
+        self.events.subscribe(PlanChanged, lambda tx, e: router_for(self).on_plan_changed(tx, e))
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         self.store.hooks.append(self.policy.relations_hook)
@@ -56,11 +64,6 @@ class Services:
 def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     """Attach the in-transaction steps every write goes through (the measurement checks,
     triage, Flags and Tasks, the audit trail)."""
-    from interop.care import task_completion
-    from interop.care.measurement_checks import MeasurementChecks
-    from interop.care.triage import Triage, flush_zone_index
-    from interop.mapping import MappingSet
-
     checks = MeasurementChecks(
         MappingSet.load(settings.mappings_dir if settings else None),
         future_skew_seconds=settings.max_future_skew_seconds if settings else 300,
@@ -73,8 +76,6 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
     store.before_commit.append(flush_zone_index)
-    from interop.access.audit import flush_audit, write_hook
-
     store.hooks.append(write_hook)
     store.before_commit.append(flush_audit)
 

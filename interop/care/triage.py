@@ -32,6 +32,12 @@ import orjson
 from sqlalchemy import and_, bindparam, delete, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
+from interop.care.events import (
+    DeviationEscalated,
+    DeviationOpened,
+    MeasurementJudged,
+    raise_event,
+)
 from interop.care.plans import (
     PlanPeriod,
     ZoneRanges,
@@ -40,7 +46,6 @@ from interop.care.plans import (
     ranges_of_plan,
 )
 from interop.fhir.dates import fhir_range, format_instant, now_utc, to_micros
-from interop.routing.rules import Event, emit
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
 
@@ -338,10 +343,10 @@ def _raise_or_escalate(
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
     late: bool = False,
-) -> tuple[str, bool]:
+) -> tuple[str, str | None]:
     """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
-    and whether this is news the routing rules should hear about: a new Task or an escalation
-    (yellow to red); a further value on an open Task only adds a note.
+    and the news others should hear about: ``opened`` (a new Task), ``escalated`` (yellow to
+    red, or a current reading on a late Task), or None (a further value only adds a note).
 
     The Task always describes the current worst reading: its description, ``code.text``,
     priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
@@ -370,7 +375,7 @@ def _raise_or_escalate(
         # the stored Task was validated when written; the changes are this module's own
         # (covered by tests/plans/test_triage.py), so skip the slow model validation here
         tx.update("Task", task["id"], task, validate=False)
-        return str(task["id"]), escalated
+        return str(task["id"]), "escalated" if escalated else None
     # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
     created = tx.create(
         {
@@ -394,7 +399,7 @@ def _raise_or_escalate(
         },
         validate=False,
     )
-    return created.res_id, True
+    return created.res_id, "opened"
 
 
 PLAN_CACHE_SECONDS = 60.0
@@ -579,6 +584,15 @@ class Triage:
         _index_zone(tx, stored.res_id, zone)
         code = _loinc(obs) or "unknown"
         pid = ref.split("/", 1)[1]
+        now_at = now_utc()
+        now = format_instant(now_at)
+        late = self._is_late(obs, now_at)
+        raise_event(
+            tx,
+            MeasurementJudged(
+                pid, f"Observation/{stored.res_id}", code, str(zone), _time_of(obs), late
+            ),
+        )
         cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
             "open_items", {}
         )
@@ -603,9 +617,6 @@ class Triage:
         default_note = (
             f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
         )
-        now_at = now_utc()
-        now = format_instant(now_at)
-        late = self._is_late(obs, now_at)
         if late and zone == "green":
             return  # an old reading says nothing about the patient's state now
         if zone == "green" and not flags:
@@ -633,7 +644,7 @@ class Triage:
         )
         if late:
             note = f"{LATE_MARK}: {note}"  # received at the note's time
-        task_id, announce = _raise_or_escalate(
+        task_id, news = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
             zone=zone,
@@ -645,27 +656,26 @@ class Triage:
             task_input=("measurement code", code),
             late=late,
         )
-        if late:
-            return  # no urgent message and no Flag about a state that may be long past
-        if announce:
-            emit(
+        if news is not None:
+            event = DeviationOpened if news == "opened" else DeviationEscalated
+            raise_event(
                 tx,
-                Event(
-                    f"triage.{zone}",
+                event(
                     pid,
-                    f"Task/{task_id}",
-                    {
-                        "code": code,
-                        "zone": zone,
-                        "value": float(value[0]) if value else None,
-                        "unit": value[1] if value else None,
-                        "reading": reading,
-                        "comparator": bounds[0][0] if bounds else None,
-                        "time": obs.get("effectiveDateTime") or now,
-                        "observation": f"Observation/{stored.res_id}",
-                    },
+                    task=f"Task/{task_id}",
+                    code=code,
+                    zone=zone,
+                    reading=reading,
+                    time=_time_of(obs) or now,
+                    value=float(value[0]) if value else None,
+                    unit=value[1] if value else None,
+                    focus=f"Observation/{stored.res_id}",
+                    late=late,
+                    bound=bounds[0][0] if bounds else None,
                 ),
             )
+        if late:
+            return  # no Flag about a state that may be long past
         if flags:
             flag = dict(flags[0])
             flag.pop("meta", None)
@@ -741,7 +751,7 @@ class Triage:
             f"{zone} questionnaire answered {qr.get('authored', now)} "
             f"(QuestionnaireResponse/{stored.res_id})"
         )
-        task_id, announce = _raise_or_escalate(
+        task_id, news = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
             zone=zone,
@@ -752,24 +762,20 @@ class Triage:
             kind=("assess-questionnaire", "Vurder besvart spørreskjema", "questionnaire"),
             task_input=("questionnaire", key),
         )
-        if announce:
+        if news is not None:
             severity = "rød" if zone == "red" else "gul"
-            emit(
+            event = DeviationOpened if news == "opened" else DeviationEscalated
+            raise_event(
                 tx,
-                Event(
-                    f"triage.{zone}",
+                event(
                     pid,
-                    f"Task/{task_id}",
-                    {
-                        "code": "questionnaire",
-                        "display": "Spørreskjema",
-                        "zone": zone,
-                        "value": None,
-                        "unit": None,
-                        "reading": f"«{title}» besvart, {severity} alvorlighet",
-                        "time": qr.get("authored") or now,
-                        "questionnaireResponse": f"QuestionnaireResponse/{stored.res_id}",
-                    },
+                    task=f"Task/{task_id}",
+                    code="questionnaire",
+                    zone=zone,
+                    reading=f"«{title}» besvart, {severity} alvorlighet",
+                    time=qr.get("authored") or now,
+                    focus=f"QuestionnaireResponse/{stored.res_id}",
+                    display="Spørreskjema",
                 ),
             )
 

@@ -52,7 +52,7 @@ from interop.observability import correlation_id
 from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
 from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
 from interop.resend import conflict_message as resend_conflict_message
-from interop.routing.rules import observations_created, router_for
+from interop.routing.rules import observations_created
 from interop.services import Services
 from interop.store.context import Door, Principal, WriteContext
 from interop.store.repository import (
@@ -749,12 +749,11 @@ class IngestPipeline:
                     .where(t.c.source == row["source"], t.c.message_id == row["message_id"])
                     .values(received=row["received"], report=row["report"])
                 )
-        router = router_for(self.services)
         for m in done:
             m.routed = True
             m.ingest_row = None
             with self._context(tx, m):
-                router.route_pending(tx)
+                self.services.dispatch(tx)
 
     @contextmanager
     def _context(self, tx: WriteTx, m: _Message) -> Iterator[None]:
@@ -1471,5 +1470,5 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
                     ),
                 )
             )
-        router_for(services).route_pending(tx)
+        services.dispatch(tx)
     return counts
