@@ -46,6 +46,8 @@ DIAG_OUT_OF_RANGE = "meter-out-of-range"
 DIAG_MISSING_VALUE = "missing-value"
 DIAG_UNSUPPORTED = "unsupported"
 DIAG_INVALID = "invalid"
+DIAG_WRONG_DATA_TYPE = "wrong-data-type"
+"""The record says it is another kind of data than the profile or field it was sent to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,9 @@ class DeviceRef:
     display: str | None = None
 
 
+Comparator = Literal["<", "<=", ">=", ">"]
+"""FHIR ``Quantity.comparator``: how the real value relates to the stated one."""
+
 OutOfRange = Literal["HI", "LO"]
 """A meter's 'HI'/'LO' reading: above/below its measuring range; never coerced to a number."""
 
@@ -134,6 +139,9 @@ class Measurement:
     body_site: Code | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-specific context kept for provenance (posture, meal relation, severity …)."""
+    comparator: Comparator | None = None
+    """The source gave a bound, not an exact value (MedCom ``greater_than`` 11: "> 11"); kept
+    as ``valueQuantity.comparator``, never dropped to make the bound look exact."""
 
 
 @dataclass(frozen=True, slots=True)

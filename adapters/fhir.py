@@ -88,6 +88,9 @@ def _quantity(node: dict[str, Any]) -> tuple[Decimal | None, str | None, str | N
     return Decimal(str(q["value"])), unit, oor
 
 
+COMPARATORS = ("<", "<=", ">=", ">")
+
+
 class FhirAdapter:
     name = "fhir"
     content_types = ("application/fhir+json", "application/json")
@@ -301,6 +304,22 @@ class FhirAdapter:
                 continue
             components.append(Component(cc[0], None if oor else v, u, oor, cc[1]))  # type: ignore[arg-type]
         value, unit, oor = _quantity(obs)
+        comparator = (obs.get("valueQuantity") or {}).get("comparator")
+        if comparator is not None:
+            # a bound ("> 11") is a value with its comparator, kept as sent; it is not the
+            # meter's off-scale reading, whose limit is the meter's and not the sender's
+            if comparator not in COMPARATORS:
+                result.diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        DIAG_INVALID,
+                        f"{label}: valueQuantity.comparator {comparator!r} is not one of "
+                        f"{', '.join(COMPARATORS)}",
+                        f"{where}.valueQuantity.comparator",
+                    )
+                )
+                return
+            oor = None
         if not components and value is None:
             result.diagnostics.append(
                 Diagnostic("warning", DIAG_MISSING_VALUE, f"{label}: no usable value", where)
@@ -339,6 +358,7 @@ class FhirAdapter:
                 source_id=source_id,
                 status=status,
                 out_of_range=oor,  # type: ignore[arg-type]
+                comparator=comparator,
                 effective_end=parse_iso(end_text, meta.default_timezone).value
                 if end_text
                 else None,

@@ -43,6 +43,7 @@ from adapters.base import (
     AdapterError,
     AdapterResult,
     Code,
+    Comparator,
     Component,
     DeviceRef,
     Diagnostic,
@@ -82,6 +83,15 @@ NO_RESULT = {
     "N": "not asked (OBX-11 N)",
 }
 NUMERIC_TYPES = frozenset({"NM", "SN"})
+SN_COMPARATORS: dict[str, Comparator | None] = {
+    "": None,
+    "=": None,
+    ">": ">",
+    ">=": ">=",
+    "<": "<",
+    "<=": "<=",
+}
+"""SN.1: how the value relates to the number (``<>``, not equal, is no measurement)."""
 FNR_AUTHORITIES = {"2.16.578.1.12.4.1.4.1": FNR_OID, "2.16.578.1.12.4.1.4.2": DNR_OID}
 FNR_TYPES = {"FNR": FNR_OID, "DNR": DNR_OID}
 
@@ -455,16 +465,44 @@ class Hl7v2Adapter:
             )
         )
 
-    def _numeric(self, o: _Obx, result: AdapterResult) -> tuple[Decimal | None, str | None] | None:
-        """(value, out-of-range) or None when unusable (diagnostic added)."""
+    def _numeric(
+        self, o: _Obx, result: AdapterResult
+    ) -> tuple[Decimal | None, str | None, Comparator | None] | None:
+        """(value, out-of-range, comparator) or None when unusable (diagnostic added).
+
+        SN ``>^11`` is the bound the sender gave (a value with its comparator), never the
+        meter's off-scale limit; a comparator without a number is an off-scale reading; a
+        range or ratio (``^1^-^5``, ``^1^:^2``) is not one value and is refused."""
         comps = o.seg.components(5)
+        comparator: Comparator | None = None
         if o.vtype == "SN":
-            comparator = comps[0] if comps else ""
+            sign = (comps[0] if comps else "").strip()
             number = comps[1] if len(comps) > 1 else ""
-            if comparator in (">", ">="):
-                return None, "HI"
-            if comparator in ("<", "<="):
-                return None, "LO"
+            if len(comps) > 2 and (comps[2].strip() or "".join(comps[3:]).strip()):
+                result.diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        DIAG_UNSUPPORTED,
+                        f"{o.code.code}: OBX-5 {o.seg.text(5)!r} is a range or ratio, not one "
+                        "value",
+                        o.where,
+                    )
+                )
+                return None
+            if sign not in SN_COMPARATORS:
+                result.diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        DIAG_PARSE_ERROR,
+                        f"{o.code.code}: OBX-5 comparator {sign!r} is not one of "
+                        f"{', '.join(c for c in SN_COMPARATORS if c)}",
+                        o.where,
+                    )
+                )
+                return None
+            comparator = SN_COMPARATORS[sign]
+            if comparator is not None and not number.strip():
+                return None, "HI" if comparator in (">", ">=") else "LO", None
         else:
             number = comps[0] if comps else ""
         number = number.strip()
@@ -475,11 +513,11 @@ class Hl7v2Adapter:
             return None
         upper = number.upper()
         if upper in ("HI", "HIGH"):
-            return None, "HI"
+            return None, "HI", None
         if upper in ("LO", "LOW"):
-            return None, "LO"
+            return None, "LO", None
         try:
-            return Decimal(number), None
+            return Decimal(number), None, comparator
         except InvalidOperation:
             result.diagnostics.append(
                 Diagnostic(
@@ -563,7 +601,7 @@ class Hl7v2Adapter:
         when = self._time(o.time, default_time, zone=zone, where=o.where, result=result)
         if when is None:
             return
-        value, oor = num
+        value, oor, comparator = num
         flags = o.seg.text(8)
         result.measurements.append(
             Measurement(
@@ -577,6 +615,7 @@ class Hl7v2Adapter:
                 device=self._device(o, devices),
                 status=status,  # type: ignore[arg-type]
                 out_of_range=oor,  # type: ignore[arg-type]
+                comparator=comparator,
                 attributes={"abnormal_flags": flags} if flags else {},
             )
         )
@@ -617,6 +656,18 @@ class Hl7v2Adapter:
             if num is None:
                 continue
             statuses.append(st)
+            if num[2] is not None:
+                # a component keeps no comparator: a bound is not taken as an exact value
+                result.diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        DIAG_UNSUPPORTED,
+                        f"{k.code.code}: a bound ({num[2]} {num[0]}) as a blood-pressure "
+                        "component is not a reading",
+                        k.where,
+                    )
+                )
+                continue
             comps.append(Component(k.code, num[0], k.unit, num[1]))  # type: ignore[arg-type]
             if when is None and k.time:
                 when = k.time

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -33,9 +34,11 @@ from adapters.base import (
     DIAG_INVALID,
     DIAG_MISSING_PATIENT,
     DIAG_MISSING_TIME,
+    DIAG_MISSING_VALUE,
     DIAG_NOT_A_MEASUREMENT,
     DIAG_PARSE_ERROR,
     DIAG_UNKNOWN_UNIT,
+    DIAG_WRONG_DATA_TYPE,
     AdapterError,
     AdapterResult,
     Code,
@@ -81,6 +84,17 @@ class _Field(BaseModel):
     unit_map: dict[str, str] | None = None
     decimals: int | None = None
     """Round to this many decimals (sources that send binary floats such as 72.0999984741211)."""
+    absent: list[Any] = []
+    """Values the source sends for "not measured" (iHealth's heart rate 0): skipped with that
+    reason, never stored as a value."""
+
+
+class _DataType(BaseModel):
+    """The source field that names what a record is, and the names this profile takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    accept: list[str]
 
 
 class _Items(BaseModel):
@@ -135,6 +149,9 @@ class Profile(BaseModel):
     format: Literal["json", "csv"]
     source: str
     records: str | None = None
+    data_type: _DataType | None = None
+    """Required of a source whose records name their data type (Google Fit's dataTypeName): a
+    record of another type (a heart-rate dataset sent to the weight profile) is refused."""
     skip: list[_Skip] = []
     time: _Time
     fields: list[_Field] = []
@@ -312,6 +329,20 @@ class MappedJsonAdapter:
                     Diagnostic("information", DIAG_NOT_A_MEASUREMENT, skip.reason, where)
                 )
                 continue
+            if profile.data_type is not None:
+                named = first(rec, profile.data_type.path, doc)
+                if named not in profile.data_type.accept:
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "error",
+                            DIAG_WRONG_DATA_TYPE,
+                            f"{profile.name}: the record's {profile.data_type.path} is "
+                            f"{named!r}; this profile takes "
+                            f"{', '.join(profile.data_type.accept)} only",
+                            f"{where}.{profile.data_type.path}",
+                        )
+                    )
+                    continue
             try:
                 when, assumed = read_time(
                     profile.time, lambda p, rec=rec: first(rec, p, doc) if p else None, meta
@@ -336,6 +367,16 @@ class MappedJsonAdapter:
             for f in profile.fields:
                 raw = first(rec, f.path, doc)
                 if raw in (None, ""):
+                    continue
+                if any(raw == a and type(raw) is not bool for a in f.absent):
+                    result.diagnostics.append(
+                        Diagnostic(
+                            "information",
+                            DIAG_MISSING_VALUE,
+                            f"{f.code}: {raw!r} is {profile.source}'s value for not measured",
+                            f"{where}/{f.code}",
+                        )
+                    )
                     continue
                 unit = f.unit
                 if f.unit_path:
@@ -391,6 +432,15 @@ class MappedJsonAdapter:
                 else {}
             )
             self._emit(profile, system, values, when, assumed, patient, where, ids, result)
+        if not result.items_seen:
+            result.diagnostics.append(
+                Diagnostic(
+                    "information",
+                    DIAG_NOT_A_MEASUREMENT,
+                    f"{profile.name}: {profile.records} is empty: the document holds no records",
+                    profile.records,
+                )
+            )
         return result
 
     @staticmethod
@@ -445,14 +495,24 @@ class MappedJsonAdapter:
             )
 
 
-def read_csv_rows(text: str, delimiter: str) -> tuple[list[list[str]], dict[int, str]]:
+@dataclass(slots=True)
+class CsvRows:
+    """The rows of a CSV text (cells stripped), and what reading them showed."""
+
+    rows: list[list[str]]
+    unreadable: dict[int, str]
+    """By row index, why a row could not be read."""
+    trailing: list[bool]
+    """By row index, whether the row ends with a delimiter (its last field empty, not blank)."""
+
+
+def read_csv_rows(text: str, delimiter: str) -> CsvRows:
     """The rows of a CSV text (cells stripped) and, by row index, why a row could not be read.
 
     A row the csv module refuses (a field over its 128 KiB limit, a stray quote) stays in the
     list as an empty row, so the rows after it keep their numbers and are still read. A bare
     carriage return ends a line, as in old Mac files."""
-    rows: list[list[str]] = []
-    unreadable: dict[int, str] = {}
+    out = CsvRows([], {}, [])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     while True:
         try:
@@ -460,11 +520,29 @@ def read_csv_rows(text: str, delimiter: str) -> tuple[list[list[str]], dict[int,
         except StopIteration:
             break
         except csv.Error as exc:
-            unreadable[len(rows)] = f"line {reader.line_num} cannot be read as CSV: {exc}"
-            rows.append([])
+            out.unreadable[len(out.rows)] = f"line {reader.line_num} cannot be read as CSV: {exc}"
+            out.rows.append([])
+            out.trailing.append(False)
             continue
-        rows.append([cell.strip() for cell in row])
-    return rows, unreadable
+        out.rows.append([cell.strip() for cell in row])
+        out.trailing.append(len(row) > 1 and row[-1] == "")
+    return out
+
+
+def row_width_problem(width: int, trailing: bool, header: int, file_trailing: bool) -> str | None:
+    """Why a data row does not have the header's fields (``None``: it has them).
+
+    A file either ends every row with a delimiter (Accu-Chek's export does) or none; a row
+    one field short or long would put each value after the gap under the wrong column (a
+    control-solution test read as a patient's measurement), so it is refused, never guessed."""
+    expected = header + 1 if file_trailing else header
+    if width == expected and (trailing or not file_trailing):
+        return None
+    have = width - 1 if file_trailing and trailing else width
+    return (
+        f"the row has {have} fields where the header has {header} columns: "
+        "which value belongs to which column cannot be told"
+    )
 
 
 class MappedCsvAdapter:
@@ -483,7 +561,8 @@ class MappedCsvAdapter:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = data.decode("latin-1")
-        rows, unreadable = read_csv_rows(text, opts.delimiter)
+        read = read_csv_rows(text, opts.delimiter)
+        rows, unreadable = read.rows, read.unreadable
         header_at = next(
             (i for i, r in enumerate(rows) if r and r[0] in opts.header_starts_with), None
         )
@@ -527,6 +606,14 @@ class MappedCsvAdapter:
                     serial=serial,
                 )
         result = AdapterResult(devices=[device] if device else [])
+        header_width = len(header) - (1 if read.trailing[header_at] else 0)
+        data_rows = range(header_at + 1, len(rows))
+        # the file's own convention, from its rows: a row of the header's width plus an empty
+        # last field fits only rows ended by a delimiter, one of the header's width only rows
+        # that are not; the more common wins (a tie: ended, as a short row is then refused)
+        ended = sum(1 for k in data_rows if read.trailing[k] and len(rows[k]) == header_width + 1)
+        plain = sum(1 for k in data_rows if len(rows[k]) == header_width)
+        file_trailing = ended > 0 and ended >= plain
         for i, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
             if not any(row):
                 if i - 1 in unreadable:
@@ -542,6 +629,12 @@ class MappedCsvAdapter:
                 continue
             where = f"row {i}"
             result.items_seen += 1
+            problem = row_width_problem(len(row), read.trailing[i - 1], header_width, file_trailing)
+            if problem is not None:
+                result.diagnostics.append(
+                    Diagnostic("error", DIAG_INVALID, f"{profile.name}: {problem}", where)
+                )
+                continue
 
             def col(name: str | None, row: list[str] = row) -> str:
                 k = index.get(name or "")

@@ -49,7 +49,11 @@ SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
     "body-temperature": {"body_temperature": ("K", "F", "C")},
     "blood-glucose": {"blood_glucose": ("mg/dL", "mmol/L")},
     "step-count": {"step_count": ("steps",)},
+    "respiratory-rate": {"respiratory_rate": ("breaths/min",)},
 }
+BARE_COUNTS = {"step_count": "steps"}
+"""Fields a schema version gives as a bare number (step-count 2.0: ``"step_count": 6000``),
+with the unit the schema means."""
 KEY_TO_SCHEMA = {field: name for name, fields in SCHEMAS.items() for field in fields}
 UNIT_TO_UCUM = {
     "mmHg": "mm[Hg]",
@@ -65,6 +69,7 @@ UNIT_TO_UCUM = {
     "mg/dL": "mg/dL",
     "mmol/L": "mmol/L",
     "steps": "{steps}",
+    "breaths/min": "/min",
 }
 CONTEXT_KEYS = (
     "body_posture",
@@ -180,6 +185,8 @@ class OpenMHealthAdapter:
         values: list[tuple[str, Decimal, str]] = []
         for fld, allowed in SCHEMAS[schema].items():
             uv = body.get(fld)
+            if fld in BARE_COUNTS and isinstance(uv, int | float) and not isinstance(uv, bool):
+                uv = {"value": uv, "unit": BARE_COUNTS[fld]}
             if not isinstance(uv, dict):
                 result.diagnostics.append(
                     Diagnostic(

@@ -35,6 +35,7 @@ from adapters.base import (
     AdapterError,
     AdapterResult,
     Code,
+    Comparator,
     DeviceRef,
     Diagnostic,
     IngestMeta,
@@ -53,6 +54,13 @@ NS = {
     "cpr": "http://rep.oio.dk/cpr.dk/xml/schemas/core/2005/03/18/",
 }
 UNIT_TEXT = {"mm/HG": "mm[Hg]", "Liter": "L", "1/min": "/min", "mmol/l": "mmol/L"}
+OPERATORS: dict[str, Comparator] = {
+    "greater_than": ">",
+    "less_than": "<",
+    "greater_than_or_equal": ">=",
+    "less_than_or_equal": "<=",
+}
+"""MedCom's ResultOperatorIdentifier: the result is a bound ("> 11"), kept as a comparator."""
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -181,6 +189,18 @@ class OpenTeleAdapter:
                     model=instrument.findtext("mc101:Model", namespaces=NS),
                 )
             uuid = text("UuidIdentifier")
+            operator = text("ResultOperatorIdentifier")
+            if operator and operator not in OPERATORS:
+                result.diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        DIAG_INVALID,
+                        f"{label}: result operator {operator!r} is not known, so what "
+                        f"{text('ResultText')} bounds cannot be told",
+                        where,
+                    )
+                )
+                continue
             result.measurements.append(
                 Measurement(
                     Code(MCS_SYSTEM if code.startswith("MCS") else NPU_SYSTEM, code, label),
@@ -192,6 +212,7 @@ class OpenTeleAdapter:
                     device=device,
                     timezone_assumed=when.zone_assumed,
                     source_id=("urn:dho-interop:medcom:sample", uuid) if uuid else None,
+                    comparator=OPERATORS.get(operator),
                 )
             )
         return result

@@ -80,7 +80,8 @@ class PhmrAdapter:
             where = f"observation[{i + 1}]"
             result.items_seen += 1
             code_el = obs.find("h:code", NS)
-            if value.get(XSI_TYPE) != "PQ" or code_el is None:
+            vtype = value.get(XSI_TYPE)
+            if vtype not in ("PQ", "RTO_PQ_PQ") or code_el is None:
                 result.diagnostics.append(
                     Diagnostic(
                         "information",
@@ -113,8 +114,11 @@ class PhmrAdapter:
                 continue
             try:
                 when = parse_hl7_ts(ts, meta.default_timezone)
-                number = Decimal(value.get("value", ""))
-            except (ValueError, InvalidOperation) as exc:
+                if vtype == "RTO_PQ_PQ":
+                    number, unit = _ratio(value)
+                else:
+                    number, unit = Decimal(value.get("value", "")), value.get("unit")
+            except (ValueError, InvalidOperation, ArithmeticError) as exc:
                 result.diagnostics.append(
                     Diagnostic(
                         "error", DIAG_PARSE_ERROR, f"{code.display or code.code}: {exc}", where
@@ -130,7 +134,7 @@ class PhmrAdapter:
                 Measurement(
                     code,
                     number,
-                    value.get("unit"),
+                    unit,
                     when.value,
                     patient,
                     where,
@@ -138,3 +142,17 @@ class PhmrAdapter:
                 )
             )
         return result
+
+
+def _ratio(value: etree._Element) -> tuple[Decimal, str]:
+    """A ratio of quantities (RTO_PQ_PQ: a pulse as 67 per 1 min) as one quantity: the
+    numerator over the denominator, in the numerator's unit per the denominator's."""
+    num, den = value.find("h:numerator", NS), value.find("h:denominator", NS)
+    if num is None or den is None:
+        raise ValueError("a ratio without its numerator or denominator")
+    divisor = Decimal(den.get("value", "1"))
+    if divisor == 0:
+        raise ValueError("a ratio with the denominator 0")
+    top = num.get("unit", "1")
+    unit = f"{'' if top == '1' else top}/{den.get('unit', '1')}"
+    return Decimal(num.get("value", "")) / divisor, unit

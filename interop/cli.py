@@ -28,6 +28,26 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from interop import __version__
+
+        print(f"interop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and stop"
+        ),
+    ] = False,
+) -> None:
+    """DHO Interop: integration layer for Norwegian digital hjemmeoppfølging."""
+
+
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (safe to run from several processes)."""
@@ -101,10 +121,24 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 42,
 ) -> None:
     """Load a realistic synthetic data set (organisations, GPs, patients, measurements)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from interop.demo_loader import load_demo
 
     settings = get_settings()
-    report = load_demo(settings, patients=patients, days=days, seed=seed)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("demo: patients", total=patients)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = load_demo(settings, patients=patients, days=days, seed=seed, progress=step)
     console.print(report)
 
 
@@ -231,7 +265,15 @@ def worker(
 
     svc = build_services(get_settings())
     outbox = Outbox(svc.engine)
-    delivery = DeliveryWorker(outbox, concurrency=concurrency)
+    from interop.national.tenants import TenantConfigError
+    from interop.routing.transports import default_transports
+
+    try:
+        transports = default_transports(settings=svc.settings)
+    except TenantConfigError as exc:
+        _fail(f"the HelseID tenants file cannot be used: {exc}")
+        return
+    delivery = DeliveryWorker(outbox, transports, concurrency=concurrency)
     inbox = InboxProcessor(svc)
     inbox.recover()
     delivery.periodic.append(("apprec-deadline", 300.0, outbox.expire_apprecs))
@@ -243,6 +285,13 @@ def worker(
         delivery.periodic.append((task, interval, fn))
     from interop.routing.worker import audit_head_export
 
+    if svc.settings.ar_base_url and svc.settings.addressbook_sync_seconds > 0:
+        from interop.national.cli import run_first_contact, run_sync
+
+        delivery.periodic.append(
+            ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
+        )
+        delivery.periodic.append(("gp-first-contact", 60.0, lambda: run_first_contact(svc)))
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)
@@ -334,6 +383,67 @@ def send_status(
                     _fail(f"no Patient with fødselsnummer/D-nummer {national_id}")
                 ids.append(str(pid))
     console.print(send_periodic_status(svc, patients=ids, force=force or bool(patient)))
+
+
+inbox_app = typer.Typer(
+    help="Received messages (MLLP, folders) and what became of each.", no_args_is_help=True
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+@inbox_app.command("list")
+def inbox_list(
+    outcome: Annotated[
+        str | None,
+        typer.Option(help="pending, created, quarantined, duplicate, rejected or skipped"),
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="mllp, file-drop, …")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+) -> None:
+    """Received messages, newest first, with their outcome and first reasons."""
+    from interop.ingest.received import OUTCOMES, Viewer, received_messages
+    from interop.services import build_services
+
+    if outcome is not None and outcome not in OUTCOMES:
+        _fail(f"--outcome must be one of {', '.join(OUTCOMES)}")
+    svc = build_services(get_settings())
+    with svc.store.reader() as conn:
+        found = received_messages(
+            conn,
+            Viewer.everyone(),
+            outcome=outcome,  # type: ignore[arg-type]
+            channel=channel,
+            limit=limit,
+        )
+    for m in found:
+        counts = m["counts"] or {}
+        figures = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "itemsSeen")
+        typer.echo(
+            f"{m['received']}  {m['id']}  {m['channel']}  {m['sender']}  {m['messageId']}  "
+            f"{m['outcome']}" + (f" ({figures})" if figures else "")
+        )
+        for reason in m["reasons"]:
+            typer.echo(f"    {reason}")
+        if m.get("error") and not m["reasons"]:
+            typer.echo(f"    {m['error']}")
+    console.print(f"{len(found)} message(s)")
+
+
+@inbox_app.command("show")
+def inbox_show(message_id: Annotated[str, typer.Argument(help="the message's id")]) -> None:
+    """One received message: its outcome, every per-item diagnostic, what it created."""
+    import orjson
+
+    from interop.ingest.received import Viewer, received_message
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    with svc.store.reader() as conn:
+        found = received_message(conn, Viewer.everyone(), message_id)
+    if found is None:
+        _fail(f"no received message {message_id!r}")
+        return
+    typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 
 
 audit_app = typer.Typer(
@@ -459,8 +569,105 @@ def audit_patient(
         typer.echo(as_json(national_id, items, from_, to).decode())
 
 
+actors_app = typer.Typer(help="API keys (actors): make one, list them, revoke one.")
+app.add_typer(actors_app, name="actors")
+
+CLI_ACTOR_NAME = "interop command line"
+
+
+def _cli_actor() -> Any:
+    """Who the audit log names for a key made or revoked here: an operator at the command
+    line, with the database's credentials (an admin)."""
+    import getpass
+
+    from interop.access.actor import Actor
+
+    return Actor(id=f"cli:{getpass.getuser()}", role="admin", name=CLI_ACTOR_NAME)
+
+
+@actors_app.command("create")
+def actors_create(
+    role: Annotated[str, typer.Option(help="gp, hospital, epj, followup, vendor or admin")],
+    orgnr: Annotated[str | None, typer.Option(help="the organisation's org.nr")] = None,
+    herid: Annotated[str | None, typer.Option(help="the organisation's HER-id")] = None,
+    hpr: Annotated[str | None, typer.Option(help="a health professional's HPR number")] = None,
+    name: Annotated[str | None, typer.Option(help="who it is, as people read it")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="ISO 8601 instant with offset, e.g. 2027-01-31T23:59:59Z")
+    ] = None,
+) -> None:
+    """Make an actor with a new API key; the key is printed once (on stdout), never stored."""
+    from interop.access.actors import actor_problems, create_key_actor, parse_expiry
+    from interop.services import build_services
+
+    problems = [text for text, _where in actor_problems(role, orgnr, herid, hpr)]
+    when, expiry_problem = parse_expiry(expires)
+    if expiry_problem:
+        problems.append(expiry_problem)
+    if problems:
+        _fail("; ".join(problems), 2)
+    services = build_services(get_settings())
+    actor_id, key = create_key_actor(
+        services.store,
+        _cli_actor(),
+        role=role,
+        orgnr=orgnr,
+        herid=herid,
+        hpr=hpr,
+        name=name,
+        expires=when,
+    )
+    console.print(f"actor {actor_id} ({role}) made; its key (shown once):")
+    print(key)
+
+
+@actors_app.command("list")
+def actors_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON as the actors API")] = False,
+) -> None:
+    """Every actor with an API key (never the keys)."""
+    import orjson
+    from rich.table import Table
+
+    from interop.access.actors import list_key_actors
+
+    actors = list_key_actors(_db_engine())
+    if as_json:
+        print(orjson.dumps(actors, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table()
+    for column in ("id", "role", "org.nr", "HER-id", "HPR", "state", "expires"):
+        table.add_column(column, no_wrap=True)
+    for a in actors:
+        table.add_row(
+            a["id"],
+            a["role"],
+            a["organization"]["orgnr"] or "",
+            a["organization"]["herid"] or "",
+            a["hpr"] or "",
+            "revoked" if a["revoked"] else "active",
+            a["expires"] or "",
+        )
+    _stdout().print(table)
+    console.print(f"{len(actors)} actor(s)")
+
+
+@actors_app.command("revoke")
+def actors_revoke(actor_id: Annotated[str, typer.Argument(help="the actor's id")]) -> None:
+    """Revoke an actor's key (API processes stop taking it within their key cache time)."""
+    from interop.access.actors import revoke_key_actor
+    from interop.services import build_services
+
+    if not revoke_key_actor(build_services(get_settings()).store, _cli_actor(), actor_id):
+        _fail(f"actor {actor_id} is not known", 1)
+    console.print(f"actor {actor_id}: key revoked")
+
+
 outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")
 app.add_typer(outbox_app, name="outbox")
+from interop.national.cli import addressbook_app  # noqa: E402
+
+app.add_typer(addressbook_app, name="addressbook")
 
 
 def _db_engine() -> Engine:
@@ -471,10 +678,14 @@ def _db_engine() -> Engine:
 
 
 def _stdout() -> Console:
-    """Tables on stdout; wide when piped, so ids are never folded."""
+    """Tables on stdout: as wide as the terminal; when piped, ``COLUMNS`` wide (240 unless
+    set), so ids are never folded."""
+    import os
     import sys
 
-    return Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(width=int(os.environ.get("COLUMNS") or 240), highlight=False)
 
 
 def _iso(us: int | None) -> str:
@@ -513,6 +724,26 @@ def _outbox_rows(
         return list(conn.execute(stmt).all())
 
 
+def _national_ids(patient_ids: set[str]) -> dict[str, str]:
+    """Patient id → fødselsnummer/D-nummer, for the operator's tables."""
+    from sqlalchemy import select
+
+    from interop.store.schema import token_table as t
+
+    if not patient_ids:
+        return {}
+    with _db_engine().connect() as conn:
+        rows = conn.execute(
+            select(t.c.res_id, t.c.code).where(
+                t.c.res_type == "Patient",
+                t.c.param == "identifier",
+                t.c.system.in_(("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")),
+                t.c.res_id.in_(sorted(patient_ids)),
+            )
+        ).all()
+    return {rid: code for rid, code in rows}
+
+
 def _print_outbox(rows: list[Any], as_json: bool) -> None:
     if as_json:
         import orjson
@@ -521,25 +752,33 @@ def _print_outbox(rows: list[Any], as_json: bool) -> None:
 
         print(orjson.dumps([message_json(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
+    from zoneinfo import ZoneInfo
+
     from rich.table import Table
 
-    table = Table(show_lines=False)
-    for name in ("id", "msg_id", "kind", "destination", "transport", "status", "attempts"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "attempts" else "left")
+    from interop.fhir.dates import from_micros
+
+    zone = ZoneInfo(get_settings().timezone)
+    fnr = _national_ids({r.patient_id for r in rows if r.patient_id})
+    # fits 120 columns: the full id (for show/reprocess/cancel), what it is about, where it
+    # goes and how it went; the message id and the last error are in `outbox show`
+    table = Table(show_lines=False, box=None, pad_edge=False, collapse_padding=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("event", no_wrap=True, max_width=18, overflow="ellipsis")
+    table.add_column("patient", no_wrap=True)
+    table.add_column("status", no_wrap=True, max_width=16, overflow="ellipsis")
     table.add_column("created", no_wrap=True)
-    table.add_column("last_error", no_wrap=True)
+    table.add_column("to", no_wrap=True, overflow="ellipsis")
     for r in rows:
-        error = (r.last_error or "").replace("\n", " ")
+        status = r.status if not r.attempts else f"{r.status} ×{r.attempts}"
+        created = from_micros(r.created).astimezone(zone).strftime("%d.%m %H:%M")
         table.add_row(
             r.id,
-            r.msg_id,
-            r.kind,
+            r.event,
+            fnr.get(r.patient_id, r.patient_id or ""),
+            status,
+            created,
             r.destination,
-            r.transport,
-            r.status,
-            str(r.attempts),
-            _iso(r.created),
-            error[:57] + "…" if len(error) > 60 else error,
         )
     _stdout().print(table)
     console.print(f"{len(rows)} message(s)")

@@ -81,6 +81,56 @@ class Settings(BaseSettings):
     takes back a ``processing`` message only after its lease ran out (its holder crashed)."""
     edi2_base_url: str | None = None
     """Our EDI 2.0 Meldingstjener (the worker polls it for messages to our HER-ids)."""
+    environment: Literal["production", "test"] = "production"
+    """``test`` in the national test environments (NHN's test network, Test-Norge): person
+    numbers of those environments (``mappings/identifiers/test-environments.yaml``) are then
+    accepted in received messages; in ``production`` they are refused (AppRec E31)."""
+    file_drop_settle_seconds: float = 2.0
+    """A file in a file-drop ``in/`` folder is read only once it has not changed for this long
+    (a sender still writing it is never read half-way); files named ``.*``, ``*.tmp`` or
+    ``*.part`` are never read (a sender that renames into place needs no settle time)."""
+    edi2_api_version: Literal["2", "3"] = "2"
+    """EDI 2.0 ``api-version``: 2 (stable) or 3 (202 on send, 423 for a locked HER-id; receives
+    through notifications, which are not read yet — keep polling with 2)."""
+    edi2_source_system: str = "DHO Interop, v0.1.0"
+    """``nhn-source-system``: our system's name and version, as NHN asks."""
+    edi2_max_post_bytes: int = 35_000_000
+    """Largest request to EDI 2.0 (NHN: 35 MB per POST); a larger message is dead-lettered."""
+    helseid_tenants_file: Path | None = None
+    """The HelseID clients we call NHN with, one per municipality or legal entity (YAML, see
+    :mod:`interop.national.tenants`). Unset = calls to EDI 2.0 go without HelseID (only for a
+    Meldingstjener on a closed test network)."""
+    ar_base_url: str | None = None
+    """Adresseregisteret's CommunicationParty API (test: ``https://cpapi.test.grunndata.nhn.no``);
+    unset = no address-book sync."""
+    ar_tenant: str | None = None
+    """Which tenant's HelseID client calls AR (default: the first in the tenants file)."""
+    flr_url: str | None = None
+    """Fastlegeregisteret's SOAP endpoint (test: ``https://ws-web.test.nhn.no/v2/flr``)."""
+    flr_username: str | None = None
+    flr_password: SecretStr | None = None
+    """The Grunndata account NHN issued for FLR (HTTP Basic)."""
+    addressbook_sync_seconds: float = 3600.0
+    """How often ``interop worker`` syncs the address book with AR and patients' GPs with FLR
+    (0 = never; ``interop addressbook sync`` runs it by hand)."""
+    pmd_bundle_type: Literal["batch", "collection"] = "batch"
+    """Bundle type of uploads to Pasientens måledata: ``batch`` per the IG's
+    pmd-Bundle-Observation profile (entries with ``request``), ``collection`` as in NHN's PMD 2.0
+    examples (no ``request``, FHIR bdl-3); the sources disagree (standards/nhn/pmd/README.md)."""
+    pmd_tenant: str | None = None
+    """The tenant whose HelseID client uploads to PMD when the upload names no organisation
+    number of a tenant (the vital-sign profiles carry no performer)."""
+    jft_tenant: str | None = None
+    """The tenant whose HelseID client journals to JFT when the Bundle's author organisation is
+    no tenant's."""
+    jft_max_bytes: int = 1_000_000
+    """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
+    cppa_base_url: str | None = None
+    """NHN's CPPA API (test ``https://cppa.test.grunndata.nhn.no``): asked before a PLO or
+    Dialogmelding goes over EDI 2.0 whether the receiver takes that type. Unset = not asked."""
+    cppa_fallback: Literal["dead-letter", "send"] = "dead-letter"
+    """What to do when CPPA says the receiver cannot take the type: dead-letter with the reason,
+    or send anyway (logged)."""
     status_report_days: int = 7
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
@@ -165,13 +215,52 @@ class Settings(BaseSettings):
             )
         return self
 
+    # ---- browsers and SMART apps (interop.api.cors, interop.api.smart) ----------------------
+    cors_allowed_origins: str = ""
+    """Origins (scheme://host[:port]) whose browser code may call the API, separated by commas
+    or spaces; ``*`` = any origin (then never with credentials). Empty = no cross-origin
+    access: a preflight is refused and no CORS header is sent."""
+    cors_allow_credentials: bool = False
+    """Let browsers send cookies/``Authorization`` from the allowed origins
+    (``Access-Control-Allow-Credentials: true``); refused together with ``*``."""
+    cors_max_age_seconds: int = 600
+    """How long a browser may cache a preflight answer."""
+    helseid_authorization_endpoint: str | None = None
+    """HelseID's authorization endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/authorize``."""
+    helseid_token_endpoint: str | None = None
+    """HelseID's token endpoint for ``/.well-known/smart-configuration``; default
+    ``{issuer}/connect/token``."""
+    helseid_scopes_supported: str = ""
+    """Space-separated scopes our API offers (published in the SMART configuration); default
+    the required scopes."""
+
+    @model_validator(mode="after")
+    def _cors_consistent(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins():
+            raise ValueError(
+                "INTEROP_CORS_ALLOWED_ORIGINS is '*' and INTEROP_CORS_ALLOW_CREDENTIALS is true: "
+                "credentials may only be allowed for named origins"
+            )
+        return self
+
+    def cors_origins(self) -> list[str]:
+        return [o.rstrip("/") for o in self.cors_allowed_origins.replace(",", " ").split() if o]
+
+    export_dir: Path | None = None
+    """Where bulk ``$export`` jobs write their NDJSON files (one folder per job); default
+    ``var/exports``. Shared by every API process that serves the status and file URLs."""
+    export_max_seconds: float = 3600.0
+    """An export job still running after this long is reported failed."""
+
     # ---- limits on what a client may send (see interop.api.limits, README "Limits") -------
     max_body_size: ByteSize = ByteSize(10 * MiB)
     """Largest request body (FHIR JSON on ``/fhir``, ``/ingest/*`` and every other POST/PUT);
     413 above it. Accepts ``10MiB``, ``10MB`` or a number of bytes."""
     max_kith_message_size: ByteSize = ByteSize(35 * MiB)
-    """Largest KITH XML message on ``POST /api/v1/messages/inbound`` (NHN's 35 MB limit on a
-    business document)."""
+    """Largest KITH XML message read, on every channel (``POST /api/v1/messages/inbound``, file
+    drop, EDI 2.0); NHN's 35 MB limit on a business document. Attachments up to it are read
+    (text nodes above libxml2's 10 MB default included); larger messages are refused unread."""
     ingest_max_body_size: dict[str, ByteSize] = Field(default_factory=_default_ingest_max_body_size)
     """Per-adapter limits for ``POST /ingest/{adapter}`` that differ from ``max_body_size``
     (JSON, e.g. ``{"apple-health": "512MiB", "mapped-csv": "50MiB"}``)."""

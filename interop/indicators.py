@@ -15,10 +15,16 @@ Definitions (period = [start, end] in the configured zone, inclusive dates):
   triage module records one, is the better measure; see ``adherence_basis`` in the output).
 * zone shares: green/yellow/red share of the triaged measurements.
 * red/yellow events: Tasks raised for the follow-up centre in the period (priority
-  ``urgent``/``stat`` = red, ``asap`` = yellow, ``routine`` = yellow).
+  ``asap``/``stat`` = red, ``urgent`` = yellow, ``routine`` = yellow: FHIR's order).
 * response time: from a red Task's ``authoredOn`` to its completion (``lastModified`` of the
   version that set ``completed``): median and 90th percentile, hours.
 * messages: outbox messages for patients in scope created in the period, by status and AppRec.
+* what the nurses do (Tasks completed from the worklist in the period, with an outcome from
+  ``mappings/worklist/outcomes.yaml``): contacts per patient-month by outcome (completed Tasks
+  with that outcome over the active patients' months in the period), hours from a red Task
+  being raised to the first time a person acted on it (``executionPeriod.start``: taking it,
+  or completing it at once), the share of deviations handled without the GP (outcomes whose
+  ``gp`` is false), and active patients per nurse (the distinct owners of the Tasks acted on).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection, distinct, func, select, true
 
+from interop.care.deviations import outcome_list
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.fhir.outcome import error
 from interop.store.schema import (
@@ -227,8 +234,22 @@ def compute(
     ).all()
     red = yellow = 0
     hours: list[float] = []
+    first_contact: list[float] = []
+    outcomes: dict[str, int] = {}
+    nurses: set[str] = set()
+    outcome_system, outcome_list_ = outcome_list()
     for (content,) in task_rows:
         task = orjson.loads(content)
+        _nurse_work(
+            task,
+            t0,
+            t1,
+            zone_name,
+            outcome_system,
+            outcomes,
+            nurses,
+            first_contact,
+        )
         authored = task.get("authoredOn")
         if not authored:
             continue
@@ -258,6 +279,21 @@ def compute(
     else:
         v["redResponseHours"] = {"median": None, "p90": None, "n": None, "suppressed": bool(hours)}
 
+    patient_months = int(active) * max(1.0, (t1 - t0) / (30.44 * 86_400_000_000))
+    v["contactsPerPatientMonth"] = {
+        code: _rate(outcomes.get(code, 0), patient_months, suppress_below) for code in outcome_list_
+    }
+    handled = sum(outcomes.values())
+    without_gp = sum(n for code, n in outcomes.items() if not outcome_list_[code].gp)
+    v["shareHandledWithoutGp"] = _share(without_gp, handled, suppress_below)
+    v["redFirstContactHours"] = _spread(first_contact, suppress_below)
+    v["nurses"] = len(nurses)
+    v["patientsPerNurse"] = (
+        {"value": round(int(active) / len(nurses), 1), "suppressed": False}
+        if nurses and int(active) >= suppress_below
+        else {"value": None, "suppressed": bool(nurses)}
+    )
+
     ob = outbox_table.c
     msg_rows = conn.execute(
         select(ob.status, func.count())
@@ -274,28 +310,82 @@ def compute(
     return ind
 
 
-CSV_COLUMNS = ("indicator", "value", "suppressed")
+def _rate(count: int, per: float, threshold: int) -> dict[str, Any]:
+    """``count`` per ``per`` (4 decimals); withheld when the count is small (but not 0)."""
+    if 0 < count < threshold:
+        return {"value": None, "suppressed": True}
+    return {"value": round(count / per, 4) if per else None, "suppressed": False}
+
+
+def _spread(hours: list[float], threshold: int) -> dict[str, Any]:
+    if len(hours) >= threshold:
+        return {
+            "median": round(statistics.median(hours), 2),
+            "p90": round(_percentile(hours, 0.9), 2),
+            "n": len(hours),
+            "suppressed": False,
+        }
+    return {"median": None, "p90": None, "n": None, "suppressed": bool(hours)}
+
+
+def _nurse_work(
+    task: dict[str, Any],
+    t0: int,
+    t1: int,
+    zone_name: str,
+    outcome_system: str,
+    outcomes: dict[str, int],
+    nurses: set[str],
+    first_contact: list[float],
+) -> None:
+    """Count what a person did about one Task in [t0, t1]."""
+    period = task.get("executionPeriod") or {}
+    try:
+        started = fhir_instant(period["start"], zone_name) if period.get("start") else None
+        ended = fhir_instant(period["end"], zone_name) if period.get("end") else None
+        authored = fhir_instant(task["authoredOn"], zone_name) if task.get("authoredOn") else None
+    except ValueError:
+        return
+    owner = task.get("owner") or {}
+    who = (owner.get("identifier") or {}).get("value") or owner.get("display")
+    if who and any(t is not None and t0 <= t <= t1 for t in (started, ended)):
+        nurses.add(str(who))
+    if task.get("status") == "completed" and ended is not None and t0 <= ended <= t1:
+        for out in task.get("output", []):
+            for coding in (out.get("valueCodeableConcept") or {}).get("coding", []):
+                if coding.get("system") == outcome_system and coding.get("code"):
+                    outcomes[coding["code"]] = outcomes.get(coding["code"], 0) + 1
+    if (
+        task.get("priority") in ("asap", "stat")
+        and authored is not None
+        and started is not None
+        and t0 <= authored <= t1
+    ):
+        first_contact.append((started - authored) / 3.6e9)
+
+
+CSV_COLUMNS = ("organization", "period_start", "period_end", "indicator", "value", "suppressed")
 
 
 def to_csv(ind: Indicators) -> str:
-    lines = [
-        f"# organization={ind.organization};period={ind.period_start}/{ind.period_end}",
-        ",".join(CSV_COLUMNS),
-    ]
+    """One row per figure; what the figures are about (organisation, period) is in columns of
+    every row, so a spreadsheet or ``csv`` reader takes the file as it is."""
+    lines = [",".join(CSV_COLUMNS)]
+    about = f"{ind.organization},{ind.period_start},{ind.period_end}"
 
     def emit(name: str, item: Any) -> None:
         if isinstance(item, dict) and "suppressed" in item and "value" in item:
             val = "" if item["value"] is None else item["value"]
-            lines.append(f"{name},{val},{str(item['suppressed']).lower()}")
+            lines.append(f"{about},{name},{val},{str(item['suppressed']).lower()}")
         elif isinstance(item, dict) and "median" in item:
             for k in ("median", "p90", "n"):
                 val = "" if item[k] is None else item[k]
-                lines.append(f"{name}.{k},{val},{str(item['suppressed']).lower()}")
+                lines.append(f"{about},{name}.{k},{val},{str(item['suppressed']).lower()}")
         elif isinstance(item, dict):
             for k, sub in item.items():
                 emit(f"{name}.{k}", sub)
         else:
-            lines.append(f"{name},{item},false")
+            lines.append(f"{about},{name},{item},false")
 
     for name, item in ind.values.items():
         emit(name, item)

@@ -7,7 +7,9 @@ used to guess. Unknown patients are not invented: their measurements wait in qua
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
@@ -16,6 +18,7 @@ from interop.fhir.dates import now_utc, to_micros
 from interop.fhir.outcome import error
 from interop.identifiers import check_identifier
 from interop.store.generation import bump
+from interop.store.ingest_records import patients_by_identifier
 from interop.store.schema import patient_link_table, resource_table, token_table
 
 NATIONAL_SYSTEMS = frozenset({FNR_OID, DNR_OID})
@@ -86,6 +89,35 @@ def resolve(conn: Connection, ref: PatientRef) -> Resolution:
     return Resolution(linked)
 
 
+def resolve_many(conn: Any, refs: Iterable[PatientRef]) -> dict[PatientRef, Resolution]:
+    """:func:`interop.patients.resolve` for several references: national ids in one
+    statement, other references one by one."""
+    out: dict[PatientRef, Resolution] = {}
+    wanted: dict[str, list[str]] = {}
+    for ref in dict.fromkeys(refs):
+        if ref.system in NATIONAL_SYSTEMS:
+            problem = check_identifier(ref.system, ref.value)
+            if problem:
+                out[ref] = Resolution(None, "invalid-identifier", problem)
+            else:
+                wanted.setdefault(ref.system, []).append(ref.value)
+        else:
+            out[ref] = resolve(conn, ref)
+    if wanted:
+        found = patients_by_identifier(conn, wanted)
+        for system, values in wanted.items():
+            for value in values:
+                pid = found.get((system, value))
+                out[PatientRef(system, value)] = (
+                    Resolution(pid)
+                    if pid is not None
+                    else Resolution(
+                        None, "unknown-patient", f"no Patient with identifier {system}|{value}"
+                    )
+                )
+    return out
+
+
 def link_patient(
     conn: Connection, system: str, value: str, national_id: str, *, created_by: str | None = None
 ) -> str:
@@ -114,3 +146,15 @@ def link_patient(
     )
     bump(conn)  # the vendor may now write for this patient
     return pid
+
+
+def display_name(patient: dict[str, Any]) -> str | None:
+    """The patient's name as a person reads it (official name first): "Kari Nordmann"."""
+    names = patient.get("name") or []
+    official = [n for n in names if n.get("use") == "official"] or names
+    if not official:
+        return None
+    n = official[0]
+    if n.get("text"):
+        return str(n["text"])
+    return " ".join([*n.get("given", []), n.get("family", "")]).strip() or None

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from interop.access.audit import flush_audit, write_hook
 from interop.access.policy import AccessPolicy
 from interop.care import task_completion
-from interop.care.events import Deviation, PlanChanged, Subscriptions
+from interop.care.events import Deviation, DeviationClosed, PlanChanged, Subscriptions
 from interop.care.measurement_checks import MeasurementChecks
 from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
@@ -21,6 +21,7 @@ from interop.mapping import MappingSet
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
+from interop.store.reference_integrity import ReferenceIntegrity
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
@@ -43,8 +44,13 @@ class Services:
         # routing hears of deviations and plan changes (the care core does not know it)
         self.events.subscribe(Deviation, lambda tx, e: router_for(self).on_deviation(tx, e))
         self.events.subscribe(PlanChanged, lambda tx, e: router_for(self).on_plan_changed(tx, e))
+        self.events.subscribe(
+            DeviationClosed, lambda tx, e: router_for(self).on_deviation_closed(tx, e)
+        )
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
+        # after the policy: an actor learns nothing about a Patient it may not see
+        self.store.guards.append(ReferenceIntegrity(self.store))
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy

@@ -19,6 +19,7 @@ from plo_messages.msghead import build_msghead
 from plo_messages.receive import PatientCheck, Received, read, receive
 from plo_messages.registry import MessageRegistry, load_registry
 from plo_messages.schemas import SchemaConfigError, SchemaProblem, SchemaSet
+from plo_messages.xmlsafe import DEFAULT_MAX_BYTES
 
 __all__ = [
     "InvalidOutgoingMessage",
@@ -41,9 +42,17 @@ def serialize(root: etree._Element) -> bytes:
 
 
 class KithMessages:
-    def __init__(self, schema_dir: Path, registry: MessageRegistry | None = None) -> None:
+    def __init__(
+        self,
+        schema_dir: Path,
+        registry: MessageRegistry | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.registry = registry or load_registry()
         self.schemas = SchemaSet(schema_dir, self.registry)
+        self.max_bytes = max_bytes
+        """Largest message read; larger ones are refused unread (T99)."""
 
     def validated(self, root: etree._Element) -> bytes:
         problems = self.schemas.validate(root)
@@ -70,15 +79,19 @@ class KithMessages:
         own_her_ids: Collection[str],
         seen: Callable[[str], bool] = lambda _msg_id: False,
         patient_check: PatientCheck | None = None,
+        test_environment: bool = False,
     ) -> Received:
+        """``test_environment``: accept person numbers of the national test environments."""
         return receive(
             data,
             schemas=self.schemas,
             own_her_ids=own_her_ids,
             seen=seen,
             patient_check=patient_check,
+            max_bytes=self.max_bytes,
+            test_environment=test_environment,
         )
 
     def read(self, data: bytes) -> Received:
         """What a message is and says, after the schema check, without the receiver's checks."""
-        return read(data, schemas=self.schemas)
+        return read(data, schemas=self.schemas, max_bytes=self.max_bytes)

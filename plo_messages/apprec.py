@@ -56,6 +56,8 @@ class AppRec:
     id: str = ""
     gen_date: str = ""
     errors: list[Coded] = field(default_factory=list)
+    sender_role: str = "primary"
+    """``primary`` (the message's receiver answers) or ``copy`` (a copy receiver answers)."""
 
     @property
     def ok(self) -> bool:
@@ -98,7 +100,11 @@ def build_apprec(rec: AppRec, version: AppRecVersion) -> etree._Element:
     sub(root, ns, "GenDate", rec.gen_date)
     sub(root, ns, "Id", rec.id)
     for tag, org, role in (
-        ("Sender", rec.sender, version.sender_role),
+        (
+            "Sender",
+            rec.sender,
+            version.copy_role if rec.sender_role == "copy" else version.sender_role,
+        ),
         ("Receiver", rec.receiver, version.receiver_role),
     ):
         party = sub(root, ns, tag)
@@ -158,4 +164,12 @@ def parse_apprec(root: etree._Element, version: AppRecVersion) -> AppRec:
         id=text_of(root, "{*}Id") or "",
         gen_date=text_of(root, "{*}GenDate") or "",
         errors=[c for c in (read_coded(e) for e in root.findall("{*}Error")) if c is not None],
+        sender_role="copy"
+        if _role(root.find("{*}Sender")) == version.copy_role["V"]
+        else "primary",
     )
+
+
+def _role(party: etree._Element | None) -> str | None:
+    role = party.find("{*}Role") if party is not None else None
+    return role.get("V") if role is not None else None

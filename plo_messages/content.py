@@ -143,6 +143,20 @@ def build_dialog_note(note: DialogNote) -> etree._Element:
     return root
 
 
+def build_dialog_request(
+    type_foresp: Coded, subject: str, question: str, document_id: str | None = None
+) -> etree._Element:
+    """A Dialogmelding v1.1 *forespørsel*: one ``Foresporsel`` (type, subject, question)."""
+    root = etree.Element(f"{{{DIA11}}}Dialogmelding", nsmap={None: DIA11, "fk1": FK1})  # type: ignore[dict-item]
+    fq = sub(root, DIA11, "Foresporsel")
+    coded(fq, DIA11, "TypeForesp", type_foresp)
+    sub(fq, DIA11, "EmneSporsmal", subject)
+    sub(fq, DIA11, "Sporsmal", question)
+    if document_id:
+        sub(fq, DIA11, "DokIdForesp", document_id)
+    return root
+
+
 # --- parse ---------------------------------------------------------------------------------
 
 

@@ -79,10 +79,13 @@ def text_of(el: etree._Element | None, path: str) -> str | None:
     return found.text.strip() or None
 
 
-def _ident(parent: etree._Element, ns: str, ident: Ident) -> None:
+def _ident(parent: etree._Element, ns: str, ident: Ident, *, person: bool = False) -> None:
+    """An ``Ident``; a person's identifiers (a GP's HER-id too) are coded in kodeverk 8116,
+    an organisation's in 9051 — as the official HTL 1.6 example codes them."""
     el = sub(parent, ns, "Ident")
     sub(el, ns, "Id", ident.id)
-    oid = ident.oid or (HER_OID if ident.type in ("HER", "ENH", "RSH") else PERSON_ID_OID)
+    org_type = ident.type in ("HER", "ENH", "RSH") and not person
+    oid = ident.oid or (HER_OID if org_type else PERSON_ID_OID)
     display = ident.display or {
         "HER": "HER-id",
         "ENH": "Organisasjonsnummeret i Enhetsregister",
@@ -121,9 +124,10 @@ def fill_hcp(el: etree._Element, ns: str, hcp: HealthcareProfessional) -> None:
         if value:
             sub(el, ns, name, value)
     for ident in hcp.idents:
-        _ident(el, ns, ident)
+        _ident(el, ns, ident, person=True)
     if hcp.phone:
         tc = sub(el, ns, "TeleCom")
+        coded(tc, ns, "TypeTelecom", Coded("HP", "Hovedtelefon"))
         sub(tc, ns, "TeleAddress").set("V", f"tel:{hcp.phone}")
 
 

@@ -5,12 +5,18 @@
 2. An AppRec is never acknowledged: it is read and handed over.
 3. A payload in a namespace we have no schema for → T10; schema-invalid → T02 (with the
    schema's message); a message type we do not handle → T10.
-4. Not addressed to one of our HER-ids → *Avvist* E21 (Mottaker finnes ikke).
+4. Addressing (:mod:`plo_messages.addressing`): our organisation named with a service we do
+   not have → *Avvist* E21 (Mottaker finnes ikke), answered from our organisation; no level
+   of any receiver ours → not answered at all (never an AppRec in another organisation's
+   name). A copy receiver that is ours answers as copy receiver (role COP).
 5. A MsgId seen before → ignored, no new AppRec.
 6. Patient checks → E30 (fødselsnummer missing), E31 (fødselsnummer wrong), E32 (name
    missing), E35 (patient unknown here).
 7. Otherwise the message is accepted; the caller persists it first, then sends one AppRec OK
    per own receiver (receiver and copy receivers with our HER-ids).
+
+The same addressing decides who answers a rejection (T01, T02, T10, E3x): a message that is
+not ours is never answered.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Literal
 
 from lxml import etree
 
+from plo_messages.addressing import Addressing, Role, address
 from plo_messages.apprec import AppRec, error, parse_apprec
 from plo_messages.content import (
     DialogNote,
@@ -36,7 +43,7 @@ from plo_messages.model import Attachment, Coded, Header, Organisation, PatientI
 from plo_messages.msghead import MH, parse_msghead
 from plo_messages.registry import MessageRegistry, PayloadType
 from plo_messages.schemas import SchemaSet
-from plo_messages.xmlsafe import NotWellFormed, parse_xml
+from plo_messages.xmlsafe import DEFAULT_MAX_BYTES, NotWellFormed, TooLarge, parse_xml
 
 Outcome = Literal["accepted", "rejected", "duplicate", "apprec", "unreadable"]
 Content = HelseopplysningerTilLege | MedisinskeOpplysninger | PloMessage | list[DialogNote] | None
@@ -67,7 +74,24 @@ class Received:
     """The AppRec received (outcome ``apprec``)."""
     answer_from: list[Organisation] = field(default_factory=list)
     """Our receivers that answer with an AppRec (one each); empty = send no AppRec."""
+    answer_roles: list[Role] = field(default_factory=list)
+    """The role each of ``answer_from`` answers in (primary or copy receiver)."""
     apprec_version: str = "1.1"
+
+    def answers(self) -> list[tuple[Organisation, Role]]:
+        """(our receiver, its role) for each AppRec to send."""
+        roles = self.answer_roles + ["primary"] * (len(self.answer_from) - len(self.answer_roles))
+        return list(zip(self.answer_from, roles, strict=True))
+
+    def answer_by(self, addressing: Addressing) -> None:
+        if addressing.answerers:
+            self.answer_from = [o for o, _ in addressing.answerers]
+            self.answer_roles = [r for _, r in addressing.answerers]
+        elif addressing.unknown_service is not None:
+            self.answer_from = [addressing.unknown_service]
+            self.answer_roles = ["primary"]
+        else:
+            self.answer_from, self.answer_roles = [], []
 
     @property
     def status(self) -> str:
@@ -90,11 +114,29 @@ def _recover_header(data: bytes) -> Header | None:
         return None
     if root is None or root.tag != f"{{{MH}}}MsgHead":
         return None
+    _put_back_misplaced(root)
+    info = root.find(f"{{{MH}}}MsgInfo")
+    if info is None:
+        return None
+    head = etree.Element(root.tag)  # the addressing only: a broken payload must not stop it
+    head.append(info)
     try:
-        header = parse_msghead(root).header
+        header = parse_msghead(head).header
     except Exception:  # noqa: BLE001 - a broken message may break the reader anywhere
         return None
     return header if header.msg_id and header.sender.addressed_her_id else None
+
+
+def _put_back_misplaced(root: etree._Element) -> None:
+    """A recovering parse nests what follows a missing end tag inside the unclosed element
+    (a ``Receiver`` inside ``Sender``): move MsgInfo's parts back where MsgHead has them."""
+    info = root.find(f"{{{MH}}}MsgInfo")
+    if info is None:
+        return
+    for name in ("Receiver", "OtherReceiver", "Patient", "ConversationRef"):
+        for el in list(info.iter(f"{{{MH}}}{name}")):
+            if el.getparent() is not info:
+                info.append(el)
 
 
 def _unwrap(root: etree._Element, registry: MessageRegistry) -> etree._Element | None:
@@ -113,13 +155,28 @@ def _unwrap(root: etree._Element, registry: MessageRegistry) -> etree._Element |
     return None
 
 
-def check_patient_fields(patient: PatientInfo | None) -> Coded | None:
-    """Format checks the receiver makes before looking the patient up (E30, E31, E32)."""
-    from interop.identifiers import person_id_problem
+def _identified(org: Organisation) -> bool:
+    """Any level of the sender (organisation, unit, person) names a HER-id or an org.nr."""
+    node: Organisation | None = org
+    while node is not None:
+        if any(i.id for i in node.idents if i.type in ("HER", "ENH")):
+            return True
+        if node.person is not None and node.person.ident("HER"):
+            return True
+        node = node.unit
+    return False
+
+
+def check_patient_fields(
+    patient: PatientInfo | None, *, test_environment: bool = False
+) -> Coded | None:
+    """Format checks the receiver makes before looking the patient up (E30, E31, E32).
+    Person numbers of the national test environments pass only in a test environment."""
+    from interop.synthetic_identities import patient_id_problem
 
     if patient is None or not patient.national_id:
         return error("E30", "pasientens fødselsnummer/D-nummer mangler")
-    problem = person_id_problem(patient.national_id, synthetic=True)
+    problem = patient_id_problem(patient.national_id, test_environment=test_environment)
     if problem:
         return error("E31", problem)
     if not (patient.family_name or patient.given_name):
@@ -137,12 +194,17 @@ def parse_content(ptype: PayloadType, payload: etree._Element) -> Content:
     return None
 
 
-def read(data: bytes, *, schemas: SchemaSet) -> Received:
+def read(data: bytes, *, schemas: SchemaSet, max_bytes: int = DEFAULT_MAX_BYTES) -> Received:
     """Parse and schema-check a message without the receiver's checks (addressing, patient,
     duplicates): what it is and what it says. Errors as in :func:`receive`."""
     everyone = _AnyReceiver()
     return receive(
-        data, schemas=schemas, own_her_ids=everyone, seen=lambda _m: False, readonly=True
+        data,
+        schemas=schemas,
+        own_her_ids=everyone,
+        seen=lambda _m: False,
+        readonly=True,
+        max_bytes=max_bytes,
     )
 
 
@@ -159,16 +221,21 @@ def receive(
     seen: Callable[[str], bool],
     patient_check: PatientCheck | None = None,
     readonly: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    test_environment: bool = False,
 ) -> Received:
     registry = schemas.registry
     try:
-        root = parse_xml(data)
+        root = parse_xml(data, max_bytes=max_bytes)
     except NotWellFormed as exc:
-        header = _recover_header(data)
-        result = Received("unreadable", [error("T01", str(exc))], str(exc), header=header)
-        if header is not None and header.receiver.addressed_her_id in own_her_ids:
-            result.answer_from = [header.receiver]
-            result.outcome = "rejected"
+        # too large: only the start is read, to address the refusal
+        header = _recover_header(data[:65536] if isinstance(exc, TooLarge) else data)
+        refused = "T99" if isinstance(exc, TooLarge) else "T01"
+        result = Received("unreadable", [error(refused, str(exc))], str(exc), header=header)
+        if header is not None:
+            result.answer_by(address(header.receiver, header.other_receivers, own_her_ids))
+            if result.answer_from:
+                result.outcome = "rejected"
         return result
 
     message = _unwrap(root, registry)
@@ -192,14 +259,13 @@ def receive(
 
     parsed = parse_msghead(message)
     header = parsed.header
-    own = [
-        o for o in [header.receiver, *header.other_receivers] if o.addressed_her_id in own_her_ids
-    ]
+    addressing = address(header.receiver, header.other_receivers, own_her_ids)
     payload_ns = [etree.QName(p).namespace or "" for p in parsed.payloads]
 
     def reject(code: str, detail: str, answer: bool = True) -> Received:
         r = Received("rejected", [error(code, detail)], detail, header=header)
-        r.answer_from = (own or [header.receiver]) if answer and header.msg_id else []
+        if answer and header.msg_id:
+            r.answer_by(addressing)
         return r
 
     unknown = [n for n in payload_ns if not schemas.knows(n)]
@@ -223,15 +289,24 @@ def receive(
         what = header.type.v + (f" ({payload_ns[0]})" if payload_ns else "")
         return reject("T10", f"meldingstypen {what} tas ikke imot her")
     apprec_version = ptype.apprec
-    if not own:
-        r = reject("E21", f"mottaker HER-id {header.receiver.addressed_her_id} finnes ikke her")
+    if not addressing.answerers:
+        named = header.receiver.her_ids() or [header.receiver.name]
+        r = reject("E21", f"mottakeren {' / '.join(named)} finnes ikke her")
         r.apprec_version = apprec_version
+        if not addressing.for_us:
+            r.reason = "ikke adressert til oss: ingen applikasjonskvittering i en annens navn"
         return r
     if seen(header.msg_id):
         return Received(
             "duplicate", reason=f"MsgId {header.msg_id} already received", header=header
         )
-    patient_error = check_patient_fields(header.patient)
+    if not _identified(header.sender):
+        # KITH receive test criterion 13: a sender without any identifier is reported, never
+        # taken as if someone known had sent it
+        r = reject("X99", "avsenderen mangler identifikator (HER-id eller organisasjonsnummer)")
+        r.apprec_version = apprec_version
+        return r
+    patient_error = check_patient_fields(header.patient, test_environment=test_environment)
     if patient_error is None and patient_check is not None and header.patient is not None:
         code = patient_check(header.patient)
         patient_error = error(code) if code else None
@@ -248,6 +323,7 @@ def receive(
         payload_type=ptype,
         content=content,
         attachments=parsed.attachments,
-        answer_from=own,
+        answer_from=[o for o, _ in addressing.answerers],
+        answer_roles=[r for _, r in addressing.answerers],
         apprec_version=apprec_version,
     )

@@ -34,6 +34,8 @@ class AppRecVersion:
     mig_version: str
     sender_role: dict[str, str]
     receiver_role: dict[str, str]
+    copy_role: dict[str, str]
+    """The role of a copy receiver answering (``OtherReceiver``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ def _parse(data: dict[str, Any]) -> MessageRegistry:
             a["mig_version"],
             dict(a["sender_role"]),
             dict(a["receiver_role"]),
+            dict(a["copy_role"]),
         )
         files[a["namespace"]] = a["schema"]
     payloads = []

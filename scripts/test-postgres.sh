@@ -5,6 +5,10 @@
 # (installing the `postgresql` package when absent), initialises a cluster under ./var/pgtest
 # owned by the `postgres` user, starts it on a Unix socket + 127.0.0.1:${INTEROP_TEST_PG_PORT:-54329},
 # and creates the database `interop_test`. Idempotent: a running server is reused.
+#
+# Run as root from a checkout the `postgres` user cannot enter (a home folder, a `mktemp -d`
+# folder), the cluster lives under /var/lib/postgresql/dho-interop-test/ instead, one per
+# checkout and port, where its server user reaches it. INTEROP_TEST_PG_DATA names the folder.
 set -euo pipefail
 
 if [ -n "${INTEROP_TEST_PG_URL:-}" ]; then
@@ -14,8 +18,8 @@ fi
 
 port="${INTEROP_TEST_PG_PORT:-54329}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-data="$root/var/pgtest"
-log="$root/var/pgtest.log"
+data="${INTEROP_TEST_PG_DATA:-$root/var/pgtest}"
+log="$data.log"
 
 find_bin() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -44,6 +48,20 @@ run_as_pg() {
 }
 
 mkdir -p "$root/var"
+if [ "$(id -u)" = "0" ] && [ -z "${INTEROP_TEST_PG_DATA:-}" ]; then
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  if ! runuser -u postgres -- test -x "$root/var"; then
+    # the server user cannot enter the checkout: keep the cluster where it can
+    key="$(printf '%s:%s' "$root" "$port" | sha256sum | cut -c1-16)"
+    base=/var/lib/postgresql/dho-interop-test
+    mkdir -p "$base"
+    chown postgres "$base"
+    chmod 700 "$base"
+    data="$base/$key"
+    log="$data.log"
+    echo "the postgres user cannot enter $root: cluster in $data" >&2
+  fi
+fi
 if [ ! -s "$data/PG_VERSION" ]; then
   mkdir -p "$data"
   [ "$(id -u)" = "0" ] && chown -R postgres "$data"

@@ -179,6 +179,7 @@ def settings(backend: str, _engines, tmp_path: Path):  # type: ignore[no-untyped
         database_url=url,
         admin_key="test-admin-key",
         kith_schema_dir=KITH_SCHEMAS,
+        file_drop_settle_seconds=0,  # tests write whole files; the settle test sets its own
     )
 
 

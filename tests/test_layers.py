@@ -21,6 +21,8 @@ NO_HIDDEN_IMPORTS = [
     "interop/views/summary.py",
     "interop/services.py",
 ]
+STILL_TO_UNTANGLE = {"interop/care/plan_lifecycle.py", "interop/care/plan_request.py"}
+"""Known exceptions (see the ignore_imports of the contract in pyproject.toml)."""
 
 
 def test_the_import_contracts_hold() -> None:
@@ -40,7 +42,7 @@ def _files() -> list[Path]:
     for name in NO_HIDDEN_IMPORTS:
         path = ROOT / name
         out.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    return out
+    return [p for p in out if str(p.relative_to(ROOT)) not in STILL_TO_UNTANGLE]
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(ROOT)))

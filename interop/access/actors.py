@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select, update
 
-from interop.access.actor import Actor
+from interop.access.actor import ROLES, Actor
 from interop.access.audit import audit_log, build_event
 from interop.access.audit.log import AUDIT_WRITE
 from interop.fhir.dates import format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import error
+from interop.identifiers import validate_herid, validate_hpr, validate_orgnr
 from interop.store.repository import FhirStore, new_id
 from interop.store.schema import actor_table
 
@@ -122,6 +123,42 @@ class KeyResolver:
 
 
 # ---- the actor table ---------------------------------------------------------------------
+
+
+def parse_expiry(text: str | None) -> tuple[datetime | None, str | None]:
+    """An API key's expiry (ISO 8601 with an offset), or the problem with it."""
+    if text is None:
+        return None, None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None, f"expires {text!r} is not an ISO 8601 instant (e.g. 2027-01-31T23:59:59Z)"
+    if value.tzinfo is None:
+        return None, f"expires {text!r} needs a UTC offset or 'Z'"
+    if value <= now_utc():
+        return None, f"expires {text!r} is in the past"
+    return value, None
+
+
+def actor_problems(
+    role: str, orgnr: str | None, herid: str | None, hpr: str | None
+) -> list[tuple[str, str]]:
+    """What is wrong with a new actor's identifiers, as (message, element); the API and the
+    command line ask the same."""
+    problems: list[tuple[str, str]] = []
+    if role not in ROLES:
+        problems.append((f"role {role!r}: use one of {', '.join(ROLES)}", "role"))
+    if orgnr is not None and not validate_orgnr(orgnr):
+        problems.append(
+            (f"organization.orgnr {orgnr!r} fails the mod-11 check", "organization.orgnr")
+        )
+    if herid is not None and not validate_herid(herid):
+        problems.append((f"organization.herid {herid!r} is not a HER-id", "organization.herid"))
+    if hpr is not None and not validate_hpr(hpr):
+        problems.append((f"hpr {hpr!r} is not an HPR number", "hpr"))
+    if role == "gp" and not (hpr or orgnr or herid):
+        problems.append(("a gp actor needs an HPR number or its practice's org.nr/HER-id", "hpr"))
+    return problems
 
 
 def create_key_actor(

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import orjson
 import yaml
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from interop.access.actor import Actor
 from interop.access.audit import audit_log, build_event, is_bootstrap
@@ -30,12 +30,12 @@ from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import definitions, patient_compartment, reference_target
+from interop.store import audit_rows
 from interop.store.context import Door
 from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.schema import reference_table, token_table
 from interop.store.search import SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
@@ -70,6 +70,12 @@ class Action(StrEnum):
     """Post KITH messages and AppRecs (in the caller's own name)."""
     INDICATORS = "indicators"
     """Read its own organisation's management figures."""
+    MESSAGES = "messages"
+    """Read the message history of its patients (status of the messages to their GPs)."""
+    WORKLIST = "worklist"
+    """Read its own organisation's worklist and act on its Tasks (take, note, complete)."""
+    INBOX = "inbox"
+    """See the messages it sent (over MLLP) and what became of them."""
 
 
 NOT_YOURS = "this person is not one of your patients"
@@ -147,15 +153,19 @@ class AccessPolicy:
         self._scopes_lock = threading.Lock()
 
     # ---- who -----------------------------------------------------------------------------
-    def scope(self, actor: Actor, conn: Connection | None = None) -> PatientScope:
+    def scope(
+        self, actor: Actor, conn: Connection | None = None, generation: int | None = None
+    ) -> PatientScope:
         """The actor's patients, Consent refusals and codes (a few queries, once a request);
-        ``conn``: read inside that transaction."""
+        ``conn``: read inside that transaction. ``generation``: the care-relations generation
+        as read just now (with the resource on the fast path), else it is read here."""
         if actor.is_admin:
             return EVERYONE
         if conn is not None:  # inside a write: never cached (it may see what will not commit)
             return patient_scope(conn, actor, gp_practice_wide=self.gp_practice_wide)
         key = (actor.id, actor.role, actor.hpr, actor.orgnr, actor.herid)
-        generation = current_generation(self.store.fast)
+        if generation is None:
+            generation = current_generation(self.store.fast)
         with self._scopes_lock:
             cached = self._scopes.get(key)
         if cached is not None and cached[0] == generation:
@@ -251,7 +261,7 @@ class AccessPolicy:
         if is_bootstrap(actor):
             return Decision(None, None)
         resource = stored.json()
-        scope = self.scope(actor)
+        scope = self.scope(actor, generation=stored.relations_generation)
         why = self._refusal(actor, resource, scope)
         patient = patient_compartment(resource)
         # the caller learns that it may not, never whose data it is or why (the audit keeps it)
@@ -390,6 +400,14 @@ class AccessPolicy:
             self._event(actor, "search", what, list(patients), None, scope), None
         )
 
+    def record_list(self, actor: Actor, what: str, patients: Iterable[str]) -> None:
+        """Audit a list the service composed of several patients' data (the worklist), naming
+        every patient shown."""
+        if is_bootstrap(actor):
+            return
+        event = self._event(actor, "search", what, list(patients), None, self.scope(actor))
+        self._settle(Decision(event, None), None)
+
     # ---- writes --------------------------------------------------------------------------
     def guard_write(
         self, tx: WriteTx, resource: dict[str, Any] | None, previous: StoredResource | None
@@ -456,41 +474,7 @@ class AccessPolicy:
         """Whether the audit log shows ``actor`` created the resource."""
         if previous is None:
             return False
-        entity = {
-            r[0]
-            for r in tx.conn.execute(
-                select(reference_table.c.res_id).where(
-                    reference_table.c.res_type == "AuditEvent",
-                    reference_table.c.param == "entity",
-                    reference_table.c.target == previous.reference,
-                )
-            )
-        }
-        if not entity:
-            return False
-        creates = {
-            r[0]
-            for r in tx.conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == "AuditEvent",
-                    token_table.c.res_id.in_(sorted(entity)),
-                    token_table.c.param == "action",
-                    token_table.c.code == "C",
-                )
-            )
-        }
-        by_actor = {
-            r[0]
-            for r in tx.conn.execute(
-                select(token_table.c.res_id).where(
-                    token_table.c.res_type == "AuditEvent",
-                    token_table.c.res_id.in_(sorted(creates)),
-                    token_table.c.param == "altid",
-                    token_table.c.code == actor.id,
-                )
-            )
-        }
-        return bool(by_actor)
+        return audit_rows.created_by(tx.conn, previous.reference, actor.id)
 
     # ---- audit ---------------------------------------------------------------------------
     @staticmethod

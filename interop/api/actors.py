@@ -8,25 +8,23 @@ it within ``INTEROP_KEY_CACHE_SECONDS``).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.responses import Response
 
-from interop.access.actor import ROLES, Actor
+from interop.access.actor import Actor
 from interop.access.actors import (
     KeyResolver,
+    actor_problems,
     create_key_actor,
     list_key_actors,
+    parse_expiry,
     revoke_key_actor,
 )
 from interop.api.auth import require_admin
 from interop.api.responses import json_response
-from interop.fhir.dates import now_utc
 from interop.fhir.outcome import FhirError, Issue, error
-from interop.identifiers import validate_herid, validate_hpr, validate_orgnr
 
 router = APIRouter(prefix="/api/v1/actors", tags=["access"])
 
@@ -46,21 +44,6 @@ class ActorIn(BaseModel):
     expires: str | None = None
 
 
-def _expires(text: str | None) -> tuple[datetime | None, str | None]:
-    """The parsed expiry, or the problem with it."""
-    if text is None:
-        return None, None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None, f"expires {text!r} is not an ISO 8601 instant (e.g. 2027-01-31T23:59:59Z)"
-    if value.tzinfo is None:
-        return None, f"expires {text!r} needs a UTC offset or 'Z'"
-    if value <= now_utc():
-        return None, f"expires {text!r} is in the past"
-    return value, None
-
-
 def _key_resolver(request: Request) -> KeyResolver | None:
     for r in request.app.state.actor_resolvers:
         if isinstance(r, KeyResolver):
@@ -74,28 +57,16 @@ async def create_actor(request: Request, admin: Actor = Depends(require_admin)) 
         body = ActorIn.model_validate(orjson.loads(await request.body()))
     except (ValidationError, orjson.JSONDecodeError) as exc:
         raise FhirError(422, [Issue("error", "invalid", f"actor: {exc}")]) from None
-    if body.role not in ROLES:
-        raise error(
-            422,
-            "code-invalid",
-            f"role {body.role!r}: use one of {', '.join(ROLES)}",
-            expression=["role"],
-        )
     org = body.organization
-    problems: list[Issue] = []
+    problems = [
+        Issue("error", "code-invalid" if where == "role" else "value", text, (where,))
+        for text, where in actor_problems(body.role, org.orgnr, org.herid, body.hpr)
+    ]
 
     def problem(text: str, where: str) -> None:
         problems.append(Issue("error", "value", text, (where,)))
 
-    if org.orgnr is not None and not validate_orgnr(org.orgnr):
-        problem(f"organization.orgnr {org.orgnr!r} fails the mod-11 check", "organization.orgnr")
-    if org.herid is not None and not validate_herid(org.herid):
-        problem(f"organization.herid {org.herid!r} is not a HER-id", "organization.herid")
-    if body.hpr is not None and not validate_hpr(body.hpr):
-        problem(f"hpr {body.hpr!r} is not an HPR number", "hpr")
-    if body.role == "gp" and not (body.hpr or org.orgnr or org.herid):
-        problem("a gp actor needs an HPR number or its practice's org.nr/HER-id", "hpr")
-    expires, expires_problem = _expires(body.expires)
+    expires, expires_problem = parse_expiry(body.expires)
     if expires_problem:
         problem(expires_problem, "expires")
     if problems:

@@ -14,16 +14,27 @@ from interop.access.helseid import HelseIdResolver
 from interop.api import (
     actors,
     audit,
+    bulk_export,
+    docs,
     emergency,
     fhir,
+    fhir_operations,
+    fhir_system,
+    fhir_write,
     indicators,
     ingest,
+    landing,
     messages,
     observation_ops,
+    openapi,
     plans,
+    smart,
     views,
+    worklist,
 )
+from interop.api.cors import install_cors
 from interop.api.fastpath import FhirReadFastPath
+from interop.api.formats import FhirFormats
 from interop.api.limits import RequestLimits
 from interop.api.responses import install_error_handlers
 from interop.config import Settings, get_settings
@@ -67,6 +78,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version=__version__,
         description="FHIR R4 store and API for digital hjemmeoppfølging (remote patient follow-up).",
         lifespan=lifespan,
+        docs_url=None,  # served by interop.api.docs, from the installed package: offline
+        redoc_url=None,
     )
     if services is not None:
         app.state.services = services
@@ -76,8 +89,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     ]
     install_error_handlers(app)
     app.add_middleware(FhirReadFastPath)
+    app.add_middleware(FhirFormats)  # XML and _pretty around every /fhir route
     app.add_middleware(RequestLimits)  # outside the fast path: every request is checked
     observability.install(app)
+    install_cors(app, settings)  # outermost: preflights and error answers get CORS headers
+    openapi.install(app)
+    docs.install(app)
+    app.include_router(landing.router)
     app.include_router(ingest.router)
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
@@ -88,7 +106,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(views.router)
     app.include_router(views.router_fhir)
     app.include_router(indicators.router)
+    app.include_router(smart.router)
+    app.include_router(bulk_export.router)
+    app.include_router(fhir_write.router)
+    app.include_router(worklist.router)
+    app.include_router(fhir_operations.router)
     app.include_router(fhir.router)
+    app.include_router(fhir_system.router)  # after: Patient/{id}/_history is fhir's
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones
     for method, path, endpoint in fhir.FAST_ROUTES:
         app.router.routes.append(Route(path, endpoint, methods=[method]))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from interop.api.responses import fhir_response, json_response, parse_json_body
 from interop.fhir.capability import capability_statement
 from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
+from interop.fhir.subset import requested as requested_subset
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -129,8 +130,11 @@ def bundle_bytes(
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         head["total"] = result.total
-    self_q = [(k, v) for k, v in params if k != "_cursor"]
-    links = [{"relation": "self", "url": f"{base}/{path}?{urlencode(params)}"}]
+    # the self link lists the parameters the search applied (not blank or ignored ones)
+    ignored = set(result.ignored)
+    used = [(k, v) for k, v in params if (k, v) not in ignored]
+    self_q = [(k, v) for k, v in used if k != "_cursor"]
+    links = [{"relation": "self", "url": f"{base}/{path}?{urlencode(used)}"}]
     if result.next_cursor:
         links.append(
             {
@@ -141,8 +145,11 @@ def bundle_bytes(
     head["link"] = links
     if result.summary_count:
         return orjson.dumps(head)
+    subset = requested_subset(params)
     parts = []
     for rid, content in result.rows:
+        if subset is not None:
+            content = subset.apply(content)
         parts.append(
             b'{"fullUrl":"'
             + f"{base}/{rtype}/{rid}".encode()
@@ -151,6 +158,8 @@ def bundle_bytes(
             + b',"search":{"mode":"match"}}'
         )
     for itype, iid, content in result.included:
+        if subset is not None:
+            content = subset.apply(content)
         parts.append(
             b'{"fullUrl":"'
             + f"{base}/{itype}/{iid}".encode()
@@ -218,7 +227,9 @@ async def create(request: Request) -> Response:
     validate_resource(resource, expected_type=rtype)
     resource.pop("id", None)  # the server assigns ids on create
     # the store's guard decides whether the actor may write it (svc.policy.guard_write)
-    if_none_exist = request.headers.get("if-none-exist")
+    # criteria in the query string (fhirpy's get_or_create) are a conditional create too,
+    # never ignored
+    if_none_exist = request.headers.get("if-none-exist") or _query_criteria(request)
     try:
         if if_none_exist:
             with svc.store.write(WriteContext(actor, Door.FHIR)) as tx:
@@ -234,6 +245,15 @@ async def create(request: Request) -> Response:
     except DuplicateIdentifier as exc:
         raise issue_for_duplicate(exc) from None
     return _write_response(request, stored, 201)
+
+
+def _query_criteria(request: Request) -> str | None:
+    query = [
+        (k, v)
+        for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+        if k not in ("_format", "_pretty")
+    ]
+    return urlencode(query) if query else None
 
 
 async def read(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -11,58 +12,92 @@ from starlette.responses import HTMLResponse, Response
 from interop.access.policy import Action
 from interop.api.auth import Actor, require_actor
 from interop.api.responses import json_response
+from interop.care.deviations import outcome_display
 from interop.fhir.outcome import error
 from interop.identifiers import validate_orgnr
 from interop.indicators import Indicators, compute, parse_period, to_csv, to_measure_report
+from interop.text import catalogue, number, text, zone_name
+from interop.views.page import page
 
 router = APIRouter(prefix="/api/v1", tags=["indicators"])
 
 
 def _bar_chart(ind: Indicators) -> str:
     shares = [
-        (label, ind.values.get(key, {}).get("value"), colour)
-        for label, key, colour in (
-            ("green", "shareGreen", "#2e7d32"),
-            ("yellow", "shareYellow", "#f9a825"),
-            ("red", "shareRed", "#c62828"),
+        (zone_name(zone), ind.values.get(key, {}).get("value"), colour)
+        for zone, key, colour in (
+            ("green", "shareGreen", "#1b5e20"),
+            ("yellow", "shareYellow", "#8a6d00"),
+            ("red", "shareRed", "#b00020"),
         )
     ]
     bars = []
     for i, (label, value, colour) in enumerate(shares):
         width = 0 if value is None else int(value * 300)
-        text = "suppressed" if value is None else f"{value * 100:.1f} %"
+        shown = text("indicators.suppressed") if value is None else f"{number(value * 100, 1)} %"
         y = 10 + i * 28
         bars.append(
-            f'<text x="0" y="{y + 15}" font-size="13">{label}</text>'
+            f'<text x="0" y="{y + 15}" font-size="13" fill="#1a1a1a">{html.escape(label)}</text>'
             f'<rect x="60" y="{y}" width="{width}" height="20" fill="{colour}"/>'
-            f'<text x="{66 + width}" y="{y + 15}" font-size="13">{text}</text>'
+            f'<text x="{66 + width}" y="{y + 15}" font-size="13" fill="#1a1a1a">{html.escape(shown)}</text>'
         )
     return (
-        '<svg role="img" aria-label="share of measurements per zone" width="460" height="96" '
-        'xmlns="http://www.w3.org/2000/svg">' + "".join(bars) + "</svg>"
+        f'<svg role="img" aria-label="{html.escape(text("indicators.chart_label"))}" width="520" '
+        'height="96" xmlns="http://www.w3.org/2000/svg">' + "".join(bars) + "</svg>"
     )
+
+
+def _figure(item: dict[str, Any]) -> str:
+    if "median" in item:
+        if item["median"] is None:
+            return text("indicators.suppressed") if item.get("suppressed") else "–"
+        return text(
+            "indicators.hours",
+            median=number(item["median"]),
+            p90=number(item["p90"]),
+            n=item["n"],
+        )
+    if item.get("value") is None:
+        return text("indicators.suppressed") if item.get("suppressed") else "–"
+    value = item["value"]
+    return number(value) if isinstance(value, int | float) else str(value)
 
 
 def render_html(ind: Indicators) -> str:
     rows = []
     for name, item in ind.values.items():
-        if isinstance(item, dict) and "value" in item:
-            val = "–" if item["value"] is None else item["value"]
-            note = " (suppressed: small count)" if item.get("suppressed") else ""
-            rows.append(
-                f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(val))}{note}</td></tr>"
+        label = catalogue().get(f"indicators.names.{name}")
+        if label is None:
+            continue  # a figure for machines (e.g. the adherence basis), not for the page
+        if name == "contactsPerPatientMonth":
+            for code, sub in item.items():
+                rows.append(
+                    (
+                        text(f"indicators.names.{name}", outcome=outcome_display(code)),
+                        _figure(sub),
+                    )
+                )
+        elif isinstance(item, dict):
+            rows.append((label, _figure(item)))
+        else:
+            rows.append((label, number(item) if isinstance(item, int | float) else str(item)))
+    table = "".join(
+        f'<tr><th scope="row">{html.escape(k)}</th><td>{html.escape(v)}</td></tr>' for k, v in rows
+    )
+    title = text("indicators.title", organization=ind.organization_name or ind.organization)
+    return page(
+        title,
+        f"<h1>{html.escape(title)}</h1><p>"
+        + html.escape(
+            text(
+                "indicators.period",
+                start=ind.period_start.strftime("%d.%m.%Y"),
+                end=ind.period_end.strftime("%d.%m.%Y"),
+                threshold=ind.suppress_below,
             )
-        elif isinstance(item, dict) and "median" in item:
-            rows.append(
-                f"<tr><th>{html.escape(name)}</th><td>median {item['median']} h, "
-                f"p90 {item['p90']} h (n={item['n']})</td></tr>"
-            )
-    title = f"Styringsinformasjon — {html.escape(ind.organization_name or ind.organization)}"
-    return f"""<!doctype html><html lang="no"><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
-th,td{{text-align:left;padding:.25em 1em;border-bottom:1px solid #ddd}}@media print{{body{{margin:0}}}}</style>
-</head><body><h1>{title}</h1><p>Periode {ind.period_start} – {ind.period_end}; tall under {ind.suppress_below} vises ikke.</p>
-{_bar_chart(ind)}<table>{"".join(rows)}</table></body></html>"""
+        )
+        + f"</p>{_bar_chart(ind)}<table>{table}</table>",
+    )
 
 
 @router.get("/indicators")

@@ -17,7 +17,9 @@ from interop.api.responses import json_response
 from interop.fhir.dates import from_micros, now_utc
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
+from interop.ingest.mllp_senders import SendersFileError, load_senders
 from interop.ingest.pipeline import IngestPipeline, IngestRejected, release_quarantine
+from interop.ingest.received import OUTCOMES, Viewer, received_message, received_messages
 from interop.patients import link_patient, patient_by_identifier
 from interop.services import Services
 from interop.store.context import Door, WriteContext
@@ -42,7 +44,74 @@ def _wants_fhir(request: Request) -> bool:
     return "fhir" in request.headers.get("accept", "")
 
 
-@router.post("/ingest/{adapter}", tags=["ingest"])
+INGEST_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "source",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Who sent it (defaults to the vendor actor's organisation).",
+        },
+        {
+            "name": "profile",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Mapping profile for `mapped-json`/`mapped-csv` "
+            "(a file in mappings/profiles/, e.g. `withings-body-measures`).",
+        },
+        {
+            "name": "patient",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[0-9]{11}$"},
+            "description": "Fødselsnummer or D-nummer, for formats that carry no patient.",
+        },
+        {
+            "name": "filename",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The file's name, kept in the ingest report and provenance.",
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "One message or file in the adapter's format.",
+        "content": {
+            "application/fhir+json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2708-6"}]},
+                    "effectiveDateTime": "2026-12-06T08:00:00+01:00",
+                    "valueQuantity": {
+                        "value": 95,
+                        "unit": "%",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "%",
+                    },
+                },
+            },
+            "application/json": {"schema": {"type": "object"}},
+            "application/hl7-v2": {
+                "schema": {"type": "string"},
+                "example": "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r…",
+            },
+            "text/csv": {"schema": {"type": "string"}},
+            "application/xml": {"schema": {"type": "string"}},
+        },
+    },
+    "responses": {
+        "200": {"description": "The ingest report: stored, duplicates, refused items with why."},
+        "422": {"description": "Nothing usable: an OperationOutcome naming what is wrong."},
+    },
+}
+
+
+@router.post("/ingest/{adapter}", tags=["ingest"], openapi_extra=INGEST_OPENAPI)
 async def ingest(adapter: str, request: Request, actor: Actor = Depends(require_actor)) -> Response:
     """Ingest one message or file through a named adapter.
 
@@ -196,3 +265,56 @@ def list_quarantine(
 @router.post("/api/v1/quarantine/release", tags=["patients"])
 def release(request: Request, actor: Actor = Depends(require_admin)) -> Response:
     return json_response(release_quarantine(_services(request), pipeline(request).mappings))
+
+
+def _viewer(svc: Services, actor: Actor) -> Viewer:
+    svc.policy.require_role(actor, Action.INBOX)
+    if actor.is_admin:
+        return Viewer.everyone()
+    try:
+        listed = load_senders(svc.settings)
+    except SendersFileError as exc:
+        raise error(503, "transient", f"the MLLP senders list cannot be read: {exc}") from None
+    return Viewer.vendor(actor.orgnr, listed)
+
+
+@router.get("/api/v1/ingest/messages", tags=["ingest"])
+def list_received(
+    request: Request,
+    outcome: str | None = None,
+    channel: str | None = None,
+    limit: int = 100,
+    actor: Actor = Depends(require_actor),
+) -> Response:
+    """Received messages (newest first) and what became of each: created, duplicate,
+    quarantined, rejected with the reasons, or still pending. A vendor sees the messages of
+    the MLLP senders listed with its org.nr; an admin every message."""
+    svc = _services(request)
+    viewer = _viewer(svc, actor)
+    if outcome is not None and outcome not in OUTCOMES:
+        raise error(400, "value", f"outcome must be one of {', '.join(OUTCOMES)}")
+    if not 1 <= limit <= 1000:
+        raise error(400, "value", "limit must be between 1 and 1000")
+    with svc.store.reader() as conn:
+        found = received_messages(
+            conn,
+            viewer,
+            outcome=outcome,
+            channel=channel,
+            limit=limit,
+        )
+    return json_response(found)
+
+
+@router.get("/api/v1/ingest/messages/{message_id}", tags=["ingest"])
+def show_received(
+    message_id: str, request: Request, actor: Actor = Depends(require_actor)
+) -> Response:
+    """One received message with every per-item diagnostic and the resources it created."""
+    svc = _services(request)
+    viewer = _viewer(svc, actor)
+    with svc.store.reader() as conn:
+        found = received_message(conn, viewer, message_id)
+    if found is None:
+        raise error(404, "not-found", f"no received message {message_id!r} of yours")
+    return json_response(found)

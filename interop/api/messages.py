@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from interop.access.policy import Action
+from interop.access.policy import NOT_YOURS, Action
 from interop.api.auth import Actor, require_actor, require_admin
 from interop.api.responses import json_response, load_json
 from interop.fhir.dates import from_micros
@@ -22,6 +22,7 @@ from interop.routing.outbox import Outbox
 from interop.services import Services
 from interop.store.schema import inbound_message_table as inbound_table
 from interop.store.schema import outbox_table
+from interop.text import catalogue, text
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
@@ -35,7 +36,19 @@ def _iso(us: int | None) -> str | None:
     return from_micros(us).isoformat() if us is not None else None
 
 
+def status_text(status: str, errors: list[dict[str, Any]]) -> str:
+    """The message's state in words a nurse reads (message catalogue): sent, received by the
+    GP, refused (with the receiver's reason), no answer after 96 hours …"""
+    if status == "apprec-rejected" and errors:
+        reason = "; ".join(
+            str(e.get("display") or e.get("detail") or e.get("code") or "") for e in errors
+        )
+        return text("messages.refused_because", reason=reason)
+    return catalogue().get(f"messages.status.{status}") or status
+
+
 def message_json(r: Any) -> dict[str, Any]:
+    errors = orjson.loads(r.apprec_errors) if r.apprec_errors else []
     return {
         "id": r.id,
         "msgId": r.msg_id,
@@ -46,12 +59,13 @@ def message_json(r: Any) -> dict[str, Any]:
         "transport": r.transport,
         "address": r.address,
         "status": r.status,
+        "statusText": status_text(r.status, errors),
         "attempts": r.attempts,
         "created": _iso(r.created),
         "sent": _iso(r.sent_at),
         "acked": _iso(r.acked_at),
         "appRec": r.apprec_status,
-        "appRecErrors": orjson.loads(r.apprec_errors) if r.apprec_errors else [],
+        "appRecErrors": errors,
         "lastError": r.last_error,
         "patient": f"Patient/{r.patient_id}" if r.patient_id else None,
         "focus": r.focus,
@@ -71,6 +85,7 @@ def inbound_json(r: Any) -> dict[str, Any]:
         "sender": r.sender,
         "receiver": report.get("receiver"),
         "status": report.get("outcome", r.status),
+        "statusText": text("messages.inbound"),
         "received": _iso(r.received),
         "errors": r.error,
         "patient": f"Patient/{report['patient']}" if report.get("patient") else None,
@@ -87,12 +102,15 @@ def list_messages(
     type: str | None = None,
     direction: str | None = None,
     limit: int = 100,
-    actor: Actor = Depends(require_admin),
+    actor: Actor = Depends(require_actor),
 ) -> Response:
     """Messages, newest first; ``patient`` is a fødselsnummer/D-nummer (or ``Patient/id``);
     ``direction`` ``out`` (the outbox) or ``in`` (received KITH messages and AppRecs); both by
-    default."""
+    default. Operators see every message; a follow-up centre the messages about the patients
+    it follows (its organisation's), each with its status in words (``statusText``)."""
     svc = _svc(request)
+    svc.policy.require_role(actor, Action.MESSAGES)
+    reachable = None if actor.is_admin else svc.policy.scope(actor).reachable
     o = outbox_table
     limit = max(1, min(limit, 1000))
     if direction not in (None, "in", "out"):
@@ -110,9 +128,13 @@ def list_messages(
                         422, "value", f"patient {patient!r} is not a valid fødselsnummer/D-nummer"
                     )
                 pid = patient_by_identifier(conn, system, patient)
-                if pid is None:
+                if pid is None and reachable is None:
                     return json_response([])
+            if reachable is not None and pid not in reachable:
+                raise error(403, "forbidden", NOT_YOURS)
             stmt = stmt.where(o.c.patient_id == pid)
+        elif reachable is not None:
+            stmt = stmt.where(o.c.patient_id.in_(sorted(reachable)))
         if status:
             stmt = stmt.where(o.c.status.in_(status.split(",")))
         if destination:
@@ -137,16 +159,23 @@ def list_messages(
             incoming = [inbound_json(r) for r in rows]
             if pid is not None:
                 incoming = [m for m in incoming if m["patient"] == f"Patient/{pid}"]
+            elif reachable is not None:
+                incoming = [
+                    m
+                    for m in incoming
+                    if m["patient"] and m["patient"].removeprefix("Patient/") in reachable
+                ]
             if status:
                 incoming = [m for m in incoming if m["status"] in status.split(",")]
             if type:
                 incoming = [m for m in incoming if m["type"] == type]
-    if direction == "out":
-        return json_response(out)
     merged = sorted(
         out + incoming, key=lambda m: m.get("created") or m.get("received") or "", reverse=True
-    )
-    return json_response(merged[:limit])
+    )[:limit]
+    if not actor.is_admin:
+        shown = {m["patient"].removeprefix("Patient/") for m in merged if m["patient"]}
+        svc.policy.record_list(actor, f"messages?patient={patient or ''}", sorted(shown))
+    return json_response(merged)
 
 
 @router.get("/{row_id}")

@@ -61,3 +61,122 @@ def get_plan(
         {"version": len(versions), "carePlan": active[-1], "history": [p["id"] for p in versions]},
         headers={"ETag": f'W/"{len(versions)}"'},
     )
+
+
+# ---- the plan's life cycle (interop.care.plan_lifecycle) -----------------------------------
+
+
+async def _json_body(request: Request) -> object:
+    try:
+        return orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise FhirError(
+            400, [Issue("error", "structure", f"the body is not valid JSON: {exc}")]
+        ) from None
+
+
+@router.get("/{national_id}/plan/proposal")
+def plan_proposal(
+    request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """Suggested personal thresholds from the start-up period's readings (median and spread,
+    clamped to the guideline intervals), with the readings used. Never applied: a nurse
+    edits it into a draft (``POST …/plan/drafts``) that the GP approves."""
+    from interop.care.plan_proposal import baseline_proposal
+
+    svc = request.app.state.services
+    with svc.store.reader() as conn:
+        return json_response(baseline_proposal(conn, access.patient_id))
+
+
+@router.get("/{national_id}/plan/versions")
+def plan_history(
+    request: Request, access: PatientAccess = Depends(patient_access(Action.READ))
+) -> Response:
+    """Every plan the patient has had, oldest first, with its state."""
+    from interop.care.plan_lifecycle import state_of
+
+    svc = request.app.state.services
+    with svc.store.reader() as conn:
+        versions = plan_versions(conn, access.patient_id)
+    return json_response(
+        [
+            {
+                "id": p["id"],
+                "state": state_of(p),
+                "period": p.get("period"),
+                "title": p.get("title"),
+                "note": p.get("note", []),
+            }
+            for p in versions
+        ]
+    )
+
+
+@router.post("/{national_id}/plan/drafts")
+async def create_plan_draft(
+    request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """A draft plan (zones, the patient's goals, per zone signs, actions, medication and
+    contact). It judges nothing until the GP approves it."""
+    from interop.care.plan_lifecycle import save_draft
+
+    body = await _json_body(request)
+    svc = request.app.state.services
+    result = await run_in_threadpool(save_draft, svc, access.national_id, body, access.actor)
+    return json_response(result, 201)
+
+
+@router.put("/{national_id}/plan/drafts/{plan_id}")
+async def revise_plan_draft(
+    plan_id: str, request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """A new version of a draft's content (e.g. after the GP asked for changes)."""
+    from interop.care.plan_lifecycle import save_draft
+
+    body = await _json_body(request)
+    svc = request.app.state.services
+    result = await run_in_threadpool(
+        lambda: save_draft(svc, access.national_id, body, access.actor, plan_id=plan_id)
+    )
+    return json_response(result)
+
+
+@router.post("/{national_id}/plan/drafts/{plan_id}/propose")
+async def propose_plan(
+    plan_id: str, request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """Send the draft to the patient's GP for approval (Dialogmelding forespørsel)."""
+    from interop.care.plan_lifecycle import propose
+
+    svc = request.app.state.services
+    result = await run_in_threadpool(propose, svc, access.national_id, plan_id, access.actor)
+    return json_response(result)
+
+
+@router.post("/{national_id}/plan/{plan_id}/approve")
+async def approve_plan(
+    plan_id: str, request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """The patient's GP approves a proposed plan: it becomes the active plan."""
+    from interop.care.plan_lifecycle import approve_by_gp
+
+    svc = request.app.state.services
+    result = await run_in_threadpool(approve_by_gp, svc, access.national_id, plan_id, access.actor)
+    return json_response(result)
+
+
+@router.post("/{national_id}/plan/{plan_id}/revoke")
+async def revoke_plan(
+    plan_id: str, request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """Revoke the active plan (``{"reason": …}``): from now the defaults judge again."""
+    from interop.care.plan_lifecycle import revoke
+
+    body = await _json_body(request)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    svc = request.app.state.services
+    result = await run_in_threadpool(
+        revoke, svc, access.national_id, plan_id, access.actor, str(reason) if reason else None
+    )
+    return json_response(result)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from adapters import jsonsafe
+from interop.fhir.decimals import keep_precision
 from interop.fhir.outcome import FhirError, Issue, outcome_bytes
 
 FHIR_JSON = "application/fhir+json"
@@ -60,7 +61,7 @@ async def parse_json_body(request: Request) -> Any:
         where = jsonsafe.null_member_path(doc)
         if where is not None:
             raise FhirError(
-                400,
+                422,
                 [
                     Issue(
                         "error",
@@ -83,9 +84,11 @@ def load_json(body: bytes, max_depth: int = jsonsafe.MAX_DEPTH) -> Any:
     and arrays deeper than ``max_depth`` (the validators and the store recurse; a deeper
     document must never reach them) or holds a NUL character."""
     try:
-        return jsonsafe.load(body, max_depth)
+        doc = jsonsafe.load(body, max_depth)
     except jsonsafe.UnsafeJson as exc:
         raise FhirError(400, [Issue("error", "structure", f"the body: {exc}")]) from None
+    # FHIR decimals keep the text they were sent in (see interop.fhir.decimals)
+    return keep_precision(body, doc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +15,9 @@ from interop.api.auth import Actor, require_actor
 from interop.api.patient_access import PatientAccess, patient_access
 from interop.api.responses import json_response
 from interop.fhir.outcome import error
+from interop.patients import display_name
 from interop.store.schema import resource_table
+from interop.text import text
 from interop.views.summary import (
     ViewDefinition,
     available_views,
@@ -46,19 +49,48 @@ def _view_for(actor: Actor, view: str) -> ViewDefinition:
     return definition
 
 
+EVENTS_ON_PAGE = 30
+"""Events the HTML page lists before "viser 30 av N" and its link to all of them."""
+EVENTS_IN_JSON = 100
+
+
 @router.get("/{national_id}/summary")
 def summary(
     request: Request,
     view: str = "gp",
+    events: str | None = None,
     access: PatientAccess = Depends(patient_access(Action.READ)),
 ) -> Response:
+    """The actor's summary of the patient. Events come red first; ``events=all`` lists every
+    one (otherwise the page shows 30 and the JSON 100, each saying how many there are)."""
+    if events not in (None, "all"):
+        raise error(400, "value", "events: use 'all' or leave it out")
     definition = _view_for(access.actor, view)
     svc = request.app.state.services
+    html = "text/html" in request.headers.get("accept", "")
+    limit = None if events == "all" or html else EVENTS_IN_JSON
     with svc.store.reader() as conn:
-        result = compute(conn, access.patient_id, definition, zone_name=svc.settings.timezone)
-    accept = request.headers.get("accept", "")
-    if "text/html" in accept:
-        return HTMLResponse(render_html(result, f"Pasient {access.national_id[:6]}*****"))
+        result = compute(
+            conn,
+            access.patient_id,
+            definition,
+            zone_name=svc.settings.timezone,
+            event_limit=limit,
+        )
+        stored = svc.store.get("Patient", access.patient_id, conn)
+    if html:
+        name = display_name(stored.json()) if stored is not None else None
+        label = text(
+            "summary.patient",
+            name=name or text("worklist.unknown_name"),
+            national_id=access.national_id,
+        )
+        link = (
+            None
+            if events == "all"
+            else f"{request.url.path}?{urlencode({'view': view, 'events': 'all'})}#events"
+        )
+        return HTMLResponse(render_html(result, label, svc.settings.timezone, link, EVENTS_ON_PAGE))
     return json_response(public(result))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from interop.bench import data, fhir_api, ingest, messaging, outbox, views
+from interop.bench import data, fhir_api, ingest, messaging, national, outbox, views, worklist
 from interop.bench.report import Report
 from interop.bench.warm import warm_cache
 from interop.store.db import create_db_engine, normalise_url
@@ -88,7 +88,9 @@ def main() -> None:
         help="stored Observations, comma list",
     )
     ap.add_argument("--patients", type=int, default=2000)
-    ap.add_argument("--sections", default="fhir,ingest,views,outbox,messaging")
+    ap.add_argument("--sections", default="fhir,ingest,views,outbox,messaging,worklist,national")
+    ap.add_argument("--worklist-patients", type=int, default=500)
+    ap.add_argument("--worklist-per-day", type=int, default=3, help="measurements a day")
     ap.add_argument("--outbox-messages", type=int, default=5000)
     ap.add_argument("--outbox-destinations", type=int, default=50)
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -104,7 +106,7 @@ def main() -> None:
         report.note("PostgreSQL not measured: INTEROP_BENCH_PG_URL is not set")
     sections = set(args.sections.split(","))
     # the outbox section brings its own database; the others share the sized data sets
-    sized = sections - {"outbox", "messaging"}
+    sized = sections - {"outbox", "messaging", "worklist", "national"}
     for backend, url, size in _backends(sizes, pg) if sized else []:
         if backend not in args.backends:
             continue
@@ -152,6 +154,28 @@ def main() -> None:
             if backend == "postgresql":
                 _ensure_pg_database(url)
             messaging.run(report, backend, url)
+    if "worklist" in sections:
+        for backend in ("sqlite", "postgresql"):
+            if backend not in args.backends or (backend == "postgresql" and not pg):
+                continue
+            url = worklist.bench_url(backend, normalise_url(pg) if pg else None)
+            if backend == "postgresql":
+                _ensure_pg_database(url)
+            worklist.run(
+                report,
+                backend,
+                url,
+                patients=args.worklist_patients,
+                per_day=args.worklist_per_day,
+            )
+    if "national" in sections:
+        for backend in ("sqlite", "postgresql"):
+            if backend not in args.backends or (backend == "postgresql" and not pg):
+                continue
+            url = national.bench_url(backend, normalise_url(pg) if pg else None)
+            if backend == "postgresql":
+                _ensure_pg_database(url)
+            national.run(report, backend, url)
     report.write(Path(args.out))
     print(f"\nreport written to {args.out}")
 

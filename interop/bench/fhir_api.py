@@ -12,10 +12,10 @@ import orjson
 from sqlalchemy import select
 
 from interop.access.helseid.local_issuer import DpopClient, Issuer, serve_issuer
-from interop.bench import actors, data, helseid
+from interop.bench import actors, data, generic_types, helseid
 from interop.bench.http_load import LoadResult, RequestFactory, run_load
 from interop.bench.report import Report
-from interop.bench.server import BENCH_KEY, api_server
+from interop.bench.server import BENCH_KEY, RunningServer, api_server
 from interop.store.repository import FhirStore
 from interop.store.schema import resource_table
 
@@ -49,11 +49,16 @@ def _read_row(
     warm: int,
     total: int,
     headers: dict[str, str] | None = None,
+    server: RunningServer | None = None,
 ) -> None:
     """Reads by id, warmed up first (requests ``0..warm-1``), then ``total`` timed over 16
-    connections (requests ``warm..``), as a row against the read bar."""
+    connections (requests ``warm..``), as a row against the read bar; with the server's CPU
+    time per request (what one API worker can serve per core, whatever else the machine
+    runs meanwhile)."""
     run_load(base, make, total=warm, connections=4, headers=headers)
+    cpu = server.cpu_seconds() if server is not None else float("nan")
     r = run_load(base, lambda i: make(warm + i), total=total, connections=16, headers=headers)
+    per_request = (server.cpu_seconds() - cpu) / r.requests if server is not None else 0.0
     backend, size, what = row
     report.row(
         "fhir",
@@ -61,7 +66,12 @@ def _read_row(
         size,
         what,
         f"{r.rate:,.0f} req/s",
-        f"p95 {_ms(r.percentile(95))} ms",
+        f"p95 {_ms(r.percentile(95))} ms"
+        + (
+            f"; server CPU {per_request * 1e6:,.0f} µs/request ({1 / per_request:,.0f}/s per core)"
+            if per_request > 0
+            else ""
+        ),
         target="≥ 3,000 req/s",
         ok=r.rate >= 3000 and r.statuses.get(200) == r.requests,
     )
@@ -124,6 +134,7 @@ def run(
             warm=500,
             total=20000,
             headers=HEADERS,
+            server=server,
         )
 
         def create(i: int) -> tuple[str, str, bytes]:
@@ -237,8 +248,9 @@ def run(
             )
         else:
             report.note(f"$lastn not available on this build ({probe.status_code}); skipped")
-        _as_users(report, backend, size, base, rng, gp_ids, gp_patients, patients)
-        _with_helseid(report, backend, size, base, issuer, gp_ids, gp_patients, rng)
+        generic_types.run(report, backend, size, base, HEADERS, rng, patients)
+        _as_users(report, backend, size, server, rng, gp_ids, gp_patients, patients)
+        _with_helseid(report, backend, size, server, issuer, gp_ids, gp_patients, rng)
         report.row(
             "fhir", backend, size, "API worker peak RSS", f"{server.peak_rss_mb():.0f} MB", ""
         )
@@ -248,7 +260,7 @@ def _with_helseid(
     report: Report,
     backend: str,
     size: int,
-    base: str,
+    server: RunningServer,
     issuer: Issuer,
     gp_ids: list[str],
     gp_patients: list[str],
@@ -257,6 +269,7 @@ def _with_helseid(
     """The GP's reads and searches again, from the GP's EPJ with a HelseID user token bound to
     the EPJ's DPoP key: a fresh proof per request (signed before the clock starts), so the
     figures add what validating the token and the proof (signature, claims, replay) costs."""
+    base = server.base
     client = DpopClient()
     token = helseid.gp_token(issuer, client)
 
@@ -277,6 +290,7 @@ def _with_helseid(
         lambda i: proofs[i],
         warm=300,
         total=3000,
+        server=server,
     )
     searches = []
     for _ in range(300):
@@ -310,7 +324,7 @@ def _as_users(
     report: Report,
     backend: str,
     size: int,
-    base: str,
+    server: RunningServer,
     rng: random.Random,
     gp_ids: list[str],
     gp_patients: list[str],
@@ -318,6 +332,7 @@ def _as_users(
 ) -> None:
     """The same requests as the real users make them: through the access policy (their care
     relation, Consent, view codes) and the audit log (every read is an AuditEvent)."""
+    base = server.base
     users = actors.keys(base, HEADERS)
     for who, headers in (("GP", users.gp), ("follow-up nurse", users.followup)):
         _read_row(
@@ -328,6 +343,7 @@ def _as_users(
             warm=500,
             total=5000,
             headers=headers,
+            server=server,
         )
     paths = [
         f"/fhir/Observation?patient=Patient/{rng.choice(gp_patients)}"

@@ -27,6 +27,16 @@ class RunningServer:
     base: str
     process: subprocess.Popen[bytes]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server process has used so far: per
+        request, a figure the other work on a shared machine hardly moves."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         try:
             with open(f"/proc/{self.process.pid}/status") as f:

@@ -48,6 +48,9 @@ SCHEDULE_URL = "https://dho-interop.no/fhir/StructureDefinition/measurement-sche
 NOTIFY_GP_URL = "https://dho-interop.no/fhir/StructureDefinition/notify-gp"
 """CarePlan extension: a zone (``yellow``) the GP also wants to be told about."""
 HPR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.4"
+PLAN_STATE_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-state"
+"""The life-cycle state of a plan (draft, proposed, active, revoked, completed): see
+:mod:`interop.care.plan_lifecycle`."""
 
 
 class RangeIn(BaseModel):
@@ -336,6 +339,9 @@ def put_plan(
         for p in previous:
             old = dict(p)
             old["status"] = "completed"
+            old["extension"] = [
+                e for e in old.get("extension", []) if e.get("url") != PLAN_STATE_URL
+            ] + [{"url": PLAN_STATE_URL, "valueCode": "completed"}]
             old["period"] = {**old.get("period", {}), "end": now}
             old.pop("meta", None)
             tx.update("CarePlan", p["id"], old)
@@ -403,11 +409,13 @@ PlanPeriod = tuple[int | None, int | None, dict[str, Any]]
 
 
 def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[PlanPeriod]:
-    """The patient's plan versions with their periods, oldest first (entered-in-error left
-    out): what :func:`plan_at` chooses from."""
+    """The patient's plan versions with their periods, oldest first (entered-in-error,
+    drafts and proposals left out): what :func:`plan_at` chooses from."""
     out: list[PlanPeriod] = []
     for cp in plan_versions(conn, patient_id):
-        if cp.get("status") == "entered-in-error":
+        # only a plan that has been active judges: a draft or a proposal waiting for the GP
+        # has no period in force (interop.care.plan_lifecycle)
+        if cp.get("status") in ("entered-in-error", "draft"):
             continue
         period = cp.get("period", {})
         start = fhir_instant(period["start"], zone) if period.get("start") else None

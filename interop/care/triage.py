@@ -45,9 +45,17 @@ from interop.care.plans import (
     plan_periods,
     ranges_of_plan,
 )
-from interop.fhir.dates import fhir_range, format_instant, now_utc, to_micros
+from interop.fhir.dates import (
+    fhir_instant,
+    fhir_range,
+    format_instant,
+    from_micros,
+    now_utc,
+    to_micros,
+)
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
+from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -62,6 +70,9 @@ V3_DISPLAY = {"N": "Normal", "H": "High", "L": "Low", "HH": "Critical high", "LL
 TASK_CODE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-type"
 SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
 """The zone a source's own questionnaire flow gave (see ``interop.mapping.build``)."""
+PRIORITY = {"red": "asap", "yellow": "urgent"}
+"""Task priority per zone, in FHIR's order (routine < urgent < asap < stat): a red deviation
+comes before a yellow one in every list sorted by priority (the worklist)."""
 OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -257,23 +268,31 @@ def bound_note(comparator: str | None, value: Decimal, unit: str) -> str:
 
 
 def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
-    """The value (of a single-value Observation) and the reading as text: ``97 %``, or a
-    panel's components in order (blood pressure ``150/95 mm[Hg]``)."""
+    """The value (of a single-value Observation) and the reading as Norwegian text: ``97 %``,
+    ``7,8 mmol/L``, or a panel's components in order (blood pressure ``150/95 mmHg``); a
+    bound keeps its comparator (``>11 mmol/L``)."""
     found = _value(obs)
     if found is not None:
-        value, unit, comparator = found
-        text = f"{comparator or ''}{format(value.normalize(), 'f')} {unit}"
-        return (value, unit), text.strip()
+        value, code, comparator = found
+        return (value, code), f"{comparator or ''}{quantity(value.normalize(), code)}".strip()
     parts = [_value(c) for c in obs.get("component", [])]
     units = {p[1] for p in parts if p}
-    reading = "/".join(f"{p[2] or ''}{format(p[0].normalize(), 'f')}" for p in parts if p)
-    reading += f" {units.pop()}" if len(units) == 1 else ""
+    reading = "/".join(f"{p[2] or ''}{number(p[0].normalize())}" for p in parts if p)
+    reading += f" {unit(units.pop())}" if len(units) == 1 else ""
     return None, reading.strip()
 
 
 MAX_TASK_NOTES = 20
 """A long deviation adds a note per measurement; the Task keeps the latest ones (every
 measurement stays an Observation), so it does not grow without bound."""
+
+
+def _local(instant: str | None, fallback: str) -> str:
+    """A FHIR instant as Norwegian local time (``06.12.2026 kl. 09:48``)."""
+    try:
+        return local_time(from_micros(fhir_instant(instant or fallback)))
+    except ValueError:
+        return instant or fallback
 
 
 def _append_note(notes: list[dict[str, Any]], note: dict[str, Any]) -> list[dict[str, Any]]:
@@ -366,7 +385,10 @@ def _raise_or_escalate(
             task["priority"] = "routine" if late else PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
-            task["code"] = {**task.get("code", {}), "text": f"Assess {zone} {what}"}
+            task["code"] = {
+                **task.get("code", {}),
+                "text": text("triage.task_title", zone=zone_name(zone), what=what),
+            }
             task["input"] = _with_zone_input(task.get("input", []), zone)
             if was_late and not late:
                 task.pop("businessStatus", None)  # a current reading: no longer only late
@@ -386,7 +408,7 @@ def _raise_or_escalate(
             "priority": "routine" if late else PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
-                "text": f"Assess {zone} {what}",
+                "text": text("triage.task_title", zone=zone_name(zone), what=what),
             },
             "description": note,
             "focus": {"reference": focus},
@@ -614,9 +636,7 @@ class Triage:
         by_default = any(
             DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
         )
-        default_note = (
-            f" ({DEFAULT_MARK}, ikke pasientens egenbehandlingsplan)" if by_default else ""
-        )
+        default_note = f" ({text('triage.by_default', mark=DEFAULT_MARK)})" if by_default else ""
         if late and zone == "green":
             return  # an old reading says nothing about the patient's state now
         if zone == "green" and not flags:
@@ -638,9 +658,15 @@ class Triage:
             if v is not None and v[2]
         ]
         note = (
-            f"{zone} measurement {code} {reading} at {_time_of(obs)} "
-            f"(Observation/{stored.res_id}){default_note}"
-            + "".join(f"; {text}" for _c, text in bounds)
+            text(
+                "triage.measurement_note",
+                zone=zone_name(zone).capitalize(),
+                measurement=measurement_name(code),
+                reading=reading,
+                time=_local(_time_of(obs) or None, now),
+            )
+            + default_note
+            + "".join(f"; {said}" for _c, said in bounds)
         )
         if late:
             note = f"{LATE_MARK}: {note}"  # received at the note's time
@@ -652,7 +678,11 @@ class Triage:
             focus=f"Observation/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-deviation", "Vurder avvik fra egenbehandlingsplan", code),
+            kind=(
+                "assess-deviation",
+                "Vurder avvik fra egenbehandlingsplan",
+                measurement_name(code),
+            ),
             task_input=("measurement code", code),
             late=late,
         )
@@ -683,7 +713,13 @@ class Triage:
                 # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
                 flag["code"] = {
                     "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                    "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                    "text": text(
+                        "triage.flag",
+                        zone=zone_name(zone).capitalize(),
+                        measurement=measurement_name(code),
+                        code=code,
+                        time=_local(obs.get("effectiveDateTime"), now),
+                    )
                     + default_note,
                 }
                 tx.update("Flag", flag["id"], flag, validate=False)
@@ -704,7 +740,13 @@ class Triage:
                     ],
                     "code": {
                         "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                        "text": f"{zone} zone {code} since {obs.get('effectiveDateTime', now)}"
+                        "text": text(
+                            "triage.flag",
+                            zone=zone_name(zone).capitalize(),
+                            measurement=measurement_name(code),
+                            code=code,
+                            time=_local(obs.get("effectiveDateTime"), now),
+                        )
                         + default_note,
                     },
                     "subject": {"reference": ref},
@@ -747,9 +789,11 @@ class Triage:
             if e.get("url") == display_url
         ]
         title = titles[0] if titles and titles[0] else "spørreskjema"
-        note = (
-            f"{zone} questionnaire answered {qr.get('authored', now)} "
-            f"(QuestionnaireResponse/{stored.res_id})"
+        note = text(
+            "triage.questionnaire_note",
+            zone=zone_name(zone).capitalize(),
+            title=title,
+            time=_local(qr.get("authored"), now),
         )
         task_id, news = _raise_or_escalate(
             tx,
@@ -759,7 +803,7 @@ class Triage:
             focus=f"QuestionnaireResponse/{stored.res_id}",
             note=note,
             now=now,
-            kind=("assess-questionnaire", "Vurder besvart spørreskjema", "questionnaire"),
+            kind=("assess-questionnaire", "Vurder besvart spørreskjema", title),
             task_input=("questionnaire", key),
         )
         if news is not None:

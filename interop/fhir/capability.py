@@ -28,6 +28,9 @@ def register_operation(
         ops.append({"name": name, "definition": definition})
 
 
+SEARCHABLE = frozenset({"token", "reference", "date", "string"})
+"""Parameter types the search engine serves (the statement lists no other)."""
+
 COMMON_SEARCH = [
     {"name": "_id", "type": "token"},
     {"name": "_lastUpdated", "type": "date"},
@@ -39,15 +42,16 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
     for rtype in SUPPORTED_TYPES:
         interactions = ["read", "vread", "search-type", "history-instance", "create"]
         if rtype not in IMMUTABLE_TYPES:
-            interactions.append("update")
+            interactions += ["update", "patch"]
         if rtype not in UNDELETABLE_TYPES:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            param = {"name": name, "type": p.type}
-            if p.documentation:
-                param["documentation"] = p.documentation
-            params.append(param)
+            if p.type in SEARCHABLE:
+                param = {"name": name, "type": "token" if p.type == "uri" else p.type}
+                if p.documentation:
+                    param["documentation"] = p.documentation
+                params.append(param)
         entry: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in interactions],
@@ -55,8 +59,8 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": rtype not in IMMUTABLE_TYPES,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
             "searchInclude": sorted(
                 f"{rtype}:{n}" for n, p in definitions(rtype).items() if p.type == "reference"
             ),
@@ -79,7 +83,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         "software": {"name": "DHO Interop", "version": __version__},
         "implementation": {"description": "DHO Interop", "url": f"{base_url}/fhir"},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [
             {
                 "mode": "server",

@@ -40,6 +40,8 @@ from typing import Any, Literal
 from fhir_core.types import DateTime as _CoreDateTime
 from fhir_core.types import Instant as _CoreInstant
 
+from interop.fhir.decimals import FhirDecimal
+
 Verdict = Literal["accept", "reject", "defer"]
 
 # pydantic-core evaluates ``pattern`` constraints with the Rust ``regex`` crate, whose ``\s``
@@ -167,7 +169,7 @@ def _decimal(v: Any) -> None:
         if -_BIG < v < _BIG:
             return
         raise _Defer("type", "a very long integer")
-    if t is float:
+    if t is float or t is FhirDecimal:
         if v - v == 0.0:  # finite (inf - inf and nan - nan are nan)
             return
         raise _Invalid(

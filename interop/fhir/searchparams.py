@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict
 
 from interop.fhir.dates import fhir_range
 
-ParamType = Literal["token", "reference", "date", "string"]
+ParamType = Literal["token", "reference", "date", "string", "quantity", "number", "composite"]
 
 
 class _ParamModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: ParamType
+    type: Literal["token", "reference", "date", "string"]
     path: str
     target: str | None = None
     compartment: bool = False
@@ -50,6 +50,8 @@ class SearchParam:
     compartment: bool
     index: str
     documentation: str | None = None
+    components: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
+    """A composite's parts: (component parameter, paths relative to the composite's root)."""
 
 
 @dataclass(slots=True)
@@ -84,12 +86,34 @@ def _load() -> dict[str, dict[str, SearchParam]]:
     return out
 
 
+@lru_cache(maxsize=256)
 def definitions(resource_type: str) -> dict[str, SearchParam]:
-    return _load().get(resource_type, {})
+    """The search parameters of a type: the product's own (``search-parameters.yaml``) for
+    the types it lists, else the official R4 ones (:mod:`interop.fhir.r4_definitions`)."""
+    own = _load().get(resource_type)
+    if own is not None:
+        return own
+    from interop.fhir.r4_definitions import r4_params
+
+    return {
+        name: SearchParam(
+            name=name,
+            type=p.type,  # type: ignore[arg-type]
+            paths=p.paths,
+            target=p.target,
+            compartment=p.compartment,
+            index="generic",
+            components=p.components,
+        )
+        for name, p in r4_params(resource_type).items()
+    }
 
 
+@lru_cache(maxsize=1)
 def supported_types() -> list[str]:
-    return sorted(_load())
+    from interop.fhir.r4_definitions import r4_types
+
+    return sorted(set(_load()) | set(r4_types()))
 
 
 def fold(text: str) -> str:
@@ -114,6 +138,15 @@ def _walk(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
     if not isinstance(node, dict):
         return
     head, rest = path[0], path[1:]
+    if head[-1] == "]" and not head.endswith("[x]"):
+        # ``telecom[system=phone]``: the items of the element with that value
+        name, _, cond = head[:-1].partition("[")
+        key, _, want = cond.partition("=")
+        items = node.get(name)
+        for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, dict) and str(item.get(key)) == want:
+                yield from _walk(item, rest)
+        return
     if head.endswith("[x]"):
         prefix = head[:-3]
         for key, value in node.items():
@@ -158,15 +191,22 @@ def reference_target(ref: str, base_url: str | None = None) -> str:
 
 
 def strings_of(value: Any) -> Iterator[str]:
+    """The strings a string parameter searches, as written (:func:`fold` them for the default
+    case- and accent-insensitive match)."""
     if isinstance(value, str):
-        yield fold(value)
+        yield value
     elif isinstance(value, dict):
         for key in ("text", "family", "given", "prefix", "line", "city", "postalCode"):
             v = value.get(key)
             if isinstance(v, str):
-                yield fold(v)
+                yield v
             elif isinstance(v, list):
-                yield from (fold(x) for x in v if isinstance(x, str))
+                yield from (x for x in v if isinstance(x, str))
+
+
+EXACT = ":exact"
+"""Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
+accent-sensitive) searches; the plain rows hold the folded text."""
 
 
 def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
@@ -216,8 +256,8 @@ def _compartment_paths(
     """The paths of a type's Patient-compartment references (with the prefix a reference must
     have to count), in plan order."""
     return tuple(
-        (paths, prefix)
-        for _n, _t, paths, _tg, compartment, prefix, _e in _plan(resource_type)
+        (paths, PATIENT_PREFIX)
+        for _n, _t, paths, _tg, compartment, _prefix, _e in _plan(resource_type)
         if compartment
     )
 
@@ -245,7 +285,7 @@ def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> 
     """:func:`values` as a list, with the common one-element path (``subject``) done inline."""
     out: list[Any] = []
     for path in paths:
-        if len(path) == 1 and not path[0].endswith("[x]"):
+        if len(path) == 1 and not path[0].endswith("]"):
             if path[0] in resource:
                 v = resource[path[0]]
                 if isinstance(v, list):
@@ -280,7 +320,11 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                         continue
                     if not (patient_elsewhere and target_ref.startswith(PATIENT_PREFIX)):
                         entries.references.append((name, target_ref))
-                    if compartment and entries.patient_id is None:
+                    if (
+                        compartment
+                        and entries.patient_id is None
+                        and target_ref.startswith(PATIENT_PREFIX)
+                    ):
                         entries.patient_id = target_ref.split("/", 1)[1]
                 ident = v.get("identifier")
                 if isinstance(ident, dict) and ident.get("value"):
@@ -293,7 +337,9 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                     entries.dates.append((name, start, end))
         elif ptype == "string":
             for v in _values_of(resource, paths):
-                for s in strings_of(v):
+                for raw in strings_of(v):
+                    s = fold(raw)
                     if s:
                         entries.strings.append((name, s[:255]))
+                        entries.strings.append((name + EXACT, raw[:255]))
     return entries

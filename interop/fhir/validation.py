@@ -17,30 +17,15 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from interop.fhir import fast_observation
+from interop.fhir import fast_observation, json_rules
 from interop.fhir.outcome import FhirError, Issue
+from interop.fhir.references import wrong_target_issues
+from interop.fhir.searchparams import supported_types
 from interop.identifiers import check_identifier
 
-SUPPORTED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Endpoint",
-    "Device",
-    "Observation",
-    "CarePlan",
-    "Goal",
-    "CareTeam",
-    "EpisodeOfCare",
-    "QuestionnaireResponse",
-    "Flag",
-    "Task",
-    "Communication",
-    "Provenance",
-    "Consent",
-    "AuditEvent",
-)
+SUPPORTED_TYPES: tuple[str, ...] = tuple(supported_types())
+"""Every type the store serves: the product's own (``search-parameters.yaml``) and every other
+FHIR R4 resource type the R4B models know (:mod:`interop.fhir.r4_definitions`)."""
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -123,7 +108,14 @@ def validate_resource(resource: Any, *, expected_type: str | None = None) -> dic
     # Observations in the shapes this product stores are checked by a hand-written validator
     # that accepts exactly what the models accept; anything it would refuse, or does not model,
     # goes through fhir.resources, so every refusal reads as it always has.
+    # R4 JSON: no null, empty string, array or object; no boolean or number as a string
+    issues = json_rules.empty_issues(resource, rtype)
+    if issues:
+        raise FhirError(422, issues)
     if not (rtype == "Observation" and fast_observation.accepts(resource)):
+        issues = json_rules.typed_issues(resource, rtype)
+        if issues:
+            raise FhirError(422, issues)
         _validate_model(rtype, resource)
     issues = _domain_issues(rtype, resource)
     if issues:
@@ -187,6 +179,7 @@ def _domain_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
                     (expr,),
                 )
             )
+    issues.extend(wrong_target_issues(resource))
     if rtype == "Observation":
         issues.extend(_vital_signs_invariants(resource))
     return issues

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 
 from adapters.base import (
     DIAG_PARSE_ERROR,
@@ -35,7 +35,6 @@ from adapters.registry import UnknownAdapter, get_adapter
 from interop.access.vendor_writes import VendorWriter
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.fhir.outcome import Issue, operation_outcome
-from interop.identifiers import check_identifier
 from interop.ingest.source_keys import (
     CONFLICT_STATUS,
     DIAG_IDENTIFIER_CONFLICT,
@@ -49,12 +48,18 @@ from interop.mapping import (
     observation_identifier,
 )
 from interop.observability import correlation_id
-from interop.patients import NATIONAL_SYSTEMS, Resolution, resolve
+from interop.patients import resolve, resolve_many
 from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
 from interop.resend import conflict_message as resend_conflict_message
 from interop.routing.rules import observations_created
 from interop.services import Services
 from interop.store.context import Door, Principal, WriteContext
+from interop.store.ingest_records import (
+    find_identifiers,
+    processed_reports,
+    record_processed,
+    subjects_of,
+)
 from interop.store.repository import (
     PUMP_EVERY,
     DuplicateIdentifier,
@@ -64,11 +69,9 @@ from interop.store.repository import (
     new_id,
 )
 from interop.store.schema import (
-    ingest_message_table,
     quarantine_table,
     resource_table,
     token_table,
-    unique_identifier_table,
 )
 
 log = logging.getLogger("interop.ingest.pipeline")
@@ -354,21 +357,6 @@ def _observation_keys(result: AdapterResult) -> list[tuple[str, str]]:
     return keys
 
 
-def subjects_of(conn: Any, res_type: str, ids: Iterable[str]) -> dict[str, str | None]:
-    """Resource id → the Patient id its row is indexed under (its subject), for ``ids``."""
-    wanted = list(dict.fromkeys(ids))
-    out: dict[str, str | None] = {}
-    r = resource_table
-    for i in range(0, len(wanted), 500):
-        for row in conn.execute(
-            select(r.c.res_id, r.c.patient_id).where(
-                r.c.res_type == res_type, r.c.res_id.in_(wanted[i : i + 500])
-            )
-        ):
-            out[row.res_id] = row.patient_id
-    return out
-
-
 def _device_keys(result: AdapterResult) -> list[tuple[str, str]]:
     devs = list(result.devices) + [m.device for m in result.measurements if m.device is not None]
     return [
@@ -376,104 +364,6 @@ def _device_keys(result: AdapterResult) -> list[tuple[str, str]]:
         for d in devs
         if d.identifier_system and d.identifier_value
     ]
-
-
-def find_identifiers(
-    conn: Any, keys: Iterable[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], str]:
-    """(resource type, system, value) → id for the claimed business identifiers among
-    ``keys``, in one statement per 500 (what :meth:`FhirStore.find_by_identifier` answers
-    for each)."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for rtype, system, value in dict.fromkeys(keys):
-        groups.setdefault((rtype, system), []).append(value)
-    out: dict[tuple[str, str, str], str] = {}
-    if not groups:
-        return out
-    # plain driver SQL: SQLAlchemy's compilation of long IN lists cost more than the look-up
-    statements: list[tuple[str, list[Any]]] = []
-    if conn.dialect.name == "postgresql":
-        # one statement for every group, each value list an array parameter: no long IN list
-        # for the server to parse and plan
-        where = " OR ".join(
-            '(res_type = %s AND "system" = %s AND "value" = ANY(%s))' for _ in groups
-        )
-        params = [x for (rtype, system), vs in groups.items() for x in (rtype, system, vs)]
-        statements.append((where, params))
-    else:
-        clauses = [
-            (rtype, system, values[i : i + 500])
-            for (rtype, system), values in groups.items()
-            for i in range(0, len(values), 500)
-        ]
-        while clauses:
-            # several groups in one statement, up to about 500 values
-            take: list[tuple[str, str, list[str]]] = []
-            n = 0
-            while clauses and (not take or n + len(clauses[0][2]) <= 500):
-                take.append(clauses.pop(0))
-                n += len(take[-1][2])
-            where = " OR ".join(
-                f'(res_type = ? AND "system" = ? AND "value" IN ({", ".join("?" * len(chunk))}))'
-                for _, _, chunk in take
-            )
-            statements.append(
-                (where, [x for rtype, system, chunk in take for x in (rtype, system, *chunk)])
-            )
-    for where, args in statements:
-        for rtype, system, value, res_id in conn.exec_driver_sql(
-            f'SELECT res_type, "system", "value", res_id FROM "{unique_identifier_table.name}" '
-            f"WHERE {where}",
-            tuple(args),
-        ):
-            out[(rtype, system, value)] = res_id
-    return out
-
-
-def resolve_many(conn: Any, refs: Iterable[PatientRef]) -> dict[PatientRef, Resolution]:
-    """:func:`interop.patients.resolve` for several references: national ids in one
-    statement, other references one by one."""
-    out: dict[PatientRef, Resolution] = {}
-    wanted: dict[str, list[str]] = {}
-    for ref in dict.fromkeys(refs):
-        if ref.system in NATIONAL_SYSTEMS:
-            problem = check_identifier(ref.system, ref.value)
-            if problem:
-                out[ref] = Resolution(None, "invalid-identifier", problem)
-            else:
-                wanted.setdefault(ref.system, []).append(ref.value)
-        else:
-            out[ref] = resolve(conn, ref)
-    if wanted:
-        tok, res = token_table, resource_table
-        conds = [
-            and_(tok.c.system == system, tok.c.code.in_(values[i : i + 500]))
-            for system, values in wanted.items()
-            for i in range(0, len(values), 500)
-        ]
-        found: dict[tuple[str, str], str] = {}
-        for row in conn.execute(
-            select(tok.c.system, tok.c.code, tok.c.res_id)
-            .join(res, (res.c.res_type == tok.c.res_type) & (res.c.res_id == tok.c.res_id))
-            .where(
-                tok.c.res_type == "Patient",
-                tok.c.param == "identifier",
-                or_(*conds),
-                res.c.deleted.is_(False),
-            )
-        ):
-            found.setdefault((row.system, row.code), row.res_id)
-        for system, values in wanted.items():
-            for value in values:
-                pid = found.get((system, value))
-                out[PatientRef(system, value)] = (
-                    Resolution(pid)
-                    if pid is not None
-                    else Resolution(
-                        None, "unknown-patient", f"no Patient with identifier {system}|{value}"
-                    )
-                )
-    return out
 
 
 class IngestPipeline:
@@ -658,16 +548,8 @@ class IngestPipeline:
             if m.result.message_id:
                 keys.setdefault(m.meta.source, []).append(_record_id(m.result))
         if keys:
-            t = ingest_message_table
-            conds = [
-                and_(t.c.source == source, t.c.message_id.in_(ids[i : i + 500]))
-                for source, ids in keys.items()
-                for i in range(0, len(ids), 500)
-            ]
-            for row in conn.execute(
-                select(t.c.source, t.c.message_id, t.c.report).where(or_(*conds))
-            ):
-                batch.seen_messages[(row.source, row.message_id)] = _stored_digest(row.report)
+            for key, report in processed_reports(conn, keys).items():
+                batch.seen_messages[key] = _stored_digest(report)
         live = [m for m in msgs if _resend(batch, m) in (None, "again")]
         refs = [x.patient for m in live for x in m.result.measurements]
         refs += [q.patient for m in live for q in m.result.questionnaires]
@@ -737,18 +619,11 @@ class IngestPipeline:
             m.staged = []
             self._run_hooks(tx, m)
         done = [m for m in batch.messages if m.complete and not m.routed]
-        rows = [m.ingest_row for m in done if m.ingest_row is not None and not m.recorded]
-        if rows:
-            tx.conn.execute(insert(ingest_message_table), rows)
-        for m in done:
-            if m.ingest_row is not None and m.recorded:
-                t = ingest_message_table
-                row = m.ingest_row
-                tx.conn.execute(
-                    t.update()
-                    .where(t.c.source == row["source"], t.c.message_id == row["message_id"])
-                    .values(received=row["received"], report=row["report"])
-                )
+        record_processed(
+            tx.conn,
+            new=[m.ingest_row for m in done if m.ingest_row is not None and not m.recorded],
+            again=[m.ingest_row for m in done if m.ingest_row is not None and m.recorded],
+        )
         for m in done:
             m.routed = True
             m.ingest_row = None

@@ -7,7 +7,8 @@ tables in ``mappings/`` (see :mod:`interop.mapping.tables`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
@@ -17,6 +18,7 @@ from adapters.base import (
     DIAG_ASSUMED_TIMEZONE,
     DIAG_FUTURE_TIME,
     DIAG_IMPLAUSIBLE,
+    DIAG_INVALID,
     DIAG_MISSING_VALUE,
     DIAG_UNKNOWN_CODE,
     DIAG_UNKNOWN_UNIT,
@@ -44,6 +46,11 @@ __all__ = [
     "build_questionnaire_response",
     "observation_identifier",
 ]
+
+
+_ANNOTATION = re.compile(r"\{[^{}]*\}|<[0-9.]+>")
+PERIOD_TOLERANCE_HOURS = Decimal(1)
+"""How far a day may differ from 24 hours (a day with a daylight-saving change has 23 or 25)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +110,42 @@ class MappingSet:
     def ucum(self, unit: str | None) -> str | None:
         if unit is None:
             return None
+        hit = self._unit(unit)
+        if hit is None:
+            # annotations say what is counted or weighed, not the unit: UCUM's curly braces
+            # ({beat}/min) and HealthKit's molar mass in angle brackets
+            # (mmol<180.1558800000541>/L: mmol of glucose per litre)
+            bare = _ANNOTATION.sub("", unit)
+            if bare != unit and bare.strip("/. "):
+                hit = self._unit(bare)
+        return hit
+
+    def _unit(self, unit: str) -> str | None:
         hit = self.tables.units_exact.get(unit)
         if hit is None:
             hit = self.tables.units_folded.get(unit.casefold().strip())
         return hit
+
+    def period_concept(self, concept: Concept, m: Measurement, where: str) -> Concept:
+        """The concept for a measurement over an interval: a code that names an interval
+        (steps in 24 hours) takes only measurements over that interval; one over another
+        interval becomes the concept for any interval, or is refused."""
+        if concept.period_hours is None or m.effective_end is None:
+            return concept
+        hours = Decimal((m.effective_end - m.effective).total_seconds()) / 3600
+        if abs(hours - concept.period_hours) <= PERIOD_TOLERANCE_HOURS:
+            return concept
+        if concept.other_period is not None:
+            return self.tables.concepts[concept.other_period]
+        raise _Reject(
+            Diagnostic(
+                "error",
+                DIAG_INVALID,
+                f"{concept.loinc.code} ({concept.loinc.display}) is a count over "
+                f"{concept.period_hours} h; this one covers {hours.normalize():f} h",
+                where,
+            )
+        )
 
     def _convert(
         self, concept: Concept, value: Decimal | None, unit: str | None, where: str
@@ -206,12 +245,45 @@ class MappingSet:
             (comp.code, *comp.extra_codes),
         )
 
+    def _compound(self, m: Measurement) -> tuple[Concept, Measurement] | None:
+        """A compound observation under a code of its own (a device's private compound
+        glucose, PHD) whose one quantity is a measurement known here: that measurement
+        (the compound's other parts, context such as the meal, were not quantities)."""
+        if m.value is not None or m.out_of_range is not None or len(m.components) != 1:
+            return None
+        part = m.components[0]
+        concept = self.concept_for(part.code, part.extra_codes)
+        if concept is None or concept.components:
+            return None
+        return concept, replace(
+            m,
+            code=part.code,
+            extra_codes=part.extra_codes,
+            value=part.value,
+            unit=part.unit,
+            out_of_range=part.out_of_range,
+            components=(),
+        )
+
     # ---- the step -----------------------------------------------------------------------
     def map(self, m: Measurement, *, now: datetime) -> MappingOutcome:
         out = MappingOutcome(None)
         where = m.location
         try:
             concept = self.concept_for(m.code, m.extra_codes)
+            if concept is None:
+                compound = self._compound(m)
+                if compound is not None:
+                    concept, m = compound
+                    out.diagnostics.append(
+                        Diagnostic(
+                            "information",
+                            "compound-read",
+                            f"{m.code.system}|{m.code.code}: the one quantity of a compound "
+                            "observation whose own code is not mapped",
+                            where,
+                        )
+                    )
             if concept is None:
                 raise _Reject(
                     Diagnostic(
@@ -223,6 +295,7 @@ class MappingSet:
                         where,
                     )
                 )
+            concept = self.period_concept(concept, m, where)
             if m.effective > now + self.future_skew:
                 raise _Reject(
                     Diagnostic(

@@ -212,6 +212,8 @@ def build_observation(
         obs["component"] = [_component_json(c) for c in mapped.components]
     elif not concept.components:
         q = _quantity(mapped.value, mapped.unit, mapped.out_of_range, mapped.meter_limit)
+        if q is not None and m.comparator is not None and mapped.out_of_range is None:
+            q = {"value": q["value"], "comparator": m.comparator, **q}
         if q is not None:
             obs["valueQuantity"] = q
         else:

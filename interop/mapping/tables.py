@@ -51,6 +51,10 @@ class _ConceptModel(BaseModel):
     category: str = "vital-signs"
     profile: str | None = None
     components: list[str] = []
+    period_hours: Decimal | None = None
+    """The interval the code itself names (41950-7: steps in 24 hours)."""
+    other_period: str | None = None
+    """The concept for a measurement over another interval (its code names no interval)."""
 
 
 class _ConceptsFile(BaseModel):
@@ -126,6 +130,10 @@ class Concept:
     category: str
     profile: str | None
     components: tuple[str, ...]
+    period_hours: Decimal | None = None
+    """The interval the code names: a measurement over another interval is not this concept."""
+    other_period: str | None = None
+    """The concept a measurement over another interval becomes (none: it is refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +221,17 @@ def load_tables(directory: Path | None = None) -> Tables:
             c.category,
             c.profile,
             tuple(c.components),
+            c.period_hours,
+            c.other_period,
         )
         by_code.setdefault((LOINC, c.loinc.code), cid)
         if c.mdc:
             by_code.setdefault((MDC, c.mdc.code), cid)
+    for cid, c in cf.concepts.items():
+        if c.other_period is not None and c.other_period not in cf.concepts:
+            raise MappingError(
+                f"concepts.yaml: {cid}.other_period: unknown concept {c.other_period!r}"
+            )
     for i, m in enumerate(kf.codes):
         if m.concept not in concepts:
             raise MappingError(f"codes.yaml: codes.{i}: unknown concept {m.concept!r}")

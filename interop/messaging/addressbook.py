@@ -29,6 +29,10 @@ FNR_OID = "urn:oid:2.16.578.1.12.4.1.4.1"
 DNR_OID = "urn:oid:2.16.578.1.12.4.1.4.2"
 
 
+INACTIVE_REASON = "https://dho-interop.no/fhir/StructureDefinition/endpoint-inactive-reason"
+"""Extension on an Endpoint switched off: why (e.g. its HER-id left Adresseregisteret)."""
+
+
 class AddressError(LookupError):
     """The address book cannot say where a message should go (the reason says what is missing)."""
 
@@ -117,7 +121,7 @@ def _org_idents(org: dict[str, Any]) -> list[Ident]:
     if her:
         out.append(Ident(her, "HER"))
     orgnr = _ident(org, ORGNR_OID)
-    if orgnr and not her:
+    if orgnr:  # the organisation number too, as the KITH examples carry it
         out.append(Ident(orgnr, "ENH"))
     return out
 
@@ -129,6 +133,16 @@ def _human_name(resource: dict[str, Any]) -> tuple[str | None, str | None]:
     n = next((x for x in names if x.get("use") == "official"), names[0])
     given = " ".join(n.get("given", [])) or None
     return n.get("family"), given
+
+
+def _inactive_reason(store: FhirStore, conn: Connection, holder: dict[str, Any]) -> str | None:
+    """Why the holder's Endpoint was switched off, if it says."""
+    for ref in holder.get("endpoint", []):
+        ep = resource_json(store, conn, ref.get("reference"))
+        for ext in (ep or {}).get("extension", []):
+            if ext.get("url") == INACTIVE_REASON and ext.get("valueString"):
+                return str(ext["valueString"])
+    return None
 
 
 def gp_of_patient(store: FhirStore, conn: Connection, patient: dict[str, Any]) -> Recipient:
@@ -165,7 +179,10 @@ def gp_of_patient(store: FhirStore, conn: Connection, patient: dict[str, Any]) -
                 if person_idents
                 else None,
             )
-            dest = endpoint_for(store, conn, target, org)
+            dest = endpoint_for(store, conn, target)
+            gone = _inactive_reason(store, conn, target) if dest is None else None
+            if gone is None and dest is None:
+                dest = endpoint_for(store, conn, org)
         elif target["resourceType"] == "Organization":
             organisation = Organisation(target.get("name", ""), _org_idents(target))
             dest = endpoint_for(store, conn, target)
@@ -177,6 +194,9 @@ def gp_of_patient(store: FhirStore, conn: Connection, patient: dict[str, Any]) -
             continue
         if dest is None:
             last_problem = f"{ref}: no active Endpoint with a transport for the GP"
+            why = _inactive_reason(store, conn, target)
+            if why:
+                last_problem += f": {why}"
             continue
         return Recipient(organisation, dest, ref)
     raise AddressError(last_problem)

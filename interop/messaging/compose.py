@@ -22,7 +22,9 @@ from interop.messaging.addressbook import (
     patient_info,
     sender_for_patient,
 )
+from interop.messaging.responsible import responsible_for_report
 from interop.store.repository import FhirStore
+from interop.text import number, plural, quantity, unit
 from interop.views.chart_pdf import render_pdf
 from interop.views.summary import compute, view_definition
 from plo_messages import KithMessages
@@ -49,42 +51,47 @@ class ComposedMessage:
     type_code: str
 
 
-def _range_text(green: list[float | None], unit: str) -> str:
+def _range_text(green: list[float | None], unit_code: str) -> str:
     lo, hi = green
     if lo is not None and hi is not None:
-        return f"{lo:g}–{hi:g} {unit}".strip()
+        return f"{number(lo)}–{quantity(hi, unit_code)}"
     if lo is not None:
-        return f"≥ {lo:g} {unit}".strip()
+        return f"≥ {quantity(lo, unit_code)}"
     if hi is not None:
-        return f"≤ {hi:g} {unit}".strip()
+        return f"≤ {quantity(hi, unit_code)}"
     return "ingen grense"
 
 
 def _code_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary in Norwegian sentences (display units, decimal comma, plurals)."""
     lines = []
     for c in summary["codes"]:
-        unit = c["unit"] or ""
+        unit_code = c["unit"] or ""
         latest = c["latest"]
         zone = f" ({ZONE_NO.get(latest['zone'], latest['zone'])})" if latest.get("zone") else ""
         trend = ""
         if c.get("trendPerWeek") is not None:
-            trend = f", trend {c['trendPerWeek']:+.1f} {unit}/uke".replace(" /", "/")
+            trend = f", trend {number(round(c['trendPerWeek'], 1))} {unit(unit_code)}/uke".replace(
+                " /", "/"
+            )
         line = (
-            f"{c['display']}: siste {latest['value']:g} {unit}{zone}, snitt {c['mean']:g}, "
-            f"min {c['min']:g}, maks {c['max']:g}, {c['count']} målinger{trend}."
+            f"{c['display']}: siste {quantity(latest['value'], unit_code)}{zone}, "
+            f"snitt {quantity(round(c['mean'], 1), unit_code)}, "
+            f"min {number(c['min'])}, maks {quantity(c['max'], unit_code)}, "
+            f"{plural(c['count'], 'measurement')}{trend}."
         )
         rng = c.get("ranges")
         if rng:
             source = "egenbehandlingsplan" if rng["source"] != "default" else "standardgrenser"
-            line += f" Grønn sone ({source}): {_range_text(rng['green'], unit)}"
+            line += f" Grønn sone ({source}): {_range_text(rng['green'], unit_code)}"
             if rng.get("yellow"):
-                line += f", gul: {_range_text(rng['yellow'], unit)}"
+                line += f", gul: {_range_text(rng['yellow'], unit_code)}"
             line += "."
         lines.append(line)
     ec = summary["eventCount"]
     lines.append(
         f"Avvik i perioden: {ec['red']} røde, {ec['yellow']} gule. "
-        f"Etterlevelse av måleplanen: {summary['adherence'] * 100:.0f} %."
+        f"Etterlevelse av måleplanen: {number(round(summary['adherence'] * 100))} %."
     )
     return lines
 
@@ -152,6 +159,8 @@ def compose_gp_message(
         Coded(content_type, CONTENT_TYPES[content_type]),
         notes,
         remark="Digital hjemmeoppfølging",
+        responsible=responsible_for_report(store, conn, patient_id),
+        approved_date=local_timestamp(now)[:10],
     )
     payload = kith.build(
         header,

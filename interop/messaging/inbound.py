@@ -3,7 +3,11 @@ transaction, so a message is either fully taken (stored, acted on, its AppRec qu
 at all and will be read again.
 
 * An AppRec closes the outbox message it answers (``apprec-ok`` / ``apprec-rejected`` with the
-  errors).
+  errors). A second AppRec for a message already answered is not processed: the first stands
+  (it is kept, marked ``duplicate-apprec``, for an operator to see).
+* A cancellation (PLO ``Forsendelsesstatus`` C) cancels the message it refers to
+  (``RefToParent``, a message we received from the same sender): that message's record and the
+  Communication made from it are marked cancelled; nothing new is made from the cancellation.
 * A GP's answer (Dialogmelding, PLO *Medisinske opplysninger*) becomes a FHIR Communication,
   linked through ``ConversationRef`` to the message we sent and the Task that caused it
   (``Communication.basedOn``); the Task gets a note.
@@ -31,6 +35,8 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from interop.access.actor import Actor
+from interop.care.plan_lifecycle import answer_from_gp
+from interop.care.plan_request import PLAN_REQUEST_EVENT
 from interop.fhir.dates import format_instant, now_utc, to_micros
 from interop.identifiers import HERID_OID, person_id_system
 from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
@@ -121,6 +127,14 @@ def _text_of(received: Received) -> str:
     return ""
 
 
+def _answer_text(received: Received) -> str:
+    """The answer itself, without the question a svar copies back."""
+    content = received.content
+    if isinstance(content, list):
+        return "\n\n".join(n.text for n in content if n.text and n.text != n.question)
+    return _text_of(received)
+
+
 class KithInbox:
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -192,7 +206,11 @@ class KithInbox:
             return None if _patient_id(conn, p) else "E35"
 
         r = kith.receive(
-            data, own_her_ids=own_her_ids(conn, configured), seen=seen, patient_check=patient_check
+            data,
+            own_her_ids=own_her_ids(conn, configured),
+            seen=seen,
+            patient_check=patient_check,
+            test_environment=self.settings.environment == "test",
         )
         if isinstance(channel, CallerChannel):
             _check_sender(conn, channel.caller, r)
@@ -217,8 +235,19 @@ class KithInbox:
             "receiver": header.receiver.addressed_her_id if header else None,
         }
         if r.apprec is not None:
-            result.closed = self._close(conn, r.apprec)
+            result.closed, answered_before = self._close(conn, r.apprec)
             report["closes"] = result.closed
+            if answered_before:
+                result.outcome = report["outcome"] = "duplicate-apprec"
+                report["reason"] = (
+                    f"melding {r.apprec.original_msg_id} var allerede kvittert; første kvittering står"
+                )
+        elif r.outcome == "accepted" and header is not None and _is_cancellation(r):
+            cancelled = self._cancel(tx, r)
+            report["cancels"] = (
+                header.conversation_ref.ref_to_parent if header.conversation_ref else None
+            )
+            report["cancelled"] = cancelled
         elif r.outcome == "accepted" and header is not None:
             result.communication = self._act(tx, r)
             report["communication"] = result.communication
@@ -244,12 +273,16 @@ class KithInbox:
         return result
 
     # ---- what a message does ----------------------------------------------------------------
-    def _close(self, conn: Connection, rec: AppRec) -> str | None:
+    def _close(self, conn: Connection, rec: AppRec) -> tuple[str | None, bool]:
+        """Close the outbox message ``rec`` answers; (its MsgId or None, answered before)."""
         status = "apprec-ok" if rec.ok else "apprec-rejected"
         errors = [{"code": e.v, "display": e.dn, "detail": e.ot} for e in rec.errors]
         done = conn.execute(
             update(outbox_table)
-            .where(outbox_table.c.msg_id == rec.original_msg_id)
+            .where(
+                outbox_table.c.msg_id == rec.original_msg_id,
+                outbox_table.c.apprec_status.is_(None),
+            )
             .values(
                 status=status,
                 apprec_status="ok" if rec.ok else "rejected",
@@ -257,9 +290,63 @@ class KithInbox:
             )
         )
         if not done.rowcount:
+            answered = conn.execute(
+                select(outbox_table.c.apprec_status).where(
+                    outbox_table.c.msg_id == rec.original_msg_id
+                )
+            ).first()
+            if answered is not None:
+                log.warning(
+                    "second AppRec for %s ignored: already answered (%s)",
+                    rec.original_msg_id,
+                    answered.apprec_status,
+                )
+                return None, True
             log.warning("AppRec for unknown MsgId %s", rec.original_msg_id)
+            return None, False
+        return rec.original_msg_id, False
+
+    def _cancel(self, tx: WriteTx, r: Received) -> str | None:
+        """Mark the received message a cancellation refers to (and its Communication) cancelled.
+        Returns the cancelled message's MsgId, or None when it has not been received (yet)."""
+        header = r.header
+        assert header is not None
+        conn = tx.conn
+        target = header.conversation_ref.ref_to_parent if header.conversation_ref else None
+        if not target:
             return None
-        return rec.original_msg_id
+        original = conn.execute(
+            select(inbox.c.id, inbox.c.report, inbox.c.sender).where(
+                inbox.c.adapter == KITH_ADAPTER, inbox.c.message_id == target
+            )
+        ).first()
+        if original is None or original.sender != header.sender.addressed_her_id:
+            log.warning(
+                "cancellation %s of %s: no such message from its sender", header.msg_id, target
+            )
+            return None
+        report = orjson.loads(original.report) if original.report else {}
+        report["outcome"] = "cancelled"
+        report["cancelledBy"] = header.msg_id
+        conn.execute(
+            update(inbox).where(inbox.c.id == original.id).values(report=orjson.dumps(report))
+        )
+        ref = report.get("communication")
+        if isinstance(ref, str) and ref.startswith("Communication/"):
+            stored = tx.get("Communication", ref.split("/", 1)[1])
+            if stored is not None and not stored.deleted:
+                comm = stored.json()
+                comm.pop("meta", None)
+                comm["status"] = "entered-in-error"
+                comm["note"] = [
+                    *comm.get("note", []),
+                    {
+                        "text": f"Kansellert av avsender (kansellering {header.msg_id}).",
+                        "time": format_instant(now_utc()),
+                    },
+                ]
+                tx.update("Communication", comm["id"], comm)
+        return target
 
     def _act(self, tx: WriteTx, r: Received) -> str | None:
         header = r.header
@@ -275,8 +362,10 @@ class KithInbox:
                 header.conversation_ref.ref_to_conversation,
             }
             origin = conn.execute(
-                select(outbox_table.c.msg_id, outbox_table.c.focus)
+                select(outbox_table.c.msg_id, outbox_table.c.focus, outbox_table.c.event)
                 .where(outbox_table.c.msg_id.in_(refs) | outbox_table.c.conversation_ref.in_(refs))
+                # our AppRecs carry the MsgId they answer: never what a message refers to
+                .where(outbox_table.c.kind != "apprec")
                 .order_by(outbox_table.c.seq)
             ).first()
         now = format_instant(now_utc())
@@ -317,6 +406,21 @@ class KithInbox:
                 communication["basedOn"] = [{"reference": origin.focus}]
         stored = tx.create(communication)
         ref = f"Communication/{stored.res_id}"
+        if origin is not None and origin.event == PLAN_REQUEST_EVENT and origin.focus:
+            # the GP's answer to a proposed egenbehandlingsplan: approve / back to draft
+            gp = header.sender.person
+            outcome = answer_from_gp(
+                self.services,
+                tx,
+                origin.focus,
+                _answer_text(r),
+                {
+                    "name": sender_name,
+                    "hpr": gp.ident("HPR") if gp else None,
+                    "her": (gp.ident("HER") if gp else None) or header.sender.addressed_her_id,
+                },
+            )
+            log.info("GP answer to %s: %s", origin.focus, outcome)
         if origin is not None and origin.focus and origin.focus.startswith("Task/"):
             task_stored = tx.get("Task", origin.focus.split("/", 1)[1])
             if task_stored is not None and not task_stored.deleted:
@@ -344,25 +448,28 @@ class KithInbox:
         dest = destination_for_her_ids(self.store, conn, header.sender.her_ids()) or source
         rows = []
         acks = []
-        for own in r.answer_from:
+        for own, role in r.answers():
             rec = AppRec(
                 version=r.apprec_version,
                 status=r.status,
                 original_msg_id=header.msg_id,
                 original_type=Coded(header.type.v, header.type.dn),
-                original_issue_date=_sent(header),
+                # echoed as the sender wrote it: the sender matches its AppRecs on it
+                original_issue_date=header.gen_date or _sent(header),
                 sender=own,
                 receiver=header.sender,
                 id=str(uuid.uuid4()),
                 gen_date=local_timestamp(),
                 errors=r.errors,
+                sender_role=role,
             )
             payload = kith.build_apprec(rec, r.apprec_version)
             acks.append(payload)
             if edi2_message is not None:
-                status = {"1": "OK", "2": "Rejected", "3": "OkErrorInMessagePart"}[rec.status]
+                from interop.national.edi2 import apprec_status_wire
+
                 body = {
-                    "appRecStatus": status,
+                    "appRecStatus": apprec_status_wire(rec.status),
                     "appRecErrorList": [
                         {"errorCode": e.v, "details": e.ot or e.dn or ""} for e in rec.errors
                     ],
@@ -403,6 +510,11 @@ class KithInbox:
         if acks:
             conn.execute(update(inbox).where(inbox.c.id == inbound_id).values(ack=acks[0]))
         return rows
+
+
+def _is_cancellation(r: Received) -> bool:
+    """A PLO message with ``Forsendelsesstatus`` C (*Kansellering*)."""
+    return getattr(r.content, "status", None) == "C"
 
 
 def _check_sender(conn: Connection, caller: Actor, r: Received) -> None:

@@ -381,8 +381,17 @@ def observation_bundles(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+PMD_BUNDLE_IDENTIFIER = "https://www.nhn.no/komlink/bundle-identifier"
+"""Bundle.identifier system in NHN's PMD 2.0 examples."""
+
+
 def pmd_bundles(
-    store: FhirStore, conn: Connection, patient_id: str, stored: list[dict[str, Any]]
+    store: FhirStore,
+    conn: Connection,
+    patient_id: str,
+    stored: list[dict[str, Any]],
+    *,
+    bundle_type: str = "batch",
 ) -> list[dict[str, Any]]:
     """``pmd-Bundle-Observation`` batches of VkpObservation copies of the stored Observations;
     :class:`AddressError` when the patient or the municipality cannot be identified as the IG
@@ -406,15 +415,27 @@ def pmd_bundles(
                 device=devices.get(ref) if ref else None,
             )
         )
-    return [
-        {
+    bundles = []
+    for chunk, chunk_stored in zip(_chunks(copies), _chunks(stored), strict=True):
+        entries = [
+            _entry(copy, obs.get("id")) for copy, obs in zip(chunk, chunk_stored, strict=True)
+        ]
+        bundle: dict[str, Any] = {
             "resourceType": "Bundle",
             "meta": {"profile": [PMD_BUNDLE_PROFILE]},
-            "type": "batch",
+            # the same entries make the same identifier: a re-sent upload can be recognised
+            "identifier": {
+                "system": PMD_BUNDLE_IDENTIFIER,
+                "value": str(uuid.uuid5(_ENTRY_NAMESPACE, "|".join(e["fullUrl"] for e in entries))),
+            },
+            "type": bundle_type,
             "timestamp": format_instant(now_utc()),
-            "entry": [
-                _entry(copy, obs.get("id")) for copy, obs in zip(chunk, chunk_stored, strict=True)
-            ],
+            "entry": entries,
         }
-        for chunk, chunk_stored in zip(_chunks(copies), _chunks(stored), strict=True)
-    ]
+        if bundle_type == "collection":
+            # NHN's PMD 2.0 examples: a collection, whose entries carry no request (bdl-3)
+            del bundle["meta"]
+            for e in entries:
+                e.pop("request", None)
+        bundles.append(bundle)
+    return bundles

@@ -22,17 +22,18 @@ import yaml
 from sqlalchemy import Connection, select
 
 from interop.care.default_thresholds import defaults_for_patient
-from interop.care.events import Deviation, PlanChanged
+from interop.care.events import Deviation, DeviationClosed, PlanChanged
 from interop.care.plans import plan_versions, ranges_in_force
 from interop.fhir.dates import fhir_instant
 from interop.messaging.addressbook import AddressError, Destination, destination_of
 from interop.messaging.compose import compose_gp_message
 from interop.messaging.pmd import load_observations, observation_bundles, pmd_bundles
 from interop.messaging.runtime import kith_for
+from interop.national.vkp_dho import DEVIATION_CLOSED, journal_payloads
 from interop.routing.outbox import enqueue, mark_dead
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.schema import token_table
-from interop.views.summary import DISPLAY
+from interop.views.concepts import display
 from plo_messages import InvalidOutgoingMessage, SchemaConfigError
 
 log = logging.getLogger("interop.routing")
@@ -188,6 +189,11 @@ class Router:
         if routed is not None:
             emit(tx, routed)
 
+    def on_deviation_closed(self, tx: WriteTx, event: DeviationClosed) -> None:
+        """A deviation Task a person completed is journaled (``deviation.closed``)."""
+        if event.status == "completed":
+            emit(tx, Event(DEVIATION_CLOSED, event.patient_id, event.task))
+
     def on_plan_changed(self, tx: WriteTx, event: PlanChanged) -> None:
         emit(tx, Event("plan.changed", event.patient_id, event.care_plan))
 
@@ -310,7 +316,7 @@ class Router:
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
         data = dict(event.data)
         code = str(data.get("code"))
-        data.setdefault("display", DISPLAY.get(code, code))
+        data.setdefault("display", display(code))
         when = fhir_instant(str(data["time"]), self.settings.timezone)
         ranges = ranges_in_force(conn, event.patient_id, when, self.settings.timezone).get(code)
         if ranges is None:
@@ -367,8 +373,16 @@ class Router:
             if rule.message == "fhir-observations":
                 bundles = observation_bundles(stored)
             else:
-                bundles = pmd_bundles(self.store, conn, event.patient_id, stored)
+                bundles = pmd_bundles(
+                    self.store,
+                    conn,
+                    event.patient_id,
+                    stored,
+                    bundle_type=self.settings.pmd_bundle_type,
+                )
             return [orjson.dumps(b) for b in bundles]
+        if rule.message == "vkp-dho-document":
+            return journal_payloads(self.store, conn, event.focus)
         raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
 

@@ -4,7 +4,9 @@ Each transport either takes the message (returns whether the receiver confirmed 
 transport level) or raises :class:`TransientDeliveryError` (try again later) or
 :class:`PermanentDeliveryError` (dead-letter it now). Endpoint ``connectionType`` codes from
 ``https://dho-interop.no/fhir/CodeSystem/transport`` name them: ``fhir-rest``, ``file-drop``,
-``http``, ``edi2``.
+``http``, ``edi2`` (EDI 2.0, in :mod:`interop.national.edi2_transport`), ``pmd`` (Pasientens
+måledata, :mod:`interop.national.pmd_transport`), ``jft`` (Journalføringstjenesten,
+:mod:`interop.national.jft_transport`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
 
 import httpx
 import orjson
 
 from interop.routing.outbox import OutboxMessage
+
+if TYPE_CHECKING:
+    from interop.config import Settings
 
 TRANSPORT_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/transport"
 
@@ -159,76 +164,19 @@ class FileDropTransport:
         return False
 
 
-class Edi2Transport:
-    """NHN's EDI 2.0 Meldingstjener REST API (``api-version: 2``).
+def default_transports(
+    client: httpx.Client | None = None, settings: Settings | None = None
+) -> dict[str, Transport]:
+    """Every transport; EDI 2.0 (``edi2``, ``edi2-apprec``) with HelseID and DPoP per the
+    settings (see :mod:`interop.national.edi2_transport`)."""
+    from interop.config import get_settings
+    from interop.national.edi2_transport import edi2_transports
 
-    Sending: ``POST {base}/Messages`` with the business document (MsgHead XML) base64-encoded;
-    the answer (201) carries the Meldingstjener's message id. Receiving (see
-    :class:`Edi2Inbox`): ``GET {base}/Messages?receiverHerIds=…``, ``GET
-    {base}/Messages/{id}/business-document``, ``PUT {base}/Messages/{id}/read/{herId}``;
-    status and AppRecs at ``/Messages/{id}/status`` and ``/Messages/{id}/apprec``.
-    Authentication (HelseID with DPoP in production) is supplied as headers by the caller.
-    """
-
-    name = "edi2"
-
-    def __init__(
-        self,
-        client: httpx.Client | None = None,
-        *,
-        source_system: str = "dho-interop",
-        auth_headers: dict[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self.client = client or httpx.Client(timeout=timeout)
-        self.headers = {"api-version": "2", "nhn-source-system": source_system}
-        self.headers.update(auth_headers or {})
-
-    def deliver(self, message: OutboxMessage) -> bool:
-        import base64
-
-        body = {
-            "contentType": message.content_type or "application/xml",
-            "contentTransferEncoding": "base64",
-            "businessDocument": base64.b64encode(message.payload).decode("ascii"),
-        }
-        url = message.address.rstrip("/") + "/Messages"
-        try:
-            r = self.client.post(url, json=body, headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if r.status_code == 201:
-            return True
-        return _classify_http(r, url)
-
-
-class Edi2AppRecTransport(Edi2Transport):
-    """An AppRec for a message received through EDI 2.0: ``POST
-    {base}/Messages/{id}/apprec/{our HER-id}`` with ``appRecStatus`` and ``appRecErrorList``
-    (the payload, JSON); the Meldingstjener builds and routes the receipt."""
-
-    name = "edi2-apprec"
-
-    def deliver(self, message: OutboxMessage) -> bool:
-        try:
-            r = self.client.post(
-                message.address,
-                content=message.payload,
-                headers={**self.headers, "Content-Type": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(f"{message.address}: {type(exc).__name__}: {exc}") from exc
-        if r.status_code == 201:
-            return True
-        return _classify_http(r, message.address)
-
-
-def default_transports(client: httpx.Client | None = None) -> dict[str, Transport]:
     shared = client or httpx.Client(timeout=30.0)
-    return {
+    transports: dict[str, Transport] = {
         "http": HttpTransport(shared),
         "fhir-rest": FhirRestTransport(shared),
         "file-drop": FileDropTransport(),
-        "edi2": Edi2Transport(shared),
-        "edi2-apprec": Edi2AppRecTransport(shared),
     }
+    transports.update(edi2_transports(settings or get_settings(), shared))
+    return transports

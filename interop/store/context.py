@@ -44,6 +44,8 @@ class Door(StrEnum):
     """The audit log's own events."""
     EMERGENCY = "emergency"
     """Emergency access (*nødrett*) opened by an actor."""
+    WORKLIST = "worklist"
+    """The follow-up centre's actions on a Task from its worklist (take, note, complete)."""
     SERVICE = "service"
     """The service's own work: the worker, periodic jobs, the CLI, the demo, benchmarks."""
 

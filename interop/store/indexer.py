@@ -12,6 +12,10 @@ from interop.fhir.searchparams import IndexEntries, extract
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 
 
+OPEN_END = 2**62
+"""``effective_end`` of a period without an end (as the generic date index writes it)."""
+
+
 def _effective(obs: dict[str, Any], zone: str) -> tuple[int | None, int | None]:
     for key in ("effectiveDateTime", "effectiveInstant"):
         v = obs.get(key)
@@ -27,6 +31,8 @@ def _effective(obs: dict[str, Any], zone: str) -> tuple[int | None, int | None]:
             p_end = fhir_range(period["end"], zone)[1] if "end" in period else None
         except ValueError:
             return None, None
+        if p_start is not None and p_end is None:
+            return p_start, OPEN_END  # ongoing: an open interval (found by ge, never by eb)
         return (p_start if p_start is not None else p_end), (
             p_end if p_end is not None else p_start
         )

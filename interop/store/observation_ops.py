@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, select, true
 
 from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc, to_micros
@@ -330,6 +331,7 @@ def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]
             o.value,
             o.unit,
             o.effective,
+            o.category,
         )
         for system, code in req.codes:
             # the Observation's own code (index: patient, code set, effective), one row per
@@ -381,7 +383,28 @@ def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]
                 results.append(
                     _stat_observation(req, gsys, gcode, unit, values, firstlast, ordered)
                 )
+                # the statistic is of the category its sources are (as the sources write it)
+                by_code = {r.category: r.res_id for r in ordered if r.category}
+                results[-1]["category"] = _source_categories(conn, list(by_code.values()))
+                if not results[-1]["category"]:
+                    del results[-1]["category"]
     return results
+
+
+def _source_categories(conn: Any, res_ids: list[str]) -> list[Any]:
+    """The distinct ``category`` elements of the Observations ``res_ids`` (one per category)."""
+    out: list[Any] = []
+    if not res_ids:
+        return out
+    r = resource_table.c
+    rows = conn.execute(
+        select(r.content).where(r.res_type == "Observation", r.res_id.in_(res_ids))
+    ).all()
+    for row in rows:
+        for cat in orjson.loads(bytes(row.content)).get("category") or []:
+            if cat not in out:
+                out.append(cat)
+    return out
 
 
 def _stat_observation(
@@ -436,16 +459,7 @@ def _stat_observation(
         "resourceType": "Observation",
         "id": new_id(),
         "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
+        "category": [],  # filled from the sources by :func:`stats`
         "code": {"coding": [{"system": system, "code": code}]},
         "effectivePeriod": {"start": format_instant(start), "end": format_instant(end)},
         "component": components,

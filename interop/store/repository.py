@@ -22,11 +22,14 @@ import orjson
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from interop.fhir import decimals
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.validation import validate_resource
+from interop.store import audit_rows
 from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
+from interop.store.generation import current as current_generation
 from interop.store.indexer import (
     OBSERVATION_COLUMNS,
     Codings,
@@ -72,6 +75,9 @@ class StoredResource:
     content: bytes
     parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     """The content as parsed, when the writer had it at hand (see :meth:`view`)."""
+    relations_generation: int | None = field(default=None, compare=False, repr=False)
+    """The care-relations generation, read on the fast path right after this resource (the
+    access policy's scope cache checks against it instead of reading it again)."""
 
     @property
     def etag(self) -> str:
@@ -228,7 +234,7 @@ class FhirStore:
         (triage adds interpretation and referenceRange to Observations this way)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
-        self.batched = ReadBatcher(self.fast)
+        self.batched = ReadBatcher(self.fast, companion=current_generation)
         self.known_code_sets: set[int] = set()
         """Code sets committed to the ``code_set`` table (by this process or another)."""
 
@@ -261,6 +267,17 @@ class FhirStore:
     def get(
         self, res_type: str, res_id: str, conn: Connection | None = None
     ) -> StoredResource | None:
+        if res_type == "AuditEvent":  # kept in the audit chain (see store.audit_rows)
+            if conn is not None:
+                found = audit_rows.get(conn, res_id)
+            else:
+                with self.reader() as c:
+                    found = audit_rows.get(c, res_id)
+            return (
+                None
+                if found is None
+                else StoredResource(res_type, res_id, 1, found[0], False, found[1])
+            )
         stmt = select(resource_table).where(
             resource_table.c.res_type == res_type, resource_table.c.res_id == res_id
         )
@@ -276,7 +293,8 @@ class FhirStore:
 
     async def read_async(self, res_type: str, res_id: str) -> StoredResource:
         """:meth:`read` for the event loop: concurrent reads share one statement."""
-        return _current(res_type, res_id, await self.batched.get(res_type, res_id))
+        row, generation = await self.batched.get_with(res_type, res_id)
+        return _current(res_type, res_id, row, generation)
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         with self.reader() as conn:
@@ -417,7 +435,7 @@ class WriteTx:
         return _row_to_stored(row) if row is not None else None
 
     def _stamp(self, resource: dict[str, Any], res_id: str, version: int, now: int) -> bytes:
-        return orjson.dumps(self._stamped(resource, res_id, version, now))
+        return decimals.dumps(self._stamped(resource, res_id, version, now))
 
     def _stamped(
         self, resource: dict[str, Any], res_id: str, version: int, now: int
@@ -752,7 +770,7 @@ class WriteTx:
                 resource = hook(self, resource)
             staged.resources.append(resource)
             stamped = self._stamped(resource, res_id, 1, now)
-            content = orjson.dumps(stamped)
+            content = decimals.dumps(stamped)
             if res_type in UNIQUE_IDENTIFIER_TYPES:
                 for ident in resource.get("identifier") or []:
                     system, value = ident.get("system"), ident.get("value")
@@ -1119,10 +1137,12 @@ def _history_row(previous: StoredResource) -> tuple[Any, ...]:
     )
 
 
-def _current(res_type: str, res_id: str, row: Row | None) -> StoredResource:
+def _current(
+    res_type: str, res_id: str, row: Row | None, generation: int | None = None
+) -> StoredResource:
     if row is None:
         raise error(404, "not-found", f"{res_type}/{res_id} is not known")
-    stored = StoredResource(res_type, res_id, *row)
+    stored = StoredResource(res_type, res_id, *row, relations_generation=generation)
     if stored.deleted:
         raise error(410, "deleted", f"{res_type}/{res_id} has been deleted")
     return stored

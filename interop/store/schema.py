@@ -437,9 +437,45 @@ class AuditChainRow(SQLModel, table=True):
     key_id: str | None = Field(default=None, max_length=32)
     """Id of the key that made the link (see ``interop.access.audit.keys``); none for the plain
     SHA-256 links written before revision 0014."""
+    recorded: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """When (epoch µs): the event's ``recorded``."""
+    action: str | None = Field(default=None, max_length=1)
+    """C, R, U, D or E."""
+    outcome: str | None = Field(default=None, max_length=2)
+    actor_id: str | None = Field(default=None, max_length=200)
+    """The acting actor (the event's agent ``altId``)."""
+    what: str | None = Field(default=None, max_length=255)
+    """The resource or query accessed (the first entity), cut to 255 characters."""
+    content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    """The AuditEvent as served (JSON, with its id, meta and chain extensions). Since revision
+    0020 the events live here, not among the FHIR resources: one narrow row per event instead
+    of a resource row and ~11 generic index rows (see ``interop.store.audit_rows``)."""
 
 
 audit_chain_table = AuditChainRow.__table__  # type: ignore[attr-defined]
+Index("ux_audit_chain_res_id", audit_chain_table.c.res_id, unique=True)
+Index(
+    "ix_audit_chain_created",
+    audit_chain_table.c.what,
+    audit_chain_table.c.actor_id,
+    sqlite_where=text("action = 'C'"),
+    postgresql_where=text("action = 'C'"),
+)
+
+
+class AuditPatientRow(SQLModel, table=True):
+    """Which patients' data each audit event names (a search names every patient it returned):
+    the patient's list of who has accessed their record, and ``AuditEvent?patient=``."""
+
+    __tablename__ = "audit_patient"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True)
+    """The event's place in ``audit_chain``."""
+    recorded: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+audit_patient_table = AuditPatientRow.__table__  # type: ignore[attr-defined]
 
 
 class AccessGenerationRow(SQLModel, table=True):

@@ -32,7 +32,9 @@ from sqlalchemy.types import Boolean
 
 from interop.fhir.dates import fhir_range, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
-from interop.fhir.searchparams import SearchParam, definitions, fold, reference_target
+from interop.fhir.searchparams import EXACT, SearchParam, definitions, fold, reference_target
+from interop.store import audit_rows
+from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
     code_set_table,
@@ -60,6 +62,8 @@ RESULT_PARAMS = frozenset(
 )
 CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 """Parameters clients send to shape the answer (not filters): never refused as unsupported."""
+SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
+"""``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
@@ -96,6 +100,9 @@ class SearchResult:
     next_cursor: str | None = None
     warnings: list[Issue] = field(default_factory=list)
     summary_count: bool = False
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    """The (key, value) pairs of the request that were not applied (blank, or unsupported and
+    ignored on request): the self link leaves them out."""
 
 
 def _encode_cursor(sort_value: Any, res_id: str) -> str:
@@ -147,9 +154,13 @@ def _date_condition(
         return start_col > hi
     if prefix == "eb":
         return end_col < lo
-    # ap: within 10% of the distance to now, at least a day (a documented approximation)
-    margin = max(86_400_000_000, (hi - lo) // 10)
-    return and_(start_col >= lo - margin, end_col <= hi + margin)
+    # ap: the stored range (a period, open or not, or an instant) overlaps the value's range
+    # widened by 10% of its distance to now, at least a day (R4 leaves the margin to servers)
+    margin = max(_DAY, abs(micros_now() - lo) // 10)
+    return and_(start_col <= hi + margin, end_col >= lo - margin)
+
+
+_DAY = 86_400_000_000
 
 
 def _token_parts(value: str) -> tuple[str | None, str | None]:
@@ -364,8 +375,10 @@ class SearchEngine:
             ors = []
             for v in values:
                 folded = fold(v)
-                if modifier == "exact":
-                    cond = string_table.c.value == folded
+                pname = name
+                if modifier == "exact":  # case- and accent-sensitive: the rows kept as written
+                    pname = name + EXACT
+                    cond = string_table.c.value == v
                 elif modifier == "contains":
                     cond = string_table.c.value.contains(folded, autoescape=True)
                 else:
@@ -374,7 +387,7 @@ class SearchEngine:
                     rid.in_(
                         select(string_table.c.res_id).where(
                             string_table.c.res_type == res_type,
-                            string_table.c.param == name,
+                            string_table.c.param == pname,
                             cond,
                         )
                     )
@@ -462,6 +475,8 @@ class SearchEngine:
         if req.restriction:
             req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
+        if res_type == audit_rows.AUDIT_EVENT:
+            return self._search_audit(req)
         defs = definitions(res_type)
         warnings: list[Issue] = []
         count = self.default_count
@@ -473,6 +488,15 @@ class SearchEngine:
         cursor: tuple[Any, str] | None = None
         generic: list[ColumnElement[bool]] = []
         obs_params: list[tuple[str, str | None, list[str]]] = []
+        revinclude_specs: list[str] = []
+        iterate_specs: list[str] = []
+        sort_expr: Any = None
+
+        ignored: list[tuple[str, str]] = []
+
+        def ignore(key: str, raw: str, label: str) -> None:
+            self._unsupported(req, warnings, label)
+            ignored.append((key, raw))
 
         for key, raw in req.params:
             name, _, modifier_raw = key.partition(":")
@@ -488,28 +512,27 @@ class SearchEngine:
                     descending = s.startswith("-")
                     sort = s.lstrip("-")
                     if sort not in SORTS or (sort == "date" and res_type != "Observation"):
-                        raise error(
-                            400,
-                            "not-supported",
-                            f"_sort={raw!r} is not supported; use _id, _lastUpdated"
-                            + (" or date" if res_type == "Observation" else ""),
-                        )
+                        # any date, string or token parameter (400 naming it otherwise)
+                        sort_expr = breadth.sort_column(res_type, sort, descending)
                 elif name == "_summary":
                     if raw == "count":
                         summary_count = True
-                    elif raw != "false":
-                        self._unsupported(req, warnings, f"_summary={raw}")
+                    elif raw not in SUMMARY_MODES:
+                        ignore(key, raw, f"_summary={raw}")
                 elif name == "_include":
                     includes.extend(x for x in raw.split(",") if x)
+                    if modifier == "iterate":
+                        iterate_specs.extend(x for x in raw.split(",") if x)
                 elif name == "_total":
                     total_mode = raw
                 elif name == "_cursor":
                     cursor = _decode_cursor(raw)
-                elif name in ("_elements", "_revinclude"):
-                    self._unsupported(req, warnings, name)
+                elif name == "_revinclude":
+                    revinclude_specs.extend(x for x in raw.split(",") if x)
                 continue
             values = [v for v in raw.split(",") if v != ""]
             if not values:
+                ignored.append((key, raw))
                 continue
             if name == "_id":
                 generic.append(resource_table.c.res_id.in_(values))
@@ -530,6 +553,20 @@ class SearchEngine:
                     )
                 )
                 continue
+            if name == "_has":
+                generic.append(breadth.has_condition(self, res_type, key, values))
+                continue
+            if res_type == "Observation" and name in breadth.OBSERVATION_EXTRA and not modifier:
+                generic.append(breadth.observation_value_condition(name, values))
+                continue
+            link = breadth.split_chain(name, modifier)
+            if (
+                link is not None
+                and link[2] != "identifier"
+                and _patient_identifier_chain(name, modifier) is None
+            ):
+                generic.append(breadth.chain_condition(self, res_type, *link, values))
+                continue
             chained = _patient_identifier_chain(name, modifier)
             if chained is not None and chained in defs:
                 # ``subject:Patient.identifier=<system>|<value>`` (how a Norwegian patient's data
@@ -541,18 +578,23 @@ class SearchEngine:
             if "." in name:
                 name, _, chain = name.partition(".")
                 if chain != "identifier":
-                    self._unsupported(req, warnings, key)
+                    ignore(key, raw, key)
                     continue
                 modifier = "identifier"
             param = defs.get(name)
             if param is None:
-                self._unsupported(req, warnings, key)
+                ignore(key, raw, key)
                 continue
+            if param.type == "reference" and modifier and modifier[:1].isupper():
+                # a type modifier: ``subject:Patient=123`` is ``subject=Patient/123``
+                values = [v if "/" in v else f"{modifier}/{v}" for v in values]
+                modifier = None
             if modifier not in (None, "not", "exact", "contains", "identifier", "missing"):
-                self._unsupported(req, warnings, key)
+                ignore(key, raw, key)
                 continue
             if modifier == "missing":
-                self._unsupported(req, warnings, key)
+                # the Observation index's parameters and logical references too (see _missing)
+                generic.append(self._missing(res_type, name, param, values, key))
                 continue
             if res_type == "Observation" and name in OBS_INDEXED:
                 obs_params.append((name, modifier, values))
@@ -574,17 +616,25 @@ class SearchEngine:
                 .distinct()
                 .subquery("o")
             )
-            sort_col: Any = {
-                "date": func.coalesce(sub.c.effective, -(2**62)),
-                "_lastUpdated": r.last_updated,
-                "_id": r.res_id,
-            }[sort]
+            sort_col: Any = (
+                sort_expr
+                if sort_expr is not None
+                else {
+                    "date": func.coalesce(sub.c.effective, -(2**62)),
+                    "_lastUpdated": r.last_updated,
+                    "_id": r.res_id,
+                }[sort]
+            )
             stmt = select(r.res_id, r.content, sort_col.label("sortkey")).join(
                 sub, sub.c.res_id == r.res_id
             )
             count_base = select(r.res_id).join(sub, sub.c.res_id == r.res_id)
         else:
-            sort_col = {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+            sort_col = (
+                sort_expr
+                if sort_expr is not None
+                else {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+            )
             stmt = select(r.res_id, r.content, sort_col.label("sortkey"))
             count_base = select(r.res_id)
         stmt = stmt.where(*base_conds)
@@ -600,7 +650,9 @@ class SearchEngine:
                 ).scalar_one()
                 total = n if n <= limit else None
             if summary_count:
-                return SearchResult([], total=total, warnings=warnings, summary_count=True)
+                return SearchResult(
+                    [], total=total, warnings=warnings, summary_count=True, ignored=ignored
+                )
             if cursor is not None:
                 cval, cid = cursor
                 if descending:
@@ -628,9 +680,79 @@ class SearchEngine:
                 next_cursor = _encode_cursor(last.sortkey, last.res_id)
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
+            included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
+            included += breadth.iterate_includes(self, conn, iterate_specs, included)
         return SearchResult(
-            page, included=included, total=total, next_cursor=next_cursor, warnings=warnings
+            page,
+            included=included,
+            total=total,
+            next_cursor=next_cursor,
+            warnings=warnings,
+            ignored=ignored,
         )
+
+    def _missing(
+        self, res_type: str, name: str, param: SearchParam, values: list[str], key: str
+    ) -> ColumnElement[bool]:
+        """``name:missing=true``: resources without a value for the parameter; ``false``: with."""
+        if values not in (["true"], ["false"]):
+            raise error(400, "invalid", f"{key} must be true or false", expression=[key])
+        rid = resource_table.c.res_id
+        has: list[ColumnElement[bool]] = []
+        if res_type == "Observation" and name in OBS_INDEXED:
+            o = observation_table.c
+            if name == "date":
+                has.append(
+                    rid.in_(
+                        select(o.res_id).where(o.is_primary == true(), o.effective.is_not(None))
+                    )
+                )
+            elif name in ("patient", "subject"):
+                has.append(
+                    rid.in_(
+                        select(o.res_id).where(o.is_primary == true(), o.patient_id.is_not(None))
+                    )
+                )
+            elif name == "code":
+                has.append(rid.in_(select(o.res_id).where(o.is_primary == true())))
+            else:  # component-code
+                has.append(rid.in_(select(o.res_id).where(o.is_component == true())))
+        table = {
+            "token": token_table,
+            "reference": reference_table,
+            "date": date_table,
+            "string": string_table,
+        }[param.type]
+        has.append(
+            rid.in_(
+                select(table.c.res_id).where(table.c.res_type == res_type, table.c.param == name)
+            )
+        )
+        if param.type == "reference":  # logical references (identifier only) count as values
+            has.append(
+                rid.in_(
+                    select(token_table.c.res_id).where(
+                        token_table.c.res_type == res_type,
+                        token_table.c.param == f"{name}:identifier",
+                    )
+                )
+            )
+        present = or_(*has)
+        return not_(present) if values == ["true"] else present
+
+    def _search_audit(self, req: SearchRequest) -> SearchResult:
+        """AuditEvents are searched in the audit chain's own columns (``store.audit_rows``)."""
+        with self.store.reader() as conn:
+            found = audit_rows.search(
+                conn,
+                req.params,
+                count=self.default_count,
+                max_count=self.max_count,
+                total_limit=self.total_limit,
+                zone=self.store.zone,
+                strict=req.strict,
+            )
+        return SearchResult(**found)
 
     def _patients_with_identifiers(self, values: list[str]) -> set[str]:
         """Ids of the Patients having any of the identifiers (``system|value`` or ``value``)."""

@@ -15,9 +15,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from interop.fhir import decimals
 from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.references import unresolved_urn_issues
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.store.context import WriteContext
+from interop.store.reference_integrity import PENDING
 from interop.store.repository import (
     DuplicateIdentifier,
     FhirStore,
@@ -81,7 +84,7 @@ def _with_mapped_refs(resource: Any, mapping: dict[str, str]) -> Any:
     if not mapping:
         return resource
     try:
-        blob = orjson.dumps(resource)
+        blob = decimals.dumps(resource)
     except TypeError:
         return _rewrite_refs(resource, mapping)
     for m in _REFERENCE.finditer(blob):
@@ -216,6 +219,11 @@ class BundleProcessor:
             resource = _with_mapped_refs(resource, mapping)
             try:
                 validate_resource(resource)
+                unresolved = unresolved_urn_issues(
+                    resource, "names no entry of this transaction: the reference cannot be resolved"
+                )
+                if unresolved:
+                    raise FhirError(422, unresolved)
             except FhirError as exc:
                 raise FhirError(
                     exc.status,
@@ -248,6 +256,8 @@ class BundleProcessor:
         ]
         batched = set(plain_posts)
         with self.store.write(ctx) as tx:
+            # what this transaction creates counts as there for the references in it
+            tx.context[PENDING] = _created_here(entries, prepared, assigned, mapping)
             for i in order:
                 if entries[i]["request"]["method"] != "DELETE":
                     break
@@ -357,14 +367,14 @@ class BundleProcessor:
         result = self.search.search(SearchRequest(rtype, query, restriction=restriction))
         if policy is not None:
             result = policy.filter_result(actor, rtype, result, query, tx)
-        body: dict[str, Any] = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "entry": [{"resource": orjson.loads(c)} for _, c in result.rows],
-        }
+        # the stored bytes as they are: numbers keep the text they were written in
+        head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if result.total is not None:
-            body["total"] = result.total
-        return EntryResult(status="200 OK", resource=orjson.dumps(body))
+            head["total"] = result.total
+        entries = b",".join(b'{"resource":' + c + b"}" for _, c in result.rows)
+        return EntryResult(
+            status="200 OK", resource=orjson.dumps(head)[:-1] + b',"entry":[' + entries + b"]}"
+        )
 
     def conditional_match(self, rtype: str, criteria: str, tx: WriteTx) -> StoredResource | None:
         """The resource an ``If-None-Exist`` names, searched as the acting actor: a match the
@@ -406,6 +416,13 @@ class BundleProcessor:
             try:
                 if resource is not None:
                     validate_resource(resource)
+                    unresolved = unresolved_urn_issues(
+                        resource,
+                        "refers to another entry: the entries of a batch are independent, so the "
+                        "reference cannot be resolved (send a transaction)",
+                    )
+                    if unresolved:
+                        raise FhirError(422, unresolved)
                 if e["request"]["method"] in ("GET", "HEAD"):
                     rtype, rid, query = _parse_url(e["request"]["url"])
                     results.append(self._get(ctx, rtype, rid, query))
@@ -418,6 +435,26 @@ class BundleProcessor:
             except FhirError as exc:
                 results.append(EntryResult(status=f"{exc.status}", outcome=exc.outcome()))
         return results
+
+
+def _created_here(
+    entries: list[dict[str, Any]],
+    prepared: list[dict[str, Any] | None],
+    assigned: dict[int, str],
+    mapping: dict[str, str],
+) -> set[str]:
+    """``Type/id`` of every resource a transaction creates or writes (POST and PUT entries)."""
+    out = set(mapping.values())
+    for i, rid in assigned.items():
+        resource = prepared[i]
+        if resource is not None:
+            out.add(f"{resource['resourceType']}/{rid}")
+    for e in entries:
+        if e["request"]["method"] == "PUT":
+            rtype, rid_opt, _ = _parse_url(e["request"]["url"])
+            if rid_opt:
+                out.add(f"{rtype}/{rid_opt}")
+    return out
 
 
 def parse_if_match(value: Any) -> int | None:

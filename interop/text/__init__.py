@@ -5,12 +5,21 @@ Codes stay in the data; every sentence a clinician reads is looked up here by ke
 """
 
 from interop.text.catalogue import Catalogue, catalogue, text
-from interop.text.format import local_time, number, plural, quantity, unit, zone_name
+from interop.text.format import (
+    local_time,
+    measurement_name,
+    number,
+    plural,
+    quantity,
+    unit,
+    zone_name,
+)
 
 __all__ = [
     "Catalogue",
     "catalogue",
     "local_time",
+    "measurement_name",
     "number",
     "plural",
     "quantity",

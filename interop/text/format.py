@@ -53,3 +53,9 @@ def local_time(when: datetime, zone: str = OSLO, *, with_time: bool = True) -> s
         raise ValueError("a time without a time zone cannot be shown as Norwegian local time")
     local = when.astimezone(ZoneInfo(zone))
     return local.strftime("%d.%m.%Y kl. %H:%M" if with_time else "%d.%m.%Y")
+
+
+def measurement_name(code: str) -> str:
+    """A LOINC code's measurement name (``2708-6`` → ``Oksygenmetning (SpO2)``); a code the
+    catalogue does not name is shown as the code."""
+    return catalogue().get(f"measurements.{code}") or code

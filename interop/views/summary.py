@@ -19,25 +19,17 @@ import orjson
 from sqlalchemy import select
 
 from interop.care.default_thresholds import defaults_for_patient
-from interop.care.plans import ranges_in_force
+from interop.care.plans import PlanPeriod, plan_at, plan_periods, ranges_of_plan
 from interop.care.zones import ZoneRanges
 from interop.fhir.dates import from_micros, to_micros
 from interop.mapping.views import ViewDefinition, available_views, view_definition
 from interop.store.schema import code_set_table, observation_table, resource_table
+from interop.text import catalogue, local_time, number, plural, quantity, text, zone_name
+from interop.views.chart import Band, Drawing, draw, to_svg
+from interop.views.concepts import display, primary_code, with_aliases
+from interop.views.page import page
 
-__all__ = ["DISPLAY", "ViewDefinition", "available_views", "compute", "view_definition"]
-
-DISPLAY = {
-    "8480-6": "Systolisk blodtrykk",
-    "8462-4": "Diastolisk blodtrykk",
-    "8867-4": "Puls",
-    "2708-6": "Oksygenmetning (SpO2)",
-    "29463-7": "Vekt",
-    "8310-5": "Temperatur",
-    "14743-9": "Blodsukker (kapillært)",
-    "15074-8": "Blodsukker",
-    "9279-1": "Respirasjonsfrekvens",
-}
+__all__ = ["ViewDefinition", "available_views", "compute", "view_definition"]
 
 
 def _episode_codes(conn: Any, patient_id: str, view: ViewDefinition) -> list[str]:
@@ -91,7 +83,10 @@ def compute(
     *,
     now: datetime | None = None,
     zone_name: str = "Europe/Oslo",
+    event_limit: int | None = None,
 ) -> dict[str, Any]:
+    """The summary; ``event_limit`` cuts the event list (red first), and ``eventsTotal`` says
+    how many there are, so no page cuts it silently."""
     now = now or datetime.now(UTC)
     start = now - timedelta(days=view.period_days)
     # include the few minutes of device clock skew the ingest accepts
@@ -102,10 +97,13 @@ def compute(
     codes = _episode_codes(conn, patient_id, view) or view.codes
     wanted = select(cs.set_id, cs.code).where(cs.system == "http://loinc.org")
     if codes:
-        wanted = wanted.where(cs.code.in_(codes))
+        wanted = wanted.where(cs.code.in_(with_aliases(codes)))
     loinc: dict[int, list[str]] = {}
     for set_id, code in conn.execute(wanted):
-        loinc.setdefault(set_id, []).append(code)
+        # one concept, one row: SpO2 coded 2708-6 and 59408-5 is one series
+        concept = primary_code(code)
+        if concept not in loinc.setdefault(set_id, []):
+            loinc[set_id].append(concept)
     rows = (
         conn.execute(
             select(o.res_id, o.code_set, o.value, o.unit, o.effective, o.zone)
@@ -130,8 +128,11 @@ def compute(
                 s = series[code] = Series(code, unit, [])
             s.points.append((effective, float(value), zone))
             s.res_ids.append(res_id)
-    plan = ranges_in_force(conn, patient_id, t1, zone_name)
+    periods = plan_periods(conn, patient_id, zone_name)
+    chosen = plan_at(periods, t1)
+    plan = ranges_of_plan(conn, chosen) if chosen is not None else {}
     defaults = defaults_for_patient(conn, patient_id)  # the defaults triage used (KOLS …)
+    timeline = _plan_timeline(conn, periods, t0, t1)
     days = max(1, view.period_days)
     # (UTC) days with a measurement, as day numbers: only their count is used
     measured_days = {p[0] // 86_400_000_000 for s in series.values() for p in s.points}
@@ -165,7 +166,7 @@ def compute(
         codes_out.append(
             {
                 "code": code,
-                "display": DISPLAY.get(code, code),
+                "display": display(code),
                 "unit": s.unit,
                 "count": len(vals),
                 "latest": {
@@ -186,6 +187,7 @@ def compute(
                     "green": [None if x is None else float(x) for x in ranges.green],
                     "yellow": [None if x is None else float(x) for x in ranges.yellow],
                 },
+                "bands": _bands(timeline, code, defaults),
                 "_raw": s.points,
             }
         )
@@ -202,6 +204,7 @@ def compute(
         if z in ("yellow", "red")
     ]
     events.sort(key=lambda e: str(e["time"]), reverse=True)
+    events.sort(key=lambda e: e["zone"] != "red")  # red first, each newest first
     tasks = []
     done_by_observation: dict[str, list[str]] = {}
     for (content,) in conn.execute(
@@ -251,7 +254,8 @@ def compute(
         "adherence": adherence,
         "adherenceBasis": basis,
         "codes": codes_out,
-        "events": events[:100],
+        "events": events if event_limit is None else events[:event_limit],
+        "eventsTotal": len(events),
         "eventCount": {
             "red": sum(e["zone"] == "red" for e in events),
             "yellow": sum(e["zone"] == "yellow" for e in events),
@@ -260,8 +264,54 @@ def compute(
         "plan": plan_out,
     }
     if "note" in view.aggregates:
-        result["note"] = summary_note(result)
+        result["note"] = summary_note(result, zone_name)
     return result
+
+
+def _plan_timeline(
+    conn: Any, periods: list[PlanPeriod], t0: int, t1: int
+) -> list[tuple[int, int, dict[str, ZoneRanges] | None]]:
+    """[t0, t1] cut where the plan in force changes: (start, end, the plan's ranges or None
+    where no plan was in force)."""
+    cuts = sorted({t0, t1} | {t for p in periods for t in p[:2] if t is not None and t0 < t < t1})
+    ranges: dict[str, dict[str, ZoneRanges]] = {}
+    out: list[tuple[int, int, dict[str, ZoneRanges] | None]] = []
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        cp = plan_at(periods, a)
+        r = None
+        if cp is not None:
+            r = ranges.get(cp["id"])
+            if r is None:
+                r = ranges[cp["id"]] = ranges_of_plan(conn, cp)
+        if out and out[-1][2] is r:
+            out[-1] = (out[-1][0], b, r)
+        else:
+            out.append((a, b, r))
+    return out
+
+
+def _bands(
+    timeline: list[tuple[int, int, dict[str, ZoneRanges] | None]],
+    code: str,
+    defaults: dict[str, ZoneRanges],
+) -> list[dict[str, Any]]:
+    """The code's green/yellow ranges as they were over the period: the plan's where a plan
+    was in force and has the code, else the default triage used (if any)."""
+    out = []
+    for a, b, plan in timeline:
+        r = (plan or {}).get(code) or defaults.get(code)
+        if r is None:
+            continue
+        out.append(
+            {
+                "start": from_micros(a).isoformat(timespec="seconds"),
+                "end": from_micros(b).isoformat(timespec="seconds"),
+                "green": [None if x is None else float(x) for x in r.green],
+                "yellow": [None if x is None else float(x) for x in r.yellow],
+                "source": r.source,
+            }
+        )
+    return out
 
 
 def _adherence(
@@ -286,30 +336,45 @@ def _adherence(
     return round(len(measured_days) / days, 3), "days with at least one measurement"
 
 
-def summary_note(summary: dict[str, Any]) -> str:
+def _share(value: float) -> str:
+    return f"{number(round(value * 100))} %"
+
+
+def _date(iso: str, zone: str) -> str:
+    return local_time(datetime.fromisoformat(iso), zone, with_time=False)
+
+
+def summary_note(summary: dict[str, Any], zone: str = "Europe/Oslo") -> str:
     """A short Norwegian note an EPJ can file: latest values, zones, events, plan status."""
     lines = [
-        f"Digital hjemmeoppfølging {summary['period']['start'][:10]}–{summary['period']['end'][:10]}."
+        text(
+            "summary.note_text.head",
+            start=_date(summary["period"]["start"], zone),
+            end=_date(summary["period"]["end"], zone),
+        )
     ]
     for c in summary["codes"]:
         latest = c["latest"]
-        zone = f" ({latest['zone']})" if latest["zone"] else ""
-        lines.append(
-            f"{c['display']}: siste {latest['value']:g} {c['unit'] or ''}{zone}, snitt {c['mean']:g}, "
-            f"{c['count']} målinger."
-        )
+        params = {
+            "measurement": display(c["code"]),
+            "value": quantity(latest["value"], c["unit"]),
+            "mean": quantity(round(c["mean"], 1), c["unit"]),
+            "count": plural(c["count"], "measurement"),
+        }
+        if latest["zone"] in ("green", "yellow", "red", "not-assessed"):
+            lines.append(text("summary.note_text.code", zone=zone_name(latest["zone"]), **params))
+        else:
+            lines.append(text("summary.note_text.code_unjudged", **params))
     ec = summary["eventCount"]
     lines.append(
-        f"Røde hendelser: {ec['red']}, gule: {ec['yellow']}. Etterlevelse {summary['adherence'] * 100:.0f} %."
-    )
-    lines.append(
-        "Egenbehandlingsplan: "
-        + (
-            "godkjent plan i bruk."
-            if summary["plan"]
-            else "ingen godkjent plan; standardgrenser brukt."
+        text(
+            "summary.note_text.events",
+            red=ec["red"],
+            yellow=ec["yellow"],
+            share=_share(summary["adherence"]),
         )
     )
+    lines.append(text("summary.note_text.plan" if summary["plan"] else "summary.note_text.no_plan"))
     return " ".join(lines)
 
 
@@ -319,102 +384,169 @@ def public(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-ZONE_FILL = {"green": "#e6f4ea", "yellow": "#fff4ce"}
-ZONE_DOT = {"green": "#2e7d32", "yellow": "#b7791f", "red": "#c62828", None: "#555"}
-"""Dot colour per zone; any other (``not-assessed``) is drawn as unjudged (grey)."""
-
-
-def value_axis(code: dict[str, Any]) -> tuple[float, float]:
-    """The y-axis range of a code's chart: its values and the plan's zone bounds, padded 8 %."""
-    rng = code.get("ranges") or {}
-    bounds = [
-        float(b)
-        for r in (rng.get("green") or [], rng.get("yellow") or [])
-        for b in r
-        if b is not None
+def chart_of(code: dict[str, Any], t0: int, t1: int, zone: str) -> Drawing:
+    """The one drawing of a code's development, for the HTML page and the PDF alike."""
+    bands = [
+        Band(
+            to_micros(datetime.fromisoformat(b["start"])),
+            to_micros(datetime.fromisoformat(b["end"])),
+            (b["green"][0], b["green"][1]),
+            (b["yellow"][0], b["yellow"][1]),
+            b["source"],
+        )
+        for b in code.get("bands", [])
     ]
-    both = [float(p[1]) for p in code["_raw"]] + bounds
-    lo, hi = min(both), max(both)
-    if hi == lo:
-        hi, lo = hi + 1, lo - 1
-    pad = (hi - lo) * 0.08
-    return lo - pad, hi + pad
+    return draw(display(code["code"]), code.get("unit"), code["_raw"], bands, t0, t1, zone)
 
 
-def sparkline(code: dict[str, Any], t0: int, t1: int, width: int = 360, height: int = 70) -> str:
-    pts = code["_raw"]
-    rng = code.get("ranges") or {}
-    lo, hi = value_axis(code)
-
-    def y(v: float) -> float:
-        return height - (v - lo) / (hi - lo) * height
-
-    def x(t: int) -> float:
-        return (t - t0) / max(1, t1 - t0) * width
-
-    parts = [
-        f'<svg class="spark" role="img" aria-label="{html.escape(code["display"])}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for zone in ("yellow", "green"):
-        band = rng.get(zone)
-        if band:
-            b_lo = band[0] if band[0] is not None else lo
-            b_hi = band[1] if band[1] is not None else hi
-            parts.append(
-                f'<rect class="band-{zone}" x="0" y="{y(b_hi):.1f}" width="{width}" height="{max(0.0, y(b_lo) - y(b_hi)):.1f}" fill="{ZONE_FILL[zone]}"/>'
-            )
-    path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v, _z in pts)
-    parts.append(f'<polyline fill="none" stroke="#1f4e79" stroke-width="1.5" points="{path}"/>')
-    for t, v, z in pts:
-        if z in ("yellow", "red"):
-            parts.append(
-                f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{ZONE_DOT.get(z, ZONE_DOT[None])}"><title>{v} ({z})</title></circle>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
+def _range_text(r: list[float | None] | None, unit_code: str | None) -> str:
+    if not r or (r[0] is None and r[1] is None):
+        return "–"
+    low, high = r
+    if low is None:
+        return text("summary.range_open_low", high=quantity(high, unit_code))  # type: ignore[arg-type]
+    if high is None:
+        return text("summary.range_open_high", low=quantity(low, unit_code))
+    return text("summary.range", low=number(low), high=quantity(high, unit_code))
 
 
-def render_html(summary: dict[str, Any], patient_label: str) -> str:
-    t0 = to_micros(datetime.fromisoformat(summary["period"]["start"]))
-    t1 = to_micros(datetime.fromisoformat(summary["period"]["end"]))
-    rows = []
+def _event_line(e: dict[str, Any], units: dict[str, str | None], zone: str) -> str:
+    line = text(
+        "summary.event_line",
+        time=local_time(datetime.fromisoformat(e["time"]), zone),
+        measurement=display(e["code"]),
+        value=quantity(e["value"], units.get(e["code"])),
+        zone=zone_name(e["zone"]),
+    )
+    return line
+
+
+def render_html(
+    summary: dict[str, Any],
+    patient_label: str,
+    zone: str = "Europe/Oslo",
+    all_events_link: str | None = None,
+    shown_events: int = 30,
+) -> str:
+    """The summary page: latest values, charts, every red event reachable, tasks, the plan and
+    (for the EPJ) the journal note; all text Norwegian from the message catalogue."""
+    start = datetime.fromisoformat(summary["period"]["start"])
+    end = datetime.fromisoformat(summary["period"]["end"])
+    t0, t1 = to_micros(start), to_micros(end)
+    units = {c["code"]: c["unit"] for c in summary["codes"]}
+    rows, charts = [], []
     for c in summary["codes"]:
         latest = c["latest"]
         trend = c["trendPerWeek"]
         arrow = "→" if trend is None or abs(trend) < 0.05 else ("↗" if trend > 0 else "↘")
-        share = "–" if c["shareGreen"] is None else f"{c['shareGreen'] * 100:.0f} %"
+        trend_text = (
+            text("summary.no_trend")
+            if trend is None
+            else f"{arrow} {quantity(round(trend, 2), c['unit'])}"
+        )
+        share = "–" if c["shareGreen"] is None else _share(c["shareGreen"])
+        z = latest["zone"] or "none"
+        badge = (
+            f' <span class="zone zone-{html.escape(z)}">{html.escape(zone_name(z))}</span>'
+            if latest["zone"]
+            else ""
+        )
         rows.append(
-            f'<tr><th scope="row">{html.escape(c["display"])}<br><small>{html.escape(c["code"])}</small></th>'
-            f'<td class="zone-{latest["zone"] or "none"}">{latest["value"]:g} {html.escape(c["unit"] or "")}</td>'
-            f"<td>{c['min']:g} / {c['mean']:g} / {c['max']:g}</td><td>{arrow} {'' if trend is None else f'{trend:+.2f}/uke'}</td>"
-            f"<td>{share}</td><td>{sparkline(c, t0, t1)}</td></tr>"
+            f'<tr><th scope="row">{html.escape(display(c["code"]))}</th>'
+            f"<td>{html.escape(quantity(latest['value'], c['unit']))}{badge}"
+            f"<br><small>{html.escape(local_time(datetime.fromisoformat(latest['time']), zone))}</small></td>"
+            f"<td>{html.escape(number(c['min']))} / {html.escape(number(round(c['mean'], 1)))} / "
+            f"{html.escape(quantity(c['max'], c['unit']))}</td>"
+            f"<td>{html.escape(trend_text)}</td><td>{html.escape(share)}</td></tr>"
         )
-    events = (
-        "".join(
-            f'<li class="ev-{e["zone"]}">{html.escape(e["time"][:16].replace("T", " "))} — {html.escape(DISPLAY.get(e["code"], e["code"]))} {e["value"]:g} ({e["zone"]})</li>'
-            for e in summary["events"][:30]
+        charts.append(
+            f"<figure><figcaption>{html.escape(display(c['code']))}</figcaption>"
+            f"{to_svg(chart_of(c, t0, t1, zone))}</figure>"
         )
-        or "<li>Ingen gule eller røde målinger i perioden.</li>"
+    events = summary["events"]
+    total = summary.get("eventsTotal", len(events))
+    listed = events if all_events_link is None else events[:shown_events]
+    event_items = "".join(
+        f'<li class="ev-{html.escape(e["zone"])}">{html.escape(_event_line(e, units, zone))}</li>'
+        for e in listed
     )
+    if not total:
+        event_block = f"<p>{html.escape(text('summary.events_none'))}</p>"
+    else:
+        shown_note = ""
+        if len(listed) < total:
+            shown_note = (
+                f'<p id="events-shown">{html.escape(text("summary.events_shown", shown=len(listed), total=total))}'
+                f' <a href="{html.escape(all_events_link or "")}">{html.escape(text("summary.events_all"))}</a></p>'
+            )
+        event_block = f'{shown_note}<ul id="events">{event_items}</ul>'
     tasks = "".join(
-        f"<li>{html.escape(t['priority'] or '')}: {html.escape(t['description'] or '')} — {html.escape(t['status'] or '')}</li>"
-        for t in summary["tasks"][:20]
+        "<li>"
+        + html.escape(
+            text(
+                "summary.task_line",
+                priority=catalogue().get(f"priorities.{t['priority']}") or "",
+                description=t["description"] or "",
+                status=catalogue().get(f"worklist.task_status.{t['status']}") or "",
+                time=local_time(datetime.fromisoformat(t["authoredOn"]), zone)
+                if t.get("authoredOn")
+                else "–",
+            )
+        )
+        + "</li>"
+        for t in summary["tasks"][:50]
     )
-    return f"""<!doctype html>
-<html lang="no"><head><meta charset="utf-8"><title>{html.escape(summary["title"])}</title>
-<style>
-body{{font-family:system-ui,-apple-system,sans-serif;margin:1.5em;max-width:72em;color:#222}}
-h1{{font-size:1.3em;margin-bottom:.2em}} table{{border-collapse:collapse;width:100%}}
-th,td{{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:middle}}
-.zone-green{{color:#2e7d32;font-weight:600}} .zone-yellow{{color:#b7791f;font-weight:600}} .zone-red{{color:#c62828;font-weight:700}}
-.ev-red{{color:#c62828}} .ev-yellow{{color:#8a5a00}} .meta{{color:#555}}
-@media print{{body{{margin:0}} .spark{{width:280px}}}}
-</style></head><body>
-<h1>{html.escape(summary["title"])}</h1>
-<p class="meta">{html.escape(patient_label)} · {html.escape(summary["period"]["start"][:10])} – {html.escape(summary["period"]["end"][:10])} ·
-Etterlevelse {summary["adherence"] * 100:.0f} % av dagene · røde hendelser {summary["eventCount"]["red"]}, gule {summary["eventCount"]["yellow"]}</p>
-<table><thead><tr><th>Måling</th><th>Siste</th><th>Min / snitt / maks</th><th>Trend</th><th>Andel grønn</th><th>Utvikling (grønt/gult bånd = planens soner)</th></tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
-<h2>Røde og gule hendelser</h2><ul id="events">{events}</ul>
-{"<h2>Oppgaver</h2><ul id='tasks'>" + tasks + "</ul>" if tasks else ""}
-</body></html>"""
+    plan_items = "".join(
+        f"<li>{html.escape(text('summary.plan_line', measurement=display(code), green=_range_text(p['green'], p['unit']), yellow=_range_text(p['yellow'], p['unit'])))}</li>"
+        for code, p in sorted(summary["plan"].items())
+    )
+    plan_block = (
+        f'<ul id="plan">{plan_items}</ul>'
+        if plan_items
+        else f"<p>{html.escape(text('summary.plan_none'))}</p>"
+    )
+    note = summary.get("note")
+    ec = summary["eventCount"]
+    basis = "plan" if "plan" in summary.get("adherenceBasis", "") else "days"
+    meta = " · ".join(
+        [
+            html.escape(patient_label),
+            html.escape(
+                text(
+                    "summary.period",
+                    start=local_time(start, zone, with_time=False),
+                    end=local_time(end, zone, with_time=False),
+                )
+            ),
+            html.escape(
+                text(
+                    "summary.adherence",
+                    share=_share(summary["adherence"]),
+                    basis=text(f"summary.adherence_basis.{basis}"),
+                )
+            ),
+            html.escape(text("summary.event_counts", red=ec["red"], yellow=ec["yellow"])),
+        ]
+    )
+    cols = "".join(
+        f'<th scope="col">{html.escape(text(f"summary.columns.{k}"))}</th>'
+        for k in ("measurement", "latest", "range", "trend", "share_green")
+    )
+    return page(
+        summary["title"],
+        f'<h1>{html.escape(summary["title"])}</h1><p class="meta">{meta}</p>'
+        + (
+            f'<h2>{html.escape(text("summary.note"))}</h2><p id="note">{html.escape(note)}</p>'
+            if note
+            else ""
+        )
+        + f"<table><thead><tr>{cols}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<h2>{html.escape(text('summary.charts'))}</h2>{''.join(charts)}"
+        f"<h2>{html.escape(text('summary.events'))}</h2>{event_block}"
+        + (
+            f'<h2>{html.escape(text("summary.tasks"))}</h2><ul id="tasks">{tasks}</ul>'
+            if tasks
+            else ""
+        )
+        + f"<h2>{html.escape(text('summary.plan'))}</h2>{plan_block}",
+    )

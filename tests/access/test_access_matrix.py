@@ -30,6 +30,7 @@ MUNICIPALITY, OTHER_MUNICIPALITY, HOSPITAL, VENDOR = (
 )
 B_VALUE = 173.25
 """The victim's measurement: a value nobody else has."""
+B_DIAGNOSIS = "victim-diagnosis-417"
 
 
 def registered_routes(app: Any) -> set[tuple[str, str]]:
@@ -52,9 +53,24 @@ class Victim:
     patient: str
     observation: str
     flag: str
+    task: str
+    condition: str
+    """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
+    document: str
+    """A Bundle about B: no Patient compartment, so for admins only."""
 
     def markers(self) -> list[str]:
-        return [FNR_B, self.patient, self.observation, self.flag, str(B_VALUE)]
+        return [
+            FNR_B,
+            self.patient,
+            self.observation,
+            self.flag,
+            self.task,
+            str(B_VALUE),
+            self.condition,
+            self.document,
+            B_DIAGNOSIS,
+        ]
 
 
 def _post(client, path: str, body: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
@@ -133,6 +149,37 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "subject": {"reference": f"Patient/{b}"},
         },
     )
+    task = _post(
+        client,
+        "/fhir/Task",
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "asap",
+            "for": {"reference": f"Patient/{b}"},
+            "authoredOn": "2026-03-01T08:05:00+01:00",
+        },
+    )
+    condition = _post(
+        client,
+        "/fhir/Condition",
+        {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
+            "subject": {"reference": f"Patient/{b}"},
+            "asserter": {"reference": f"Patient/{b}"},
+        },
+    )
+    document = _post(
+        client,
+        "/fhir/Bundle",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Basic", "code": {"text": B_DIAGNOSIS}}}],
+        },
+    )
     assert (
         client.post(
             "/api/v1/patient-links", json={"source": VENDOR, "userId": "u-a", "nationalId": FNR_A}
@@ -153,7 +200,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag), a, roles
+    return Victim(b, ob, flag, task, condition, document), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -162,6 +209,12 @@ Request = Callable[[Any, dict[str, str], Victim, str], Any]
 
 def _get(path: str) -> Request:
     return lambda c, h, v, a: c.get(path.format(v=v, a=a, fnr=FNR_B), headers=h)
+
+
+def _async_get(path: str) -> Request:
+    return lambda c, h, v, a: c.get(
+        path.format(v=v, a=a, fnr=FNR_B), headers={**h, "Prefer": "respond-async"}
+    )
 
 
 def _json(method: str, path: str, body: Callable[[Victim, str], Any]) -> Request:
@@ -187,6 +240,8 @@ def _moved(v: Victim, a: str) -> dict[str, Any]:
     return {**_obs(a, 1), "id": v.observation, "status": "corrected"}
 
 
+_WITHDRAW = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+
 ORU_FOR_B = (
     "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|m-1|P|2.6\r"
     f"PID|||{FNR_B}^^^NO-FNR^NNFNR||Offer^Ola\r"
@@ -196,6 +251,8 @@ ORU_FOR_B = (
 
 CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/openapi.json"): [_get("/openapi.json")],
+    ("GET", "/"): [_get("/")],
+    ("GET", "/static-offline-docs"): [_get("/static-offline-docs/swagger-ui-bundle.js")],
     ("GET", "/docs"): [_get("/docs")],
     ("GET", "/docs/oauth2-redirect"): [_get("/docs/oauth2-redirect")],
     ("GET", "/redoc"): [_get("/redoc")],
@@ -203,10 +260,16 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/readyz"): [_get("/readyz")],
     ("GET", "/metrics"): [_get("/metrics")],
     ("GET", "/fhir/metadata"): [_get("/fhir/metadata")],
+    ("GET", "/.well-known/smart-configuration"): [_get("/.well-known/smart-configuration")],
+    ("GET", "/fhir/.well-known/smart-configuration"): [
+        _get("/fhir/.well-known/smart-configuration")
+    ],
     ("GET", "/fhir/{rtype}/{rid}"): [
         _get("/fhir/Patient/{v.patient}"),
         _get("/fhir/Observation/{v.observation}"),
         _get("/fhir/Flag/{v.flag}"),
+        _get("/fhir/Condition/{v.condition}"),
+        _get("/fhir/Bundle/{v.document}"),
     ],
     ("GET", "/fhir/{rtype}"): [
         _get("/fhir/Patient?identifier=" + FNR_SYSTEM + "|{fnr}"),
@@ -218,6 +281,21 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient?_has:Observation:patient:_id={v.observation}"),
         _get("/fhir/Observation?patient={a}&_include=Observation:subject"),
         _get("/fhir/AuditEvent"),
+        _get("/fhir/Condition?patient={v.patient}"),
+        _get("/fhir/Condition?subject:Patient.identifier=" + FNR_SYSTEM + "|{fnr}"),
+        _get("/fhir/Condition?patient.identifier={fnr}&_include=Condition:patient"),
+        _get("/fhir/Patient?_has:Condition:patient:code=" + B_DIAGNOSIS),
+        _get("/fhir/Practitioner?_revinclude=Patient:general-practitioner"),
+        _get("/fhir/Patient?_id={a}&_revinclude=Condition:asserter&_revinclude=Flag:patient"),
+        _get("/fhir/Observation?value-quantity=" + str(B_VALUE)),
+        _get("/fhir/Observation?_sort=-date&code-value-quantity=8867-4$gt170"),
+        _get("/fhir/Condition?asserter:missing=false&_sort=code"),
+        _get("/fhir/Condition?subject=Patient/{v.patient}"),
+        _get("/fhir/Condition?asserter=Patient/{v.patient}"),
+        _get("/fhir/Condition?code=" + B_DIAGNOSIS),
+        _get("/fhir/Condition"),
+        _get("/fhir/Bundle"),
+        _get("/fhir/Basic"),
         _get("/fhir/Provenance"),
     ],
     ("POST", "/fhir/{rtype}/_search"): [
@@ -242,10 +320,78 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("PUT", "/fhir/{rtype}/{rid}"): [
         _json("PUT", "/fhir/Observation/{v.observation}", _moved),
     ],
+    ("PATCH", "/fhir/{rtype}/{rid}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation/{v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PATCH", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.patch(
+            f"/fhir/Observation?_id={v.observation}",
+            json=_WITHDRAW,
+            headers={**h, "Content-Type": "application/json-patch+json"},
+        ),
+    ],
+    ("PUT", "/fhir/{rtype}"): [
+        _json("PUT", "/fhir/Observation?_id={v.observation}", _moved),
+        _json("PUT", "/fhir/Observation?patient={v.patient}", lambda v, a: _obs(a, 1)),
+    ],
+    ("DELETE", "/fhir/{rtype}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?_id={v.flag}", headers=h),
+        lambda c, h, v, a: c.delete(f"/fhir/Flag?patient={v.patient}", headers=h),
+    ],
     ("DELETE", "/fhir/{rtype}/{rid}"): [
         lambda c, h, v, a: c.delete(f"/fhir/Flag/{v.flag}", headers=h),
     ],
-    ("GET", "/fhir/{rtype}/{rid}/_history"): [_get("/fhir/Observation/{v.observation}/_history")],
+    ("GET", "/fhir/{rtype}/{rid}/_history"): [
+        _get("/fhir/Observation/{v.observation}/_history"),
+        _get("/fhir/Condition/{v.condition}/_history"),
+    ],
+    ("GET", "/fhir/Patient/{pid}/$everything"): [
+        _get("/fhir/Patient/{v.patient}/$everything"),
+        _get("/fhir/Patient/{a}/$everything?_type=Condition,Observation"),
+    ],
+    ("POST", "/fhir/Patient/{pid}/$everything"): [
+        lambda c, h, v, a: c.post(f"/fhir/Patient/{v.patient}/$everything", headers=h)
+    ],
+    ("POST", "/fhir/{rtype}/$validate"): [
+        _json("POST", "/fhir/Observation/$validate", lambda v, a: _obs(v.patient, 1))
+    ],
+    ("POST", "/fhir/{rtype}/{rid}/$validate"): [
+        _json("POST", "/fhir/Observation/{v.observation}/$validate", _moved)
+    ],
+    ("GET", "/fhir/{rtype}/{rid}/$meta"): [_get("/fhir/Condition/{v.condition}/$meta")],
+    ("POST", "/fhir/{rtype}/{rid}/$meta"): [
+        lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
+    ],
+    ("GET", "/fhir/_history"): [_get("/fhir/_history")],
+    # $export: kicked off as each role; what the job writes is checked in test_bulk_export
+    ("GET", "/fhir/$export"): [_async_get("/fhir/$export?_type=Observation")],
+    ("GET", "/fhir/Patient/$export"): [_async_get("/fhir/Patient/$export?_type=Observation")],
+    ("GET", "/fhir/Group/{gid}/$export"): [_async_get("/fhir/Group/{v.patient}/$export")],
+    ("GET", "/fhir/$export-status/{job}"): [_get("/fhir/$export-status/{v.patient}")],
+    ("DELETE", "/fhir/$export-status/{job}"): [
+        lambda c, h, v, a: c.delete(f"/fhir/$export-status/{v.patient}", headers=h)
+    ],
+    ("GET", "/fhir/$export-file/{job}/{name}"): [
+        _get("/fhir/$export-file/{v.patient}/Observation.ndjson")
+    ],
+    ("GET", "/fhir/Patient/{pid}/{rtype}"): [
+        _get("/fhir/Patient/{v.patient}/Observation"),
+        _get("/fhir/Patient/{v.patient}/Condition"),
+        _get("/fhir/Patient/{v.patient}/Patient"),
+    ],
+    ("GET", "/fhir"): [
+        _get("/fhir?_type=Observation,Condition,Flag,Patient"),
+        _get("/fhir?_type=Bundle,Basic"),
+    ],
+    ("GET", "/fhir/"): [_get("/fhir/?_type=Condition&_id={v.condition}")],
+    ("GET", "/fhir/{rtype}/_history"): [
+        _get("/fhir/Condition/_history"),
+        _get("/fhir/Observation/_history"),
+    ],
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): [
         _get("/fhir/Observation/{v.observation}/_history/1")
     ],
@@ -300,6 +446,40 @@ CASES: dict[tuple[str, str], list[Request]] = {
             },
         )
     ],
+    ("GET", "/api/v1/patients/{national_id}/plan/proposal"): [
+        _get("/api/v1/patients/{fnr}/plan/proposal")
+    ],
+    ("GET", "/api/v1/patients/{national_id}/plan/versions"): [
+        _get("/api/v1/patients/{fnr}/plan/versions")
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts"): [
+        _json(
+            "POST",
+            "/api/v1/patients/{fnr}/plan/drafts",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}],
+                "goals": ["x"],
+            },
+        )
+    ],
+    ("PUT", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}"): [
+        _json(
+            "PUT",
+            "/api/v1/patients/{fnr}/plan/drafts/x",
+            lambda v, a: {
+                "zones": [{"code": "8867-4", "unit": "/min", "green": {"low": 1, "high": 300}}]
+            },
+        )
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/drafts/{plan_id}/propose"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/drafts/x/propose", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approve"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/approve", lambda v, a: {})
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/x/revoke", lambda v, a: {"reason": "x"})
+    ],
     # nødrett opens an unrelated patient's record by design (tests/access/test_emergency_access.py);
     # here, without the reason it needs, it must open nothing
     ("POST", "/api/v1/patients/{national_id}/emergency-access"): [
@@ -333,6 +513,11 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/quarantine/release"): [
         lambda c, h, v, a: c.post("/api/v1/quarantine/release", headers=h)
     ],
+    ("GET", "/api/v1/ingest/messages"): [
+        _get("/api/v1/ingest/messages"),
+        _get("/api/v1/ingest/messages?outcome=rejected"),
+    ],
+    ("GET", "/api/v1/ingest/messages/{message_id}"): [_get("/api/v1/ingest/messages/x")],
     ("GET", "/api/v1/messages"): [_get("/api/v1/messages?patient={fnr}")],
     ("GET", "/api/v1/messages/{row_id}"): [_get("/api/v1/messages/1")],
     ("GET", "/api/v1/messages/{row_id}/content"): [_get("/api/v1/messages/1/content")],
@@ -354,6 +539,26 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ],
     ("GET", "/api/v1/indicators"): [
         _get(f"/api/v1/indicators?organization={OTHER_MUNICIPALITY}&from=2026-01-01&to=2026-12-31")
+    ],
+    ("GET", "/api/v1/worklist"): [
+        _get(f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}"),
+        lambda c, h, v, a: c.get(
+            f"/api/v1/worklist?organization={OTHER_MUNICIPALITY}",
+            headers={**h, "Accept": "text/html"},
+        ),
+        _get(f"/api/v1/worklist?organization={MUNICIPALITY}"),
+    ],
+    ("POST", "/api/v1/worklist/tasks/{task_id}/actions"): [
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "complete", "outcome": "ingen-tiltak"},
+            headers=h,
+        ),
+        lambda c, h, v, a: c.post(
+            f"/api/v1/worklist/tasks/{v.task}/actions",
+            json={"action": "take"},
+            headers=h,
+        ),
     ],
 }
 
@@ -391,4 +596,6 @@ def test_no_role_reaches_an_unrelated_patient(client, role: str) -> None:  # typ
     assert after == before, "the victim's Observation was changed"
     flag = client.get(f"/fhir/Flag/{victim.flag}")
     assert flag.status_code == 200, "the victim's Flag was deleted"
+    task = client.get(f"/fhir/Task/{victim.task}").json()
+    assert task["status"] == "requested" and "owner" not in task, "the victim's Task was changed"
     assert not leaks, "\n".join(leaks)

@@ -23,10 +23,7 @@ def _committed(services: Any, what: str) -> bool:
     with services.engine.connect() as conn:
         return bool(
             conn.execute(
-                text(
-                    "SELECT count(*) FROM search_reference WHERE res_type='AuditEvent' "
-                    "AND param='entity' AND target=:t"
-                ),
+                text("SELECT count(*) FROM audit_chain WHERE what=:t"),
                 {"t": what},
             ).scalar()
         )

@@ -221,7 +221,7 @@ def test_audit_trail_is_chained_and_verifiable(client, services, settings) -> No
     victim = events[0]["resource"]["id"]
     with services.engine.begin() as conn:
         row = conn.execute(
-            text("SELECT content FROM resource WHERE res_type='AuditEvent' AND res_id=:i"),
+            text("SELECT content FROM audit_chain WHERE res_id=:i"),
             {"i": victim},
         ).scalar()
         forged = (
@@ -230,7 +230,7 @@ def test_audit_trail_is_chained_and_verifiable(client, services, settings) -> No
             .replace(b'"outcome":"0"', b'"outcome":"8"', 1)
         )
         conn.execute(
-            text("UPDATE resource SET content=:c WHERE res_type='AuditEvent' AND res_id=:i"),
+            text("UPDATE audit_chain SET content=:c WHERE res_id=:i"),
             {"c": forged, "i": victim},
         )
     with services.store.reader() as conn:

@@ -109,3 +109,30 @@ def test_not_fhir_is_refused() -> None:
         A.parse(b"{not json", META)
     with pytest.raises(AdapterError):
         A.parse(b'{"hello": 1}', META)
+
+
+def _glucose(quantity: dict[str, object]) -> bytes:
+    import orjson
+
+    return orjson.dumps(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+            "subject": {"identifier": {"system": FNR_OID, "value": "13031353453"}},
+            "effectiveDateTime": "2026-03-01T08:00:00+01:00",
+            "valueQuantity": quantity,
+        }
+    )
+
+
+def test_a_bound_is_its_value_and_comparator_not_the_meters_limit() -> None:
+    q = {"value": 11, "comparator": ">", "unit": "mmol/L", "system": "http://unitsofmeasure.org"}
+    (m,) = A.parse(_glucose({**q, "code": "mmol/L"}), META).measurements
+    assert (m.value, m.comparator, m.out_of_range) == (Decimal(11), ">", None)
+    mapped = MS.map(m, now=datetime.now(UTC)).mapped
+    assert mapped is not None and mapped.value == Decimal(11)
+    bad = A.parse(_glucose({**q, "comparator": "~"}), META)
+    assert not bad.measurements
+    assert [d.code for d in bad.diagnostics] == ["invalid"]
+    assert "comparator" in bad.diagnostics[0].message

@@ -210,3 +210,35 @@ def test_line_endings_are_normalised(nl: str) -> None:
     )
     r = A.parse(("\ufeff" + msg).encode(), META)
     assert len(r.measurements) == 1
+
+
+def _sn(value: str) -> bytes:
+    return (
+        "MSH|^~\\&|GW|GW|DHO|DHO|20260301080000+0100||ORU^R01^ORU_R01|sn-1|P|2.6\r"
+        "PID|||13031353453^^^NO-FNR^NNFNR\r"
+        "OBR|1|||15074-8^Glucose^LN\r"
+        f"OBX|1|SN|15074-8^Glucose^LN||{value}|mmol/L|||||F|||20260301080000+0100\r"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("sn", "expected"),
+    [
+        (">^11", (Decimal(11), None, ">")),  # the sender's bound, not the meter's limit
+        ("<=^2.5", (Decimal("2.5"), None, "<=")),
+        ("^7.2", (Decimal("7.2"), None, None)),
+        ("=^7.2", (Decimal("7.2"), None, None)),
+        (">", (None, "HI", None)),  # a bound without a number: off scale
+    ],
+)
+def test_structured_numeric_keeps_its_comparator(sn: str, expected: tuple) -> None:  # type: ignore[type-arg]
+    (m,) = A.parse(_sn(sn), META).measurements
+    assert (m.value, m.out_of_range, m.comparator) == expected
+
+
+@pytest.mark.parametrize("sn", ["^1^-^5", "^1^:^2", "<>^5", "~^5"])
+def test_structured_numeric_that_is_not_one_value_is_refused(sn: str) -> None:
+    r = A.parse(_sn(sn), META)
+    assert not r.measurements
+    (d,) = [d for d in r.diagnostics if d.severity == "error"]
+    assert d.location and "OBX-5" in d.message

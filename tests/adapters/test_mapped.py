@@ -152,3 +152,38 @@ def test_googlefit_and_fitbit_weight() -> None:
     f = run(MappedJsonAdapter(), "shimmer/fitbit-body-log-weight.json", "fitbit-body-log-weight")
     assert mapped(f)[:2] == [("29463-7", Decimal("56.7"), "kg"), ("29463-7", Decimal("55.9"), "kg")]
     assert f.measurements[0].timezone_assumed
+
+
+CSV_META = IngestMeta(
+    patient=PatientRef(FNR_OID, "13031353453"), options={"profile": "accu-chek-csv"}
+)
+
+
+@pytest.mark.parametrize("trailing", [";", ""])
+def test_a_row_with_too_few_or_too_many_fields_is_refused(trailing: str) -> None:
+    """Whether the file ends its rows with a delimiter or not, a row one field short or long
+    is refused with its reason: its values would sit under the wrong columns."""
+    header = "Dato;Tid;Måleresultat;Måleenhed;Kontrolmåling"
+    rows = [
+        "01.03.2026;08:00;5,2;mmol/L;" + trailing,  # the last column empty
+        "01.03.2026;09:00;6,1;mmol/L" + trailing,  # one field short
+        "01.03.2026;10:00;7,0;mmol/L;;X" + trailing,  # one field too many
+        "01.03.2026;11:00;5,9;mmol/L;X" + trailing,  # a control test
+    ]
+    text = "U1;x\n\n" + header + trailing + "\n" + "\n".join(rows) + "\n"
+    r = MappedCsvAdapter().parse(text.encode(), CSV_META)
+    assert [m.value for m in r.measurements] == [Decimal("5.2")]
+    refused = [d for d in r.diagnostics if d.severity == "error"]
+    assert [(d.code, d.location) for d in refused] == [("invalid", "row 5"), ("invalid", "row 6")]
+    assert "4 fields where the header has 5 columns" in refused[0].message
+    assert r.items_seen == 4
+
+
+def test_one_odd_row_does_not_decide_the_files_convention() -> None:
+    header = "Dato;Tid;Måleresultat;Måleenhed;Kontrolmåling"
+    rows = [f"0{d}.03.2026;08:00;5,{d};mmol/L;" for d in range(1, 5)]
+    rows.append("05.03.2026;08:00;5,5;mmol/L;;")  # one stray delimiter
+    text = "U1;x\n\n" + header + "\n" + "\n".join(rows) + "\n"
+    r = MappedCsvAdapter().parse(text.encode(), CSV_META)
+    assert len(r.measurements) == 4
+    assert [d.location for d in r.diagnostics if d.severity == "error"] == ["row 8"]

@@ -66,3 +66,43 @@ def test_phmr() -> None:
     assert r.measurements[0].unit == "[lb_av]" and r.measurements[0].value == Decimal("181.0")
     with pytest.raises(AdapterError):
         PhmrAdapter().parse(b"<foo/>", META)
+
+
+def test_apple_health_percentages_are_fractions_and_every_element_is_an_item() -> None:
+    from datetime import UTC, datetime
+
+    from interop.mapping import MappingSet
+
+    xml = b"""<?xml version="1.0" encoding="UTF-8"?>
+<HealthData locale="nb_NO">
+ <ExportDate value="2026-03-02 10:00:00 +0100"/>
+ <Record type="HKQuantityTypeIdentifierOxygenSaturation" unit="%" value="0.97"
+  startDate="2026-03-01 08:00:00 +0100" endDate="2026-03-01 08:00:00 +0100"/>
+ <Correlation type="HKCorrelationTypeIdentifierBloodPressure"
+  startDate="2026-03-01 08:05:00 +0100" endDate="2026-03-01 08:05:00 +0100">
+  <Record type="HKQuantityTypeIdentifierBloodPressureSystolic" unit="mmHg" value="152"
+   startDate="2026-03-01 08:05:00 +0100" endDate="2026-03-01 08:05:00 +0100"/>
+  <Record type="HKQuantityTypeIdentifierBloodPressureDiastolic" unit="mmHg" value="95"
+   startDate="2026-03-01 08:05:00 +0100" endDate="2026-03-01 08:05:00 +0100"/>
+ </Correlation>
+ <Correlation type="HKCorrelationTypeIdentifierFood"
+  startDate="2026-03-01 08:05:00 +0100" endDate="2026-03-01 08:05:00 +0100"/>
+ <Workout workoutActivityType="HKWorkoutActivityTypeWalking" duration="30"/>
+ <ActivitySummary dateComponents="2026-03-01" activeEnergyBurned="300"/>
+</HealthData>"""
+    r = AppleHealthAdapter().parse(xml, META)
+    assert r.items_seen == 5
+    spo2, bp = r.measurements
+    ms = MappingSet.load()
+    mapped = ms.map(spo2, now=datetime.now(UTC)).mapped
+    assert mapped is not None and (mapped.value, mapped.unit) == (Decimal(97), "%")
+    panel = ms.map(bp, now=datetime.now(UTC)).mapped
+    assert panel is not None and panel.concept.loinc.code == "85354-9"
+    assert [(c.concept.loinc.code, c.value) for c in panel.components] == [
+        ("8480-6", Decimal(152)),
+        ("8462-4", Decimal(95)),
+    ]
+    skipped = sorted(d.location or "" for d in r.diagnostics if d.code == "not-a-measurement")
+    assert skipped == ["ActivitySummary[5]", "Correlation[3]", "Workout[4]"]
+    with pytest.raises(AdapterError):
+        AppleHealthAdapter().parse(b"<Other><Record/></Other>", META)

@@ -67,7 +67,7 @@ CORPUS: dict[str, tuple[str, dict[str, str], tuple[int, int] | None, bool]] = {
     "openmhealth/schema_blood-pressure-4.0.json": ("openmhealth", {}, (0, 0), False),
     "openmhealth/schema_header-1.2.json": ("openmhealth", {}, (0, 0), False),
     "opentele/KIH-DB_version_1.0.1_eksempel1.xml": ("opentele", {}, (0, 0), True),
-    "opentele/KIH_testeksempel_1_version_1.0.xml": ("opentele", {}, (0, 6), True),
+    "opentele/KIH_testeksempel_1_version_1.0.xml": ("opentele", {}, (0, 8), True),
     "opentele/RM_overfoersel_af_blodsukkermaalinger_v2.json": ("opentele", {}, (0, 0), False),
     "opentele/Test_bt_m_alarm.json": ("opentele", {}, (0, 0), False),
     "opentele/US_copd_standard.json": ("opentele", {}, (0, 0), False),

@@ -90,6 +90,8 @@ def test_concurrent_creates_one_duplicate_among_them(settings: Any, services: An
 
     async def go(base: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=base, headers=ADMIN_HEADERS) as http:
+            p9 = await http.put("/fhir/Patient/p9", json={"resourceType": "Patient", "id": "p9"})
+            assert p9.status_code == 201, p9.text  # what the Observations refer to
             first = await http.post("/fhir/Observation", json=_obs("p9", "dup-http"))
             assert first.status_code == 201, first.text
             bodies = [_obs("p9", f"fresh-{i}") for i in range(12)]

@@ -122,9 +122,16 @@ def test_client_errors_are_operation_outcomes(client) -> None:  # type: ignore[n
     assert "identifier" in r.json()["issue"][0]["diagnostics"]
     assert client.get("/fhir/Patient/does-not-exist").status_code == 404
     assert client.get("/fhir/Banana/1").status_code == 404
+    # XML is read (tests/api/test_xml_format.py); a root outside the FHIR namespace is not FHIR
     assert (
         client.post(
             "/fhir/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"}
+        ).status_code
+        == 400
+    )
+    assert (
+        client.post(
+            "/fhir/Patient", content=b"x", headers={"Content-Type": "application/yaml"}
         ).status_code
         == 415
     )

@@ -108,6 +108,7 @@ def test_indicator_formats_and_access(client) -> None:  # type: ignore[no-untype
     assert mr["resourceType"] == "MeasureReport" and mr["type"] == "summary"
     page = client.get("/api/v1/indicators", params={**q, "format": "html"})
     assert "<svg" in page.text and "Fjordvik kommune" in page.text
+    assert "Målinger mottatt" in page.text and "suppressed" not in page.text
     assert (
         client.get(
             "/api/v1/indicators", params={**q, "period": "2026-03-31/2026-03-01"}

@@ -154,9 +154,9 @@ def test_unknown_parameters_strict_by_default_and_lenient_on_request(client, dat
     assert r.status_code == 400 and "banana" in r.text
     chained = client.get(
         "/fhir/Observation",
-        params={"subject:Patient.name": "Olsen"},
+        params={"subject:Patient.banana": "Olsen"},
     )
-    assert chained.status_code == 400 and "subject:Patient.name" in chained.text
+    assert chained.status_code == 400 and "banana" in chained.text
     r = client.get(
         "/fhir/Observation", params={"banana": "1"}, headers={"Prefer": "handling=lenient"}
     )

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from interop.bench import data
 from interop.fhir.searchparams import (
+    EXACT,
     IndexEntries,
     dates_of,
     definitions,
     extract,
+    fold,
     reference_target,
     strings_of,
     tokens_of,
@@ -57,7 +59,10 @@ def plain_extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexE
             elif param.type == "date":
                 entries.dates += [(name, s, e) for s, e in dates_of(v, zone)]
             elif param.type == "string":
-                entries.strings += [(name, s[:255]) for s in strings_of(v) if s]
+                for raw in strings_of(v):
+                    if fold(raw):
+                        entries.strings.append((name, fold(raw)[:255]))
+                        entries.strings.append((name + EXACT, raw[:255]))
     return entries
 
 

@@ -175,3 +175,70 @@ def test_pound_conversion_round_trips(kg: Decimal) -> None:
     lb = (kg / Decimal("0.45359237")).quantize(Decimal("0.01"))
     out = MS.map(m(Code(LOINC, "29463-7"), str(lb), "[lb_av]"), now=NOW)
     assert out.mapped is not None and abs(out.mapped.value - kg) <= Decimal("0.1")  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("unit", "ucum"),
+    [
+        ("mmol<180.1558800000541>/L", "mmol/L"),  # HealthKit: molar mass annotated
+        ("mmol{glucose}/L", "mmol/L"),
+        ("{beat}/min", "/min"),
+        ("beat/min", "/min"),
+        ("{steps}", "{steps}"),
+        ("mmol<glucose>/L", None),  # only a molar mass is an angle-bracket annotation
+        ("{beat}", None),  # an annotation alone is no unit
+        ("{beat}/min}", None),
+    ],
+)
+def test_unit_annotations_are_not_units(unit: str, ucum: str | None) -> None:
+    assert MS.ucum(unit) == ucum
+
+
+def test_interval_counts_keep_their_interval_and_a_code_that_matches_it() -> None:
+    steps = Code("urn:dho-interop:code:apple-health", "HKQuantityTypeIdentifierStepCount")
+    quarter = obs_of(m(steps, "234", "{steps}", effective_end=T + timedelta(minutes=15)))
+    assert quarter["code"]["coding"][0]["code"] == "55423-8"
+    assert quarter["valueQuantity"]["code"] == "{steps}"
+    assert quarter["effectivePeriod"]["end"] > quarter["effectivePeriod"]["start"]
+    assert "effectiveDateTime" not in quarter
+    day = obs_of(m(steps, "8000", "{steps}", effective_end=T + timedelta(hours=24)))
+    assert day["code"]["coding"][0]["code"] == "41950-7"
+    assert day["valueQuantity"]["code"] == "1/(24.h)"
+    # a day with a daylight-saving change is still a day
+    assert (
+        obs_of(m(steps, "8000", "{steps}", effective_end=T + timedelta(hours=23)))["code"][
+            "coding"
+        ][0]["code"]
+        == "41950-7"
+    )
+
+
+def test_an_interval_code_without_an_alternative_refuses_another_interval(
+    tmp_path: Path,
+) -> None:
+    src = Path(str(files("mappings")))
+    for f in src.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    concepts = (tmp_path / "concepts.yaml").read_text()
+    (tmp_path / "concepts.yaml").write_text(
+        concepts.replace("    other_period: steps-period\n", "")
+    )
+    ms = MappingSet.load(tmp_path)
+    out = ms.map(
+        m(Code(LOINC, "41950-7"), "234", "{steps}", effective_end=T + timedelta(minutes=15)),
+        now=NOW,
+    )
+    assert out.mapped is None
+    (d,) = out.diagnostics
+    assert d.code == "invalid" and "24 h" in d.message and "0.25 h" in d.message
+
+
+def test_a_bound_keeps_its_comparator() -> None:
+    obs = obs_of(m(Code(LOINC, "15074-8"), "11", "mmol/L", comparator=">"))
+    assert obs["valueQuantity"] == {
+        "value": 11,
+        "comparator": ">",
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+    }

@@ -86,9 +86,9 @@ def test_list_shows_enqueued_messages_and_filters(cli, services) -> None:  # typ
     result = cli("outbox", "list")
     assert result.exit_code == 0, result.output
     for row_id in (a, b, dead):
-        assert row_id in result.stdout and rows[row_id].msg_id in result.stdout
+        assert row_id in result.stdout and rows[row_id].event in result.stdout
     assert "Endpoint/hospital" in result.stdout and "queued" in result.stdout
-    assert "x" * 100 not in result.stdout  # the error is truncated
+    assert "x" * 100 not in result.stdout  # the error is in `outbox show`, not the list
 
     listed = orjson.loads(cli("outbox", "list", "--json").stdout)
     assert [m["id"] for m in listed] == [dead, b, a]  # newest first
@@ -124,6 +124,12 @@ def test_list_by_patient(cli, client, services) -> None:  # type: ignore[no-unty
     for who in (fnr, f"Patient/{pid}"):
         listed = orjson.loads(cli("outbox", "list", "--patient", who, "--json").stdout)
         assert [m["id"] for m in listed] == [mine]
+    # readable in a 120-column terminal: every line fits, the patient's number and the id
+    # are whole
+    narrow = runner.invoke(app, ["outbox", "list"], env={"COLUMNS": "120"})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 120
+    assert mine in narrow.stdout and fnr in narrow.stdout and "test" in narrow.stdout
     bad = cli("outbox", "list", "--patient", "123")
     assert bad.exit_code == 2 and "fødselsnummer" in bad.stderr
 
@@ -285,8 +291,12 @@ def test_indicators_export_csv_and_json(cli, client, services, tmp_path: Path) -
         expected = compute(conn, orgnr, date(2026, 3, 1), date(2026, 3, 31))
     assert text == to_csv(expected)
     lines = text.splitlines()
-    assert lines[1] == "indicator,value,suppressed"
-    assert "activePatients,6,false" in lines and "measurementsReceived,60,false" in lines
+    # no comment lines: what the figures are about is in columns of every row
+    assert lines[0] == "organization,period_start,period_end,indicator,value,suppressed"
+    assert not any(line.startswith("#") for line in lines)
+    about = f"{orgnr},2026-03-01,2026-03-31"
+    assert f"{about},activePatients,6,false" in lines
+    assert f"{about},measurementsReceived,60,false" in lines
 
     as_json = cli(
         "indicators", "export", "--organization", orgnr, "--period", "2026-03-01/2026-03-31"
@@ -316,3 +326,24 @@ def test_indicators_export_csv_and_json(cli, client, services, tmp_path: Path) -
         "indicators", "export", "--organization", "974760673", "--period", "2026-03-01/2026-03-31"
     )
     assert unknown.exit_code == 1 and "974760673" in unknown.stderr
+
+
+def test_version_and_actors(cli) -> None:  # type: ignore[no-untyped-def]
+    from interop import __version__
+
+    v = cli("--version")
+    assert v.exit_code == 0 and v.stdout.strip() == f"interop {__version__}"
+    made = cli("actors", "create", "--role", "followup", "--orgnr", "974760673", "--name", "Siri")
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip()
+    assert len(key) > 30 and "\n" not in key
+    listed = orjson.loads(cli("actors", "list", "--json").stdout)
+    [actor] = [a for a in listed if a["organization"]["orgnr"] == "974760673"]
+    assert actor["role"] == "followup" and not actor["revoked"] and key not in str(listed)
+    table = cli("actors", "list")
+    assert actor["id"] in table.stdout and "active" in table.stdout
+    bad = cli("actors", "create", "--role", "nurse", "--orgnr", "123")
+    assert bad.exit_code == 2 and "role 'nurse'" in bad.stderr and "mod-11" in bad.stderr
+    assert cli("actors", "revoke", actor["id"]).exit_code == 0
+    assert orjson.loads(cli("actors", "list", "--json").stdout)[-1]["revoked"] is True
+    assert cli("actors", "revoke", "no-such-actor").exit_code == 1

@@ -51,7 +51,7 @@ def test_summary_page_renders_in_chromium(client, settings, services, tmp_path: 
         assert dom.returncode == 0, dom.stderr[-2000:]
         html = dom.stdout
         assert "<svg" in html and "band-green" in html and "<polyline" in html
-        assert 'id="events"' in html and "(red)" in html
+        assert 'id="events"' in html and "– rød" in html and "(red)" not in html
         out = REPO / "var" / "test-output"
         out.mkdir(parents=True, exist_ok=True)
         shot = out / "gp-summary.png"

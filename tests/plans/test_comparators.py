@@ -58,7 +58,7 @@ def test_a_bound_is_judged_at_the_bound_and_said(client) -> None:  # type: ignor
     assert _without_meta(client.get(f"/fhir/Observation/{oid}").json()) == sent
     assert _zone_of(client, oid) == "yellow"  # at least 11: above green (≤ 10)
     [task] = _matches(client, "/fhir/Task", patient=pid)
-    assert ">11 mmol/L" in task["description"]
+    assert ">11 mmol/L" in task["description"], task["description"]
     assert "grense (> 11 mmol/L)" in task["description"] and "over 11" in task["description"]
 
 

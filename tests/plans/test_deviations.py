@@ -22,22 +22,23 @@ def test_escalation_changes_flag_zone_and_task(client) -> None:  # type: ignore[
     pid = patient_with_gp(client, FNR)
     _post(client, spo2(pid, 93, when=_recent(30)))  # yellow (default: green ≥ 94, yellow ≥ 92)
     [task] = _matches(client, "/fhir/Task", patient=pid)
-    assert task["priority"] == "urgent" and "yellow" in task["description"]
+    assert task["priority"] == "urgent" and task["description"].startswith("Gul måling")
     assert _matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|yellow")
     red = _post(client, spo2(pid, 85, when=_recent(20)))
     [task] = _matches(client, "/fhir/Task", patient=pid)
     assert task["priority"] == "asap"
-    assert task["description"].startswith("red measurement 2708-6 85 %")
+    assert task["description"].startswith("Rød måling: Oksygenmetning (SpO2) 85 %")
+    assert task["code"]["text"] == "Vurder rød Oksygenmetning (SpO2)"
     assert task["focus"]["reference"] == f"Observation/{red}"
     [flag] = _matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|red")
     assert flag["code"]["coding"] == [{"system": ZONE_SYSTEM, "code": "red"}]
-    assert flag["code"]["text"].startswith("red zone 2708-6")
+    assert flag["code"]["text"].startswith("Rød sone: Oksygenmetning (SpO2) (2708-6) siden ")
     assert _matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|yellow") == []
     # a milder reading later: the Task stays about the red one, with a note
     _post(client, spo2(pid, 93, when=_recent(10)))
     [task] = _matches(client, "/fhir/Task", patient=pid)
     assert task["priority"] == "asap" and task["focus"]["reference"] == f"Observation/{red}"
-    assert len(task["note"]) == 2 and task["note"][-1]["text"].startswith("yellow")
+    assert len(task["note"]) == 2 and task["note"][-1]["text"].startswith("Gul måling")
     assert len(_matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|red")) == 1
 
 

@@ -30,7 +30,7 @@ def test_a_late_red_reading_raises_a_routine_late_task_only(client, services) ->
     [task] = _matches(client, "/fhir/Task", patient=pid)
     assert task["priority"] == "routine"
     assert task["businessStatus"]["text"] == LATE_MARK
-    assert task["description"].startswith(f"{LATE_MARK}: red measurement 2708-6 85 %")
+    assert task["description"].startswith(f"{LATE_MARK}: Rød måling: Oksygenmetning (SpO2) 85 %")
     assert _matches(client, "/fhir/Task", **{"business-status": "late"})
     assert _matches(client, "/fhir/Flag", patient=pid) == []
     assert "triage.red" not in _outbox_events(services, pid)
@@ -57,7 +57,7 @@ def test_a_late_reading_beside_a_current_deviation_only_adds_a_note(client) -> N
     client.post("/fhir/Observation", json=spo2(pid, 93, when=_recent(5)))  # yellow, current
     client.post("/fhir/Observation", json=spo2(pid, 80, when=_recent(60 * 48)))  # red, late
     [task] = _matches(client, "/fhir/Task", patient=pid)
-    assert task["priority"] == "urgent" and task["description"].startswith("yellow")
+    assert task["priority"] == "urgent" and task["description"].startswith("Gul")
     assert task["note"][-1]["text"].startswith(LATE_MARK)
     [flag] = _matches(client, "/fhir/Flag", patient=pid)
     assert flag["code"]["coding"][0]["code"] == "yellow"

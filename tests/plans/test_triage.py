@@ -273,6 +273,8 @@ def test_gp_summary_json_and_html(client, services) -> None:  # type: ignore[no-
     )
     assert page.headers["content-type"].startswith("text/html")
     assert "<svg" in page.text and "band-green" in page.text and 'id="events"' in page.text
+    assert "mm[Hg]" not in page.text and "(red)" not in page.text and "mmHg" in page.text
+    assert f"fødselsnummer {FNR}" in page.text and " kl. " in page.text
     assert "http" not in page.text.split("<body>")[1].replace(
         "http://www.w3.org/2000/svg", ""
     )  # no external assets

@@ -170,41 +170,6 @@ def test_messages_api_lists_by_patient(client, services) -> None:  # type: ignor
     assert "dho_outbox_depth" in client.get("/metrics").text
 
 
-MSGHEAD = b"""<?xml version="1.0" encoding="UTF-8"?>
-<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24"><MsgInfo>
-<Sender><Organisation><OrganisationName>Oppf</OrganisationName><Ident><Id>8094866</Id><TypeId V="HER" DN="HER-id" S="2.16.578.1.12.4.1.1.9051"/></Ident></Organisation></Sender>
-<Receiver><Organisation><OrganisationName>Lege</OrganisationName><Ident><Id>8142519</Id><TypeId V="HER" DN="HER-id" S="2.16.578.1.12.4.1.1.9051"/></Ident></Organisation></Receiver>
-</MsgInfo></MsgHead>"""
-
-
-def test_edi2_transport_against_local_meldingstjener(services) -> None:  # type: ignore[no-untyped-def]
-    import httpx
-
-    from tests.edi2_server import build_app
-    from tests.live_server import live_server
-
-    app, store = build_app()
-    with live_server(app) as base:
-        ids = _enqueue(services, 1, base, destination="Endpoint/gp-edi", transport="edi2")
-        with services.engine.begin() as conn:
-            conn.execute(
-                outbox_table.update().values(payload=MSGHEAD, content_type="application/xml")
-            )
-        worker = DeliveryWorker(Outbox(services.engine), default_transports())
-        worker.run_once()
-        assert _statuses(services)[ids[0]] == "transport-acked"
-        [stored] = store.values()
-        assert stored.receiver_her_id == 8142519 and stored.document == MSGHEAD
-        h = {"api-version": "2"}
-        listed = httpx.get(f"{base}/Messages", params={"receiverHerIds": 8142519}, headers=h).json()
-        assert [m["id"] for m in listed] == [stored.id]
-        assert httpx.put(f"{base}/Messages/{stored.id}/read/8142519", headers=h).status_code == 204
-        assert (
-            httpx.get(f"{base}/Messages", params={"receiverHerIds": 8142519}, headers=h).json()
-            == []
-        )
-
-
 def test_fhir_rest_batch_with_failed_entries_is_not_taken_as_delivered() -> None:
     """A FHIR batch is answered 200 even when entries failed: a refused entry dead-letters the
     message, a server error on an entry retries it, all entries 2xx is delivered."""

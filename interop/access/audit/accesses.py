@@ -1,10 +1,9 @@
 """The patient's right to see who has accessed their record (pasientjournalloven § 18, innsyn
 i logg): every audit event naming the patient, as JSON or as a printable page in bokmål.
 
-Events are found through the AuditEvent ``patient`` reference index (one row per patient an
-event names, so a search that returned ten patients' data is listed for each of them), with
-the recorded time from the date index: the cost follows the patient's own events, not the
-size of the log.
+Events are found through ``audit_patient`` (one row per patient an event names, so a search
+that returned ten patients' data is listed for each of them, with the time it was recorded):
+the cost follows the patient's own events, not the size of the log.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
 from interop.access.audit.events import HPR_SYSTEM, event_is_emergency
 from interop.fhir.dates import fhir_range, from_micros
-from interop.store.schema import date_table, reference_table, resource_table
+from interop.store.schema import audit_chain_table, audit_patient_table
 
 ACTION_NAMES = {"R": "read", "E": "search", "C": "create", "U": "update", "D": "delete"}
 ACTION_BOKMAL = {"R": "lest", "E": "søk", "C": "registrert", "U": "endret", "D": "slettet"}
@@ -88,30 +87,17 @@ def accesses(
     conn: Connection, patient_id: str, start: int | None = None, end: int | None = None
 ) -> Iterator[Access]:
     """The audit events naming ``Patient/patient_id``, oldest first (times in µs, inclusive)."""
-    ref, when, res = reference_table, date_table, resource_table
+    chain, named = audit_chain_table.c, audit_patient_table.c
     stmt = (
-        select(res.c.content)
-        .select_from(
-            ref.join(
-                when,
-                and_(
-                    when.c.res_type == "AuditEvent",
-                    when.c.res_id == ref.c.res_id,
-                    when.c.param == "date",
-                ),
-            ).join(res, and_(res.c.res_type == "AuditEvent", res.c.res_id == ref.c.res_id))
-        )
-        .where(
-            ref.c.res_type == "AuditEvent",
-            ref.c.param == "patient",
-            ref.c.target == f"Patient/{patient_id}",
-        )
-        .order_by(when.c.start, ref.c.res_id)
+        select(chain.content)
+        .select_from(audit_patient_table.join(audit_chain_table, chain.seq == named.seq))
+        .where(named.patient_id == patient_id, chain.content.is_not(None))
+        .order_by(named.recorded, named.seq)
     )
     if start is not None:
-        stmt = stmt.where(when.c.start >= start)
+        stmt = stmt.where(named.recorded >= start)
     if end is not None:
-        stmt = stmt.where(when.c.start <= end)
+        stmt = stmt.where(named.recorded <= end)
     for (content,) in conn.execute(stmt):
         yield _access(orjson.loads(bytes(content)))
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, select, text
+from sqlalchemy import Connection, select, text
 
 from interop.access.audit.keys import Keyring, default_keyring
-from interop.store.repository import StoredResource, WriteTx
+from interop.store import audit_rows
+from interop.store.repository import StoredResource, WriteTx, new_id
 from interop.store.schema import audit_chain_table, resource_table
 
 HASH_URL = "https://dho-interop.no/fhir/StructureDefinition/audit-hash"
@@ -55,7 +56,8 @@ def legacy_link(prev: str, event: dict[str, Any]) -> str:
 def append_events(
     tx: WriteTx, events: list[dict[str, Any]], keyring: Keyring
 ) -> list[StoredResource]:
-    """Chain and store AuditEvents inside the transaction (one insert per table)."""
+    """Chain and store AuditEvents inside the transaction (one insert per table; see
+    :mod:`interop.store.audit_rows` for how they are stored)."""
     if not events:
         return []
     conn = tx.conn
@@ -71,36 +73,44 @@ def append_events(
         head = (last.seq, last.hash) if last else (0, GENESIS)
     seq, prev = head
     key, kid = keyring.current, keyring.current_id
-    linked: list[tuple[dict[str, Any], str | None]] = []
-    rows: list[dict[str, Any]] = []
+    zone = tx.store.zone
+    rows: list[audit_rows.AuditRow] = []
+    stored: list[StoredResource] = []
     for event in events:
         seq += 1
         link = keyed_link(key, prev, event)
-        linked.append(
-            (
-                {
-                    **event,
-                    "extension": [
-                        *event.get("extension", []),
-                        {"url": PREV_URL, "valueString": prev},
-                        {"url": HASH_URL, "valueString": link},
-                        {"url": KEY_URL, "valueString": kid},
-                    ],
-                },
-                None,
+        linked = {
+            **event,
+            "extension": [
+                *event.get("extension", []),
+                {"url": PREV_URL, "valueString": prev},
+                {"url": HASH_URL, "valueString": link},
+                {"url": KEY_URL, "valueString": kid},
+            ],
+        }
+        res_id = new_id()
+        recorded = audit_rows.recorded_micros(event, zone)
+        content = audit_rows.served(linked, res_id, recorded)
+        action, outcome, actor_id, what, patients = audit_rows.event_columns(event)
+        rows.append(
+            audit_rows.AuditRow(
+                seq,
+                res_id,
+                prev,
+                link,
+                kid,
+                recorded,
+                action,
+                outcome,
+                actor_id,
+                what,
+                content,
+                patients,
             )
         )
-        rows.append({"seq": seq, "prev_hash": prev, "hash": link, "key_id": kid})
+        stored.append(StoredResource("AuditEvent", res_id, 1, recorded, False, content))
         prev = link
-    was = tx.context.get(AUDITING)
-    tx.context[AUDITING] = True
-    try:
-        stored = tx.create_many(linked, validate=False)
-    finally:
-        tx.context[AUDITING] = was
-    for row, s in zip(rows, stored, strict=True):
-        row["res_id"] = s.res_id
-    conn.execute(audit_chain_table.insert(), rows)
+    audit_rows.insert(conn, rows)
     tx.context[_HEAD] = (seq, prev)
     return stored
 
@@ -165,26 +175,8 @@ def verify(
     n = legacy = keyed = keyed_bad = 0
     keyed_seen = False
     first_keyed = 0
-    stmt = (
-        select(
-            audit_chain_table.c.seq,
-            audit_chain_table.c.res_id,
-            audit_chain_table.c.prev_hash,
-            audit_chain_table.c.hash,
-            audit_chain_table.c.key_id,
-            resource_table.c.content,
-        )
-        .select_from(
-            audit_chain_table.outerjoin(
-                resource_table,
-                and_(
-                    resource_table.c.res_type == "AuditEvent",
-                    resource_table.c.res_id == audit_chain_table.c.res_id,
-                ),
-            )
-        )
-        .order_by(audit_chain_table.c.seq)
-    )
+    c = audit_chain_table.c
+    stmt = select(c.seq, c.res_id, c.prev_hash, c.hash, c.key_id, c.content).order_by(c.seq)
     for row in conn.execute(stmt.execution_options(yield_per=2000)):
         n += 1
         name = f"link {row.seq} (AuditEvent/{row.res_id})"
@@ -260,13 +252,9 @@ def verify(
             problems.append(
                 f"link {seq}, exported as a head at {head.time} ({head.where}), is missing"
             )
+    # since revision 0020 no AuditEvent is a resource row: one there was put behind the log
     strays = conn.execute(
-        select(resource_table.c.res_id)
-        .where(
-            resource_table.c.res_type == "AuditEvent",
-            resource_table.c.res_id.not_in(select(audit_chain_table.c.res_id)),
-        )
-        .limit(5)
+        select(resource_table.c.res_id).where(resource_table.c.res_type == "AuditEvent").limit(5)
     ).scalars()
     problems.extend(
         f"AuditEvent/{rid} is not in the chain: it was added behind the log's back"

@@ -11,11 +11,11 @@ write's own transaction, so a write and its audit commit together or not at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from interop.access.audit.chain import append_events
 from interop.access.audit.keys import Keyring, default_keyring
@@ -26,10 +26,15 @@ AUDIT_WRITE = WriteContext(None, Door.AUDIT)
 """The audit log's own transactions (the events name their actor; the write names none)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     event: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+
+
+WRITER_IDLE_SECONDS = 2.0
+"""The writer thread ends after this long without events (a new one starts with the next)."""
 
 
 class AuditLog:
@@ -41,9 +46,10 @@ class AuditLog:
         self.store = store
         self._keyring = keyring
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._idle = False
         self.commits = 0
         """transactions :meth:`record_now` committed (a batch is one)"""
 
@@ -69,32 +75,59 @@ class AuditLog:
     async def record(self, event: dict[str, Any]) -> None:
         """Append an event by group commit; returns once it is committed."""
         loop = asyncio.get_running_loop()
-        if self._queue is None or self._loop is not loop or self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._loop = loop
-            self._task = loop.create_task(self._run(self._queue))
         fut: asyncio.Future[None] = loop.create_future()
-        await self._queue.put(_Pending(event, fut))
+        with self._ready:
+            self._pending.append(_Pending(event, loop, fut))
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_batches, name="audit-group-commit", daemon=True
+                )
+                self._writer.start()
+            elif self._idle:
+                self._ready.notify()
         await fut
 
-    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+    def _write_batches(self) -> None:
+        """The writer thread: appends whatever has queued (up to ``max_batch``) in one
+        transaction, hands each waiting request its outcome on its own event loop (one
+        wake-up per loop and batch), and goes straight on to the next batch; it waits (and
+        must be woken) only when nothing is queued."""
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
+            with self._ready:
+                if not self._pending:
+                    self._idle = True
+                    self._ready.wait(WRITER_IDLE_SECONDS)
+                    self._idle = False
+                if not self._pending:
+                    self._writer = None
+                    return
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+            outcomes: list[tuple[_Pending, BaseException | None]]
             try:
-                await run_in_threadpool(self.record_now, *(p.event for p in batch))
+                self.record_now(*(p.event for p in batch))
+                outcomes = [(p, None) for p in batch]
             except Exception:  # noqa: BLE001 - retried one by one: one bad event fails alone
+                outcomes = []
                 for p in batch:
                     try:
-                        await run_in_threadpool(self.record_now, p.event)
+                        self.record_now(p.event)
                     except Exception as exc:  # noqa: BLE001 - handed to the waiting request
-                        _settle(p, exc)
+                        outcomes.append((p, exc))
                     else:
-                        _settle(p, None)
-            else:
-                for p in batch:
-                    _settle(p, None)
+                        outcomes.append((p, None))
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, BaseException | None]]]
+            by_loop = {}
+            for p, error in outcomes:
+                by_loop.setdefault(p.loop, []).append((p, error))
+            for loop, settled in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                    loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list[tuple[_Pending, BaseException | None]]) -> None:
+    for p, error in settled:
+        _settle(p, error)
 
 
 def _settle(p: _Pending, error: BaseException | None) -> None:

@@ -57,6 +57,10 @@ class Issuer:
         self.published: list[str] = []
         self.jwks_requests = 0
         self._n = 0
+        from interop.access.helseid.local_token_endpoint import TokenEndpoint
+
+        self.token_endpoint = TokenEndpoint(self)
+        """``/connect/token`` (register clients on it before they ask)"""
         self.add_key("RS256")
         self.add_key("ES256")
 
@@ -175,6 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "jwks_uri": f"{self.issuer.url}/.well-known/openid-configuration/jwks",
                 "token_endpoint": f"{self.issuer.url}/connect/token",
                 "dpop_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "grant_types_supported": ["client_credentials"],
             }
         elif self.path == "/.well-known/openid-configuration/jwks":
             self.issuer.jwks_requests += 1
@@ -186,6 +192,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        from urllib.parse import parse_qsl
+
+        from interop.access.helseid.local_token_endpoint import TokenError
+
+        if self.path != "/connect/token":
+            self.send_error(404)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        form = dict(parse_qsl(self.rfile.read(length).decode()))
+        status, headers = 200, {"Cache-Control": "no-store"}
+        try:
+            body = self.issuer.token_endpoint.issue(form, self.headers.get("DPoP"))
+        except TokenError as exc:
+            status = exc.status
+            body = {"error": exc.error, "error_description": exc.description}
+            if exc.nonce:
+                headers["DPoP-Nonce"] = exc.nonce
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 

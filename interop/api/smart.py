@@ -1,0 +1,54 @@
+"""``/.well-known/smart-configuration``: how a SMART app gets a token for this API.
+
+The tokens come from HelseID (NHN's OpenID Connect server), so the document describes
+HelseID's endpoints and the scopes this API offers. Without HelseID configured there is no
+authorization server to describe: 404 with an OperationOutcome. Public (no credentials), as
+SMART App Launch requires; it holds nothing about patients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from interop.config import Settings
+from interop.fhir.outcome import error
+
+router = APIRouter()
+
+
+def smart_configuration(settings: Settings) -> dict[str, Any]:
+    issuer = (settings.helseid_issuer or "").rstrip("/")
+    scopes = (settings.helseid_scopes_supported or settings.helseid_required_scopes).split()
+    return {
+        "issuer": issuer,
+        "jwks_uri": settings.helseid_jwks_uri or f"{issuer}/.well-known/openid-configuration/jwks",
+        "authorization_endpoint": settings.helseid_authorization_endpoint
+        or f"{issuer}/connect/authorize",
+        "token_endpoint": settings.helseid_token_endpoint or f"{issuer}/connect/token",
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "scopes_supported": scopes,
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "capabilities": [
+            "client-confidential-asymmetric",
+            "permission-offline",
+            "authorize-post",
+        ],
+    }
+
+
+@router.get("/.well-known/smart-configuration")
+@router.get("/fhir/.well-known/smart-configuration")
+async def well_known_smart(request: Request) -> Response:
+    settings: Settings = request.app.state.services.settings
+    if not settings.helseid_issuer:
+        raise error(
+            404, "not-found", "no authorization server is configured (HelseID is not set up)"
+        )
+    return Response(orjson.dumps(smart_configuration(settings)), media_type="application/json")

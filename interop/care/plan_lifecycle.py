@@ -1,0 +1,454 @@
+"""The egenbehandlingsplan's life cycle: ``draft`` → ``proposed`` (sent to the GP) → ``active``
+(approved) → ``revoked`` / ``completed``.
+
+* Only an active plan judges measurements: a draft or proposed plan has no period in force
+  (:func:`interop.care.plans.plan_periods` leaves it out); an activated one replaces the plan
+  active before it, which is completed at that instant. Every version is kept: each change is
+  a new version of the CarePlan resource (its history), each plan content a new CarePlan.
+* Proposing sends the patient's GP a Dialogmelding *forespørsel* with the plan in readable
+  Norwegian (and as an attachment), in a conversation of its own.
+* The GP's *svar* in that conversation approving it (phrases in
+  ``mappings/plans/gp-approval.yaml``), or the GP approving through the API, activates it with
+  the GP recorded as approver (Provenance ``verifier``). An answer asking for changes returns
+  it to draft with the GP's text; an answer that is neither leaves it proposed, with the text,
+  for a nurse to read — a plan is never activated on a guess.
+* The plan holds what a real egenbehandlingsplan holds: the patient's own goals (*Hva er
+  viktig for deg?*), per zone the signs (measurements, and symptoms), what the patient and the
+  service do (medication included) and whom to contact.
+
+The state is the extension ``plan-state`` on the CarePlan; its FHIR ``status`` follows
+(draft/proposed → ``draft``, with ``intent`` ``proposal`` once proposed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cache
+from importlib.resources import files
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from interop.access.actor import Actor
+from interop.care.plans import (
+    HPR_SYSTEM,
+    NOTIFY_GP_URL,
+    PLAN_CATEGORY,
+    PLAN_STATE_URL,
+    ZoneIn,
+    _lock_plans,
+    _patient_id,
+    _recorder,
+    goal_resource,
+    patients_gp,
+    plan_versions,
+)
+from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
+from interop.fhir.outcome import FhirError, Issue, error
+from interop.services import Services
+from interop.store.context import Door, WriteContext
+from interop.store.repository import WriteTx
+
+STATE_URL = PLAN_STATE_URL
+CONTENT_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-content"
+"""The plan's content as drafted (goals, per-zone signs, actions, medication, contact)."""
+GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
+State = Literal["draft", "proposed", "active", "revoked", "completed"]
+FHIR_STATUS: dict[str, str] = {
+    "draft": "draft",
+    "proposed": "draft",
+    "active": "active",
+    "revoked": "revoked",
+    "completed": "completed",
+}
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    phone: str | None = None
+
+
+class ZoneContentIn(BaseModel):
+    """What the plan says for one zone."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    zone: Literal["green", "yellow", "red"]
+    signs: list[str] = Field(default_factory=list)
+    """Signs the patient looks for: measurements and symptoms (from questionnaires)."""
+    patient_actions: list[str] = Field(default_factory=list, alias="patientActions")
+    service_actions: list[str] = Field(default_factory=list, alias="serviceActions")
+    medication: list[str] = Field(default_factory=list)
+    """Medication actions (e.g. an extra diuretic dose as agreed with the GP)."""
+    contact: ContactIn | None = None
+
+
+class PlanDraftIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    zones: list[ZoneIn]
+    title: str | None = None
+    notify_gp: list[Literal["yellow", "red"]] = Field(default_factory=list, alias="notifyGp")
+    goals: list[str] = Field(default_factory=list)
+    """The patient's own goals: *Hva er viktig for deg?*"""
+    content: list[ZoneContentIn] = Field(default_factory=list)
+
+
+def state_of(cp: dict[str, Any]) -> State:
+    for ext in cp.get("extension", []):
+        if ext.get("url") == STATE_URL:
+            return ext["valueCode"]
+    status = cp.get("status")
+    return "draft" if status == "draft" else status  # type: ignore[return-value]
+
+
+def content_of(cp: dict[str, Any]) -> dict[str, Any]:
+    import orjson
+
+    for ext in cp.get("extension", []):
+        if ext.get("url") == CONTENT_URL:
+            return orjson.loads(ext["valueString"])
+    return {}
+
+
+def _set_state(cp: dict[str, Any], state: State) -> None:
+    cp["extension"] = [e for e in cp.get("extension", []) if e.get("url") != STATE_URL]
+    cp["extension"].append({"url": STATE_URL, "valueCode": state})
+    cp["status"] = FHIR_STATUS[state]
+    cp["intent"] = "proposal" if state == "proposed" else "plan"
+
+
+@cache
+def gp_approval_rules() -> dict[str, Any]:
+    text = (files("mappings") / "plans" / "gp-approval.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def read_gp_answer(answer: str) -> Literal["approve", "changes", "unclear"]:
+    """What a GP's free-text answer says about a proposed plan (phrases are data)."""
+    said = " ".join(answer.lower().split())
+    rules = gp_approval_rules()["answers"]
+    if any(p in said for p in rules["changes"]):
+        return "changes"
+    words = set(said.replace(",", " ").replace(".", " ").replace("!", " ").split())
+    for phrase in rules["approve"]:
+        if (" " in phrase and phrase in said) or phrase in words:
+            return "approve"
+    return "unclear"
+
+
+def _validated(body: Any) -> PlanDraftIn:
+    try:
+        return PlanDraftIn.model_validate(body)
+    except ValidationError as exc:
+        raise FhirError(
+            422,
+            [
+                Issue("error", "invalid", f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+def _check_codes(services: Services, plan: PlanDraftIn) -> None:
+    from adapters.base import Code
+    from interop.care.plans import LOINC
+    from interop.mapping import MappingSet
+
+    mappings = MappingSet.load(services.settings.mappings_dir)
+    for z in plan.zones:
+        concept = mappings.concept_for(Code(LOINC, z.code))
+        if concept is None:
+            raise error(422, "code-invalid", f"zones: {z.code} is not a known measurement code")
+        if concept.unit and z.unit != concept.unit:
+            raise error(
+                422, "value", f"zones: {z.code} must be given in {concept.unit}, not {z.unit}"
+            )
+
+
+def _get_plan(tx: WriteTx, pid: str, plan_id: str) -> dict[str, Any]:
+    stored = tx.get("CarePlan", plan_id)
+    cp = stored.json() if stored is not None and not stored.deleted else None
+    if cp is None or (cp.get("subject") or {}).get("reference") != f"Patient/{pid}":
+        raise error(404, "not-found", f"CarePlan/{plan_id} is not a plan of this patient")
+    cp.pop("meta", None)
+    return cp
+
+
+def _require(cp: dict[str, Any], *states: State) -> State:
+    state = state_of(cp)
+    if state not in states:
+        raise error(
+            409,
+            "business-rule",
+            f"the plan is {state}; this needs a plan that is {' or '.join(states)}",
+        )
+    return state
+
+
+def _now(services: Services, versions: list[dict[str, Any]]) -> str:
+    """Now, after the start of every earlier version (versions sort by period.start)."""
+    now_us = to_micros(now_utc())
+    starts = [
+        fhir_instant(p["period"]["start"], services.settings.timezone)
+        for p in versions
+        if p.get("period", {}).get("start")
+    ]
+    if starts and now_us <= max(starts):
+        now_us = max(starts) + 1000
+    return format_instant(from_micros(now_us))
+
+
+def save_draft(
+    services: Services,
+    national_id: str,
+    body: Any,
+    actor: Actor,
+    *,
+    plan_id: str | None = None,
+) -> dict[str, Any]:
+    """A new draft plan, or (``plan_id``) a new version of a draft's content."""
+    import orjson
+
+    plan = _validated(body)
+    _check_codes(services, plan)
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
+        pid = _patient_id(tx, national_id)
+        patient_ref = f"Patient/{pid}"
+        now = format_instant(now_utc())
+        drafts = [goal_resource(z, patient_ref, now) for z in plan.zones]
+        for goal in drafts:
+            goal["lifecycleStatus"] = "proposed"  # judges nothing until the plan is active
+        goals = tx.create_many([(goal, None) for goal in drafts])
+        content = plan.model_dump(mode="json", by_alias=True, exclude_none=True)
+        base: dict[str, Any] = (
+            _get_plan(tx, pid, plan_id)
+            if plan_id is not None
+            else {
+                "resourceType": "CarePlan",
+                "category": [{"coding": [PLAN_CATEGORY]}],
+                "subject": {"reference": patient_ref},
+                "created": now,
+            }
+        )
+        if plan_id is not None:
+            _require(base, "draft")
+        base["title"] = plan.title or "Egenbehandlingsplan"
+        base["goal"] = [{"reference": g.reference} for g in goals]
+        base["extension"] = [
+            e for e in base.get("extension", []) if e.get("url") not in (CONTENT_URL, NOTIFY_GP_URL)
+        ]
+        base["extension"] += [
+            {"url": NOTIFY_GP_URL, "valueCode": zone} for zone in sorted(set(plan.notify_gp))
+        ]
+        base["extension"].append(
+            {"url": CONTENT_URL, "valueString": orjson.dumps(content).decode()}
+        )
+        base["author"] = _recorder(actor)
+        _set_state(base, "draft")
+        stored = tx.update("CarePlan", plan_id, base)[0] if plan_id else tx.create(base)
+    return {"state": "draft", "carePlan": stored.json()}
+
+
+def propose(services: Services, national_id: str, plan_id: str, actor: Actor) -> dict[str, Any]:
+    """Draft → proposed: the GP gets a Dialogmelding forespørsel with the plan to approve."""
+    from interop.care.plan_request import send_plan_request
+
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
+        pid = _patient_id(tx, national_id)
+        cp = _get_plan(tx, pid, plan_id)
+        _require(cp, "draft")
+        row = send_plan_request(services, tx, pid, cp)
+        _set_state(cp, "proposed")
+        stored = tx.update("CarePlan", plan_id, cp)[0]
+    return {"state": "proposed", "carePlan": stored.json(), "message": row}
+
+
+def activate(
+    services: Services,
+    tx: WriteTx,
+    pid: str,
+    cp: dict[str, Any],
+    approver: str,
+    approver_hpr: str,
+    recorded_by: dict[str, Any],
+) -> dict[str, Any]:
+    """Proposed → active, approved by the GP ``approver`` (Practitioner id): it replaces the
+    active plan, which is completed at the same instant."""
+    from interop.routing.rules import Event, emit, router_for
+
+    _require(cp, "proposed")
+    _lock_plans(tx, pid)
+    versions = plan_versions(tx.conn, pid)
+    now = _now(services, versions)
+    previous = [p for p in versions if p.get("status") == "active" and p["id"] != cp["id"]]
+    for g in cp.get("goal", []):
+        stored_goal = tx.get("Goal", g["reference"].split("/", 1)[1])
+        if stored_goal is not None:
+            goal = stored_goal.json()
+            goal.pop("meta", None)
+            goal["lifecycleStatus"] = "active"
+            goal["startDate"] = now[:10]
+            tx.update("Goal", goal["id"], goal)
+    _set_state(cp, "active")
+    cp["period"] = {"start": now}
+    if previous:
+        cp["replaces"] = [{"reference": f"CarePlan/{p['id']}"} for p in previous]
+    stored = tx.update("CarePlan", cp["id"], cp)[0]
+    for p in previous:
+        old = dict(p)
+        old.pop("meta", None)
+        _set_state(old, "completed")
+        old["period"] = {**old.get("period", {}), "end": now}
+        tx.update("CarePlan", p["id"], old)
+    tx.create(
+        {
+            "resourceType": "Provenance",
+            "target": [{"reference": stored.reference}]
+            + [{"reference": g["reference"]} for g in cp.get("goal", [])],
+            "recorded": now,
+            "agent": [
+                {
+                    "type": {"coding": [{"system": _PARTICIPANT, "code": "verifier"}]},
+                    "who": {
+                        "reference": f"Practitioner/{approver}",
+                        "identifier": {"system": HPR_SYSTEM, "value": approver_hpr},
+                        "display": "approving GP",
+                    },
+                },
+                {
+                    "type": {"coding": [{"system": _PARTICIPANT, "code": "author"}]},
+                    "who": recorded_by,
+                },
+            ],
+        }
+    )
+    emit(tx, Event("plan.changed", pid, stored.reference))
+    router_for(services).route_pending(tx)
+    return stored.json()
+
+
+_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+def approve_by_gp(
+    services: Services, national_id: str, plan_id: str, actor: Actor
+) -> dict[str, Any]:
+    """The patient's GP approves a proposed plan through the API (their own HPR number)."""
+    if actor.role != "gp" or not actor.hpr:
+        raise error(403, "forbidden", "only the patient's GP approves a plan")
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
+        pid = _patient_id(tx, national_id)
+        approver = patients_gp(tx.conn, pid, actor.hpr)
+        if approver is None:
+            raise error(
+                403, "forbidden", "you are not this patient's GP (Patient.generalPractitioner)"
+            )
+        cp = _get_plan(tx, pid, plan_id)
+        active = activate(services, tx, pid, cp, approver, actor.hpr, _recorder(actor))
+    return {"state": "active", "carePlan": active}
+
+
+def answer_from_gp(
+    services: Services,
+    tx: WriteTx,
+    plan_ref: str,
+    answer: str,
+    gp: dict[str, Any],
+) -> str:
+    """The GP's *svar* to a plan request: approve, return to draft with the GP's text, or
+    (unclear) keep it proposed with the text. ``gp``: ``hpr``/``her``/``name`` of the sender.
+    Returns what it did."""
+    from sqlalchemy import select
+
+    from interop.identifiers import HERID_OID
+    from interop.store.schema import token_table
+
+    plan_id = plan_ref.split("/", 1)[1]
+    stored = tx.get("CarePlan", plan_id)
+    if stored is None or stored.deleted:
+        return "unknown-plan"
+    cp = stored.json()
+    cp.pop("meta", None)
+    pid = (cp.get("subject") or {}).get("reference", "").split("/", 1)[-1]
+    if state_of(cp) != "proposed":
+        return f"ignored: the plan is {state_of(cp)}"
+    verdict = read_gp_answer(answer)
+    note = {
+        "text": f"Svar fra fastlege {gp.get('name') or ''}: {answer}".strip(),
+        "time": format_instant(now_utc()),
+    }
+    if verdict == "approve":
+        # the answering GP must be the patient's GP: found by the person's HER-id
+        approver = None
+        hpr = gp.get("hpr")
+        if hpr:
+            approver = patients_gp(tx.conn, pid, hpr)
+        if approver is None and gp.get("her"):
+            roles = {
+                r[0]
+                for r in tx.conn.execute(
+                    select(token_table.c.res_id).where(
+                        token_table.c.res_type == "PractitionerRole",
+                        token_table.c.param == "identifier",
+                        token_table.c.system == HERID_OID,
+                        token_table.c.code == gp["her"],
+                    )
+                )
+            }
+            for role_id in sorted(roles):
+                role = tx.get("PractitionerRole", role_id)
+                prac = ((role.json() if role else {}).get("practitioner") or {}).get("reference")
+                prac_res = tx.get("Practitioner", prac.split("/", 1)[1]) if prac else None
+                for ident in (prac_res.json() if prac_res else {}).get("identifier", []):
+                    if ident.get("system") == HPR_SYSTEM:
+                        approver = patients_gp(tx.conn, pid, ident["value"])
+                        hpr = ident["value"] if approver else hpr
+        if approver is None or not hpr:
+            verdict = "unclear"  # an approval from someone who is not the patient's GP
+        else:
+            cp["note"] = [*cp.get("note", []), note]
+            activate(
+                services,
+                tx,
+                pid,
+                cp,
+                approver,
+                hpr,
+                {"display": "svar fra fastlege (Dialogmelding)"},
+            )
+            return "approved"
+    cp["note"] = [*cp.get("note", []), note]
+    if verdict == "changes":
+        cp["extension"] = [e for e in cp.get("extension", []) if e.get("url") != GP_ANSWER_URL]
+        cp["extension"].append({"url": GP_ANSWER_URL, "valueString": answer})
+        _set_state(cp, "draft")
+        tx.update("CarePlan", plan_id, cp)
+        return "returned-to-draft"
+    tx.update("CarePlan", plan_id, cp)
+    return "unclear"
+
+
+def revoke(
+    services: Services, national_id: str, plan_id: str, actor: Actor, reason: str | None
+) -> dict[str, Any]:
+    """Active → revoked: it stops judging from now; the defaults apply until a new plan."""
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
+        pid = _patient_id(tx, national_id)
+        _lock_plans(tx, pid)
+        cp = _get_plan(tx, pid, plan_id)
+        _require(cp, "active")
+        now = _now(services, plan_versions(tx.conn, pid))
+        _set_state(cp, "revoked")
+        cp["period"] = {**cp.get("period", {}), "end": now}
+        if reason:
+            cp["note"] = [*cp.get("note", []), {"text": reason, "time": now}]
+        stored = tx.update("CarePlan", plan_id, cp)[0]
+        from interop.routing.rules import Event, emit
+
+        emit(tx, Event("plan.changed", pid, stored.reference))
+    return {"state": "revoked", "carePlan": stored.json()}
+
+
+def new_conversation() -> str:
+    return str(uuid.uuid4())

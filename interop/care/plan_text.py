@@ -1,0 +1,71 @@
+"""The egenbehandlingsplan in readable Norwegian (for the GP's forespørsel and its attachment),
+every sentence from the message catalogue (``mappings/text/nb.yaml``, ``plan.*``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from interop.text import measurement_name, number, text, unit, zone_name
+
+ZONES = ("green", "yellow", "red")
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)  # the draft keeps numbers as decimal text
+
+
+def _range(r: dict[str, Any] | None, code: str) -> str:
+    r = r or {}
+    lo, hi = _num(r.get("low")), _num(r.get("high"))
+    u = unit(code)
+    if lo is not None and hi is not None:
+        return f"{number(lo)}–{number(hi)} {u}".strip()
+    if lo is not None:
+        return f"≥ {number(lo)} {u}".strip()
+    if hi is not None:
+        return f"≤ {number(hi)} {u}".strip()
+    return text("plan.open_range")
+
+
+def plan_text(content: dict[str, Any], patient_name: str) -> str:
+    """``content``: the plan as drafted (``zones``, ``goals``, ``content`` per zone)."""
+    lines = [text("plan.heading", patient=patient_name), "", text("plan.intro"), ""]
+    goals = content.get("goals") or []
+    if goals:
+        lines.append(text("plan.goals"))
+        lines += [f"– {g}" for g in goals]
+        lines.append("")
+    zones = content.get("zones") or []
+    if zones:
+        lines.append(text("plan.limits"))
+        for z in zones:
+            lines.append(
+                text(
+                    "plan.limit_line",
+                    measurement=measurement_name(z["code"]),
+                    green=_range(z.get("green"), z.get("unit", "")),
+                    yellow=_range(z.get("yellow"), z.get("unit", "")),
+                )
+            )
+        lines.append("")
+    by_zone = {c["zone"]: c for c in content.get("content") or []}
+    for zone in ZONES:
+        c = by_zone.get(zone)
+        if not c:
+            continue
+        lines.append(text("plan.zone", zone=zone_name(zone)))
+        for key, field in (
+            ("plan.signs", "signs"),
+            ("plan.patient_actions", "patientActions"),
+            ("plan.service_actions", "serviceActions"),
+            ("plan.medication", "medication"),
+        ):
+            if c.get(field):
+                lines.append(text(key, items="; ".join(c[field])))
+        contact = c.get("contact")
+        if contact:
+            phone = f", tlf. {contact['phone']}" if contact.get("phone") else ""
+            lines.append(text("plan.contact", name=contact["name"], phone=phone))
+        lines.append("")
+    lines.append(text("plan.answer"))
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Journalføringstjenesten (JFT, 2026 successor of VKP journaling) as an outbox transport
+(``connectionType`` ``jft``): the VKP DHO document Bundle is POSTed to ``{address}/v1/Bundle``
+with HelseID + DPoP (API ``jft``, scope ``nhn:jft/api``); 202 Accepted (any 2xx) is delivered.
+A Bundle over ``INTEROP_JFT_MAX_BYTES`` (about 1 MB per request) is dead-lettered, never posted.
+The tenant is the one whose organisation number is the Bundle's author organisation, else
+``INTEROP_JFT_TENANT``, else the only tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from interop.identifiers import ORGNR_OID
+from interop.national.helseid import HelseIdClients, HelseIdError
+from interop.routing.outbox import OutboxMessage
+from interop.routing.transports import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    _classify_http,
+)
+
+
+def _org_numbers(bundle: dict[str, Any]) -> list[str]:
+    out = []
+    for e in bundle.get("entry") or []:
+        res = e.get("resource") or {}
+        if res.get("resourceType") == "Organization":
+            out += [
+                str(i["value"]) for i in res.get("identifier", []) if i.get("system") == ORGNR_OID
+            ]
+    return out
+
+
+class JftTransport:
+    name = "jft"
+
+    def __init__(
+        self,
+        helseid: HelseIdClients | None,
+        http: httpx.Client,
+        *,
+        tenant: str | None = None,
+        max_bytes: int = 1_000_000,
+    ) -> None:
+        self.helseid = helseid
+        self.http = http
+        self.tenant = tenant
+        self.max_bytes = max_bytes
+
+    def deliver(self, message: OutboxMessage) -> bool:
+        if len(message.payload) > self.max_bytes:
+            raise PermanentDeliveryError(
+                f"the journal Bundle is {len(message.payload)} bytes, over JFT's limit of "
+                f"{self.max_bytes} bytes per request"
+            )
+        try:
+            bundle = orjson.loads(message.payload)
+        except orjson.JSONDecodeError as exc:
+            raise PermanentDeliveryError(f"payload is not JSON: {exc}") from None
+        if self.helseid is None:
+            raise PermanentDeliveryError(
+                "JFT needs HelseID with DPoP: set INTEROP_HELSEID_TENANTS_FILE"
+            )
+        config = self.helseid.config
+        tenant = next((t for o in _org_numbers(bundle) if (t := config.for_orgnr(o))), None)
+        if tenant is None and self.tenant:
+            tenant = next((t for t in config.tenants if t.name == self.tenant), None)
+        tenant = tenant or (config.tenants[0] if len(config.tenants) == 1 else None)
+        if tenant is None:
+            raise PermanentDeliveryError(
+                "no HelseID tenant for this journal Bundle: name the organisation number in the "
+                "tenants file or set INTEROP_JFT_TENANT"
+            )
+        url = message.address.rstrip("/") + "/v1/Bundle"
+        try:
+            r = self.http.post(
+                url,
+                content=message.payload,
+                headers={"Content-Type": "application/fhir+json"},
+                auth=self.helseid.for_tenant(tenant).auth("jft"),
+            )
+        except HelseIdError as exc:
+            raise TransientDeliveryError(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        return _classify_http(r, url)

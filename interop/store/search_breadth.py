@@ -1,0 +1,473 @@
+"""Search features beyond the plain parameters: chains (one level, with a type modifier),
+reverse chains (``_has``), ``:missing``, ``_revinclude``, ``_include:iterate`` (bounded),
+``_sort`` on any date, string or token parameter, and quantity and composite searches on the
+Observation index (``value-quantity`` with prefixes and UCUM units converted through
+``mappings/units.yaml``, ``code-value-quantity``, ``component-code-value-quantity``).
+
+Each function builds a condition on ``resource.res_id`` (or rows to add to a page) for
+:class:`interop.store.search.SearchEngine`; an unknown parameter, type or modifier is refused
+with 400 naming it, never ignored, so a search is never silently widened.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
+
+from interop.fhir.outcome import FhirError, error
+from interop.fhir.searchparams import SearchParam, definitions, reference_target
+from interop.store.schema import (
+    date_table,
+    observation_table,
+    reference_table,
+    resource_table,
+    string_table,
+    token_table,
+)
+
+if TYPE_CHECKING:
+    from interop.store.search import SearchEngine
+
+MAX_CHAIN_TYPES = 12
+"""A chain without a type modifier over a parameter that can point at more types than this
+is refused (name the type: ``subject:Patient.name``)."""
+MAX_ITERATE = 3
+"""``_include:iterate`` follows references at most this many rounds."""
+MAX_REVINCLUDE = 1000
+"""At most this many resources are added by ``_revinclude`` to one page."""
+OBS_QUANTITY = {
+    "value-quantity": (True, False),
+    "component-value-quantity": (False, True),
+    "combo-value-quantity": (True, True),
+}
+"""Observation quantity parameters → (primary row, component rows) of the index."""
+OBS_COMPOSITE = {
+    "code-value-quantity": (True, False),
+    "component-code-value-quantity": (False, True),
+    "combo-code-value-quantity": (True, True),
+}
+OBSERVATION_EXTRA = {
+    **{k: "quantity" for k in OBS_QUANTITY},
+    **{k: "composite" for k in OBS_COMPOSITE},
+}
+"""Parameters Observation has besides ``search-parameters.yaml`` (served here)."""
+SORT_TABLES = {"date": date_table, "string": string_table, "token": token_table}
+
+
+def _concat(store_is_pg: bool, prefix: str, column: Any) -> Any:
+    return func.concat(literal(prefix), column) if store_is_pg else (literal(prefix) + column)
+
+
+# ---- chains ------------------------------------------------------------------------------
+
+
+def split_chain(name: str, modifier: str | None) -> tuple[str, str | None, str] | None:
+    """(reference parameter, type named by the modifier, chained parameter) of a chained key
+    (``subject.name``, ``subject:Patient.name``), or None."""
+    if modifier and "." in modifier:
+        rtype, _, chained = modifier.partition(".")
+        return name, rtype, chained
+    if "." in name and not modifier:
+        ref, _, chained = name.partition(".")
+        return ref, None, chained
+    if "." in name and modifier:
+        ref, _, chained = name.partition(".")
+        return ref, None, f"{chained}:{modifier}"
+    return None
+
+
+def _targets(
+    engine: SearchEngine, res_type: str, param: SearchParam, rtype: str | None, chained: str
+) -> list[str]:
+    from interop.fhir.validation import SUPPORTED_TYPES
+
+    if rtype is not None:
+        if rtype not in SUPPORTED_TYPES:
+            raise error(400, "not-supported", f"{param.name}:{rtype}: unknown resource type")
+        if param.target and param.target != rtype:
+            raise error(400, "invalid", f"{param.name} never points at a {rtype}")
+        return [rtype]
+    if param.target:
+        return [param.target]
+    base = chained.partition(":")[0]
+    candidates = [
+        t for t in SUPPORTED_TYPES if base in definitions(t) or base in ("_id", "_lastUpdated")
+    ]
+    if len(candidates) > MAX_CHAIN_TYPES:
+        raise error(
+            400,
+            "too-costly",
+            f"the chain {param.name}.{chained} can point at {len(candidates)} resource types; "
+            f"name one ({param.name}:Patient.{chained})",
+        )
+    return candidates
+
+
+def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[str]) -> Any:
+    """``select res_id from resource`` of ``rtype`` matching ``chained=values``."""
+    name, _, modifier_raw = chained.partition(":")
+    modifier = modifier_raw or None
+    r = resource_table.c
+    base = [r.res_type == rtype, r.deleted == false()]
+    if name == "_id":
+        return select(r.res_id).where(*base, r.res_id.in_(values)).correlate(None)
+    param = definitions(rtype).get(name)
+    if param is None or "." in name:
+        raise error(
+            400, "not-supported", f"chained parameter {chained!r} is not supported for {rtype}"
+        )
+    if param.index == "observation" and param.type != "reference":
+        raise error(400, "not-supported", f"chaining into Observation {name} is not supported")
+    if param.type not in ("token", "reference", "date", "string"):
+        raise error(
+            400, "not-supported", f"chained parameter {chained!r} is not supported for {rtype}"
+        )
+    cond = engine._generic_condition(rtype, name, modifier, param, values)
+    # not correlated: the inner ``resource`` is its own (the conditions name its res_id)
+    return select(r.res_id).where(*base, cond).correlate(None)
+
+
+def chain_condition(
+    engine: SearchEngine,
+    res_type: str,
+    ref: str,
+    rtype: str | None,
+    chained: str,
+    values: list[str],
+) -> ColumnElement[bool]:
+    param = definitions(res_type).get(ref)
+    if param is None or param.type != "reference":
+        raise error(400, "not-supported", f"{ref} is not a reference parameter of {res_type}")
+    r = resource_table.c
+    pg = engine.store.is_postgres
+    ors: list[ColumnElement[bool]] = []
+    for t in _targets(engine, res_type, param, rtype, chained):
+        try:
+            ids = _ids_matching(engine, t, chained, values)
+        except FhirError:
+            if rtype is None and not param.target:
+                continue  # a candidate type without this parameter
+            raise
+        if param.index == "observation" and t == "Patient":
+            # Observation's Patient references live in the compartment column
+            x = resource_table.alias("x").c
+            ors.append(
+                r.res_id.in_(select(x.res_id).where(x.res_type == res_type, x.patient_id.in_(ids)))
+            )
+            continue
+        sq = ids.subquery()
+        targets = select(_concat(pg, f"{t}/", sq.c.res_id))
+        ors.append(
+            r.res_id.in_(
+                select(reference_table.c.res_id).where(
+                    reference_table.c.res_type == res_type,
+                    reference_table.c.param == ref,
+                    reference_table.c.target.in_(targets),
+                )
+            )
+        )
+    if not ors:
+        raise error(400, "not-supported", f"no resource type has the chained parameter {chained!r}")
+    return or_(*ors)
+
+
+# ---- _has ----------------------------------------------------------------------------------
+
+
+def has_condition(
+    engine: SearchEngine, res_type: str, key: str, values: list[str]
+) -> ColumnElement[bool]:
+    """``_has:Observation:patient:code=1234-5``: resources some Observation with that code
+    refers to through ``patient``."""
+    from interop.fhir.validation import SUPPORTED_TYPES
+
+    parts = key.split(":")
+    if len(parts) != 4 or parts[0] != "_has":
+        raise error(
+            400, "not-supported", f"{key!r}: _has takes _has:Type:reference:parameter (one level)"
+        )
+    _has, inner_type, ref, inner = parts
+    if inner_type not in SUPPORTED_TYPES:
+        raise error(400, "not-supported", f"{key!r}: unknown resource type {inner_type}")
+    rparam = definitions(inner_type).get(ref)
+    if rparam is None or rparam.type != "reference":
+        raise error(
+            400, "not-supported", f"{key!r}: {ref} is not a reference parameter of {inner_type}"
+        )
+    r = resource_table.c
+    inner_ids = _inner_ids(engine, inner_type, inner, values)
+    if rparam.index == "observation" and res_type == "Patient":
+        x = resource_table.alias("x").c
+        return r.res_id.in_(
+            select(x.patient_id).where(x.res_type == inner_type, x.res_id.in_(inner_ids))
+        )
+    pg = engine.store.is_postgres
+    return _concat(pg, f"{res_type}/", r.res_id).in_(
+        select(reference_table.c.target).where(
+            reference_table.c.res_type == inner_type,
+            reference_table.c.param == ref,
+            reference_table.c.res_id.in_(inner_ids),
+        )
+    )
+
+
+def _inner_ids(engine: SearchEngine, inner_type: str, inner: str, values: list[str]) -> Any:
+    name = inner.partition(":")[0]
+    param = definitions(inner_type).get(name)
+    if inner_type == "Observation" and param is not None and param.index == "observation":
+        conds, _has_code = engine._observation_conditions([(name, None, values)])
+        return select(observation_table.c.res_id).where(*conds)
+    if inner_type == "Observation" and name in OBSERVATION_EXTRA:
+        return (
+            select(resource_table.c.res_id)
+            .where(
+                resource_table.c.res_type == "Observation",
+                observation_value_condition(name, values),
+            )
+            .correlate(None)
+        )
+    return _ids_matching(engine, inner_type, inner, values)
+
+
+# ---- :missing ------------------------------------------------------------------------------
+
+
+# ---- quantity and composite on the Observation index ------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _conversions() -> dict[str, list[tuple[str, Decimal, Decimal]]]:
+    """UCUM unit → [(canonical unit, factor, offset)] from ``mappings/units.yaml`` (only the
+    conversions valid for every concept)."""
+    from interop.mapping.tables import load_tables
+
+    out: dict[str, list[tuple[str, Decimal, Decimal]]] = {}
+    for (src, dst), conv in load_tables().conversions.items():
+        if conv.concepts is None:
+            out.setdefault(src, []).append((dst, conv.factor, conv.offset))
+    return out
+
+
+def _number_range(text: str, name: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(value, low, high) of a search number: the range its precision implies."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise error(
+            400, "invalid", f"{name}: {text!r} is not a number", expression=[name]
+        ) from None
+    exponent = value.as_tuple().exponent
+    half = Decimal(5).scaleb(int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
+    return value, value - half, value + half
+
+
+def _quantity_condition(
+    value_text: str, name: str, value_col: Any, unit_col: Any
+) -> ColumnElement[bool]:
+    prefix = "eq"
+    if len(value_text) > 2 and value_text[:2] in (
+        "eq",
+        "ne",
+        "gt",
+        "lt",
+        "ge",
+        "le",
+        "sa",
+        "eb",
+        "ap",
+    ):
+        prefix, value_text = value_text[:2], value_text[2:]
+    number, _, rest = value_text.partition("|")
+    system, _, code = rest.partition("|")
+    if rest and not code:
+        code, system = system, ""
+    value, low, high = _number_range(number, name)
+    alternatives: list[tuple[str | None, Decimal, Decimal, Decimal]] = [
+        (code or None, value, low, high)
+    ]
+    if code:
+        for dst, factor, offset in _conversions().get(code, []):
+            alternatives.append(
+                (dst, value * factor + offset, low * factor + offset, high * factor + offset)
+            )
+    ors = []
+    for unit, v, lo, hi in alternatives:
+        vf, lof, hif = float(v), float(lo), float(hi)
+        cmp = {
+            "eq": and_(value_col >= lof, value_col < hif),
+            "ne": or_(value_col < lof, value_col >= hif),
+            "gt": value_col > vf,
+            "lt": value_col < vf,
+            "ge": value_col >= vf,
+            "le": value_col <= vf,
+            "sa": value_col > vf,
+            "eb": value_col < vf,
+            "ap": and_(value_col >= vf * 0.9, value_col <= vf * 1.1),
+        }[prefix]
+        ors.append(and_(cmp, unit_col == unit) if unit is not None else cmp)
+    return or_(*ors)
+
+
+def observation_value_condition(name: str, values: list[str]) -> ColumnElement[bool]:
+    """``value-quantity`` and the composites, on the observation index rows."""
+    from interop.store.search import _token_parts, any_of, code_sets_holding
+
+    o = observation_table.c
+    rows: tuple[bool, bool] = OBS_QUANTITY.get(name) or OBS_COMPOSITE[name]
+    kinds = []
+    if rows[0]:
+        kinds.append(o.is_primary.is_(True))
+    if rows[1]:
+        kinds.append(o.is_component.is_(True))
+    ors = []
+    for v in values:
+        if name in OBS_COMPOSITE:
+            code_text, sep, qty = v.partition("$")
+            if not sep:
+                raise error(400, "invalid", f"{name}: {v!r} is not code$value", expression=[name])
+            system, code = _token_parts(code_text)
+            cond = and_(
+                o.code_set.in_(code_sets_holding(system, code)),
+                _quantity_condition(qty, name, o.value, o.unit),
+            )
+        else:
+            cond = _quantity_condition(v, name, o.value, o.unit)
+        ors.append(cond)
+    return resource_table.c.res_id.in_(select(o.res_id).where(or_(*kinds), any_of(ors)))
+
+
+# ---- _sort ----------------------------------------------------------------------------------
+
+
+def sort_column(res_type: str, name: str, descending: bool) -> Any:
+    """A sort key for any date, string or token parameter: the lowest (highest when
+    descending) indexed value, resources without one last."""
+    param = definitions(res_type).get(name)
+    if param is None or param.type not in SORT_TABLES or param.index == "observation":
+        raise error(
+            400,
+            "not-supported",
+            f"_sort={name!r} is not supported for {res_type}; use a date, string or token parameter",
+        )
+    table = SORT_TABLES[param.type]
+    column = {
+        "date": table.c.get("start"),
+        "string": table.c.get("value"),
+        "token": table.c.get("code"),
+    }[param.type]
+    agg = func.max(column) if descending else func.min(column)
+    sub = (
+        select(agg)
+        .where(
+            table.c.res_type == res_type,
+            table.c.param == name,
+            table.c.res_id == resource_table.c.res_id,
+        )
+        .scalar_subquery()
+    )
+    missing: Any = -(2**62) if param.type == "date" else ""
+    if not descending:
+        missing = 2**62 if param.type == "date" else "\U0010ffff"
+    return func.coalesce(sub, literal(missing))
+
+
+# ---- _revinclude and _include:iterate ---------------------------------------------------------
+
+
+def revincludes(
+    engine: SearchEngine, conn: Any, res_type: str, specs: list[str], page: list[tuple[str, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """``_revinclude=Observation:patient``: resources of that type referring to the page."""
+    if not specs or not page:
+        return []
+    from interop.fhir.validation import SUPPORTED_TYPES
+
+    out: list[tuple[str, str, bytes]] = []
+    ids = [rid for rid, _c in page]
+    r = resource_table.c
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) < 2 or parts[0] not in SUPPORTED_TYPES:
+            raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter")
+        src, pname = parts[0], parts[1]
+        param = definitions(src).get(pname)
+        if param is None or param.type != "reference":
+            raise error(
+                400,
+                "not-supported",
+                f"_revinclude={spec!r}: {pname} is not a reference parameter of {src}",
+            )
+        if param.index == "observation" and res_type == "Patient":
+            stmt = select(r.res_id, r.content).where(
+                r.res_type == src, r.patient_id.in_(ids), r.deleted == false()
+            )
+        else:
+            stmt = select(r.res_id, r.content).where(
+                r.res_type == src,
+                r.deleted == false(),
+                r.res_id.in_(
+                    select(reference_table.c.res_id).where(
+                        reference_table.c.res_type == src,
+                        reference_table.c.param == pname,
+                        reference_table.c.target.in_([f"{res_type}/{i}" for i in ids]),
+                    )
+                ),
+            )
+        for row in conn.execute(stmt.limit(MAX_REVINCLUDE)):
+            out.append((src, row.res_id, bytes(row.content)))
+    return out
+
+
+def iterate_includes(
+    engine: SearchEngine, conn: Any, specs: list[str], found: list[tuple[str, str, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """``_include:iterate=Type:param``: follow the references of what was included, at most
+    :data:`MAX_ITERATE` rounds."""
+    if not specs:
+        return []
+    seen = {(t, i) for t, i, _c in found}
+    frontier = list(found)
+    out: list[tuple[str, str, bytes]] = []
+    r = resource_table.c
+    from interop.fhir.searchparams import values as param_values
+
+    for _round in range(MAX_ITERATE):
+        wanted: dict[str, set[str]] = {}
+        for t, _i, content in frontier:
+            resource = orjson.loads(content)
+            for spec in specs:
+                parts = spec.split(":")
+                if len(parts) < 2 or parts[0] != t:
+                    continue
+                p = definitions(t).get(parts[1])
+                if p is None or p.type != "reference":
+                    continue
+                for v in param_values(resource, p):
+                    ref = v.get("reference") if isinstance(v, dict) else None
+                    if isinstance(ref, str):
+                        target = reference_target(ref, engine.store.base_url)
+                        tt, _, ti = target.partition("/")
+                        if (
+                            ti
+                            and "/" not in ti
+                            and (tt, ti) not in seen
+                            and (len(parts) < 3 or tt == parts[2])
+                        ):
+                            wanted.setdefault(tt, set()).add(ti)
+        frontier = []
+        for tt, tids in wanted.items():
+            for row in conn.execute(
+                select(r.res_id, r.content).where(
+                    r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
+                )
+            ):
+                seen.add((tt, row.res_id))
+                frontier.append((tt, row.res_id, bytes(row.content)))
+        out += frontier
+        if not frontier:
+            break
+    return out

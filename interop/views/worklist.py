@@ -1,0 +1,373 @@
+"""The follow-up centre's worklist (*arbeidsliste*): the organisation's patients that need
+attention, one row per patient, most urgent first.
+
+Why a patient is on it and in which order is data (``mappings/worklist/ordering.yaml``): open
+Tasks by their task-type code and FHIR priority (red deviation ``asap``, yellow ``urgent``,
+missing measurements, readings nobody judges), patients with no measurement for a while,
+messages to the GP that failed or got no AppRec, then any other open Task. Each row has the
+patient's name and fødselsnummer, the reasons and since when, the latest value per measurement
+with its zone, the open Task and who owns it.
+
+A fixed number of queries, whatever the number of patients: open Tasks through the status
+index, recent measurements through the (patient, time) index, messages through the outbox's
+patient index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, func, select, true
+
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
+from interop.fhir.dates import fhir_instant, to_micros
+from interop.patients import display_name
+from interop.store.schema import observation_table, outbox_table, resource_table, token_table
+from interop.text import quantity, text, zone_name
+from interop.views.concepts import display, primary_code
+
+FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
+CHUNK = 500
+"""Ids per IN list (SQLite's and PostgreSQL's parameter limits are far above it)."""
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    task: str | None = None
+    """Task-type code (``*``: any open Task)."""
+    priority: list[str] = []
+    inactive: bool = False
+    message_status: list[str] = []
+
+
+class Ordering(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    reasons: list[Reason]
+    inactive_after_days: int = 7
+    latest_values_days: int = 7
+    message_days: int = 30
+
+
+@lru_cache(maxsize=1)
+def ordering() -> Ordering:
+    raw = (files("mappings") / "worklist" / "ordering.yaml").read_text(encoding="utf-8")
+    rules = Ordering.model_validate(yaml.safe_load(raw))
+    for r in rules.reasons:
+        text(f"worklist.reasons.{r.code}", days=rules.inactive_after_days)  # every reason has words
+    return rules
+
+
+@dataclass
+class Row:
+    patient_id: str
+    rank: int = 1_000_000
+    reasons: dict[str, int | None] = field(default_factory=dict)
+    """Reason code → since when (epoch µs, None when unknown)."""
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, rank: int, code: str, since: int | None) -> None:
+        self.rank = min(self.rank, rank)
+        old = self.reasons.get(code)
+        self.reasons[code] = since if old is None else min(old, since or old)
+
+
+def _task_type(task: dict[str, Any]) -> str | None:
+    for c in (task.get("code") or {}).get("coding", []):
+        if c.get("system") == TASK_CODE_SYSTEM:
+            return str(c.get("code"))
+    return None
+
+
+def _instant(value: str | None, zone: str) -> int | None:
+    if not value:
+        return None
+    try:  # the service writes full instants with an offset: the fast path
+        at = datetime.fromisoformat(value)
+        if at.tzinfo is not None:
+            return to_micros(at)
+    except ValueError:
+        pass
+    try:
+        return fhir_instant(value, zone)
+    except ValueError:
+        return None
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
+    t = token_table.c
+    open_ids = select(t.res_id).where(
+        t.res_type == "Task", t.param == "status", t.code.in_(OPEN_TASK)
+    )
+    r = resource_table.c
+    out = []
+    for (content,) in conn.execute(
+        select(r.content).where(r.res_type == "Task", r.deleted.is_(False), r.res_id.in_(open_ids))
+    ):
+        task = orjson.loads(content)
+        ref = (task.get("for") or {}).get("reference", "")
+        if ref.startswith("Patient/") and ref[8:] in patients and task.get("status") in OPEN_TASK:
+            out.append(task)
+    return out
+
+
+def _last_measured(conn: Connection, patients: list[str]) -> dict[str, int | None]:
+    """Patient → time (µs) of its newest measurement (None: never measured): one statement,
+    each patient's newest found at the end of its range of the (patient, time) index."""
+    o, r = observation_table.c, resource_table.c
+    newest = (
+        select(func.max(o.effective))
+        .where(o.patient_id == r.res_id, o.is_primary == true())
+        .scalar_subquery()
+    )
+    out: dict[str, int | None] = {}
+    for chunk in _chunks(patients):
+        for pid, last in conn.execute(
+            select(r.res_id, newest).where(r.res_type == "Patient", r.res_id.in_(chunk))
+        ):
+            out[pid] = None if last is None else int(last)
+    return out
+
+
+def _failed_messages(
+    conn: Connection, patients: list[str], statuses: list[str], since: int
+) -> list[Any]:
+    if not statuses:
+        return []
+    o = outbox_table.c
+    wanted = set(patients)
+    # by status first (its index): failed messages are few, the organisation's patients many
+    return [
+        row
+        for row in conn.execute(
+            select(o.id, o.patient_id, o.kind, o.status, o.created, o.last_error).where(
+                o.status.in_(statuses), o.created >= since
+            )
+        )
+        if row.patient_id in wanted
+    ]
+
+
+def _latest_values(
+    conn: Connection, patients: list[str], since: int, upto: int
+) -> dict[str, dict[str, tuple[int, float, str | None, str | None]]]:
+    """Patient → concept code → (time, value, unit, zone) of its latest measurement.
+
+    The patients' Observations in the window come through the (patient, time) index of the
+    primary rows; a blood pressure panel's values are its components, read by the latest
+    panel's id only."""
+    o = observation_table.c
+    out: dict[str, dict[str, tuple[int, float, str | None, str | None]]] = {}
+    panels: dict[str, tuple[int, str]] = {}
+    for chunk in _chunks(patients):
+        for pid, res_id, code, value, unit, effective, zone, status in conn.execute(
+            select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.status)
+            .where(
+                o.patient_id.in_(chunk),
+                o.is_primary == true(),
+                o.effective >= since,
+                o.effective <= upto,
+            )
+            .order_by(o.patient_id, o.effective)
+        ):
+            if status in ("entered-in-error", "cancelled"):
+                continue
+            if value is None:
+                panels[pid] = (int(effective), res_id)  # the newest panel wins (time order)
+                continue
+            out.setdefault(pid, {})[primary_code(code)] = (int(effective), float(value), unit, zone)
+    if panels:
+        ids = [res_id for _t, res_id in panels.values()]
+        owner = {res_id: pid for pid, (_t, res_id) in panels.items()}
+        for chunk in _chunks(ids):
+            for res_id, code, value, unit, effective, zone in conn.execute(
+                select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+                    o.res_id.in_(chunk), o.is_component == true(), o.value.is_not(None)
+                )
+            ):
+                per = out.setdefault(owner[res_id], {})
+                concept = primary_code(code)
+                old = per.get(concept)
+                if old is None or effective >= old[0]:
+                    per[concept] = (int(effective), float(value), unit, zone)
+    return out
+
+
+def _patients(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    r = resource_table.c
+    out = {}
+    for chunk in _chunks(ids):
+        for rid, content in conn.execute(
+            select(r.res_id, r.content).where(r.res_type == "Patient", r.res_id.in_(chunk))
+        ):
+            out[rid] = orjson.loads(content)
+    return out
+
+
+def national_id(patient: dict[str, Any]) -> str | None:
+    for i in patient.get("identifier", []):
+        if i.get("system") in FNR_SYSTEMS and i.get("value"):
+            return str(i["value"])
+    return None
+
+
+@lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _when(us: int | None, zone: str) -> dict[str, str] | None:
+    """An instant as ISO 8601 (with its Norwegian offset) and as a person reads it
+    (``06.12.2026 kl. 09:48``, as :func:`interop.text.local_time` writes it)."""
+    if us is None:
+        return None
+    at = datetime.fromtimestamp(us / 1_000_000, _zone(zone))
+    return {
+        "time": at.isoformat(timespec="seconds"),
+        "text": f"{at.day:02d}.{at.month:02d}.{at.year} kl. {at.hour:02d}:{at.minute:02d}",
+    }
+
+
+def _task_json(task: dict[str, Any], zone: str) -> dict[str, Any]:
+    owner = task.get("owner") or {}
+    return {
+        "id": task["id"],
+        "type": _task_type(task),
+        "priority": task.get("priority", "routine"),
+        "status": task.get("status"),
+        "statusText": text(f"worklist.task_status.{task.get('status')}"),
+        "description": task.get("description"),
+        "authoredOn": _when(_instant(task.get("authoredOn"), zone), zone),
+        "owner": owner.get("display"),
+        "notes": [
+            {"text": n.get("text"), "author": n.get("authorString"), "time": n.get("time")}
+            for n in task.get("note", [])
+        ],
+    }
+
+
+def compute(
+    conn: Connection, patient_ids: set[str], now: datetime, zone: str = "Europe/Oslo"
+) -> list[dict[str, Any]]:
+    """The worklist of these patients (those the actor may reach in the organisation)."""
+    rules = ordering()
+    rank_of = {r.code: i for i, r in enumerate(rules.reasons)}
+    now_us = to_micros(now)
+    rows: dict[str, Row] = {}
+
+    def row(pid: str) -> Row:
+        found = rows.get(pid)
+        if found is None:
+            found = rows[pid] = Row(pid)
+        return found
+
+    for task in _open_tasks(conn, patient_ids):
+        pid = task["for"]["reference"][8:]
+        kind, priority = _task_type(task), task.get("priority", "routine")
+        for rank, reason in enumerate(rules.reasons):
+            if reason.task is None or (reason.task != "*" and reason.task != kind):
+                continue
+            if reason.priority and priority not in reason.priority:
+                continue
+            r = row(pid)
+            r.add(rank, reason.code, _instant(task.get("authoredOn"), zone))
+            r.tasks.append(task)
+            break
+    ids = sorted(patient_ids)
+    inactive = next((r for r in rules.reasons if r.inactive), None)
+    if inactive is not None:
+        quiet_since = now_us - rules.inactive_after_days * 86_400_000_000
+        for pid, last in _last_measured(conn, ids).items():
+            if last is None or last < quiet_since:
+                row(pid).add(rank_of[inactive.code], inactive.code, last)
+    failed = next((r for r in rules.reasons if r.message_status), None)
+    if failed is not None:
+        since = now_us - rules.message_days * 86_400_000_000
+        for m in _failed_messages(conn, ids, failed.message_status, since):
+            r = row(m.patient_id)
+            r.add(rank_of[failed.code], failed.code, m.created)
+            r.messages.append(
+                {
+                    "id": m.id,
+                    "type": m.kind,
+                    "status": m.status,
+                    "statusText": text(f"messages.status.{m.status}"),
+                    "created": _when(m.created, zone),
+                    "error": m.last_error,
+                }
+            )
+    listed = sorted(rows)
+    latest = _latest_values(
+        conn, listed, now_us - rules.latest_values_days * 86_400_000_000, now_us + 300_000_000
+    )
+    patients = _patients(conn, listed)
+    out: list[dict[str, Any]] = []
+    for r in rows.values():
+        patient = patients.get(r.patient_id, {})
+        tasks = sorted(r.tasks, key=lambda t: (_priority_rank(t), t.get("authoredOn", "")))
+        owner = next((t["owner"].get("display") for t in tasks if t.get("owner")), None)
+        values: list[dict[str, Any]] = []
+        for code, (t, v, unit, z) in sorted(latest.get(r.patient_id, {}).items()):
+            values.append(
+                {
+                    "code": code,
+                    "display": display(code),
+                    "value": v,
+                    "unit": unit,
+                    "text": quantity(v, unit),
+                    "zone": z,
+                    "zoneText": zone_name(z) if z else None,
+                    "time": _when(t, zone),
+                }
+            )
+        started = [s for s in r.reasons.values() if s is not None]
+        out.append(
+            {
+                "patient": {
+                    "id": r.patient_id,
+                    "name": display_name(patient),
+                    "nationalId": national_id(patient),
+                },
+                "rank": r.rank,
+                "reasons": [
+                    {
+                        "code": code,
+                        "text": text(f"worklist.reasons.{code}", days=rules.inactive_after_days),
+                        "since": _when(s, zone),
+                    }
+                    for code, s in sorted(r.reasons.items(), key=lambda kv: rank_of[kv[0]])
+                ],
+                "since": _when(min(started), zone) if started else None,
+                "latest": values,
+                "task": _task_json(tasks[0], zone) if tasks else None,
+                "tasks": [_task_json(t, zone) for t in tasks],
+                "owner": owner,
+                "messages": r.messages,
+            }
+        )
+    # most urgent first; within a rank, the longest waiting first
+    out.sort(
+        key=lambda x: (x["rank"], x["since"]["time"] if x["since"] else "9", x["patient"]["id"])
+    )
+    return out
+
+
+PRIORITY_ORDER = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
+
+
+def _priority_rank(task: dict[str, Any]) -> int:
+    return PRIORITY_ORDER.get(task.get("priority", "routine"), 3)

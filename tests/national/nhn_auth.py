@@ -1,0 +1,90 @@
+"""What every local NHN contract server checks on a call: a HelseID access token from the local
+issuer (signature, issuer, audience, scope, expiry), bound to a DPoP key (``cnf.jkt``), and a
+fresh DPoP proof for this very request (real signature, htm, htu, ath, single-use jti) — the
+product's own resource-side validator, with an in-memory jti store."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, cast
+
+import jwt
+
+from interop.access.helseid.dpop import DpopProofValidator
+from interop.access.helseid.local_issuer import Issuer, public_jwk
+from interop.access.helseid.replay import JtiReplayGuard
+from interop.fhir.outcome import FhirError
+
+
+class MemoryJtis:
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()
+
+    def first_use(self, jkt: str, jti: str, expires: int) -> bool:
+        with self.lock:
+            if (jkt, jti) in self.seen:
+                return False
+            self.seen.add((jkt, jti))
+            return True
+
+
+@dataclass
+class Caller:
+    client_id: str
+    claims: dict[str, Any]
+
+
+class Unauthorized(Exception):
+    def __init__(self, www: str, detail: str) -> None:
+        super().__init__(detail)
+        self.www = www
+        self.detail = detail
+
+
+class ApiGuard:
+    def __init__(self, issuer: Issuer, audience: str, scope: str) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.scope = scope
+        self.proofs = DpopProofValidator(cast(JtiReplayGuard, MemoryJtis()))
+        self.checked = 0
+
+    def check(self, method: str, url: str, headers: dict[str, str]) -> Caller:
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme != "DPoP" or not token:
+            raise Unauthorized('DPoP error="invalid_token"', "Authorization: DPoP <token> required")
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self.issuer.keys[kid].public_key()
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256", "ES256", "PS256"],
+                audience=self.audience,
+                issuer=self.issuer.url,
+            )
+        except (jwt.PyJWTError, KeyError) as exc:
+            raise Unauthorized('DPoP error="invalid_token"', f"token: {exc}") from None
+        scopes = claims.get("scope") or []
+        if isinstance(scopes, str):
+            scopes = scopes.split()
+        if self.scope not in scopes:
+            raise Unauthorized('DPoP error="insufficient_scope"', f"scope {self.scope} missing")
+        jkt = (claims.get("cnf") or {}).get("jkt")
+        if not jkt:
+            raise Unauthorized('DPoP error="invalid_token"', "the token is not DPoP-bound")
+        proof = headers.get("dpop")
+        try:
+            self.proofs.validate(
+                (proof,) if proof else (), method=method, url=url, token=token, jkt=jkt
+            )
+        except FhirError as exc:
+            raise Unauthorized('DPoP error="invalid_dpop_proof"', str(exc)) from None
+        self.checked += 1
+        return Caller(str(claims.get("client_id")), claims)
+
+
+__all__ = ["ApiGuard", "Caller", "Unauthorized", "public_jwk"]

@@ -1,0 +1,162 @@
+"""EDI 2.0 as the outbox transport: a red deviation goes to the GP through the Meldingstjener
+with the sending municipality's HelseID client; the GP's answer is fetched, answered with an
+AppRec (``Ok``, as the schema spells it) and marked read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from interop.messaging.edi2 import poll_edi2
+from interop.messaging.runtime import kith_for
+from interop.routing.outbox import Outbox
+from interop.routing.transports import default_transports
+from interop.routing.worker import DeliveryWorker
+from plo_messages.content import DialogNote, build_dialog_note
+from plo_messages.model import Coded, ConversationRef, Header
+from plo_messages.msghead import local_timestamp
+from tests.messaging.test_gp_flow import HER, _heart_rate, _ingest, _outbox, address_book
+from tests.national.conftest import National
+
+
+def _use_edi2(client, ids: dict[str, str], base: str) -> None:  # type: ignore[no-untyped-def]
+    ep = client.get(f"/fhir/Endpoint/{ids['gp-endpoint']}").json()
+    ep["connectionType"]["code"] = "edi2"
+    ep["address"] = base
+    assert client.put(f"/fhir/Endpoint/{ep['id']}", json=ep).status_code == 200
+
+
+def test_edi2_both_ways_with_helseid(client, services, tmp_path: Path, national: National) -> None:  # type: ignore[no-untyped-def]
+    services.settings.helseid_tenants_file = national.helseid.tenants_file
+    mt = national.mt
+    ids = address_book(client, tmp_path)
+    _use_edi2(client, ids, national.edi2_url)
+    _ingest(services, _heart_rate("150", 5))
+    [row] = _outbox(services)
+    assert row.transport == "edi2"
+    worker = DeliveryWorker(Outbox(services.engine), default_transports(settings=services.settings))
+    worker.run_once()
+    [stored] = mt.messages.values()
+    assert stored.receiver_her_id == int(HER["gp"]) and stored.document == bytes(row.payload)
+    assert _outbox(services)[0].status == "transport-acked"
+
+    kith = kith_for(services.settings)
+    assert kith is not None
+    sent = kith.read(stored.document)
+    assert sent.header is not None
+    answer = Header(
+        type=Coded("DIALOG_HELSEFAGLIG", "Helsefaglig dialog"),
+        msg_id="3b2c9f1a-7d4e-4c1b-9a8e-5f6d7c8b9a01",
+        gen_date=local_timestamp(),
+        sender=sent.header.receiver,
+        receiver=sent.header.sender,
+        patient=sent.header.patient,
+        conversation_ref=ConversationRef(row.msg_id, row.msg_id),
+    )
+    doc = kith.build(
+        answer,
+        build_dialog_note(
+            DialogNote(
+                Coded("6", "Henvendelse om pasient", "2.16.578.1.12.4.1.1.7322"),
+                None,
+                "Sett opp time.",
+            )
+        ),
+    )
+    mid = mt.inject(doc)
+    helseid = national.clients
+    assert poll_edi2(services, base_url=national.edi2_url, helseid=helseid) == {"accepted": 1}
+    assert poll_edi2(services, base_url=national.edi2_url, helseid=helseid) == {}
+    assert mt.messages[mid].read_by == {int(HER["centre"])}
+    comm = client.get("/fhir/Communication", params={"patient": ids["patient"]}).json()
+    assert comm["entry"][0]["resource"]["basedOn"] == [{"reference": row.focus}]
+    worker.run_once()
+    assert mt.messages[mid].apprecs == [{"appRecStatus": "Ok", "senderHerId": int(HER["centre"])}]
+    [ack] = [r for r in _outbox(services) if r.kind == "apprec"]
+    assert ack.status == "transport-acked" and ack.transport == "edi2-apprec"
+
+
+def test_no_tenant_for_the_sender_dead_letters_with_the_reason(  # type: ignore[no-untyped-def]
+    client, services, tmp_path: Path, national: National
+) -> None:
+    # a tenants file naming none of the centre's HER-ids
+    text = national.helseid.tenants_file.read_text()
+    other = tmp_path / "other-tenants.yaml"
+    other.write_text(text.replace("'80001'", "'70001'").replace("'80002'", "'70002'"))
+    services.settings.helseid_tenants_file = other
+    ids = address_book(client, tmp_path)
+    _use_edi2(client, ids, national.edi2_url)
+    _ingest(services, _heart_rate("150", 5))
+    DeliveryWorker(
+        Outbox(services.engine), default_transports(settings=services.settings)
+    ).run_once()
+    [row] = _outbox(services)
+    assert row.status == "dead"
+    assert "no HelseID tenant sends for HER-id 80001, 80002" in row.last_error
+    assert national.mt.messages == {}
+
+
+def test_cppa_says_whether_the_gp_takes_plo(
+    client, services, tmp_path: Path, national: National
+) -> None:  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tests.live_server import live_server
+    from tests.national.nhn_auth import ApiGuard, Unauthorized
+
+    guard = ApiGuard(national.helseid.issuer, "nhn:cppa", "nhn:cppa/access")
+    profiles: dict[int, list[Any]] = {}
+
+    async def profile(request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            guard.check("GET", str(request.url), headers)
+        except Unauthorized as exc:
+            return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
+        her = int(request.path_params["her"])
+        if her not in profiles:
+            return Response(status_code=404)
+        return JSONResponse(
+            {"herId": her, "processes": [{"name": "x", "canReceive": profiles[her]}]}
+        )
+
+    services.settings.helseid_tenants_file = national.helseid.tenants_file
+    ids = address_book(client, tmp_path)
+    _use_edi2(client, ids, national.edi2_url)
+    with live_server(Starlette(routes=[Route("/Profiles/{her}", profile)])) as cppa:
+        services.settings.cppa_base_url = cppa
+
+        def deliver() -> None:
+            DeliveryWorker(
+                Outbox(services.engine), default_transports(settings=services.settings)
+            ).run_once()
+
+        profiles[int(HER["gp"])] = ["DIALOG_HELSEFAGLIG", {"name": "DIALOG_SVAR"}]
+        _ingest(services, _heart_rate("150", 5))
+        deliver()
+        [row] = _outbox(services)
+        assert row.status == "dead"
+        assert "HER-id 80011 cannot receive HELSEOPPLYSNINGER_LEGE" in row.last_error
+        assert national.mt.messages == {}
+        # the profile lists it: it goes
+        profiles[int(HER["gp"])].append({"messageName": "HELSEOPPLYSNINGER_LEGE"})
+        from interop.messaging.status import send_periodic_status
+
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        deliver()
+        assert len(national.mt.messages) == 1
+        # no profile at all: not known, so it goes
+        del profiles[int(HER["gp"])]
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        deliver()
+        assert len(national.mt.messages) == 2
+    assert guard.checked >= 3

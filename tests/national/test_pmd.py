@@ -1,0 +1,135 @@
+"""PMD uploads with HelseID + DPoP: the local PMD checks token and proof, validates the Bundle
+(FHIR R4, the configured type: ``batch`` with ``request`` per entry, or ``collection`` without)
+and answers a ``batch-response`` entry by entry; a refused entry dead-letters with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fhir.resources.R4B.bundle import Bundle
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from interop.routing.outbox import Outbox
+from interop.routing.transports import TRANSPORT_SYSTEM, default_transports
+from interop.routing.worker import DeliveryWorker
+from tests.live_server import live_server
+from tests.messaging.test_gp_flow import _outbox, address_book
+from tests.messaging.test_pmd_route import SUBSCRIPTION_SYSTEM, _ingest, _post, _vitals
+from tests.national.conftest import National
+from tests.national.nhn_auth import ApiGuard, Unauthorized
+
+ENTRY_ID = "http://hl7.no/fhir/vkpobservation/StructureDefinition/PmdBundleResponseEntryIdExtension"
+
+
+class LocalPmd:
+    def __init__(self, guard: ApiGuard, bundle_type: str) -> None:
+        self.guard = guard
+        self.bundle_type = bundle_type
+        self.received: list[dict[str, Any]] = []
+        self.refuse_codes: set[str] = set()
+        self.problems: list[str] = []
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/fhir", self.upload, methods=["POST"])])
+
+    async def upload(self, request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            self.guard.check("POST", str(request.url), headers)
+        except Unauthorized as exc:
+            return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
+        bundle = orjson.loads(await request.body())
+        Bundle.model_validate(bundle)  # FHIR structure (and bdl-3 for a collection)
+        if bundle["type"] != self.bundle_type:
+            self.problems.append(f"type {bundle['type']}")
+        for e in bundle["entry"]:
+            if (self.bundle_type == "batch") != ("request" in e):
+                self.problems.append(f"entry {e['fullUrl']}: request with a {bundle['type']}")
+        self.received.append(bundle)
+        entries = []
+        for e in bundle["entry"]:
+            code = e["resource"]["code"]["coding"][0]["code"]
+            refused = code in self.refuse_codes
+            response: dict[str, Any] = {
+                "status": "422" if refused else "201",
+                "extension": [{"url": ENTRY_ID, "valueUri": e["fullUrl"]}],
+            }
+            if refused:
+                response["outcome"] = {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {"severity": "error", "code": "invalid", "diagnostics": f"{code} avvist"}
+                    ],
+                }
+            entries.append({"response": response})
+        body = {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        return Response(json.dumps(body), 200, media_type="application/fhir+json")
+
+
+def _setup(client, services, tmp_path: Path, national: National, bundle_type: str) -> LocalPmd:  # type: ignore[no-untyped-def]
+    services.settings.helseid_tenants_file = national.helseid.tenants_file
+    services.settings.pmd_tenant = "fjordvik"
+    services.settings.pmd_bundle_type = bundle_type
+    address_book(client, tmp_path)
+    return LocalPmd(ApiGuard(national.helseid.issuer, "nhn:pmd", "nhn:pmd/api"), bundle_type)
+
+
+def _endpoint(client, address: str) -> None:  # type: ignore[no-untyped-def]
+    _post(
+        client,
+        {
+            "resourceType": "Endpoint",
+            "status": "active",
+            "connectionType": {"system": TRANSPORT_SYSTEM, "code": "pmd"},
+            "payloadType": [{"coding": [{"system": SUBSCRIPTION_SYSTEM, "code": "pmd"}]}],
+            "address": address,
+        },
+    )
+
+
+def _deliver(services) -> None:  # type: ignore[no-untyped-def]
+    DeliveryWorker(
+        Outbox(services.engine), default_transports(settings=services.settings)
+    ).run_once()
+
+
+def test_pmd_batch_with_helseid_dpop_all_entries_taken(
+    client, services, tmp_path: Path, national: National
+) -> None:  # type: ignore[no-untyped-def]
+    pmd = _setup(client, services, tmp_path, national, "batch")
+    with live_server(pmd.app()) as base:
+        _endpoint(client, f"{base}/fhir")
+        _ingest(services, _vitals())
+        [row] = [r for r in _outbox(services) if r.kind == "pmd-observations"]
+        assert row.transport == "pmd"
+        _deliver(services)
+    [bundle] = pmd.received
+    assert bundle["type"] == "batch" and len(bundle["entry"]) == 7
+    assert bundle["identifier"]["system"] == "https://www.nhn.no/komlink/bundle-identifier"
+    assert pmd.problems == [] and pmd.guard.checked == 1
+    assert [r.status for r in _outbox(services) if r.kind == "pmd-observations"] == [
+        "transport-acked"
+    ]
+
+
+def test_pmd_collection_setting_and_a_refused_entry(
+    client, services, tmp_path: Path, national: National
+) -> None:  # type: ignore[no-untyped-def]
+    pmd = _setup(client, services, tmp_path, national, "collection")
+    pmd.refuse_codes = {"15074-8"}
+    with live_server(pmd.app()) as base:
+        _endpoint(client, f"{base}/fhir")
+        _ingest(services, _vitals())
+        _deliver(services)
+    [bundle] = pmd.received
+    assert bundle["type"] == "collection" and "meta" not in bundle
+    assert all("request" not in e for e in bundle["entry"]) and pmd.problems == []
+    [row] = [r for r in _outbox(services) if r.kind == "pmd-observations"]
+    assert row.status == "dead"
+    assert "1 batch entries failed" in row.last_error and "15074-8 avvist" in row.last_error
