@@ -53,6 +53,7 @@ from adapters.base import (
     vendor_user_system,
 )
 from adapters.hl7v2_segments import Delimiters, Hl7SyntaxError, Segment, escape, parse
+from adapters.identifiers import person_id_system
 from adapters.timeutil import parse_hl7_ts
 
 EUI64_SYSTEM = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
@@ -227,8 +228,6 @@ def build_ack(
 
 
 def _patient(pid: Segment | None, meta: IngestMeta, result: AdapterResult) -> PatientRef | None:
-    from interop.identifiers import person_id_system
-
     if pid is None:
         if meta.patient is not None:
             return meta.patient

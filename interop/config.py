@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     """``Bundle.total`` is counted up to this many matches and omitted above it."""
     max_future_skew_seconds: int = 300
     """How far in the future a measurement time may be before it is rejected."""
+    late_after_hours: float = 24
+    """A yellow or red reading taken longer ago than this when it arrives (a gateway that was
+    offline, a backfill) is late (*etterregistrert*): a routine Task marked late, no Flag and
+    no urgent message to the GP about a state that may be long past (``INTEROP_LATE_AFTER_HOURS``)."""
     oldest_measurement_year: int = 2000
     emergency_access_minutes: int = 240
     """How long an emergency access (*nødrett*) stays open at most (an actor may ask for less)."""

@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from interop.access.audit import flush_audit, write_hook
 from interop.access.policy import AccessPolicy
-from interop.care.events import Subscriptions
+from interop.care import task_completion
+from interop.care.events import Deviation, DeviationClosed, PlanChanged, Subscriptions
+from interop.care.measurement_checks import MeasurementChecks
+from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
+from interop.mapping import MappingSet
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
@@ -36,10 +41,12 @@ class Services:
 
     def __post_init__(self) -> None:
         self.events = Subscriptions()
-        from interop.care.events import DeviationClosed
-        from interop.national.vkp_dho import on_deviation_closed
-
-        self.events.subscribe(DeviationClosed, on_deviation_closed)
+        # routing hears of deviations and plan changes (the care core does not know it)
+        self.events.subscribe(Deviation, lambda tx, e: router_for(self).on_deviation(tx, e))
+        self.events.subscribe(PlanChanged, lambda tx, e: router_for(self).on_plan_changed(tx, e))
+        self.events.subscribe(
+            DeviationClosed, lambda tx, e: router_for(self).on_deviation_closed(tx, e)
+        )
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         # after the policy: an actor learns nothing about a Patient it may not see
@@ -63,25 +70,18 @@ class Services:
 def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     """Attach the in-transaction steps every write goes through (the measurement checks,
     triage, Flags and Tasks, the audit trail)."""
-    from interop.care import task_completion
-    from interop.care.measurement_checks import MeasurementChecks
-    from interop.care.triage import Triage, flush_zone_index
-    from interop.mapping import MappingSet
-
     checks = MeasurementChecks(
         MappingSet.load(settings.mappings_dir if settings else None),
         future_skew_seconds=settings.max_future_skew_seconds if settings else 300,
         zone=store.zone,
     )
     store.prepare_hooks.append(checks.prepare)
-    triage = Triage(store)
+    triage = Triage(store, late_after_hours=settings.late_after_hours if settings else 24)
     store.prepare_hooks.append(triage.prepare)
     store.prepare_hooks.append(task_completion.prepare)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
     store.before_commit.append(flush_zone_index)
-    from interop.access.audit import flush_audit, write_hook
-
     store.hooks.append(write_hook)
     store.before_commit.append(flush_audit)
 

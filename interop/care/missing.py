@@ -14,9 +14,9 @@ import orjson
 from sqlalchemy import func, select
 
 from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
+from interop.care.ports import CareServices
 from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
-from interop.services import Services
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search import code_sets_holding
@@ -58,7 +58,7 @@ def _schedules(conn: Any) -> list[tuple[str, str, int, int]]:
     return out
 
 
-def check_missing(services: Services, now: datetime | None = None) -> int:
+def check_missing(services: CareServices, now: datetime | None = None) -> int:
     """Raise Tasks for overdue measurements; returns how many were raised."""
     now = now or now_utc()
     t_now = to_micros(now)

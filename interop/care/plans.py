@@ -21,12 +21,15 @@ from sqlalchemy import Connection, select
 
 from adapters.base import Code
 from interop.access.actor import Actor
+from interop.care.default_thresholds import defaults_for
+from interop.care.events import PlanChanged, raise_event
+from interop.care.ports import CareServices
 from interop.care.zones import ZoneRanges
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.identifiers import person_id_system, validate_hpr
+from interop.mapping import MappingSet
 from interop.patients import patient_by_identifier
-from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
@@ -107,8 +110,6 @@ class PlanIn(BaseModel):
 
 def default_ranges() -> dict[str, ZoneRanges]:
     """The general default ranges (see :mod:`interop.care.default_thresholds`)."""
-    from interop.care.default_thresholds import defaults_for
-
     return defaults_for()
 
 
@@ -240,7 +241,7 @@ def _lock_plans(tx: WriteTx, patient_id: str) -> None:
 
 
 def put_plan(
-    services: Services,
+    services: CareServices,
     national_id: str,
     body: Any,
     actor: Actor,
@@ -265,8 +266,6 @@ def put_plan(
         ) from None
     if not validate_hpr(plan.approved_by.hpr):
         raise error(422, "value", f"approvedBy.hpr {plan.approved_by.hpr!r} is not an HPR number")
-    from interop.mapping import MappingSet
-
     mappings = MappingSet.load(services.settings.mappings_dir)
     for z in plan.zones:
         concept = mappings.concept_for(Code(LOINC, z.code))
@@ -382,10 +381,8 @@ def put_plan(
                 ],
             }
         )
-        from interop.routing.rules import Event, emit, router_for
-
-        emit(tx, Event("plan.changed", pid, stored.reference))
-        router_for(services).route_pending(tx)
+        # routed (plan.changed) by the subscribers when the transaction ends
+        raise_event(tx, PlanChanged(pid, stored.reference))
     return {
         "version": version,
         "carePlan": stored.json(),
@@ -393,7 +390,7 @@ def put_plan(
     }
 
 
-def plan_versions_count(services: Services, patient_id: str) -> int:
+def plan_versions_count(services: CareServices, patient_id: str) -> int:
     with services.store.reader() as conn:
         return len(plan_versions(conn, patient_id))
 
@@ -402,8 +399,6 @@ def ranges_in_force(
     conn: Any, patient_id: str, when: datetime | int, zone: str = "Europe/Oslo"
 ) -> dict[str, ZoneRanges]:
     """code → ranges of the plan version in force at ``when`` (µs or datetime)."""
-    from interop.fhir.dates import to_micros
-
     t = when if isinstance(when, int) else to_micros(when)
     chosen = plan_at(plan_periods(conn, patient_id, zone), t)
     return ranges_of_plan(conn, chosen) if chosen is not None else {}

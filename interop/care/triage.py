@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,12 @@ import orjson
 from sqlalchemy import and_, bindparam, delete, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
+from interop.care.events import (
+    DeviationEscalated,
+    DeviationOpened,
+    MeasurementJudged,
+    raise_event,
+)
 from interop.care.plans import (
     PlanPeriod,
     ZoneRanges,
@@ -38,8 +45,14 @@ from interop.care.plans import (
     plan_periods,
     ranges_of_plan,
 )
-from interop.fhir.dates import fhir_instant, fhir_range, format_instant, from_micros, now_utc
-from interop.routing.rules import Event, emit
+from interop.fhir.dates import (
+    fhir_instant,
+    fhir_range,
+    format_instant,
+    from_micros,
+    now_utc,
+    to_micros,
+)
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
 from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
@@ -116,6 +129,15 @@ def _judged_by(r: ZoneRanges) -> str:
     if r.source != "default":
         return f"plan {r.source}"
     return f"default ranges: {DEFAULT_MARK}, ikke pasientens egenbehandlingsplan – {r.label}"
+
+
+def _with_bound(interpretation: list[dict[str, Any]], bound: str) -> list[dict[str, Any]]:
+    """The (shared, never changed) interpretation, or a copy whose text says the value was a
+    bound."""
+    if not bound:
+        return interpretation
+    first = interpretation[0]
+    return [{**first, "text": f"{first['text']}; {bound}"}, *interpretation[1:]]
 
 
 def _build_interpretation(t: TriageResult) -> list[dict[str, Any]]:
@@ -202,22 +224,60 @@ def _loinc(node: dict[str, Any]) -> str | None:
     return None
 
 
-def _value(node: dict[str, Any]) -> tuple[Decimal, str] | None:
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})
+BOUND_TEXT = {"<": "under", "<=": "høyst", ">=": "minst", ">": "over"}
+"""How a bound reads in the texts (``> 11``: *over 11*)."""
+_NUDGE = Decimal("1e-9")
+
+
+def _value(node: dict[str, Any]) -> tuple[Decimal, str, str | None] | None:
+    """(value, unit, comparator) of a node's valueQuantity; None when there is no number or
+    the comparator is not one triage can judge (``ad``, unknown)."""
     q = node.get("valueQuantity")
-    if isinstance(q, dict) and isinstance(q.get("value"), int | float) and not q.get("comparator"):
-        return Decimal(str(q["value"])), q.get("code") or q.get("unit") or ""
-    return None
+    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+        return None
+    if isinstance(q.get("value"), bool):
+        return None
+    comparator = q.get("comparator")
+    if comparator is not None and comparator not in COMPARATORS:
+        return None
+    return Decimal(str(q["value"])), q.get("code") or q.get("unit") or "", comparator
+
+
+def classify_bound(value: Decimal, comparator: str | None, r: ZoneRanges) -> TriageResult:
+    """The zone of a value the source gave as a bound, judged at the bound: ``> 11`` is at
+    least 11 (just above it, so a green high of 11 is left), ``< 3`` at most 3. For a
+    measurement where a low value is bad, that is the worst the value can be; where a high
+    value is bad, the zone is at least this one (and the texts say it was a bound)."""
+    if comparator == ">":
+        value += _NUDGE
+    elif comparator == "<":
+        value -= _NUDGE
+    return classify(value, r)
+
+
+def bound_note(comparator: str | None, value: Decimal, unit: str) -> str:
+    """What the texts say of a value given as a bound (empty for an exact value)."""
+    if not comparator:
+        return ""
+    plain = format(value.normalize(), "f")
+    return (
+        f"verdien er oppgitt som en grense ({comparator} {plain} {unit}), vurdert som "
+        f"{BOUND_TEXT[comparator]} {plain}: den virkelige verdien kan ligge lenger unna"
+    )
 
 
 def _reading(obs: dict[str, Any]) -> tuple[tuple[Decimal, str] | None, str]:
     """The value (of a single-value Observation) and the reading as Norwegian text: ``97 %``,
-    ``7,8 mmol/L``, or a panel's components in order (blood pressure ``150/95 mmHg``)."""
-    value = _value(obs)
-    if value is not None:
-        return value, quantity(value[0].normalize(), value[1]).strip()
+    ``7,8 mmol/L``, or a panel's components in order (blood pressure ``150/95 mmHg``); a
+    bound keeps its comparator (``>11 mmol/L``)."""
+    found = _value(obs)
+    if found is not None:
+        value, code, comparator = found
+        return (value, code), f"{comparator or ''}{quantity(value.normalize(), code)}".strip()
     parts = [_value(c) for c in obs.get("component", [])]
     units = {p[1] for p in parts if p}
-    reading = "/".join(number(p[0].normalize()) for p in parts if p)
+    reading = "/".join(f"{p[2] or ''}{number(p[0].normalize())}" for p in parts if p)
     reading += f" {unit(units.pop())}" if len(units) == 1 else ""
     return None, reading.strip()
 
@@ -244,6 +304,29 @@ PRIORITY = {"red": "asap", "yellow": "urgent"}
 follow-up worklist sorts them: red before yellow."""
 ZONE_INPUT = "zone"
 """The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
+
+
+LATE_MARK = "etterregistrert"
+"""In the text of a Task raised by a late reading (taken longer ago than the late window)."""
+LATE_STATUS = {
+    "coding": [{"system": TASK_CODE_SYSTEM, "code": "late", "display": "Etterregistrert"}],
+    "text": LATE_MARK,
+}
+"""``businessStatus`` of a Task raised by late readings only (search ``business-status``)."""
+
+
+def is_late_task(task: dict[str, Any]) -> bool:
+    return any(
+        c.get("system") == TASK_CODE_SYSTEM and c.get("code") == "late"
+        for c in (task.get("businessStatus") or {}).get("coding", [])
+    )
+
+
+def _time_of(obs: dict[str, Any]) -> str:
+    """The reading's time as the source stated it (effectiveDateTime or period start)."""
+    return str(
+        obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start") or ""
+    )
 
 
 def task_zone(task: dict[str, Any]) -> str | None:
@@ -278,10 +361,11 @@ def _raise_or_escalate(
     now: str,
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
-) -> tuple[str, bool]:
+    late: bool = False,
+) -> tuple[str, str | None]:
     """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
-    and whether this is news the routing rules should hear about: a new Task or an escalation
-    (yellow to red); a further value on an open Task only adds a note.
+    and the news others should hear about: ``opened`` (a new Task), ``escalated`` (yellow to
+    red, or a current reading on a late Task), or None (a further value only adds a note).
 
     The Task always describes the current worst reading: its description, ``code.text``,
     priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
@@ -292,10 +376,13 @@ def _raise_or_escalate(
     if task is not None:
         task = dict(task)
         task.pop("meta", None)
-        current = task_zone(task)
-        escalated = current is not None and RANK[zone] > RANK.get(current, 0)
-        if current is None or RANK[zone] >= RANK.get(current, 0):
-            task["priority"] = PRIORITY[zone]
+        was_late = is_late_task(task)
+        current = None if was_late and not late else task_zone(task)
+        escalated = not late and (current is None or RANK[zone] > RANK.get(current, 0))
+        if late and not was_late:
+            pass  # an old reading beside a current deviation: a note only
+        elif current is None or RANK[zone] >= RANK.get(current, 0):
+            task["priority"] = "routine" if late else PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
             task["code"] = {
@@ -303,19 +390,22 @@ def _raise_or_escalate(
                 "text": text("triage.task_title", zone=zone_name(zone), what=what),
             }
             task["input"] = _with_zone_input(task.get("input", []), zone)
+            if was_late and not late:
+                task.pop("businessStatus", None)  # a current reading: no longer only late
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
         # the stored Task was validated when written; the changes are this module's own
         # (covered by tests/plans/test_triage.py), so skip the slow model validation here
         tx.update("Task", task["id"], task, validate=False)
-        return str(task["id"]), escalated
+        return str(task["id"]), "escalated" if escalated else None
     # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
     created = tx.create(
         {
             "resourceType": "Task",
             "status": "requested",
+            **({"businessStatus": LATE_STATUS} if late else {}),
             "intent": "order",
-            "priority": PRIORITY[zone],
+            "priority": "routine" if late else PRIORITY[zone],
             "code": {
                 "coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}],
                 "text": text("triage.task_title", zone=zone_name(zone), what=what),
@@ -331,7 +421,7 @@ def _raise_or_escalate(
         },
         validate=False,
     )
-    return created.res_id, True
+    return created.res_id, "opened"
 
 
 PLAN_CACHE_SECONDS = 60.0
@@ -358,8 +448,10 @@ class _PatientPlans:
 class Triage:
     """Holds a per-process cache of each patient's plans (see ``PLAN_CACHE_SECONDS``)."""
 
-    def __init__(self, store: FhirStore) -> None:
+    def __init__(self, store: FhirStore, *, late_after_hours: float = 24) -> None:
         self.store = store
+        self.late_after = timedelta(hours=late_after_hours)
+        """A reading taken longer ago than this when it arrives is late (*etterregistrert*)."""
         self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
@@ -426,6 +518,7 @@ class Triage:
             return None
         plan, defaults = self._ranges(tx, ref.split("/", 1)[1], when)
         worst: TriageResult | None = None
+        worst_bound = ""
         missing = False
         """a node had no thresholds at all (plan or default)"""
         components = resource.get("component") or []
@@ -447,23 +540,25 @@ class Triage:
                     }
                 new_components.append(node)
                 continue
-            t = classify(val[0], ranges)
+            t = classify_bound(val[0], val[2], ranges)
+            bound = bound_note(val[2], val[0], val[1])
             if components:
                 node = {
                     **node,
-                    "interpretation": _interpretation(t),
+                    "interpretation": _with_bound(_interpretation(t), bound),
                     "referenceRange": _reference_ranges(ranges),
                 }
             else:
                 resource = {**resource, "referenceRange": _reference_ranges(ranges)}
             new_components.append(node)
             if worst is None or RANK[t.zone] > RANK[worst.zone]:
-                worst = t
+                worst, worst_bound = t, bound
         if components:
             resource = {**resource, "component": new_components}
         kept = _without_zone(resource.get("interpretation", []))
         if worst is not None:
-            return {**resource, "interpretation": _interpretation(worst) + kept}
+            judged = _with_bound(_interpretation(worst), worst_bound)
+            return {**resource, "interpretation": judged + kept}
         if _loinc(resource) is not None:
             # no component and no value judged (no thresholds, another unit, no number)
             return {**resource, "interpretation": _not_assessed(missing) + kept}
@@ -511,6 +606,15 @@ class Triage:
         _index_zone(tx, stored.res_id, zone)
         code = _loinc(obs) or "unknown"
         pid = ref.split("/", 1)[1]
+        now_at = now_utc()
+        now = format_instant(now_at)
+        late = self._is_late(obs, now_at)
+        raise_event(
+            tx,
+            MeasurementJudged(
+                pid, f"Observation/{stored.res_id}", code, str(zone), _time_of(obs), late
+            ),
+        )
         cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
             "open_items", {}
         )
@@ -533,9 +637,10 @@ class Triage:
             DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
         )
         default_note = f" ({text('triage.by_default', mark=DEFAULT_MARK)})" if by_default else ""
+        if late and zone == "green":
+            return  # an old reading says nothing about the patient's state now
         if zone == "green" and not flags:
             return
-        now = format_instant(now_utc())
         if zone == "green":
             for flag in flags:
                 flag = {
@@ -547,17 +652,25 @@ class Triage:
                 tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
             return
         value, reading = _reading(obs)
+        bounds = [
+            (v[2], bound_note(v[2], v[0], v[1]))
+            for v in (_value(n) for n in [obs, *obs.get("component", [])])
+            if v is not None and v[2]
+        ]
         note = (
             text(
                 "triage.measurement_note",
                 zone=zone_name(zone).capitalize(),
                 measurement=measurement_name(code),
                 reading=reading,
-                time=_local(obs.get("effectiveDateTime"), now),
+                time=_local(_time_of(obs) or None, now),
             )
             + default_note
+            + "".join(f"; {said}" for _c, said in bounds)
         )
-        task_id, announce = _raise_or_escalate(
+        if late:
+            note = f"{LATE_MARK}: {note}"  # received at the note's time
+        task_id, news = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
             zone=zone,
@@ -571,25 +684,28 @@ class Triage:
                 measurement_name(code),
             ),
             task_input=("measurement code", code),
+            late=late,
         )
-        if announce:
-            emit(
+        if news is not None:
+            event = DeviationOpened if news == "opened" else DeviationEscalated
+            raise_event(
                 tx,
-                Event(
-                    f"triage.{zone}",
+                event(
                     pid,
-                    f"Task/{task_id}",
-                    {
-                        "code": code,
-                        "zone": zone,
-                        "value": float(value[0]) if value else None,
-                        "unit": value[1] if value else None,
-                        "reading": reading,
-                        "time": obs.get("effectiveDateTime") or now,
-                        "observation": f"Observation/{stored.res_id}",
-                    },
+                    task=f"Task/{task_id}",
+                    code=code,
+                    zone=zone,
+                    reading=reading,
+                    time=_time_of(obs) or now,
+                    value=float(value[0]) if value else None,
+                    unit=value[1] if value else None,
+                    focus=f"Observation/{stored.res_id}",
+                    late=late,
+                    bound=bounds[0][0] if bounds else None,
                 ),
             )
+        if late:
+            return  # no Flag about a state that may be long past
         if flags:
             flag = dict(flags[0])
             flag.pop("meta", None)
@@ -639,6 +755,17 @@ class Triage:
                 validate=False,
             )
 
+    def _is_late(self, obs: dict[str, Any], now: datetime) -> bool:
+        """Taken longer ago than the late window (by the end of its stated time)."""
+        text = _time_of(obs)
+        if not text:
+            return False
+        try:
+            end = fhir_range(text, self.store.zone)[1]
+        except ValueError:
+            return False
+        return end < to_micros(now - self.late_after)
+
     def _questionnaire(self, tx: WriteTx, stored: StoredResource) -> None:
         """A questionnaire the source's own flow judged yellow/red (the ``source-severity``
         extension) raises or escalates a Task for the follow-up centre, like a measurement."""
@@ -668,7 +795,7 @@ class Triage:
             title=title,
             time=_local(qr.get("authored"), now),
         )
-        task_id, announce = _raise_or_escalate(
+        task_id, news = _raise_or_escalate(
             tx,
             tasks[0] if tasks else None,
             zone=zone,
@@ -679,24 +806,20 @@ class Triage:
             kind=("assess-questionnaire", "Vurder besvart spørreskjema", title),
             task_input=("questionnaire", key),
         )
-        if announce:
+        if news is not None:
             severity = "rød" if zone == "red" else "gul"
-            emit(
+            event = DeviationOpened if news == "opened" else DeviationEscalated
+            raise_event(
                 tx,
-                Event(
-                    f"triage.{zone}",
+                event(
                     pid,
-                    f"Task/{task_id}",
-                    {
-                        "code": "questionnaire",
-                        "display": "Spørreskjema",
-                        "zone": zone,
-                        "value": None,
-                        "unit": None,
-                        "reading": f"«{title}» besvart, {severity} alvorlighet",
-                        "time": qr.get("authored") or now,
-                        "questionnaireResponse": f"QuestionnaireResponse/{stored.res_id}",
-                    },
+                    task=f"Task/{task_id}",
+                    code="questionnaire",
+                    zone=zone,
+                    reading=f"«{title}» besvart, {severity} alvorlighet",
+                    time=qr.get("authored") or now,
+                    focus=f"QuestionnaireResponse/{stored.res_id}",
+                    display="Spørreskjema",
                 ),
             )
 

@@ -51,7 +51,7 @@ from interop.observability import correlation_id
 from interop.patients import resolve, resolve_many
 from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
 from interop.resend import conflict_message as resend_conflict_message
-from interop.routing.rules import observations_created, router_for
+from interop.routing.rules import observations_created
 from interop.services import Services
 from interop.store.context import Door, Principal, WriteContext
 from interop.store.ingest_records import (
@@ -624,12 +624,11 @@ class IngestPipeline:
             new=[m.ingest_row for m in done if m.ingest_row is not None and not m.recorded],
             again=[m.ingest_row for m in done if m.ingest_row is not None and m.recorded],
         )
-        router = router_for(self.services)
         for m in done:
             m.routed = True
             m.ingest_row = None
             with self._context(tx, m):
-                router.route_pending(tx)
+                self.services.dispatch(tx)
 
     @contextmanager
     def _context(self, tx: WriteTx, m: _Message) -> Iterator[None]:
@@ -1346,5 +1345,5 @@ def release_quarantine(services: Services, mappings: MappingSet | None = None) -
                     ),
                 )
             )
-        router_for(services).route_pending(tx)
+        services.dispatch(tx)
     return counts

@@ -4,8 +4,9 @@ DetectedIssue (the alert, severity, the measurement), the Observation(s), the Pa
 author organisation — through the outbox to the Endpoints subscribed with ``vkp-dho`` (routing
 rule ``closed-deviation-to-municipal-epj``). Codes and texts: ``mappings/national/vkp-dho.yaml``.
 
-:func:`on_deviation_closed` subscribes to the care core's ``DeviationClosed`` (wired in
-``interop.services``) and raises routing's ``deviation.closed`` for a completed Task.
+The care core raises ``DeviationClosed`` when a person completes a deviation Task; routing
+subscribes to it and routes a completed one as ``deviation.closed`` (``interop.routing.rules``),
+whose payload :func:`journal_payloads` builds.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ import orjson
 import yaml
 from sqlalchemy import Connection
 
-from interop.care.events import DeviationClosed
 from interop.fhir.dates import format_instant, now_utc
 from interop.messaging.addressbook import AddressError, resource_json
 from interop.messaging.pmd import municipality_of, pmd_subject, strip_local_references
-from interop.routing.rules import Event, emit
-from interop.store.repository import FhirStore, WriteTx
+from interop.store.repository import FhirStore
 
 DEVIATION_CLOSED = "deviation.closed"
 _NS = uuid.UUID("0c7d0a34-7b0a-5b53-a7c4-3f3b8e9d2a61")
@@ -34,14 +33,6 @@ _NS = uuid.UUID("0c7d0a34-7b0a-5b53-a7c4-3f3b8e9d2a61")
 @lru_cache(maxsize=1)
 def mapping() -> dict[str, Any]:
     return dict(yaml.safe_load((files("mappings") / "national" / "vkp-dho.yaml").read_text()))
-
-
-def on_deviation_closed(tx: WriteTx, event: DeviationClosed) -> None:
-    """The care core's ``DeviationClosed`` → routing's ``deviation.closed`` (a completed Task
-    is journaled; a cancelled one is not: nothing was followed up)."""
-    if event.status != "completed":
-        return
-    emit(tx, Event(DEVIATION_CLOSED, event.patient_id, event.task))
 
 
 def _urn(kind: str, key: str) -> str:
@@ -171,7 +162,8 @@ def journal_bundle(store: FhirStore, conn: Connection, task_ref: str) -> dict[st
     }
 
 
-def journal_payloads(store: FhirStore, conn: Connection, event: Event) -> list[bytes]:
-    if not event.focus:
+def journal_payloads(store: FhirStore, conn: Connection, task_ref: str | None) -> list[bytes]:
+    """The journal document of the closed deviation ``Task/<id>`` (none without one)."""
+    if not task_ref:
         return []
-    return [orjson.dumps(journal_bundle(store, conn, event.focus))]
+    return [orjson.dumps(journal_bundle(store, conn, task_ref))]

@@ -15,7 +15,7 @@ from interop.national.helseid import HelseIdClients
 from interop.national.tenants import TenantConfigError, load_tenants
 
 _shared: dict[tuple[str, int], HelseIdClients] = {}
-_shared_lock = threading.RLock()
+_shared_lock = threading.RLock()  # helseid_clients takes it, then shared_http again
 _http: httpx.Client | None = None
 
 

@@ -21,11 +21,20 @@ import orjson
 import yaml
 from sqlalchemy import Connection, select
 
+from interop.care.default_thresholds import defaults_for_patient
+from interop.care.events import Deviation, DeviationClosed, PlanChanged
+from interop.care.plans import plan_versions, ranges_in_force
 from interop.fhir.dates import fhir_instant
 from interop.messaging.addressbook import AddressError, Destination, destination_of
+from interop.messaging.compose import compose_gp_message
+from interop.messaging.pmd import load_observations, observation_bundles, pmd_bundles
+from interop.messaging.runtime import kith_for
+from interop.national.vkp_dho import DEVIATION_CLOSED, journal_payloads
 from interop.routing.outbox import enqueue, mark_dead
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.schema import token_table
+from interop.views.concepts import display
+from plo_messages import InvalidOutgoingMessage, SchemaConfigError
 
 log = logging.getLogger("interop.routing")
 
@@ -146,7 +155,48 @@ def _dead_letter(conn: Connection, event: Event, rule: Rule, reason: str) -> str
     return row
 
 
+def deviation_event(event: Deviation) -> Event | None:
+    """The routing event of the care core's ``DeviationOpened``/``DeviationEscalated``:
+    ``triage.<zone>`` about its Task; None for a late reading's (no urgent message about a
+    state that may be long past)."""
+    if event.late:
+        return None
+    data: dict[str, Any] = {
+        "code": event.code,
+        "zone": event.zone,
+        "value": event.value,
+        "unit": event.unit,
+        "reading": event.reading,
+        "time": event.time,
+    }
+    if event.display:
+        data["display"] = event.display
+    if event.bound:
+        data["comparator"] = event.bound
+    if event.focus and event.focus.startswith("QuestionnaireResponse/"):
+        data["questionnaireResponse"] = event.focus
+    elif event.focus:
+        data["observation"] = event.focus
+    return Event(f"triage.{event.zone}", event.patient_id, event.task, data)
+
+
 class Router:
+    """Routes the events of a transaction; subscribes to the care core's domain events where
+    the service is wired (:meth:`on_deviation`, :meth:`on_plan_changed`)."""
+
+    def on_deviation(self, tx: WriteTx, event: Deviation) -> None:
+        routed = deviation_event(event)
+        if routed is not None:
+            emit(tx, routed)
+
+    def on_deviation_closed(self, tx: WriteTx, event: DeviationClosed) -> None:
+        """A deviation Task a person completed is journaled (``deviation.closed``)."""
+        if event.status == "completed":
+            emit(tx, Event(DEVIATION_CLOSED, event.patient_id, event.task))
+
+    def on_plan_changed(self, tx: WriteTx, event: PlanChanged) -> None:
+        emit(tx, Event("plan.changed", event.patient_id, event.care_plan))
+
     def __init__(self, services: Any) -> None:
         self.services = services
         self.store: FhirStore = services.store
@@ -194,8 +244,6 @@ class Router:
         wanted = rule.when.get("plan_notifies_gp")
         if wanted is None:
             return True
-        from interop.care.plans import plan_versions
-
         active = [
             cp for cp in plan_versions(conn, event.patient_id) if cp.get("status") == "active"
         ]
@@ -218,9 +266,6 @@ class Router:
         )
 
     def _plo_to_gp(self, conn: Connection, rule: Rule, event: Event) -> str:
-        from interop.messaging.runtime import kith_for
-        from plo_messages import InvalidOutgoingMessage, SchemaConfigError
-
         try:
             kith = kith_for(self.settings)
         except SchemaConfigError as exc:
@@ -241,8 +286,6 @@ class Router:
     def _compose(
         self, conn: Connection, kith: Any, rule: Rule, event: Event, deviation: Any
     ) -> Any:
-        from interop.messaging.compose import compose_gp_message
-
         return compose_gp_message(
             self.store,
             conn,
@@ -271,10 +314,6 @@ class Router:
         )
 
     def _deviation(self, conn: Connection, event: Event) -> dict[str, Any]:
-        from interop.care.default_thresholds import defaults_for_patient
-        from interop.care.plans import ranges_in_force
-        from interop.views.concepts import display
-
         data = dict(event.data)
         code = str(data.get("code"))
         data.setdefault("display", display(code))
@@ -328,8 +367,6 @@ class Router:
             found = self.store.get(rtype, rid, conn)
             return [bytes(found.content)] if found is not None and not found.deleted else []
         if rule.message in ("fhir-observations", "pmd-observations"):
-            from interop.messaging.pmd import load_observations, observation_bundles, pmd_bundles
-
             stored = load_observations(conn, event.data.get("observations") or [])
             if not stored:
                 return []
@@ -345,9 +382,7 @@ class Router:
                 )
             return [orjson.dumps(b) for b in bundles]
         if rule.message == "vkp-dho-document":
-            from interop.national.vkp_dho import journal_payloads
-
-            return journal_payloads(self.store, conn, event)
+            return journal_payloads(self.store, conn, event.focus)
         raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
 
