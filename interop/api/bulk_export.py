@@ -61,6 +61,14 @@ def _owner_check(actor: Actor, meta: dict[str, Any]) -> None:
         raise error(404, "not-found", "no such export job")  # never tells whose it is
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A status poll reads ``job.json`` and ``manifest.json`` while the job writes them: write
+    beside and rename into place, so a reader sees the old file or the new one, never half."""
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(data)
+    part.replace(path)
+
+
 def _read_meta(folder: Path) -> dict[str, Any]:
     try:
         meta: dict[str, Any] = orjson.loads((folder / "job.json").read_bytes())
@@ -123,7 +131,7 @@ async def _kick_off(request: Request, actor: Actor, level: str, group: str | Non
         "types": types,
         "status": "running",
     }
-    (folder / "job.json").write_bytes(orjson.dumps(meta))
+    _write_atomically(folder / "job.json", orjson.dumps(meta))
     thread = threading.Thread(
         target=_run,
         args=(svc, actor, folder, job, base, types, patients, since, meta),
@@ -221,12 +229,12 @@ def _run(
             "output": output,
             "error": [],
         }
-        (folder / "manifest.json").write_bytes(orjson.dumps(manifest))
+        _write_atomically(folder / "manifest.json", orjson.dumps(manifest))
         meta["status"] = "complete"
     except Exception as exc:  # the job fails visibly; the status URL reports it
         meta["status"] = "failed"
         meta["error"] = f"{type(exc).__name__}: {exc}"[:500]
-    (folder / "job.json").write_bytes(orjson.dumps(meta))
+    _write_atomically(folder / "job.json", orjson.dumps(meta))
 
 
 @router.get("/$export")
