@@ -117,6 +117,33 @@ async def batch_or_transaction(request: Request, actor: Actor = Depends(require_
     return fhir_response(body)
 
 
+def search_entries(base: str, rtype: str, result: Any, subset: Any = None) -> list[bytes]:
+    """A search result's matches and includes as Bundle entries, from the stored bytes (cut
+    to ``_elements``/``_summary`` when ``subset`` is given)."""
+    parts = []
+    for rid, content in result.rows:
+        if subset is not None:
+            content = subset.apply(content)
+        parts.append(
+            b'{"fullUrl":"'
+            + f"{base}/{rtype}/{rid}".encode()
+            + b'","resource":'
+            + content
+            + b',"search":{"mode":"match"}}'
+        )
+    for itype, iid, content in result.included:
+        if subset is not None:
+            content = subset.apply(content)
+        parts.append(
+            b'{"fullUrl":"'
+            + f"{base}/{itype}/{iid}".encode()
+            + b'","resource":'
+            + content
+            + b',"search":{"mode":"include"}}'
+        )
+    return parts
+
+
 def bundle_bytes(
     request: Request,
     rtype: str,
@@ -146,27 +173,7 @@ def bundle_bytes(
     if result.summary_count:
         return orjson.dumps(head)
     subset = requested_subset(params)
-    parts = []
-    for rid, content in result.rows:
-        if subset is not None:
-            content = subset.apply(content)
-        parts.append(
-            b'{"fullUrl":"'
-            + f"{base}/{rtype}/{rid}".encode()
-            + b'","resource":'
-            + content
-            + b',"search":{"mode":"match"}}'
-        )
-    for itype, iid, content in result.included:
-        if subset is not None:
-            content = subset.apply(content)
-        parts.append(
-            b'{"fullUrl":"'
-            + f"{base}/{itype}/{iid}".encode()
-            + b'","resource":'
-            + content
-            + b',"search":{"mode":"include"}}'
-        )
+    parts = search_entries(base, rtype, result, subset)
     if result.warnings:
         parts.append(
             b'{"resource":'

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
-from interop.api.fhir import _check_type, _search, _strict, fhir_base, services
+from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
 from interop.fhir.searchparams import definitions
@@ -97,22 +97,7 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, rest)
         warnings += result.warnings
-        for rid, content in result.rows:
-            parts.append(
-                b'{"fullUrl":"'
-                + f"{base}/{rtype}/{rid}".encode()
-                + b'","resource":'
-                + content
-                + b',"search":{"mode":"match"}}'
-            )
-        for itype, iid, content in result.included:
-            parts.append(
-                b'{"fullUrl":"'
-                + f"{base}/{itype}/{iid}".encode()
-                + b'","resource":'
-                + content
-                + b',"search":{"mode":"include"}}'
-            )
+        parts += search_entries(base, rtype, result)
         if result.next_cursor:
             next_state = (index, result.next_cursor)
             break

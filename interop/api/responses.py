@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from adapters import jsonsafe
 from interop.fhir.decimals import keep_precision
-from interop.fhir.outcome import FhirError, Issue, outcome_bytes
+from interop.fhir.outcome import FhirError, Issue, invalid_issues, outcome_bytes
 
 FHIR_JSON = "application/fhir+json"
 log = logging.getLogger("interop.api")
@@ -98,15 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:
-        issues = [
-            Issue(
-                "error",
-                "invalid",
-                f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}",
-            )
-            for e in exc.errors()
-        ]
-        return error_response(FhirError(400, issues))
+        return error_response(FhirError(400, invalid_issues(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:

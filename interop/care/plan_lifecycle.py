@@ -45,7 +45,7 @@ from interop.care.plans import (
     plan_versions,
 )
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
-from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.outcome import FhirError, error, invalid_issues
 from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
@@ -141,13 +141,7 @@ def _validated(body: Any) -> PlanDraftIn:
     try:
         return PlanDraftIn.model_validate(body)
     except ValidationError as exc:
-        raise FhirError(
-            422,
-            [
-                Issue("error", "invalid", f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
-                for e in exc.errors()
-            ],
-        ) from None
+        raise FhirError(422, invalid_issues(exc.errors())) from None
 
 
 def _check_codes(services: Services, plan: PlanDraftIn) -> None:

@@ -26,7 +26,7 @@ from interop.care.events import PlanChanged, raise_event
 from interop.care.ports import CareServices
 from interop.care.zones import ZoneRanges
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
-from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.outcome import FhirError, error, invalid_issues
 from interop.identifiers import person_id_system, validate_hpr
 from interop.mapping import MappingSet
 from interop.patients import patient_by_identifier
@@ -257,13 +257,7 @@ def put_plan(
     try:
         plan = PlanIn.model_validate(body)
     except ValidationError as exc:
-        raise FhirError(
-            422,
-            [
-                Issue("error", "invalid", f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
-                for e in exc.errors()
-            ],
-        ) from None
+        raise FhirError(422, invalid_issues(exc.errors())) from None
     if not validate_hpr(plan.approved_by.hpr):
         raise error(422, "value", f"approvedBy.hpr {plan.approved_by.hpr!r} is not an HPR number")
     mappings = MappingSet.load(services.settings.mappings_dir)

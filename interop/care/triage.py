@@ -706,22 +706,23 @@ class Triage:
             )
         if late:
             return  # no Flag about a state that may be long past
+        flag_code = {
+            "coding": [{"system": ZONE_SYSTEM, "code": zone}],
+            "text": text(
+                "triage.flag",
+                zone=zone_name(zone).capitalize(),
+                measurement=measurement_name(code),
+                code=code,
+                time=_local(obs.get("effectiveDateTime"), now),
+            )
+            + default_note,
+        }
         if flags:
             flag = dict(flags[0])
             flag.pop("meta", None)
             if RANK[zone] > RANK.get(flag_zone(flag) or "green", 0):
                 # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
-                flag["code"] = {
-                    "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                    "text": text(
-                        "triage.flag",
-                        zone=zone_name(zone).capitalize(),
-                        measurement=measurement_name(code),
-                        code=code,
-                        time=_local(obs.get("effectiveDateTime"), now),
-                    )
-                    + default_note,
-                }
+                flag["code"] = flag_code
                 tx.update("Flag", flag["id"], flag, validate=False)
         else:
             tx.create(
@@ -738,17 +739,7 @@ class Triage:
                             ]
                         }
                     ],
-                    "code": {
-                        "coding": [{"system": ZONE_SYSTEM, "code": zone}],
-                        "text": text(
-                            "triage.flag",
-                            zone=zone_name(zone).capitalize(),
-                            measurement=measurement_name(code),
-                            code=code,
-                            time=_local(obs.get("effectiveDateTime"), now),
-                        )
-                        + default_note,
-                    },
+                    "code": flag_code,
                     "subject": {"reference": ref},
                     "period": {"start": now},
                 },

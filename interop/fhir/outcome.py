@@ -72,6 +72,14 @@ def error(
     )
 
 
+def invalid_issues(errors: Any) -> list[Issue]:
+    """A pydantic (or FastAPI request) validation's errors as issues naming each element."""
+    return [
+        Issue("error", "invalid", f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}")
+        for e in errors
+    ]
+
+
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
     if not issues:
         issues = [Issue("information", "informational", "All OK")]
