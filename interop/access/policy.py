@@ -60,6 +60,8 @@ class Action(StrEnum):
     READ = "read"
     PLAN = "plan"
     """Make a new version of the patient's self-management plan."""
+    APPROVE_PLAN = "approve-plan"
+    """Approve a proposed plan, or ask for changes to it, as the patient's GP."""
     WRITE = "write"
     """Ingest measurements for the patient."""
     LINK = "link"

@@ -27,6 +27,7 @@ from interop.api import (
     messages,
     observation_ops,
     openapi,
+    plan_approval,
     plans,
     smart,
     views,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(observation_ops.router)
     app.include_router(messages.router)
     app.include_router(plans.router)
+    app.include_router(plan_approval.router)
     app.include_router(actors.router)
     app.include_router(audit.router)
     app.include_router(emergency.router)

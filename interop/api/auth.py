@@ -16,6 +16,7 @@ import hmac
 import re
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import parse_qs
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -33,8 +34,12 @@ __all__ = [
     "require_admin",
 ]
 
-_SUMMARY_PAGE = re.compile(r"^/api/v1/patients/[^/]+/summary$")
-"""The one page a browser opens from a link, where ``?access_token=`` is accepted."""
+_LINK_PAGES = re.compile(r"^/api/v1/patients/[^/]+/(?:summary|plan/[^/]+/approval)$")
+"""The pages a browser opens from a link, where ``?access_token=`` is accepted: the HTML
+summary and the GP's plan approval page."""
+_FORM_PAGES = re.compile(r"^/api/v1/patients/[^/]+/plan/[^/]+/approval$")
+"""The form a page opened by link posts back to, with the token as the form field
+``access_token`` (RFC 6750 §2.2) since a followed link sends no ``Authorization`` header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +75,12 @@ def _challenge(request: Request, error_code: str | None = None) -> str:
 
 def _query_token_allowed(request: Request) -> bool:
     """``?access_token=`` (RFC 6750 §2.3) only where a browser follows a link: the HTML summary
-    page. Anywhere else a token in the URL would end up in logs and browser history."""
+    and the plan approval page. Anywhere else a token in the URL would end up in logs and
+    browser history."""
     return (
         request.method == "GET"
         and "text/html" in request.headers.get("accept", "")
-        and _SUMMARY_PAGE.match(request.url.path) is not None
+        and _LINK_PAGES.match(request.url.path) is not None
     )
 
 
@@ -116,7 +122,27 @@ def credentials(request: Request) -> Credentials:
 
 
 async def require_actor(request: Request) -> Actor:
-    creds = credentials(request)
+    return await _resolve(request, credentials(request))
+
+
+async def require_form_actor(request: Request) -> Actor:
+    """:func:`require_actor`, or for a form posted back to a page opened by link (no
+    ``Authorization`` header) the form field ``access_token`` (RFC 6750 §2.2). A token in the
+    body is not ambient like a cookie: another site cannot post it in the user's name."""
+    if (
+        not request.headers.get("authorization")
+        and request.method == "POST"
+        and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        and _FORM_PAGES.match(request.url.path) is not None
+    ):
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("access_token") or [""])[0].strip()
+        if token:
+            return await _resolve(request, Credentials("bearer", token, request.method))
+    return await require_actor(request)
+
+
+async def _resolve(request: Request, creds: Credentials) -> Actor:
     settings = request.app.state.services.settings
     if creds.scheme == "bearer" and hmac.compare_digest(
         creds.token.encode(), settings.admin_key.encode()

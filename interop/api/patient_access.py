@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from interop.access.actor import Actor
 from interop.access.policy import NOT_YOURS, Action
 from interop.access.scope import PatientScope
-from interop.api.auth import require_actor
+from interop.api.auth import require_actor, require_form_actor
 from interop.fhir.outcome import error
 from interop.identifiers import person_id_system
 from interop.patients import patient_by_identifier
@@ -29,14 +29,17 @@ class PatientAccess:
     scope: PatientScope
 
 
-def patient_access(action: Action) -> Callable[..., PatientAccess]:
+def patient_access(action: Action, *, form: bool = False) -> Callable[..., PatientAccess]:
     """``Depends(patient_access(Action.READ))``: 422 for a malformed number, 404 for an unknown
     patient — for admins only; any other actor gets the same 403 for an unknown person as for
     another GP's patient, so the answer never tells whether a fødselsnummer is ours. (A plain
-    function: FastAPI runs it in a worker thread, where its audit write may wait.)"""
+    function: FastAPI runs it in a worker thread, where its audit write may wait.) ``form``:
+    a page's form, which may carry the token as a form field (:func:`require_form_actor`)."""
 
     def dependency(
-        national_id: str, request: Request, actor: Actor = Depends(require_actor)
+        national_id: str,
+        request: Request,
+        actor: Actor = Depends(require_form_actor if form else require_actor),
     ) -> PatientAccess:
         svc: Services = request.app.state.services
         svc.policy.require_role(actor, action)

@@ -94,7 +94,7 @@ def plan_history(
     request: Request, access: PatientAccess = Depends(patient_access(Action.READ))
 ) -> Response:
     """Every plan the patient has had, oldest first, with its state."""
-    from interop.care.plan_lifecycle import state_of
+    from interop.care.plan_state import state_of
 
     svc = request.app.state.services
     with svc.store.reader() as conn:
@@ -156,9 +156,12 @@ async def propose_plan(
 
 @router.post("/{national_id}/plan/{plan_id}/approve")
 async def approve_plan(
-    plan_id: str, request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+    plan_id: str,
+    request: Request,
+    access: PatientAccess = Depends(patient_access(Action.APPROVE_PLAN)),
 ) -> Response:
-    """The patient's GP approves a proposed plan: it becomes the active plan."""
+    """The patient's GP approves a proposed plan: it becomes the active plan (who may:
+    ``approve-plan`` in ``mappings/access/actions.yaml``, for their own patients)."""
     from interop.care.plan_lifecycle import approve_by_gp
 
     svc = request.app.state.services

@@ -31,11 +31,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interop.access.actor import Actor
+from interop.care.plan_state import CONTENT_URL, STATE_URL, State, state_of
 from interop.care.plans import (
     HPR_SYSTEM,
     NOTIFY_GP_URL,
     PLAN_CATEGORY,
-    PLAN_STATE_URL,
     ZoneIn,
     _lock_plans,
     _patient_id,
@@ -49,12 +49,9 @@ from interop.fhir.outcome import FhirError, error, invalid_issues
 from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
+from interop.text import text
 
-STATE_URL = PLAN_STATE_URL
-CONTENT_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-content"
-"""The plan's content as drafted (goals, per-zone signs, actions, medication, contact)."""
 GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
-State = Literal["draft", "proposed", "active", "revoked", "completed"]
 FHIR_STATUS: dict[str, str] = {
     "draft": "draft",
     "proposed": "draft",
@@ -94,23 +91,6 @@ class PlanDraftIn(BaseModel):
     content: list[ZoneContentIn] = Field(default_factory=list)
 
 
-def state_of(cp: dict[str, Any]) -> State:
-    for ext in cp.get("extension", []):
-        if ext.get("url") == STATE_URL:
-            return ext["valueCode"]
-    status = cp.get("status")
-    return "draft" if status == "draft" else status  # type: ignore[return-value]
-
-
-def content_of(cp: dict[str, Any]) -> dict[str, Any]:
-    import orjson
-
-    for ext in cp.get("extension", []):
-        if ext.get("url") == CONTENT_URL:
-            return orjson.loads(ext["valueString"])
-    return {}
-
-
 def _set_state(cp: dict[str, Any], state: State) -> None:
     cp["extension"] = [e for e in cp.get("extension", []) if e.get("url") != STATE_URL]
     cp["extension"].append({"url": STATE_URL, "valueCode": state})
@@ -120,8 +100,8 @@ def _set_state(cp: dict[str, Any], state: State) -> None:
 
 @cache
 def gp_approval_rules() -> dict[str, Any]:
-    text = (files("mappings") / "plans" / "gp-approval.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
+    raw = (files("mappings") / "plans" / "gp-approval.yaml").read_text("utf-8")
+    return yaml.safe_load(raw)
 
 
 def read_gp_answer(answer: str) -> Literal["approve", "changes", "unclear"]:
@@ -325,22 +305,84 @@ def activate(
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 
+def _gp_in_charge(services: Services, tx: WriteTx, pid: str, actor: Actor) -> tuple[str, str]:
+    """(Practitioner id, HPR number) of the acting GP: a role that may approve plans
+    (``approve-plan`` in ``mappings/access/actions.yaml``), with an HPR number, who is this
+    patient's GP (``Patient.generalPractitioner``)."""
+    from interop.access.policy import Action
+
+    services.policy.require_role(actor, Action.APPROVE_PLAN)
+    if not actor.hpr:
+        raise error(403, "forbidden", "approving a plan needs your HPR number")
+    approver = patients_gp(tx.conn, pid, actor.hpr)
+    if approver is None:
+        raise error(403, "forbidden", "you are not this patient's GP (Patient.generalPractitioner)")
+    return approver, actor.hpr
+
+
+def _proposed_as_seen(tx: WriteTx, pid: str, plan_id: str, seen: int | None) -> dict[str, Any]:
+    """The proposed plan; with ``seen`` (the CarePlan version the GP was shown), 409 when it
+    changed since: a GP approves exactly what they read."""
+    cp = _get_plan(tx, pid, plan_id)
+    _require(cp, "proposed")
+    if seen is not None:
+        stored = tx.get("CarePlan", plan_id)
+        if stored is None or stored.version != seen:
+            raise error(
+                409, "conflict", "the plan changed after you opened it: open it again and read it"
+            )
+    return cp
+
+
 def approve_by_gp(
-    services: Services, national_id: str, plan_id: str, actor: Actor
+    services: Services,
+    national_id: str,
+    plan_id: str,
+    actor: Actor,
+    *,
+    seen_version: int | None = None,
 ) -> dict[str, Any]:
-    """The patient's GP approves a proposed plan through the API (their own HPR number)."""
-    if actor.role != "gp" or not actor.hpr:
-        raise error(403, "forbidden", "only the patient's GP approves a plan")
+    """The patient's GP approves a proposed plan (the API, or the GP's HTML page): it becomes
+    active with the GP recorded as approver (Provenance ``verifier``, when)."""
     with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
         pid = _patient_id(tx, national_id)
-        approver = patients_gp(tx.conn, pid, actor.hpr)
-        if approver is None:
-            raise error(
-                403, "forbidden", "you are not this patient's GP (Patient.generalPractitioner)"
-            )
-        cp = _get_plan(tx, pid, plan_id)
-        active = activate(services, tx, pid, cp, approver, actor.hpr, _recorder(actor))
+        approver, hpr = _gp_in_charge(services, tx, pid, actor)
+        cp = _proposed_as_seen(tx, pid, plan_id, seen_version)
+        active = activate(services, tx, pid, cp, approver, hpr, _recorder(actor))
     return {"state": "active", "carePlan": active}
+
+
+def changes_by_gp(
+    services: Services,
+    national_id: str,
+    plan_id: str,
+    actor: Actor,
+    answer: str,
+    *,
+    seen_version: int | None = None,
+) -> dict[str, Any]:
+    """The patient's GP asks for changes to a proposed plan (the GP's HTML page): it returns
+    to draft with the GP's text, as a *svar* asking for changes does."""
+    answer = answer.strip()
+    if not answer:
+        raise error(422, "required", "text: say what should be changed")
+    with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
+        pid = _patient_id(tx, national_id)
+        _gp_in_charge(services, tx, pid, actor)
+        cp = _proposed_as_seen(tx, pid, plan_id, seen_version)
+        note = text(
+            "plan.gp_page.changes_note", name=actor.name or f"HPR {actor.hpr}", answer=answer
+        )
+        stored = _return_to_draft(tx, cp, answer, note)
+    return {"state": "draft", "carePlan": stored}
+
+
+def _return_to_draft(tx: WriteTx, cp: dict[str, Any], answer: str, note: str) -> dict[str, Any]:
+    cp["note"] = [*cp.get("note", []), {"text": note, "time": format_instant(now_utc())}]
+    cp["extension"] = [e for e in cp.get("extension", []) if e.get("url") != GP_ANSWER_URL]
+    cp["extension"].append({"url": GP_ANSWER_URL, "valueString": answer})
+    _set_state(cp, "draft")
+    return tx.update("CarePlan", cp["id"], cp)[0].json()
 
 
 def answer_from_gp(
@@ -412,13 +454,10 @@ def answer_from_gp(
                 {"display": "svar fra fastlege (Dialogmelding)"},
             )
             return "approved"
-    cp["note"] = [*cp.get("note", []), note]
     if verdict == "changes":
-        cp["extension"] = [e for e in cp.get("extension", []) if e.get("url") != GP_ANSWER_URL]
-        cp["extension"].append({"url": GP_ANSWER_URL, "valueString": answer})
-        _set_state(cp, "draft")
-        tx.update("CarePlan", plan_id, cp)
+        _return_to_draft(tx, cp, answer, note["text"])
         return "returned-to-draft"
+    cp["note"] = [*cp.get("note", []), note]
     tx.update("CarePlan", plan_id, cp)
     return "unclear"
 

@@ -1,7 +1,7 @@
 """Asking the GP to approve a proposed egenbehandlingsplan: a Dialogmelding 1.1 *forespørsel*
 to the patient's GP (the address book's route), with the plan in readable Norwegian as the
-question and as a text attachment, queued in the outbox in the caller's transaction. The
-GP's *svar* comes back in the same conversation (``ConversationRef`` → this message)."""
+question and as a PDF attachment (what the GP's EPJ files and prints), queued in the outbox in
+the caller's transaction. The GP's *svar* comes back in the same conversation (``ConversationRef`` → this message)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from interop.messaging.runtime import kith_for
 from interop.routing.outbox import enqueue
 from interop.services import Services
 from interop.store.repository import WriteTx
+from interop.text import text as catalogue_text
+from interop.text.pdf import text_document
 from plo_messages import InvalidOutgoingMessage
 from plo_messages.content import build_dialog_request
 from plo_messages.model import Attachment, Coded, Header
@@ -32,7 +34,8 @@ PLAN_REQUEST_KIND = "dialog-foresporsel"
 def send_plan_request(services: Services, tx: WriteTx, pid: str, cp: dict[str, Any]) -> str:
     """Queue the forespørsel for plan ``cp``; returns the outbox row id (422 when the GP
     cannot be reached: no GP, no HER-id, no Endpoint — said, never dropped)."""
-    from interop.care.plan_lifecycle import content_of, gp_approval_rules
+    from interop.care.plan_lifecycle import gp_approval_rules
+    from interop.care.plan_state import content_of
 
     kith = kith_for(services.settings)
     if kith is None:
@@ -66,7 +69,13 @@ def send_plan_request(services: Services, tx: WriteTx, pid: str, cp: dict[str, A
         payload = kith.build(
             header,
             body,
-            [Attachment("text/plain", text.encode("utf-8"), "Egenbehandlingsplan (forslag)")],
+            [
+                Attachment(
+                    "application/pdf",
+                    text_document(text.splitlines()),
+                    catalogue_text("plan.attachment"),
+                )
+            ],
         )
     except InvalidOutgoingMessage as exc:
         raise error(422, "business-rule", f"the request does not validate: {exc}") from None

@@ -14,7 +14,8 @@ def _num(v: Any) -> float | None:
     return None if v is None else float(v)  # the draft keeps numbers as decimal text
 
 
-def _range(r: dict[str, Any] | None, code: str) -> str:
+def range_text(r: dict[str, Any] | None, code: str) -> str:
+    """A plan range as a person reads it: ``60–100 /min``, ``≥ 92 %``, decimal comma."""
     r = r or {}
     lo, hi = _num(r.get("low")), _num(r.get("high"))
     u = unit(code)
@@ -43,8 +44,8 @@ def plan_text(content: dict[str, Any], patient_name: str) -> str:
                 text(
                     "plan.limit_line",
                     measurement=measurement_name(z["code"]),
-                    green=_range(z.get("green"), z.get("unit", "")),
-                    yellow=_range(z.get("yellow"), z.get("unit", "")),
+                    green=range_text(z.get("green"), z.get("unit", "")),
+                    yellow=range_text(z.get("yellow"), z.get("unit", "")),
                 )
             )
         lines.append("")

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from interop.fhir.dates import from_micros, to_micros
 from interop.text import number, text, unit, zone_name
+from interop.text.pdf import pdf_text
 
 RGB = tuple[float, float, float]
 BLACK: RGB = (0.0, 0.0, 0.0)
@@ -291,11 +292,6 @@ def to_svg(d: Drawing) -> str:
 
 
 # ---- PDF --------------------------------------------------------------------------------------
-def pdf_text(s: str) -> str:
-    raw = s.encode("cp1252", errors="replace").decode("latin-1")
-    return raw.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
 def to_pdf_ops(d: Drawing, ox: float, oy: float) -> list[str]:
     """PDF content operators drawing ``d`` with its top-left corner at (ox, oy) (PDF points,
     y upwards). Every text and shape sets its own colours: nothing inherits a previous fill."""

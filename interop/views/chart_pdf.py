@@ -5,23 +5,22 @@ attachment): the very drawing the HTML page shows (:mod:`interop.views.chart`), 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from interop.fhir.dates import to_micros
 from interop.text import local_time, text
-from interop.views.chart import pdf_text, to_pdf_ops
+from interop.text.pdf import MARGIN, PAGE_H, document, text_op
+from interop.views.chart import to_pdf_ops
 from interop.views.concepts import display
 from interop.views.summary import chart_of
 
-PAGE_W, PAGE_H = 595.0, 842.0  # A4 portrait, points
-MARGIN = 40.0
 CHART_W, CHART_H = 515.0, 200.0
 PER_PAGE = 3
 
 
 def _title(x: float, y: float, s: str, size: float) -> str:
-    return f"0 0 0 rg BT /F1 {size:g} Tf {x:.1f} {y:.1f} Td ({pdf_text(s)}) Tj ET"
+    return text_op(x, y, s, size)
 
 
 def render_pdf(
@@ -53,33 +52,4 @@ def render_pdf(
         scale = CHART_W / drawing.width
         ops += ["q", f"{scale:.4f} 0 0 {scale:.4f} {MARGIN:.1f} {y - 8:.1f} cm"]
         ops += [*to_pdf_ops(drawing, 0.0, 0.0), "Q"]
-    made = datetime.now(UTC).strftime("D:%Y%m%d%H%M%SZ")
-    return _document(("\n".join(ops) + "\n").encode("latin-1"), made)
-
-
-def _document(content: bytes, created: str) -> bytes:
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        (
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W:g} {PAGE_H:g}] "
-            "/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>"
-        ).encode(),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"endstream",
-        f"<< /Producer (DHO Interop) /CreationDate ({created}) >>".encode(),
-    ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += (
-        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>\n"
-        f"startxref\n{xref}\n%%EOF\n"
-    ).encode()
-    return bytes(out)
+    return document([("\n".join(ops) + "\n").encode("latin-1")])

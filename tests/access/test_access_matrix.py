@@ -477,6 +477,27 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approve"): [
         _json("POST", "/api/v1/patients/{fnr}/plan/x/approve", lambda v, a: {})
     ],
+    ("GET", "/api/v1/patients/{national_id}/plan/{plan_id}/approval"): [
+        lambda c, h, v, a: c.get(
+            "/api/v1/patients/" + FNR_B + "/plan/x/approval", headers={**h, "Accept": "text/html"}
+        ),
+        lambda c, h, v, a: c.get(
+            "/api/v1/patients/" + FNR_B + "/plan/x/approval?access_token=" + _token(h),
+            headers={"Accept": "text/html"},
+        ),
+    ],
+    ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approval"): [
+        lambda c, h, v, a: c.post(
+            "/api/v1/patients/" + FNR_B + "/plan/x/approval",
+            content="decision=approve&form_token=1.1.x",
+            headers={**h, "Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        lambda c, h, v, a: c.post(
+            "/api/v1/patients/" + FNR_B + "/plan/x/approval",
+            content="decision=changes&text=x&form_token=1.1.x&access_token=" + _token(h),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+    ],
     ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [
         _json("POST", "/api/v1/patients/{fnr}/plan/x/revoke", lambda v, a: {"reason": "x"})
     ],
@@ -561,6 +582,12 @@ CASES: dict[tuple[str, str], list[Request]] = {
         ),
     ],
 }
+
+
+def _token(headers: dict[str, str]) -> str:
+    """The bearer token of a role's headers (for a link or a form that carries it)."""
+    return headers.get("Authorization", "").partition(" ")[2]
+
 
 ROLES = ["anonymous", "gp", "followup", "epj", "hospital", "vendor"]
 

@@ -24,6 +24,7 @@ from plo_messages.content import DialogNote, build_dialog_note
 from plo_messages.model import Coded, ConversationRef, Header
 from plo_messages.msghead import local_timestamp
 from tests.messaging.test_gp_flow import FNR, _ingest, address_book
+from tests.text.test_pdf import pdf_streams
 
 SVAR = Coded("5", "Svar på forespørsel", "2.16.578.1.12.4.1.1.9069")
 
@@ -159,7 +160,13 @@ def test_draft_proposed_to_the_gp_changes_requested_then_approved_by_svar(
     assert "Klare å gå tur med hunden" in question and "Ta ekstra Furix 40 mg" in question
     assert "Sone gul:" in question and "Legevakt, tlf. 116117" in question
     assert "Puls: grønn 60–" in question  # display names and decimal comma, no codes
-    assert sent.attachments[0].mime_type == "text/plain"
+    # the plan as a PDF attachment too (the message passed the KITH XSDs to be built and read)
+    [attachment] = sent.attachments
+    assert attachment.mime_type == "application/pdf"
+    assert attachment.description == "Egenbehandlingsplan (forslag)"
+    pdf = b"".join(pdf_streams(attachment.data))
+    assert b"Ta ekstra Furix 40 mg" in pdf and "Sone gul:".encode("cp1252") in pdf
+    assert "Puls: grønn 60".encode("cp1252") in pdf
     with services.engine.connect() as conn:
         assert ranges_in_force(conn, ids["patient"], datetime.now(UTC)) == {}, "nor a proposal"
 
