@@ -51,6 +51,10 @@ def send_plan_request(services: Services, tx: WriteTx, pid: str, cp: dict[str, A
         raise error(422, "business-rule", f"the plan cannot be sent to the GP: {exc}") from None
     info = patient_info(patient)
     text = plan_text(content_of(cp), info.name or "pasienten")
+    base = services.settings.base_url
+    if base and info.national_id:  # where the GP can also read and approve it (HelseID)
+        page = f"{base.rstrip('/')}/api/v1/patients/{info.national_id}/plan/{cp['id']}/approval"
+        text += "\n\n" + catalogue_text("plan.link", url=page)
     rules = gp_approval_rules()["request"]
     msg_id = str(uuid.uuid4())
     header = Header(

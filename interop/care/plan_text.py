@@ -28,6 +28,28 @@ def range_text(r: dict[str, Any] | None, code: str) -> str:
     return text("plan.open_range")
 
 
+def yellow_text(zone: dict[str, Any]) -> str:
+    """The yellow range; with no bounds of its own, everything outside green is yellow."""
+    yellow = zone.get("yellow") or {}
+    if yellow.get("low") is None and yellow.get("high") is None:
+        return text("plan.yellow_outside_green")
+    return range_text(yellow, zone.get("unit", ""))
+
+
+def red_text(zone: dict[str, Any]) -> str:
+    """Where red starts: beyond the yellow range (``under 45 eller over 110 /min``); a plan
+    with no yellow bound on a side has no red on that side, and says so."""
+    yellow = zone.get("yellow") or {}
+    parts = []
+    if yellow.get("low") is not None:
+        parts.append(text("plan.red_below", value=number(float(yellow["low"]))))
+    if yellow.get("high") is not None:
+        parts.append(text("plan.red_above", value=number(float(yellow["high"]))))
+    if not parts:
+        return text("plan.no_red")
+    return f"{text('plan.red_or').join(parts)} {unit(zone.get('unit'))}".strip()
+
+
 def plan_text(content: dict[str, Any], patient_name: str) -> str:
     """``content``: the plan as drafted (``zones``, ``goals``, ``content`` per zone)."""
     lines = [text("plan.heading", patient=patient_name), "", text("plan.intro"), ""]
@@ -45,7 +67,8 @@ def plan_text(content: dict[str, Any], patient_name: str) -> str:
                     "plan.limit_line",
                     measurement=measurement_name(z["code"]),
                     green=range_text(z.get("green"), z.get("unit", "")),
-                    yellow=range_text(z.get("yellow"), z.get("unit", "")),
+                    yellow=yellow_text(z),
+                    red=red_text(z),
                 )
             )
         lines.append("")

@@ -22,6 +22,7 @@ ul.plain{list-style:none;margin:0;padding:0}
 figure{margin:.6em 0} figcaption{font-weight:600} svg.chart{max-width:100%;height:auto}
 form{margin:.2em 0} button{font:inherit;padding:.15em .6em}
 label{display:block;font-size:.9em} textarea{width:14em;height:2.4em}
+textarea.wide{display:block;width:100%;max-width:40em;height:6em;margin-bottom:.3em}
 a{color:#0b4f9c} .skip{position:absolute;left:-999px} .skip:focus{left:1em;top:1em;background:#fff}
 @media print{form{display:none} body{margin:0} .skip{display:none}}
 """

@@ -11,26 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from interop.care.plan_state import content_of, state_of
-from interop.care.plan_text import ZONES, range_text
-from interop.text import local_time, measurement_name, number, text, unit, zone_name
+from interop.care.plan_text import ZONES, range_text, red_text, yellow_text
+from interop.text import local_time, measurement_name, text, zone_name
 from interop.views.page import page
 
 
 def _e(s: object) -> str:
     return html.escape(str(s))
-
-
-def _red(zone: dict[str, Any]) -> str:
-    """Where red starts: outside the yellow range (``under 45 eller over 110 /min``)."""
-    yellow = zone.get("yellow") or {}
-    parts = []
-    if yellow.get("low") is not None:
-        parts.append(text("summary.range_open_low", high=number(float(yellow["low"]))))
-    if yellow.get("high") is not None:
-        parts.append(text("summary.range_open_high", low=number(float(yellow["high"]))))
-    if not parts:
-        return text("plan.gp_page.red_outside")
-    return f"{' eller '.join(parts)} {unit(zone.get('unit'))}".strip()
 
 
 def _limits(content: dict[str, Any]) -> str:
@@ -44,8 +31,8 @@ def _limits(content: dict[str, Any]) -> str:
     rows = "".join(
         f'<tr><th scope="row">{_e(measurement_name(z["code"]))}</th>'
         f"<td>{_e(range_text(z.get('green'), z.get('unit', '')))}</td>"
-        f"<td>{_e(range_text(z.get('yellow'), z.get('unit', '')))}</td>"
-        f"<td>{_e(_red(z))}</td></tr>"
+        f"<td>{_e(yellow_text(z))}</td>"
+        f"<td>{_e(red_text(z))}</td></tr>"
         for z in zones
     )
     return (
@@ -94,7 +81,7 @@ def _forms(action: str, hidden: dict[str, str]) -> str:
         f'<form method="post" action="{_e(action)}">{fields}'
         f'<input type="hidden" name="decision" value="changes">'
         f'<label for="changes-text">{_e(text("plan.gp_page.changes_label"))}</label>'
-        f'<textarea id="changes-text" name="text" required rows="4" cols="60"></textarea>'
+        f'<textarea id="changes-text" class="wide" name="text" required></textarea>'
         f'<button type="submit">{_e(text("plan.gp_page.changes"))}</button></form></section>'
     )
 

@@ -483,7 +483,7 @@ CASES: dict[tuple[str, str], list[Request]] = {
         ),
         lambda c, h, v, a: c.get(
             "/api/v1/patients/" + FNR_B + "/plan/x/approval?access_token=" + _token(h),
-            headers={"Accept": "text/html"},
+            headers={"Authorization": "", "Accept": "text/html"},  # a link: no header
         ),
     ],
     ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/approval"): [
@@ -495,7 +495,7 @@ CASES: dict[tuple[str, str], list[Request]] = {
         lambda c, h, v, a: c.post(
             "/api/v1/patients/" + FNR_B + "/plan/x/approval",
             content="decision=changes&text=x&form_token=1.1.x&access_token=" + _token(h),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
         ),
     ],
     ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [

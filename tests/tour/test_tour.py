@@ -26,6 +26,22 @@ OUT = REPO / "var" / "test-output" / "tour"
 ENGLISH = ("(red)", "(yellow)", "(green)", "Assess ", "mm[Hg]", "snitt 93.", "1 målinger", "Cel")
 LOCAL_TIME = re.compile(r"\d{2}\.\d{2}\.\d{4} kl\. \d{2}:\d{2}")
 ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+PLAN = {
+    "zones": [
+        {"code": "2708-6", "unit": "%", "green": {"low": 92.5}, "yellow": {"low": 88}},
+        {"code": "8867-4", "unit": "/min", "green": {"low": 50, "high": 100}},
+    ],
+    "goals": ["Gå på tur med barnebarna"],
+    "content": [
+        {
+            "zone": "yellow",
+            "signs": ["Mer tungpustet enn vanlig"],
+            "medication": ["Ta ekstra Furix 40 mg som avtalt med fastlegen"],
+            "contact": {"name": "Oppfølgingssenteret", "phone": "73555555"},
+        }
+    ],
+}
+"""The plan the follow-up centre proposes to a GP in the tour."""
 AXE_TAGS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 
@@ -42,6 +58,8 @@ class Demo:
     centre: str
     gp_patient: str
     hospital_patient: str
+    proposed_plan: str
+    """A plan the follow-up centre proposed to the GP of ``gp_patient``."""
 
 
 def _identifier(resource: dict[str, Any], suffix: str) -> str:
@@ -78,6 +96,13 @@ def demo(settings, services, client) -> Iterator[Demo]:  # type: ignore[no-untyp
         "hospital": key({"role": "hospital", "organization": {"orgnr": hospital}}),
         "operator": settings.admin_key,
     }
+    draft = client.post(f"/api/v1/patients/{_identifier(patient, '.4.1')}/plan/drafts", json=PLAN)
+    assert draft.status_code == 201, draft.text
+    proposed_plan = draft.json()["carePlan"]["id"]
+    proposed = client.post(
+        f"/api/v1/patients/{_identifier(patient, '.4.1')}/plan/drafts/{proposed_plan}/propose"
+    )
+    assert proposed.status_code == 200, proposed.text
     app = create_app(settings, services=services)
     with live_server(app) as base:
         yield Demo(
@@ -86,6 +111,7 @@ def demo(settings, services, client) -> Iterator[Demo]:  # type: ignore[no-untyp
             centre,
             _identifier(patient, ".4.1"),
             _identifier(in_hospital, ".4.1"),
+            proposed_plan,
         )
 
 
@@ -174,7 +200,7 @@ def _summary_checks(v: Visit, view: str, fnr: str) -> None:
     v.check_axe()
 
 
-def test_tour(demo: Demo, browser: Browser) -> None:
+def test_tour(demo: Demo, browser: Browser, client: Any) -> None:
     # the follow-up nurse: her worklist, a Task taken and completed from the page
     nurse = Visit(browser, demo, "nurse")
     page = nurse.open(f"/api/v1/worklist?organization={demo.centre}", "worklist")
@@ -196,7 +222,24 @@ def test_tour(demo: Demo, browser: Browser) -> None:
     # the GP: the summary of a patient deteriorating now
     gp = Visit(browser, demo, "gp")
     _summary_checks(gp, "gp", demo.gp_patient)
+    # … and a plan the follow-up centre proposes for that patient, approved on its page
+    approval = f"/api/v1/patients/{demo.gp_patient}/plan/{demo.proposed_plan}/approval"
+    page = gp.open(approval, "plan-approval")
+    text = gp.check_text()
+    assert "Hva er viktig for deg?" in text and "Gå på tur med barnebarna" in text
+    assert "≥ 92,5 %" in text and "Ta ekstra Furix 40 mg" in text
+    gp.check_axe()
+    page.get_by_role("button", name="Godkjenn planen").click()
+    page.wait_for_load_state("networkidle")
+    text = gp.check_text()
+    assert "Du godkjente planen" in text and LOCAL_TIME.search(text)
+    assert page.get_by_role("button", name="Godkjenn planen").count() == 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "gp-plan-approved.png"), full_page=True)
+    gp.check_axe()
     gp.close()
+    versions = client.get(f"/api/v1/patients/{demo.gp_patient}/plan/versions").json()
+    assert next(v for v in versions if v["id"] == demo.proposed_plan)["state"] == "active"
 
     # the hospital clinician: the patient with an active episode
     hospital = Visit(browser, demo, "hospital")
