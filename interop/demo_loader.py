@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from adapters.base import AdapterResult, IngestMeta, Measurement
 from interop.config import Settings
 from interop.demo import generate_demo
-from interop.demo_story import startup_cut, tell
+from interop.demo_story import approve_plans, startup_cut, tell
 from interop.ingest.pipeline import IngestPipeline
 from interop.services import build_services
 from interop.store.context import WriteContext
@@ -39,6 +39,7 @@ def load_demo(
             if tx.get(resource["resourceType"], rid) is None:
                 tx.update(resource["resourceType"], rid, resource)
                 written += 1
+    plans = approve_plans(services, data)  # before the history, which they judge
     pipeline = IngestPipeline(services)
     by_patient: dict[str, list[Measurement]] = defaultdict(list)
     for m in startup_cut(data, now):
@@ -58,7 +59,7 @@ def load_demo(
         f"demo data: {written} directory resources written "
         f"({len(data.resources)} in the set), measurements: "
         + ", ".join(f"{k} {v}" for k, v in totals.items())
-        + f"; plans approved {story['plans']}, earlier deviations closed {story['closed']}, "
+        + f"; plans approved {plans}, earlier deviations closed {story['closed']}, "
         f"red readings today {story['readingsToday']}, "
         f"hospital episodes {story['hospitalEpisodes']}"
     )

@@ -4,7 +4,9 @@ worklist and today's messages to GPs are about today:
 * plans: every patient past the start-up period has an egenbehandlingsplan approved by their
   GP (recorded by the demo in the GP's name, as a follow-up nurse records an approval given
   elsewhere): the default ranges where they exist, personal ranges for weight (around the
-  patient's own weight) and blood glucose;
+  patient's own weight) and blood glucose. The plans are approved before the history is
+  loaded and are in force from its start (:func:`approve_plans`), so every reading of theirs,
+  red ones included, is judged by the patient's plan, never by the default ranges;
 * the start-up period (*oppstartsperiode*): every tenth patient began
   :data:`STARTUP_DAYS` days ago and has no plan yet — the default ranges judge them;
 * what was done before today: the deviations the history raised for patients with a plan are
@@ -31,15 +33,14 @@ from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measu
 from interop.access.actor import Actor
 from interop.care.default_thresholds import defaults_for
 from interop.care.deviations import Person, complete
-from interop.care.plans import put_plan
+from interop.care.plans import plan_versions, put_plan
 from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.demo import DEMO_SOURCE_SYSTEM, Condition, DemoDataSet, DemoPatient
 from interop.fhir.dates import format_instant
 from interop.ingest.pipeline import IngestPipeline
 from interop.services import Services
 from interop.store.context import Door, WriteContext
-from interop.store.schema import observation_table, resource_table
-from interop.store.search import code_sets_holding
+from interop.store.schema import resource_table
 
 STARTUP_DAYS = 12
 STARTUP_EVERY = 10
@@ -59,6 +60,8 @@ DETERIORATING: dict[Condition, tuple[str, Decimal, str]] = {
 }
 """A red reading now, per condition (one patient of each)."""
 DEMO_ACTOR = Actor(id="demo", role="admin", name="interop demo")
+PLAN_BEFORE_HISTORY = timedelta(days=1)
+"""How long before a patient's first loaded reading the GP approved their plan."""
 
 
 def in_startup(patient: DemoPatient) -> bool:
@@ -85,19 +88,12 @@ def _gp_hpr(data: DemoDataSet) -> dict[str, str]:
     }
 
 
-def _median_weight(services: Services, patient: DemoPatient) -> Decimal | None:
-    o = observation_table.c
-    with services.store.reader() as conn:
-        values = [
-            r[0]
-            for r in conn.execute(
-                select(o.value).where(
-                    o.patient_id == patient.resource_id,
-                    o.code_set.in_(code_sets_holding(LOINC, "29463-7")),
-                    o.value.is_not(None),
-                )
-            )
-        ]
+def _median_weight(data: DemoDataSet, patient: DemoPatient) -> Decimal | None:
+    values = [
+        m.value
+        for m in data.measurements
+        if m.patient.value == patient.fnr and m.code.code == "29463-7" and m.value is not None
+    ]
     return Decimal(str(round(statistics.median(values), 1))) if values else None
 
 
@@ -105,14 +101,14 @@ def _range(bounds: tuple[Decimal | None, Decimal | None]) -> dict[str, str]:
     return {k: str(v) for k, v in zip(("low", "high"), bounds, strict=True) if v is not None}
 
 
-def _zones(services: Services, patient: DemoPatient) -> list[dict[str, Any]]:
+def _zones(data: DemoDataSet, patient: DemoPatient) -> list[dict[str, Any]]:
     defaults = defaults_for()
     zones: list[dict[str, Any]] = []
     for code in PLAN_CODES[patient.condition]:
         green: tuple[Decimal | None, Decimal | None]
         yellow: tuple[Decimal | None, Decimal | None]
         if code == "29463-7":
-            weight = _median_weight(services, patient)
+            weight = _median_weight(data, patient)
             if weight is None:
                 continue
             green = (weight - WEIGHT_GREEN_KG, weight + WEIGHT_GREEN_KG)
@@ -140,21 +136,37 @@ def _zones(services: Services, patient: DemoPatient) -> list[dict[str, Any]]:
     return zones
 
 
-def tell(services: Services, data: DemoDataSet, now: datetime) -> dict[str, int]:
-    """Plans, the readings of today's deteriorating patients and the hospital episode."""
+def approve_plans(services: Services, data: DemoDataSet) -> int:
+    """The plans of the patients past their start-up period, in force from before their first
+    reading (run before the history is loaded, so that it is judged by them). A patient who
+    has a plan already (the demo loaded again) keeps it."""
     hpr = _gp_hpr(data)
+    first: dict[str, datetime] = {}
+    for m in data.measurements:
+        if m.patient.value not in first or m.effective < first[m.patient.value]:
+            first[m.patient.value] = m.effective
     plans = 0
     for patient in data.patients:
-        if in_startup(patient):
+        if in_startup(patient) or patient.fnr not in first:
             continue
+        with services.store.reader() as conn:
+            if plan_versions(conn, patient.resource_id):
+                continue
         body = {
             "approvedBy": {"hpr": hpr[patient.gp_role_id]},
             "title": "Egenbehandlingsplan",
-            "zones": _zones(services, patient),
+            "zones": _zones(data, patient),
         }
         if body["zones"]:
-            put_plan(services, patient.fnr, body, DEMO_ACTOR)
+            effective = first[patient.fnr] - PLAN_BEFORE_HISTORY
+            put_plan(services, patient.fnr, body, DEMO_ACTOR, effective=effective)
             plans += 1
+    return plans
+
+
+def tell(services: Services, data: DemoDataSet, now: datetime) -> dict[str, int]:
+    """Earlier deviations closed, the readings of today's deteriorating patients and the
+    hospital episode (after the history; the plans are approved before it)."""
     closed = _close_history(services, [p for p in data.patients if not in_startup(p)])
     readings: list[Measurement] = []
     for condition, (code, value, unit) in DETERIORATING.items():
@@ -210,7 +222,6 @@ def tell(services: Services, data: DemoDataSet, now: datetime) -> dict[str, int]
             )
             episodes = 1
     return {
-        "plans": plans,
         "closed": closed,
         "readingsToday": report.created,
         "hospitalEpisodes": episodes,

@@ -25,3 +25,36 @@ def test_demo_story(settings, services, client) -> None:  # type: ignore[no-unty
     # the three patients deteriorating now are among the red rows, a red latest value each
     assert sum(any(v["zone"] == "red" for v in r["latest"]) for r in red) >= 3
     assert rows[: len(red)] == red  # red rows lead the list
+
+
+def test_the_demos_events_are_judged_by_the_approved_plans(settings, services, client) -> None:  # type: ignore[no-untyped-def]
+    """A patient with a plan has had it through the whole history: every reading of a code the
+    plan holds was judged by the plan (not by the default ranges), as the GP's and the nurse's
+    pages and the GP's messages show it; only the start-up patient is judged by the defaults."""
+    from collections import Counter
+
+    load_demo(settings, patients=10, days=20, seed=7)
+    plans = client.get("/fhir/CarePlan", params={"status": "active", "_count": 100}).json()
+    plan_of = {e["resource"]["subject"]["reference"]: e["resource"] for e in plans["entry"]}
+    judged: Counter[str] = Counter()
+    for subject, plan in plan_of.items():
+        codes = {
+            client.get(f"/fhir/{g['reference']}").json()["target"][0]["measure"]["coding"][0][
+                "code"
+            ]
+            for g in plan["goal"]
+        }
+        start = plan["period"]["start"]
+        bundle = client.get("/fhir/Observation", params={"subject": subject, "_count": 1000}).json()
+        assert bundle["total"] <= 1000
+        for e in bundle["entry"]:
+            obs = e["resource"]
+            if obs["code"]["coding"][0]["code"] not in codes:
+                continue
+            assert obs["effectiveDateTime"] >= start[:10], "the plan covers the history"
+            for i in obs.get("interpretation", []):
+                text = i.get("text", "")
+                if text.startswith(("red", "yellow", "green")):
+                    assert f"plan CarePlan/{plan['id']}" in text, (subject, text)
+                    judged[text.split(" ", 1)[0]] += 1
+    assert judged["red"] >= 3 and judged["green"] > judged["red"]

@@ -247,9 +247,13 @@ def put_plan(
     actor: Actor,
     *,
     if_match: int | None = None,
+    effective: datetime | None = None,
 ) -> dict[str, Any]:
     """Make a new plan version. ``if_match`` (the plan version the client last read, as in
     ``GET …/plan``) makes the change conditional: 412 when another version came in between.
+    ``effective``: when the approval took effect, for one recorded before the readings it
+    judges are loaded (the demo's history); default now, and never before an earlier
+    version's start. Readings already stored are not judged again.
 
     The approval: a GP approves with their own HPR number; a follow-up nurse (or an admin)
     records an approval the patient's GP gave elsewhere, naming that GP, who must be the
@@ -300,7 +304,7 @@ def put_plan(
         version = len(versions) + 1
         # taken under the lock, and after the start of every earlier version: versions sort
         # by period.start, and the replaced version's end is this version's start
-        now_us = to_micros(now_utc())
+        now_us = to_micros(effective if effective is not None else now_utc())
         starts = [
             fhir_instant(p["period"]["start"], services.settings.timezone)
             for p in versions
