@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from interop.views.chart_pdf import render_pdf
+from tests.text.test_pdf import pdf_streams
 
 
 def _summary() -> dict[str, object]:
@@ -45,15 +46,7 @@ def _summary() -> dict[str, object]:
 
 def test_pdf_structure_and_text() -> None:
     pdf = render_pdf(_summary(), "Line Danser (Ærø)")
-    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
-    xref_at = int(re.search(rb"startxref\n(\d+)", pdf).group(1))  # type: ignore[union-attr]
-    assert pdf[xref_at:].startswith(b"xref")
-    offsets = [int(m) for m in re.findall(rb"(\d{10}) 00000 n", pdf)]
-    for n, off in enumerate(offsets, start=1):
-        assert pdf[off:].startswith(f"{n} 0 obj".encode()), n
-    length = int(re.search(rb"/Length (\d+)", pdf).group(1))  # type: ignore[union-attr]
-    stream = pdf.split(b"stream\n", 1)[1]
-    assert stream[length:].startswith(b"endstream")
+    [stream] = pdf_streams(pdf)
     assert b"(Oksygenmetning \\(SpO2\\))" in pdf and "Ærø".encode("cp1252") in pdf  # WinAnsi
     assert b"(%) Tj" in pdf  # the value axis says its unit
     assert b"re f" in pdf and b" l " in pdf  # zone bands and the value line
