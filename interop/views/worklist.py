@@ -31,6 +31,7 @@ from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
+from interop.store.value_lists import one_of
 from interop.text import quantity, text, zone_name
 from interop.views.concepts import display, primary_code
 
@@ -106,10 +107,6 @@ def _instant(value: str | None, zone: str) -> int | None:
         return None
 
 
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
-
-
 def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
     t = token_table.c
     open_ids = select(t.res_id).where(
@@ -137,11 +134,10 @@ def _last_measured(conn: Connection, patients: list[str]) -> dict[str, int | Non
         .scalar_subquery()
     )
     out: dict[str, int | None] = {}
-    for chunk in _chunks(patients):
-        for pid, last in conn.execute(
-            select(r.res_id, newest).where(r.res_type == "Patient", r.res_id.in_(chunk))
-        ):
-            out[pid] = None if last is None else int(last)
+    for pid, last in conn.execute(
+        select(r.res_id, newest).where(r.res_type == "Patient", one_of(conn, r.res_id, patients))
+    ):
+        out[pid] = None if last is None else int(last)
     return out
 
 
@@ -175,52 +171,49 @@ def _latest_values(
     o = observation_table.c
     out: dict[str, dict[str, tuple[int, float, str | None, str | None]]] = {}
     panels: dict[str, tuple[int, str]] = {}
-    for chunk in _chunks(patients):
-        for pid, res_id, code, value, unit, effective, zone in conn.execute(
-            select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
-                o.patient_id.in_(chunk),
-                o.is_primary == true(),
-                o.effective >= since,
-                o.effective <= upto,
-                o.status.not_in(SKIPPED),
-            )
-        ):
-            when = int(effective)
-            if value is None:  # a panel: the newest of the patient's panels wins
-                old_panel = panels.get(pid)
-                if old_panel is None or when >= old_panel[0]:
-                    panels[pid] = (when, res_id)
-                continue
-            per = out.setdefault(pid, {})
-            concept = primary_code(code)  # 2708-6 and 59408-5: one concept, the newest wins
-            old = per.get(concept)
-            if old is None or when >= old[0]:
-                per[concept] = (when, float(value), unit, zone)
+    for pid, res_id, code, value, unit, effective, zone in conn.execute(
+        select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+            one_of(conn, o.patient_id, patients),
+            o.is_primary == true(),
+            o.effective >= since,
+            o.effective <= upto,
+            o.status.not_in(SKIPPED),
+        )
+    ):
+        when = int(effective)
+        if value is None:  # a panel: the newest of the patient's panels wins
+            old_panel = panels.get(pid)
+            if old_panel is None or when >= old_panel[0]:
+                panels[pid] = (when, res_id)
+            continue
+        per = out.setdefault(pid, {})
+        concept = primary_code(code)  # 2708-6 and 59408-5: one concept, the newest wins
+        old = per.get(concept)
+        if old is None or when >= old[0]:
+            per[concept] = (when, float(value), unit, zone)
     if panels:
         ids = [res_id for _t, res_id in panels.values()]
         owner = {res_id: pid for pid, (_t, res_id) in panels.items()}
-        for chunk in _chunks(ids):
-            for res_id, code, value, unit, effective, zone in conn.execute(
-                select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
-                    o.res_id.in_(chunk), o.is_component == true(), o.value.is_not(None)
-                )
-            ):
-                per = out.setdefault(owner[res_id], {})
-                concept = primary_code(code)
-                old = per.get(concept)
-                if old is None or effective >= old[0]:
-                    per[concept] = (int(effective), float(value), unit, zone)
+        for res_id, code, value, unit, effective, zone in conn.execute(
+            select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+                one_of(conn, o.res_id, ids), o.is_component == true(), o.value.is_not(None)
+            )
+        ):
+            per = out.setdefault(owner[res_id], {})
+            concept = primary_code(code)
+            old = per.get(concept)
+            if old is None or effective >= old[0]:
+                per[concept] = (int(effective), float(value), unit, zone)
     return out
 
 
 def _patients(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     r = resource_table.c
     out = {}
-    for chunk in _chunks(ids):
-        for rid, content in conn.execute(
-            select(r.res_id, r.content).where(r.res_type == "Patient", r.res_id.in_(chunk))
-        ):
-            out[rid] = orjson.loads(content)
+    for rid, content in conn.execute(
+        select(r.res_id, r.content).where(r.res_type == "Patient", one_of(conn, r.res_id, ids))
+    ):
+        out[rid] = orjson.loads(content)
     return out
 
 
