@@ -31,11 +31,14 @@ from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
+from interop.store.value_lists import one_of
 from interop.text import quantity, text, zone_name
 from interop.views.concepts import display, primary_code
 
 FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
 CHUNK = 500
+SKIPPED = ("entered-in-error", "cancelled")
+"""Observation statuses a row's latest values pass over."""
 """Ids per IN list (SQLite's and PostgreSQL's parameter limits are far above it)."""
 
 
@@ -104,10 +107,6 @@ def _instant(value: str | None, zone: str) -> int | None:
         return None
 
 
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
-
-
 def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
     t = token_table.c
     open_ids = select(t.res_id).where(
@@ -135,11 +134,10 @@ def _last_measured(conn: Connection, patients: list[str]) -> dict[str, int | Non
         .scalar_subquery()
     )
     out: dict[str, int | None] = {}
-    for chunk in _chunks(patients):
-        for pid, last in conn.execute(
-            select(r.res_id, newest).where(r.res_type == "Patient", r.res_id.in_(chunk))
-        ):
-            out[pid] = None if last is None else int(last)
+    for pid, last in conn.execute(
+        select(r.res_id, newest).where(r.res_type == "Patient", one_of(conn, r.res_id, patients))
+    ):
+        out[pid] = None if last is None else int(last)
     return out
 
 
@@ -168,53 +166,54 @@ def _latest_values(
     """Patient → concept code → (time, value, unit, zone) of its latest measurement.
 
     The patients' Observations in the window come through the (patient, time) index of the
-    primary rows; a blood pressure panel's values are its components, read by the latest
-    panel's id only."""
+    primary rows (the newest of each concept kept as they come, in no particular order); a
+    blood pressure panel's values are its components, read by the latest panel's id only."""
     o = observation_table.c
     out: dict[str, dict[str, tuple[int, float, str | None, str | None]]] = {}
     panels: dict[str, tuple[int, str]] = {}
-    for chunk in _chunks(patients):
-        for pid, res_id, code, value, unit, effective, zone, status in conn.execute(
-            select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone, o.status)
-            .where(
-                o.patient_id.in_(chunk),
-                o.is_primary == true(),
-                o.effective >= since,
-                o.effective <= upto,
-            )
-            .order_by(o.patient_id, o.effective)
-        ):
-            if status in ("entered-in-error", "cancelled"):
-                continue
-            if value is None:
-                panels[pid] = (int(effective), res_id)  # the newest panel wins (time order)
-                continue
-            out.setdefault(pid, {})[primary_code(code)] = (int(effective), float(value), unit, zone)
+    for pid, res_id, code, value, unit, effective, zone in conn.execute(
+        select(o.patient_id, o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+            one_of(conn, o.patient_id, patients),
+            o.is_primary == true(),
+            o.effective >= since,
+            o.effective <= upto,
+            o.status.not_in(SKIPPED),
+        )
+    ):
+        when = int(effective)
+        if value is None:  # a panel: the newest of the patient's panels wins
+            old_panel = panels.get(pid)
+            if old_panel is None or when >= old_panel[0]:
+                panels[pid] = (when, res_id)
+            continue
+        per = out.setdefault(pid, {})
+        concept = primary_code(code)  # 2708-6 and 59408-5: one concept, the newest wins
+        old = per.get(concept)
+        if old is None or when >= old[0]:
+            per[concept] = (when, float(value), unit, zone)
     if panels:
         ids = [res_id for _t, res_id in panels.values()]
         owner = {res_id: pid for pid, (_t, res_id) in panels.items()}
-        for chunk in _chunks(ids):
-            for res_id, code, value, unit, effective, zone in conn.execute(
-                select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
-                    o.res_id.in_(chunk), o.is_component == true(), o.value.is_not(None)
-                )
-            ):
-                per = out.setdefault(owner[res_id], {})
-                concept = primary_code(code)
-                old = per.get(concept)
-                if old is None or effective >= old[0]:
-                    per[concept] = (int(effective), float(value), unit, zone)
+        for res_id, code, value, unit, effective, zone in conn.execute(
+            select(o.res_id, o.code, o.value, o.unit, o.effective, o.zone).where(
+                one_of(conn, o.res_id, ids), o.is_component == true(), o.value.is_not(None)
+            )
+        ):
+            per = out.setdefault(owner[res_id], {})
+            concept = primary_code(code)
+            old = per.get(concept)
+            if old is None or effective >= old[0]:
+                per[concept] = (int(effective), float(value), unit, zone)
     return out
 
 
 def _patients(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     r = resource_table.c
     out = {}
-    for chunk in _chunks(ids):
-        for rid, content in conn.execute(
-            select(r.res_id, r.content).where(r.res_type == "Patient", r.res_id.in_(chunk))
-        ):
-            out[rid] = orjson.loads(content)
+    for rid, content in conn.execute(
+        select(r.res_id, r.content).where(r.res_type == "Patient", one_of(conn, r.res_id, ids))
+    ):
+        out[rid] = orjson.loads(content)
     return out
 
 
@@ -235,11 +234,19 @@ def _when(us: int | None, zone: str) -> dict[str, str] | None:
     (``06.12.2026 kl. 09:48``, as :func:`interop.text.local_time` writes it)."""
     if us is None:
         return None
+    iso, words = _written(us, zone)
+    return {"time": iso, "text": words}
+
+
+@lru_cache(maxsize=32_768)
+def _written(us: int, zone: str) -> tuple[str, str]:
+    """The two spellings of an instant (a pure function: the worklist shows the same readings
+    and Tasks request after request, so most are written once)."""
     at = datetime.fromtimestamp(us / 1_000_000, _zone(zone))
-    return {
-        "time": at.isoformat(timespec="seconds"),
-        "text": f"{at.day:02d}.{at.month:02d}.{at.year} kl. {at.hour:02d}:{at.minute:02d}",
-    }
+    return (
+        at.isoformat(timespec="seconds"),
+        f"{at.day:02d}.{at.month:02d}.{at.year} kl. {at.hour:02d}:{at.minute:02d}",
+    )
 
 
 def _task_json(task: dict[str, Any], zone: str) -> dict[str, Any]:
@@ -315,22 +322,30 @@ def compute(
         conn, listed, now_us - rules.latest_values_days * 86_400_000_000, now_us + 300_000_000
     )
     patients = _patients(conn, listed)
+    # the words each row repeats, looked up once a request
+    reason_text = {
+        r.code: text(f"worklist.reasons.{r.code}", days=rules.inactive_after_days)
+        for r in rules.reasons
+    }
+    zone_names = {z: zone_name(z) for per in latest.values() for _t, _v, _u, z in per.values() if z}
+    names: dict[str, str] = {}
     out: list[dict[str, Any]] = []
     for r in rows.values():
         patient = patients.get(r.patient_id, {})
         tasks = sorted(r.tasks, key=lambda t: (_priority_rank(t), t.get("authoredOn", "")))
         owner = next((t["owner"].get("display") for t in tasks if t.get("owner")), None)
+        tasks_json = [_task_json(t, zone) for t in tasks]
         values: list[dict[str, Any]] = []
         for code, (t, v, unit, z) in sorted(latest.get(r.patient_id, {}).items()):
             values.append(
                 {
                     "code": code,
-                    "display": display(code),
+                    "display": names.get(code) or names.setdefault(code, display(code)),
                     "value": v,
                     "unit": unit,
                     "text": quantity(v, unit),
                     "zone": z,
-                    "zoneText": zone_name(z) if z else None,
+                    "zoneText": zone_names[z] if z else None,
                     "time": _when(t, zone),
                 }
             )
@@ -346,15 +361,15 @@ def compute(
                 "reasons": [
                     {
                         "code": code,
-                        "text": text(f"worklist.reasons.{code}", days=rules.inactive_after_days),
+                        "text": reason_text[code],
                         "since": _when(s, zone),
                     }
                     for code, s in sorted(r.reasons.items(), key=lambda kv: rank_of[kv[0]])
                 ],
                 "since": _when(min(started), zone) if started else None,
                 "latest": values,
-                "task": _task_json(tasks[0], zone) if tasks else None,
-                "tasks": [_task_json(t, zone) for t in tasks],
+                "task": tasks_json[0] if tasks_json else None,
+                "tasks": tasks_json,
                 "owner": owner,
                 "messages": r.messages,
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,33 +24,47 @@ def _zone_badge(zone: str | None, zone_text: str | None) -> str:
     return f' <span class="zone zone-{html.escape(zone)}">{html.escape(zone_text or zone)}</span>'
 
 
-def _forms(task: dict[str, Any], back: str) -> str:
-    action = f"/api/v1/worklist/tasks/{html.escape(task['id'])}/actions"
-    tid = html.escape(task["id"])
-    back_field = f'<input type="hidden" name="back" value="{html.escape(back)}">'
+@lru_cache(maxsize=1)
+def _form_words() -> tuple[str, str, str, str, str, str]:
+    """The forms' escaped words and outcome options, the same in every row (built once)."""
     _system, outcomes = outcome_list()
     options = "".join(
         f'<option value="{html.escape(code)}">{html.escape(outcome_display(code))}</option>'
         for code in outcomes
     )
+    return (
+        options,
+        html.escape(text("worklist.take")),
+        html.escape(text("worklist.note_label")),
+        html.escape(text("worklist.note")),
+        html.escape(text("worklist.outcome_label")),
+        html.escape(text("worklist.complete")),
+    )
+
+
+def _forms(task: dict[str, Any], back: str) -> str:
+    tid = html.escape(task["id"])
+    action = f"/api/v1/worklist/tasks/{tid}/actions"
+    back_field = f'<input type="hidden" name="back" value="{html.escape(back)}">'
+    options, take_word, note_label, note_word, outcome_label, complete_word = _form_words()
     take = (
         ""
         if task.get("owner")
         else f'<form method="post" action="{action}">{back_field}'
         f'<input type="hidden" name="action" value="take">'
-        f'<button type="submit">{html.escape(text("worklist.take"))}</button></form>'
+        f'<button type="submit">{take_word}</button></form>'
     )
     return (
         take + f'<form method="post" action="{action}">{back_field}'
         f'<input type="hidden" name="action" value="note">'
-        f'<label for="note-{tid}">{html.escape(text("worklist.note_label"))}</label>'
+        f'<label for="note-{tid}">{note_label}</label>'
         f'<textarea id="note-{tid}" name="note" required></textarea>'
-        f'<button type="submit">{html.escape(text("worklist.note"))}</button></form>'
+        f'<button type="submit">{note_word}</button></form>'
         f'<form method="post" action="{action}">{back_field}'
         f'<input type="hidden" name="action" value="complete">'
-        f'<label for="outcome-{tid}">{html.escape(text("worklist.outcome_label"))}</label>'
+        f'<label for="outcome-{tid}">{outcome_label}</label>'
         f'<select id="outcome-{tid}" name="outcome">{options}</select> '
-        f'<button type="submit">{html.escape(text("worklist.complete"))}</button></form>'
+        f'<button type="submit">{complete_word}</button></form>'
     )
 
 

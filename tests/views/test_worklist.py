@@ -330,3 +330,38 @@ def test_what_the_nurses_do_becomes_indicators(client, services) -> None:  # typ
     ).text
     assert not any(line.startswith("#") for line in csv.splitlines())
     assert csv.splitlines()[0] == "organization,period_start,period_end,indicator,value,suppressed"
+
+
+def test_worklist_shows_a_new_red_reading_and_a_moved_patient_at_once(client, services) -> None:  # type: ignore[no-untyped-def]
+    """Nothing the worklist keeps between requests (the policy's scope, the written times) can
+    show a zone from before the newest reading or a patient the organisation no longer has."""
+    ids = _world(client, services)
+    nurse, other_nurse = _key(client, MUNICIPALITY), _key(client, OTHER)
+    q = {"organization": MUNICIPALITY}
+
+    def rows(headers: dict[str, str], orgnr: str = MUNICIPALITY) -> dict[str, dict]:  # type: ignore[type-arg]
+        r = client.get("/api/v1/worklist", params={"organization": orgnr}, headers=headers)
+        assert r.status_code == 200, r.text
+        return {row["patient"]["nationalId"]: row for row in r.json()["rows"]}
+
+    before = rows(nurse)
+    assert CALM not in before and RED in before
+    for _ in range(2):  # twice: the second answer is the one any cache would serve
+        assert CALM not in rows(nurse)
+    _ingest(services, _spo2(CALM, "85", datetime.now(UTC) + timedelta(minutes=5)))
+    calm = rows(nurse)[CALM]
+    assert calm["reasons"][0]["code"] == "red"
+    [spo2] = calm["latest"]
+    assert spo2["value"] == 85 and spo2["zone"] == "red" and spo2["zoneText"] == "rød"
+    # the RED patient moves to the other organisation: gone from this list, on the other's
+    patient = client.get(f"/fhir/Patient/{ids[RED]}").json()
+    other_org = client.get("/fhir/Organization", params={"identifier": f"{ORGNR_OID}|{OTHER}"})
+    patient["managingOrganization"] = {
+        "reference": f"Organization/{other_org.json()['entry'][0]['resource']['id']}"
+    }
+    assert client.put(f"/fhir/Patient/{ids[RED]}", json=patient).status_code == 200
+    after = rows(nurse)
+    assert RED not in after and ids[RED] not in str(after)
+    page = client.get("/api/v1/worklist", params=q, headers={**nurse, "Accept": "text/html"})
+    assert RED not in page.text
+    assert RED in rows(other_nurse, OTHER)

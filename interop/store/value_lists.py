@@ -1,0 +1,29 @@
+"""A column matching any of many values, as one bound parameter.
+
+``column IN (…)`` with hundreds of values is compiled anew for every length (SQLAlchemy renders
+one placeholder per value, psycopg converts the long query text, and neither can reuse a cached
+statement), which cost a worklist request more than the queries themselves. One parameter keeps
+the statement's text the same whatever the number of values: a text array on PostgreSQL
+(``= ANY(%s::text[])``, parsed by the server), a JSON array on SQLite (``IN (SELECT value FROM
+json_each(?))``); both reach the column's index value by value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from sqlalchemy import ColumnElement, Connection, Text, any_, bindparam, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from interop.store.pg_arrays import array_literal
+
+
+def one_of(
+    conn: Connection, column: ColumnElement[str], values: Sequence[str]
+) -> ColumnElement[bool]:
+    """``column`` is one of ``values`` (strings), as one parameter on either backend."""
+    if conn.dialect.name == "postgresql":
+        wanted = cast(bindparam(None, array_literal(list(values), "text"), type_=Text), ARRAY(Text))
+        return column == any_(wanted)
+    listed = func.json_each(bindparam(None, orjson.dumps(list(values)).decode(), type_=Text))
+    return column.in_(select(listed.table_valued("value").c.value).scalar_subquery())
