@@ -23,6 +23,7 @@ The state is the extension ``plan-state`` on the CarePlan; its FHIR ``status`` f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
@@ -31,11 +32,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interop.access.actor import Actor
+from interop.care.plan_state import CONTENT_URL, STATE_URL, State, state_of
 from interop.care.plans import (
     HPR_SYSTEM,
     NOTIFY_GP_URL,
     PLAN_CATEGORY,
-    PLAN_STATE_URL,
     ZoneIn,
     _lock_plans,
     _patient_id,
@@ -50,11 +51,7 @@ from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
 
-STATE_URL = PLAN_STATE_URL
-CONTENT_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-content"
-"""The plan's content as drafted (goals, per-zone signs, actions, medication, contact)."""
 GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
-State = Literal["draft", "proposed", "active", "revoked", "completed"]
 FHIR_STATUS: dict[str, str] = {
     "draft": "draft",
     "proposed": "draft",
@@ -92,23 +89,6 @@ class PlanDraftIn(BaseModel):
     goals: list[str] = Field(default_factory=list)
     """The patient's own goals: *Hva er viktig for deg?*"""
     content: list[ZoneContentIn] = Field(default_factory=list)
-
-
-def state_of(cp: dict[str, Any]) -> State:
-    for ext in cp.get("extension", []):
-        if ext.get("url") == STATE_URL:
-            return ext["valueCode"]
-    status = cp.get("status")
-    return "draft" if status == "draft" else status  # type: ignore[return-value]
-
-
-def content_of(cp: dict[str, Any]) -> dict[str, Any]:
-    import orjson
-
-    for ext in cp.get("extension", []):
-        if ext.get("url") == CONTENT_URL:
-            return orjson.loads(ext["valueString"])
-    return {}
 
 
 def _set_state(cp: dict[str, Any], state: State) -> None:
@@ -200,8 +180,10 @@ def save_draft(
     actor: Actor,
     *,
     plan_id: str | None = None,
+    annotate: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """A new draft plan, or (``plan_id``) a new version of a draft's content."""
+    """A new draft plan, or (``plan_id``) a new version of a draft's content; ``annotate``
+    adds to the CarePlan before it is written (e.g. where an imported plan came from)."""
     import orjson
 
     plan = _validated(body)
@@ -240,6 +222,8 @@ def save_draft(
         )
         base["author"] = _recorder(actor)
         _set_state(base, "draft")
+        if annotate is not None:
+            annotate(base)
         stored = tx.update("CarePlan", plan_id, base)[0] if plan_id else tx.create(base)
     return {"state": "draft", "carePlan": stored.json()}
 

@@ -32,7 +32,8 @@ PLAN_REQUEST_KIND = "dialog-foresporsel"
 def send_plan_request(services: Services, tx: WriteTx, pid: str, cp: dict[str, Any]) -> str:
     """Queue the forespørsel for plan ``cp``; returns the outbox row id (422 when the GP
     cannot be reached: no GP, no HER-id, no Endpoint — said, never dropped)."""
-    from interop.care.plan_lifecycle import content_of, gp_approval_rules
+    from interop.care.plan_lifecycle import gp_approval_rules
+    from interop.care.plan_state import content_of
 
     kith = kith_for(services.settings)
     if kith is None:
