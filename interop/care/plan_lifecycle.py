@@ -211,6 +211,8 @@ def save_draft(
             _require(base, "draft")
         base["title"] = plan.title or "Egenbehandlingsplan"
         base["goal"] = [{"reference": g.reference} for g in goals]
+        if not goals:  # a draft with text only (an imported plan): no limits yet
+            del base["goal"]
         base["extension"] = [
             e for e in base.get("extension", []) if e.get("url") not in (CONTENT_URL, NOTIFY_GP_URL)
         ]
