@@ -288,3 +288,40 @@ def test_import_refuses_an_answer_carrying_another_persons_plan(
     assert r.status_code == 502 and "another person" in r.text
     assert FNR_B not in r.text
     assert client.get(f"/api/v1/patients/{FNR}/plan/versions").json() == []
+
+
+def test_cli_import_with_helseid(  # type: ignore[no-untyped-def]
+    client, services, tmp_path: Path, national: National, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from interop.cli import app
+    from interop.config import reset_settings_cache
+
+    guard = ApiGuard(national.helseid.issuer, "nhn:pasientens-planer", "nhn:pasientens-planer/api")
+    server = LocalPlans(guard)
+    address_book(client, tmp_path)
+    with live_server(server.app()) as base:
+        nhn_id = _seed(server, FNR)
+        env = {
+            "INTEROP_DATABASE_URL": services.settings.database_url,
+            "INTEROP_HELSEID_TENANTS_FILE": str(national.helseid.tenants_file),
+            "INTEROP_NHN_PLANS_BASE_URL": base,
+            "INTEROP_NHN_PLANS_TENANT": "havbygd",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        reset_settings_cache()
+        try:
+            result = CliRunner().invoke(app, ["plans", "import-nhn", FNR])
+            unknown = CliRunner().invoke(app, ["plans", "import-nhn", FNR, "--nhn-id", "x"])
+        finally:
+            reset_settings_cache()
+    assert result.exit_code == 0, result.output
+    assert "draft CarePlan/" in result.output
+    assert unknown.exit_code == 1 and "not a plan of this patient" in unknown.output
+    [draft] = client.get(f"/api/v1/patients/{FNR}/plan/versions").json()
+    assert draft["state"] == "draft"
+    plan = _care_plan(client, draft["id"])
+    assert (link_of(plan) or {})["id"] == nhn_id
+    assert guard.checked == 2 and server.problems == []
