@@ -325,3 +325,37 @@ def test_cli_import_with_helseid(  # type: ignore[no-untyped-def]
     plan = _care_plan(client, draft["id"])
     assert (link_of(plan) or {})["id"] == nhn_id
     assert guard.checked == 2 and server.problems == []
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_made_twice(
+    client, services, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from interop.store.context import WriteContext
+    from interop.store.schema import outbox_table
+
+    server, hpr = _dev_setup(client, services, tmp_path)
+    with live_server(server.app()) as base:
+        _endpoint(client, base)
+        plan_id = _activate(client, hpr)
+        _deliver(services)
+        [nhn_id] = server.plans
+        # the create went through but our record of it did not: the CarePlan has no link and
+        # the message is delivered again
+        with services.store.write(WriteContext.service()) as tx:
+            stored = tx.get("CarePlan", plan_id)
+            assert stored is not None
+            cp = stored.json()
+            cp.pop("meta")
+            del cp["identifier"]
+            cp["extension"] = [e for e in cp["extension"] if not e["url"].endswith("/nhn-plan")]
+            if not cp["extension"]:
+                del cp["extension"]
+            tx.update("CarePlan", plan_id, cp)
+        with services.engine.begin() as conn:
+            conn.execute(update(outbox_table).values(status="queued", attempts=0))
+        _deliver(services)
+    assert list(server.plans) == [nhn_id]  # adopted, not created twice
+    assert (link_of(_care_plan(client, plan_id)) or {})["id"] == nhn_id
+    assert server.problems == []
