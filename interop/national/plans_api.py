@@ -43,6 +43,18 @@ def clinical(content: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def subject_number(plan: dict[str, Any]) -> str:
+    """The person number of a plan's ``subject`` (its inner structure is not published: ours is
+    ``{system, value}``; ``id``, ``nin`` and a nested ``identifier`` are read too). Empty when
+    none is found, which never matches a patient."""
+    s = plan.get("subject") or {}
+    if not isinstance(s, dict):
+        return ""
+    ident = s.get("identifier")
+    ident = ident if isinstance(ident, dict) else {}
+    return str(s.get("value") or s.get("id") or s.get("nin") or ident.get("value") or "")
+
+
 class PlansApiClient:
     def __init__(
         self,

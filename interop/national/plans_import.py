@@ -19,14 +19,9 @@ from typing import Any
 from interop.access.actor import Actor
 from interop.care.plan_lifecycle import save_draft
 from interop.fhir.outcome import error
-from interop.national.plans_api import PlansApiClient, PlansApiError, clinical
+from interop.national.plans_api import PlansApiClient, PlansApiError, clinical, subject_number
 from interop.national.plans_export import set_link
 from interop.text import local_time, text
-
-
-def _subject_value(plan: dict[str, Any]) -> str:
-    s = plan.get("subject") or {}
-    return str(s.get("value") or s.get("id") or "")
 
 
 def choose_plan(plans: list[dict[str, Any]], nhn_id: str | None = None) -> dict[str, Any]:
@@ -80,7 +75,7 @@ def import_nhn_plan(
         raise error(
             503 if exc.transient else 502, "transient", f"Pasientens planer: {exc}"
         ) from None
-    foreign = [p for p in found if _subject_value(p) != national_id]
+    foreign = [p for p in found if subject_number(p) != national_id]
     if foreign:
         raise error(
             502,

@@ -31,6 +31,7 @@ from interop.national.plans_api import (
     PlanVersionConflict,
     clinical,
     plans_auth,
+    subject_number,
 )
 from interop.national.plans_export import link_of, patient_link, set_link
 from interop.routing.outbox import OutboxMessage
@@ -42,8 +43,7 @@ log = logging.getLogger("interop.national")
 
 
 def _same_subject(found: dict[str, Any], subject: dict[str, Any]) -> bool:
-    s = found.get("subject") or {}
-    return str(s.get("value") or s.get("id") or "") == subject["value"]
+    return subject_number(found) == subject["value"]
 
 
 class PlansTransport:
