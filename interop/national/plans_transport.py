@@ -131,9 +131,10 @@ class PlansTransport:
                 current = api.get(link["id"])
                 version = int(current["version"])
             try:
-                return api.update(
-                    link["id"], {**_without_subject(request), "version": version}
-                ), None
+                updated = api.update(link["id"], {**_without_subject(request), "version": version})
+                if not _same_subject(updated, subject):
+                    raise PlansApiError(f"NHN plan {link['id']} belongs to another patient")
+                return updated, None
             except PlanVersionConflict:
                 current = api.get(link["id"])
                 if not _same_subject(current, subject):

@@ -359,3 +359,46 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_made_twice(
     assert list(server.plans) == [nhn_id]  # adopted, not created twice
     assert (link_of(_care_plan(client, plan_id)) or {})["id"] == nhn_id
     assert server.problems == []
+
+
+def test_two_patients_two_nhn_plans_each_with_its_own_number(
+    client, services, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    services.settings.nhn_plans_helseid = False
+    ids = address_book(client, tmp_path)
+    hpr = _gp_hpr(client, ids)
+    b = _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR_B}],
+            "generalPractitioner": [{"reference": f"PractitionerRole/{ids['role']}"}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+    server = LocalPlans()
+    with live_server(server.app()) as base:
+        _endpoint(client, base)
+        plan_a = _activate(client, hpr)
+        r = client.put(
+            f"/api/v1/patients/{FNR_B}/plan",
+            json={
+                "approvedBy": {"hpr": hpr},
+                "zones": [{**ZONES[0], "green": {"low": 60, "high": 90}}],
+            },
+        )
+        assert r.status_code in (200, 201), r.text
+        _deliver(services)
+        by_number = {p[-1]["subject"]["value"]: p[-1] for p in server.plans.values()}
+        assert set(by_number) == {FNR, FNR_B}
+        assert by_number[FNR]["clinical_content"]["zones"][0]["condition"] == "Puls 50–100 /min"
+        assert by_number[FNR_B]["clinical_content"]["zones"][0]["condition"] == "Puls 60–90 /min"
+        # A's next version updates A's NHN plan; B's stays as it was
+        _activate(client, hpr, [{**ZONES[0], "green": {"low": 55, "high": 95}}])
+        _deliver(services)
+    assert server.current(by_number[FNR]["id"])["version"] == 2
+    assert server.current(by_number[FNR_B]["id"])["version"] == 1
+    assert (link_of(_care_plan(client, plan_a)) or {})["id"] == by_number[FNR]["id"]
+    rows = _plan_rows(services)
+    assert {r.patient_id for r in rows} == {ids["patient"], b}
+    assert all(r.status == "transport-acked" for r in rows) and server.problems == []
