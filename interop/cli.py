@@ -269,7 +269,7 @@ def worker(
     from interop.routing.transports import default_transports
 
     try:
-        transports = default_transports(settings=svc.settings)
+        transports = default_transports(settings=svc.settings, store=svc.store)
     except TenantConfigError as exc:
         _fail(f"the HelseID tenants file cannot be used: {exc}")
         return
@@ -572,17 +572,12 @@ def audit_patient(
 actors_app = typer.Typer(help="API keys (actors): make one, list them, revoke one.")
 app.add_typer(actors_app, name="actors")
 
-CLI_ACTOR_NAME = "interop command line"
-
 
 def _cli_actor() -> Any:
-    """Who the audit log names for a key made or revoked here: an operator at the command
-    line, with the database's credentials (an admin)."""
-    import getpass
+    """Who the audit log names for a key made or revoked here (an admin at the command line)."""
+    from interop.access.actor import cli_actor
 
-    from interop.access.actor import Actor
-
-    return Actor(id=f"cli:{getpass.getuser()}", role="admin", name=CLI_ACTOR_NAME)
+    return cli_actor()
 
 
 @actors_app.command("create")
@@ -665,9 +660,10 @@ def actors_revoke(actor_id: Annotated[str, typer.Argument(help="the actor's id")
 
 outbox_app = typer.Typer(help="The outbox: outgoing messages, dead letters, reprocessing.")
 app.add_typer(outbox_app, name="outbox")
-from interop.national.cli import addressbook_app  # noqa: E402
+from interop.national.cli import addressbook_app, plans_app  # noqa: E402
 
 app.add_typer(addressbook_app, name="addressbook")
+app.add_typer(plans_app, name="plans")
 
 
 def _db_engine() -> Engine:

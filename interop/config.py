@@ -125,6 +125,20 @@ class Settings(BaseSettings):
     no tenant's."""
     jft_max_bytes: int = 1_000_000
     """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
+    nhn_plans_base_url: str | None = None
+    """NHN Pasientens planer (2026 plan API with zones), for ``interop plans import-nhn`` and
+    the import endpoint (development: ``https://planer.dev.nhn.no``; test and production were
+    not published). Export goes to the Endpoint subscribed with ``nhn-plans`` (its address)."""
+    nhn_plans_path: str = "/plan"
+    """Path of the plan collection under the base URL (search ``GET {path}?patient=``, create
+    ``POST {path}``, update ``PUT {path}/{id}``, ``{path}/{id}/history``); NHN's pages show
+    ``/plan/{id}/history`` but not the search and create paths."""
+    nhn_plans_helseid: bool = True
+    """Call Pasientens planer with HelseID + DPoP (API ``plans`` in the tenants file; audience
+    and scope not published: set them under ``apis:``). ``false`` for NHN's development
+    environment, which has no HelseID."""
+    nhn_plans_tenant: str | None = None
+    """The tenant whose HelseID client calls Pasientens planer (default: the only tenant)."""
     cppa_base_url: str | None = None
     """NHN's CPPA API (test ``https://cppa.test.grunndata.nhn.no``): asked before a PLO or
     Dialogmelding goes over EDI 2.0 whether the receiver takes that type. Unset = not asked."""

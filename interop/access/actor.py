@@ -49,3 +49,14 @@ class Actor:
 
 
 ADMIN = Actor(id="admin", role="admin", name="bootstrap admin key", source="bootstrap")
+
+
+CLI_ACTOR_NAME = "interop command line"
+
+
+def cli_actor() -> Actor:
+    """Who the audit log names for what an operator does at the command line, with the
+    database's credentials (an admin)."""
+    import getpass
+
+    return Actor(id=f"cli:{getpass.getuser()}", role="admin", name=CLI_ACTOR_NAME)

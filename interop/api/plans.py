@@ -183,3 +183,31 @@ async def revoke_plan(
         revoke, svc, access.national_id, plan_id, access.actor, str(reason) if reason else None
     )
     return json_response(result)
+
+
+@router.post("/{national_id}/plan/import-nhn")
+async def import_nhn_plan(
+    request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))
+) -> Response:
+    """Fetch the patient's plan from NHN Pasientens planer and save it as a draft
+    (``{"nhnId": …}`` picks one of several): its zones are text, so it judges nothing until a
+    nurse has set limits and the GP has approved it."""
+    from interop.national.plans_api import PlansApiError
+    from interop.national.plans_import import import_nhn_plan as run_import
+    from interop.national.wiring import plans_client
+
+    body = await _json_body(request) if await request.body() else {}
+    nhn_id = body.get("nhnId") if isinstance(body, dict) else None
+    svc = request.app.state.services
+    try:
+        api = plans_client(svc.settings)
+    except PlansApiError as exc:
+        raise error(503, "exception", f"Pasientens planer is not usable: {exc}") from None
+    if api is None:
+        raise error(503, "not-supported", "INTEROP_NHN_PLANS_BASE_URL is not set")
+    result = await run_in_threadpool(
+        lambda: run_import(
+            svc, api, access.national_id, access.actor, nhn_id=str(nhn_id) if nhn_id else None
+        )
+    )
+    return json_response(result, 201)

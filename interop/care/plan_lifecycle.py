@@ -23,6 +23,7 @@ The state is the extension ``plan-state`` on the CarePlan; its FHIR ``status`` f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
@@ -180,8 +181,10 @@ def save_draft(
     actor: Actor,
     *,
     plan_id: str | None = None,
+    annotate: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """A new draft plan, or (``plan_id``) a new version of a draft's content."""
+    """A new draft plan, or (``plan_id``) a new version of a draft's content; ``annotate``
+    adds to the CarePlan before it is written (e.g. where an imported plan came from)."""
     import orjson
 
     plan = _validated(body)
@@ -209,6 +212,8 @@ def save_draft(
             _require(base, "draft")
         base["title"] = plan.title or "Egenbehandlingsplan"
         base["goal"] = [{"reference": g.reference} for g in goals]
+        if not goals:  # a draft with text only (an imported plan): no limits yet
+            del base["goal"]
         base["extension"] = [
             e for e in base.get("extension", []) if e.get("url") not in (CONTENT_URL, NOTIFY_GP_URL)
         ]
@@ -220,6 +225,8 @@ def save_draft(
         )
         base["author"] = _recorder(actor)
         _set_state(base, "draft")
+        if annotate is not None:
+            annotate(base)
         stored = tx.update("CarePlan", plan_id, base)[0] if plan_id else tx.create(base)
     return {"state": "draft", "carePlan": stored.json()}
 

@@ -26,5 +26,5 @@ def state_of(cp: dict[str, Any]) -> State:
 def content_of(cp: dict[str, Any]) -> dict[str, Any]:
     for ext in cp.get("extension", []):
         if ext.get("url") == CONTENT_URL:
-            return orjson.loads(ext["valueString"])
+            return dict(orjson.loads(ext["valueString"]))
     return {}

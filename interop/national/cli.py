@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 addressbook_app = typer.Typer(help="The address book: kept in step with Adresseregisteret.")
+plans_app = typer.Typer(help="Egenbehandlingsplaner and NHN Pasientens planer.")
 console = Console()
 
 
@@ -68,3 +69,43 @@ def sync(
     console.print(report.summary())
     if report.errors:
         raise typer.Exit(1)
+
+
+@plans_app.command("import-nhn")
+def import_nhn(
+    national_id: Annotated[str, typer.Argument(help="the patient's fødselsnummer or D-nummer")],
+    nhn_id: Annotated[
+        str | None, typer.Option(help="the NHN plan's id, when the patient has several")
+    ] = None,
+) -> None:
+    """Fetch the patient's plan from NHN Pasientens planer and save it as a draft plan (zones
+    as text, judging nothing) for a nurse to make computable."""
+    from interop.access.actor import cli_actor
+    from interop.access.policy import Action
+    from interop.config import get_settings
+    from interop.fhir.outcome import FhirError
+    from interop.national.plans_api import PlansApiError
+    from interop.national.plans_import import import_nhn_plan
+    from interop.national.tenants import TenantConfigError
+    from interop.national.wiring import plans_client
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    actor = cli_actor()
+    try:
+        api = plans_client(svc.settings)
+        if api is None:
+            console.print("[red]error:[/red] INTEROP_NHN_PLANS_BASE_URL is not set")
+            raise typer.Exit(2)
+        svc.policy.require_role(actor, Action.PLAN)
+        result = import_nhn_plan(svc, api, national_id, actor, nhn_id=nhn_id)
+    except (PlansApiError, TenantConfigError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except FhirError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    cp = result["carePlan"]
+    console.print(
+        f"draft CarePlan/{cp['id']} made from the NHN plan (judges nothing until approved)"
+    )

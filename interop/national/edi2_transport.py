@@ -179,7 +179,11 @@ class Edi2AppRecTransport:
 
 
 def edi2_transports(
-    settings: Any, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
+    settings: Any,
+    http: httpx.Client | None = None,
+    helseid: HelseIdClients | None = None,
+    *,
+    store: Any = None,
 ) -> dict[str, Any]:
     """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
@@ -196,6 +200,7 @@ def edi2_transports(
         max_post_bytes=settings.edi2_max_post_bytes,
     )
     from interop.national.jft_transport import JftTransport
+    from interop.national.plans_transport import PlansTransport
     from interop.national.pmd_transport import PmdTransport
 
     cppa = None
@@ -210,5 +215,13 @@ def edi2_transports(
         "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
         "jft": JftTransport(
             helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
+        "nhn-plans": PlansTransport(
+            store,
+            helseid,
+            shared,
+            use_helseid=settings.nhn_plans_helseid,
+            tenant=settings.nhn_plans_tenant,
+            path=settings.nhn_plans_path,
         ),
     }

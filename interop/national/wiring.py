@@ -12,6 +12,7 @@ from interop.national.addressbook_sync import AddressBookSync
 from interop.national.ar import ArClient
 from interop.national.flr import FlrClient
 from interop.national.helseid import HelseIdClients
+from interop.national.plans_api import PlansApiClient, plans_auth
 from interop.national.tenants import TenantConfigError, load_tenants
 
 _shared: dict[tuple[str, int], HelseIdClients] = {}
@@ -85,4 +86,22 @@ def address_book_sync(
         ArClient(settings.ar_base_url, auth=auth, http=http),
         edi2_address=settings.edi2_base_url,
         flr=flr,
+    )
+
+
+def plans_client(
+    settings: Any, *, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
+) -> PlansApiClient | None:
+    """Pasientens planer for imports (``INTEROP_NHN_PLANS_BASE_URL``); None when not set,
+    :class:`~interop.national.plans_api.PlansApiError` when HelseID is asked for but missing."""
+    if not settings.nhn_plans_base_url:
+        return None
+    http = http or shared_http()
+    if helseid is None and settings.nhn_plans_helseid:
+        helseid = helseid_clients(settings, http)
+    auth = plans_auth(
+        helseid, use_helseid=settings.nhn_plans_helseid, tenant=settings.nhn_plans_tenant
+    )
+    return PlansApiClient(
+        settings.nhn_plans_base_url, http=http, auth=auth, path=settings.nhn_plans_path
     )

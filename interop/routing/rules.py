@@ -29,6 +29,7 @@ from interop.messaging.addressbook import AddressError, Destination, destination
 from interop.messaging.compose import compose_gp_message
 from interop.messaging.pmd import load_observations, observation_bundles, pmd_bundles
 from interop.messaging.runtime import kith_for
+from interop.national.plans_export import NHN_PLAN, plan_payloads
 from interop.national.vkp_dho import DEVIATION_CLOSED, journal_payloads
 from interop.routing.outbox import enqueue, mark_dead
 from interop.store.repository import FhirStore, WriteTx
@@ -351,7 +352,9 @@ class Router:
                         destination=dest.endpoint,
                         transport=dest.transport,
                         address=dest.address,
-                        content_type="application/fhir+json",
+                        content_type="application/json"
+                        if rule.message == NHN_PLAN
+                        else "application/fhir+json",
                         payload=payload,
                         patient_id=event.patient_id,
                         focus=event.focus,
@@ -383,6 +386,8 @@ class Router:
             return [orjson.dumps(b) for b in bundles]
         if rule.message == "vkp-dho-document":
             return journal_payloads(self.store, conn, event.focus)
+        if rule.message == NHN_PLAN:
+            return plan_payloads(self.store, conn, event.focus, self.settings.edi2_source_system)
         raise AddressError(f"rule {rule.name}: unsupported message {rule.message} for subscribers")
 
 

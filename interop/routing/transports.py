@@ -6,7 +6,8 @@ transport level) or raises :class:`TransientDeliveryError` (try again later) or
 ``https://dho-interop.no/fhir/CodeSystem/transport`` name them: ``fhir-rest``, ``file-drop``,
 ``http``, ``edi2`` (EDI 2.0, in :mod:`interop.national.edi2_transport`), ``pmd`` (Pasientens
 måledata, :mod:`interop.national.pmd_transport`), ``jft`` (Journalføringstjenesten,
-:mod:`interop.national.jft_transport`).
+:mod:`interop.national.jft_transport`), ``nhn-plans`` (Pasientens planer,
+:mod:`interop.national.plans_transport`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from interop.routing.outbox import OutboxMessage
 
 if TYPE_CHECKING:
     from interop.config import Settings
+    from interop.store.repository import FhirStore
 
 TRANSPORT_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/transport"
 
@@ -165,10 +167,13 @@ class FileDropTransport:
 
 
 def default_transports(
-    client: httpx.Client | None = None, settings: Settings | None = None
+    client: httpx.Client | None = None,
+    settings: Settings | None = None,
+    store: FhirStore | None = None,
 ) -> dict[str, Transport]:
     """Every transport; EDI 2.0 (``edi2``, ``edi2-apprec``) with HelseID and DPoP per the
-    settings (see :mod:`interop.national.edi2_transport`)."""
+    settings (see :mod:`interop.national.edi2_transport`); ``store`` for the transports that
+    record what the receiver answered (``nhn-plans``)."""
     from interop.config import get_settings
     from interop.national.edi2_transport import edi2_transports
 
@@ -178,5 +183,5 @@ def default_transports(
         "fhir-rest": FhirRestTransport(shared),
         "file-drop": FileDropTransport(),
     }
-    transports.update(edi2_transports(settings or get_settings(), shared))
+    transports.update(edi2_transports(settings or get_settings(), shared, store=store))
     return transports

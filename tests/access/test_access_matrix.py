@@ -498,6 +498,9 @@ CASES: dict[tuple[str, str], list[Request]] = {
             headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
         ),
     ],
+    ("POST", "/api/v1/patients/{national_id}/plan/import-nhn"): [
+        _json("POST", "/api/v1/patients/{fnr}/plan/import-nhn", lambda v, a: {})
+    ],
     ("POST", "/api/v1/patients/{national_id}/plan/{plan_id}/revoke"): [
         _json("POST", "/api/v1/patients/{fnr}/plan/x/revoke", lambda v, a: {"reason": "x"})
     ],
