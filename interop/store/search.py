@@ -65,6 +65,18 @@ CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+MODIFIERS: dict[str, frozenset[str]] = {
+    "token": frozenset({"not"}),
+    "string": frozenset({"exact", "contains"}),
+    "reference": frozenset({"identifier"}),
+    "date": frozenset({"above", "below"}),
+}
+"""The modifiers served per parameter type (``:missing`` on every type, a reference's type
+modifier ``subject:Patient`` besides); any other is refused as unsupported, never dropped."""
+DATE_MODIFIERS = {"above": "gt", "below": "lt"}
+"""``date:above=X`` is ``date=gtX`` (the resource's range goes on after X's), ``:below`` is
+``lt``: R4 defines ``:above``/``:below`` for references, tokens and uris only; on a date this
+server reads them as the comparison they name."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -120,6 +132,23 @@ def _decode_cursor(text: str) -> tuple[Any, str]:
         raise error(
             400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
         ) from None
+
+
+def date_values(key: str, modifier: str | None, values: list[str]) -> list[str]:
+    """The values of a date parameter with ``:above``/``:below`` turned into their prefix
+    (:data:`DATE_MODIFIERS`); a value carrying a prefix of its own is refused (400)."""
+    prefix = DATE_MODIFIERS.get(modifier or "")
+    if prefix is None:
+        return values
+    for v in values:
+        if v[:2] in PREFIXES:
+            raise error(
+                400,
+                "invalid",
+                f"{key}: {v!r} carries a prefix; :{modifier} takes a plain date",
+                expression=[key],
+            )
+    return [prefix + v for v in values]
 
 
 def _split_prefix(value: str) -> tuple[str, str]:
@@ -360,6 +389,7 @@ class SearchEngine:
                 )
             )
         if param.type == "date":
+            values = date_values(f"{name}:{modifier}", modifier, values)
             ors = [
                 rid.in_(
                     select(date_table.c.res_id).where(
@@ -459,6 +489,7 @@ class SearchEngine:
                     )
                 )
             elif name == "date":
+                values = date_values(f"{name}:{modifier}", modifier, values)
                 conds.append(
                     any_of(
                         [
@@ -535,9 +566,17 @@ class SearchEngine:
                 ignored.append((key, raw))
                 continue
             if name == "_id":
-                generic.append(resource_table.c.res_id.in_(values))
+                if modifier not in (None, "not"):
+                    ignore(key, raw, key)
+                    continue
+                ids = resource_table.c.res_id.in_(values)
+                generic.append(not_(ids) if modifier == "not" else ids)
                 continue
             if name == "_lastUpdated":
+                if modifier not in (None, *DATE_MODIFIERS):
+                    ignore(key, raw, key)
+                    continue
+                values = date_values(key, modifier, values)
                 generic.append(
                     any_of(
                         [
@@ -589,7 +628,9 @@ class SearchEngine:
                 # a type modifier: ``subject:Patient=123`` is ``subject=Patient/123``
                 values = [v if "/" in v else f"{modifier}/{v}" for v in values]
                 modifier = None
-            if modifier not in (None, "not", "exact", "contains", "identifier", "missing"):
+            if modifier not in (None, "missing") and modifier not in MODIFIERS.get(
+                param.type, ()
+            ):
                 ignore(key, raw, key)
                 continue
             if modifier == "missing":

@@ -122,7 +122,7 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
     modifier = modifier_raw or None
     r = resource_table.c
     base = [r.res_type == rtype, r.deleted == false()]
-    if name == "_id":
+    if name == "_id" and modifier is None:
         return select(r.res_id).where(*base, r.res_id.in_(values)).correlate(None)
     param = definitions(rtype).get(name)
     if param is None or "." in name:
@@ -131,7 +131,11 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
         )
     if param.index == "observation" and param.type != "reference":
         raise error(400, "not-supported", f"chaining into Observation {name} is not supported")
-    if param.type not in ("token", "reference", "date", "string"):
+    from interop.store.search import MODIFIERS
+
+    if param.type not in ("token", "reference", "date", "string") or (
+        modifier is not None and modifier not in MODIFIERS[param.type]
+    ):
         raise error(
             400, "not-supported", f"chained parameter {chained!r} is not supported for {rtype}"
         )

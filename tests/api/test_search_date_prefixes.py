@@ -1,0 +1,110 @@
+"""Date search through HTTP: the prefixes ``sa``, ``eb`` and ``ap`` and the modifiers
+``:above``/``:below`` on every kind of date parameter (the Observation index, a generic
+type's dateTime and Period, a Patient's date, ``_lastUpdated``, a chain), and modifiers a
+parameter type has no meaning for refused with 400 naming the parameter, never dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.test_fhir_crud import observation, patient
+from tests.api.test_r4_types import condition
+
+
+def _create(client, resource: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
+    r = client.post(f"/fhir/{resource['resourceType']}", json=resource)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _ids(client, query: str) -> set[str]:  # type: ignore[no-untyped-def]
+    r = client.get(f"/fhir/{query}")
+    assert r.status_code == 200, r.text
+    return {e["resource"]["id"] for e in r.json().get("entry", [])}
+
+
+def _encounter(pid: str, start: str, end: str | None) -> dict[str, Any]:
+    period = {"start": start, **({"end": end} if end else {})}
+    return {
+        "resourceType": "Encounter",
+        "status": "finished" if end else "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "period": period,
+    }
+
+
+def test_sa_eb_ap_and_above_below_on_every_kind_of_date(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _create(client, patient())
+    early = _create(client, observation(pid, when="2026-01-05T08:30:00+01:00"))
+    late = _create(client, observation(pid, when="2026-03-20T08:30:00+01:00"))
+    # the Observation index
+    assert _ids(client, "Observation?date=sa2026-02") == {late}
+    assert _ids(client, "Observation?date=eb2026-02") == {early}
+    assert _ids(client, "Observation?date=ap2026-01-05") == {early}
+    assert _ids(client, "Observation?date:above=2026-01-05") == {late}
+    assert _ids(client, "Observation?date:below=2026-03-20") == {early}
+    assert _ids(client, "Observation?date:above=2026-03") == set()
+    # a generic type's dateTime
+    c_old = _create(client, condition(pid, onset="2020-06-01"))
+    c_new = _create(client, condition(pid, onset="2024-02-01"))
+    assert _ids(client, "Condition?onset-date=sa2021") == {c_new}
+    assert _ids(client, "Condition?onset-date=eb2021") == {c_old}
+    assert _ids(client, "Condition?onset-date=ap2024-02-01") == {c_new}
+    assert _ids(client, "Condition?onset-date:above=2020-06-01") == {c_new}
+    assert _ids(client, "Condition?onset-date:below=2024") == {c_old}
+    # a Period: ``sa`` is "starts after", ``gt``/``:above`` is "goes on after"
+    closed = _create(client, _encounter(pid, "2025-01-10", "2025-01-20"))
+    open_ = _create(client, _encounter(pid, "2025-01-15", None))
+    assert _ids(client, "Encounter?date=sa2025-01-12") == {open_}
+    assert _ids(client, "Encounter?date=eb2025-01-21") == {closed}
+    assert _ids(client, "Encounter?date:above=2025-01-18") == {closed, open_}
+    assert _ids(client, "Encounter?date:below=2025-01-12") == {closed}
+    assert _ids(client, "Encounter?date=eb2025-01-14") == set()
+    # a Patient's date and a chain into it
+    assert _ids(client, "Patient?birthdate=eb2014") == {pid}
+    assert _ids(client, "Patient?birthdate:above=2013") == set()
+    assert _ids(client, "Patient?birthdate:below=2014") == {pid}
+    assert _ids(client, "Condition?patient.birthdate:below=2014") == {c_old, c_new}
+    assert _ids(client, "Condition?patient.birthdate:above=2014") == set()
+    # _lastUpdated
+    assert _ids(client, "Condition?_lastUpdated=sa2000-01-01") == {c_old, c_new}
+    assert _ids(client, "Condition?_lastUpdated:below=2000-01-01") == set()
+    assert _ids(client, "Condition?_lastUpdated:above=2000-01-01") == {c_old, c_new}
+    assert _ids(client, "Condition?_lastUpdated=eb2000-01-01") == set()
+
+
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("Observation?date:above=gt2026-01-01", "date:above"),
+        ("Condition?onset-date:below=le2024", "onset-date:below"),
+        ("Condition?_lastUpdated:above=eb2024", "_lastUpdated:above"),
+        ("Condition?onset-date=xx2024", "onset-date"),
+        # a modifier the parameter's type has no meaning for: never dropped (that would widen)
+        ("Condition?onset-date:not=2024", "onset-date:not"),
+        ("Observation?date:not=2026", "date:not"),
+        ("Condition?subject:not=Patient/x", "subject:not"),
+        ("Patient?family:not=Hansen", "family:not"),
+        ("Condition?code:above=38341003", "code:above"),
+        ("Condition?_lastUpdated:not=2024", "_lastUpdated:not"),
+        ("Condition?_id:exact=x", "_id:exact"),
+        ("Condition?patient.birthdate:not=2013", "birthdate:not"),
+        ("Condition?patient.family:missing=true", "family:missing"),
+    ],
+)
+def test_bad_date_input_and_meaningless_modifiers_are_refused(client, query, named) -> None:  # type: ignore[no-untyped-def]
+    r = client.get(f"/fhir/{query}")
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert named in r.text
+
+
+def test_id_not(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _create(client, patient())
+    a = _create(client, condition(pid))
+    b = _create(client, condition(pid, code="44054006"))
+    assert _ids(client, f"Condition?_id:not={a}") == {b}
