@@ -17,6 +17,8 @@ from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
 TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
 """resource type → [{"name": "lastn", "definition": canonical}], filled by operation modules."""
 INSTANCE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
+SYSTEM_OPERATIONS: list[dict[str, str]] = []
+"""[{"name": "meta", "definition": canonical}]: operations on the whole server (``/fhir/$meta``)."""
 
 
 def register_operation(
@@ -26,6 +28,11 @@ def register_operation(
     ops = target.setdefault(resource_type, [])
     if not any(o["name"] == name for o in ops):
         ops.append({"name": name, "definition": definition})
+
+
+def register_system_operation(name: str, definition: str) -> None:
+    if not any(o["name"] == name for o in SYSTEM_OPERATIONS):
+        SYSTEM_OPERATIONS.append({"name": name, "definition": definition})
 
 
 SEARCHABLE = frozenset({"token", "reference", "date", "string"})
@@ -77,7 +84,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             ),
             "searchParam": params,
         }
-        ops = TYPE_OPERATIONS.get(rtype, []) + INSTANCE_OPERATIONS.get(rtype, [])
+        ops: list[dict[str, str]] = []
+        for op in TYPE_OPERATIONS.get(rtype, []) + INSTANCE_OPERATIONS.get(rtype, []):
+            if op not in ops:  # an operation served on the type and its instances: listed once
+                ops.append(op)
         if ops:
             entry["operation"] = ops
         resources.append(entry)
@@ -109,6 +119,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                **({"operation": list(SYSTEM_OPERATIONS)} if SYSTEM_OPERATIONS else {}),
             }
         ],
     }

@@ -628,9 +628,7 @@ class SearchEngine:
                 # a type modifier: ``subject:Patient=123`` is ``subject=Patient/123``
                 values = [v if "/" in v else f"{modifier}/{v}" for v in values]
                 modifier = None
-            if modifier not in (None, "missing") and modifier not in MODIFIERS.get(
-                param.type, ()
-            ):
+            if modifier not in (None, "missing") and modifier not in MODIFIERS.get(param.type, ()):
                 ignore(key, raw, key)
                 continue
             if modifier == "missing":
