@@ -13,6 +13,7 @@ from interop import __version__
 from interop.fhir.searchparams import definitions
 from interop.fhir.validation import SUPPORTED_TYPES
 from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
+from interop.store.search import INDEXED
 
 TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
 """resource type → [{"name": "lastn", "definition": canonical}], filled by operation modules."""
@@ -34,9 +35,6 @@ def register_system_operation(name: str, definition: str) -> None:
     if not any(o["name"] == name for o in SYSTEM_OPERATIONS):
         SYSTEM_OPERATIONS.append({"name": name, "definition": definition})
 
-
-SEARCHABLE = frozenset({"token", "reference", "date", "string"})
-"""Parameter types the search engine serves (the statement lists no other)."""
 
 COMMON_SEARCH = [
     {"name": "_id", "type": "token"},
@@ -61,7 +59,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in SEARCHABLE:
+            if p.type in INDEXED:  # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "token" if p.type == "uri" else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation

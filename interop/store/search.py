@@ -423,7 +423,7 @@ class SearchEngine:
                     )
                 )
             return any_of(ors)
-        raise error(400, "not-supported", f"search parameter {name} is not supported")
+        raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
     def _observation_conditions(
@@ -736,6 +736,8 @@ class SearchEngine:
         """``name:missing=true``: resources without a value for the parameter; ``false``: with."""
         if values not in (["true"], ["false"]):
             raise error(400, "invalid", f"{key} must be true or false", expression=[key])
+        if param.type not in INDEXED:
+            raise not_searched(res_type, name, param)
         rid = resource_table.c.res_id
         has: list[ColumnElement[bool]] = []
         if res_type == "Observation" and name in OBS_INDEXED:
@@ -873,6 +875,23 @@ class SearchEngine:
             ):
                 out.append((rtype, row.res_id, bytes(row.content)))
         return out
+
+
+INDEXED = frozenset({"token", "reference", "date", "string"})
+"""Parameter types the generic index holds; a type's quantity, number and composite
+parameters are not indexed (Observation's quantities are, in its own index:
+:data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
+
+
+def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:
+    """400 for an R4 parameter the server knows but does not index: refused, never ignored
+    (ignoring it would widen the search)."""
+    return error(
+        400,
+        "not-supported",
+        f"search parameter {name} ({param.type}) of {res_type} is not supported by this server",
+        expression=[name],
+    )
 
 
 def micros_now() -> int:

@@ -148,3 +148,19 @@ def test_system_search_odd_subset_never_fails(client, query) -> None:  # type: i
     r = client.get(f"/fhir?_type=Condition&{query}")
     assert r.status_code in (200, 400), r.text
     assert r.json()["resourceType"] in ("Bundle", "OperationOutcome")
+
+
+def test_the_capability_statement_names_meta_once_per_type_and_on_the_system(client) -> None:  # type: ignore[no-untyped-def]
+    cs = client.get("/fhir/metadata").json()
+    rest = cs["rest"][0]
+    assert {"name": "meta", "definition": META} in rest["operation"]
+    for res in rest["resource"]:
+        names = [op["name"] for op in res.get("operation", [])]
+        assert names.count("meta") == 1, res["type"]
+        assert len(names) == len(set(names)), res["type"]
+    # what the statement claims is served: a type and the system answer $meta
+    assert client.get("/fhir/Condition/$meta").status_code == 200
+    assert client.get("/fhir/$meta").status_code == 200
+
+
+META = "http://hl7.org/fhir/OperationDefinition/Resource-meta"

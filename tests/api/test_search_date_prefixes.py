@@ -108,3 +108,71 @@ def test_id_not(client) -> None:  # type: ignore[no-untyped-def]
     a = _create(client, condition(pid))
     b = _create(client, condition(pid, code="44054006"))
     assert _ids(client, f"Condition?_id:not={a}") == {b}
+
+
+def _r4_params(kinds: set[str]) -> list[tuple[str, str, str]]:
+    """(type, parameter, kind) of every official R4 parameter of those kinds."""
+    import json
+    from importlib.resources import files
+
+    raw = json.loads((files("fhir_profiles") / "r4" / "search-parameters.json").read_text())
+    return sorted(
+        (t, n, p["type"])
+        for t, ps in raw["resources"].items()
+        for n, p in ps.items()
+        if p["type"] in kinds
+    )
+
+
+SERVED_QUANTITIES = {
+    ("Observation", n)
+    for n in (
+        "value-quantity",
+        "component-value-quantity",
+        "combo-value-quantity",
+        "code-value-quantity",
+        "component-code-value-quantity",
+        "combo-code-value-quantity",
+    )
+}
+"""Served on the Observation index (``store.search_breadth``)."""
+
+
+def test_every_r4_quantity_number_and_composite_parameter_is_served_or_refused(client) -> None:  # type: ignore[no-untyped-def]
+    from interop.fhir.searchparams import definitions
+    from interop.fhir.validation import SUPPORTED_TYPES
+
+    params = _r4_params({"quantity", "number", "composite"})
+    assert len(params) > 100
+    refused = 0
+    for rtype, name, kind in params:
+        if rtype not in SUPPORTED_TYPES:
+            continue
+        value = "ap5" if kind != "composite" else "x$5"
+        if (rtype, name) in SERVED_QUANTITIES:
+            r = client.get(f"/fhir/{rtype}?{name}={value}")
+            assert r.status_code == 200, (rtype, name, r.text)
+            continue
+        queries = [f"{name}={value}", f"{name}:missing=true", f"_sort={name}"]
+        for q in queries:
+            r = client.get(f"/fhir/{rtype}?{q}")
+            assert r.status_code == 400, (rtype, q, r.text)
+            assert r.json()["resourceType"] == "OperationOutcome"
+            assert name in r.text, (rtype, q, r.text)
+        if name in definitions(rtype):
+            # a parameter the server knows but does not index is refused even when the client
+            # asks for unsupported parameters to be ignored: ignoring it would widen the search
+            r = client.get(f"/fhir/{rtype}?{name}={value}", headers={"Prefer": "handling=lenient"})
+            assert r.status_code == 400, (rtype, name, r.text)
+        refused += 1
+    assert refused > 100
+    # reached through a chain or a reverse chain, the same
+    pid = _create(client, patient())
+    _create(client, condition(pid))
+    for q in (
+        "Patient?_has:Condition:patient:onset-age=5",
+        "Encounter?subject:Patient._has:Condition:patient:onset-age=5",
+        "Condition?encounter.length=gt5",
+    ):
+        r = client.get(f"/fhir/{q}")
+        assert r.status_code == 400, (q, r.text)
