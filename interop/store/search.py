@@ -40,6 +40,7 @@ from interop.store.schema import (
     code_set_table,
     date_table,
     observation_table,
+    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -423,6 +424,20 @@ class SearchEngine:
                     )
                 )
             return any_of(ors)
+        if param.type in ("quantity", "number"):
+            q = quantity_table.c
+            unit_col = q.code if param.type == "quantity" else None
+            ors = [
+                rid.in_(
+                    select(q.res_id).where(
+                        q.res_type == res_type,
+                        q.param == name,
+                        breadth.quantity_condition(v, name, q.low, q.high, unit_col, q.system),
+                    )
+                )
+                for v in values
+            ]
+            return any_of(ors)
         raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
@@ -763,6 +778,8 @@ class SearchEngine:
             "reference": reference_table,
             "date": date_table,
             "string": string_table,
+            "quantity": quantity_table,
+            "number": quantity_table,
         }[param.type]
         has.append(
             rid.in_(
@@ -877,10 +894,9 @@ class SearchEngine:
         return out
 
 
-INDEXED = frozenset({"token", "reference", "date", "string"})
-"""Parameter types the generic index holds; a type's quantity, number and composite
-parameters are not indexed (Observation's quantities are, in its own index:
-:data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
+INDEXED = frozenset({"token", "reference", "date", "string", "quantity", "number"})
+"""Parameter types the generic index holds; composites are not indexed (Observation's are, in
+its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
 
 
 def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:

@@ -149,7 +149,9 @@ def test_every_r4_quantity_number_and_composite_parameter_is_served_or_refused(c
         if rtype not in SUPPORTED_TYPES:
             continue
         value = "ap5" if kind != "composite" else "x$5"
-        if (rtype, name) in SERVED_QUANTITIES:
+        if (rtype, name) in SERVED_QUANTITIES or (
+            kind != "composite" and name in definitions(rtype)
+        ):  # the generic index holds the quantities and numbers it can follow
             r = client.get(f"/fhir/{rtype}?{name}={value}")
             assert r.status_code == 200, (rtype, name, r.text)
             continue
@@ -165,14 +167,13 @@ def test_every_r4_quantity_number_and_composite_parameter_is_served_or_refused(c
             r = client.get(f"/fhir/{rtype}?{name}={value}", headers={"Prefer": "handling=lenient"})
             assert r.status_code == 400, (rtype, name, r.text)
         refused += 1
-    assert refused > 100
+    assert refused > 60
     # reached through a chain or a reverse chain, the same
     pid = _create(client, patient())
     _create(client, condition(pid))
     for q in (
-        "Patient?_has:Condition:patient:onset-age=5",
-        "Encounter?subject:Patient._has:Condition:patient:onset-age=5",
-        "Condition?encounter.length=gt5",
+        "Patient?_has:Group:member:characteristic-value=x$5",
+        "Condition?encounter:Encounter.nonsense-quantity=gt5",
     ):
         r = client.get(f"/fhir/{q}")
         assert r.status_code == 400, (q, r.text)
