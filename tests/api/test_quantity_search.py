@@ -13,21 +13,10 @@ from interop.api.app import create_app
 from interop.store.migrate import alembic_config, upgrade
 from tests.api.test_fhir_crud import patient
 from tests.api.test_r4_types import condition
+from tests.api.test_search_breadth import _create, _ids
 from tests.conftest import ADMIN_HEADERS
 
 UCUM = "http://unitsofmeasure.org"
-
-
-def _create(client, resource: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
-    r = client.post(f"/fhir/{resource['resourceType']}", json=resource)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def _ids(client, query: str) -> set[str]:  # type: ignore[no-untyped-def]
-    r = client.get(f"/fhir/{query}")
-    assert r.status_code == 200, r.text
-    return {e["resource"]["id"] for e in r.json().get("entry", [])}
 
 
 def _aged(pid: str, onset: dict[str, Any], key: str = "onsetAge") -> dict[str, Any]:

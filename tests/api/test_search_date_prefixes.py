@@ -11,18 +11,7 @@ import pytest
 
 from tests.api.test_fhir_crud import observation, patient
 from tests.api.test_r4_types import condition
-
-
-def _create(client, resource: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
-    r = client.post(f"/fhir/{resource['resourceType']}", json=resource)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def _ids(client, query: str) -> set[str]:  # type: ignore[no-untyped-def]
-    r = client.get(f"/fhir/{query}")
-    assert r.status_code == 200, r.text
-    return {e["resource"]["id"] for e in r.json().get("entry", [])}
+from tests.api.test_search_breadth import _create, _ids
 
 
 def _encounter(pid: str, start: str, end: str | None) -> dict[str, Any]:
