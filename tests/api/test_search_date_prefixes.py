@@ -166,3 +166,21 @@ def test_every_r4_quantity_number_and_composite_parameter_is_served_or_refused(c
     ):
         r = client.get(f"/fhir/{q}")
         assert r.status_code == 400, (q, r.text)
+
+
+def test_audit_event_dates_take_the_same_prefixes_and_modifiers(client) -> None:  # type: ignore[no-untyped-def]
+    pid = _create(client, patient())
+    r = client.post(
+        "/api/v1/actors", json={"role": "followup", "organization": {"orgnr": "974589095"}}
+    )
+    assert r.status_code == 201, r.text
+    other = {"Authorization": f"Bearer {r.json()['key']}"}
+    client.get(f"/fhir/Patient/{pid}", headers=other)  # a refused read: audited
+    every = _ids(client, "AuditEvent?_count=200")
+    assert every
+    assert _ids(client, "AuditEvent?date=sa2000-01-01&_count=200") == every
+    assert _ids(client, "AuditEvent?date:above=2000-01-01&_count=200") == every
+    assert _ids(client, "AuditEvent?_lastUpdated:below=2000-01-01") == set()
+    assert _ids(client, "AuditEvent?date=eb2000-01-01") == set()
+    assert client.get("/fhir/AuditEvent?date:above=gt2000").status_code == 400
+    assert client.get("/fhir/AuditEvent?date:not=2000").status_code == 400
