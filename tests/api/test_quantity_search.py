@@ -161,3 +161,20 @@ def test_0021_backfills_the_quantities_stored_before_it(settings: Any, services:
         upgrade(engine)
     with client() as c:
         assert _ids(c, "Condition?onset-age=7") == {cid}
+
+
+def test_many_in_one_transaction(client) -> None:  # type: ignore[no-untyped-def]
+    """Enough rows for the bulk write (COPY on PostgreSQL) to carry the quantity rows."""
+    pid = _create(client, patient())
+    entries = [
+        {"resource": _encounter(pid, m), "request": {"method": "POST", "url": "Encounter"}}
+        for m in range(1, 201)
+    ]
+    r = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    )
+    assert r.status_code == 200, r.text[:500]
+    r = client.get("/fhir/Encounter?length=gt150&_summary=count")
+    assert r.json()["total"] == 50
+    r = client.get("/fhir/Encounter?length=le10||min&_summary=count")
+    assert r.json()["total"] == 10
