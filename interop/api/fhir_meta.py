@@ -39,6 +39,7 @@ META_SCAN_LIMIT = 100_000
 """A type or system ``$meta`` reads at most this many resources; beyond, it is refused
 (400 too-costly) rather than answered from part of the data."""
 KEPT = ("profile", "security", "tag")
+_MARKS = tuple(f'"{k}"'.encode() for k in KEPT)
 NO_META = frozenset({AUDIT_EVENT})
 """Written by the server alone, with no profile, tag or security label (``store.audit_rows``):
 their ``$meta`` is empty without reading them."""
@@ -99,7 +100,8 @@ async def _collect_type(svc: Services, actor: Actor, rtype: str, found: _Collect
         result = await svc.policy.filter_result_async(actor, rtype, result, [("$meta", "")])
         for _rid, content in result.rows:
             found.read += 1
-            found.add(orjson.loads(content).get("meta"))
+            if any(k in content for k in _MARKS):  # most resources carry none: not parsed
+                found.add(orjson.loads(content).get("meta"))
         if found.read > META_SCAN_LIMIT:
             raise error(
                 400,
