@@ -1,4 +1,4 @@
-"""FHIR operations beyond search: ``Patient/$everything``, ``$validate``, ``$meta``, and the
+"""FHIR operations beyond search: ``Patient/$everything``, ``$validate`` and the
 type and system ``_history``.
 
 ``$everything`` returns the Patient, every resource in its compartment (``patient_id`` in the
@@ -36,7 +36,6 @@ OPS = "http://hl7.org/fhir/OperationDefinition/"
 register_operation("Patient", "everything", OPS + "Patient-everything", instance=True)
 for _t in SUPPORTED_TYPES:
     register_operation(_t, "validate", OPS + "Resource-validate")
-    register_operation(_t, "meta", OPS + "Resource-meta", instance=True)
 
 
 NOT_IN_EVERYTHING = frozenset({"AuditEvent"})
@@ -278,28 +277,6 @@ async def validate_instance(
     if isinstance(resource, dict) and resource.get("id") not in (None, rid):
         raise error(400, "invalid", f"the resource's id is not {rid!r}", expression=["id"])
     return json_response(_validation_outcome(resource, rtype, profile), 200)
-
-
-# ---- $meta -----------------------------------------------------------------------------------
-
-
-@router.get("/{rtype}/{rid}/$meta")
-@router.post("/{rtype}/{rid}/$meta")
-async def meta(
-    rtype: str, rid: str, request: Request, actor: Actor = Depends(require_actor)
-) -> Response:
-    _check_type(rtype)
-    svc = services(request)
-    stored = await svc.store.read_async(rtype, rid)
-    await svc.policy.check_read_async(actor, stored)
-    value = {
-        k: v
-        for k, v in (stored.json().get("meta") or {}).items()
-        if k in ("profile", "security", "tag")
-    }
-    return json_response(
-        {"resourceType": "Parameters", "parameter": [{"name": "return", "valueMeta": value}]}
-    )
 
 
 # ---- type and system _history ----------------------------------------------------------------

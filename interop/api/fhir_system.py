@@ -18,6 +18,7 @@ from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_en
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
 from interop.fhir.searchparams import definitions
+from interop.fhir.subset import requested as requested_subset
 from interop.store.search import SearchRequest
 
 router = APIRouter(prefix="/fhir")
@@ -83,6 +84,9 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
     cursor_text = next((v for k, v in params if k == "_cursor"), None)
     index, cursor = _decode(cursor_text) if cursor_text else (0, None)
     base = fhir_base(request)
+    if any(k == "_summary" and v == "count" for k, v in params):
+        return await _system_count(request, actor, types, rest, base, params)
+    subset = requested_subset(params)
     parts: list[bytes] = []
     warnings = []
     next_state: tuple[int, str | None] | None = None
@@ -97,7 +101,7 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, rest)
         warnings += result.warnings
-        parts += search_entries(base, rtype, result)
+        parts += search_entries(base, rtype, result, subset)
         if result.next_cursor:
             next_state = (index, result.next_cursor)
             break
@@ -121,3 +125,33 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
         )
     head = orjson.dumps({"resourceType": "Bundle", "type": "searchset", "link": links})
     return fhir_response(head[:-1] + b',"entry":[' + b",".join(parts) + b"]}")
+
+
+async def _system_count(
+    request: Request,
+    actor: Actor,
+    types: list[str],
+    rest: list[tuple[str, str]],
+    base: str,
+    params: list[tuple[str, str]],
+) -> Response:
+    """``_summary=count`` across types: the sum of each type's count, as the policy restricts
+    it (no total when one type's count is not exact)."""
+    svc = services(request)
+    total: int | None = 0
+    warnings = []
+    for rtype in types:
+        restriction = svc.policy.restriction(actor, rtype, rest)
+        result = svc.search.search(
+            SearchRequest(rtype, rest, strict=_strict(request), restriction=restriction)
+        )
+        result = await svc.policy.filter_result_async(actor, rtype, result, rest)
+        warnings += result.warnings
+        total = None if total is None or result.total is None else total + result.total
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": "self", "url": f"{base}?{urlencode(params)}"}]
+    if warnings:
+        head["entry"] = [{"resource": operation_outcome(warnings), "search": {"mode": "outcome"}}]
+    return fhir_response(orjson.dumps(head))

@@ -236,6 +236,7 @@ def bench_end_to_end(report: Report, backend: str, url: str, kith_dir: Path, n: 
             "search_reference",
             "search_date",
             "search_string",
+            "search_quantity",
             "observation_index",
             "unique_identifier",
         ]

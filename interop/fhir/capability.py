@@ -13,10 +13,13 @@ from interop import __version__
 from interop.fhir.searchparams import definitions
 from interop.fhir.validation import SUPPORTED_TYPES
 from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
+from interop.store.search import INDEXED
 
 TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
 """resource type → [{"name": "lastn", "definition": canonical}], filled by operation modules."""
 INSTANCE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
+SYSTEM_OPERATIONS: list[dict[str, str]] = []
+"""[{"name": "meta", "definition": canonical}]: operations on the whole server (``/fhir/$meta``)."""
 
 
 def register_operation(
@@ -28,8 +31,10 @@ def register_operation(
         ops.append({"name": name, "definition": definition})
 
 
-SEARCHABLE = frozenset({"token", "reference", "date", "string"})
-"""Parameter types the search engine serves (the statement lists no other)."""
+def register_system_operation(name: str, definition: str) -> None:
+    if not any(o["name"] == name for o in SYSTEM_OPERATIONS):
+        SYSTEM_OPERATIONS.append({"name": name, "definition": definition})
+
 
 COMMON_SEARCH = [
     {"name": "_id", "type": "token"},
@@ -54,7 +59,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in SEARCHABLE:
+            if p.type in INDEXED:  # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "token" if p.type == "uri" else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation
@@ -77,7 +82,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             ),
             "searchParam": params,
         }
-        ops = TYPE_OPERATIONS.get(rtype, []) + INSTANCE_OPERATIONS.get(rtype, [])
+        ops: list[dict[str, str]] = []
+        for op in TYPE_OPERATIONS.get(rtype, []) + INSTANCE_OPERATIONS.get(rtype, []):
+            if op not in ops:  # an operation served on the type and its instances: listed once
+                ops.append(op)
         if ops:
             entry["operation"] = ops
         resources.append(entry)
@@ -109,6 +117,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                **({"operation": list(SYSTEM_OPERATIONS)} if SYSTEM_OPERATIONS else {}),
             }
         ],
     }

@@ -62,6 +62,8 @@ class IndexEntries:
     """(param, target)"""
     dates: list[tuple[str, int, int]] = field(default_factory=list)
     strings: list[tuple[str, str]] = field(default_factory=list)
+    quantities: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    """(param, system, code, low, high): quantities and numbers (``code`` "" for a number)"""
     patient_id: str | None = None
 
 
@@ -114,6 +116,15 @@ def supported_types() -> list[str]:
     from interop.fhir.r4_definitions import r4_types
 
     return sorted(set(_load()) | set(r4_types()))
+
+
+@lru_cache(maxsize=256)
+def has_quantities(resource_type: str) -> bool:
+    """Whether the type has a quantity or number parameter the generic index holds."""
+    return any(
+        p.type in ("quantity", "number") and p.index == "generic"
+        for p in definitions(resource_type).values()
+    )
 
 
 def fold(text: str) -> str:
@@ -207,6 +218,56 @@ def strings_of(value: Any) -> Iterator[str]:
 EXACT = ":exact"
 """Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
 accent-sensitive) searches; the plain rows hold the folded text."""
+
+
+OPEN_QUANTITY = 1e300
+"""The bound of a Range without a ``low`` or ``high`` (``store.schema.OPEN_QUANTITY``)."""
+CURRENCY = "urn:iso:std:iso:4217"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _unit(q: dict[str, Any]) -> tuple[str, str]:
+    if "currency" in q:  # Money
+        return CURRENCY, str(q["currency"])
+    return str(q.get("system") or ""), str(q.get("code") or q.get("unit") or "")
+
+
+def quantities_of(value: Any) -> Iterator[tuple[str, str, float, float]]:
+    """(system, code, low, high) of a Quantity (Age, Duration, Money …), a Range, or a
+    number (system and code "")."""
+    n = _number(value) if not isinstance(value, dict) else None
+    if n is not None:
+        yield "", "", n, n
+        return
+    if not isinstance(value, dict):
+        return
+    if "low" in value or "high" in value:  # Range
+        low, high = value.get("low"), value.get("high")
+        lo = _number(low.get("value")) if isinstance(low, dict) else None
+        hi = _number(high.get("value")) if isinstance(high, dict) else None
+        if lo is None and hi is None:
+            return
+        bound = low if isinstance(low, dict) and lo is not None else high
+        system, code = _unit(bound if isinstance(bound, dict) else {})
+        yield (
+            system,
+            code,
+            lo if lo is not None else -OPEN_QUANTITY,
+            hi if hi is not None else OPEN_QUANTITY,
+        )
+        return
+    v = _number(value.get("value"))
+    if v is not None:
+        system, code = _unit(value)
+        yield system, code, v, v
 
 
 def dates_of(value: Any, zone: str) -> Iterator[tuple[int, int]]:
@@ -335,6 +396,10 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
             for v in _values_of(resource, paths):
                 for start, end in dates_of(v, zone):
                     entries.dates.append((name, start, end))
+        elif ptype == "quantity" or ptype == "number":
+            for v in _values_of(resource, paths):
+                for system, code, low, high in quantities_of(v):
+                    entries.quantities.append((name, system[:255], code[:64], low, high))
         elif ptype == "string":
             for v in _values_of(resource, paths):
                 for raw in strings_of(v):

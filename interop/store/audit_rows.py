@@ -190,9 +190,11 @@ def search(
     Returns the parts of a search result: ``rows``, ``total``, ``next_cursor``, ``warnings``,
     ``summary_count``. A parameter the log cannot answer is refused (400), never ignored."""
     from interop.store.search import (
+        DATE_MODIFIERS,
         _date_condition,
         _decode_cursor,
         _encode_cursor,
+        date_values,
     )
 
     a = audit_chain_table.c
@@ -234,7 +236,8 @@ def search(
             continue
         if name in ("_format", "_pretty"):
             continue
-        if name not in SEARCHABLE or modifier:
+        dated = name in ("date", "_lastUpdated") and modifier in DATE_MODIFIERS
+        if name not in SEARCHABLE or (modifier and not dated):
             msg = (
                 f"search parameter {key!r} is not supported for AuditEvent; the audit log is "
                 f"searched by {', '.join(SEARCHABLE)}"
@@ -246,6 +249,8 @@ def search(
         values = [v for v in raw.split(",") if v != ""]
         if not values:
             continue
+        if dated:
+            values = date_values(key, modifier, values)
         if name == "_id":
             conds.append(a.res_id.in_(values))
         elif name == "patient":

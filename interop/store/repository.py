@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from interop.fhir import decimals
 from interop.fhir.dates import from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
+from interop.fhir.searchparams import has_quantities
 from interop.fhir.validation import validate_resource
 from interop.store import audit_rows
 from interop.store.context import WriteContext
@@ -42,6 +43,7 @@ from interop.store.schema import (
     date_table,
     history_table,
     observation_table,
+    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -111,6 +113,7 @@ class StagedCreates:
     refs: list[tuple[str, str, str, str]] = field(default_factory=list)
     dates: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     strings: list[tuple[str, str, str, str]] = field(default_factory=list)
+    quantities: list[tuple[str, str, str, str, str, float, float]] = field(default_factory=list)
     obs_rows: list[tuple[Any, ...]] = field(default_factory=list)
     code_sets: dict[int, Codings] = field(default_factory=dict)
     """The code sets ``obs_rows`` use (id → codings)."""
@@ -127,6 +130,7 @@ class StagedCreates:
             + len(self.refs)
             + len(self.dates)
             + len(self.strings)
+            + len(self.quantities)
             + len(self.obs_rows)
             + len(self.claims)
         )
@@ -137,6 +141,7 @@ class StagedCreates:
         self.refs.extend(other.refs)
         self.dates.extend(other.dates)
         self.strings.extend(other.strings)
+        self.quantities.extend(other.quantities)
         self.obs_rows.extend(other.obs_rows)
         self.code_sets.update(other.code_sets)
         self.claims.extend(other.claims)
@@ -177,6 +182,20 @@ _TOKEN_COLUMNS = ("res_type", "res_id", "param", "system", "code")
 _REFERENCE_COLUMNS = ("res_type", "res_id", "param", "target")
 _DATE_COLUMNS = ("res_type", "res_id", "param", "start", "end")
 _STRING_COLUMNS = ("res_type", "res_id", "param", "value")
+_QUANTITY_COLUMNS = ("res_type", "res_id", "param", "system", "code", "low", "high")
+
+
+_GENERIC_TABLES = (token_table, reference_table, date_table, string_table)
+
+
+@lru_cache(maxsize=256)
+def _index_tables(res_type: str) -> tuple[Any, ...]:
+    """The generic index tables a resource of the type can have rows in (the quantity table
+    only for the types with a quantity or number parameter: no Observation update or delete
+    pays for it)."""
+    if has_quantities(res_type):
+        return (*_GENERIC_TABLES, quantity_table)
+    return _GENERIC_TABLES
 
 
 def new_id() -> str:
@@ -452,7 +471,7 @@ class WriteTx:
         return ordered
 
     def _clear_indexes(self, res_type: str, res_id: str) -> None:
-        for table in (token_table, reference_table, date_table, string_table):
+        for table in _index_tables(res_type):
             self.conn.execute(
                 delete(table).where(table.c.res_type == res_type, table.c.res_id == res_id)
             )
@@ -614,13 +633,18 @@ class WriteTx:
                 _STRING_COLUMNS,
                 [(res_type, res_id, p, v) for p, v in entries.strings],
             ),
+            (
+                quantity_table.name,
+                _QUANTITY_COLUMNS,
+                [(res_type, res_id, *q) for q in entries.quantities],
+            ),
         ]
         deletes: list[tuple[str, tuple[str, ...]]] = [
             (
                 f'DELETE FROM "{t.name}" WHERE res_type = {{m}} AND res_id = {{m}}',
                 (res_type, res_id),
             )
-            for t in (token_table, reference_table, date_table, string_table)
+            for t in _index_tables(res_type)
         ]
         if res_type == "Observation":
             deletes.append(
@@ -750,6 +774,7 @@ class WriteTx:
         refs = staged.refs
         dates = staged.dates
         strings = staged.strings
+        quantities = staged.quantities
         obs_rows = staged.obs_rows
         code_sets = staged.code_sets
         claims = staged.claims
@@ -788,6 +813,8 @@ class WriteTx:
             refs.extend((res_type, res_id, p, t[:255]) for p, t in entries.references)
             dates.extend((res_type, res_id, p, st, e) for p, st, e in entries.dates)
             strings.extend((res_type, res_id, p, v) for p, v in entries.strings)
+            if entries.quantities:
+                quantities.extend((res_type, res_id, *q) for q in entries.quantities)
             if res_type == "Observation":
                 obs_rows.extend(
                     observation_rows(resource, res_id, entries.patient_id, zone, code_sets)
@@ -839,6 +866,7 @@ class WriteTx:
             (reference_table, _REFERENCE_COLUMNS, staged.refs),
             (date_table, _DATE_COLUMNS, staged.dates),
             (string_table, _STRING_COLUMNS, staged.strings),
+            (quantity_table, _QUANTITY_COLUMNS, staged.quantities),
             (observation_table, OBSERVATION_COLUMNS, staged.obs_rows),
         ):
             if rows:
@@ -887,6 +915,7 @@ class WriteTx:
         add("f", reference_table, _REFERENCE_COLUMNS, staged.refs, "")
         add("d", date_table, _DATE_COLUMNS, staged.dates, "")
         add("s", string_table, _STRING_COLUMNS, staged.strings, "")
+        add("q", quantity_table, _QUANTITY_COLUMNS, staged.quantities, "")
         add("o", observation_table, OBSERVATION_COLUMNS, staged.obs_rows, "")
         select_claimed = ' SELECT res_type, "system", "value" FROM c' if claims else " SELECT 1"
         sql = "WITH " + ", ".join(parts) + select_claimed

@@ -12,7 +12,7 @@ Tables are declared with SQLModel; queries on hot paths use SQLAlchemy Core on `
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, text
 from sqlmodel import Field, SQLModel
 
 metadata: MetaData = SQLModel.metadata
@@ -118,6 +118,29 @@ class SearchStringRow(SQLModel, table=True):
     """Lower-cased, accent-folded text for ``:contains``/prefix matching."""
 
 
+class SearchQuantityRow(SQLModel, table=True):
+    """Quantity and number search values of the generic types (an Observation's are in the
+    observation index): a Quantity, Age, Duration or Money is one value (``low`` = ``high``),
+    a Range its bounds (an open bound as
+    ±``interop.fhir.searchparams.OPEN_QUANTITY``), a number ``code`` "".
+    ``code`` is the UCUM code (else the unit as written, a Money's currency)."""
+
+    __tablename__ = "search_quantity"
+    __table_args__ = (
+        Index("ix_quantity_lookup", "res_type", "param", "low"),
+        Index("ix_quantity_resource", "res_type", "res_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    system: str = Field(default="", max_length=255)
+    code: str = Field(default="", max_length=64)
+    low: float = Field(sa_column=Column(Float, nullable=False))
+    high: float = Field(sa_column=Column(Float, nullable=False))
+
+
 class ObservationIndexRow(SQLModel, table=True):
     """One row per Observation (its code: the primary row) and one per component.
 
@@ -194,6 +217,7 @@ INDEX_TABLES = (
     SearchReferenceRow.__table__,  # type: ignore[attr-defined]
     SearchDateRow.__table__,  # type: ignore[attr-defined]
     SearchStringRow.__table__,  # type: ignore[attr-defined]
+    SearchQuantityRow.__table__,  # type: ignore[attr-defined]
 )
 resource_table = ResourceRow.__table__  # type: ignore[attr-defined]
 history_table = ResourceHistoryRow.__table__  # type: ignore[attr-defined]
@@ -201,6 +225,7 @@ token_table = SearchTokenRow.__table__  # type: ignore[attr-defined]
 reference_table = SearchReferenceRow.__table__  # type: ignore[attr-defined]
 date_table = SearchDateRow.__table__  # type: ignore[attr-defined]
 string_table = SearchStringRow.__table__  # type: ignore[attr-defined]
+quantity_table = SearchQuantityRow.__table__  # type: ignore[attr-defined]
 observation_table = ObservationIndexRow.__table__  # type: ignore[attr-defined]
 code_set_table = CodeSetRow.__table__  # type: ignore[attr-defined]
 

@@ -40,6 +40,7 @@ from interop.store.schema import (
     code_set_table,
     date_table,
     observation_table,
+    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -65,6 +66,18 @@ CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+MODIFIERS: dict[str, frozenset[str]] = {
+    "token": frozenset({"not"}),
+    "string": frozenset({"exact", "contains"}),
+    "reference": frozenset({"identifier"}),
+    "date": frozenset({"above", "below"}),
+}
+"""The modifiers served per parameter type (``:missing`` on every type, a reference's type
+modifier ``subject:Patient`` besides); any other is refused as unsupported, never dropped."""
+DATE_MODIFIERS = {"above": "gt", "below": "lt"}
+"""``date:above=X`` is ``date=gtX`` (the resource's range goes on after X's), ``:below`` is
+``lt``: R4 defines ``:above``/``:below`` for references, tokens and uris only; on a date this
+server reads them as the comparison they name."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -120,6 +133,23 @@ def _decode_cursor(text: str) -> tuple[Any, str]:
         raise error(
             400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
         ) from None
+
+
+def date_values(key: str, modifier: str | None, values: list[str]) -> list[str]:
+    """The values of a date parameter with ``:above``/``:below`` turned into their prefix
+    (:data:`DATE_MODIFIERS`); a value carrying a prefix of its own is refused (400)."""
+    prefix = DATE_MODIFIERS.get(modifier or "")
+    if prefix is None:
+        return values
+    for v in values:
+        if v[:2] in PREFIXES:
+            raise error(
+                400,
+                "invalid",
+                f"{key}: {v!r} carries a prefix; :{modifier} takes a plain date",
+                expression=[key],
+            )
+    return [prefix + v for v in values]
 
 
 def _split_prefix(value: str) -> tuple[str, str]:
@@ -360,6 +390,7 @@ class SearchEngine:
                 )
             )
         if param.type == "date":
+            values = date_values(f"{name}:{modifier}", modifier, values)
             ors = [
                 rid.in_(
                     select(date_table.c.res_id).where(
@@ -393,7 +424,21 @@ class SearchEngine:
                     )
                 )
             return any_of(ors)
-        raise error(400, "not-supported", f"search parameter {name} is not supported")
+        if param.type in ("quantity", "number"):
+            q = quantity_table.c
+            unit_col = q.code if param.type == "quantity" else None
+            ors = [
+                rid.in_(
+                    select(q.res_id).where(
+                        q.res_type == res_type,
+                        q.param == name,
+                        breadth.quantity_condition(v, name, q.low, q.high, unit_col, q.system),
+                    )
+                )
+                for v in values
+            ]
+            return any_of(ors)
+        raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
     def _observation_conditions(
@@ -459,6 +504,7 @@ class SearchEngine:
                     )
                 )
             elif name == "date":
+                values = date_values(f"{name}:{modifier}", modifier, values)
                 conds.append(
                     any_of(
                         [
@@ -535,9 +581,17 @@ class SearchEngine:
                 ignored.append((key, raw))
                 continue
             if name == "_id":
-                generic.append(resource_table.c.res_id.in_(values))
+                if modifier not in (None, "not"):
+                    ignore(key, raw, key)
+                    continue
+                ids = resource_table.c.res_id.in_(values)
+                generic.append(not_(ids) if modifier == "not" else ids)
                 continue
             if name == "_lastUpdated":
+                if modifier not in (None, *DATE_MODIFIERS):
+                    ignore(key, raw, key)
+                    continue
+                values = date_values(key, modifier, values)
                 generic.append(
                     any_of(
                         [
@@ -589,7 +643,7 @@ class SearchEngine:
                 # a type modifier: ``subject:Patient=123`` is ``subject=Patient/123``
                 values = [v if "/" in v else f"{modifier}/{v}" for v in values]
                 modifier = None
-            if modifier not in (None, "not", "exact", "contains", "identifier", "missing"):
+            if modifier not in (None, "missing") and modifier not in MODIFIERS.get(param.type, ()):
                 ignore(key, raw, key)
                 continue
             if modifier == "missing":
@@ -697,6 +751,8 @@ class SearchEngine:
         """``name:missing=true``: resources without a value for the parameter; ``false``: with."""
         if values not in (["true"], ["false"]):
             raise error(400, "invalid", f"{key} must be true or false", expression=[key])
+        if param.type not in INDEXED:
+            raise not_searched(res_type, name, param)
         rid = resource_table.c.res_id
         has: list[ColumnElement[bool]] = []
         if res_type == "Observation" and name in OBS_INDEXED:
@@ -722,6 +778,8 @@ class SearchEngine:
             "reference": reference_table,
             "date": date_table,
             "string": string_table,
+            "quantity": quantity_table,
+            "number": quantity_table,
         }[param.type]
         has.append(
             rid.in_(
@@ -834,6 +892,22 @@ class SearchEngine:
             ):
                 out.append((rtype, row.res_id, bytes(row.content)))
         return out
+
+
+INDEXED = frozenset({"token", "reference", "date", "string", "quantity", "number"})
+"""Parameter types the generic index holds; composites are not indexed (Observation's are, in
+its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
+
+
+def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:
+    """400 for an R4 parameter the server knows but does not index: refused, never ignored
+    (ignoring it would widen the search)."""
+    return error(
+        400,
+        "not-supported",
+        f"search parameter {name} ({param.type}) of {res_type} is not supported by this server",
+        expression=[name],
+    )
 
 
 def micros_now() -> int:

@@ -1,6 +1,7 @@
 """Search features beyond the plain parameters: chains (one level, with a type modifier),
 reverse chains (``_has``), ``:missing``, ``_revinclude``, ``_include:iterate`` (bounded),
-``_sort`` on any date, string or token parameter, and quantity and composite searches on the
+``_sort`` on any date, string or token parameter, quantity searches (the generic
+``search_quantity`` rows and the Observation index) and composite searches on the
 Observation index (``value-quantity`` with prefixes and UCUM units converted through
 ``mappings/units.yaml``, ``code-value-quantity``, ``component-code-value-quantity``).
 
@@ -122,7 +123,7 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
     modifier = modifier_raw or None
     r = resource_table.c
     base = [r.res_type == rtype, r.deleted == false()]
-    if name == "_id":
+    if name == "_id" and modifier is None:
         return select(r.res_id).where(*base, r.res_id.in_(values)).correlate(None)
     param = definitions(rtype).get(name)
     if param is None or "." in name:
@@ -131,7 +132,11 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
         )
     if param.index == "observation" and param.type != "reference":
         raise error(400, "not-supported", f"chaining into Observation {name} is not supported")
-    if param.type not in ("token", "reference", "date", "string"):
+    from interop.store.search import INDEXED, MODIFIERS
+
+    if param.type not in INDEXED or (
+        modifier is not None and modifier not in MODIFIERS.get(param.type, ())
+    ):
         raise error(
             400, "not-supported", f"chained parameter {chained!r} is not supported for {rtype}"
         )
@@ -276,9 +281,18 @@ def _number_range(text: str, name: str) -> tuple[Decimal, Decimal, Decimal]:
     return value, value - half, value + half
 
 
-def _quantity_condition(
-    value_text: str, name: str, value_col: Any, unit_col: Any
+def quantity_condition(
+    value_text: str,
+    name: str,
+    low_col: Any,
+    high_col: Any,
+    unit_col: Any,
+    system_col: Any = None,
 ) -> ColumnElement[bool]:
+    """A ``[prefix]number[|system|code]`` search on indexed values that are ranges
+    ``[low, high]`` (a single value has ``low`` = ``high``), with the R4 meaning of each
+    prefix on ranges; a UCUM code is also looked for in the units ``mappings/units.yaml``
+    converts it to."""
     prefix = "eq"
     if len(value_text) > 2 and value_text[:2] in (
         "eq",
@@ -296,6 +310,10 @@ def _quantity_condition(
     system, _, code = rest.partition("|")
     if rest and not code:
         code, system = system, ""
+    if rest and unit_col is None:
+        raise error(
+            400, "invalid", f"{name}: {value_text!r} is a number, without units", expression=[name]
+        )
     value, low, high = _number_range(number, name)
     alternatives: list[tuple[str | None, Decimal, Decimal, Decimal]] = [
         (code or None, value, low, high)
@@ -309,17 +327,24 @@ def _quantity_condition(
     for unit, v, lo, hi in alternatives:
         vf, lof, hif = float(v), float(lo), float(hi)
         cmp = {
-            "eq": and_(value_col >= lof, value_col < hif),
-            "ne": or_(value_col < lof, value_col >= hif),
-            "gt": value_col > vf,
-            "lt": value_col < vf,
-            "ge": value_col >= vf,
-            "le": value_col <= vf,
-            "sa": value_col > vf,
-            "eb": value_col < vf,
-            "ap": and_(value_col >= vf * 0.9, value_col <= vf * 1.1),
+            "eq": and_(low_col >= lof, high_col < hif),
+            "ne": or_(low_col < lof, high_col >= hif),
+            "gt": high_col > vf,
+            "lt": low_col < vf,
+            "ge": high_col >= vf,
+            "le": low_col <= vf,
+            "sa": low_col > vf,
+            "eb": high_col < vf,
+            "ap": and_(
+                low_col <= vf * 1.1 if vf >= 0 else low_col <= vf * 0.9,
+                high_col >= (vf * 0.9 if vf >= 0 else vf * 1.1),
+            ),
         }[prefix]
-        ors.append(and_(cmp, unit_col == unit) if unit is not None else cmp)
+        if unit is not None:
+            cmp = and_(cmp, unit_col == unit)
+            if system and system_col is not None and unit == code:
+                cmp = and_(cmp, system_col == system)
+        ors.append(cmp)
     return or_(*ors)
 
 
@@ -343,10 +368,10 @@ def observation_value_condition(name: str, values: list[str]) -> ColumnElement[b
             system, code = _token_parts(code_text)
             cond = and_(
                 o.code_set.in_(code_sets_holding(system, code)),
-                _quantity_condition(qty, name, o.value, o.unit),
+                quantity_condition(qty, name, o.value, o.value, o.unit),
             )
         else:
-            cond = _quantity_condition(v, name, o.value, o.unit)
+            cond = quantity_condition(v, name, o.value, o.value, o.unit)
         ors.append(cond)
     return resource_table.c.res_id.in_(select(o.res_id).where(or_(*kinds), any_of(ors)))
 

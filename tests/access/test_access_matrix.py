@@ -166,6 +166,8 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "/fhir/Condition",
         {
             "resourceType": "Condition",
+            # a tag only the victim's data carries: a $meta that leaks it names it
+            "meta": {"tag": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
             "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
             "subject": {"reference": f"Patient/{b}"},
             "asserter": {"reference": f"Patient/{b}"},
@@ -363,6 +365,16 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _json("POST", "/fhir/Observation/{v.observation}/$validate", _moved)
     ],
     ("GET", "/fhir/{rtype}/{rid}/$meta"): [_get("/fhir/Condition/{v.condition}/$meta")],
+    ("GET", "/fhir/{rtype}/$meta"): [
+        _get("/fhir/Condition/$meta"),
+        _get("/fhir/Patient/$meta"),
+        _get("/fhir/Bundle/$meta"),
+    ],
+    ("POST", "/fhir/{rtype}/$meta"): [
+        lambda c, h, v, a: c.post("/fhir/Condition/$meta", headers=h)
+    ],
+    ("GET", "/fhir/$meta"): [_get("/fhir/$meta")],
+    ("POST", "/fhir/$meta"): [lambda c, h, v, a: c.post("/fhir/$meta", headers=h)],
     ("POST", "/fhir/{rtype}/{rid}/$meta"): [
         lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
     ],
@@ -386,6 +398,9 @@ CASES: dict[tuple[str, str], list[Request]] = {
     ("GET", "/fhir"): [
         _get("/fhir?_type=Observation,Condition,Flag,Patient"),
         _get("/fhir?_type=Bundle,Basic"),
+        _get("/fhir?_type=Condition,Observation&_elements=code,subject,meta"),
+        _get("/fhir?_type=Condition,Patient&_summary=true&_id={v.condition},{v.patient}"),
+        _get("/fhir?_type=Condition,Observation,Flag&_summary=count&patient={v.patient}"),
     ],
     ("GET", "/fhir/"): [_get("/fhir/?_type=Condition&_id={v.condition}")],
     ("GET", "/fhir/{rtype}/_history"): [
