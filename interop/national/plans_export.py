@@ -25,7 +25,7 @@ import yaml
 from sqlalchemy import Connection
 
 from interop.care.plan_state import content_of, state_of
-from interop.care.plan_text import ZONES, _range
+from interop.care.plan_text import ZONES, range_text
 from interop.care.plans import plan_versions, ranges_of_plan
 from interop.messaging.addressbook import AddressError, resource_json
 from interop.national.plans_api import clinical
@@ -51,8 +51,8 @@ def _zone_texts(conn: Connection, cp: dict[str, Any]) -> list[dict[str, str]]:
         actions: list[str] = []
         for code in sorted(ranges):
             zr = ranges[code]
-            green = _range({"low": zr.green[0], "high": zr.green[1]}, zr.unit)
-            yellow = _range({"low": zr.yellow[0], "high": zr.yellow[1]}, zr.unit)
+            green = range_text({"low": zr.green[0], "high": zr.green[1]}, zr.unit)
+            yellow = range_text({"low": zr.yellow[0], "high": zr.yellow[1]}, zr.unit)
             m = measurement_name(code)
             conditions.append(
                 text(f"nhn_plan.{level}", measurement=m, range=green, green=green, yellow=yellow)
