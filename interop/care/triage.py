@@ -53,6 +53,8 @@ from interop.fhir.dates import (
     now_utc,
     to_micros,
 )
+from interop.store.generation import bump as bump_generation
+from interop.store.generation import in_transaction as generation_in
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table, token_table
 from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
@@ -425,20 +427,29 @@ def _raise_or_escalate(
 
 
 PLAN_CACHE_SECONDS = 60.0
-"""How long a process keeps a patient's plans for triage before reading them again. Its own
-writes of a CarePlan or Goal clear the cache at once; this bounds how long a plan changed by
-another process (the API beside a worker) goes unseen."""
+"""How long a process keeps a patient's plans for triage before reading them again. Cached
+plans are also used only while the care-relations generation is the one they were read at:
+every write of a CarePlan, Goal or EpisodeOfCare, in any process, moves it on."""
+
+PLAN_TYPES = frozenset({"CarePlan", "Goal", "EpisodeOfCare"})
+_GENERATION = "triage-generation"
+"""``tx.context`` key: the generation as this transaction read it (once per transaction)."""
 
 
 class _PatientPlans:
     """One patient's plan versions as read at ``loaded``, and the ranges of those used."""
 
-    __slots__ = ("defaults", "loaded", "periods", "ranges")
+    __slots__ = ("defaults", "generation", "loaded", "periods", "ranges")
 
     def __init__(
-        self, loaded: float, periods: list[PlanPeriod], groups: frozenset[str] = frozenset()
+        self,
+        loaded: float,
+        periods: list[PlanPeriod],
+        groups: frozenset[str] = frozenset(),
+        generation: int = 0,
     ) -> None:
         self.loaded = loaded
+        self.generation = generation
         self.periods = periods
         self.ranges: dict[str, dict[str, ZoneRanges]] = {}
         self.defaults = defaults_for(groups)
@@ -464,11 +475,19 @@ class Triage:
         now = time.monotonic()
         with self._lock:
             plans = self._cache.get(patient_id)
-        if plans is None or now - plans.loaded > PLAN_CACHE_SECONDS:
+        generation = tx.context.get(_GENERATION)
+        if generation is None:
+            generation = tx.context[_GENERATION] = generation_in(tx.conn)
+        if (
+            plans is None
+            or plans.generation != generation
+            or now - plans.loaded > PLAN_CACHE_SECONDS
+        ):
             plans = _PatientPlans(
                 now,
                 plan_periods(tx.conn, patient_id, self.store.zone),
                 groups_of_episodes(episodes_of(tx.conn, patient_id)),
+                generation,
             )
             with self._lock:
                 if len(self._cache) > 20_000:
@@ -489,7 +508,11 @@ class Triage:
         ranges. An Observation a client writes (``/fhir``, Bundles) is stored as sent and
         judged after the write (:meth:`after_write`)."""
         rtype = resource.get("resourceType")
-        if rtype in ("CarePlan", "Goal", "EpisodeOfCare"):
+        if rtype in PLAN_TYPES:
+            if not tx.context.get(_GENERATION + "-moved"):
+                bump_generation(tx.conn)  # every process reads the plans again
+                tx.context[_GENERATION + "-moved"] = True
+            tx.context.pop(_GENERATION, None)
             with self._lock:
                 self._cache.clear()
             return resource

@@ -1,9 +1,11 @@
 """The care-relations generation (``access_generation``): moved on in the transaction of every
-write that can change who may see whom, read before an access policy reuses a cached scope."""
+write that can change who may see whom, read before an access policy reuses a cached scope.
+Triage moves it too when a plan changes (CarePlan, Goal), and reads it before it reuses the
+plans it cached, so that no API process judges a reading by a plan another one replaced."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from interop.store.fastread import FastReader
@@ -29,6 +31,12 @@ def bump(conn: Connection) -> None:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(gen).values(id=1, value=1)
     conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"value": gen.c.value + 1}))
+
+
+def in_transaction(conn: Connection) -> int:
+    """The generation as the transaction on ``conn`` sees it (0 before the first change)."""
+    value = conn.execute(select(gen.c.value).where(gen.c.id == 1)).scalar()
+    return int(value) if value is not None else 0
 
 
 def current(reader: FastReader) -> int:
