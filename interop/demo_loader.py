@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from adapters.base import AdapterResult, IngestMeta, Measurement
 from interop.config import Settings
 from interop.demo import generate_demo
-from interop.demo_story import approve_plans, startup_cut, tell
+from interop.demo_story import HISTORY_ENDS_BEFORE_NOW, approve_plans, startup_cut, tell
 from interop.ingest.pipeline import IngestPipeline
 from interop.services import build_services
 from interop.store.context import WriteContext
@@ -26,12 +26,14 @@ def load_demo(
     days: int = 90,
     seed: int = 42,
     progress: Callable[[int, int], None] | None = None,
+    now: datetime | None = None,
 ) -> str:
     """Load the data set; ``progress(done, total)`` is called after each patient's
     measurements."""
     services = build_services(settings)
-    now = datetime.now(UTC)
-    data = generate_demo(patients=patients, days=days, end=now, seed=seed)
+    now = now or datetime.now(UTC)
+    # the history stops before today's deteriorating readings, which are then the latest
+    data = generate_demo(patients=patients, days=days, end=now - HISTORY_ENDS_BEFORE_NOW, seed=seed)
     written = 0
     with services.store.write(WriteContext.service()) as tx:
         for resource in data.resources:

@@ -164,6 +164,12 @@ def approve_plans(services: Services, data: DemoDataSet) -> int:
     return plans
 
 
+HISTORY_ENDS_BEFORE_NOW = timedelta(hours=1)
+"""The generated history ends this long before now: today's deteriorating readings (20 to 50
+minutes ago) are each such patient's latest, whatever the time of day (an evening session of
+the history could otherwise come after them and show green on the worklist)."""
+
+
 def tell(services: Services, data: DemoDataSet, now: datetime) -> dict[str, int]:
     """Earlier deviations closed, the readings of today's deteriorating patients and the
     hospital episode (after the history; the plans are approved before it)."""

@@ -4,11 +4,32 @@ a hospital episode."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
 from interop.demo_loader import load_demo
 
 
-def test_demo_story(settings, services, client) -> None:  # type: ignore[no-untyped-def]
-    report = load_demo(settings, patients=10, days=20, seed=7)
+def _an_evening() -> datetime:
+    """The latest past moment at 21:00 Norwegian time (in the history's evening sessions), at
+    most 22 hours ago so that today's readings are not late data."""
+    oslo = datetime.now(ZoneInfo("Europe/Oslo"))
+    evening = oslo.replace(hour=21, minute=0, second=0, microsecond=0)
+    if evening > oslo:
+        evening -= timedelta(days=1)
+    if oslo - evening > timedelta(hours=22):
+        evening = oslo - timedelta(minutes=1)
+    return evening.astimezone(UTC)
+
+
+@pytest.mark.parametrize("when", ["now", "evening"])
+def test_demo_story(settings, services, client, when) -> None:  # type: ignore[no-untyped-def]
+    """The story holds whatever the time of day (the history's evening readings once came after
+    today's deteriorating ones and hid them)."""
+    now = datetime.now(UTC) if when == "now" else _an_evening()
+    report = load_demo(settings, patients=10, days=20, seed=7, now=now)
     assert "plans approved 9" in report and "hospital episodes 1" in report
     plans = client.get("/fhir/CarePlan", params={"status": "active", "_count": 100}).json()
     assert plans["total"] == 9  # the tenth patient is in the start-up period

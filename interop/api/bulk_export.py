@@ -30,6 +30,7 @@ from starlette.responses import Response
 from interop.api.auth import Actor, require_actor
 from interop.api.fhir import fhir_base, services
 from interop.api.responses import json_response
+from interop.fhir.capability import register_operation, register_system_operation
 from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
 from interop.fhir.r4_definitions import patient_compartment_params
@@ -38,6 +39,11 @@ from interop.store.schema import resource_table
 from interop.store.search import SearchResult
 
 router = APIRouter(prefix="/fhir")
+
+BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+register_system_operation("export", BULK + "export")
+register_operation("Patient", "export", BULK + "patient-export")
+register_operation("Group", "export", BULK + "group-export", instance=True)
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})

@@ -89,3 +89,16 @@ def test_export_refusals(settings, services, tmp_path) -> None:  # type: ignore[
         assert r.status_code == 202
         manifest = _wait(c, r.headers["content-location"].replace("http://testserver", ""))
         assert manifest["output"] == []
+
+
+def test_the_capability_statement_names_the_export_operations(client) -> None:  # type: ignore[no-untyped-def]
+    """$export is listed where it is served: the system, Patient (type) and Group (instance)."""
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+    assert {"name": "export", "definition": bulk + "export"} in rest["operation"]
+    ops = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": bulk + "patient-export"} in ops["Patient"]
+    assert {"name": "export", "definition": bulk + "group-export"} in ops["Group"]
+    # and the kick-off answers as the statement says (202 Accepted, a status URL)
+    r = client.get("/fhir/$export", headers={"Prefer": "respond-async"})
+    assert r.status_code == 202 and r.headers["content-location"]

@@ -22,9 +22,9 @@ def _patient_id(client) -> str:  # type: ignore[no-untyped-def]
 
 def _with_value(pid: str, text: str) -> bytes:
     """An Observation body whose valueQuantity.value is written exactly as ``text``."""
-    body = json.dumps(observation(pid, value=999))
-    assert body.count("999") == 1
-    return body.replace("999", text).encode()
+    body = json.dumps(observation(pid, value=-424242.5))  # a sentinel no id or date holds
+    assert body.count("-424242.5") == 1
+    return body.replace("-424242.5", text).encode()
 
 
 def test_decimals_are_served_as_sent(client) -> None:  # type: ignore[no-untyped-def]
