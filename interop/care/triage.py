@@ -434,6 +434,8 @@ every write of a CarePlan, Goal or EpisodeOfCare, in any process, moves it on.""
 PLAN_TYPES = frozenset({"CarePlan", "Goal", "EpisodeOfCare"})
 _GENERATION = "triage-generation"
 """``tx.context`` key: the generation as this transaction read it (once per transaction)."""
+_MOVED = "triage-generation-moved"
+"""``tx.context`` flag: this transaction wrote a plan (it moved the generation on)."""
 
 
 class _PatientPlans:
@@ -489,10 +491,11 @@ class Triage:
                 groups_of_episodes(episodes_of(tx.conn, patient_id)),
                 generation,
             )
-            with self._lock:
-                if len(self._cache) > 20_000:
-                    self._cache.clear()
-                self._cache[patient_id] = plans
+            if not tx.context.get(_MOVED):  # plans read beside an uncommitted plan: not kept
+                with self._lock:
+                    if len(self._cache) > 20_000:
+                        self._cache.clear()
+                    self._cache[patient_id] = plans
         chosen = plan_at(plans.periods, when[0], when[1])
         if chosen is None:
             return {}, plans.defaults
@@ -509,9 +512,9 @@ class Triage:
         judged after the write (:meth:`after_write`)."""
         rtype = resource.get("resourceType")
         if rtype in PLAN_TYPES:
-            if not tx.context.get(_GENERATION + "-moved"):
+            if not tx.context.get(_MOVED):
                 bump_generation(tx.conn)  # every process reads the plans again
-                tx.context[_GENERATION + "-moved"] = True
+                tx.context[_MOVED] = True
             tx.context.pop(_GENERATION, None)
             with self._lock:
                 self._cache.clear()
