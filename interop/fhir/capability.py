@@ -59,7 +59,8 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in INDEXED:  # the types the engine searches: no other is claimed
+            if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
+                # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "token" if p.type == "uri" else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation
@@ -75,6 +76,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": rtype not in IMMUTABLE_TYPES,
             "conditionalCreate": True,
+            "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "searchInclude": sorted(

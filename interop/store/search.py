@@ -63,6 +63,7 @@ RESULT_PARAMS = frozenset(
 )
 CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 """Parameters clients send to shape the answer (not filters): never refused as unsupported."""
+TOTAL_MODES = frozenset({"accurate", "estimate", "none"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -80,6 +81,21 @@ DATE_MODIFIERS = {"above": "gt", "below": "lt"}
 server reads them as the comparison they name."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
+
+
+def _check_sort_tail(keys: list[str], descending: bool) -> None:
+    """Only the first ``_sort`` key orders the page; ties are then in id order, the same way.
+    A further key other than that (``_id``, or ``-_id`` when descending) is refused (400
+    naming it) rather than dropped."""
+    tail = "-_id" if descending else "_id"
+    for key in keys[1:]:
+        if key != tail:
+            raise error(
+                400,
+                "not-supported",
+                f"_sort: only one key is supported (ties are ordered by {tail}); {key!r} is not",
+                expression=["_sort"],
+            )
 
 
 def _patient_identifier_chain(name: str, modifier: str | None) -> str | None:
@@ -326,24 +342,50 @@ class SearchEngine:
             target = f"{param.target}/{target}"
         return target
 
+    def row_condition(
+        self, param: SearchParam, cols: Any, value: str, name: str
+    ) -> ColumnElement[bool]:
+        """The condition one value puts on a row of the parameter's index table (``cols``:
+        the columns of that table or of an alias of it), without modifiers."""
+        if param.type == "token":
+            system, code = _token_parts(value)
+            cond: list[ColumnElement[bool]] = []
+            if code is not None:
+                cond.append(cols.code == code)
+            if system is not None:
+                cond.append(cols.system == system)
+            return and_(true(), *cond)
+        if param.type == "reference":
+            return cols.target == self._reference_value(param, value)
+        if param.type == "date":
+            return _date_condition(cols.start, cols.end, value, self.store.zone, name)
+        if param.type == "string":
+            return cols.value.startswith(fold(value), autoescape=True)
+        if param.type in ("quantity", "number"):
+            unit_col = cols.code if param.type == "quantity" else None
+            return breadth.quantity_condition(
+                value, name, cols.low, cols.high, unit_col, cols.system
+            )
+        raise error(400, "not-supported", f"{name}: a {param.type} value cannot be searched here")
+
     def _generic_condition(
         self, res_type: str, name: str, modifier: str | None, param: SearchParam, values: list[str]
     ) -> ColumnElement[bool]:
         rid = resource_table.c.res_id
-        zone = self.store.zone
+        if param.type == "composite":
+            return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
-            ors: list[ColumnElement[bool]] = []
-            for v in values:
-                system, code = _token_parts(v)
-                cond = [
-                    token_table.c.res_type == res_type,
-                    token_table.c.param == name,
-                ]
-                if code is not None:
-                    cond.append(token_table.c.code == code)
-                if system is not None:
-                    cond.append(token_table.c.system == system)
-                ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
+            t = token_table.c
+            ors: list[ColumnElement[bool]] = [
+                rid.in_(
+                    select(t.res_id).where(
+                        t.res_type == res_type,
+                        t.param == name,
+                        self.row_condition(param, t, v, name),
+                    )
+                )
+                for v in values
+            ]
             expr = any_of(ors)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
@@ -391,12 +433,13 @@ class SearchEngine:
             )
         if param.type == "date":
             values = date_values(f"{name}:{modifier}", modifier, values)
+            d = date_table.c
             ors = [
                 rid.in_(
-                    select(date_table.c.res_id).where(
-                        date_table.c.res_type == res_type,
-                        date_table.c.param == name,
-                        _date_condition(date_table.c.start, date_table.c.end, v, zone, name),
+                    select(d.res_id).where(
+                        d.res_type == res_type,
+                        d.param == name,
+                        self.row_condition(param, d, v, name),
                     )
                 )
                 for v in values
@@ -409,30 +452,29 @@ class SearchEngine:
                 pname = name
                 if modifier == "exact":  # case- and accent-sensitive: the rows kept as written
                     pname = name + EXACT
-                    cond = string_table.c.value == v
+                    match: ColumnElement[bool] = string_table.c.value == v
                 elif modifier == "contains":
-                    cond = string_table.c.value.contains(folded, autoescape=True)
+                    match = string_table.c.value.contains(folded, autoescape=True)
                 else:
-                    cond = string_table.c.value.startswith(folded, autoescape=True)
+                    match = self.row_condition(param, string_table.c, v, name)
                 ors.append(
                     rid.in_(
                         select(string_table.c.res_id).where(
                             string_table.c.res_type == res_type,
                             string_table.c.param == pname,
-                            cond,
+                            match,
                         )
                     )
                 )
             return any_of(ors)
         if param.type in ("quantity", "number"):
             q = quantity_table.c
-            unit_col = q.code if param.type == "quantity" else None
             ors = [
                 rid.in_(
                     select(q.res_id).where(
                         q.res_type == res_type,
                         q.param == name,
-                        breadth.quantity_condition(v, name, q.low, q.high, unit_col, q.system),
+                        self.row_condition(param, q, v, name),
                     )
                 )
                 for v in values
@@ -554,9 +596,11 @@ class SearchEngine:
                     except ValueError:
                         raise error(400, "invalid", f"_count {raw!r} is not a number") from None
                 elif name == "_sort":
-                    s = raw.split(",")[0].strip()
+                    keys = [k.strip() for k in raw.split(",") if k.strip()]
+                    s = keys[0] if keys else ""
                     descending = s.startswith("-")
                     sort = s.lstrip("-")
+                    _check_sort_tail(keys, descending)
                     if sort not in SORTS or (sort == "date" and res_type != "Observation"):
                         # any date, string or token parameter (400 naming it otherwise)
                         sort_expr = breadth.sort_column(res_type, sort, descending)
@@ -570,10 +614,25 @@ class SearchEngine:
                     if modifier == "iterate":
                         iterate_specs.extend(x for x in raw.split(",") if x)
                 elif name == "_total":
+                    if raw not in TOTAL_MODES:
+                        raise error(
+                            400,
+                            "invalid",
+                            f"_total={raw!r}: use one of {', '.join(sorted(TOTAL_MODES))}",
+                            expression=["_total"],
+                        )
                     total_mode = raw
                 elif name == "_cursor":
                     cursor = _decode_cursor(raw)
                 elif name == "_revinclude":
+                    if modifier is not None:
+                        raise error(
+                            400,
+                            "not-supported",
+                            f"{key} is not supported: _revinclude adds one level "
+                            "(follow further levels with _include:iterate)",
+                            expression=[key],
+                        )
                     revinclude_specs.extend(x for x in raw.split(",") if x)
                 continue
             values = [v for v in raw.split(",") if v != ""]
@@ -895,8 +954,9 @@ class SearchEngine:
 
 
 INDEXED = frozenset({"token", "reference", "date", "string", "quantity", "number"})
-"""Parameter types the generic index holds; composites are not indexed (Observation's are, in
-its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
+"""Parameter types the generic index holds as themselves; a composite's components are held
+in these tables under the composite's key (:func:`interop.store.search_breadth.composite_condition`;
+Observation's in its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
 
 
 def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:
