@@ -38,9 +38,7 @@ from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
     code_set_table,
-    date_table,
     observation_table,
-    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -368,16 +366,14 @@ class SearchEngine:
             )
         raise error(400, "not-supported", f"{name}: a {param.type} value cannot be searched here")
 
-    def _generic_condition(
-        self, res_type: str, name: str, modifier: str | None, param: SearchParam, values: list[str]
+    def _rows_matching(
+        self, res_type: str, name: str, param: SearchParam, values: list[str]
     ) -> ColumnElement[bool]:
-        rid = resource_table.c.res_id
-        if param.type == "composite":
-            return breadth.composite_condition(self, res_type, name, param, values)
-        if param.type == "token":
-            t = token_table.c
-            ors: list[ColumnElement[bool]] = [
-                rid.in_(
+        """Resources with a row of the parameter matching any of the values."""
+        t = breadth.INDEX_TABLES[param.type].c
+        return any_of(
+            [
+                resource_table.c.res_id.in_(
                     select(t.res_id).where(
                         t.res_type == res_type,
                         t.param == name,
@@ -386,7 +382,16 @@ class SearchEngine:
                 )
                 for v in values
             ]
-            expr = any_of(ors)
+        )
+
+    def _generic_condition(
+        self, res_type: str, name: str, modifier: str | None, param: SearchParam, values: list[str]
+    ) -> ColumnElement[bool]:
+        rid = resource_table.c.res_id
+        if param.type == "composite":
+            return breadth.composite_condition(self, res_type, name, param, values)
+        if param.type == "token":
+            expr = self._rows_matching(res_type, name, param, values)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
             if modifier == "identifier":
@@ -433,18 +438,7 @@ class SearchEngine:
             )
         if param.type == "date":
             values = date_values(f"{name}:{modifier}", modifier, values)
-            d = date_table.c
-            ors = [
-                rid.in_(
-                    select(d.res_id).where(
-                        d.res_type == res_type,
-                        d.param == name,
-                        self.row_condition(param, d, v, name),
-                    )
-                )
-                for v in values
-            ]
-            return any_of(ors)
+            return self._rows_matching(res_type, name, param, values)
         if param.type == "string":
             ors = []
             for v in values:
@@ -468,18 +462,7 @@ class SearchEngine:
                 )
             return any_of(ors)
         if param.type in ("quantity", "number"):
-            q = quantity_table.c
-            ors = [
-                rid.in_(
-                    select(q.res_id).where(
-                        q.res_type == res_type,
-                        q.param == name,
-                        self.row_condition(param, q, v, name),
-                    )
-                )
-                for v in values
-            ]
-            return any_of(ors)
+            return self._rows_matching(res_type, name, param, values)
         raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
@@ -832,14 +815,7 @@ class SearchEngine:
                 has.append(rid.in_(select(o.res_id).where(o.is_primary == true())))
             else:  # component-code
                 has.append(rid.in_(select(o.res_id).where(o.is_component == true())))
-        table = {
-            "token": token_table,
-            "reference": reference_table,
-            "date": date_table,
-            "string": string_table,
-            "quantity": quantity_table,
-            "number": quantity_table,
-        }[param.type]
+        table = breadth.INDEX_TABLES[param.type]
         has.append(
             rid.in_(
                 select(table.c.res_id).where(table.c.res_type == res_type, table.c.param == name)

@@ -365,7 +365,7 @@ def composite_parts(name: str, value: str, count: int) -> list[str]:
     return parts
 
 
-COMPONENT_TABLES = {
+INDEX_TABLES = {
     "token": token_table,
     "reference": reference_table,
     "date": date_table,
@@ -373,6 +373,7 @@ COMPONENT_TABLES = {
     "quantity": quantity_table,
     "number": quantity_table,
 }
+"""The generic index table of each parameter type."""
 
 
 def composite_condition(
@@ -388,7 +389,7 @@ def composite_condition(
     ors = []
     for v in values:
         parts = composite_parts(name, v, len(comps))
-        tables = [COMPONENT_TABLES[c.type].alias(f"k{i}") for i, c in enumerate(comps)]
+        tables = [INDEX_TABLES[c.type].alias(f"k{i}") for i, c in enumerate(comps)]
         first = tables[0].c
         conds: list[ColumnElement[bool]] = [
             first.res_type == res_type,
