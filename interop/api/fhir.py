@@ -98,8 +98,12 @@ async def metadata(request: Request) -> Response:
     services(request)
     cached = getattr(request.app.state, "capability_bytes", None)
     if cached is None:
+        from interop.api.smart import capability_security
+
         cs = capability_statement(
-            fhir_base(request)[: -len("/fhir")], datetime.now(UTC).isoformat(timespec="seconds")
+            fhir_base(request)[: -len("/fhir")],
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            capability_security(services(request).settings),
         )
         cached = orjson.dumps(cs)
         request.app.state.capability_bytes = cached

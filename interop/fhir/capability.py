@@ -42,7 +42,11 @@ COMMON_SEARCH = [
 ]
 
 
-def capability_statement(base_url: str, date: str) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, date: str, security: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The CapabilityStatement; ``security`` is ``rest.security`` as the deployment has it
+    (CORS, SMART on FHIR: :func:`interop.api.smart.capability_security`)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         interactions = [
@@ -108,7 +112,8 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
+                "security": security
+                or {
                     "cors": False,
                     "description": "Authorization: Bearer <API key or signed JWT>",
                 },
