@@ -38,8 +38,11 @@ META_SCAN_LIMIT = 100_000
 """Looking for a resource the actor may read that carries one mark, a type ``$meta`` reads at
 most this many the policy then refuses; beyond, it is refused (400 too-costly) rather than
 answered in part."""
-PROBE = 100
-"""How many of the resources carrying a mark are tried first (by id, from the index)."""
+PROBE = 10
+"""How many of the resources carrying a mark are tried first (by id, from the index): for
+most actors the first passes."""
+PROBE_SEARCH = 500
+"""Ids per search of the first try (within ``search_max_values`` and ``search_max_count``)."""
 KEPT = ("profile", "security", "tag")
 NO_META = frozenset({AUDIT_EVENT})
 """Written by the server alone, with no profile, tag or security label (``store.audit_rows``):
@@ -56,7 +59,6 @@ class _Collected:
             "security": {},
             "tag": {},
         }
-        self.read = 0
 
     def add(self, meta: Any) -> None:
         if not isinstance(meta, dict):
@@ -98,23 +100,25 @@ async def _collect_type(svc: Services, actor: Actor, rtype: str, found: _Collect
 
     The distinct marks come from the index (:mod:`interop.store.meta_index`); each is kept
     only once a resource carrying it has come through the actor's search and the policy's
-    filter (audited like any search): first a few of its carriers by id, then, if the policy
-    refused all of those, a search of the type by the mark."""
+    filter (audited like any search): first a few carriers of every mark, by id, in one
+    search; then, for a mark whose carriers the policy all refused, a search of the type by
+    the mark."""
     restriction = svc.policy.restriction(actor, rtype, [])
     if rtype in NO_META:
         return
     with svc.store.reader() as conn:
         marks = meta_index.marks(conn, rtype)
+        ids: dict[str, None] = {}
+        for mark in marks:
+            ids.update(dict.fromkeys(meta_index.some_carrying(conn, rtype, mark, PROBE)))
+    probe = list(ids)
+    for i in range(0, len(probe), PROBE_SEARCH):
+        await _read(
+            svc, actor, rtype, [("_id", ",".join(probe[i : i + PROBE_SEARCH]))], restriction, found
+        )
     for mark in marks:
-        if found.has(mark):
-            continue  # seen on a resource read for an earlier mark
-        with svc.store.reader() as conn:
-            ids = meta_index.some_carrying(conn, rtype, mark, PROBE)
-        if not ids:
-            continue
-        if await _read(svc, actor, rtype, [("_id", ",".join(ids))], restriction, found):
-            continue
-        await _search_by_mark(svc, actor, rtype, mark, restriction, found)
+        if not found.has(mark):
+            await _search_by_mark(svc, actor, rtype, mark, restriction, found)
 
 
 async def _read(
@@ -125,18 +129,14 @@ async def _read(
     restriction: list[tuple[str, str]],
     found: _Collected,
 ) -> str | None:
-    """One page of the actor's search, through the policy's filter; its marks added.
-    Returns None when the policy let a resource through, else the next page's cursor ("" at
-    the end)."""
+    """One page of the actor's search, through the policy's filter; the marks of what it
+    let through added. Returns the next page's cursor (None at the end)."""
     page = [("_count", str(svc.settings.search_max_count)), ("_total", "none"), *params]
     result = svc.search.search(SearchRequest(rtype, page, strict=True, restriction=restriction))
     result = await svc.policy.filter_result_async(actor, rtype, result, [("$meta", "")])
     for _rid, content in result.rows:
         found.add(orjson.loads(content).get("meta"))
-    found.read += len(result.rows)
-    if result.rows:
-        return None
-    return result.next_cursor or ""
+    return result.next_cursor
 
 
 async def _search_by_mark(
@@ -147,6 +147,8 @@ async def _search_by_mark(
     restriction: list[tuple[str, str]],
     found: _Collected,
 ) -> None:
+    """Page through the actor's search of the type by the mark until the policy lets one
+    resource through (at most :data:`META_SCAN_LIMIT` read)."""
     param, system, code = mark
     if "," in system or "," in code:
         raise error(
@@ -156,9 +158,9 @@ async def _search_by_mark(
             "$meta of single resources",
         )
     wanted = [(param, f"{system}|{code}")]
-    refused = 0
-    cursor: str | None = ""
-    while cursor is not None:
+    cursor: str | None = None
+    read = 0
+    while True:
         cursor = await _read(
             svc,
             actor,
@@ -167,10 +169,10 @@ async def _search_by_mark(
             restriction,
             found,
         )
-        if not cursor:
+        if found.has(mark) or cursor is None:
             return
-        refused += svc.settings.search_max_count
-        if refused > META_SCAN_LIMIT:
+        read += svc.settings.search_max_count
+        if read > META_SCAN_LIMIT:
             raise error(
                 400,
                 "too-costly",
