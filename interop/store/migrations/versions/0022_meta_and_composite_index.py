@@ -40,6 +40,8 @@ _MARKS = (b'"tag"', b'"profile"', b'"security"')
 
 
 def _resources(conn: sa.Connection, res_type: str) -> Iterator[sa.Row[Any]]:
+    """The type's current resources, a batch at a time in id order (never all in memory: a
+    store of a million Observations is read through too)."""
     r = sa.table(
         "resource",
         sa.column("res_type"),
@@ -47,12 +49,18 @@ def _resources(conn: sa.Connection, res_type: str) -> Iterator[sa.Row[Any]]:
         sa.column("deleted"),
         sa.column("content", sa.LargeBinary),
     )
-    stmt = sa.select(r.c.res_id, r.c.content).where(
-        r.c.res_type == res_type, r.c.deleted == sa.false()
-    )
-    result = conn.execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
-    for part in result.partitions(BATCH):
-        yield from part
+    after = ""
+    while True:
+        batch = conn.execute(
+            sa.select(r.c.res_id, r.c.content)
+            .where(r.c.res_type == res_type, r.c.deleted == sa.false(), r.c.res_id > after)
+            .order_by(r.c.res_id)
+            .limit(BATCH)
+        ).all()
+        if not batch:
+            return
+        yield from batch
+        after = batch[-1].res_id
 
 
 def _new(param: str, composites: tuple[str, ...]) -> bool:
@@ -82,7 +90,7 @@ def upgrade() -> None:
             for i in range(len(comps))
         )
         rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _TABLES}
-        for row in list(_resources(conn, res_type)):
+        for row in _resources(conn, res_type):
             content = bytes(row.content)
             if not composites and not any(m in content for m in _MARKS):
                 continue
