@@ -1,7 +1,8 @@
 """Fuzzing every route the application serves, as an outside attacker would: hostile path
 parameters (other patients' numbers, ids that do not exist, traversal, control characters,
 very long values), random query strings (known parameter names with wrong values and unknown
-names), and random bodies in every content type the service reads — as the admin and as a GP.
+names), and random bodies in every content type the service reads — as the admin, a GP, a
+follow-up centre and a vendor.
 No answer may be a 5xx, nor an exception escaping the app.
 
 The routes come from the application itself (as in the access matrix), so a new route is
@@ -245,8 +246,8 @@ class World:
 
 @pytest.fixture
 def world(client) -> World:  # type: ignore[no-untyped-def]
-    """The admin, and a GP who is the fastlege of one patient (the other patient is not
-    theirs), with an Observation, a plan and a Task on each patient."""
+    """The admin, a GP who is the fastlege of one patient (the other patient is not theirs),
+    a follow-up centre and a vendor; an Observation on each patient."""
     r = client.post("/api/v1/actors", json={"role": "gp", "hpr": "9144889", "name": "Lege"})
     assert r.status_code in (200, 201), r.text
     gp = {"Authorization": f"Bearer {r.json()['key']}"}
@@ -301,7 +302,15 @@ def world(client) -> World:  # type: ignore[no-untyped-def]
             known += [str(v["id"]) for v in versions if isinstance(v, dict) and v.get("id")]
     tasks = client.get("/fhir/Task", params={"_count": "5"}).json().get("entry", [])
     known += [e["resource"]["id"] for e in tasks]
-    return World({"admin": {}, "gp": gp}, known)
+    users = {"admin": {}, "gp": gp}
+    for role, body in (
+        ("followup", {"role": "followup", "organization": {"orgnr": "974760673"}}),
+        ("vendor", {"role": "vendor", "organization": {"orgnr": "841672119"}}),
+    ):
+        made = client.post("/api/v1/actors", json={**body, "name": role})
+        assert made.status_code in (200, 201), made.text
+        users[role] = {"Authorization": f"Bearer {made.json()['key']}"}
+    return World(users, known)
 
 
 NOT_CONFIGURED = {"/api/v1/patients/{national_id}/plan/import-nhn"}
