@@ -7,7 +7,7 @@ No answer may be a 5xx, nor an exception escaping the app.
 
 The routes come from the application itself (as in the access matrix), so a new route is
 fuzzed without anyone adding it here. The run is derandomised and bounded
-(``INTEROP_FUZZ_ROUTE_EXAMPLES``, default 12 per route and user); set
+(``INTEROP_FUZZ_ROUTE_EXAMPLES``, default 8 per route); set
 ``INTEROP_FUZZ_RANDOM=1`` and more examples to explore further.
 """
 
@@ -28,7 +28,7 @@ from tests.access.test_access_matrix import registered_routes
 
 FNR = "13031353453"
 OTHER_FNR = "17054026641"
-EXAMPLES = int(os.environ.get("INTEROP_FUZZ_ROUTE_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("INTEROP_FUZZ_ROUTE_EXAMPLES", "8"))
 fuzz = settings(
     max_examples=EXAMPLES,
     deadline=None,
