@@ -21,25 +21,17 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.access.test_access_matrix import registered_routes
+from tests.api.test_fhir_crud import observation
+from tests.test_fuzz_no_5xx import bounded
 
 FNR = "13031353453"
 OTHER_FNR = "17054026641"
 EXAMPLES = int(os.environ.get("INTEROP_FUZZ_ROUTE_EXAMPLES", "8"))
-fuzz = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not os.environ.get("INTEROP_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+fuzz = bounded(EXAMPLES)
 
 NOT_FUZZED = {
     # static documentation pages with no input
@@ -268,30 +260,7 @@ def world(client) -> World:  # type: ignore[no-untyped-def]
             patient["generalPractitioner"] = [{"reference": f"Practitioner/{practitioner}"}]
         pid = client.post("/fhir/Patient", json=patient).json()["id"]
         obs = client.post(
-            "/fhir/Observation",
-            json={
-                "resourceType": "Observation",
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "vital-signs",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
-                "subject": {"reference": f"Patient/{pid}"},
-                "effectiveDateTime": "2026-12-01T08:00:00+01:00",
-                "valueQuantity": {
-                    "value": 85,
-                    "unit": "%",
-                    "system": "http://unitsofmeasure.org",
-                    "code": "%",
-                },
-            },
+            "/fhir/Observation", json=observation(pid, when="2026-12-01T08:00:00+01:00")
         )
         assert obs.status_code == 201, obs.text
         known += [fnr, pid, obs.json()["id"]]
