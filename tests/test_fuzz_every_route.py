@@ -1,12 +1,13 @@
 """Fuzzing every route the application serves, as an outside attacker would: hostile path
 parameters (other patients' numbers, ids that do not exist, traversal, control characters,
 very long values), random query strings (known parameter names with wrong values and unknown
-names), and random bodies in every content type the service reads — as the admin and as a GP.
+names), and random bodies in every content type the service reads — as the admin, a GP, a
+follow-up centre and a vendor.
 No answer may be a 5xx, nor an exception escaping the app.
 
 The routes come from the application itself (as in the access matrix), so a new route is
 fuzzed without anyone adding it here. The run is derandomised and bounded
-(``INTEROP_FUZZ_ROUTE_EXAMPLES``, default 12 per route and user); set
+(``INTEROP_FUZZ_ROUTE_EXAMPLES``, default 8 per route); set
 ``INTEROP_FUZZ_RANDOM=1`` and more examples to explore further.
 """
 
@@ -20,25 +21,17 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.access.test_access_matrix import registered_routes
+from tests.api.test_fhir_crud import observation
+from tests.test_fuzz_no_5xx import bounded
 
 FNR = "13031353453"
 OTHER_FNR = "17054026641"
-EXAMPLES = int(os.environ.get("INTEROP_FUZZ_ROUTE_EXAMPLES", "12"))
-fuzz = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not os.environ.get("INTEROP_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+EXAMPLES = int(os.environ.get("INTEROP_FUZZ_ROUTE_EXAMPLES", "8"))
+fuzz = bounded(EXAMPLES)
 
 NOT_FUZZED = {
     # static documentation pages with no input
@@ -245,8 +238,8 @@ class World:
 
 @pytest.fixture
 def world(client) -> World:  # type: ignore[no-untyped-def]
-    """The admin, and a GP who is the fastlege of one patient (the other patient is not
-    theirs), with an Observation, a plan and a Task on each patient."""
+    """The admin, a GP who is the fastlege of one patient (the other patient is not theirs),
+    a follow-up centre and a vendor; an Observation on each patient."""
     r = client.post("/api/v1/actors", json={"role": "gp", "hpr": "9144889", "name": "Lege"})
     assert r.status_code in (200, 201), r.text
     gp = {"Authorization": f"Bearer {r.json()['key']}"}
@@ -267,30 +260,7 @@ def world(client) -> World:  # type: ignore[no-untyped-def]
             patient["generalPractitioner"] = [{"reference": f"Practitioner/{practitioner}"}]
         pid = client.post("/fhir/Patient", json=patient).json()["id"]
         obs = client.post(
-            "/fhir/Observation",
-            json={
-                "resourceType": "Observation",
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "vital-signs",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
-                "subject": {"reference": f"Patient/{pid}"},
-                "effectiveDateTime": "2026-12-01T08:00:00+01:00",
-                "valueQuantity": {
-                    "value": 85,
-                    "unit": "%",
-                    "system": "http://unitsofmeasure.org",
-                    "code": "%",
-                },
-            },
+            "/fhir/Observation", json=observation(pid, when="2026-12-01T08:00:00+01:00")
         )
         assert obs.status_code == 201, obs.text
         known += [fnr, pid, obs.json()["id"]]
@@ -301,7 +271,15 @@ def world(client) -> World:  # type: ignore[no-untyped-def]
             known += [str(v["id"]) for v in versions if isinstance(v, dict) and v.get("id")]
     tasks = client.get("/fhir/Task", params={"_count": "5"}).json().get("entry", [])
     known += [e["resource"]["id"] for e in tasks]
-    return World({"admin": {}, "gp": gp}, known)
+    users = {"admin": {}, "gp": gp}
+    for role, body in (
+        ("followup", {"role": "followup", "organization": {"orgnr": "974760673"}}),
+        ("vendor", {"role": "vendor", "organization": {"orgnr": "841672119"}}),
+    ):
+        made = client.post("/api/v1/actors", json={**body, "name": role})
+        assert made.status_code in (200, 201), made.text
+        users[role] = {"Authorization": f"Bearer {made.json()['key']}"}
+    return World(users, known)
 
 
 NOT_CONFIGURED = {"/api/v1/patients/{national_id}/plan/import-nhn"}
