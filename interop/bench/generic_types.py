@@ -124,20 +124,8 @@ def run(
         target="p95 ≤ 25 ms",
         ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
     )
-    _meta_rows(report, backend, size, base, headers, rng, patients)
-
-
-def _meta_rows(
-    report: Report,
-    backend: str,
-    size: int,
-    base: str,
-    headers: dict[str, str],
-    rng: random.Random,
-    patients: int,
-) -> None:
-    """``_tag`` with a patient (the narrow case), ``_tag`` alone (a third of the Conditions
-    match; the first page is served) and the type's ``$meta`` (from the index)."""
+    # ``_tag`` with a patient (the narrow case), ``_tag`` alone (a third of the Conditions
+    # match; the first page is served) and the type's ``$meta`` (from the index)
     queries = {
         "search Condition patient+_tag (generic type)": [
             f"/fhir/Condition?patient=Patient/{data.patient_id(rng.randrange(patients))}"
