@@ -118,13 +118,25 @@ def groups_of_episodes(episodes: list[dict[str, Any]]) -> frozenset[str]:
 
 def episodes_of(conn: Any, patient_id: str) -> list[dict[str, Any]]:
     """The patient's EpisodeOfCare resources (what places them in a group)."""
+    return episodes_of_patients(conn, [patient_id])[patient_id]
+
+
+def episodes_of_patients(conn: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`episodes_of` each patient, in one statement per 500 patients."""
+    out: dict[str, list[dict[str, Any]]] = {pid: [] for pid in patient_ids}
     r = resource_table.c
-    rows = conn.execute(
-        select(r.content).where(
-            r.res_type == "EpisodeOfCare", r.patient_id == patient_id, r.deleted.is_(False)
+    for i in range(0, len(patient_ids), 500):
+        rows = conn.execute(
+            select(r.patient_id, r.content).where(
+                r.res_type == "EpisodeOfCare",
+                r.patient_id.in_(patient_ids[i : i + 500]),
+                r.deleted.is_(False),
+            )
         )
-    )
-    return [orjson.loads(content) for (content,) in rows]
+        for pid, content in rows:
+            if pid in out:
+                out[pid].append(orjson.loads(content))
+    return out
 
 
 def defaults_for_patient(conn: Any, patient_id: str) -> dict[str, ZoneRanges]:

@@ -171,7 +171,9 @@ def test_a_transaction_bundle_judges_each_reading_as_if_alone(client, services) 
     r = client.post("/fhir", json=_bundle("transaction", [obs for _name, obs in readings]))
     assert r.status_code == 200, r.text
     ids = [e["response"]["location"].split("/")[1] for e in r.json()["entry"]]
-    _check(client, services, pids, [(name, oid) for (name, _o), oid in zip(readings, ids)])
+    _check(
+        client, services, pids, [(name, oid) for (name, _o), oid in zip(readings, ids, strict=True)]
+    )
 
 
 def _bundle(kind: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -262,9 +264,11 @@ def test_a_reading_for_a_patient_that_is_not_there(client, services) -> None:  #
     r = client.post("/fhir", json=_bundle("transaction", [good, bad]))
     assert r.status_code == 422, r.text
     assert "Patient/no-such-patient" in r.text
-    with pytest.raises(FhirError) as refused:
-        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
-            tx.create_many([(good, None), (bad, None)], validate=False)
+    with (
+        pytest.raises(FhirError) as refused,
+        services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx,
+    ):
+        tx.create_many([(good, None), (bad, None)], validate=False)
     assert refused.value.status == 422
     assert len(_matches(client, "/fhir/Observation", patient=pids["C"])) == before == 2
     # a deleted Patient is not there either, in a batch of readings
@@ -274,9 +278,8 @@ def test_a_reading_for_a_patient_that_is_not_there(client, services) -> None:  #
     )
     gone = r.json()["id"]
     assert client.delete(f"/fhir/Patient/{gone}").status_code in (200, 204)
-    with pytest.raises(FhirError):
-        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
-            tx.create_many([(good, None), (spo2(gone, 97, when=_now(2)), None)], validate=False)
+    with pytest.raises(FhirError), services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+        tx.create_many([(good, None), (spo2(gone, 97, when=_now(2)), None)], validate=False)
 
 
 def test_a_rolled_back_plan_is_not_kept_in_triages_cache(client, services) -> None:  # type: ignore[no-untyped-def]
@@ -339,3 +342,18 @@ _idents = iter(range(10**6))
 
 def _ident() -> dict[str, str]:
     return {"system": "urn:test:batch", "value": str(next(_idents))}
+
+
+def test_a_deleted_plan_judges_no_more(client, services) -> None:  # type: ignore[no-untyped-def]
+    """A plan deleted through ``/fhir`` is not used for the next reading (the deletion moves
+    the shared generation as a new version does, so no process keeps the plan cached)."""
+    pids = _patients(client)
+    c = pids["C"]
+    r = client.post("/fhir", json=_bundle("transaction", _plan_resources(c, SPO2_PLAN_A, _now(5))))
+    assert r.status_code == 200, r.text
+    plan_id = r.json()["entry"][1]["response"]["location"].split("/")[1]
+    r = client.post("/fhir/Observation", json=spo2(c, 91, when=_soon(1)))
+    assert _zones(services, [r.json()["id"]]) == ["green"]  # its plan, now cached
+    assert client.delete(f"/fhir/CarePlan/{plan_id}").status_code in (200, 204)
+    r = client.post("/fhir/Observation", json=spo2(c, 91, when=_soon(2)))
+    assert _zones(services, [r.json()["id"]]) == ["red"]  # the defaults again
