@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, insert, select, union_all
+from sqlalchemy import and_, bindparam, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
 from interop.care.events import (
@@ -1069,22 +1069,14 @@ def _index_zone(tx: WriteTx, obs_id: str, zone: str) -> None:
 
 def flush_zone_index(tx: WriteTx) -> None:
     """Before-commit hook: write the zones judged in this transaction as token index rows of
-    their Observations (a later version's write clears them with its other index rows)."""
+    their Observations, in one insert. Each was judged after a write of its Observation in
+    this transaction, and every write of a version clears that resource's index rows first
+    (its zone row included), so there is none to replace."""
     pending: dict[str, str] | None = tx.context.pop("zone_index", None)
     if not pending:
         return
-    t = token_table
-    ids = list(pending)
-    for i in range(0, len(ids), 500):
-        tx.conn.execute(
-            delete(t).where(
-                t.c.res_type == "Observation",
-                t.c.param == ZONE_PARAM,
-                t.c.res_id.in_(ids[i : i + 500]),
-            )
-        )
     tx.conn.execute(
-        insert(t),
+        insert(token_table),
         [
             {
                 "res_type": "Observation",

@@ -357,3 +357,25 @@ def test_a_deleted_plan_judges_no_more(client, services) -> None:  # type: ignor
     assert client.delete(f"/fhir/CarePlan/{plan_id}").status_code in (200, 204)
     r = client.post("/fhir/Observation", json=spo2(c, 91, when=_soon(2)))
     assert _zones(services, [r.json()["id"]]) == ["red"]  # the defaults again
+
+
+def test_an_observation_corrected_twice_has_one_zone(client, services) -> None:  # type: ignore[no-untyped-def]
+    """Each version's write clears the zone of the version before: one zone row, the
+    latest's, after a correction (also when it is written twice in one transaction)."""
+    pids = _patients(client)
+    c = pids["C"]
+    r = client.post("/fhir/Observation", json=spo2(c, 85, when=_now(3)))
+    oid = r.json()["id"]
+    fixed = {**spo2(c, 97, when=_now(3)), "id": oid, "status": "corrected"}
+    assert client.put(f"/fhir/Observation/{oid}", json=fixed).status_code == 200
+    with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+        tx.update("Observation", oid, {**fixed, "valueQuantity": {**fixed["valueQuantity"]}})
+        tx.update("Observation", oid, {**fixed, "status": "amended"})
+    t = token_table.c
+    with services.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.code).where(t.res_type == "Observation", t.param == "zone", t.res_id == oid)
+        ).all()
+    assert [row[0] for row in rows] == ["green"]
+    assert [o["id"] for o in _matches(client, "/fhir/Observation", zone="green")] == [oid]
+    assert _matches(client, "/fhir/Observation", zone="red") == []
