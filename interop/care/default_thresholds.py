@@ -13,13 +13,11 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
-import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 
 from interop.care.zones import ZoneRanges
-from interop.store.schema import resource_table
+from interop.store.patient_resources import of_patients
 
 
 class _Range(BaseModel):
@@ -123,20 +121,7 @@ def episodes_of(conn: Any, patient_id: str) -> list[dict[str, Any]]:
 
 def episodes_of_patients(conn: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """:func:`episodes_of` each patient, in one statement per 500 patients."""
-    out: dict[str, list[dict[str, Any]]] = {pid: [] for pid in patient_ids}
-    r = resource_table.c
-    for i in range(0, len(patient_ids), 500):
-        rows = conn.execute(
-            select(r.patient_id, r.content).where(
-                r.res_type == "EpisodeOfCare",
-                r.patient_id.in_(patient_ids[i : i + 500]),
-                r.deleted.is_(False),
-            )
-        )
-        for pid, content in rows:
-            if pid in out:
-                out[pid].append(orjson.loads(content))
-    return out
+    return of_patients(conn, "EpisodeOfCare", patient_ids)
 
 
 def defaults_for_patient(conn: Any, patient_id: str) -> dict[str, ZoneRanges]:

@@ -31,6 +31,7 @@ from interop.identifiers import person_id_system, validate_hpr
 from interop.mapping import MappingSet
 from interop.patients import patient_by_identifier
 from interop.store.context import Door, WriteContext
+from interop.store.patient_resources import of_patients
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
 from interop.store.schema import resource_table
@@ -212,25 +213,19 @@ def plan_versions(conn: Any, patient_id: str) -> list[dict[str, Any]]:
 
 def plan_versions_of(conn: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """:func:`plan_versions` of each patient, in one statement per 500 patients."""
-    out: dict[str, list[dict[str, Any]]] = {pid: [] for pid in patient_ids}
-    r = resource_table.c
-    for i in range(0, len(patient_ids), 500):
-        rows = conn.execute(
-            select(r.patient_id, r.content).where(
-                r.res_type == "CarePlan",
-                r.patient_id.in_(patient_ids[i : i + 500]),
-                r.deleted.is_(False),
-            )
-        ).all()
-        for pid, content in rows:
-            cp = orjson.loads(content)
-            if pid in out and any(
+    out = {
+        pid: [
+            cp
+            for cp in care_plans
+            if any(
                 c.get("code") == PLAN_CATEGORY["code"]
                 and c.get("system") == PLAN_CATEGORY["system"]
                 for cat in cp.get("category", [])
                 for c in cat.get("coding", [])
-            ):
-                out[pid].append(cp)
+            )
+        ]
+        for pid, care_plans in of_patients(conn, "CarePlan", patient_ids).items()
+    }
     for plans in out.values():
         plans.sort(key=lambda p: p.get("period", {}).get("start", ""))
     return out
