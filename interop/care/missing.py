@@ -19,7 +19,7 @@ from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
-from interop.store.search import code_sets_holding
+from interop.store.search_values import code_sets_holding
 
 MISSING_CODE = "missing-measurement"
 

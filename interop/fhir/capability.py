@@ -13,7 +13,7 @@ from interop import __version__
 from interop.fhir.searchparams import definitions
 from interop.fhir.validation import SUPPORTED_TYPES
 from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
-from interop.store.search import INDEXED
+from interop.store.search_values import INDEXED
 
 TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {}
 """resource type → [{"name": "lastn", "definition": canonical}], filled by operation modules."""

@@ -24,6 +24,13 @@ from interop.fhir.dates import fhir_range, from_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import reference_target
 from interop.store.schema import audit_chain_table, audit_patient_table
+from interop.store.search_values import (
+    DATE_MODIFIERS,
+    date_condition,
+    date_values,
+    decode_cursor,
+    encode_cursor,
+)
 
 AUDIT_EVENT = "AuditEvent"
 SEARCHABLE = ("_id", "_lastUpdated", "patient", "entity", "altid", "action", "outcome", "date")
@@ -189,13 +196,6 @@ def search(
     """An AuditEvent search: the matching events newest or oldest first, a page at a time.
     Returns the parts of a search result: ``rows``, ``total``, ``next_cursor``, ``warnings``,
     ``summary_count``. A parameter the log cannot answer is refused (400), never ignored."""
-    from interop.store.search import (
-        DATE_MODIFIERS,
-        _date_condition,
-        _decode_cursor,
-        _encode_cursor,
-        date_values,
-    )
 
     a = audit_chain_table.c
     conds: list[ColumnElement[bool]] = [a.content.is_not(None)]
@@ -232,7 +232,7 @@ def search(
             total_mode = raw
             continue
         if name == "_cursor":
-            cursor = _decode_cursor(raw)
+            cursor = decode_cursor(raw)
             continue
         if name in ("_format", "_pretty"):
             continue
@@ -267,9 +267,9 @@ def search(
             conds.append(a.outcome.in_(_codes(values)))
         else:  # date, _lastUpdated: when the event was recorded
             conds.append(
-                or_(*[_date_condition(a.recorded, a.recorded, v, zone, name) for v in values])
+                or_(*[date_condition(a.recorded, a.recorded, v, zone, name) for v in values])
                 if len(values) > 1
-                else _date_condition(a.recorded, a.recorded, values[0], zone, name)
+                else date_condition(a.recorded, a.recorded, values[0], zone, name)
             )
     sort_col: Any = a.seq if _SORTS[sort] == "seq" else a.res_id
     total: int | None = None
@@ -297,7 +297,7 @@ def search(
     next_cursor = None
     if len(rows) > count:
         rows = rows[:count]
-        next_cursor = _encode_cursor(rows[-1].sortkey, rows[-1].res_id)
+        next_cursor = encode_cursor(rows[-1].sortkey, rows[-1].res_id)
     return {
         "rows": [(r.res_id, bytes(r.content)) for r in rows],
         "total": total,

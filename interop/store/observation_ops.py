@@ -26,7 +26,7 @@ from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc,
 from interop.fhir.outcome import error
 from interop.store.repository import FhirStore, new_id
 from interop.store.schema import code_set_table, observation_table, resource_table, token_table
-from interop.store.search import code_sets_holding_any
+from interop.store.search_values import code_sets_holding_any, date_condition
 
 STATS_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-statistics"
 EXCLUDED = ("entered-in-error", "cancelled")
@@ -118,10 +118,9 @@ def _code_conditions(values: list[str], *, component: bool | None = False) -> An
 
 
 def _date_conditions(values: list[str], zone: str) -> list[Any]:
-    from interop.store.search import _date_condition
 
     o = observation_table.c
-    return [_date_condition(o.effective, o.effective_end, v, zone, "date") for v in values]
+    return [date_condition(o.effective, o.effective_end, v, zone, "date") for v in values]
 
 
 MAX_DURATION_HOURS = 24 * 366 * 150

@@ -7,8 +7,7 @@ were inserted before the cursor.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,25 +23,32 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
 )
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import BinaryExpression, Grouping
-from sqlalchemy.types import Boolean
 
-from interop.fhir.dates import fhir_range, to_micros
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import EXACT, SearchParam, definitions, fold, reference_target
 from interop.store import audit_rows
 from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
-    code_set_table,
     observation_table,
     reference_table,
     resource_table,
     string_table,
     token_table,
+)
+from interop.store.search_values import (
+    DATE_MODIFIERS,
+    INDEXED,
+    MAX_VALUES,
+    MODIFIERS,
+    any_of,
+    code_sets_holding_any,
+    date_condition,
+    date_values,
+    decode_cursor,
+    encode_cursor,
+    token_parts,
 )
 
 RESULT_PARAMS = frozenset(
@@ -64,19 +70,6 @@ CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 TOTAL_MODES = frozenset({"accurate", "estimate", "none"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"not"}),
-    "string": frozenset({"exact", "contains"}),
-    "reference": frozenset({"identifier"}),
-    "date": frozenset({"above", "below"}),
-}
-"""The modifiers served per parameter type (``:missing`` on every type, a reference's type
-modifier ``subject:Patient`` besides); any other is refused as unsupported, never dropped."""
-DATE_MODIFIERS = {"above": "gt", "below": "lt"}
-"""``date:above=X`` is ``date=gtX`` (the resource's range goes on after X's), ``:below`` is
-``lt``: R4 defines ``:above``/``:below`` for references, tokens and uris only; on a date this
-server reads them as the comparison they name."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -152,119 +145,6 @@ class SearchResult:
     ignored on request): the self link leaves them out."""
 
 
-def _encode_cursor(sort_value: Any, res_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([sort_value, res_id])).decode().rstrip("=")
-
-
-def _decode_cursor(text: str) -> tuple[Any, str]:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value, res_id = orjson.loads(raw)
-        if not isinstance(res_id, str):
-            raise ValueError
-        return value, res_id
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise error(
-            400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
-        ) from None
-
-
-def date_values(key: str, modifier: str | None, values: list[str]) -> list[str]:
-    """The values of a date parameter with ``:above``/``:below`` turned into their prefix
-    (:data:`DATE_MODIFIERS`); a value carrying a prefix of its own is refused (400)."""
-    prefix = DATE_MODIFIERS.get(modifier or "")
-    if prefix is None:
-        return values
-    for v in values:
-        if v[:2] in PREFIXES:
-            raise error(
-                400,
-                "invalid",
-                f"{key}: {v!r} carries a prefix; :{modifier} takes a plain date",
-                expression=[key],
-            )
-    return [prefix + v for v in values]
-
-
-def _split_prefix(value: str) -> tuple[str, str]:
-    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
-        return value[:2], value[2:]
-    return "eq", value
-
-
-def _date_condition(
-    start_col: Any, end_col: Any, value: str, zone: str, param: str
-) -> ColumnElement[bool]:
-    prefix, text = _split_prefix(value)
-    try:
-        lo, hi = fhir_range(text, zone)
-    except ValueError:
-        raise error(
-            400, "invalid", f"{param}: {value!r} is not a FHIR date/dateTime", expression=[param]
-        ) from None
-    if prefix == "eq":
-        return and_(start_col >= lo, end_col <= hi)
-    if prefix == "ne":
-        return or_(start_col < lo, end_col > hi)
-    if prefix == "gt":
-        return end_col > hi
-    if prefix == "lt":
-        return start_col < lo
-    if prefix == "ge":
-        return end_col >= lo
-    if prefix == "le":
-        return start_col <= hi
-    if prefix == "sa":
-        return start_col > hi
-    if prefix == "eb":
-        return end_col < lo
-    # ap: the stored range (a period, open or not, or an instant) overlaps the value's range
-    # widened by 10% of its distance to now, at least a day (R4 leaves the margin to servers)
-    margin = max(_DAY, abs(micros_now() - lo) // 10)
-    return and_(start_col <= hi + margin, end_col >= lo - margin)
-
-
-_DAY = 86_400_000_000
-
-
-def _token_parts(value: str) -> tuple[str | None, str | None]:
-    """``system|code`` → (system, code); ``|code`` → ("", code); ``code`` → (None, code)."""
-    if "|" in value:
-        system, code = value.split("|", 1)
-        return system, (code or None)
-    return None, value
-
-
-MAX_VALUES = 2000
-"""Default of ``Settings.search_max_values``."""
-_OR_GROUP = 16
-
-
-def any_of(conds: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
-    """``c1 OR c2 OR …`` for any number of conditions, as a balanced tree of parenthesised
-    groups: SQLite refuses an expression tree deeper than 1000 and parses a flat OR of n
-    terms n deep, so a long list of search values would otherwise fail there. (``or_`` of
-    ``or_`` is flattened by SQLAlchemy, hence the explicit binary expressions.)"""
-    if not conds:
-        return false()
-    if len(conds) <= _OR_GROUP:
-        return or_(*conds)
-    groups = [or_(*conds[i : i + _OR_GROUP]) for i in range(0, len(conds), _OR_GROUP)]
-    return _balanced_or(groups)
-
-
-def _balanced_or(groups: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
-    if len(groups) == 1:
-        return groups[0]
-    mid = len(groups) // 2
-    return BinaryExpression(
-        Grouping(_balanced_or(groups[:mid])),
-        Grouping(_balanced_or(groups[mid:])),
-        operators.or_,
-        type_=Boolean(),
-    )
-
-
 def check_search_values(params: Sequence[tuple[str, str]], limit: int) -> None:
     """400 when the search carries more than ``limit`` values in all (each comma-separated
     value of each parameter counts; result parameters do not), naming the limit, or a NUL
@@ -281,48 +161,6 @@ def check_search_values(params: Sequence[tuple[str, str]], limit: int) -> None:
             "too-costly",
             f"the search carries {n} values; at most {limit} are allowed (search_max_values)",
         )
-
-
-def code_sets_holding_any(tokens: Iterable[tuple[str | None, str | None]]) -> Select[Any]:
-    """The ids of the code sets holding a coding that matches any of the ``(system, code)``
-    tokens (as :func:`code_sets_holding`): one sub-select with IN lists, however many tokens
-    there are."""
-    cs = code_set_table.c
-    pairs: set[tuple[str, str]] = set()
-    codes: set[str] = set()
-    systems: set[str] = set()
-    anything = False
-    for system, code in tokens:
-        if system is not None and code is not None:
-            pairs.add((system, code))
-        elif code is not None:
-            codes.add(code)
-        elif system is not None:
-            systems.add(system)
-        else:
-            anything = True
-    if anything:
-        return select(cs.set_id)
-    cond: list[ColumnElement[bool]] = []
-    if pairs:
-        cond.append(tuple_(cs.system, cs.code).in_(sorted(pairs)))
-    if codes:
-        cond.append(cs.code.in_(sorted(codes)))
-    if systems:
-        cond.append(cs.system.in_(sorted(systems)))
-    return select(cs.set_id).where(or_(*cond))
-
-
-def code_sets_holding(system: str | None, code: str | None) -> Select[Any]:
-    """The ids of the code sets with a coding ``system|code`` (``None``: any system, or any
-    code of the system; ``""``: a coding without a system)."""
-    cs = code_set_table.c
-    cond: list[ColumnElement[bool]] = []
-    if code is not None:
-        cond.append(cs.code == code)
-    if system is not None:
-        cond.append(cs.system == system)
-    return select(cs.set_id).where(*cond)
 
 
 class SearchEngine:
@@ -343,7 +181,7 @@ class SearchEngine:
 
     # ---- parameter conditions on the resource table -------------------------------------
     def _patient_ids_for_identifier(self, value: str) -> Select[Any]:
-        system, code = _token_parts(value)
+        system, code = token_parts(value)
         cond = [
             token_table.c.res_type == "Patient",
             token_table.c.param == "identifier",
@@ -366,7 +204,7 @@ class SearchEngine:
         """The condition one value puts on a row of the parameter's index table (``cols``:
         the columns of that table or of an alias of it), without modifiers."""
         if param.type == "token":
-            system, code = _token_parts(value)
+            system, code = token_parts(value)
             cond: list[ColumnElement[bool]] = []
             if code is not None:
                 cond.append(cols.code == code)
@@ -376,7 +214,7 @@ class SearchEngine:
         if param.type == "reference":
             return cols.target == self._reference_value(param, value)
         if param.type == "date":
-            return _date_condition(cols.start, cols.end, value, self.store.zone, name)
+            return date_condition(cols.start, cols.end, value, self.store.zone, name)
         if param.type == "string":
             return cols.value.startswith(fold(value), autoescape=True)
         if param.type in ("quantity", "number"):
@@ -421,7 +259,7 @@ class SearchEngine:
             ]
         )
 
-    def _generic_condition(
+    def generic_condition(
         self,
         res_type: str,
         name: str,
@@ -440,7 +278,7 @@ class SearchEngine:
             if modifier == "identifier":
                 ors = []
                 for v in values:
-                    system, code = _token_parts(v)
+                    system, code = token_parts(v)
                     cond = [
                         token_table.c.res_type == res_type,
                         token_table.c.param == f"{name}:identifier",
@@ -509,7 +347,7 @@ class SearchEngine:
         raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
-    def _observation_conditions(
+    def observation_conditions(
         self, obs_params: list[tuple[str, str | None, list[str]]]
     ) -> tuple[list[ColumnElement[bool]], bool]:
         """Conditions on observation_index rows; returns (conditions, has_code_filter)."""
@@ -560,7 +398,7 @@ class SearchEngine:
                         o.res_id.not_in(
                             select(x.res_id).where(
                                 x.is_component == component,
-                                x.code_set.in_(code_sets_holding_any(map(_token_parts, values))),
+                                x.code_set.in_(code_sets_holding_any(map(token_parts, values))),
                             )
                         )
                     )
@@ -568,7 +406,7 @@ class SearchEngine:
                 conds.append(
                     and_(
                         o.is_component == component,
-                        o.code_set.in_(code_sets_holding_any(map(_token_parts, values))),
+                        o.code_set.in_(code_sets_holding_any(map(token_parts, values))),
                     )
                 )
             elif name == "date":
@@ -576,7 +414,7 @@ class SearchEngine:
                 conds.append(
                     any_of(
                         [
-                            _date_condition(o.effective, o.effective_end, v, self.store.zone, name)
+                            date_condition(o.effective, o.effective_end, v, self.store.zone, name)
                             for v in values
                         ]
                     )
@@ -650,7 +488,7 @@ class SearchEngine:
                         )
                     total_mode = raw
                 elif name == "_cursor":
-                    cursor = _decode_cursor(raw)
+                    cursor = decode_cursor(raw)
                 elif name == "_revinclude":
                     if modifier is not None:
                         raise error(
@@ -681,7 +519,7 @@ class SearchEngine:
                 generic.append(
                     any_of(
                         [
-                            _date_condition(
+                            date_condition(
                                 resource_table.c.last_updated,
                                 resource_table.c.last_updated,
                                 v,
@@ -740,7 +578,7 @@ class SearchEngine:
                 obs_params.append((name, modifier, values))
             else:
                 generic.append(
-                    self._generic_condition(res_type, name, modifier, param, values, narrow)
+                    self.generic_condition(res_type, name, modifier, param, values, narrow)
                 )
 
         r = resource_table.c
@@ -749,7 +587,7 @@ class SearchEngine:
 
         if res_type == "Observation" and (obs_params or sort == "date"):
             o = observation_table.c
-            oconds, has_code = self._observation_conditions(obs_params)
+            oconds, has_code = self.observation_conditions(obs_params)
             if not has_code:
                 oconds.append(o.is_primary == true())
             sub = (
@@ -826,7 +664,7 @@ class SearchEngine:
             if len(rows) > count:
                 rows = rows[:count]
                 last = rows[-1]
-                next_cursor = _encode_cursor(last.sortkey, last.res_id)
+                next_cursor = encode_cursor(last.sortkey, last.res_id)
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
             included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
@@ -982,12 +820,6 @@ class SearchEngine:
         return out
 
 
-INDEXED = frozenset({"token", "reference", "date", "string", "quantity", "number"})
-"""Parameter types the generic index holds as themselves; a composite's components are held
-in these tables under the composite's key (:func:`interop.store.search_breadth.composite_condition`;
-Observation's in its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
-
-
 def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:
     """400 for an R4 parameter the server knows but does not index: refused, never ignored
     (ignoring it would widen the search)."""
@@ -997,9 +829,3 @@ def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:
         f"search parameter {name} ({param.type}) of {res_type} is not supported by this server",
         expression=[name],
     )
-
-
-def micros_now() -> int:
-    from interop.fhir.dates import now_utc
-
-    return to_micros(now_utc())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
@@ -32,9 +32,36 @@ from interop.store.schema import (
     string_table,
     token_table,
 )
+from interop.store.search_values import INDEXED, MODIFIERS, any_of, code_sets_holding, token_parts
 
 if TYPE_CHECKING:
-    from interop.store.search import SearchEngine
+    from interop.store.repository import FhirStore
+
+
+class SearchEngine(Protocol):
+    """What these conditions ask of the search they are part of
+    (:class:`interop.store.search.SearchEngine`)."""
+
+    store: FhirStore
+
+    def row_condition(
+        self, param: SearchParam, cols: Any, value: str, name: str
+    ) -> ColumnElement[bool]: ...
+
+    def generic_condition(
+        self,
+        res_type: str,
+        name: str,
+        modifier: str | None,
+        param: SearchParam,
+        values: list[str],
+        narrow: bool = False,
+    ) -> ColumnElement[bool]: ...
+
+    def observation_conditions(
+        self, obs_params: list[tuple[str, str | None, list[str]]]
+    ) -> tuple[list[ColumnElement[bool]], bool]: ...
+
 
 MAX_CHAIN_TYPES = 12
 """A chain without a type modifier over a parameter that can point at more types than this
@@ -134,7 +161,6 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
         )
     if param.index == "observation" and param.type != "reference":
         raise error(400, "not-supported", f"chaining into Observation {name} is not supported")
-    from interop.store.search import INDEXED, MODIFIERS
 
     if (param.type not in INDEXED and param.type != "composite") or (
         modifier is not None and modifier not in MODIFIERS.get(param.type, ())
@@ -142,7 +168,7 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
         raise error(
             400, "not-supported", f"chained parameter {chained!r} is not supported for {rtype}"
         )
-    cond = engine._generic_condition(rtype, name, modifier, param, values)
+    cond = engine.generic_condition(rtype, name, modifier, param, values)
     # not correlated: the inner ``resource`` is its own (the conditions name its res_id)
     return select(r.res_id).where(*base, cond).correlate(None)
 
@@ -237,7 +263,7 @@ def _inner_ids(engine: SearchEngine, inner_type: str, inner: str, values: list[s
     name = inner.partition(":")[0]
     param = definitions(inner_type).get(name)
     if inner_type == "Observation" and param is not None and param.index == "observation":
-        conds, _has_code = engine._observation_conditions([(name, None, values)])
+        conds, _has_code = engine.observation_conditions([(name, None, values)])
         return select(observation_table.c.res_id).where(*conds)
     if inner_type == "Observation" and name in OBSERVATION_EXTRA:
         return (
@@ -405,14 +431,12 @@ def composite_condition(
                 engine.row_condition(comps[i], c, parts[i], name),
             ]
         ors.append(resource_table.c.res_id.in_(select(first.res_id).where(*conds)))
-    from interop.store.search import any_of
 
     return any_of(ors)
 
 
 def observation_value_condition(name: str, values: list[str]) -> ColumnElement[bool]:
     """``value-quantity`` and the composites, on the observation index rows."""
-    from interop.store.search import _token_parts, any_of, code_sets_holding
 
     o = observation_table.c
     rows: tuple[bool, bool] = OBS_QUANTITY.get(name) or OBS_COMPOSITE[name]
@@ -425,7 +449,7 @@ def observation_value_condition(name: str, values: list[str]) -> ColumnElement[b
     for v in values:
         if name in OBS_COMPOSITE:
             code_text, qty = composite_parts(name, v, 2)
-            system, code = _token_parts(code_text)
+            system, code = token_parts(code_text)
             cond = and_(
                 o.code_set.in_(code_sets_holding(system, code)),
                 quantity_condition(qty, name, o.value, o.value, o.unit),
