@@ -65,12 +65,7 @@ def append_events(
     if head is None:
         if tx.store.is_postgres:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-        last = conn.execute(
-            select(audit_chain_table.c.seq, audit_chain_table.c.hash)
-            .order_by(audit_chain_table.c.seq.desc())
-            .limit(1)
-        ).first()
-        head = (last.seq, last.hash) if last else (0, GENESIS)
+        head = audit_rows.head(conn) or (0, GENESIS)
     seq, prev = head
     key, kid = keyring.current, keyring.current_id
     zone = tx.store.zone
