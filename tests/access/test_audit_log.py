@@ -203,3 +203,38 @@ def test_no_acknowledged_event_is_lost_when_the_process_is_killed(tmp_path) -> N
     assert not set(acknowledged) - stored
     assert all(patients[w] == "p" + w.split("/t")[1].split("-")[0] for w in acknowledged)
     assert result.ok and result.links == len(stored), result.problems
+
+
+def test_two_processes_appending_at_once_keep_one_chain(services, settings) -> None:  # type: ignore[no-untyped-def]
+    """Two API processes (two engines, each its own pool and writer) append at the same
+    time: each batch reads the head after taking the append lock (on PostgreSQL the lock and
+    the read share a round trip), so the links form one chain without a fork or a gap."""
+    import threading
+
+    from interop.store.db import create_db_engine
+    from interop.store.repository import FhirStore
+
+    other = create_db_engine(settings.database_url)
+    logs = [AuditLog(services.store), AuditLog(FhirStore(other, zone=services.store.zone))]
+
+    def append(n: int) -> None:
+        for i in range(40):
+            events = [
+                build_event(GP, "read", f"Observation/{n}-{i}-{k}", [f"p{k}"]) for k in range(3)
+            ]
+            logs[n % 2].record_now(*events)
+
+    try:
+        threads = [threading.Thread(target=append, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.dispose()
+    with services.store.reader() as conn:
+        result = verify(conn)
+        seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_chain ORDER BY seq"))]
+        patients = conn.execute(text("SELECT count(*) FROM audit_patient")).scalar()
+    assert result.ok and result.links == 480, result.problems
+    assert seqs == list(range(1, 481)) and patients == 480
