@@ -151,7 +151,11 @@ async def _resolve(request: Request, creds: Credentials) -> Actor:
     for resolver in getattr(request.app.state, "actor_resolvers", []):
         if creds.scheme == "dpop":
             # a DPoP proof is recorded in the database (replay across processes): off the loop
-            actor = await run_in_threadpool(resolver.resolve, creds)
+            resolve_async = getattr(resolver, "resolve_async", None)
+            if resolve_async is not None:
+                actor = await resolve_async(creds)
+            else:
+                actor = await run_in_threadpool(resolver.resolve, creds)
         else:
             actor = resolver.resolve(creds)
         if actor is not None:

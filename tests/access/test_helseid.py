@@ -587,3 +587,42 @@ def test_concurrent_uses_of_one_proof_let_exactly_one_through(services) -> None:
     assert sum(first for jti, first in results if jti == "same") == 1
     assert all(first for jti, first in results if jti != "same")
     assert not guard.first_use("jkt", "same", int(time.time()) + 60)
+
+
+def test_proofs_awaited_on_an_event_loop_let_exactly_one_through(services) -> None:  # type: ignore[no-untyped-def]
+    """The API records a DPoP proof while its request waits on the event loop (a writer
+    thread stores the proofs queued meanwhile together, and stays for the next ones): the same
+    proof sent by many requests at once, among others and beside requests waiting in threads,
+    is accepted once; a later use of it, from either side, is refused."""
+    import asyncio
+    import threading
+    import time
+
+    from interop.access.helseid.replay import JtiReplayGuard
+
+    guard = JtiReplayGuard(lambda: services.engine)
+    expires = int(time.time()) + 60
+    in_threads: list[bool] = []
+
+    def use_in_thread() -> None:
+        in_threads.append(guard.first_use("jkt", "same", expires))
+
+    async def main() -> list[bool]:
+        threads = [threading.Thread(target=use_in_thread) for _ in range(4)]
+        for t in threads:
+            t.start()
+        same = [guard.first_use_async("jkt", "same", expires) for _ in range(12)]
+        others = [guard.first_use_async("jkt", f"other-{i}", expires) for i in range(40)]
+        results = await asyncio.gather(*same, *others)
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        # after a pause the writer thread is still there, or a new one starts: both work
+        await asyncio.sleep(0.05)
+        results.append(await guard.first_use_async("jkt", "late", expires))
+        results.append(await guard.first_use_async("jkt", "same", expires))
+        return results
+
+    results = asyncio.run(main())
+    assert sum(results[:12]) + sum(in_threads) == 1
+    assert all(results[12:52])
+    assert results[52:] == [True, False]
+    assert not guard.first_use("jkt", "late", expires)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from interop.access.audit.keys import Keyring, default_keyring
 from interop.store import audit_rows
@@ -63,14 +63,8 @@ def append_events(
     conn = tx.conn
     head: tuple[int, str] | None = tx.context.get(_HEAD)
     if head is None:
-        if tx.store.is_postgres:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-        last = conn.execute(
-            select(audit_chain_table.c.seq, audit_chain_table.c.hash)
-            .order_by(audit_chain_table.c.seq.desc())
-            .limit(1)
-        ).first()
-        head = (last.seq, last.hash) if last else (0, GENESIS)
+        lock = LOCK_KEY if tx.store.is_postgres else None
+        head = audit_rows.head(conn, lock) or (0, GENESIS)
     seq, prev = head
     key, kid = keyring.current, keyring.current_id
     zone = tx.store.zone

@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import jwt
@@ -33,6 +33,18 @@ from interop.access.helseid.replay import JtiReplayGuard
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that belong to a private (or symmetric) key (RFC 7518 §6)."""
+
+REPLAYED = "this DPoP proof was used before (jti); make a new proof per request"
+
+
+class ProofId(NamedTuple):
+    """What is recorded of a proof against its replay: the key's thumbprint, the ``jti``,
+    and until when a proof with its ``iat`` could be accepted."""
+
+    jkt: str
+    jti: str
+    expires: int
+
 
 KEY_CACHE_ENTRIES = 1000
 """Parsed DPoP client keys kept per process (callers reuse one key pair for many requests)."""
@@ -94,6 +106,23 @@ class DpopProofValidator:
         self, proofs: tuple[str, ...], *, method: str, url: str, token: str, jkt: str
     ) -> None:
         """Returns when the proof is good; else raises a 401 ``invalid_dpop_proof``."""
+        self.record(self.check(proofs, method=method, url=url, token=token, jkt=jkt))
+
+    def record(self, proof: ProofId) -> None:
+        """Refuse a proof used before (in any API process); remember this one."""
+        if not self._replay.first_use(*proof):
+            raise invalid_proof(REPLAYED)
+
+    async def record_async(self, proof: ProofId) -> None:
+        """:meth:`record` for the event loop."""
+        if not await self._replay.first_use_async(*proof):
+            raise invalid_proof(REPLAYED)
+
+    def check(
+        self, proofs: tuple[str, ...], *, method: str, url: str, token: str, jkt: str
+    ) -> ProofId:
+        """Every check of the proof but its replay (:meth:`record`); raises a 401
+        ``invalid_dpop_proof`` or returns the proof's id to record."""
         if not proofs:
             raise invalid_proof("a DPoP-bound token needs a DPoP proof in the 'DPoP' header")
         if len(proofs) > 1:
@@ -176,8 +205,4 @@ class DpopProofValidator:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise invalid_proof("the DPoP proof's jti must be a unique string")
-        expires = int(iat) + self._max_age + self._leeway + 1
-        if not self._replay.first_use(jkt, jti, expires):
-            raise invalid_proof(
-                "this DPoP proof was used before (jti); make a new proof per request"
-            )
+        return ProofId(jkt, jti, int(iat) + self._max_age + self._leeway + 1)

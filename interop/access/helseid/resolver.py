@@ -13,6 +13,7 @@ Order of checks: the token (401 ``invalid_token``), the binding and the proof (4
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from interop.access.actor import Actor
 from interop.access.helseid.claims import actor_from_claims
 from interop.access.helseid.clients import ClientMap, clients_file, load_client_map
-from interop.access.helseid.dpop import DpopProofValidator
+from interop.access.helseid.dpop import DpopProofValidator, ProofId
 from interop.access.helseid.errors import challenge, invalid_token
 from interop.access.helseid.jwks import JwksCache
 from interop.access.helseid.replay import JtiReplayGuard
@@ -118,12 +119,37 @@ class HelseIdResolver:
         return self._parts
 
     def resolve(self, credentials: Credentials) -> Actor | None:
+        actor, proof = self._checked(credentials)
+        if proof is not None:
+            self._build().proofs.record(proof)
+        return actor
+
+    async def resolve_async(self, credentials: Credentials) -> Actor | None:
+        """:meth:`resolve` for the event loop. A DPoP request whose token was validated before
+        (cached) is checked on the loop and its proof recorded by group commit while the
+        request waits; any other (a token's first use may fetch the issuer's keys) is resolved
+        in a worker thread."""
+        if credentials.scheme != "dpop" or not self._cached(credentials.token):
+            return await asyncio.to_thread(self.resolve, credentials)
+        actor, proof = self._checked(credentials)
+        if proof is not None:
+            await self._build().proofs.record_async(proof)
+        return actor
+
+    def _cached(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            hit = self._cache.get(digest)
+        return hit is not None and hit.exp > time.time()
+
+    def _checked(self, credentials: Credentials) -> tuple[Actor | None, ProofId | None]:
+        """The actor, and the DPoP proof still to be recorded against replay."""
         if credentials.scheme == "bearer" and credentials.token.count(".") != 2:
-            return None  # an API key
+            return None, None  # an API key
         if not self.enabled:
             if credentials.scheme == "dpop":
                 raise invalid_token("HelseID tokens are not accepted by this service", "DPoP")
-            return None
+            return None, None
         try:
             parts = self._build()
         except ValueError as exc:  # the start-up check normally catches this first
@@ -137,24 +163,26 @@ class HelseIdResolver:
                 "with a DPoP proof",
                 "DPoP",
             )
+        proof = None
         if scheme == "DPoP":
             if valid.jkt is None:
                 raise invalid_token(
                     "this token is not DPoP-bound (no cnf.jkt): send it as Bearer", "DPoP"
                 )
-            parts.proofs.validate(
+            proof = parts.proofs.check(
                 credentials.dpop_proofs,
                 method=credentials.method,
                 url=credentials.url,
                 token=credentials.token,
                 jkt=valid.jkt,
             )
-        return actor_from_claims(
+        actor = actor_from_claims(
             valid.claims,
             parts.clients,
             min_security_level=parts.min_security_level,
             scheme=scheme,
         )
+        return actor, proof
 
     def _validated(self, parts: _Parts, token: str, scheme: str) -> _Valid:
         digest = hashlib.sha256(token.encode()).digest()
