@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     """Send the GP a PLO *Statusrapport* for each measuring patient this often (0 = never)."""
     sqlite_cache_mb: int = 64
     """SQLite page cache per connection (MiB)."""
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite's ``PRAGMA synchronous`` (WAL mode). ``FULL``: a transaction the service has
+    acknowledged (a stored Observation, an audit event) survives a power loss or an OS crash,
+    at the cost of a disk flush per commit (group commit shares it between the requests of a
+    batch). ``NORMAL``: a process crash loses nothing, but a power loss may take the last
+    transactions with it — for a demo or a test run, never for patient data."""
     gc_gen0_threshold: int = 10_000
     """Allocations between the garbage collector's young-generation passes in a service process
     (Python's default is 700; 0 keeps Python's defaults). See ``interop.runtime.tune_gc``."""

@@ -24,6 +24,9 @@ KITH_SCHEMAS = STANDARDS / "kith"
 # garbage collector (interop.runtime.tune_gc, run by the API lifespan) would freeze their
 # reference cycles for the rest of the run. Tests that start a service process set it again.
 os.environ.setdefault("INTEROP_GC_GEN0_THRESHOLD", "0")
+# Throw-away databases need no flush to disk at every commit (the service's default, FULL, is
+# checked by tests/store/test_sqlite_durability.py).
+os.environ.setdefault("INTEROP_SQLITE_SYNCHRONOUS", "NORMAL")
 
 
 @pytest.fixture(scope="session")

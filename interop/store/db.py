@@ -32,11 +32,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(cache_mb: int) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(cache_mb: int, synchronous: str) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
@@ -58,7 +58,12 @@ def create_db_engine(url: str) -> Engine:
             pool_size=8,
             max_overflow=8,
         )
-        event.listen(engine, "connect", _sqlite_pragmas(get_settings().sqlite_cache_mb))
+        settings = get_settings()
+        event.listen(
+            engine,
+            "connect",
+            _sqlite_pragmas(settings.sqlite_cache_mb, settings.sqlite_synchronous),
+        )
 
         # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
         @event.listens_for(engine, "connect")
