@@ -13,8 +13,15 @@ from sqlalchemy import Engine
 from interop.access.audit import flush_audit, write_hook
 from interop.access.policy import AccessPolicy
 from interop.care import task_completion
-from interop.care.events import Deviation, DeviationClosed, PlanChanged, Subscriptions
+from interop.care.events import (
+    Deviation,
+    DeviationClosed,
+    PlanAnswered,
+    PlanChanged,
+    Subscriptions,
+)
 from interop.care.measurement_checks import MeasurementChecks
+from interop.care.plan_notices import PlanNotices
 from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
 from interop.mapping import MappingSet
@@ -47,6 +54,8 @@ class Services:
         self.events.subscribe(
             DeviationClosed, lambda tx, e: router_for(self).on_deviation_closed(tx, e)
         )
+        # the follow-up centre hears the GP's answer to a proposed plan (a worklist Task)
+        self.events.subscribe(PlanAnswered, PlanNotices(self.settings.timezone))
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         # after the policy: an actor learns nothing about a Patient it may not see
