@@ -292,6 +292,12 @@ def worker(
             ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
         )
         delivery.periodic.append(("gp-first-contact", 60.0, lambda: run_first_contact(svc)))
+    if svc.settings.nhn_plans_base_url and svc.settings.nhn_plans_poll_seconds > 0:
+        from interop.national.cli import run_plans_poll
+
+        delivery.periodic.append(
+            ("nhn-plans-poll", svc.settings.nhn_plans_poll_seconds, lambda: run_plans_poll(svc))
+        )
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -62,6 +62,46 @@ def sync(
             raise typer.Exit(2)
         report = job.run(her_id, patients=patients)
     except (TenantConfigError, ArError, FlrError, HelseIdError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for line in report.errors:
+        console.print(f"[yellow]warning:[/yellow] {line}")
+    console.print(report.summary())
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def run_plans_poll(services: Any) -> dict[str, int] | None:
+    """One poll of NHN Pasientens planer (the worker's job); None when not configured."""
+    from interop.national.plans_poll import poll_nhn_plans
+    from interop.national.wiring import plans_client
+
+    api = plans_client(services.settings)
+    if api is None:
+        return None
+    return poll_nhn_plans(services, api).summary()
+
+
+@plans_app.command("poll-nhn")
+def poll_nhn() -> None:
+    """Read the patients' plans in NHN Pasientens planer and make changes others made there
+    visible (a conflict on our plan and a Task for the care team); our plan stays as the GP
+    approved it."""
+    from interop.config import get_settings
+    from interop.national.plans_api import PlansApiError
+    from interop.national.plans_poll import poll_nhn_plans
+    from interop.national.tenants import TenantConfigError
+    from interop.national.wiring import plans_client
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    try:
+        api = plans_client(svc.settings)
+        if api is None:
+            console.print("[red]error:[/red] INTEROP_NHN_PLANS_BASE_URL is not set")
+            raise typer.Exit(2)
+        report = poll_nhn_plans(svc, api)
+    except (PlansApiError, TenantConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     for line in report.errors:
