@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -80,6 +81,23 @@ def run_plans_poll(services: Any) -> dict[str, int] | None:
     if api is None:
         return None
     return poll_nhn_plans(services, api).summary()
+
+
+def national_jobs(services: Any) -> list[tuple[str, float, Callable[[], object]]]:
+    """The worker's periodic jobs with the national services that are configured: the
+    address book with AR (and GPs from FLR), and the poll of NHN Pasientens planer."""
+    settings = services.settings
+    jobs: list[tuple[str, float, Callable[[], object]]] = []
+    if settings.ar_base_url and settings.addressbook_sync_seconds > 0:
+        jobs.append(
+            ("addressbook-sync", settings.addressbook_sync_seconds, lambda: run_sync(services))
+        )
+        jobs.append(("gp-first-contact", 60.0, lambda: run_first_contact(services)))
+    if settings.nhn_plans_base_url and settings.nhn_plans_poll_seconds > 0:
+        jobs.append(
+            ("nhn-plans-poll", settings.nhn_plans_poll_seconds, lambda: run_plans_poll(services))
+        )
+    return jobs
 
 
 @plans_app.command("poll-nhn")

@@ -249,3 +249,28 @@ def test_cli_poll(client: Any, services: Any, tmp_path: Path, monkeypatch: Any) 
     assert result.exit_code == 0, result.output
     assert "'changed': 1" in result.output
     assert len(_changed_tasks(client)) == 1
+
+
+def test_the_worker_polls_when_configured(client: Any, services: Any, tmp_path: Path) -> None:
+    from interop.national.cli import national_jobs
+
+    _ids, hpr = _world(client, services, tmp_path)
+    services.settings.nhn_plans_base_url = None
+    assert "nhn-plans-poll" not in [name for name, _i, _f in national_jobs(services)]
+    server = LocalPlans()
+    with live_server(server.app()) as base:
+        services.settings.nhn_plans_base_url = base
+        services.settings.nhn_plans_poll_seconds = 0
+        assert "nhn-plans-poll" not in [name for name, _i, _f in national_jobs(services)]
+        services.settings.nhn_plans_poll_seconds = 600
+        jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
+        interval, job = jobs["nhn-plans-poll"]
+        assert interval == 600
+        _endpoint(client, base)
+        _activate(client, hpr)
+        _deliver(services)
+        [nhn_id] = server.plans
+        server.change_by_someone_else(nhn_id, zones=THEIRS)
+        summary = job()
+    assert isinstance(summary, dict) and summary["changed"] == 1
+    assert len(_changed_tasks(client)) == 1
