@@ -35,6 +35,15 @@ def run_first_contact(services: object) -> dict[str, int] | None:
     return sync.first_contact().summary()
 
 
+def _finish(errors: list[str], summary: object) -> None:
+    """A job's warnings and summary; exit 1 when there were errors."""
+    for line in errors:
+        console.print(f"[yellow]warning:[/yellow] {line}")
+    console.print(summary)
+    if errors:
+        raise typer.Exit(1)
+
+
 @addressbook_app.command("sync")
 def sync(
     her_id: Annotated[
@@ -65,11 +74,7 @@ def sync(
     except (TenantConfigError, ArError, FlrError, HelseIdError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    for line in report.errors:
-        console.print(f"[yellow]warning:[/yellow] {line}")
-    console.print(report.summary())
-    if report.errors:
-        raise typer.Exit(1)
+    _finish(report.errors, report.summary())
 
 
 def run_plans_poll(services: Any) -> dict[str, int] | None:
@@ -122,11 +127,7 @@ def poll_nhn() -> None:
     except (PlansApiError, TenantConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    for line in report.errors:
-        console.print(f"[yellow]warning:[/yellow] {line}")
-    console.print(report.summary())
-    if report.errors:
-        raise typer.Exit(1)
+    _finish(report.errors, report.summary())
 
 
 @plans_app.command("import-nhn")

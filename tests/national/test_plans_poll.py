@@ -57,16 +57,24 @@ def _world(client: Any, services: Any, tmp_path: Path) -> tuple[dict[str, str], 
     return ids, _gp_hpr(client, ids)
 
 
+def _exported(
+    client: Any, services: Any, hpr: str, server: LocalPlans, base: str
+) -> tuple[str, str]:
+    """An active plan exported to the contract server at ``base``: (CarePlan id, NHN id)."""
+    _endpoint(client, base)
+    ours = _activate(client, hpr)
+    _deliver(services)
+    [nhn_id] = server.plans
+    return ours, nhn_id
+
+
 def test_a_change_by_someone_else_is_made_visible_never_applied(
     client: Any, services: Any, tmp_path: Path
 ) -> None:
     ids, hpr = _world(client, services, tmp_path)
     server = LocalPlans()
     with live_server(server.app()) as base:
-        _endpoint(client, base)
-        ours = _activate(client, hpr)
-        _deliver(services)
-        [nhn_id] = server.plans
+        ours, nhn_id = _exported(client, services, hpr, server, base)
         assert _poll(services, base).unchanged == 1  # nothing changed there: nothing to tell
         assert _changed_tasks(client) == []
         server.change_by_someone_else(nhn_id, zones=THEIRS)
@@ -110,10 +118,7 @@ def test_a_comment_or_our_own_lost_write_is_caught_up_quietly(
     _ids, hpr = _world(client, services, tmp_path)
     server = LocalPlans()
     with live_server(server.app()) as base:
-        _endpoint(client, base)
-        ours = _activate(client, hpr)
-        _deliver(services)
-        [nhn_id] = server.plans
+        ours, nhn_id = _exported(client, services, hpr, server, base)
         server.change_by_someone_else(nhn_id, comment="lest av fastlegen")
         assert _poll(services, base).caught_up == 1
         assert (link_of(_care_plan(client, ours)) or {})["version"] == 2
@@ -198,10 +203,7 @@ def test_a_revoke_reaches_nhn_despite_someone_elses_zones_which_stay(
     _ids, hpr = _world(client, services, tmp_path)
     server = LocalPlans()
     with live_server(server.app()) as base:
-        _endpoint(client, base)
-        ours = _activate(client, hpr)
-        _deliver(services)
-        [nhn_id] = server.plans
+        ours, nhn_id = _exported(client, services, hpr, server, base)
         server.change_by_someone_else(nhn_id, zones=THEIRS)
         r = client.post(f"/api/v1/patients/{FNR}/plan/{ours}/revoke", json={"reason": "Innlagt"})
         assert r.status_code == 200, r.text
@@ -230,10 +232,7 @@ def test_cli_poll(client: Any, services: Any, tmp_path: Path, monkeypatch: Any) 
     _ids, hpr = _world(client, services, tmp_path)
     server = LocalPlans()
     with live_server(server.app()) as base:
-        _endpoint(client, base)
-        _activate(client, hpr)
-        _deliver(services)
-        [nhn_id] = server.plans
+        _ours, nhn_id = _exported(client, services, hpr, server, base)
         server.change_by_someone_else(nhn_id, zones=THEIRS)
         for name, value in {
             "INTEROP_DATABASE_URL": services.settings.database_url,
@@ -266,10 +265,7 @@ def test_the_worker_polls_when_configured(client: Any, services: Any, tmp_path: 
         jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
         interval, job = jobs["nhn-plans-poll"]
         assert interval == 600
-        _endpoint(client, base)
-        _activate(client, hpr)
-        _deliver(services)
-        [nhn_id] = server.plans
+        _ours, nhn_id = _exported(client, services, hpr, server, base)
         server.change_by_someone_else(nhn_id, zones=THEIRS)
         summary = job()
     assert isinstance(summary, dict) and summary["changed"] == 1
