@@ -266,7 +266,7 @@ def worker(
     svc = build_services(get_settings())
     outbox = Outbox(svc.engine)
     from interop.national.tenants import TenantConfigError
-    from interop.routing.transports import default_transports
+    from interop.national.wiring import default_transports
 
     try:
         transports = default_transports(settings=svc.settings, store=svc.store)

@@ -10,52 +10,24 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import logging.config
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "correlation_id", default=None
-)
-
-INGEST_ITEMS = Counter(
-    "dho_ingest_items_total", "Items ingested, by adapter and outcome", ["adapter", "outcome"]
-)
-INGEST_SECONDS = Histogram(
-    "dho_ingest_seconds",
-    "Time to ingest one message or file",
-    ["adapter"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-HTTP_SECONDS = Histogram(
-    "dho_http_request_seconds",
-    "HTTP request latency by route template and status class",
-    ["method", "route", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-OUTBOX_DEPTH = Gauge(
-    "dho_outbox_depth", "Outbox messages not yet delivered, by destination", ["destination"]
-)
-OUTBOX_OLDEST_SECONDS = Gauge(
-    "dho_outbox_oldest_age_seconds", "Age of the oldest undelivered message", ["destination"]
-)
-DEAD_LETTERS = Gauge("dho_outbox_dead_letters", "Messages in the dead-letter state")
-APPREC_TIMEOUTS = Gauge("dho_apprec_timeouts", "Messages sent more than 96 h ago without an AppRec")
-
-MetricsCollector = Callable[[object], None]
-collectors: list[MetricsCollector] = []
-"""Called with the Services before each scrape (e.g. the outbox fills its gauges)."""
+from interop.fhir.dates import from_micros, now_utc, to_micros
+from interop.metrics import HTTP_SECONDS, collectors, correlation_id
+from interop.routing.heartbeat import alive
+from interop.routing.outbox import Outbox, collect_metrics
+from interop.store.migrate import current_revision, head_revisions
 
 
 class JsonFormatter(logging.Formatter):
@@ -133,8 +105,6 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 def readyz(request: Request) -> Response:
-    from interop.store.migrate import current_revision, head_revisions
-
     services = request.app.state.services
     checks: dict[str, object] = {}
     ok = True
@@ -147,10 +117,6 @@ def readyz(request: Request) -> Response:
         checks["schema"] = {"current": rev, "expected": sorted(heads)}
         if rev is None or (rev not in heads and len(heads) == 1):
             ok = False
-        from interop.fhir.dates import from_micros, now_utc, to_micros
-        from interop.routing.heartbeat import alive
-        from interop.routing.outbox import Outbox
-
         workers, last = alive(services.engine)
         depth = Outbox(services.engine).depth()
         oldest = min((o for _d, _n, o in depth if o is not None), default=None)
@@ -224,8 +190,6 @@ class CorrelationMiddleware:
 
 
 def install(app: FastAPI) -> None:
-    from interop.routing.outbox import collect_metrics
-
     if collect_metrics not in collectors:
         collectors.append(collect_metrics)
     app.include_router(router)

@@ -24,7 +24,7 @@ from interop.ingest.pipeline import (
     find_identifiers,
     resolve_many,
 )
-from interop.observability import correlation_id
+from interop.metrics import correlation_id
 from interop.patients import resolve
 from interop.store.context import WriteContext
 from interop.store.schema import (

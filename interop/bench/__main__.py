@@ -130,7 +130,7 @@ def main() -> None:
         if "ingest" in sections:
             ingest.run(report, backend, url, size)
         if "views" in sections:
-            views.run(report, backend, store, url, size)
+            views.run(report, backend, store, url, size, args.patients)
         engine.dispose()
     if "outbox" in sections:
         for backend in ("sqlite", "postgresql"):

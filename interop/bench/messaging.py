@@ -39,7 +39,7 @@ from interop.identifiers import (
     generate_orgnr,
 )
 from interop.ingest.pipeline import IngestPipeline
-from interop.routing.transports import TRANSPORT_SYSTEM
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.services import build_services
 from interop.store.context import WriteContext
 from interop.views.chart_pdf import render_pdf

@@ -39,7 +39,7 @@ from interop.ingest.mllp_senders import (
 )
 from interop.ingest.pipeline import IngestItem, IngestPipeline, IngestRejected, IngestReport
 from interop.messaging.inbound import KITH_ADAPTER
-from interop.observability import correlation_id
+from interop.metrics import correlation_id
 from interop.resend import conflict_key, digest_of, keep_conflict
 from interop.services import Services
 from interop.store.context import Door, WriteContext

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -47,7 +48,7 @@ from interop.mapping import (
     build_questionnaire_response,
     observation_identifier,
 )
-from interop.observability import correlation_id
+from interop.metrics import correlation_id, count_ingest
 from interop.patients import resolve, resolve_many
 from interop.resend import DIAG_MESSAGE_ID_CONFLICT, keep_conflict
 from interop.resend import conflict_message as resend_conflict_message
@@ -378,12 +379,14 @@ class IngestPipeline:
             adapter = get_adapter(adapter_name)
         except UnknownAdapter as exc:
             report.add(Diagnostic("fatal", "unknown-adapter", str(exc)))
+            count_ingest("unknown", {"rejected": 1})  # the name is the caller's: not a label
             raise IngestRejected(report) from None
         try:
             return adapter.parse(data, meta)
         except AdapterError as exc:
             report.add(Diagnostic("fatal", exc.code or DIAG_PARSE_ERROR, str(exc), exc.location))
             report.rejected = 1
+            count_ingest(adapter_name, {"rejected": 1})
             raise IngestRejected(report) from None
 
     def ingest(
@@ -519,6 +522,7 @@ class IngestPipeline:
         actor: Principal | None = None,
     ) -> list[IngestReport]:
         now = now_utc()
+        started = time.perf_counter()
         store = self.services.store
         ctx = INGEST_WRITE if actor is None else WriteContext(actor, Door.INGEST)
         for attempt in range(3):
@@ -536,6 +540,17 @@ class IngestPipeline:
                 # run again; the second pass sees it as a duplicate
                 if attempt == 2:
                     raise
+        seconds = time.perf_counter() - started
+        for m in messages:
+            r = m.report
+            outcomes = {
+                "created": r.created,
+                "duplicate": r.duplicate,
+                "updated": r.updated,
+                "quarantined": r.quarantined,
+                "rejected": r.rejected,
+            }
+            count_ingest(r.adapter, outcomes, seconds)
         return [m.report for m in messages]
 
     # ---- the transaction ------------------------------------------------------------------

@@ -20,10 +20,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from interop.identifiers import HERID_OID, HPR_OID, ORGNR_OID
-from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.store.repository import FhirStore
 from interop.store.schema import reference_table, resource_table, token_table
 from plo_messages.model import HealthcareProfessional, Ident, Organisation, PatientInfo
+
+TRANSPORT_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/transport"
+"""The code system of an Endpoint's ``connectionType``: the transport its messages take."""
 
 FNR_OID = "urn:oid:2.16.578.1.12.4.1.4.1"
 DNR_OID = "urn:oid:2.16.578.1.12.4.1.4.2"

@@ -42,6 +42,7 @@ from interop.identifiers import HERID_OID, person_id_system
 from interop.messaging.addressbook import Destination, destination_for_her_ids, own_her_ids
 from interop.messaging.runtime import kith_for
 from interop.messaging.senders import refusal
+from interop.metrics import correlation_id
 from interop.patients import patient_by_identifier
 from interop.routing.outbox import enqueue, mark_dead
 from interop.store.context import Door, WriteContext
@@ -165,8 +166,6 @@ class KithInbox:
             # never a default: a caller that does not say how far the sender is trusted is a bug
             raise TypeError(f"channel must be a TrustedChannel or CallerChannel, not {channel!r}")
         kith = self.kith()
-        from interop.observability import correlation_id
-
         token = None
         if correlation_id.get() is None:
             token = correlation_id.set(f"{channel.name}:{hashlib.sha256(data).hexdigest()[:16]}")

@@ -31,13 +31,13 @@ from interop.messaging.addressbook import (
     DNR_OID,
     FNR_OID,
     INACTIVE_REASON,
+    TRANSPORT_SYSTEM,
     find_by_her_id,
     own_her_ids,
     resource_json,
 )
 from interop.national.ar import ArClient, ArError, Party
 from interop.national.flr import FlrClient, FlrError
-from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.store.context import WriteContext
 from interop.store.schema import outbox_table, reference_table, resource_table, token_table
 

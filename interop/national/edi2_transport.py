@@ -49,7 +49,7 @@ def msghead_her_ids(document: bytes, party: str = "Sender") -> list[str]:
     return [str(i).strip() for i in ids]
 
 
-class _Clients:
+class Edi2Clients:
     def __init__(
         self,
         helseid: HelseIdClients | None,
@@ -109,7 +109,7 @@ class Edi2Transport:
     name = "edi2"
 
     def __init__(
-        self, clients: _Clients, cppa: CppaClient | None = None, fallback: str = "dead-letter"
+        self, clients: Edi2Clients, cppa: CppaClient | None = None, fallback: str = "dead-letter"
     ) -> None:
         self.clients = clients
         self.cppa = cppa
@@ -149,7 +149,7 @@ class Edi2Transport:
 class Edi2AppRecTransport:
     name = "edi2-apprec"
 
-    def __init__(self, clients: _Clients) -> None:
+    def __init__(self, clients: Edi2Clients) -> None:
         self.clients = clients
 
     def deliver(self, message: OutboxMessage) -> bool:
@@ -176,52 +176,3 @@ class Edi2AppRecTransport:
         except (Edi2Error, HelseIdError) as exc:
             raise _classify(exc) from exc
         return True
-
-
-def edi2_transports(
-    settings: Any,
-    http: httpx.Client | None = None,
-    helseid: HelseIdClients | None = None,
-    *,
-    store: Any = None,
-) -> dict[str, Any]:
-    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
-    is set."""
-    shared = http or httpx.Client(timeout=30.0)
-    if helseid is None:
-        from interop.national.wiring import helseid_clients
-
-        helseid = helseid_clients(settings)
-    clients = _Clients(
-        helseid,
-        shared,
-        api_version=settings.edi2_api_version,
-        source_system=settings.edi2_source_system,
-        max_post_bytes=settings.edi2_max_post_bytes,
-    )
-    from interop.national.jft_transport import JftTransport
-    from interop.national.plans_transport import PlansTransport
-    from interop.national.pmd_transport import PmdTransport
-
-    cppa = None
-    if settings.cppa_base_url and helseid is not None:
-        tenant = helseid.config.tenants[0]
-        cppa = CppaClient(
-            settings.cppa_base_url, auth=helseid.for_tenant(tenant).auth("cppa"), http=shared
-        )
-    return {
-        "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
-        "edi2-apprec": Edi2AppRecTransport(clients),
-        "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
-        "jft": JftTransport(
-            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
-        ),
-        "nhn-plans": PlansTransport(
-            store,
-            helseid,
-            shared,
-            use_helseid=settings.nhn_plans_helseid,
-            tenant=settings.nhn_plans_tenant,
-            path=settings.nhn_plans_path,
-        ),
-    }

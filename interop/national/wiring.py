@@ -8,12 +8,25 @@ from typing import Any
 
 import httpx
 
+from interop.config import Settings, get_settings
 from interop.national.addressbook_sync import AddressBookSync
 from interop.national.ar import ArClient
+from interop.national.cppa import CppaClient
+from interop.national.edi2_transport import Edi2AppRecTransport, Edi2Clients, Edi2Transport
 from interop.national.flr import FlrClient
 from interop.national.helseid import HelseIdClients
+from interop.national.jft_transport import JftTransport
 from interop.national.plans_api import PlansApiClient, plans_auth
+from interop.national.plans_transport import PlansTransport
+from interop.national.pmd_transport import PmdTransport
 from interop.national.tenants import TenantConfigError, load_tenants
+from interop.routing.transports import (
+    FhirRestTransport,
+    FileDropTransport,
+    HttpTransport,
+    Transport,
+)
+from interop.store.repository import FhirStore
 
 _shared: dict[tuple[str, int], HelseIdClients] = {}
 _shared_lock = threading.RLock()  # helseid_clients takes it, then shared_http again
@@ -105,3 +118,64 @@ def plans_client(
     return PlansApiClient(
         settings.nhn_plans_base_url, http=http, auth=auth, path=settings.nhn_plans_path
     )
+
+
+def default_transports(
+    client: httpx.Client | None = None,
+    settings: Settings | None = None,
+    store: FhirStore | None = None,
+) -> dict[str, Transport]:
+    """Every transport; EDI 2.0 (``edi2``, ``edi2-apprec``) with HelseID and DPoP per the
+    settings (see :mod:`interop.national.edi2_transport`); ``store`` for the transports that
+    record what the receiver answered (``nhn-plans``)."""
+    shared = client or httpx.Client(timeout=30.0)
+    transports: dict[str, Transport] = {
+        "http": HttpTransport(shared),
+        "fhir-rest": FhirRestTransport(shared),
+        "file-drop": FileDropTransport(),
+    }
+    transports.update(national_transports(settings or get_settings(), shared, store=store))
+    return transports
+
+
+def national_transports(
+    settings: Any,
+    http: httpx.Client | None = None,
+    helseid: HelseIdClients | None = None,
+    *,
+    store: Any = None,
+) -> dict[str, Any]:
+    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    is set."""
+    shared = http or httpx.Client(timeout=30.0)
+    if helseid is None:
+        helseid = helseid_clients(settings)
+    clients = Edi2Clients(
+        helseid,
+        shared,
+        api_version=settings.edi2_api_version,
+        source_system=settings.edi2_source_system,
+        max_post_bytes=settings.edi2_max_post_bytes,
+    )
+    cppa = None
+    if settings.cppa_base_url and helseid is not None:
+        tenant = helseid.config.tenants[0]
+        cppa = CppaClient(
+            settings.cppa_base_url, auth=helseid.for_tenant(tenant).auth("cppa"), http=shared
+        )
+    return {
+        "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
+        "edi2-apprec": Edi2AppRecTransport(clients),
+        "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
+        "jft": JftTransport(
+            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
+        "nhn-plans": PlansTransport(
+            store,
+            helseid,
+            shared,
+            use_helseid=settings.nhn_plans_helseid,
+            tenant=settings.nhn_plans_tenant,
+            path=settings.nhn_plans_path,
+        ),
+    }

@@ -20,6 +20,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from interop.fhir.dates import now_utc, to_micros
+from interop.metrics import (
+    APPREC_TIMEOUTS,
+    DEAD_LETTERS,
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_SECONDS,
+)
+from interop.metrics import correlation_id as cid_var
 from interop.store.repository import new_id
 from interop.store.schema import counter_table, outbox_table
 
@@ -86,8 +93,6 @@ def enqueue(
 ) -> str:
     """Add a message to the outbox inside the caller's transaction; returns its row id."""
     if correlation_id is None:
-        from interop.observability import correlation_id as cid_var
-
         correlation_id = cid_var.get()
     now = to_micros(now_utc())
     row_id = new_id()
@@ -423,13 +428,6 @@ class Outbox:
 
 def collect_metrics(services: object) -> None:
     """Fill the outbox gauges before a Prometheus scrape."""
-    from interop.observability import (
-        APPREC_TIMEOUTS,
-        DEAD_LETTERS,
-        OUTBOX_DEPTH,
-        OUTBOX_OLDEST_SECONDS,
-    )
-
     engine: Engine = services.engine  # type: ignore[attr-defined]
     now = to_micros(now_utc())
     OUTBOX_DEPTH.clear()

@@ -24,10 +24,7 @@ import orjson
 from interop.routing.outbox import OutboxMessage
 
 if TYPE_CHECKING:
-    from interop.config import Settings
-    from interop.store.repository import FhirStore
-
-TRANSPORT_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/transport"
+    pass
 
 
 class TransientDeliveryError(Exception):
@@ -164,24 +161,3 @@ class FileDropTransport:
         except OSError as exc:
             raise TransientDeliveryError(f"{out}: {exc}") from exc
         return False
-
-
-def default_transports(
-    client: httpx.Client | None = None,
-    settings: Settings | None = None,
-    store: FhirStore | None = None,
-) -> dict[str, Transport]:
-    """Every transport; EDI 2.0 (``edi2``, ``edi2-apprec``) with HelseID and DPoP per the
-    settings (see :mod:`interop.national.edi2_transport`); ``store`` for the transports that
-    record what the receiver answered (``nhn-plans``)."""
-    from interop.config import get_settings
-    from interop.national.edi2_transport import edi2_transports
-
-    shared = client or httpx.Client(timeout=30.0)
-    transports: dict[str, Transport] = {
-        "http": HttpTransport(shared),
-        "fhir-rest": FhirRestTransport(shared),
-        "file-drop": FileDropTransport(),
-    }
-    transports.update(edi2_transports(settings or get_settings(), shared, store=store))
-    return transports

@@ -18,7 +18,6 @@ from interop.routing.transports import (
     PermanentDeliveryError,
     TransientDeliveryError,
     Transport,
-    default_transports,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class DeliveryWorker:
     def __init__(
         self,
         outbox: Outbox,
-        transports: dict[str, Transport] | None = None,
+        transports: dict[str, Transport],
         *,
         concurrency: int = 4,
         batch: int = 32,
@@ -58,7 +57,7 @@ class DeliveryWorker:
         flush_seconds: float = 0.05,
     ) -> None:
         self.outbox = outbox
-        self.transports = transports or default_transports()
+        self.transports = transports
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver")
         self.batch = batch
         """destinations per claim"""

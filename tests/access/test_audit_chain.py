@@ -324,6 +324,7 @@ def test_bad_keys_are_refused_with_a_clear_message(settings, tmp_path) -> None: 
 
 
 def test_the_worker_exports_the_head_periodically(services, audit_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from interop.national.wiring import default_transports
     from interop.routing.outbox import Outbox
     from interop.routing.worker import DeliveryWorker, audit_head_export
 
@@ -332,7 +333,7 @@ def test_the_worker_exports_the_head_periodically(services, audit_key, tmp_path)
         update={"audit_head_file": heads, "audit_head_export_seconds": 0.01}
     )
     _record(services, 2)
-    worker = DeliveryWorker(Outbox(services.engine))
+    worker = DeliveryWorker(Outbox(services.engine), default_transports())
     job = audit_head_export(services.engine, settings)
     assert job is not None and job[0] == "audit-head-export"
     worker.periodic.append(job)

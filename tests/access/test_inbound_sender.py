@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from adapters.base import FNR_OID
 from interop.identifiers import HERID_OID, ORGNR_OID, generate_orgnr
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.messaging.inbound import KithInbox, TrustedChannel
 from interop.routing.outbox import enqueue
-from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.store.schema import inbound_message_table, outbox_table
 from tests.conftest import SHARED
 

@@ -15,10 +15,11 @@ from sqlalchemy import select
 from adapters.base import FNR_OID, LOINC, AdapterResult, Code, IngestMeta, Measurement, PatientRef
 from interop.identifiers import HERID_OID, HPR_OID, ORGNR_OID, generate_hpr, generate_orgnr
 from interop.ingest.pipeline import IngestPipeline
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.messaging.filedrop import poll_file_drop
 from interop.messaging.runtime import kith_for
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.routing.worker import DeliveryWorker
 from interop.store.schema import outbox_table
 from plo_messages.apprec import AppRec, error
@@ -150,7 +151,7 @@ def test_red_measurement_reaches_the_gp_and_the_answer_comes_back(
     assert len(_outbox(services)) == 1
 
     # the worker drops the file in <folder>/out/
-    DeliveryWorker(Outbox(services.engine)).run_once()
+    DeliveryWorker(Outbox(services.engine), default_transports()).run_once()
     out = tmp_path / "gp" / "out" / f"{row.msg_id}.xml"
     assert out.read_bytes() == bytes(row.payload)
     assert _outbox(services)[0].status == "sent"

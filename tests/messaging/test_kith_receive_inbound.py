@@ -13,11 +13,10 @@ from sqlalchemy import select
 
 from adapters.base import FNR_OID
 from interop.identifiers import HERID_OID, ORGNR_OID, generate_orgnr
-from interop.messaging.addressbook import Destination
+from interop.messaging.addressbook import TRANSPORT_SYSTEM, Destination
 from interop.messaging.inbound import KithInbox, TrustedChannel
 from interop.messaging.runtime import kith_for
 from interop.routing.outbox import enqueue
-from interop.routing.transports import TRANSPORT_SYSTEM
 from interop.store.schema import inbound_message_table, outbox_table
 from plo_messages.xmlsafe import parse_xml
 from tests.conftest import SHARED

@@ -33,10 +33,11 @@ from adapters.base import (
 )
 from interop.identifiers import ORGNR_OID, generate_fnr
 from interop.ingest.pipeline import IngestPipeline
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.messaging.pmd import vkp_observation, vkp_profile
 from interop.routing.outbox import OutboxMessage
 from interop.routing.rules import SUBSCRIPTION_SYSTEM
-from interop.routing.transports import TRANSPORT_SYSTEM, FhirRestTransport
+from interop.routing.transports import FhirRestTransport
 from tests.conftest import STANDARDS
 from tests.messaging.test_gp_flow import FNR, _outbox, _post, address_book
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.routing.rules import SUBSCRIPTION_SYSTEM
-from interop.routing.transports import TRANSPORT_SYSTEM
 from tests.messaging.test_gp_flow import FNR, _heart_rate, _ingest, _outbox, _post, address_book
 
 _tick = iter(range(-1, -100, -1))

@@ -9,8 +9,8 @@ from typing import Any
 
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import default_transports
 from interop.routing.worker import DeliveryWorker
 from plo_messages.content import DialogNote, build_dialog_note
 from plo_messages.model import Coded, ConversationRef, Header

@@ -19,8 +19,8 @@ from interop.messaging.addressbook import FNR_OID
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
 from interop.national.cli import run_sync
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import default_transports
 from interop.routing.worker import DeliveryWorker
 from plo_messages.apprec import AppRec
 from plo_messages.msghead import local_timestamp

@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
 from interop.national.plans_api import PlansApiClient, PlanVersionConflict
 from interop.national.plans_export import link_of
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import TRANSPORT_SYSTEM, default_transports
 from interop.routing.worker import DeliveryWorker
 from tests.live_server import live_server
 from tests.messaging.test_gp_flow import FNR, _outbox, _post, address_book

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import TRANSPORT_SYSTEM, default_transports
 from interop.routing.worker import DeliveryWorker
 from tests.live_server import live_server
 from tests.messaging.test_gp_flow import _outbox, address_book

@@ -15,8 +15,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from interop.care.deviations import Person, complete, outcome_list
+from interop.messaging.addressbook import TRANSPORT_SYSTEM
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox
-from interop.routing.transports import TRANSPORT_SYSTEM, default_transports
 from interop.routing.worker import DeliveryWorker
 from interop.store.context import WriteContext
 from interop.store.schema import resource_table

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox, enqueue
-from interop.routing.transports import default_transports
 from interop.routing.worker import DeliveryWorker
 from interop.store.context import WriteContext
 from interop.store.schema import outbox_table

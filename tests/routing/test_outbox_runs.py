@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from interop.national.wiring import default_transports
 from interop.routing.outbox import Outbox, Outcome
-from interop.routing.transports import default_transports
 from interop.routing.worker import DeliveryWorker
 from interop.store.schema import outbox_table
 from tests.routing.test_outbox import Receiver, _enqueue
