@@ -142,7 +142,8 @@ def test_the_nurse_sees_on_the_worklist_that_the_gp_approved_or_wants_changes(
     page = client.get(
         "/api/v1/worklist", params={"organization": orgnr}, headers={**nurse, **HTML}
     ).text
-    assert "Fastlegen ber om endringer i planen" in page or words in page
+    assert "Fastlege Rita Lin ba om endringer i egenbehandlingsplanen" in page and words in page
+    assert "Fastlege Rita Lin godkjente egenbehandlingsplanen" in page
     # a nurse completes it like any worklist Task
     done = client.post(
         f"/api/v1/worklist/tasks/{changes['id']}/actions",
