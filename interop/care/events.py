@@ -116,7 +116,8 @@ class PlanAnswered(DomainEvent):
     care_plan: str
     """``CarePlan/<id>`` the GP answered."""
     decision: str
-    """``approved``, ``changes`` (back to draft) or ``unclear`` (still proposed)."""
+    """``approved``, ``changes`` (back to draft), ``unclear`` (still proposed) or
+    ``not-the-gp`` (an approval from someone who is not the patient's GP: still proposed)."""
     gp_name: str | None
     gp: str | None
     """``Practitioner/<id>`` of the answering GP, when known."""

@@ -367,7 +367,7 @@ def _answered(
     tx: WriteTx,
     pid: str,
     plan_id: str,
-    decision: Literal["approved", "changes", "unclear"],
+    decision: Literal["approved", "changes", "unclear", "not-the-gp"],
     gp_name: str | None,
     gp: str | None,
     comment: str | None,
@@ -445,7 +445,7 @@ def answer_from_gp(
     pid = (cp.get("subject") or {}).get("reference", "").split("/", 1)[-1]
     if state_of(cp) != "proposed":
         return f"ignored: the plan is {state_of(cp)}"
-    verdict = read_gp_answer(answer)
+    verdict: str = read_gp_answer(answer)
     note = {
         "text": text("plan.gp_page.changes_note", name=gp.get("name") or "", answer=answer),
         "time": format_instant(now_utc()),
@@ -477,7 +477,7 @@ def answer_from_gp(
                         approver = patients_gp(tx.conn, pid, ident["value"])
                         hpr = ident["value"] if approver else hpr
         if approver is None or not hpr:
-            verdict = "unclear"  # an approval from someone who is not the patient's GP
+            verdict = "not-the-gp"  # an approval from someone who is not the patient's GP
         else:
             cp["note"] = [*cp.get("note", []), note]
             activate(
@@ -499,7 +499,8 @@ def answer_from_gp(
         return "returned-to-draft"
     cp["note"] = [*cp.get("note", []), note]
     tx.update("CarePlan", plan_id, cp)
-    _answered(tx, pid, plan_id, "unclear", gp.get("name"), None, answer, "dialogmelding")
+    kept: Literal["unclear", "not-the-gp"] = "not-the-gp" if verdict == "not-the-gp" else "unclear"
+    _answered(tx, pid, plan_id, kept, gp.get("name"), None, answer, "dialogmelding")
     return "unclear"
 
 

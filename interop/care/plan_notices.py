@@ -4,8 +4,10 @@ Whichever way the GP answered (``POST …/plan/{id}/approve``, the GP's approval
 Dialogmelding *svar*), the care core raises :class:`~interop.care.events.PlanAnswered`; this
 subscriber (wired in ``interop.services``) writes a routine Task for the patient's care team
 in the same transaction, so the worklist shows it beside the patient's other work: *Plan
-godkjent av fastlege*, *Fastlegen ber om endringer i planen* with the GP's words, or
-*Fastlegen har svart på planforslaget* when the answer is neither. The Task is the patient's
+godkjent av fastlege*, *Fastlegen ber om endringer i planen* with the GP's words,
+*Fastlegen har svart på planforslaget* when the answer is neither, or — an approving svar from
+someone who is not the patient's GP, which approves nothing — who answered and why the plan
+still waits. The Task is the patient's
 (``Task.for``), about the plan (``focus``), asked by the GP (``requester``, when known), and is
 completed by a nurse like any other worklist Task.
 

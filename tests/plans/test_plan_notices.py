@@ -24,7 +24,12 @@ from tests.plans.test_plan_lifecycle import _gp_answers, _requests
 
 SECOND_FNR = "13031353453"
 """A second patient of the same GP and the same centre."""
-NOTICE_CODES = {"plan-approved", "plan-changes-requested", "plan-answer-unclear"}
+NOTICE_CODES = {
+    "plan-approved",
+    "plan-changes-requested",
+    "plan-answer-unclear",
+    "plan-answer-not-the-gp",
+}
 
 
 def _second_patient(client: Any, w: dict[str, Any]) -> tuple[str, str]:
@@ -239,3 +244,28 @@ def test_the_gps_svar_is_heard_too(client: Any, services: Any, tmp_path: Path) -
     assert all(t["focus"]["reference"] == f"CarePlan/{second_plan}" for t in _notices(client))
     assert _notices(client, w["patient"]) == [], "the first patient's plan was not answered"
     assert _state(client, w["plan"]) == "proposed"
+
+
+def test_an_approval_from_someone_not_the_patients_gp_is_told_not_applied(
+    client: Any, services: Any, tmp_path: Path
+) -> None:
+    """The patient changed GP after the plan was proposed: the old GP's approving svar leaves
+    the plan proposed, and the nurse is told who answered and why nothing was approved."""
+    w = _world(client, tmp_path)
+    other = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
+        },
+    ).json()["id"]
+    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
+    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
+    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+    [request] = _requests(services)
+    _gp_answers(services, tmp_path, request, "Godkjent.", "4d1f0b8e-0003-4c1a-9d2e-000000000001")
+    assert _state(client, w["plan"]) == "proposed"
+    [task] = _notices(client, w["patient"])
+    assert task["code"]["coding"][0]["code"] == "plan-answer-not-the-gp"
+    assert "ikke registrert som pasientens fastlege" in task["description"]
+    assert "planen er ikke godkjent" in task["description"]
