@@ -184,11 +184,12 @@ class PlansPoll:
                 report.already_told += 1
                 return
             what = "; ".join(changes)
+            by = self._changed_by(current, int(link.get("version") or 0))
             conflict = text(
                 "nhn_plan.poll.conflict",
-                who=_who(current),
-                time=_when(current, self.zone),
-                version=version,
+                who=_who(by),
+                time=_when(by, self.zone),
+                version=by.get("version", version),
                 what=what,
             )
             # the version and content we hold stay: the next export meets the 409 and
@@ -204,6 +205,26 @@ class PlansPoll:
             tx.update("CarePlan", cp["id"], cp)
             self._tell(tx, pid, cp, conflict)
             report.changed += 1
+
+    def _changed_by(self, current: dict[str, Any], known: int) -> dict[str, Any]:
+        """The newest version after ``known`` that another system wrote: the current one, or,
+        when we wrote the current one ourselves (a revoke that left their zones as they were),
+        the newest of theirs in the plan's history."""
+        ours = self.services.settings.edi2_source_system
+        if (current.get("updated_by") or {}).get("system") != ours:
+            return current
+        try:
+            history = self.api.history(str(current["id"]))
+        except PlansApiError:
+            return current
+        theirs = [
+            h
+            for h in history
+            if isinstance(h, dict)
+            and int(h.get("version") or 0) > known
+            and (h.get("updated_by") or {}).get("system") != ours
+        ]
+        return max(theirs, key=lambda h: int(h["version"])) if theirs else current
 
     def _tell(self, tx: WriteTx, pid: str, cp: dict[str, Any], conflict: str) -> None:
         """The care team's Task (one open at a time per patient: a later change is a note)."""
