@@ -16,6 +16,7 @@ from interop.care import task_completion
 from interop.care.events import (
     Deviation,
     DeviationClosed,
+    DomainEvent,
     PlanAnswered,
     PlanChanged,
     Subscriptions,
@@ -32,6 +33,10 @@ from interop.store.reference_integrity import ReferenceIntegrity
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
+
+DISPATCH_ROUNDS = 5
+"""How many times events raised by subscribers' own writes are handed on before a transaction
+gives up (a subscriber that raises what it hears would otherwise never end)."""
 
 
 @dataclass
@@ -70,10 +75,16 @@ class Services:
 
     def dispatch(self, tx: WriteTx) -> None:
         """Hand the events collected on the write context to their subscribers and route
-        what routing must send (outbox rows in the same transaction)."""
-        self.events.publish_pending(tx)
-        if tx.context.get("events") or tx.context.get("observations_created"):
-            router_for(self).route_pending(tx)
+        what routing must send (outbox rows in the same transaction). A subscriber's own
+        writes may raise events in turn (a Task it writes): they are handed on too, never left
+        behind at commit (a bounded number of rounds)."""
+        for _ in range(DISPATCH_ROUNDS):
+            self.events.publish_pending(tx)
+            if tx.context.get("events") or tx.context.get("observations_created"):
+                router_for(self).route_pending(tx)
+            if not any(isinstance(e, DomainEvent) for e in tx.context.get("events") or []):
+                return
+        raise RuntimeError(f"domain events still raised after {DISPATCH_ROUNDS} rounds")
 
 
 def wire_store(store: FhirStore, settings: Settings | None = None) -> None:

@@ -269,3 +269,23 @@ def test_an_approval_from_someone_not_the_patients_gp_is_told_not_applied(
     assert task["code"]["coding"][0]["code"] == "plan-answer-not-the-gp"
     assert "ikke registrert som pasientens fastlege" in task["description"]
     assert "planen er ikke godkjent" in task["description"]
+
+
+def test_events_a_subscriber_raises_are_handed_on_too(
+    client: Any, services: Any, tmp_path: Path
+) -> None:
+    """What a subscriber's own work raises during the dispatch reaches its subscribers in the
+    same transaction, not dropped at commit."""
+    from interop.care.events import MeasurementJudged, raise_event
+
+    w = _world(client, tmp_path)
+    heard: list[Any] = []
+
+    def raise_more(tx: Any, event: PlanAnswered) -> None:
+        raise_event(tx, MeasurementJudged(event.patient_id, "Observation/x", "8867-4", "red", ""))
+
+    services.events.subscribe(PlanAnswered, raise_more)
+    services.events.subscribe(MeasurementJudged, lambda tx, e: heard.append(e))
+    r = client.post(f"/api/v1/patients/{FNR}/plan/{w['plan']}/approve", headers=_bearer(w["gp"]))
+    assert r.status_code == 200, r.text
+    assert [(e.patient_id, e.observation) for e in heard] == [(w["patient"], "Observation/x")]
