@@ -25,17 +25,25 @@ from tests.conftest import SHARED
 
 FNR = "13031353453"
 EXAMPLES = int(os.environ.get("INTEROP_FUZZ_EXAMPLES", "60"))
-fuzz = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not os.environ.get("INTEROP_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+
+
+def bounded(examples: int) -> Any:
+    """Hypothesis settings for a fuzz run: ``examples`` per test, derandomised unless
+    ``INTEROP_FUZZ_RANDOM`` is set, no example database."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not os.environ.get("INTEROP_FUZZ_RANDOM"),
+        database=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
+
+
+fuzz = bounded(EXAMPLES)
 MAX_SAMPLE = 120_000
 """Larger samples are left out: mutating them only makes the run slower."""
 

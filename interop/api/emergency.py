@@ -108,7 +108,13 @@ def list_emergency_access(
     svc: Services = request.app.state.services
     stmt = select(ea).order_by(ea.c.start.desc()).limit(1000)
     if since:
-        stmt = stmt.where(ea.c.start >= fhir_instant(since, svc.settings.timezone))
+        try:
+            start = fhir_instant(since, svc.settings.timezone)
+        except ValueError:
+            raise error(
+                400, "invalid", f"since {since!r} is not a date or an instant", expression=["since"]
+            ) from None
+        stmt = stmt.where(ea.c.start >= start)
     with svc.store.reader() as conn:
         rows = conn.execute(stmt).all()
         fnrs = _national_ids(conn, {r.patient_id for r in rows})

@@ -335,7 +335,12 @@ async def history(
     except ValueError:
         raise error(400, "invalid", "_count must be a number") from None
     since_text = request.query_params.get("_since")
-    since = fhir_instant(since_text, svc.settings.timezone) if since_text else None
+    try:
+        since = fhir_instant(since_text, svc.settings.timezone) if since_text else None
+    except ValueError:
+        raise error(
+            400, "invalid", f"_since {since_text!r} is not a FHIR instant", expression=["_since"]
+        ) from None
     versions = svc.store.history(rtype, rid, count=max(1, min(count, 1000)), since=since)
     for stored, _method in versions:
         if not stored.deleted and stored.version != existing.version:

@@ -124,6 +124,10 @@ def _date_conditions(values: list[str], zone: str) -> list[Any]:
     return [_date_condition(o.effective, o.effective_end, v, zone, "date") for v in values]
 
 
+MAX_DURATION_HOURS = 24 * 366 * 150
+"""A $stats ``duration`` longer than any record (150 years of hours) is refused."""
+
+
 def lastn(
     store: FhirStore, params: dict[str, list[str]], *, max_count: int = 100
 ) -> list[tuple[str, bytes]]:
@@ -233,6 +237,12 @@ def parse_stats(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> St
             hours = float(params["duration"][0])
         except ValueError:
             raise error(400, "invalid", "duration is a number of hours") from None
+        if not 0 < hours <= MAX_DURATION_HOURS:  # also refuses nan and inf
+            raise error(
+                400,
+                "invalid",
+                f"duration is a number of hours above 0 and at most {MAX_DURATION_HOURS}",
+            )
         end = to_micros(now_utc())
         start = end - int(hours * 3600 * 1_000_000)
     wanted = []
@@ -249,7 +259,14 @@ def parse_stats(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> St
                 raise error(400, "not-supported", "statistic 'regression' is not supported")
             wanted.append(s)
     include = (params.get("include") or ["false"])[0] == "true"
-    limit = int(params["limit"][0]) if params.get("limit") else None
+    limit = None
+    if params.get("limit"):
+        try:
+            limit = int(params["limit"][0])
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            raise error(400, "invalid", "limit must be a positive integer")
     return StatsRequest(pids, codes, start, end, wanted, include, limit)
 
 

@@ -72,3 +72,9 @@ def test_nodrett_is_for_health_professionals(client) -> None:  # type: ignore[no
     assert r.status_code == 403
     assert client.post(f"/api/v1/patients/{FNR_B}/emergency-access", json=body).status_code == 422
     assert w.b
+
+
+def test_the_review_list_refuses_a_since_that_is_not_a_time(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.get("/api/v1/emergency-access", params={"since": " "})
+    assert r.status_code == 400 and "since" in r.text
+    assert client.get("/api/v1/emergency-access", params={"since": "2026-01-01"}).status_code == 200

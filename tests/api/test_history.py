@@ -169,3 +169,9 @@ def test_stored_resources_are_compressed_with_lz4_on_postgresql(client, services
             "SELECT pg_column_compression(content) FROM resource WHERE res_id = %s", (oid,)
         ).scalar()
     assert methods == "lz4"
+
+
+def test_a_since_that_is_not_an_instant_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+    pid = client.post("/fhir/Patient", json=patient()).json()["id"]
+    r = client.get(f"/fhir/Patient/{pid}/_history", params={"_since": "yesterday"})
+    assert r.status_code == 400 and "_since" in r.text

@@ -90,3 +90,22 @@ def test_stats_parameters_refused_precisely(client) -> None:  # type: ignore[no-
     r = client.post("/fhir/Observation/$stats", json=body)
     assert r.status_code == 400, r.text
     assert "Parameters.parameter[6].valueQuantity" in r.text
+
+
+def test_stats_numbers_that_are_not_numbers_are_refused(client) -> None:  # type: ignore[no-untyped-def]
+    """``limit`` and ``duration`` are checked like every other parameter: a 400 naming
+    them, never a server error (found by fuzzing every route)."""
+    pid = client.post("/fhir/Patient", json=patient()).json()["id"]
+    base = {"subject": f"Patient/{pid}", "code": "http://loinc.org|59408-5"}
+    for extra, named in (
+        ({"limit": ""}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"duration": "nan"}, "duration"),
+        ({"duration": "1e308"}, "duration"),
+        ({"duration": "-1"}, "duration"),
+    ):
+        r = client.get("/fhir/Observation/$stats", params={**base, **extra})
+        assert r.status_code == 400, (extra, r.text)
+        assert named in r.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Observation/$stats", params={**base, "limit": "3"}).status_code == 200
