@@ -80,9 +80,9 @@ def sync(
 def run_plans_poll(services: Any) -> dict[str, int] | None:
     """One poll of NHN Pasientens planer (the worker's job); None when not configured."""
     from interop.national.plans_poll import poll_nhn_plans
-    from interop.national.wiring import plans_client
+    from interop.national.wiring import plans_poll_client
 
-    api = plans_client(services.settings)
+    api = plans_poll_client(services)
     if api is None:
         return None
     return poll_nhn_plans(services, api).summary()
@@ -98,7 +98,7 @@ def national_jobs(services: Any) -> list[tuple[str, float, Callable[[], object]]
             ("addressbook-sync", settings.addressbook_sync_seconds, lambda: run_sync(services))
         )
         jobs.append(("gp-first-contact", 60.0, lambda: run_first_contact(services)))
-    if settings.nhn_plans_base_url and settings.nhn_plans_poll_seconds > 0:
+    if settings.nhn_plans_poll_seconds > 0:  # a no-op while nothing is exported to NHN
         jobs.append(
             ("nhn-plans-poll", settings.nhn_plans_poll_seconds, lambda: run_plans_poll(services))
         )
@@ -114,14 +114,17 @@ def poll_nhn() -> None:
     from interop.national.plans_api import PlansApiError
     from interop.national.plans_poll import poll_nhn_plans
     from interop.national.tenants import TenantConfigError
-    from interop.national.wiring import plans_client
+    from interop.national.wiring import plans_poll_client
     from interop.services import build_services
 
     svc = build_services(get_settings())
     try:
-        api = plans_client(svc.settings)
+        api = plans_poll_client(svc)
         if api is None:
-            console.print("[red]error:[/red] INTEROP_NHN_PLANS_BASE_URL is not set")
+            console.print(
+                "[red]error:[/red] INTEROP_NHN_PLANS_BASE_URL is not set and no Endpoint "
+                "exports plans to NHN (connectionType nhn-plans)"
+            )
             raise typer.Exit(2)
         report = poll_nhn_plans(svc, api)
     except (PlansApiError, TenantConfigError) as exc:

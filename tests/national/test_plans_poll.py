@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from interop.care.plans import ranges_in_force
-from interop.national.plans_api import PlansApiClient
+from interop.national.plans_api import PlansApiClient, PlansApiError
 from interop.national.plans_export import link_of
 from interop.national.plans_poll import PlansPoll, PollReport
 from tests.live_server import live_server
@@ -252,23 +253,29 @@ def test_cli_poll(client: Any, services: Any, tmp_path: Path, monkeypatch: Any) 
     assert len(_changed_tasks(client)) == 1
 
 
-def test_the_worker_polls_when_configured(client: Any, services: Any, tmp_path: Path) -> None:
+def test_the_worker_polls_what_is_exported(client: Any, services: Any, tmp_path: Path) -> None:
+    """The worker's job polls INTEROP_NHN_PLANS_BASE_URL, else the one Endpoint the plans are
+    exported to; with neither it does nothing, with 0 seconds it is not scheduled."""
     from interop.national.cli import national_jobs
 
     _ids, hpr = _world(client, services, tmp_path)
     services.settings.nhn_plans_base_url = None
+    services.settings.nhn_plans_poll_seconds = 0
     assert "nhn-plans-poll" not in [name for name, _i, _f in national_jobs(services)]
+    services.settings.nhn_plans_poll_seconds = 600
+    jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
+    interval, job = jobs["nhn-plans-poll"]
+    assert interval == 600
+    assert job() is None  # nothing exported to NHN, nothing to poll
     server = LocalPlans()
     with live_server(server.app()) as base:
-        services.settings.nhn_plans_base_url = base
-        services.settings.nhn_plans_poll_seconds = 0
-        assert "nhn-plans-poll" not in [name for name, _i, _f in national_jobs(services)]
-        services.settings.nhn_plans_poll_seconds = 600
-        jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
-        interval, job = jobs["nhn-plans-poll"]
-        assert interval == 600
+        # only the export's Endpoint is configured: the poll reads from its address
         _ours, nhn_id = _exported(client, services, hpr, server, base)
         server.change_by_someone_else(nhn_id, zones=THEIRS)
         summary = job()
     assert isinstance(summary, dict) and summary["changed"] == 1
     assert len(_changed_tasks(client)) == 1
+    # a second export Endpoint leaves open which to poll: refused, with the setting to use
+    _endpoint(client, "http://127.0.0.1:9/elsewhere")
+    with pytest.raises(PlansApiError, match="INTEROP_NHN_PLANS_BASE_URL"):
+        job()
