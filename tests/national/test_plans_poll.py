@@ -21,7 +21,7 @@ from interop.national.plans_api import PlansApiClient, PlansApiError
 from interop.national.plans_export import link_of
 from interop.national.plans_poll import PlansPoll, PollReport
 from tests.live_server import live_server
-from tests.messaging.test_gp_flow import FNR, _post, address_book
+from tests.messaging.test_gp_flow import FNR, address_book
 from tests.national.plans_server import LocalPlans
 from tests.national.test_plans import (
     FNR_B,
@@ -32,6 +32,7 @@ from tests.national.test_plans import (
     _endpoint,
     _gp_hpr,
     _plan_rows,
+    patient_b,
 )
 
 THEIRS = [{"level": "red", "condition": "Puls over 130", "action": "Ring 113"}]
@@ -143,15 +144,7 @@ def test_each_change_lands_on_its_own_patient_only(
     client: Any, services: Any, tmp_path: Path
 ) -> None:
     ids, hpr = _world(client, services, tmp_path)
-    b = _post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR_B}],
-            "generalPractitioner": [{"reference": f"PractitionerRole/{ids['role']}"}],
-            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
-        },
-    )
+    b = patient_b(client, ids)
     server = LocalPlans()
     with live_server(server.app()) as base:
         _endpoint(client, base)
