@@ -132,6 +132,11 @@ class PlansPoll:
                 self._one(pid, report)
             except PlansApiError as exc:
                 report.errors.append(f"Patient/{pid}: Pasientens planer: {exc}")
+            except (KeyError, TypeError, ValueError) as exc:  # an answer off the contract
+                report.errors.append(
+                    f"Patient/{pid}: Pasientens planer answered off the contract "
+                    f"({type(exc).__name__}: {exc}); nothing recorded"
+                )
         for line in report.errors:
             log.warning("NHN plan poll: %s", line)
         return report

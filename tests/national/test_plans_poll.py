@@ -272,3 +272,18 @@ def test_the_worker_polls_what_is_exported(client: Any, services: Any, tmp_path:
     _endpoint(client, "http://127.0.0.1:9/elsewhere")
     with pytest.raises(PlansApiError, match="INTEROP_NHN_PLANS_BASE_URL"):
         job()
+
+
+def test_an_answer_off_the_contract_is_an_error_for_that_patient_only(
+    client: Any, services: Any, tmp_path: Path
+) -> None:
+    ids, hpr = _world(client, services, tmp_path)
+    server = LocalPlans()
+    with live_server(server.app()) as base:
+        ours, nhn_id = _exported(client, services, hpr, server, base)
+        del server.plans[nhn_id][-1]["version"]
+        report = _poll(services, base)
+    assert report.changed == 0 and len(report.errors) == 1
+    assert "off the contract" in report.errors[0] and FNR not in report.errors[0]
+    assert (link_of(_care_plan(client, ours)) or {}).get("conflict") is None
+    assert _changed_tasks(client, ids["patient"]) == []
