@@ -64,7 +64,9 @@ class Services:
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         # after the policy: an actor learns nothing about a Patient it may not see
-        self.store.guards.append(ReferenceIntegrity(self.store))
+        integrity = ReferenceIntegrity(self.store)
+        self.store.guards.append(integrity)
+        self.store.before_guards.append(integrity.before_guards)
         self.store.hooks.append(self.policy.relations_hook)
         if self.bundles is not None:
             self.bundles.policy = self.policy
@@ -99,6 +101,7 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     triage = Triage(store, late_after_hours=settings.late_after_hours if settings else 24)
     store.prepare_hooks.append(triage.prepare)
     store.prepare_hooks.append(task_completion.prepare)
+    store.before_hooks.append(triage.before_hooks)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
     store.before_commit.append(flush_zone_index)

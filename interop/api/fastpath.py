@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from interop.api.auth import require_actor
-from interop.api.responses import error_response
+from interop.api.responses import error_response, not_modified
 from interop.fhir.outcome import FhirError
 from interop.fhir.validation import ID_PATTERN, SUPPORTED_TYPES
 
@@ -72,8 +72,7 @@ class FhirReadFastPath:
             (b"etag", etag),
             (b"last-modified", stored.last_modified.encode()),
         ]
-        inm = request.headers.get("if-none-match")
-        if inm and inm.strip().encode() == etag:
+        if not_modified(request.headers, stored.etag, stored.last_updated):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return

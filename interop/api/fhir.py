@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
-from interop.api.responses import fhir_response, json_response, parse_json_body
+from interop.api.responses import fhir_response, json_response, not_modified, parse_json_body
 from interop.fhir.capability import capability_statement
 from interop.fhir.dates import fhir_instant
 from interop.fhir.outcome import Issue, error, operation_outcome
@@ -98,8 +98,12 @@ async def metadata(request: Request) -> Response:
     services(request)
     cached = getattr(request.app.state, "capability_bytes", None)
     if cached is None:
+        from interop.api.smart import capability_security
+
         cs = capability_statement(
-            fhir_base(request)[: -len("/fhir")], datetime.now(UTC).isoformat(timespec="seconds")
+            fhir_base(request)[: -len("/fhir")],
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            capability_security(services(request).settings),
         )
         cached = orjson.dumps(cs)
         request.app.state.capability_bytes = cached
@@ -272,8 +276,7 @@ async def read(request: Request) -> Response:
     svc = services(request)
     stored = await svc.store.read_async(rtype, rid)
     await svc.policy.check_read_async(actor, stored)
-    inm = request.headers.get("if-none-match")
-    if inm and inm.strip() == stored.etag:
+    if not_modified(request.headers, stored.etag, stored.last_updated):
         return Response(status_code=304, headers=_resource_headers(stored))
     return fhir_response(
         stored.content, 200, {"ETag": stored.etag, "Last-Modified": stored.last_modified}

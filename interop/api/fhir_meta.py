@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import false, select
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
@@ -23,8 +22,8 @@ from interop.fhir.capability import register_operation, register_system_operatio
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.validation import SUPPORTED_TYPES
 from interop.services import Services
+from interop.store import meta_index
 from interop.store.audit_rows import AUDIT_EVENT
-from interop.store.schema import resource_table
 from interop.store.search import SearchRequest
 
 router = APIRouter(prefix="/fhir")
@@ -36,13 +35,19 @@ for _t in SUPPORTED_TYPES:
 register_system_operation("meta", META_OPERATION)
 
 META_SCAN_LIMIT = 100_000
-"""A type or system ``$meta`` reads at most this many resources; beyond, it is refused
-(400 too-costly) rather than answered from part of the data."""
+"""Looking for a resource the actor may read that carries one mark, a type ``$meta`` reads at
+most this many the policy then refuses; beyond, it is refused (400 too-costly) rather than
+answered in part."""
+PROBE = 10
+"""How many of the resources carrying a mark are tried first (by id, from the index): for
+most actors the first passes."""
+PROBE_SEARCH = 500
+"""Ids per search of the first try (within ``search_max_values`` and ``search_max_count``)."""
 KEPT = ("profile", "security", "tag")
-_MARKS = tuple(f'"{k}"'.encode() for k in KEPT)
 NO_META = frozenset({AUDIT_EVENT})
 """Written by the server alone, with no profile, tag or security label (``store.audit_rows``):
 their ``$meta`` is empty without reading them."""
+_ELEMENT = {"_profile": "profile", "_security": "security", "_tag": "tag"}
 
 
 class _Collected:
@@ -54,7 +59,6 @@ class _Collected:
             "security": {},
             "tag": {},
         }
-        self.read = 0
 
     def add(self, meta: Any) -> None:
         if not isinstance(meta, dict):
@@ -66,6 +70,13 @@ class _Collected:
             for c in meta.get(kind) or []:
                 if isinstance(c, dict):
                     seen.setdefault((c.get("system"), c.get("code")), c)
+
+    def has(self, mark: meta_index.Mark) -> bool:
+        param, system, code = mark
+        if param == "_profile":
+            return code in self.profiles
+        seen = self.codings[_ELEMENT[param]]
+        return (system, code) in seen or (not system and (None, code) in seen)
 
     def value(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -84,58 +95,108 @@ def _parameters(meta: dict[str, Any]) -> Response:
 
 
 async def _collect_type(svc: Services, actor: Actor, rtype: str, found: _Collected) -> None:
-    """Add the meta of every resource of ``rtype`` the actor may read (403 when the policy
-    refuses the actor the type)."""
+    """Add the marks of ``rtype`` some resource the actor may read carries (403 when the
+    policy refuses the actor the type).
+
+    The distinct marks come from the index (:mod:`interop.store.meta_index`); each is kept
+    only once a resource carrying it has come through the actor's search and the policy's
+    filter (audited like any search): first a few carriers of every mark, by id, in one
+    search; then, for a mark whose carriers the policy all refused, a search of the type by
+    the mark."""
     restriction = svc.policy.restriction(actor, rtype, [])
     if rtype in NO_META:
         return
-    cursor: str | None = None
-    while True:
-        params = [("_count", str(svc.settings.search_max_count)), ("_total", "none")]
-        if cursor:
-            params.append(("_cursor", cursor))
-        result = svc.search.search(
-            SearchRequest(rtype, params, strict=True, restriction=restriction)
+    with svc.store.reader() as conn:
+        marks = meta_index.marks(conn, rtype)
+        ids: dict[str, None] = {}
+        for mark in marks:
+            ids.update(dict.fromkeys(meta_index.some_carrying(conn, rtype, mark, PROBE)))
+    probe = list(ids)
+    for i in range(0, len(probe), PROBE_SEARCH):
+        await _read(
+            svc, actor, rtype, [("_id", ",".join(probe[i : i + PROBE_SEARCH]))], restriction, found
         )
-        result = await svc.policy.filter_result_async(actor, rtype, result, [("$meta", "")])
-        for _rid, content in result.rows:
-            found.read += 1
-            if any(k in content for k in _MARKS):  # most resources carry none: not parsed
-                found.add(orjson.loads(content).get("meta"))
-        if found.read > META_SCAN_LIMIT:
+    for mark in marks:
+        if not found.has(mark):
+            await _search_by_mark(svc, actor, rtype, mark, restriction, found)
+
+
+async def _read(
+    svc: Services,
+    actor: Actor,
+    rtype: str,
+    params: list[tuple[str, str]],
+    restriction: list[tuple[str, str]],
+    found: _Collected,
+) -> str | None:
+    """One page of the actor's search, through the policy's filter; the marks of what it
+    let through added. Returns the next page's cursor (None at the end)."""
+    page = [("_count", str(svc.settings.search_max_count)), ("_total", "none"), *params]
+    result = svc.search.search(SearchRequest(rtype, page, strict=True, restriction=restriction))
+    result = await svc.policy.filter_result_async(actor, rtype, result, [("$meta", "")])
+    for _rid, content in result.rows:
+        found.add(orjson.loads(content).get("meta"))
+    return result.next_cursor
+
+
+async def _search_by_mark(
+    svc: Services,
+    actor: Actor,
+    rtype: str,
+    mark: meta_index.Mark,
+    restriction: list[tuple[str, str]],
+    found: _Collected,
+) -> None:
+    """Page through the actor's search of the type by the mark until the policy lets one
+    resource through (at most :data:`META_SCAN_LIMIT` read)."""
+    param, system, code = mark
+    if "," in system or "," in code:
+        raise error(
+            400,
+            "too-costly",
+            f"$meta of {rtype}: the mark {system}|{code} cannot be looked for by search; ask "
+            "$meta of single resources",
+        )
+    wanted = [(param, f"{system}|{code}")]
+    cursor: str | None = None
+    read = 0
+    while True:
+        cursor = await _read(
+            svc,
+            actor,
+            rtype,
+            wanted + ([("_cursor", cursor)] if cursor else []),
+            restriction,
+            found,
+        )
+        if found.has(mark) or cursor is None:
+            return
+        read += svc.settings.search_max_count
+        if read > META_SCAN_LIMIT:
             raise error(
                 400,
                 "too-costly",
                 f"$meta would read more than {META_SCAN_LIMIT} resources; ask $meta of a "
                 "narrower type or of single resources",
             )
-        if not result.next_cursor:
-            return
-        cursor = result.next_cursor
 
 
 @router.get("/$meta")
 @router.post("/$meta")
 async def system_meta(request: Request, actor: Actor = Depends(require_actor)) -> Response:
     svc = services(request)
-    r = resource_table.c
     with svc.store.reader() as conn:
-        present = sorted(
-            row[0]
-            for row in conn.execute(select(r.res_type).where(r.deleted == false()).distinct())
-        )
+        present = meta_index.types_present(conn, sorted(SUPPORTED_TYPES))
     found = _Collected()
     refusals: list[FhirError] = []
     for rtype in present:
-        if rtype not in SUPPORTED_TYPES:
-            continue
         try:
             await _collect_type(svc, actor, rtype, found)
         except FhirError as exc:
             if exc.status != 403:
                 raise
             refusals.append(exc)  # a type the actor may not read: not in its $meta
-    if refusals and len(refusals) == len([t for t in present if t in SUPPORTED_TYPES]):
+    if refusals and len(refusals) == len(present):
         raise refusals[0]  # nothing at all is readable for this actor
     return _parameters(found.value())
 

@@ -120,3 +120,25 @@ def install_error_handlers(app: FastAPI) -> None:
                 [Issue("fatal", "exception", f"internal error ({type(exc).__name__}); logged")],
             )
         )
+
+
+def not_modified(headers: Any, etag: str, last_updated: int) -> bool:
+    """Whether a conditional read is answered 304: ``If-None-Match`` names the current
+    version's ETag, or (without ``If-None-Match``) ``If-Modified-Since`` is no earlier than
+    the last change (to the second, as ``Last-Modified`` gives it). An unreadable date is
+    ignored, as HTTP says."""
+    inm = headers.get("if-none-match")
+    if inm:
+        return bool(inm.strip() == etag)
+    ims = headers.get("if-modified-since")
+    if not ims:
+        return False
+    from email.utils import parsedate_to_datetime
+
+    try:
+        since = parsedate_to_datetime(ims)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(since.timestamp()) >= last_updated // 1_000_000

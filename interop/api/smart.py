@@ -43,6 +43,44 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
     }
 
 
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+SMART_SERVICE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR",
+        }
+    ]
+}
+
+
+def capability_security(settings: Settings) -> dict[str, Any]:
+    """``rest.security`` of the CapabilityStatement: whether browsers may call the API
+    (CORS origins configured), and once HelseID is configured, SMART on FHIR with its
+    authorize and token endpoints (the ``oauth-uris`` extension that SMART clients read when
+    they do not ask ``/.well-known/smart-configuration``)."""
+    security: dict[str, Any] = {
+        "cors": bool(settings.cors_origins()),
+        "description": "Authorization: Bearer <API key or signed JWT>",
+    }
+    if settings.helseid_issuer:
+        smart = smart_configuration(settings)
+        security["service"] = [SMART_SERVICE]
+        security["extension"] = [
+            {
+                "url": OAUTH_URIS,
+                "extension": [
+                    {"url": "authorize", "valueUri": smart["authorization_endpoint"]},
+                    {"url": "token", "valueUri": smart["token_endpoint"]},
+                ],
+            }
+        ]
+        security["description"] = (
+            "Authorization: Bearer <API key, or a HelseID access token (SMART on FHIR, DPoP)>"
+        )
+    return security
+
+
 @router.get("/.well-known/smart-configuration")
 @router.get("/fhir/.well-known/smart-configuration")
 async def well_known_smart(request: Request) -> Response:

@@ -86,8 +86,11 @@ def observation(rng: random.Random, pid: str, when: datetime, seq: int) -> dict[
         return base
     code, display, unit, mean, sd = KINDS[k]
     base["code"] = {"coding": [{"system": LOINC, "code": code, "display": display}]}
+    value = rng.gauss(mean, sd)
+    if unit == "%":
+        value = min(value, 100.0)  # a saturation above 100 % is refused as implausible
     base["valueQuantity"] = {
-        "value": round(rng.gauss(mean, sd), 1),
+        "value": round(value, 1),
         "unit": unit,
         "system": UCUM,
         "code": unit,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,9 +20,16 @@ CODES = ("38341003", "44054006", "195967001", "13645005", "84114007")
 """Hypertension, diabetes type 2, asthma, COPD, heart failure."""
 
 
+TAGS = "urn:dho-interop:bench-cohort"
+COHORTS = ("a", "b", "c")
+"""Every bench Condition carries one of three tags, as a Synthea export carries its one
+(``meta.tag``: searched by ``_tag``, listed by ``$meta``)."""
+
+
 def condition(rng: random.Random, pid: str) -> dict[str, Any]:
     return {
         "resourceType": "Condition",
+        "meta": {"tag": [{"system": TAGS, "code": rng.choice(COHORTS)}]},
         "identifier": [{"system": "urn:dho-interop:bench-condition", "value": str(uuid.uuid4())}],
         "clinicalStatus": {
             "coding": [
@@ -116,3 +124,35 @@ def run(
         target="p95 ≤ 25 ms",
         ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
     )
+    # ``_tag`` with a patient (the narrow case), ``_tag`` alone (a third of the Conditions
+    # match; the first page is served) and the type's ``$meta`` (from the index)
+    queries = {
+        "search Condition patient+_tag (generic type)": [
+            f"/fhir/Condition?patient=Patient/{data.patient_id(rng.randrange(patients))}"
+            f"&_tag={TAGS}|{rng.choice(COHORTS)}"
+            for _ in range(500)
+        ],
+        "search Condition _tag alone, first page of 50": [
+            f"/fhir/Condition?_tag={TAGS}|{rng.choice(COHORTS)}&_count=50" for _ in range(500)
+        ],
+        "$meta of Condition (type level, admin)": ["/fhir/Condition/$meta"] * 500,
+    }
+    for label, paths in queries.items():
+        total = 100 if label.startswith("$meta") else 400
+        warm, measured = paths[:50], paths[50:]
+        run_load(base, _getter(warm), total=20, connections=1, headers=headers)
+        r = run_load(base, _getter(measured), total=total, connections=1, headers=headers)
+        report.row(
+            "fhir",
+            backend,
+            size,
+            label,
+            f"p50 {r.percentile(50) * 1000:.1f} ms",
+            f"p95 {r.percentile(95) * 1000:.1f} ms",
+            target="p95 ≤ 25 ms",
+            ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
+        )
+
+
+def _getter(paths: list[str]) -> Callable[[int], tuple[str, str, bytes]]:
+    return lambda i: ("GET", paths[i % len(paths)], b"")

@@ -13,13 +13,11 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
-import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 
 from interop.care.zones import ZoneRanges
-from interop.store.schema import resource_table
+from interop.store.patient_resources import of_patients
 
 
 class _Range(BaseModel):
@@ -118,13 +116,12 @@ def groups_of_episodes(episodes: list[dict[str, Any]]) -> frozenset[str]:
 
 def episodes_of(conn: Any, patient_id: str) -> list[dict[str, Any]]:
     """The patient's EpisodeOfCare resources (what places them in a group)."""
-    r = resource_table.c
-    rows = conn.execute(
-        select(r.content).where(
-            r.res_type == "EpisodeOfCare", r.patient_id == patient_id, r.deleted.is_(False)
-        )
-    )
-    return [orjson.loads(content) for (content,) in rows]
+    return episodes_of_patients(conn, [patient_id])[patient_id]
+
+
+def episodes_of_patients(conn: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`episodes_of` each patient, in one statement per 500 patients."""
+    return of_patients(conn, "EpisodeOfCare", patient_ids)
 
 
 def defaults_for_patient(conn: Any, patient_id: str) -> dict[str, ZoneRanges]:

@@ -31,6 +31,7 @@ from interop.identifiers import person_id_system, validate_hpr
 from interop.mapping import MappingSet
 from interop.patients import patient_by_identifier
 from interop.store.context import Door, WriteContext
+from interop.store.patient_resources import of_patients
 from interop.store.relations import referrers, targets, with_tokens
 from interop.store.repository import WriteTx
 from interop.store.schema import resource_table
@@ -207,24 +208,27 @@ def _recorder(actor: Actor) -> dict[str, Any]:
 
 def plan_versions(conn: Any, patient_id: str) -> list[dict[str, Any]]:
     """All egenbehandlingsplan CarePlans of a patient, oldest first."""
-    rows = conn.execute(
-        select(resource_table.c.content).where(
-            resource_table.c.res_type == "CarePlan",
-            resource_table.c.patient_id == patient_id,
-            resource_table.c.deleted.is_(False),
-        )
-    ).all()
-    plans = []
-    for (content,) in rows:
-        cp = orjson.loads(content)
-        if any(
-            c.get("code") == PLAN_CATEGORY["code"] and c.get("system") == PLAN_CATEGORY["system"]
-            for cat in cp.get("category", [])
-            for c in cat.get("coding", [])
-        ):
-            plans.append(cp)
-    plans.sort(key=lambda p: p.get("period", {}).get("start", ""))
-    return plans
+    return plan_versions_of(conn, [patient_id])[patient_id]
+
+
+def plan_versions_of(conn: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`plan_versions` of each patient, in one statement per 500 patients."""
+    out = {
+        pid: [
+            cp
+            for cp in care_plans
+            if any(
+                c.get("code") == PLAN_CATEGORY["code"]
+                and c.get("system") == PLAN_CATEGORY["system"]
+                for cat in cp.get("category", [])
+                for c in cat.get("coding", [])
+            )
+        ]
+        for pid, care_plans in of_patients(conn, "CarePlan", patient_ids).items()
+    }
+    for plans in out.values():
+        plans.sort(key=lambda p: p.get("period", {}).get("start", ""))
+    return out
 
 
 def _lock_plans(tx: WriteTx, patient_id: str) -> None:
@@ -409,16 +413,25 @@ PlanPeriod = tuple[int | None, int | None, dict[str, Any]]
 def plan_periods(conn: Any, patient_id: str, zone: str = "Europe/Oslo") -> list[PlanPeriod]:
     """The patient's plan versions with their periods, oldest first (entered-in-error,
     drafts and proposals left out): what :func:`plan_at` chooses from."""
-    out: list[PlanPeriod] = []
-    for cp in plan_versions(conn, patient_id):
-        # only a plan that has been active judges: a draft or a proposal waiting for the GP
-        # has no period in force (interop.care.plan_lifecycle)
-        if cp.get("status") in ("entered-in-error", "draft"):
-            continue
-        period = cp.get("period", {})
-        start = fhir_instant(period["start"], zone) if period.get("start") else None
-        end = fhir_instant(period["end"], zone) if period.get("end") else None
-        out.append((start, end, cp))
+    return plan_periods_of(conn, [patient_id], zone)[patient_id]
+
+
+def plan_periods_of(
+    conn: Any, patient_ids: list[str], zone: str = "Europe/Oslo"
+) -> dict[str, list[PlanPeriod]]:
+    """:func:`plan_periods` of each patient, in one statement per 500 patients."""
+    out: dict[str, list[PlanPeriod]] = {}
+    for pid, versions in plan_versions_of(conn, patient_ids).items():
+        periods = out[pid] = []
+        for cp in versions:
+            # only a plan that has been active judges: a draft or a proposal waiting for the
+            # GP has no period in force (interop.care.plan_lifecycle)
+            if cp.get("status") in ("entered-in-error", "draft"):
+                continue
+            period = cp.get("period", {})
+            start = fhir_instant(period["start"], zone) if period.get("start") else None
+            end = fhir_instant(period["end"], zone) if period.get("end") else None
+            periods.append((start, end, cp))
     return out
 
 

@@ -29,9 +29,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, insert, select, union_all
+from sqlalchemy import and_, bindparam, insert, select, union_all
 
-from interop.care.default_thresholds import defaults_for, episodes_of, groups_of_episodes
+from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
 from interop.care.events import (
     DeviationEscalated,
     DeviationOpened,
@@ -42,7 +42,7 @@ from interop.care.plans import (
     PlanPeriod,
     ZoneRanges,
     plan_at,
-    plan_periods,
+    plan_periods_of,
     ranges_of_plan,
 )
 from interop.fhir.dates import (
@@ -436,6 +436,9 @@ _GENERATION = "triage-generation"
 """``tx.context`` key: the generation as this transaction read it (once per transaction)."""
 _MOVED = "triage-generation-moved"
 """``tx.context`` flag: this transaction wrote a plan (it moved the generation on)."""
+_PLANS = "triage-plans"
+"""``tx.context`` key: patient id → the plans this transaction read (dropped when it writes a
+plan); kept in the process's cache too unless the transaction wrote a plan."""
 
 
 class _PatientPlans:
@@ -468,34 +471,52 @@ class Triage:
         self._cache: dict[str, _PatientPlans] = {}
         self._lock = threading.Lock()
 
+    def _plans(self, tx: WriteTx, patient_ids: list[str]) -> dict[str, _PatientPlans]:
+        """Each patient's plans: as this transaction read them, or cached at the generation it
+        reads (within ``PLAN_CACHE_SECONDS``), or else read now for all the patients missing
+        (one statement for their plans, one for their episodes)."""
+        generation = tx.context.get(_GENERATION)
+        if generation is None:
+            generation = tx.context[_GENERATION] = generation_in(tx.conn)
+        in_tx: dict[str, _PatientPlans] = tx.context.setdefault(_PLANS, {})
+        now = time.monotonic()
+        out: dict[str, _PatientPlans] = {}
+        missing: list[str] = []
+        with self._lock:
+            for pid in patient_ids:
+                plans = in_tx.get(pid) or self._cache.get(pid)
+                if (
+                    plans is None
+                    or plans.generation != generation
+                    or now - plans.loaded > PLAN_CACHE_SECONDS
+                ):
+                    missing.append(pid)
+                else:
+                    out[pid] = plans
+        if not missing:
+            return out
+        periods = plan_periods_of(tx.conn, missing, self.store.zone)
+        episodes = episodes_of_patients(tx.conn, missing)
+        read = {
+            pid: _PatientPlans(now, periods[pid], groups_of_episodes(episodes[pid]), generation)
+            for pid in missing
+        }
+        in_tx.update(read)
+        if not tx.context.get(_MOVED):  # plans read beside an uncommitted plan: not kept
+            with self._lock:
+                if len(self._cache) > 20_000:
+                    self._cache.clear()
+                self._cache.update(read)
+        out.update(read)
+        return out
+
     def _ranges(
         self, tx: WriteTx, patient_id: str, when: tuple[int, int]
     ) -> tuple[dict[str, ZoneRanges], dict[str, ZoneRanges]]:
         """code → ranges of the patient's plan version in force at ``when`` (the first and
         last instant (µs) of the reading's time as the source stated it, see ``plan_at``),
         and code → the default ranges for this patient."""
-        now = time.monotonic()
-        with self._lock:
-            plans = self._cache.get(patient_id)
-        generation = tx.context.get(_GENERATION)
-        if generation is None:
-            generation = tx.context[_GENERATION] = generation_in(tx.conn)
-        if (
-            plans is None
-            or plans.generation != generation
-            or now - plans.loaded > PLAN_CACHE_SECONDS
-        ):
-            plans = _PatientPlans(
-                now,
-                plan_periods(tx.conn, patient_id, self.store.zone),
-                groups_of_episodes(episodes_of(tx.conn, patient_id)),
-                generation,
-            )
-            if not tx.context.get(_MOVED):  # plans read beside an uncommitted plan: not kept
-                with self._lock:
-                    if len(self._cache) > 20_000:
-                        self._cache.clear()
-                    self._cache[patient_id] = plans
+        plans = self._plans(tx, [patient_id])[patient_id]
         chosen = plan_at(plans.periods, when[0], when[1])
         if chosen is None:
             return {}, plans.defaults
@@ -505,6 +526,17 @@ class Triage:
             hit = plans.ranges[key] = ranges_of_plan(tx.conn, chosen)
         return hit, plans.defaults
 
+    def _plan_written(self, tx: WriteTx) -> None:
+        """A plan (CarePlan, Goal, EpisodeOfCare) is written or deleted in ``tx``: every
+        process reads the plans again, this transaction too."""
+        if not tx.context.get(_MOVED):
+            bump_generation(tx.conn)  # every process reads the plans again
+            tx.context[_MOVED] = True
+        tx.context.pop(_GENERATION, None)
+        tx.context.pop(_PLANS, None)
+        with self._lock:
+            self._cache.clear()
+
     def prepare(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:
         """Pre-write hook: forget cached plans when a plan changes; give an Observation the
         service builds (ingest: ``tx.context["triage"]``) its interpretation and reference
@@ -512,16 +544,46 @@ class Triage:
         judged after the write (:meth:`after_write`)."""
         rtype = resource.get("resourceType")
         if rtype in PLAN_TYPES:
-            if not tx.context.get(_MOVED):
-                bump_generation(tx.conn)  # every process reads the plans again
-                tx.context[_MOVED] = True
-            tx.context.pop(_GENERATION, None)
-            with self._lock:
-                self._cache.clear()
+            self._plan_written(tx)
             return resource
         if rtype != "Observation" or not tx.context.get("triage"):
             return resource
         return self.judge(tx, resource) or resource
+
+    def before_hooks(self, tx: WriteTx, stored: list[StoredResource]) -> None:
+        """Before the write hooks of several resources written together (a group commit, a
+        Bundle, an ingest): read what :meth:`after_write` needs for all their patients, in
+        one statement each — the plans (for Observations judged after the write) and the
+        open Tasks and Flags. Each hook then finds them as if it had read them itself: what
+        an earlier one writes (a Task, a Flag) keeps the transaction's view up to date
+        (:func:`_keep_open_items`), and a plan written in between drops the plans read."""
+        judged: set[str] = set()
+        patients: set[str] = set()
+        kinds = (
+            ("Observation", "QuestionnaireResponse")
+            if tx.context.get("triage")
+            else ("Observation",)
+        )
+        for s in stored:
+            if s.deleted or s.res_type not in kinds:
+                continue
+            view = s.view()
+            ref = (view.get("subject") or {}).get("reference", "")
+            if not isinstance(ref, str) or not ref.startswith("Patient/"):
+                continue
+            patients.add(ref[8:])
+            if s.res_type == "Observation":
+                judged.add(ref[8:])
+        if len(patients) < 2:
+            return  # nothing to gain over reading them in the hook
+        if judged and not tx.context.get("triage"):
+            self._plans(tx, sorted(judged))
+        cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
+            "open_items", {}
+        )
+        missing = sorted(p for p in patients if p not in cache)
+        if missing:
+            cache.update(_open_items_of(tx, missing))
 
     def judge(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any] | None:
         """The Observation with the zone triage gives it: ``interpretation`` (v3 code and
@@ -594,6 +656,9 @@ class Triage:
     def after_write(
         self, tx: WriteTx, stored: StoredResource, previous: StoredResource | None
     ) -> None:
+        if stored.res_type in PLAN_TYPES and stored.deleted:
+            self._plan_written(tx)  # as for a new version (see :meth:`prepare`)
+            return
         if stored.res_type in ("Task", "Flag"):
             # keep the per-transaction view of open items honest after our own writes
             _keep_open_items(tx, stored)
@@ -645,7 +710,7 @@ class Triage:
             "open_items", {}
         )
         if pid not in cache:
-            cache.update(self._open_items_of_written(tx, pid, cache))
+            cache.update(_open_items_of(tx, [pid]))
         all_tasks, all_flags = cache[pid]
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
@@ -847,24 +912,6 @@ class Triage:
         does not grow with the patient's closed history), in one statement."""
         return _open_items_of(tx, [patient_id])[patient_id]
 
-    def _open_items_of_written(
-        self, tx: WriteTx, patient_id: str, known: dict[str, Any]
-    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-        """The open items of ``patient_id`` and of every other patient with an Observation
-        written in this transaction so far whose items are not ``known`` yet, in one
-        statement per 500 patients: a Bundle's hooks run after all its entries are written,
-        so its patients are looked up together, not one by one."""
-        scanned: int = tx.context.get("open_items_scanned", 0)
-        wanted = {patient_id}
-        for s in tx.written[scanned:]:
-            if s.res_type != "Observation" or s.deleted:
-                continue
-            ref = (s.view().get("subject") or {}).get("reference", "")
-            if isinstance(ref, str) and ref.startswith("Patient/") and ref[8:] not in known:
-                wanted.add(ref[8:])
-        tx.context["open_items_scanned"] = len(tx.written)
-        return _open_items_of(tx, sorted(wanted))
-
 
 MEASUREMENT_INPUTS = ("measurement code", "questionnaire")
 
@@ -1022,22 +1069,14 @@ def _index_zone(tx: WriteTx, obs_id: str, zone: str) -> None:
 
 def flush_zone_index(tx: WriteTx) -> None:
     """Before-commit hook: write the zones judged in this transaction as token index rows of
-    their Observations (a later version's write clears them with its other index rows)."""
+    their Observations, in one insert. Each was judged after a write of its Observation in
+    this transaction, and every write of a version clears that resource's index rows first
+    (its zone row included), so there is none to replace."""
     pending: dict[str, str] | None = tx.context.pop("zone_index", None)
     if not pending:
         return
-    t = token_table
-    ids = list(pending)
-    for i in range(0, len(ids), 500):
-        tx.conn.execute(
-            delete(t).where(
-                t.c.res_type == "Observation",
-                t.c.param == ZONE_PARAM,
-                t.c.res_id.in_(ids[i : i + 500]),
-            )
-        )
     tx.conn.execute(
-        insert(t),
+        insert(token_table),
         [
             {
                 "res_type": "Observation",

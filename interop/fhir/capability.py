@@ -42,7 +42,11 @@ COMMON_SEARCH = [
 ]
 
 
-def capability_statement(base_url: str, date: str) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, date: str, security: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The CapabilityStatement; ``security`` is ``rest.security`` as the deployment has it
+    (CORS, SMART on FHIR: :func:`interop.api.smart.capability_security`)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         interactions = [
@@ -59,7 +63,8 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in INDEXED:  # the types the engine searches: no other is claimed
+            if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
+                # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "token" if p.type == "uri" else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation
@@ -75,6 +80,7 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": rtype not in IMMUTABLE_TYPES,
             "conditionalCreate": True,
+            "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "searchInclude": sorted(
@@ -106,7 +112,8 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
+                "security": security
+                or {
                     "cors": False,
                     "description": "Authorization: Bearer <API key or signed JWT>",
                 },

@@ -163,19 +163,7 @@ def r4_params(rtype: str) -> dict[str, R4Param]:
         spec = raw[name]
         ptype = spec["type"]
         if ptype == "composite":
-            comps = []
-            for comp in spec.get("component", []):
-                parsed = expression_paths(comp["expression"], rtype, relative=True)
-                if parsed is None:
-                    break
-                comps.append((comp["param"], parsed[0]))
-            else:
-                root = expression_paths(spec.get("expression", ""), rtype)
-                root_paths = root[0] if root else ((),)
-                if spec.get("expression", "") == rtype:
-                    root_paths = ((),)
-                out[name] = R4Param(name, "composite", root_paths, None, False, tuple(comps))
-            continue
+            continue  # below, once their components are known
         if ptype not in INDEXED_TYPES or "expression" not in spec:
             continue
         parsed = expression_paths(spec["expression"], rtype)
@@ -194,4 +182,52 @@ def r4_params(rtype: str) -> dict[str, R4Param]:
             and ("Patient" in targets or "Patient" in restricted)
         )
         out[name] = R4Param(name, INDEXED_TYPES[ptype], paths, target, is_compartment)
+    for name in order:
+        spec = raw[name]
+        if spec["type"] == "composite":
+            composite = _composite(name, spec, rtype, out)
+            if composite is not None:
+                out[name] = composite
     return out
+
+
+def _composite(
+    name: str, spec: dict[str, Any], rtype: str, params: dict[str, R4Param]
+) -> R4Param | None:
+    """A composite whose root and components the generic index can follow, or None.
+
+    Each component is read through its own parameter's definition (the paths below the
+    composite's root), not through the component's expression: R4 gives some components the
+    other one's expression (DocumentReference ``relationship``: ``relatesto`` is written
+    ``code``, ``relation`` ``target``), while the parameters themselves are right. A component
+    whose parameter is not under the root (MolecularSequence's ``%resource`` components) leaves
+    the composite out (refused as unsupported)."""
+    roots: list[tuple[str, ...]] = []
+    for alt in _split(spec.get("expression", ""), "|"):
+        if alt == rtype:
+            roots.append(())
+            continue
+        parsed = expression_paths(alt, rtype)
+        if parsed is None:
+            return None
+        roots.extend(parsed[0])
+    if not roots:
+        return None
+    comps: list[tuple[str, tuple[tuple[str, ...], ...]]] = []
+    for comp in spec.get("component", []):
+        param = params.get(comp["param"])
+        if param is None:
+            return None
+        below: list[tuple[str, ...]] = []
+        for path in param.paths:
+            # below the deepest root it is under (``Observation | Observation.component``)
+            under = [r for r in roots if path[: len(r)] == r and len(path) > len(r)]
+            if not under:
+                return None
+            rel = path[len(max(under, key=len)) :]
+            if rel not in below:
+                below.append(rel)
+        comps.append((comp["param"], tuple(below)))
+    if len(comps) < 2:
+        return None
+    return R4Param(name, "composite", tuple(roots), None, False, tuple(comps))

@@ -66,6 +66,15 @@ class IndexEntries:
     """(param, system, code, low, high): quantities and numbers (``code`` "" for a number)"""
     patient_id: str | None = None
 
+    def row_count(self) -> int:
+        return (
+            len(self.tokens)
+            + len(self.references)
+            + len(self.dates)
+            + len(self.strings)
+            + len(self.quantities)
+        )
+
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, dict[str, SearchParam]]:
@@ -88,10 +97,29 @@ def _load() -> dict[str, dict[str, SearchParam]]:
     return out
 
 
+META_PARAMS = {
+    name: SearchParam(name, "token", (("meta", element),), None, False, "generic")
+    for name, element in (("_tag", "tag"), ("_profile", "profile"), ("_security", "security"))
+}
+"""R4's parameters of every resource on its ``meta`` (``_profile`` is a uri, matched exactly
+as a token without a system): indexed like any token parameter, so that searches by them and
+``$meta`` read the index, not the resources."""
+NO_META_TYPES = frozenset({"AuditEvent"})
+"""Types whose resources the server writes lean, without a meta (``store.audit_rows``)."""
+
+
 @lru_cache(maxsize=256)
 def definitions(resource_type: str) -> dict[str, SearchParam]:
     """The search parameters of a type: the product's own (``search-parameters.yaml``) for
-    the types it lists, else the official R4 ones (:mod:`interop.fhir.r4_definitions`)."""
+    the types it lists, else the official R4 ones (:mod:`interop.fhir.r4_definitions`); with
+    :data:`META_PARAMS`."""
+    found = _definitions(resource_type)
+    if resource_type in NO_META_TYPES:
+        return found
+    return {**found, **META_PARAMS}
+
+
+def _definitions(resource_type: str) -> dict[str, SearchParam]:
     own = _load().get(resource_type)
     if own is not None:
         return own
@@ -120,10 +148,15 @@ def supported_types() -> list[str]:
 
 @lru_cache(maxsize=256)
 def has_quantities(resource_type: str) -> bool:
-    """Whether the type has a quantity or number parameter the generic index holds."""
+    """Whether the type has a quantity or number parameter (or composite component) the
+    generic index holds."""
     return any(
         p.type in ("quantity", "number") and p.index == "generic"
         for p in definitions(resource_type).values()
+    ) or any(
+        ctype in ("quantity", "number")
+        for _n, _r, comps in composite_plan(resource_type)
+        for _k, ctype, _p, _t in comps
     )
 
 
@@ -358,6 +391,96 @@ def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> 
     return out
 
 
+def composite_key(name: str, component: int) -> str:
+    """The start of the ``param`` of a composite's index rows for one component: the rows of
+    one element (one ``useContext``, one ``characteristic``) end in the same ordinal
+    (``context-type-quantity$0#2`` in the token table, ``context-type-quantity$1#2`` in the
+    quantity table), so a search joins the components of the same element, never of two."""
+    return f"{name}${component}#"
+
+
+_CompositePlan = tuple[
+    tuple[
+        str,
+        tuple[tuple[str, ...], ...],
+        tuple[tuple[str, str, tuple[tuple[str, ...], ...], str], ...],
+    ],
+    ...,
+]
+
+
+@lru_cache(maxsize=256)
+def composite_plan(resource_type: str) -> _CompositePlan:
+    """(name, root paths, [(row key, component type, paths below the root, reference
+    prefix)]) of the composites the generic index holds for a type."""
+    defs = _definitions(resource_type)
+    out = []
+    for name, p in defs.items():
+        if p.type != "composite" or p.index != "generic":
+            continue
+        comps = []
+        for i, (cname, below) in enumerate(p.components):
+            cp = defs[cname]
+            prefix = cp.target + "/" if cp.target else ""
+            comps.append((composite_key(name, i), cp.type, below, prefix))
+        out.append((name, p.paths, tuple(comps)))
+    return tuple(out)
+
+
+def _component_rows(
+    entries: IndexEntries, key: str, ptype: str, found: list[Any], prefix: str, zone: str
+) -> None:
+    if ptype == "token":
+        for v in found:
+            for system, code in tokens_of(v):
+                entries.tokens.append((key, system or "", code))
+    elif ptype == "reference":
+        for v in found:
+            ref = v.get("reference") if isinstance(v, dict) else None
+            if isinstance(ref, str):
+                target = reference_target(ref)
+                if not prefix or target.startswith(prefix):
+                    entries.references.append((key, target))
+    elif ptype == "date":
+        for v in found:
+            for start, end in dates_of(v, zone):
+                entries.dates.append((key, start, end))
+    elif ptype == "quantity" or ptype == "number":
+        for v in found:
+            for system, code, low, high in quantities_of(v):
+                entries.quantities.append((key, system[:255], code[:64], low, high))
+    elif ptype == "string":
+        for v in found:
+            for raw in strings_of(v):
+                folded = fold(raw)
+                if folded:
+                    entries.strings.append((key, folded[:255]))
+
+
+def _composites(entries: IndexEntries, resource: dict[str, Any], rtype: str, zone: str) -> None:
+    """The rows of the type's composites: per element under the composite's root, each
+    component's values under the composite's key and the element's ordinal; an element that
+    lacks a component gets none (no search of the composite can match it)."""
+    for _name, roots, comps in composite_plan(rtype):
+        ordinal = 0
+        for root in roots:
+            for node in _walk(resource, root) if root else (resource,):
+                part = IndexEntries()
+                for key, ctype, below, prefix in comps:
+                    found = [v for path in below for v in _walk(node, path)]
+                    before = part.row_count()
+                    _component_rows(part, f"{key}{ordinal}", ctype, found, prefix, zone)
+                    if part.row_count() == before:
+                        break
+                else:
+                    entries.tokens += part.tokens
+                    entries.references += part.references
+                    entries.dates += part.dates
+                    entries.quantities += part.quantities
+                    entries.strings += part.strings
+                    ordinal += 1
+
+
 def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries:
     """Index rows of the generic tables for one resource (validated JSON)."""
     rtype = resource["resourceType"]
@@ -407,4 +530,6 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                     if s:
                         entries.strings.append((name, s[:255]))
                         entries.strings.append((name + EXACT, raw[:255]))
+    if composite_plan(rtype):
+        _composites(entries, resource, rtype, zone)
     return entries

@@ -251,6 +251,14 @@ class FhirStore:
         self.prepare_hooks: list[PrepareHook] = []
         """Called with (tx, resource) before a resource is stored; return the resource to store
         (triage adds interpretation and referenceRange to Observations this way)."""
+        self.before_guards: list[Callable[[WriteTx, list[dict[str, Any]]], None]] = []
+        """Called once with all the resources a :meth:`WriteTx.create_many` on behalf of an
+        actor is about to check, before the guards: to read what the guards need for all of
+        them in one statement (reference integrity: which Patients are there)."""
+        self.before_hooks: list[Callable[[WriteTx, list[StoredResource]], None]] = []
+        """Called once with all the resources written together (:meth:`WriteTx.run_write_hooks`)
+        before their write hooks: to read what the hooks need for all of them in one statement
+        (triage: the patients' plans, open Tasks and Flags)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
         self.batched = ReadBatcher(self.fast, companion=current_generation)
@@ -783,6 +791,9 @@ class WriteTx:
         prepare = self.store.prepare_hooks
         guards = self.store.guards if self.ctx.actor is not None else ()
         pump = self._server_writes.pump if self._server_writes is not None else None
+        if guards and len(items) > 1:
+            for before in self.store.before_guards:
+                before(self, [resource for resource, _ in items])
         for n, (resource, wanted_id) in enumerate(items):
             if pump is not None and not n % PUMP_EVERY:
                 pump()
@@ -939,6 +950,9 @@ class WriteTx:
 
     def run_write_hooks(self, stored: list[StoredResource]) -> None:
         """Run the write hooks for resources created through :meth:`write_staged`."""
+        if len(stored) > 1:
+            for before in self.store.before_hooks:
+                before(self, stored)
         for s in stored:
             self._run_hooks(s, None)
 

@@ -38,9 +38,7 @@ from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
     code_set_table,
-    date_table,
     observation_table,
-    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -63,6 +61,7 @@ RESULT_PARAMS = frozenset(
 )
 CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 """Parameters clients send to shape the answer (not filters): never refused as unsupported."""
+TOTAL_MODES = frozenset({"accurate", "estimate", "none"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -80,6 +79,41 @@ DATE_MODIFIERS = {"above": "gt", "below": "lt"}
 server reads them as the comparison they name."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
+
+
+def _narrowed(defs: dict[str, SearchParam], params: Sequence[tuple[str, str]]) -> bool:
+    """Whether the search has a filter that picks few resources: ``_id``, or a plain
+    reference parameter (a patient's data; the policy's restriction to an actor's patients)."""
+    for key, raw in params:
+        if not raw:
+            continue
+        name, _, modifier = key.partition(":")
+        if name == "_id" and not modifier:
+            return True
+        param = defs.get(name)
+        if (
+            param is not None
+            and param.type == "reference"
+            and param.index == "generic"
+            and (not modifier or modifier[:1].isupper())
+        ):
+            return True
+    return False
+
+
+def _check_sort_tail(keys: list[str], descending: bool) -> None:
+    """Only the first ``_sort`` key orders the page; ties are then in id order, the same way.
+    A further key other than that (``_id``, or ``-_id`` when descending) is refused (400
+    naming it) rather than dropped."""
+    tail = "-_id" if descending else "_id"
+    for key in keys[1:]:
+        if key != tail:
+            raise error(
+                400,
+                "not-supported",
+                f"_sort: only one key is supported (ties are ordered by {tail}); {key!r} is not",
+                expression=["_sort"],
+            )
 
 
 def _patient_identifier_chain(name: str, modifier: str | None) -> str | None:
@@ -326,25 +360,81 @@ class SearchEngine:
             target = f"{param.target}/{target}"
         return target
 
+    def row_condition(
+        self, param: SearchParam, cols: Any, value: str, name: str
+    ) -> ColumnElement[bool]:
+        """The condition one value puts on a row of the parameter's index table (``cols``:
+        the columns of that table or of an alias of it), without modifiers."""
+        if param.type == "token":
+            system, code = _token_parts(value)
+            cond: list[ColumnElement[bool]] = []
+            if code is not None:
+                cond.append(cols.code == code)
+            if system is not None:
+                cond.append(cols.system == system)
+            return and_(true(), *cond)
+        if param.type == "reference":
+            return cols.target == self._reference_value(param, value)
+        if param.type == "date":
+            return _date_condition(cols.start, cols.end, value, self.store.zone, name)
+        if param.type == "string":
+            return cols.value.startswith(fold(value), autoescape=True)
+        if param.type in ("quantity", "number"):
+            unit_col = cols.code if param.type == "quantity" else None
+            return breadth.quantity_condition(
+                value, name, cols.low, cols.high, unit_col, cols.system
+            )
+        raise error(400, "not-supported", f"{name}: a {param.type} value cannot be searched here")
+
+    def _rows_matching(
+        self, res_type: str, name: str, param: SearchParam, values: list[str], narrow: bool
+    ) -> ColumnElement[bool]:
+        """Resources with a row of the parameter matching any of the values.
+
+        Beside a filter that picks few resources (``narrow``: :func:`_narrowed`), on SQLite each resource
+        it picks is looked up in the parameter's rows (a correlated EXISTS through the
+        table's ``(res_type, res_id)`` index): an ``IN (SELECT …)`` would first collect every
+        resource with the value (half the Conditions are ``active``) for each statement."""
+        t = breadth.INDEX_TABLES[param.type].c
+        rid = resource_table.c.res_id
+        if narrow and not self.store.is_postgres:
+            return (
+                select(literal(1))
+                .where(
+                    t.res_type == res_type,
+                    t.res_id == rid,
+                    t.param == name,
+                    any_of([self.row_condition(param, t, v, name) for v in values]),
+                )
+                .exists()
+            )
+        return any_of(
+            [
+                rid.in_(
+                    select(t.res_id).where(
+                        t.res_type == res_type,
+                        t.param == name,
+                        self.row_condition(param, t, v, name),
+                    )
+                )
+                for v in values
+            ]
+        )
+
     def _generic_condition(
-        self, res_type: str, name: str, modifier: str | None, param: SearchParam, values: list[str]
+        self,
+        res_type: str,
+        name: str,
+        modifier: str | None,
+        param: SearchParam,
+        values: list[str],
+        narrow: bool = False,
     ) -> ColumnElement[bool]:
         rid = resource_table.c.res_id
-        zone = self.store.zone
+        if param.type == "composite":
+            return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
-            ors: list[ColumnElement[bool]] = []
-            for v in values:
-                system, code = _token_parts(v)
-                cond = [
-                    token_table.c.res_type == res_type,
-                    token_table.c.param == name,
-                ]
-                if code is not None:
-                    cond.append(token_table.c.code == code)
-                if system is not None:
-                    cond.append(token_table.c.system == system)
-                ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
-            expr = any_of(ors)
+            expr = self._rows_matching(res_type, name, param, values, narrow)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
             if modifier == "identifier":
@@ -391,17 +481,7 @@ class SearchEngine:
             )
         if param.type == "date":
             values = date_values(f"{name}:{modifier}", modifier, values)
-            ors = [
-                rid.in_(
-                    select(date_table.c.res_id).where(
-                        date_table.c.res_type == res_type,
-                        date_table.c.param == name,
-                        _date_condition(date_table.c.start, date_table.c.end, v, zone, name),
-                    )
-                )
-                for v in values
-            ]
-            return any_of(ors)
+            return self._rows_matching(res_type, name, param, values, narrow)
         if param.type == "string":
             ors = []
             for v in values:
@@ -409,35 +489,23 @@ class SearchEngine:
                 pname = name
                 if modifier == "exact":  # case- and accent-sensitive: the rows kept as written
                     pname = name + EXACT
-                    cond = string_table.c.value == v
+                    match: ColumnElement[bool] = string_table.c.value == v
                 elif modifier == "contains":
-                    cond = string_table.c.value.contains(folded, autoescape=True)
+                    match = string_table.c.value.contains(folded, autoescape=True)
                 else:
-                    cond = string_table.c.value.startswith(folded, autoescape=True)
+                    match = self.row_condition(param, string_table.c, v, name)
                 ors.append(
                     rid.in_(
                         select(string_table.c.res_id).where(
                             string_table.c.res_type == res_type,
                             string_table.c.param == pname,
-                            cond,
+                            match,
                         )
                     )
                 )
             return any_of(ors)
         if param.type in ("quantity", "number"):
-            q = quantity_table.c
-            unit_col = q.code if param.type == "quantity" else None
-            ors = [
-                rid.in_(
-                    select(q.res_id).where(
-                        q.res_type == res_type,
-                        q.param == name,
-                        breadth.quantity_condition(v, name, q.low, q.high, unit_col, q.system),
-                    )
-                )
-                for v in values
-            ]
-            return any_of(ors)
+            return self._rows_matching(res_type, name, param, values, narrow)
         raise not_searched(res_type, name, param)
 
     # ---- the Observation index ----------------------------------------------------------
@@ -539,6 +607,7 @@ class SearchEngine:
         sort_expr: Any = None
 
         ignored: list[tuple[str, str]] = []
+        narrow = _narrowed(defs, req.params)
 
         def ignore(key: str, raw: str, label: str) -> None:
             self._unsupported(req, warnings, label)
@@ -554,9 +623,11 @@ class SearchEngine:
                     except ValueError:
                         raise error(400, "invalid", f"_count {raw!r} is not a number") from None
                 elif name == "_sort":
-                    s = raw.split(",")[0].strip()
+                    keys = [k.strip() for k in raw.split(",") if k.strip()]
+                    s = keys[0] if keys else ""
                     descending = s.startswith("-")
                     sort = s.lstrip("-")
+                    _check_sort_tail(keys, descending)
                     if sort not in SORTS or (sort == "date" and res_type != "Observation"):
                         # any date, string or token parameter (400 naming it otherwise)
                         sort_expr = breadth.sort_column(res_type, sort, descending)
@@ -570,10 +641,25 @@ class SearchEngine:
                     if modifier == "iterate":
                         iterate_specs.extend(x for x in raw.split(",") if x)
                 elif name == "_total":
+                    if raw not in TOTAL_MODES:
+                        raise error(
+                            400,
+                            "invalid",
+                            f"_total={raw!r}: use one of {', '.join(sorted(TOTAL_MODES))}",
+                            expression=["_total"],
+                        )
                     total_mode = raw
                 elif name == "_cursor":
                     cursor = _decode_cursor(raw)
                 elif name == "_revinclude":
+                    if modifier is not None:
+                        raise error(
+                            400,
+                            "not-supported",
+                            f"{key} is not supported: _revinclude adds one level "
+                            "(follow further levels with _include:iterate)",
+                            expression=[key],
+                        )
                     revinclude_specs.extend(x for x in raw.split(",") if x)
                 continue
             values = [v for v in raw.split(",") if v != ""]
@@ -653,7 +739,9 @@ class SearchEngine:
             if res_type == "Observation" and name in OBS_INDEXED:
                 obs_params.append((name, modifier, values))
             else:
-                generic.append(self._generic_condition(res_type, name, modifier, param, values))
+                generic.append(
+                    self._generic_condition(res_type, name, modifier, param, values, narrow)
+                )
 
         r = resource_table.c
         base_conds: list[ColumnElement[bool]] = [r.res_type == res_type, r.deleted == false()]
@@ -684,10 +772,17 @@ class SearchEngine:
             )
             count_base = select(r.res_id).join(sub, sub.c.res_id == r.res_id)
         else:
+            last_updated: Any = r.last_updated
+            if narrow and not self.store.is_postgres:
+                # SQLite would walk every resource of the type in ``last_updated`` order to
+                # spare sorting the page, testing each against the filters: with a filter
+                # that picks few (a patient's Conditions) that reads them all. Sorting what
+                # the filters pick is then the cheap way (``+ 0`` keeps the index out).
+                last_updated = r.last_updated + 0
             sort_col = (
                 sort_expr
                 if sort_expr is not None
-                else {"_lastUpdated": r.last_updated, "_id": r.res_id}[sort]
+                else {"_lastUpdated": last_updated, "_id": r.res_id}[sort]
             )
             stmt = select(r.res_id, r.content, sort_col.label("sortkey"))
             count_base = select(r.res_id)
@@ -773,14 +868,7 @@ class SearchEngine:
                 has.append(rid.in_(select(o.res_id).where(o.is_primary == true())))
             else:  # component-code
                 has.append(rid.in_(select(o.res_id).where(o.is_component == true())))
-        table = {
-            "token": token_table,
-            "reference": reference_table,
-            "date": date_table,
-            "string": string_table,
-            "quantity": quantity_table,
-            "number": quantity_table,
-        }[param.type]
+        table = breadth.INDEX_TABLES[param.type]
         has.append(
             rid.in_(
                 select(table.c.res_id).where(table.c.res_type == res_type, table.c.param == name)
@@ -895,8 +983,9 @@ class SearchEngine:
 
 
 INDEXED = frozenset({"token", "reference", "date", "string", "quantity", "number"})
-"""Parameter types the generic index holds; composites are not indexed (Observation's are, in
-its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
+"""Parameter types the generic index holds as themselves; a composite's components are held
+in these tables under the composite's key (:func:`interop.store.search_breadth.composite_condition`;
+Observation's in its own index: :data:`interop.store.search_breadth.OBSERVATION_EXTRA`)."""
 
 
 def not_searched(res_type: str, name: str, param: SearchParam) -> FhirError:

@@ -12,6 +12,7 @@ with 400 naming it, never ignored, so a search is never silently widened.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -20,11 +21,12 @@ import orjson
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
 
 from interop.fhir.outcome import FhirError, error
-from interop.fhir.searchparams import SearchParam, definitions, reference_target
+from interop.fhir.searchparams import SearchParam, composite_key, definitions, reference_target
 from interop.store.audit_rows import AUDIT_EVENT
 from interop.store.schema import (
     date_table,
     observation_table,
+    quantity_table,
     reference_table,
     resource_table,
     string_table,
@@ -134,7 +136,7 @@ def _ids_matching(engine: SearchEngine, rtype: str, chained: str, values: list[s
         raise error(400, "not-supported", f"chaining into Observation {name} is not supported")
     from interop.store.search import INDEXED, MODIFIERS
 
-    if param.type not in INDEXED or (
+    if (param.type not in INDEXED and param.type != "composite") or (
         modifier is not None and modifier not in MODIFIERS.get(param.type, ())
     ):
         raise error(
@@ -348,6 +350,66 @@ def quantity_condition(
     return or_(*ors)
 
 
+def composite_parts(name: str, value: str, count: int) -> list[str]:
+    """The component values of a composite search value (``code$value``; ``\\$`` is a ``$``
+    inside a component), 400 unless there is one per component."""
+    parts = [p.replace("\\$", "$") for p in re.split(r"(?<!\\)\$", value)]
+    if len(parts) != count or not all(parts):
+        shape = "$".join(["x"] * count)
+        raise error(
+            400,
+            "invalid",
+            f"{name}: {value!r} is not a composite of {count} values ({shape})",
+            expression=[name],
+        )
+    return parts
+
+
+INDEX_TABLES = {
+    "token": token_table,
+    "reference": reference_table,
+    "date": date_table,
+    "string": string_table,
+    "quantity": quantity_table,
+    "number": quantity_table,
+}
+"""The generic index table of each parameter type."""
+
+
+def composite_condition(
+    engine: SearchEngine, res_type: str, name: str, param: SearchParam, values: list[str]
+) -> ColumnElement[bool]:
+    """A composite of a generic type (``Group?characteristic-value=gender$male``,
+    ``ValueSet?context-type-quantity=age$gt18``): each component matched in its own index
+    table under the composite's key, all of them on rows of the same element (one ordinal,
+    :func:`interop.fhir.searchparams.composite_key`)."""
+    defs = definitions(res_type)
+    comps = [defs[c] for c, _below in param.components]
+    first_key = composite_key(name, 0)
+    ors = []
+    for v in values:
+        parts = composite_parts(name, v, len(comps))
+        tables = [INDEX_TABLES[c.type].alias(f"k{i}") for i, c in enumerate(comps)]
+        first = tables[0].c
+        conds: list[ColumnElement[bool]] = [
+            first.res_type == res_type,
+            first.param.startswith(first_key, autoescape=True),
+            engine.row_condition(comps[0], first, parts[0], name),
+        ]
+        for i in range(1, len(comps)):
+            c = tables[i].c
+            conds += [
+                c.res_type == res_type,
+                c.res_id == first.res_id,
+                c.param == func.replace(first.param, first_key, composite_key(name, i)),
+                engine.row_condition(comps[i], c, parts[i], name),
+            ]
+        ors.append(resource_table.c.res_id.in_(select(first.res_id).where(*conds)))
+    from interop.store.search import any_of
+
+    return any_of(ors)
+
+
 def observation_value_condition(name: str, values: list[str]) -> ColumnElement[bool]:
     """``value-quantity`` and the composites, on the observation index rows."""
     from interop.store.search import _token_parts, any_of, code_sets_holding
@@ -362,9 +424,7 @@ def observation_value_condition(name: str, values: list[str]) -> ColumnElement[b
     ors = []
     for v in values:
         if name in OBS_COMPOSITE:
-            code_text, sep, qty = v.partition("$")
-            if not sep:
-                raise error(400, "invalid", f"{name}: {v!r} is not code$value", expression=[name])
+            code_text, qty = composite_parts(name, v, 2)
             system, code = _token_parts(code_text)
             cond = and_(
                 o.code_set.in_(code_sets_holding(system, code)),

@@ -108,3 +108,29 @@ def test_smart_configuration_without_helseid_is_404(client) -> None:  # type: ig
     r = client.get("/.well-known/smart-configuration")
     assert r.status_code == 404
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_capability_statement_says_what_is_configured(settings, services) -> None:  # type: ignore[no-untyped-def]
+    """``rest.security``: CORS off and no SMART by default; with origins and HelseID
+    configured, CORS on and SMART on FHIR with HelseID's authorize and token endpoints."""
+    with _client(settings, services) as c:
+        security = c.get("/fhir/metadata").json()["rest"][0]["security"]
+        assert security["cors"] is False
+        assert "service" not in security and "extension" not in security
+    with _client(
+        settings,
+        services,
+        cors_allowed_origins=APP_ORIGIN,
+        helseid_issuer="https://helseid-sts.test.nhn.no",
+        helseid_audience="dho-interop",
+    ) as c:
+        security = c.get("/fhir/metadata").json()["rest"][0]["security"]
+        assert security["cors"] is True
+        assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+        uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+        assert uris == {
+            "authorize": "https://helseid-sts.test.nhn.no/connect/authorize",
+            "token": "https://helseid-sts.test.nhn.no/connect/token",
+        }
+        smart = c.get("/.well-known/smart-configuration").json()
+        assert uris["token"] == smart["token_endpoint"]
