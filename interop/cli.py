@@ -283,15 +283,10 @@ def worker(
     delivery.periodic.append(("heartbeat", 5.0, lambda: beat(svc.engine, heartbeat_name)))
     for task, interval, fn in worker_tasks(svc):
         delivery.periodic.append((task, interval, fn))
+    from interop.national.cli import national_jobs
     from interop.routing.worker import audit_head_export
 
-    if svc.settings.ar_base_url and svc.settings.addressbook_sync_seconds > 0:
-        from interop.national.cli import run_first_contact, run_sync
-
-        delivery.periodic.append(
-            ("addressbook-sync", svc.settings.addressbook_sync_seconds, lambda: run_sync(svc))
-        )
-        delivery.periodic.append(("gp-first-contact", 60.0, lambda: run_first_contact(svc)))
+    delivery.periodic.extend(national_jobs(svc))
     head_job = audit_head_export(svc.engine, svc.settings)
     if head_job is not None:
         delivery.periodic.append(head_job)

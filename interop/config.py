@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     environment, which has no HelseID."""
     nhn_plans_tenant: str | None = None
     """The tenant whose HelseID client calls Pasientens planer (default: the only tenant)."""
+    nhn_plans_poll_seconds: float = 900.0
+    """How often ``interop worker`` reads the patients' NHN plans for changes made there by
+    others (when ``INTEROP_NHN_PLANS_BASE_URL`` is set; 0 = never; ``interop plans poll-nhn``
+    runs it by hand). A change becomes a conflict on our plan and a Task for the care team;
+    our plan is never changed by it."""
     cppa_base_url: str | None = None
     """NHN's CPPA API (test ``https://cppa.test.grunndata.nhn.no``): asked before a PLO or
     Dialogmelding goes over EDI 2.0 whether the receiver takes that type. Unset = not asked."""

@@ -13,8 +13,16 @@ from sqlalchemy import Engine
 from interop.access.audit import flush_audit, write_hook
 from interop.access.policy import AccessPolicy
 from interop.care import task_completion
-from interop.care.events import Deviation, DeviationClosed, PlanChanged, Subscriptions
+from interop.care.events import (
+    Deviation,
+    DeviationClosed,
+    DomainEvent,
+    PlanAnswered,
+    PlanChanged,
+    Subscriptions,
+)
 from interop.care.measurement_checks import MeasurementChecks
+from interop.care.plan_notices import PlanNotices
 from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
 from interop.mapping import MappingSet
@@ -25,6 +33,10 @@ from interop.store.reference_integrity import ReferenceIntegrity
 from interop.store.repository import FhirStore, WriteTx
 from interop.store.search import SearchEngine
 from interop.store.transaction import BundleProcessor
+
+DISPATCH_ROUNDS = 5
+"""How many times events raised by subscribers' own writes are handed on before a transaction
+gives up (a subscriber that raises what it hears would otherwise never end)."""
 
 
 @dataclass
@@ -47,6 +59,8 @@ class Services:
         self.events.subscribe(
             DeviationClosed, lambda tx, e: router_for(self).on_deviation_closed(tx, e)
         )
+        # the follow-up centre hears the GP's answer to a proposed plan (a worklist Task)
+        self.events.subscribe(PlanAnswered, PlanNotices(self.settings.timezone))
         self.policy = AccessPolicy(self.store, self.settings)
         self.store.guards.append(self.policy.guard_write)
         # after the policy: an actor learns nothing about a Patient it may not see
@@ -63,10 +77,16 @@ class Services:
 
     def dispatch(self, tx: WriteTx) -> None:
         """Hand the events collected on the write context to their subscribers and route
-        what routing must send (outbox rows in the same transaction)."""
-        self.events.publish_pending(tx)
-        if tx.context.get("events") or tx.context.get("observations_created"):
-            router_for(self).route_pending(tx)
+        what routing must send (outbox rows in the same transaction). A subscriber's own
+        writes may raise events in turn (a Task it writes): they are handed on too, never left
+        behind at commit (a bounded number of rounds)."""
+        for _ in range(DISPATCH_ROUNDS):
+            self.events.publish_pending(tx)
+            if tx.context.get("events") or tx.context.get("observations_created"):
+                router_for(self).route_pending(tx)
+            if not any(isinstance(e, DomainEvent) for e in tx.context.get("events") or []):
+                return
+        raise RuntimeError(f"domain events still raised after {DISPATCH_ROUNDS} rounds")
 
 
 def wire_store(store: FhirStore, settings: Settings | None = None) -> None:

@@ -145,7 +145,12 @@ async def plan_approval_answer(
         if decision == "approve":
             result = await run_in_threadpool(
                 lambda: approve_by_gp(
-                    svc, access.national_id, plan_id, access.actor, seen_version=signed.version
+                    svc,
+                    access.national_id,
+                    plan_id,
+                    access.actor,
+                    seen_version=signed.version,
+                    door="page",
                 )
             )
             start = result["carePlan"]["period"]["start"]

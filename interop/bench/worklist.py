@@ -36,6 +36,11 @@ ZONE = "https://dho-interop.no/fhir/CodeSystem/zone"
 DAYS = 730
 QUIET_EVERY = 20
 """Every 20th patient has measured nothing for ten days (inactive)."""
+ELSEWHERE_ID = "bench-worklist-elsewhere"
+ELSEWHERE_ORGNR = "974589095"
+ELSEWHERE_PATIENTS = 4500
+"""Patients of the region's other follow-up centres in the same database, each with an open
+Task: what the centre's worklist must not read."""
 
 
 def bench_url(backend: str, pg_url: str | None) -> str:
@@ -159,15 +164,48 @@ def ensure_data(store: FhirStore, patients: int, per_day: int) -> int:
     return total
 
 
+def ensure_elsewhere(store: FhirStore, first: int, count: int) -> None:
+    """Another organisation's patients, each with an open Task, in the same database (built
+    once, beside the centre's)."""
+    if store.get("Organization", ELSEWHERE_ID) is not None:
+        return
+    end = datetime.now(UTC)
+    with store.write(WriteContext.service()) as tx:
+        tx.update(
+            "Organization",
+            ELSEWHERE_ID,
+            {
+                "resourceType": "Organization",
+                "id": ELSEWHERE_ID,
+                "identifier": [{"system": ORGNR, "value": ELSEWHERE_ORGNR}],
+                "name": "Nabokommunens oppfølgingstjeneste (bench)",
+            },
+        )
+        people: list[tuple[dict[str, Any], str | None]] = []
+        tasks: list[tuple[dict[str, Any], str | None]] = []
+        for j in range(count):
+            p = data.patient(first + j)
+            pid = f"{ELSEWHERE_ID}-patient-{j}"
+            p["managingOrganization"] = {"reference": f"Organization/{ELSEWHERE_ID}"}
+            people.append((p, pid))
+            task, _tid = _task(0, j, "requested", "urgent", "assess-deviation", end)
+            task["for"] = {"reference": f"Patient/{pid}"}
+            tasks.append((task, f"{ELSEWHERE_ID}-task-{j}"))
+        tx.create_many(people, validate=False)
+        tx.create_many(tasks, validate=False)
+
+
 def run(report: Report, backend: str, url: str, *, patients: int = 500, per_day: int = 3) -> None:
     engine = create_db_engine(url)
     upgrade(engine)
     store = FhirStore(engine)
     held = ensure_data(store, patients, per_day)
+    ensure_elsewhere(store, patients, ELSEWHERE_PATIENTS)
     engine.dispose()
     report.note(
         f"worklist/{backend}: {patients} patients, {held:,} Observations over {DAYS} days, "
-        "24 completed Tasks per patient and one open for 4 in 10"
+        "24 completed Tasks per patient and one open for 4 in 10; in the same database "
+        f"{ELSEWHERE_PATIENTS:,} patients of another organisation with an open Task each"
     )
     admin = {"Authorization": f"Bearer {BENCH_KEY}"}
     with api_server(url) as server:

@@ -21,6 +21,10 @@ Events
     subscribers such as journaling to the patient record (VKP) and the follow-up worklist.
 ``PlanChanged``
     A new version of the patient's self-management plan (egenbehandlingsplan).
+``PlanAnswered``
+    The patient's GP answered a proposed plan (the API, the GP's page, or a Dialogmelding
+    *svar*): approved it, asked for changes, or said something the service cannot read as
+    either. The follow-up centre hears it (a routine Task on its worklist).
 
 A deviation raised by a late reading (taken longer ago than ``INTEROP_LATE_AFTER_HOURS``;
 *etterregistrert*) has ``late=True``: its Task is routine and nobody is messaged urgently.
@@ -105,6 +109,23 @@ class DeviationClosed(DomainEvent):
 class PlanChanged(DomainEvent):
     care_plan: str
     """``CarePlan/<id>`` of the new version."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAnswered(DomainEvent):
+    care_plan: str
+    """``CarePlan/<id>`` the GP answered."""
+    decision: str
+    """``approved``, ``changes`` (back to draft), ``unclear`` (still proposed) or
+    ``not-the-gp`` (an approval from someone who is not the patient's GP: still proposed)."""
+    gp_name: str | None
+    gp: str | None
+    """``Practitioner/<id>`` of the answering GP, when known."""
+    comment: str | None
+    """The GP's own words (the page's text, the svar's text); None for a bare approval."""
+    time: str
+    door: str
+    """``api``, ``page`` or ``dialogmelding``."""
 
 
 def raise_event(tx: WriteTx, event: DomainEvent) -> None:

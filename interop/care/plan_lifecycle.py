@@ -26,12 +26,13 @@ import uuid
 from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interop.access.actor import Actor
+from interop.care.events import PlanAnswered, PlanChanged, raise_event
 from interop.care.plan_state import CONTENT_URL, STATE_URL, State, state_of
 from interop.care.plans import (
     HPR_SYSTEM,
@@ -47,10 +48,12 @@ from interop.care.plans import (
 )
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import FhirError, error, invalid_issues
-from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.repository import WriteTx
 from interop.text import text
+
+if TYPE_CHECKING:  # the wiring hands its parts in; the care core does not import it
+    from interop.services import Services
 
 GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
 FHIR_STATUS: dict[str, str] = {
@@ -256,8 +259,6 @@ def activate(
 ) -> dict[str, Any]:
     """Proposed → active, approved by the GP ``approver`` (Practitioner id): it replaces the
     active plan, which is completed at the same instant."""
-    from interop.routing.rules import Event, emit, router_for
-
     _require(cp, "proposed")
     _lock_plans(tx, pid)
     versions = plan_versions(tx.conn, pid)
@@ -304,8 +305,8 @@ def activate(
             ],
         }
     )
-    emit(tx, Event("plan.changed", pid, stored.reference))
-    router_for(services).route_pending(tx)
+    # routed (plan.changed) by the subscribers when the transaction ends
+    raise_event(tx, PlanChanged(pid, stored.reference))
     return stored.json()
 
 
@@ -348,15 +349,43 @@ def approve_by_gp(
     actor: Actor,
     *,
     seen_version: int | None = None,
+    door: Literal["api", "page"] = "api",
 ) -> dict[str, Any]:
     """The patient's GP approves a proposed plan (the API, or the GP's HTML page): it becomes
-    active with the GP recorded as approver (Provenance ``verifier``, when)."""
+    active with the GP recorded as approver (Provenance ``verifier``, when), and the follow-up
+    centre hears of it (:class:`~interop.care.events.PlanAnswered`)."""
     with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
         pid = _patient_id(tx, national_id)
         approver, hpr = _gp_in_charge(services, tx, pid, actor)
         cp = _proposed_as_seen(tx, pid, plan_id, seen_version)
         active = activate(services, tx, pid, cp, approver, hpr, _recorder(actor))
+        _answered(tx, pid, plan_id, "approved", actor.name or f"HPR {hpr}", approver, None, door)
     return {"state": "active", "carePlan": active}
+
+
+def _answered(
+    tx: WriteTx,
+    pid: str,
+    plan_id: str,
+    decision: Literal["approved", "changes", "unclear", "not-the-gp"],
+    gp_name: str | None,
+    gp: str | None,
+    comment: str | None,
+    door: str,
+) -> None:
+    raise_event(
+        tx,
+        PlanAnswered(
+            pid,
+            f"CarePlan/{plan_id}",
+            decision,
+            gp_name,
+            f"Practitioner/{gp}" if gp else None,
+            comment,
+            format_instant(now_utc()),
+            door,
+        ),
+    )
 
 
 def changes_by_gp(
@@ -375,12 +404,12 @@ def changes_by_gp(
         raise error(422, "required", "text: say what should be changed")
     with services.store.write(WriteContext(actor, Door.PLAN)) as tx:
         pid = _patient_id(tx, national_id)
-        _gp_in_charge(services, tx, pid, actor)
+        approver, hpr = _gp_in_charge(services, tx, pid, actor)
         cp = _proposed_as_seen(tx, pid, plan_id, seen_version)
-        note = text(
-            "plan.gp_page.changes_note", name=actor.name or f"HPR {actor.hpr}", answer=answer
-        )
+        name = actor.name or f"HPR {hpr}"
+        note = text("plan.gp_page.changes_note", name=name, answer=answer)
         stored = _return_to_draft(tx, cp, answer, note)
+        _answered(tx, pid, plan_id, "changes", name, approver, answer, "page")
     return {"state": "draft", "carePlan": stored}
 
 
@@ -416,9 +445,9 @@ def answer_from_gp(
     pid = (cp.get("subject") or {}).get("reference", "").split("/", 1)[-1]
     if state_of(cp) != "proposed":
         return f"ignored: the plan is {state_of(cp)}"
-    verdict = read_gp_answer(answer)
+    verdict: str = read_gp_answer(answer)
     note = {
-        "text": f"Svar fra fastlege {gp.get('name') or ''}: {answer}".strip(),
+        "text": text("plan.gp_page.changes_note", name=gp.get("name") or "", answer=answer),
         "time": format_instant(now_utc()),
     }
     if verdict == "approve":
@@ -448,7 +477,7 @@ def answer_from_gp(
                         approver = patients_gp(tx.conn, pid, ident["value"])
                         hpr = ident["value"] if approver else hpr
         if approver is None or not hpr:
-            verdict = "unclear"  # an approval from someone who is not the patient's GP
+            verdict = "not-the-gp"  # an approval from someone who is not the patient's GP
         else:
             cp["note"] = [*cp.get("note", []), note]
             activate(
@@ -460,12 +489,18 @@ def answer_from_gp(
                 hpr,
                 {"display": "svar fra fastlege (Dialogmelding)"},
             )
+            _answered(
+                tx, pid, plan_id, "approved", gp.get("name"), approver, answer, "dialogmelding"
+            )
             return "approved"
     if verdict == "changes":
         _return_to_draft(tx, cp, answer, note["text"])
+        _answered(tx, pid, plan_id, "changes", gp.get("name"), None, answer, "dialogmelding")
         return "returned-to-draft"
     cp["note"] = [*cp.get("note", []), note]
     tx.update("CarePlan", plan_id, cp)
+    kept: Literal["unclear", "not-the-gp"] = "not-the-gp" if verdict == "not-the-gp" else "unclear"
+    _answered(tx, pid, plan_id, kept, gp.get("name"), None, answer, "dialogmelding")
     return "unclear"
 
 
@@ -484,9 +519,7 @@ def revoke(
         if reason:
             cp["note"] = [*cp.get("note", []), {"text": reason, "time": now}]
         stored = tx.update("CarePlan", plan_id, cp)[0]
-        from interop.routing.rules import Event, emit
-
-        emit(tx, Event("plan.changed", pid, stored.reference))
+        raise_event(tx, PlanChanged(pid, stored.reference))
     return {"state": "revoked", "carePlan": stored.json()}
 
 

@@ -304,12 +304,17 @@ def destination_for_her_ids(
 
 def file_drop_folders(store: FhirStore, conn: Connection) -> list[tuple[str, str]]:
     """(Endpoint reference, address) of every active file-drop Endpoint."""
+    return endpoints_of_type(store, conn, "file-drop")
+
+
+def endpoints_of_type(store: FhirStore, conn: Connection, transport: str) -> list[tuple[str, str]]:
+    """(Endpoint reference, address) of every active Endpoint of this ``connectionType``."""
     rows = conn.execute(
         select(token_table.c.res_id).where(
             token_table.c.res_type == "Endpoint",
             token_table.c.param == "connection-type",
             token_table.c.system == TRANSPORT_SYSTEM,
-            token_table.c.code == "file-drop",
+            token_table.c.code == transport,
         )
     ).all()
     out = []

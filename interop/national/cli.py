@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,6 +33,15 @@ def run_first_contact(services: object) -> dict[str, int] | None:
     if sync is None or sync.flr is None:
         return None
     return sync.first_contact().summary()
+
+
+def _finish(errors: list[str], summary: object) -> None:
+    """A job's warnings and summary; exit 1 when there were errors."""
+    for line in errors:
+        console.print(f"[yellow]warning:[/yellow] {line}")
+    console.print(summary)
+    if errors:
+        raise typer.Exit(1)
 
 
 @addressbook_app.command("sync")
@@ -64,11 +74,63 @@ def sync(
     except (TenantConfigError, ArError, FlrError, HelseIdError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    for line in report.errors:
-        console.print(f"[yellow]warning:[/yellow] {line}")
-    console.print(report.summary())
-    if report.errors:
-        raise typer.Exit(1)
+    _finish(report.errors, report.summary())
+
+
+def run_plans_poll(services: Any) -> dict[str, int] | None:
+    """One poll of NHN Pasientens planer (the worker's job); None when not configured."""
+    from interop.national.plans_poll import poll_nhn_plans
+    from interop.national.wiring import plans_poll_client
+
+    api = plans_poll_client(services)
+    if api is None:
+        return None
+    return poll_nhn_plans(services, api).summary()
+
+
+def national_jobs(services: Any) -> list[tuple[str, float, Callable[[], object]]]:
+    """The worker's periodic jobs with the national services that are configured: the
+    address book with AR (and GPs from FLR), and the poll of NHN Pasientens planer."""
+    settings = services.settings
+    jobs: list[tuple[str, float, Callable[[], object]]] = []
+    if settings.ar_base_url and settings.addressbook_sync_seconds > 0:
+        jobs.append(
+            ("addressbook-sync", settings.addressbook_sync_seconds, lambda: run_sync(services))
+        )
+        jobs.append(("gp-first-contact", 60.0, lambda: run_first_contact(services)))
+    if settings.nhn_plans_poll_seconds > 0:  # a no-op while nothing is exported to NHN
+        jobs.append(
+            ("nhn-plans-poll", settings.nhn_plans_poll_seconds, lambda: run_plans_poll(services))
+        )
+    return jobs
+
+
+@plans_app.command("poll-nhn")
+def poll_nhn() -> None:
+    """Read the patients' plans in NHN Pasientens planer and make changes others made there
+    visible (a conflict on our plan and a Task for the care team); our plan stays as the GP
+    approved it."""
+    from interop.config import get_settings
+    from interop.national.plans_api import PlansApiError
+    from interop.national.plans_poll import poll_nhn_plans
+    from interop.national.tenants import TenantConfigError
+    from interop.national.wiring import plans_poll_client
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    try:
+        api = plans_poll_client(svc)
+        if api is None:
+            console.print(
+                "[red]error:[/red] INTEROP_NHN_PLANS_BASE_URL is not set and no Endpoint "
+                "exports plans to NHN (connectionType nhn-plans)"
+            )
+            raise typer.Exit(2)
+        report = poll_nhn_plans(svc, api)
+    except (PlansApiError, TenantConfigError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _finish(report.errors, report.summary())
 
 
 @plans_app.command("import-nhn")

@@ -149,7 +149,8 @@ def plan_payloads(
 
 
 def link_of(cp: dict[str, Any]) -> dict[str, Any] | None:
-    """``{"id", "version", "exported", "conflict"}`` of the NHN plan this CarePlan is tied to."""
+    """``{"id", "version", "exported", "conflict", "noticed"}`` of the NHN plan this CarePlan is
+    tied to."""
     m = mapping()
     nhn_id = next(
         (
@@ -161,7 +162,13 @@ def link_of(cp: dict[str, Any]) -> dict[str, Any] | None:
     )
     if nhn_id is None:
         return None
-    link: dict[str, Any] = {"id": nhn_id, "version": None, "exported": None, "conflict": None}
+    link: dict[str, Any] = {
+        "id": nhn_id,
+        "version": None,
+        "exported": None,
+        "conflict": None,
+        "noticed": None,
+    }
     for ext in cp.get("extension") or []:
         if ext.get("url") != m["link_extension"]:
             continue
@@ -172,6 +179,8 @@ def link_of(cp: dict[str, Any]) -> dict[str, Any] | None:
                 link["exported"] = orjson.loads(sub["valueString"])
             elif sub["url"] == "conflict":
                 link["conflict"] = sub["valueString"]
+            elif sub["url"] == "noticed":
+                link["noticed"] = int(sub["valueInteger"])
     return link
 
 
@@ -188,9 +197,14 @@ def set_link(
     version: int,
     exported: dict[str, Any],
     conflict: str | None = None,
+    noticed: int | None = None,
 ) -> None:
-    """Write the NHN plan's id, version and the clinical content last exported on ``cp``."""
+    """Write the NHN plan's id, version and the clinical content last exported on ``cp``;
+    ``noticed``: the NHN version whose change by someone else the care team was told of (kept
+    from what ``cp`` holds when not given)."""
     m = mapping()
+    if noticed is None:
+        noticed = (link_of(cp) or {}).get("noticed")
     cp["identifier"] = [
         i for i in cp.get("identifier") or [] if i.get("system") != m["plan_id_system"]
     ] + [{"system": m["plan_id_system"], "value": nhn_id}]
@@ -200,6 +214,8 @@ def set_link(
     ]
     if conflict:
         sub.append({"url": "conflict", "valueString": conflict})
+    if noticed is not None:
+        sub.append({"url": "noticed", "valueInteger": noticed})
     cp["extension"] = [
         e for e in cp.get("extension") or [] if e.get("url") != m["link_extension"]
     ] + [{"url": m["link_extension"], "extension": sub}]

@@ -11,6 +11,12 @@ address (the API's base URL), with HelseID + DPoP (API ``plans`` in the tenants 
   update's answer was lost) the update is sent again with the server's version; when someone
   else changed the zones nothing is overwritten — the conflict is written on our CarePlan and
   the message is dead-lettered with the reason, for an operator (``interop outbox dead``).
+* A revoke or completion is not held up by someone else's zones: that our plan is no longer
+  in use must reach NHN (a plan shown there as active that nobody follows anymore is the
+  danger), so the update carries the status, our comment and a note that the zones were left
+  as they are — never the clinical content. The conflict is still recorded on our CarePlan
+  (and ``interop plans poll-nhn`` tells the care team); the version we hold stays, so a later
+  plan meets the 409 again and overwrites nothing.
 * An NHN plan whose ``subject`` is not the patient we send for is never updated.
 
 The NHN id, version and exported content are written back on our CarePlan (service write).
@@ -33,7 +39,7 @@ from interop.national.plans_api import (
     plans_auth,
     subject_number,
 )
-from interop.national.plans_export import link_of, patient_link, set_link
+from interop.national.plans_export import link_of, mapping, patient_link, set_link
 from interop.routing.outbox import OutboxMessage
 from interop.routing.transports import PermanentDeliveryError, TransientDeliveryError
 from interop.store.context import WriteContext
@@ -95,7 +101,7 @@ class PlansTransport:
                 raise TransientDeliveryError(str(exc)) from exc
             raise PermanentDeliveryError(str(exc)) from exc
         self._record(plan_ref, saved, conflict)
-        if conflict:
+        if conflict and _in_use(request):
             raise PermanentDeliveryError(conflict)
         log.info(
             "NHN plan %s at version %s for %s", saved.get("id"), saved.get("version"), plan_ref
@@ -150,7 +156,17 @@ class PlansTransport:
                         f"from what we exported; not overwritten — reconcile by hand "
                         f"(`interop plans import-nhn`) and activate again"
                     )
-                    return current, reason
+                    if _in_use(request):
+                        return current, reason
+                    # our plan was revoked or completed: that it is no longer in use must
+                    # reach NHN (a plan shown as active there that nobody follows is the
+                    # danger), but their zones stay — the status alone, never the content
+                    updated = api.update(link["id"], _status_only(request, current))
+                    if not _same_subject(updated, subject):
+                        raise PlansApiError(
+                            f"NHN plan {link['id']} belongs to another patient"
+                        ) from None
+                    return updated, reason
                 version = int(current["version"])
         raise PlansApiError(f"NHN plan {link['id']}: still 409 after {self.retries} tries")
 
@@ -187,6 +203,30 @@ class PlansTransport:
                 )
             if (cp.get("identifier"), cp.get("extension")) != old:
                 tx.update("CarePlan", cp["id"], cp)
+
+
+def _in_use(request: dict[str, Any]) -> bool:
+    """Whether the request exports a plan in use (NHN ``status`` of our ``active`` state,
+    ``mappings/national/nhn-plans.yaml``), not one revoked or completed."""
+    return bool(request.get("status") == mapping()["status"]["active"])
+
+
+def _status_only(request: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """An update that ends the NHN plan's use (revoked/completed) and leaves its clinical
+    content — someone else's zones — as it is."""
+    from interop.text import text
+
+    comment = text("nhn_plan.revoke_over_conflict", version=current.get("version"))
+    if request.get("comment"):
+        comment = f"{request['comment']} ({comment})"
+    body: dict[str, Any] = {
+        "version": int(current["version"]),
+        "status": request["status"],
+        "comment": comment,
+    }
+    if request.get("updated_by"):
+        body["updated_by"] = request["updated_by"]
+    return body
 
 
 def _without_subject(request: dict[str, Any]) -> dict[str, Any]:

@@ -103,11 +103,17 @@ def address_book_sync(
 
 
 def plans_client(
-    settings: Any, *, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
+    settings: Any,
+    *,
+    http: httpx.Client | None = None,
+    helseid: HelseIdClients | None = None,
+    base_url: str | None = None,
 ) -> PlansApiClient | None:
-    """Pasientens planer for imports (``INTEROP_NHN_PLANS_BASE_URL``); None when not set,
-    :class:`~interop.national.plans_api.PlansApiError` when HelseID is asked for but missing."""
-    if not settings.nhn_plans_base_url:
+    """Pasientens planer for imports (``INTEROP_NHN_PLANS_BASE_URL``, or ``base_url``); None
+    when neither is set, :class:`~interop.national.plans_api.PlansApiError` when HelseID is
+    asked for but missing."""
+    base_url = settings.nhn_plans_base_url or base_url
+    if not base_url:
         return None
     http = http or shared_http()
     if helseid is None and settings.nhn_plans_helseid:
@@ -115,9 +121,28 @@ def plans_client(
     auth = plans_auth(
         helseid, use_helseid=settings.nhn_plans_helseid, tenant=settings.nhn_plans_tenant
     )
-    return PlansApiClient(
-        settings.nhn_plans_base_url, http=http, auth=auth, path=settings.nhn_plans_path
-    )
+    return PlansApiClient(base_url, http=http, auth=auth, path=settings.nhn_plans_path)
+
+
+def plans_poll_client(services: Any) -> PlansApiClient | None:
+    """Pasientens planer for the poll: ``INTEROP_NHN_PLANS_BASE_URL``, else the address of the
+    one active Endpoint the plans are exported to (``connectionType`` ``nhn-plans``), so a
+    service that exports also hears of changes made there. None when there is neither;
+    :class:`~interop.national.plans_api.PlansApiError` when several Endpoints leave it open."""
+    from interop.messaging.addressbook import endpoints_of_type
+    from interop.national.plans_api import PlansApiError
+
+    settings = services.settings
+    if settings.nhn_plans_base_url:
+        return plans_client(settings)
+    with services.store.reader() as conn:
+        addresses = sorted({a for _ref, a in endpoints_of_type(services.store, conn, "nhn-plans")})
+    if len(addresses) > 1:
+        raise PlansApiError(
+            f"{len(addresses)} nhn-plans Endpoints: set INTEROP_NHN_PLANS_BASE_URL to the one "
+            "to poll"
+        )
+    return plans_client(settings, base_url=addresses[0]) if addresses else None
 
 
 def default_transports(

@@ -207,7 +207,10 @@ class Router:
     def route_pending(self, tx: WriteTx) -> list[str]:
         # the care core's domain events go to their subscribers first (interop.services);
         # routing's own are routed here
-        events = [e for e in tx.context.pop("events", []) if isinstance(e, Event)]
+        pending = tx.context.pop("events", [])
+        events = [e for e in pending if isinstance(e, Event)]
+        if len(events) != len(pending):  # domain events stay for their subscribers
+            tx.context["events"] = [e for e in pending if not isinstance(e, Event)]
         created: dict[str, list[str]] = tx.context.pop("observations_created", {})
         events.extend(
             Event(OBSERVATION_CREATED, pid, None, {"observations": refs})

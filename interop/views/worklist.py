@@ -108,6 +108,11 @@ def _instant(value: str | None, zone: str) -> int | None:
 
 
 def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
+    """The open Tasks of these patients only: the open ones through the status index, narrowed
+    to the patients' compartments in the database, so another organisation's Tasks are never
+    read (nor their content parsed)."""
+    if not patients:
+        return []
     t = token_table.c
     open_ids = select(t.res_id).where(
         t.res_type == "Task", t.param == "status", t.code.in_(OPEN_TASK)
@@ -115,10 +120,16 @@ def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
     r = resource_table.c
     out = []
     for (content,) in conn.execute(
-        select(r.content).where(r.res_type == "Task", r.deleted.is_(False), r.res_id.in_(open_ids))
+        select(r.content).where(
+            r.res_type == "Task",
+            r.deleted.is_(False),
+            r.res_id.in_(open_ids),
+            one_of(conn, r.patient_id, sorted(patients)),
+        )
     ):
         task = orjson.loads(content)
         ref = (task.get("for") or {}).get("reference", "")
+        # the compartment and Task.for agree for what the store writes; both are checked
         if ref.startswith("Patient/") and ref[8:] in patients and task.get("status") in OPEN_TASK:
             out.append(task)
     return out

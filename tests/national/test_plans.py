@@ -226,6 +226,19 @@ def _second_patient(client) -> str:  # type: ignore[no-untyped-def]
     )
 
 
+def patient_b(client, ids: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+    """A second patient (FNR_B) of the same GP and centre as ``address_book``'s."""
+    return _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR_B}],
+            "generalPractitioner": [{"reference": f"PractitionerRole/{ids['role']}"}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+
+
 def _seed(server: LocalPlans, fnr: str) -> str:
     return server.seed(
         {"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr},
@@ -368,15 +381,7 @@ def test_two_patients_two_nhn_plans_each_with_its_own_number(
     services.settings.nhn_plans_helseid = False
     ids = address_book(client, tmp_path)
     hpr = _gp_hpr(client, ids)
-    b = _post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": FNR_B}],
-            "generalPractitioner": [{"reference": f"PractitionerRole/{ids['role']}"}],
-            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
-        },
-    )
+    b = patient_b(client, ids)
     server = LocalPlans()
     with live_server(server.app()) as base:
         _endpoint(client, base)
