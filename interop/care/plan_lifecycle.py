@@ -25,14 +25,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from functools import cache
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interop.access.actor import Actor
 from interop.care.events import PlanAnswered, PlanChanged, raise_event
+from interop.care.gp_approval import gp_approval_rules
 from interop.care.plan_state import CONTENT_URL, STATE_URL, State, state_of
 from interop.care.plans import (
     HPR_SYSTEM,
@@ -53,7 +52,7 @@ from interop.store.repository import WriteTx
 from interop.text import text
 
 if TYPE_CHECKING:  # the wiring hands its parts in; the care core does not import it
-    from interop.services import Services
+    from interop.care.ports import CareServices as Services
 
 GP_ANSWER_URL = "https://dho-interop.no/fhir/StructureDefinition/plan-gp-answer"
 FHIR_STATUS: dict[str, str] = {
@@ -103,11 +102,6 @@ def _set_state(cp: dict[str, Any], state: State) -> None:
 
 
 @cache
-def gp_approval_rules() -> dict[str, Any]:
-    raw = (files("mappings") / "plans" / "gp-approval.yaml").read_text("utf-8")
-    return yaml.safe_load(raw)
-
-
 def read_gp_answer(answer: str) -> Literal["approve", "changes", "unclear"]:
     """What a GP's free-text answer says about a proposed plan (phrases are data)."""
     said = " ".join(answer.lower().split())

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from interop.care.events import PlanAnswered
-from interop.care.plan_lifecycle import gp_approval_rules
+from interop.care.gp_approval import gp_approval_rules
 from interop.care.triage import TASK_CODE_SYSTEM
 from interop.fhir.dates import format_instant, now_utc
 from interop.store.repository import WriteTx

@@ -8,7 +8,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from interop.care.gp_approval import gp_approval_rules
 from interop.care.plan_text import plan_text
+from interop.care.ports import CareServices as Services
 from interop.fhir.outcome import error
 from interop.messaging.addressbook import (
     AddressError,
@@ -18,7 +20,6 @@ from interop.messaging.addressbook import (
 )
 from interop.messaging.runtime import kith_for
 from interop.routing.outbox import enqueue
-from interop.services import Services
 from interop.store.repository import WriteTx
 from interop.text import text as catalogue_text
 from interop.text.pdf import text_document
@@ -34,7 +35,6 @@ PLAN_REQUEST_KIND = "dialog-foresporsel"
 def send_plan_request(services: Services, tx: WriteTx, pid: str, cp: dict[str, Any]) -> str:
     """Queue the forespørsel for plan ``cp``; returns the outbox row id (422 when the GP
     cannot be reached: no GP, no HER-id, no Endpoint — said, never dropped)."""
-    from interop.care.plan_lifecycle import gp_approval_rules
     from interop.care.plan_state import content_of
 
     kith = kith_for(services.settings)
