@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, insert, select, union_all
+from sqlalchemy import insert, select
 
 from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
 from interop.care.events import (
@@ -974,59 +974,62 @@ def _thresholds_missing(
     )
 
 
-def _open_of(rtype: str, statuses: tuple[str, ...]) -> Any:
-    t, r, res = token_table.c, reference_table.c, resource_table.c
-    ids = select(r.res_id).where(
-        r.res_type == rtype,
-        r.param == "patient",
-        r.target.in_(bindparam("targets", expanding=True)),
-    )
-    open_ids = select(t.res_id).where(
-        t.res_type == rtype, t.param == "status", t.code.in_(statuses), t.res_id.in_(ids)
-    )
-    return (
-        select(res.res_type, res.res_id, res.content, r.target)
-        .select_from(
-            resource_table.join(
-                reference_table, and_(r.res_type == res.res_type, r.res_id == res.res_id)
-            )
-        )
-        .where(
-            res.res_type == rtype,
-            res.res_id.in_(open_ids),
-            res.deleted.is_(False),
-            r.param == "patient",
-            r.target.in_(bindparam("targets", expanding=True)),
-        )
-    )
-
-
-_OPEN_ITEMS = union_all(_open_of("Task", OPEN_TASK), _open_of("Flag", ("active",)))
-"""Patients' open Tasks and active Flags with the patient each is about (bind ``targets``:
-``Patient/<id>`` references); built once."""
+_OPEN_STATUSES = {"Task": OPEN_TASK, "Flag": ("active",)}
+"""The statuses in which a Task is open and a Flag active."""
 
 
 def _open_items_of(
     tx: WriteTx, patient_ids: list[str]
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Each patient's open Tasks and active Flags (through the search indexes, so the cost does
-    not grow with the patients' closed history)."""
+    not grow with the patients' closed history). Three plain look-ups per type, each by an
+    index and an explicit list: as one statement with semi-joins, PostgreSQL planned the
+    Flags a transaction had just written (its statistics still saying there were none) as
+    nested loops over every Flag row, and a Bundle's write ran for half an hour."""
     out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
         pid: ([], []) for pid in patient_ids
     }
-    seen: set[tuple[str, str, str]] = set()
+    t, r, res = token_table.c, reference_table.c, resource_table.c
+    conn = tx.conn
     for i in range(0, len(patient_ids), 500):
         targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
-        rows = sorted(
-            tx.conn.execute(_OPEN_ITEMS, {"targets": targets}),
-            key=lambda row: (row.res_type, row.res_id),
-        )
-        for rtype, rid, content, target in rows:
-            pid = target[8:]
-            if (rtype, rid, pid) in seen or pid not in out:
+        for slot, (rtype, statuses) in enumerate(_OPEN_STATUSES.items()):
+            about: dict[str, set[str]] = {}
+            for rid, target in conn.execute(
+                select(r.res_id, r.target).where(
+                    r.res_type == rtype, r.param == "patient", r.target.in_(targets)
+                )
+            ):
+                about.setdefault(rid, set()).add(target[8:])
+            if not about:
                 continue
-            seen.add((rtype, rid, pid))
-            out[pid][0 if rtype == "Task" else 1].append(orjson.loads(content))
+            ids = sorted(about)
+            open_ids: set[str] = set()
+            for k in range(0, len(ids), 500):
+                open_ids.update(
+                    rid
+                    for (rid,) in conn.execute(
+                        select(t.res_id).where(
+                            t.res_type == rtype,
+                            t.res_id.in_(ids[k : k + 500]),
+                            t.param == "status",
+                            t.code.in_(statuses),
+                        )
+                    )
+                )
+            found = sorted(open_ids)
+            for k in range(0, len(found), 500):
+                rows = conn.execute(
+                    select(res.res_id, res.content).where(
+                        res.res_type == rtype,
+                        res.res_id.in_(found[k : k + 500]),
+                        res.deleted.is_(False),
+                    )
+                )
+                for rid, content in sorted(rows, key=lambda row: row[0]):
+                    for pid in sorted(about[rid]):
+                        if pid in out:
+                            out[pid][slot].append(orjson.loads(content))
     return out
 
 
