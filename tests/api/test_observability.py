@@ -56,16 +56,11 @@ def test_metrics_count_what_ingest_did(client) -> None:  # type: ignore[no-untyp
     """An operator's dashboard counts the items each adapter created, found again as
     duplicates, or rejected; a message that cannot be read counts as rejected, and an adapter
     name a caller made up is not a label of its own."""
+    from tests.api.test_ingest_api import FNR as fnr
+    from tests.api.test_ingest_api import _patient
     from tests.conftest import CONFORMANCE
 
-    fnr = "13031353453"
-    client.post(
-        "/fhir/Patient",
-        json={
-            "resourceType": "Patient",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr}],
-        },
-    )
+    _patient(client)
     created = _ingest_count(client, "mapped-csv", "created")
     duplicate = _ingest_count(client, "mapped-csv", "duplicate")
     rejected = _ingest_count(client, "hl7v2", "rejected")
