@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 
 from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
 from interop.care.events import (
@@ -981,55 +981,53 @@ _OPEN_STATUSES = {"Task": OPEN_TASK, "Flag": ("active",)}
 def _open_items_of(
     tx: WriteTx, patient_ids: list[str]
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Each patient's open Tasks and active Flags (through the search indexes, so the cost does
-    not grow with the patients' closed history). Three plain look-ups per type, each by an
-    index and an explicit list: as one statement with semi-joins, PostgreSQL planned the
-    Flags a transaction had just written (its statistics still saying there were none) as
-    nested loops over every Flag row, and a Bundle's write ran for half an hour."""
+    """Each patient's open Tasks and active Flags, one statement per type: the patient's
+    reference rows (by their index, with the explicit list of patients), each joined to its
+    resource and checked for an open status by correlated look-ups on the resource's own id,
+    so the cost does not grow with the patients' closed history. An uncorrelated semi-join
+    (the ids of all the patients' items, then all open items) let PostgreSQL plan the Flags a
+    transaction had just written — its statistics still saying there were none — as nested
+    loops over every Flag row, and the bench's Bundle ran for half an hour."""
     out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
         pid: ([], []) for pid in patient_ids
     }
     t, r, res = token_table.c, reference_table.c, resource_table.c
-    conn = tx.conn
     for i in range(0, len(patient_ids), 500):
         targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
         for slot, (rtype, statuses) in enumerate(_OPEN_STATUSES.items()):
-            about: dict[str, set[str]] = {}
-            for rid, target in conn.execute(
-                select(r.res_id, r.target).where(
-                    r.res_type == rtype, r.param == "patient", r.target.in_(targets)
+            open_status = (
+                select(t.res_id)
+                .where(
+                    t.res_type == r.res_type,
+                    t.res_id == r.res_id,
+                    t.param == "status",
+                    t.code.in_(statuses),
                 )
-            ):
-                about.setdefault(rid, set()).add(target[8:])
-            if not about:
-                continue
-            ids = sorted(about)
-            open_ids: set[str] = set()
-            for k in range(0, len(ids), 500):
-                open_ids.update(
-                    rid
-                    for (rid,) in conn.execute(
-                        select(t.res_id).where(
-                            t.res_type == rtype,
-                            t.res_id.in_(ids[k : k + 500]),
-                            t.param == "status",
-                            t.code.in_(statuses),
-                        )
+                .exists()
+            )
+            rows = tx.conn.execute(
+                select(r.res_id, r.target, res.content)
+                .select_from(
+                    reference_table.join(
+                        resource_table,
+                        and_(res.res_type == r.res_type, res.res_id == r.res_id),
                     )
                 )
-            found = sorted(open_ids)
-            for k in range(0, len(found), 500):
-                rows = conn.execute(
-                    select(res.res_id, res.content).where(
-                        res.res_type == rtype,
-                        res.res_id.in_(found[k : k + 500]),
-                        res.deleted.is_(False),
-                    )
+                .where(
+                    r.res_type == rtype,
+                    r.param == "patient",
+                    r.target.in_(targets),
+                    res.deleted.is_(False),
+                    open_status,
                 )
-                for rid, content in sorted(rows, key=lambda row: row[0]):
-                    for pid in sorted(about[rid]):
-                        if pid in out:
-                            out[pid][slot].append(orjson.loads(content))
+            ).all()
+            seen: set[tuple[str, str]] = set()
+            for rid, target, content in sorted(rows, key=lambda row: (row[0], row[1])):
+                pid = target[8:]
+                if (rid, pid) in seen or pid not in out:
+                    continue
+                seen.add((rid, pid))
+                out[pid][slot].append(orjson.loads(content))
     return out
 
 
