@@ -102,6 +102,7 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.prepare_hooks.append(triage.prepare)
     store.prepare_hooks.append(task_completion.prepare)
     store.before_hooks.append(triage.before_hooks)
+    store.after_hooks.append(triage.after_hooks)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
     store.before_commit.append(flush_zone_index)

@@ -45,6 +45,13 @@ from interop.care.plans import (
     plan_periods_of,
     ranges_of_plan,
 )
+from interop.care.triage_writes import (
+    OPEN_ITEMS,
+    OPEN_TASK,
+    WRITES,
+    TriageWrites,
+    keep_open_item,
+)
 from interop.fhir.dates import (
     fhir_instant,
     fhir_range,
@@ -55,7 +62,7 @@ from interop.fhir.dates import (
 )
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import in_transaction as generation_in
-from interop.store.repository import FhirStore, StoredResource, WriteTx
+from interop.store.repository import FhirStore, StoredResource, WriteTx, new_id
 from interop.store.schema import reference_table, resource_table, token_table
 from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
 
@@ -75,7 +82,6 @@ SEVERITY_URL = "https://dho-interop.no/fhir/StructureDefinition/source-severity"
 PRIORITY = {"red": "asap", "yellow": "urgent"}
 """Task priority per zone, in FHIR's order (routine < urgent < asap < stat): a red deviation
 comes before a yellow one in every list sorted by priority (the worklist)."""
-OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +382,7 @@ def _raise_or_escalate(
     ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value)."""
     code, display, what = kind
     if task is not None:
-        task = dict(task)
-        task.pop("meta", None)
+        task = dict(task)  # its meta names the version read (see TriageWrites.put)
         was_late = is_late_task(task)
         current = None if was_late and not late else task_zone(task)
         escalated = not late and (current is None or RANK[zone] > RANK.get(current, 0))
@@ -397,13 +402,15 @@ def _raise_or_escalate(
         task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
         task["lastModified"] = now
         # the stored Task was validated when written; the changes are this module's own
-        # (covered by tests/plans/test_triage.py), so skip the slow model validation here
-        tx.update("Task", task["id"], task, validate=False)
-        return str(task["id"]), "escalated" if escalated else None
+        # (covered by tests/plans/test_triage.py), so no model validation when written
+        return _writes(tx).put(tx, "Task", task, new=False), "escalated" if escalated else None
     # this module's own shape, checked against the FHIR model by tests/plans/test_triage.py
-    created = tx.create(
+    task_id = _writes(tx).put(
+        tx,
+        "Task",
         {
             "resourceType": "Task",
+            "id": new_id(),
             "status": "requested",
             **({"businessStatus": LATE_STATUS} if late else {}),
             "intent": "order",
@@ -421,9 +428,15 @@ def _raise_or_escalate(
                 [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], zone
             ),
         },
-        validate=False,
+        new=True,
     )
-    return created.res_id, "opened"
+    return task_id, "opened"
+
+
+def _writes(tx: WriteTx) -> TriageWrites:
+    """The batch's Tasks and Flags to write (set up by :meth:`Triage.after_write`)."""
+    writes: TriageWrites = tx.context[WRITES]
+    return writes
 
 
 PLAN_CACHE_SECONDS = 60.0
@@ -551,12 +564,14 @@ class Triage:
         return self.judge(tx, resource) or resource
 
     def before_hooks(self, tx: WriteTx, stored: list[StoredResource]) -> None:
-        """Before the write hooks of several resources written together (a group commit, a
-        Bundle, an ingest): read what :meth:`after_write` needs for all their patients, in
-        one statement each — the plans (for Observations judged after the write) and the
-        open Tasks and Flags. Each hook then finds them as if it had read them itself: what
-        an earlier one writes (a Task, a Flag) keeps the transaction's view up to date
-        (:func:`_keep_open_items`), and a plan written in between drops the plans read."""
+        """Before the write hooks of resources written together (a group commit, a Bundle,
+        an ingest): their Tasks and Flags are to be written together after them
+        (:meth:`after_hooks`); and for several patients, what :meth:`after_write` needs for
+        all of them is read in one statement each — the plans (for Observations judged after
+        the write) and the open Tasks and Flags. Each hook then finds them as if it had read
+        them itself: what an earlier one changes (a Task, a Flag) keeps the transaction's
+        view up to date (:func:`keep_open_item`), and a plan written in between drops the
+        plans read."""
         judged: set[str] = set()
         patients: set[str] = set()
         kinds = (
@@ -574,12 +589,16 @@ class Triage:
             patients.add(ref[8:])
             if s.res_type == "Observation":
                 judged.add(ref[8:])
+        if not patients:
+            return
+        # their Tasks and Flags are written together, at the end (:meth:`after_hooks`)
+        tx.context.setdefault(WRITES, TriageWrites())
         if len(patients) < 2:
             return  # nothing to gain over reading them in the hook
         if judged and not tx.context.get("triage"):
             self._plans(tx, sorted(judged))
         cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
-            "open_items", {}
+            OPEN_ITEMS, {}
         )
         missing = sorted(p for p in patients if p not in cache)
         if missing:
@@ -660,14 +679,37 @@ class Triage:
             self._plan_written(tx)  # as for a new version (see :meth:`prepare`)
             return
         if stored.res_type in ("Task", "Flag"):
-            # keep the per-transaction view of open items honest after our own writes
-            _keep_open_items(tx, stored)
+            # keep the per-transaction view of open items honest after every Task/Flag write
+            cache = tx.context.get(OPEN_ITEMS)
+            if cache:
+                keep_open_item(cache, stored.res_type, stored.view(), deleted=stored.deleted)
             return
-        if stored.res_type == "QuestionnaireResponse" and not stored.deleted:
+        judged_kinds = ("Observation", "QuestionnaireResponse")
+        if stored.res_type not in judged_kinds or stored.deleted:
+            return
+        if WRITES in tx.context:  # one of a batch: its Tasks and Flags are written at its end
+            self._after_write(tx, stored)
+            return
+        writes = tx.context[WRITES] = TriageWrites()
+        try:
+            self._after_write(tx, stored)
+        finally:
+            tx.context.pop(WRITES, None)
+        writes.flush(tx)
+
+    def after_hooks(self, tx: WriteTx, stored: list[StoredResource]) -> None:
+        """After the write hooks of resources written together: write the Tasks and Flags
+        their readings raised or changed, together (:class:`TriageWrites`)."""
+        writes: TriageWrites | None = tx.context.pop(WRITES, None)
+        if writes is not None:
+            writes.flush(tx)
+
+    def _after_write(self, tx: WriteTx, stored: StoredResource) -> None:
+        """Judge an Observation (or a questionnaire the source judged) just written and act
+        on it; its Tasks and Flags go to the batch's :class:`TriageWrites`."""
+        if stored.res_type == "QuestionnaireResponse":
             if tx.context.get("triage"):
                 self._questionnaire(tx, stored)
-            return
-        if stored.res_type != "Observation" or stored.deleted:
             return
         if tx.context.get("triage"):
             # built by the service and judged by :meth:`prepare`
@@ -707,7 +749,7 @@ class Triage:
             ),
         )
         cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
-            "open_items", {}
+            OPEN_ITEMS, {}
         )
         if pid not in cache:
             cache.update(_open_items_of(tx, [pid]))
@@ -739,8 +781,7 @@ class Triage:
                     "status": "inactive",
                     "period": {**flag.get("period", {}), "end": now},
                 }
-                flag.pop("meta", None)
-                tx.update("Flag", flag["id"], flag, validate=False)  # as for Tasks above
+                _writes(tx).put(tx, "Flag", flag, new=False)  # as for Tasks above
             return
         value, reading = _reading(obs)
         bounds = [
@@ -810,15 +851,17 @@ class Triage:
         }
         if flags:
             flag = dict(flags[0])
-            flag.pop("meta", None)
             if RANK[zone] > RANK.get(flag_zone(flag) or "green", 0):
                 # escalated: the zone coding (searchable, Flag?code=…zone|red) and the text
                 flag["code"] = flag_code
-                tx.update("Flag", flag["id"], flag, validate=False)
+                _writes(tx).put(tx, "Flag", flag, new=False)
         else:
-            tx.create(
+            _writes(tx).put(
+                tx,
+                "Flag",
                 {
                     "resourceType": "Flag",
+                    "id": new_id(),
                     "status": "active",
                     "category": [
                         {
@@ -834,7 +877,7 @@ class Triage:
                     "subject": {"reference": ref},
                     "period": {"start": now},
                 },
-                validate=False,
+                new=True,
             )
 
     def _is_late(self, obs: dict[str, Any], now: datetime) -> bool:
@@ -943,9 +986,12 @@ def _thresholds_missing(
     ):
         return
     now = format_instant(now_utc())
-    tx.create(
+    _writes(tx).put(
+        tx,
+        "Task",
         {
             "resourceType": "Task",
+            "id": new_id(),
             "status": "requested",
             "intent": "order",
             "priority": "routine",
@@ -970,7 +1016,7 @@ def _thresholds_missing(
             "lastModified": now,
             "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
         },
-        validate=False,
+        new=True,
     )
 
 
@@ -1029,31 +1075,6 @@ def _open_items_of(
                 seen.add((rid, pid))
                 out[pid][slot].append(orjson.loads(content))
     return out
-
-
-def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:
-    """Bring the transaction's cached open Tasks/Flags (``tx.context["open_items"]``) up to
-    date with a Task or Flag just written, as :meth:`Triage._open_items` would read them now:
-    the new version replaces the old one, or leaves the list when no longer open/active or
-    no longer about that patient."""
-    cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] | None = tx.context.get(
-        "open_items"
-    )
-    if not cache:
-        return
-    item = stored.json()
-    is_task = stored.res_type == "Task"
-    ref = ((item.get("for") if is_task else item.get("subject")) or {}).get("reference")
-    status = item.get("status")
-    keep = not stored.deleted and (status in OPEN_TASK if is_task else status == "active")
-    owner = ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
-    for pid, (tasks, flags) in list(cache.items()):
-        items = tasks if is_task else flags
-        at = next((k for k, x in enumerate(items) if x.get("id") == stored.res_id), None)
-        if at is not None:
-            del items[at]
-        if keep and pid == owner:
-            items.insert(len(items) if at is None else at, item)
 
 
 ZONE_PARAM = "zone"

@@ -149,6 +149,20 @@ class StagedCreates:
         self.resources.extend(other.resources)
 
 
+@dataclass(frozen=True, slots=True)
+class _NewVersion:
+    """A version to write over ``previous`` (see :meth:`WriteTx._write_versions`)."""
+
+    resource: dict[str, Any]
+    """As stored, after the prepare hooks (its index rows are built from it)."""
+    previous: StoredResource
+    version: int
+    now: int
+    content: bytes
+    stamped: dict[str, Any] | None = None
+    """The content as a dict, when the writer has it (the new version's ``parsed``)."""
+
+
 class DuplicateIdentifier(Exception):
     def __init__(self, res_type: str, system: str, value: str, existing_id: str):
         super().__init__(f"{res_type} with identifier {system}|{value} exists: {existing_id}")
@@ -172,6 +186,15 @@ _ARCHIVE_SQL = (
 history holds the versions before the current one, which only the resource table holds;
 a database written while the history also kept the current version has the row already,
 hence the DO NOTHING."""
+_UPDATE_COLUMNS: tuple[str, ...] = ("version", "patient_id", "last_updated", "deleted")
+_UPDATE_COLUMNS += ("content", "res_type", "res_id", "old_version")
+"""A new version's values for its resource row, then the row's key and the version it must
+still be at (``_UPDATE_VERSION_SQL``'s parameters, in order)."""
+_UPDATE_VERSION_SQL = (
+    f'UPDATE "{resource_table.name}" SET version = {{m}}, patient_id = {{m}}, '
+    "last_updated = {m}, deleted = {m}, content = {m} "
+    "WHERE res_type = {m} AND res_id = {m} AND version = {m}"
+)
 KNOWN_CODE_SETS_MAX = 100_000
 """The code sets a store remembers as written (a mapping's few dozen, or what FHIR clients
 send); past this many it starts again."""
@@ -259,6 +282,10 @@ class FhirStore:
         """Called once with all the resources written together (:meth:`WriteTx.run_write_hooks`)
         before their write hooks: to read what the hooks need for all of them in one statement
         (triage: the patients' plans, open Tasks and Flags)."""
+        self.after_hooks: list[Callable[[WriteTx, list[StoredResource]], None]] = []
+        """Called once with all the resources written together (:meth:`WriteTx.run_write_hooks`)
+        after their write hooks: to write together what the hooks left (triage: the Tasks
+        and Flags of all the readings)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
         self.batched = ReadBatcher(self.fast, companion=current_generation)
@@ -435,8 +462,15 @@ class WriteTx:
         """Writes the service makes because of the client's write (triage's Tasks and Flags
         after a vendor's Observation): checked and audited as the service's own, through the
         same door; the client's write itself was checked as the client's."""
+        with self.acting(WriteContext(None, self.ctx.door)):
+            yield
+
+    @contextmanager
+    def acting(self, ctx: WriteContext) -> Iterator[None]:
+        """Writes made on behalf of ``ctx`` (checked and audited as its own) until the end
+        of the block."""
         saved = self.ctx
-        self.ctx = WriteContext(None, saved.door)
+        self.ctx = ctx
         try:
             yield
         finally:
@@ -601,117 +635,120 @@ class WriteTx:
             unique_identifier_table, _CLAIM_COLUMNS, _claim_rows(claims), queue=queue, failure=taken
         )
 
-    def _write_version(
-        self,
-        resource: dict[str, Any],
-        res_id: str,
-        previous: StoredResource,
-        version: int,
-        now: int,
-        content: bytes,
-    ) -> bool:
-        """Replace a resource's index rows and row by a new version's, keeping the previous
-        version in the history; False when the stored row is no longer ``previous``'s version
-        (a concurrent change).
+    def _write_versions(self, versions: list[_NewVersion]) -> int:
+        """Replace resources' index rows and rows by new versions', keeping each previous
+        version in the history; returns how many rows were still at their ``previous``
+        version (fewer than ``versions``: a concurrent change, and the caller raises).
 
         PostgreSQL runs it all as one statement (data-modifying CTEs: one round trip instead
-        of ten; the deletes see the rows from before the statement, never the ones it
-        inserts); SQLite runs the same statements one by one."""
-        res_type = resource["resourceType"]
-        entries = index_entries(resource, self.store.zone)
-        patient_id = entries.patient_id
-        inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
-            (
-                token_table.name,
-                _TOKEN_COLUMNS,
-                [(res_type, res_id, p, sy, c) for p, sy, c in entries.tokens],
-            ),
-            (
-                reference_table.name,
-                _REFERENCE_COLUMNS,
-                [(res_type, res_id, p, t[:255]) for p, t in entries.references],
-            ),
-            (
-                date_table.name,
-                _DATE_COLUMNS,
-                [(res_type, res_id, p, st, e) for p, st, e in entries.dates],
-            ),
-            (
-                string_table.name,
-                _STRING_COLUMNS,
-                [(res_type, res_id, p, v) for p, v in entries.strings],
-            ),
-            (
-                quantity_table.name,
-                _QUANTITY_COLUMNS,
-                [(res_type, res_id, *q) for q in entries.quantities],
-            ),
+        of ten per resource; the deletes see the rows from before the statement, never the
+        ones it inserts); SQLite runs one statement per table for all the versions."""
+        inserts: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]] = [
+            (token_table, _TOKEN_COLUMNS, []),
+            (reference_table, _REFERENCE_COLUMNS, []),
+            (date_table, _DATE_COLUMNS, []),
+            (string_table, _STRING_COLUMNS, []),
+            (quantity_table, _QUANTITY_COLUMNS, []),
+            (observation_table, OBSERVATION_COLUMNS, []),
         ]
-        deletes: list[tuple[str, tuple[str, ...]]] = [
-            (
-                f'DELETE FROM "{t.name}" WHERE res_type = {{m}} AND res_id = {{m}}',
-                (res_type, res_id),
+        tokens, refs, dates, strings, quantities, obs_rows = (rows for _t, _c, rows in inserts)
+        ids_of: dict[str, list[str]] = {}
+        """res_type → the ids whose index rows are replaced"""
+        updates: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        zone = self.store.zone
+        for v in versions:
+            res_type, res_id = v.previous.res_type, v.previous.res_id
+            entries = index_entries(v.resource, zone)
+            patient_id = entries.patient_id
+            tokens.extend((res_type, res_id, p, sy, c) for p, sy, c in entries.tokens)
+            refs.extend((res_type, res_id, p, t[:255]) for p, t in entries.references)
+            dates.extend((res_type, res_id, p, st, e) for p, st, e in entries.dates)
+            strings.extend((res_type, res_id, p, val) for p, val in entries.strings)
+            quantities.extend((res_type, res_id, *q) for q in entries.quantities)
+            if res_type == "Observation":
+                sets: dict[int, Codings] = {}
+                obs_rows.extend(observation_rows(v.resource, res_id, patient_id, zone, sets))
+                self._add_code_sets(sets)
+            ids_of.setdefault(res_type, []).append(res_id)
+            updates.append(
+                (v.version, patient_id, v.now, False, v.content, res_type, res_id)
+                + (v.previous.version,)
             )
-            for t in _index_tables(res_type)
-        ]
-        if res_type == "Observation":
-            deletes.append(
-                (f'DELETE FROM "{observation_table.name}" WHERE res_id = {{m}}', (res_id,))
-            )
-            sets: dict[int, Codings] = {}
-            obs = observation_rows(resource, res_id, patient_id, self.store.zone, sets)
-            self._add_code_sets(sets)
-            if obs:
-                inserts.append((observation_table.name, OBSERVATION_COLUMNS, obs))
-        current_version = previous.version
-        history = _history_row(previous)
-        update_sql = (
-            f'UPDATE "{resource_table.name}" SET version = {{m}}, patient_id = {{m}}, '
-            "last_updated = {m}, deleted = {m}, content = {m} "
-            "WHERE res_type = {m} AND res_id = {m} AND version = {m}"
-        )
-        update_params = (
-            version,
-            patient_id,
-            now,
-            False,
-            content,
-            res_type,
-            res_id,
-            current_version,
-        )
-
-        def values(table: str, columns: tuple[str, ...], n: int, mark: str) -> str:
-            quoted = ", ".join('"' + c + '"' for c in columns)
-            row = "(" + ", ".join([mark] * len(columns)) + ")"
-            return f'INSERT INTO "{table}" ({quoted}) VALUES ' + ", ".join([row] * n)
-
+            history.append(_history_row(v.previous))
         if self.store.is_postgres:
-            parts: list[str] = []
-            params: list[Any] = []
-            for sql, args in deletes:
-                parts.append(f"d{len(parts)} AS ({sql.format(m='%s')})")
-                params.extend(args)
-            for table, columns, rows in inserts:
-                if rows:
-                    parts.append(f"i{len(parts)} AS ({values(table, columns, len(rows), '%s')})")
-                    for r in rows:
-                        params.extend(r)
-            parts.append(f"h AS ({_ARCHIVE_SQL.format(m='%s')})")
-            params.extend(history)
-            parts.append(f"u AS ({update_sql.format(m='%s')} RETURNING 1)")
-            params.extend(update_params)
-            sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM u"
-            return bool(self.conn.exec_driver_sql(sql, tuple(params)).scalar() == 1)
-        for sql, args in deletes:
-            self.conn.exec_driver_sql(sql.format(m="?"), args)
+            return self._write_versions_pg(ids_of, inserts, updates, history)
+        for res_type, ids in ids_of.items():
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for t in _index_tables(res_type):
+                    self.conn.exec_driver_sql(
+                        f'DELETE FROM "{t.name}" WHERE res_type = ? AND res_id IN ({marks})',
+                        (res_type, *chunk),
+                    )
+                if res_type == "Observation":
+                    self.conn.exec_driver_sql(
+                        f'DELETE FROM "{observation_table.name}" WHERE res_id IN ({marks})',
+                        tuple(chunk),
+                    )
         for table, columns, rows in inserts:
             if rows:
-                self.conn.exec_driver_sql(values(table, columns, 1, "?"), rows)
-        if self.conn.exec_driver_sql(update_sql.format(m="?"), update_params).rowcount != 1:
-            return False
-        self.conn.exec_driver_sql(_ARCHIVE_SQL.format(m="?"), history)
-        return True
+                self._insert_tuples(table, columns, rows)
+        changed = self.conn.exec_driver_sql(_UPDATE_VERSION_SQL.format(m="?"), updates).rowcount
+        if changed == len(updates):
+            self.conn.exec_driver_sql(_ARCHIVE_SQL.format(m="?"), history)
+        return int(changed)
+
+    def _write_versions_pg(
+        self,
+        ids_of: dict[str, list[str]],
+        inserts: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]],
+        updates: list[tuple[Any, ...]],
+        history: list[tuple[Any, ...]],
+    ) -> int:
+        """:meth:`_write_versions` on PostgreSQL: one statement of data-modifying CTEs."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for res_type, ids in ids_of.items():
+            for t in _index_tables(res_type):
+                parts.append(
+                    f'd{len(parts)} AS (DELETE FROM "{t.name}" '
+                    "WHERE res_type = %s AND res_id = ANY(%s::text[]))"
+                )
+                params.extend((res_type, array_literal(ids, "text")))
+            if res_type == "Observation":
+                parts.append(
+                    f'd{len(parts)} AS (DELETE FROM "{observation_table.name}" '
+                    "WHERE res_id = ANY(%s::text[]))"
+                )
+                params.append(array_literal(ids, "text"))
+        for table, columns, rows in inserts:
+            _unnest_insert(parts, params, f"i{len(parts)}", table, columns, rows, "")
+        _unnest_insert(
+            parts,
+            params,
+            "h",
+            history_table,
+            _HISTORY_COLUMNS,
+            history,
+            " ON CONFLICT DO NOTHING",
+        )
+        types = [*_copy_types(resource_table, _UPDATE_COLUMNS[:-1]), "int4"]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        parts.append(
+            f'u AS (UPDATE "{resource_table.name}" AS r SET version = v.version, '
+            "patient_id = v.patient_id, last_updated = v.last_updated, deleted = v.deleted, "
+            f"content = v.content FROM unnest({arrays}) AS v({', '.join(_UPDATE_COLUMNS)}) "
+            "WHERE r.res_type = v.res_type AND r.res_id = v.res_id "
+            "AND r.version = v.old_version RETURNING 1)"
+        )
+        params.extend(
+            array_literal(column, t)
+            for column, t in zip(zip(*updates, strict=True), types, strict=True)
+        )
+        sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM u"
+        return int(self.conn.exec_driver_sql(sql, tuple(params)).scalar() or 0)
 
     def _add_code_sets(self, sets: dict[int, Codings]) -> None:
         """Write the code sets among ``sets`` that the database may not have yet (the first
@@ -892,42 +929,26 @@ class WriteTx:
         parts: list[str] = []
         params: list[Any] = []
 
-        def add(
-            name: str, table: Any, columns: tuple[str, ...], rows: list[Any], tail: str
-        ) -> None:
-            if not rows:
-                return
-            # one array per column: the statement's text depends on which tables get rows,
-            # not on how many, so the driver and the server reuse its parse and plan
-            quoted = ", ".join('"' + c + '"' for c in columns)
-            types = _copy_types(table, columns)
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            parts.append(
-                f'{name} AS (INSERT INTO "{table.name}" ({quoted}) '
-                f"SELECT * FROM unnest({arrays}){tail})"
-            )
-            # each column as one array literal (see interop.store.pg_arrays)
-            columns_of_rows = zip(*rows, strict=True)
-            params.extend(
-                array_literal(column, t) for column, t in zip(columns_of_rows, types, strict=True)
-            )
-
         _check_claims_unique(staged.claims)
         claims = _claim_rows(staged.claims)
-        add(
+        _unnest_insert(
+            parts,
+            params,
             "c",
             unique_identifier_table,
             _CLAIM_COLUMNS,
             claims,
             ' ON CONFLICT DO NOTHING RETURNING res_type, "system", "value"',
         )
-        add("r", resource_table, _RESOURCE_COLUMNS, staged.res_rows, "")
-        add("t", token_table, _TOKEN_COLUMNS, staged.tokens, "")
-        add("f", reference_table, _REFERENCE_COLUMNS, staged.refs, "")
-        add("d", date_table, _DATE_COLUMNS, staged.dates, "")
-        add("s", string_table, _STRING_COLUMNS, staged.strings, "")
-        add("q", quantity_table, _QUANTITY_COLUMNS, staged.quantities, "")
-        add("o", observation_table, OBSERVATION_COLUMNS, staged.obs_rows, "")
+        _unnest_insert(parts, params, "r", resource_table, _RESOURCE_COLUMNS, staged.res_rows, "")
+        _unnest_insert(parts, params, "t", token_table, _TOKEN_COLUMNS, staged.tokens, "")
+        _unnest_insert(parts, params, "f", reference_table, _REFERENCE_COLUMNS, staged.refs, "")
+        _unnest_insert(parts, params, "d", date_table, _DATE_COLUMNS, staged.dates, "")
+        _unnest_insert(parts, params, "s", string_table, _STRING_COLUMNS, staged.strings, "")
+        _unnest_insert(parts, params, "q", quantity_table, _QUANTITY_COLUMNS, staged.quantities, "")
+        _unnest_insert(
+            parts, params, "o", observation_table, OBSERVATION_COLUMNS, staged.obs_rows, ""
+        )
         select_claimed = ' SELECT res_type, "system", "value" FROM c' if claims else " SELECT 1"
         sql = "WITH " + ", ".join(parts) + select_claimed
         try:
@@ -949,12 +970,15 @@ class WriteTx:
                 raise DuplicateIdentifier(res_type, system, value, holder or "?")
 
     def run_write_hooks(self, stored: list[StoredResource]) -> None:
-        """Run the write hooks for resources created through :meth:`write_staged`."""
-        if len(stored) > 1:
-            for before in self.store.before_hooks:
-                before(self, stored)
+        """Run the write hooks for resources created through :meth:`write_staged`: the
+        store's ``before_hooks`` once for all of them, each one's write hooks, then the
+        ``after_hooks`` once (what the hooks left to write together)."""
+        for before in self.store.before_hooks:
+            before(self, stored)
         for s in stored:
             self._run_hooks(s, None)
+        for after in self.store.after_hooks:
+            after(self, stored)
 
     def update(
         self,
@@ -1030,11 +1054,81 @@ class WriteTx:
                 )
             )
             self._claim_identifiers(resource, res_id)
-        if not self._write_version(resource, res_id, current, version, now, content):
+        if not self._write_versions([_NewVersion(resource, current, version, now, content)]):
             raise error(409, "conflict", f"{res_type}/{res_id} was changed concurrently; retry")
         stored = StoredResource(res_type, res_id, version, now, False, content)
         self._run_hooks(stored, current)
         return stored, False
+
+    def update_many(
+        self, items: list[tuple[str, str, dict[str, Any], int | None]]
+    ) -> list[StoredResource]:
+        """Update several existing resources together, each (type, id, resource, the version
+        the caller read it at or None): one read of their current versions and one
+        statement per table for all of them (on PostgreSQL one statement in all), then each
+        one's write hooks, in order. The resources are not validated (the caller's own
+        shapes, as with ``update(validate=False)``).
+
+        Only for what :meth:`update` would write as a plain new version: a resource that is
+        not there or deleted, an Observation, an immutable type or one whose identifiers
+        are kept unique is refused (ValueError: a caller's mistake). A resource whose stored
+        version is no longer the one the caller read (changed by another transaction since)
+        is a 409 conflict, as is a concurrent change while writing: nothing is overwritten
+        that the caller has not seen."""
+        if not items:
+            return []
+        keys = {(t, i) for t, i, _r, _v in items}
+        if len(keys) != len(items):
+            raise ValueError("update_many: a resource named twice")
+        current: dict[tuple[str, str], StoredResource] = {}
+        by_type: dict[str, list[str]] = {}
+        for t, i, _r, _v in items:
+            if t in IMMUTABLE_TYPES or t in UNIQUE_IDENTIFIER_TYPES or t == "Observation":
+                raise ValueError(f"update_many: {t} is updated through update()")
+            by_type.setdefault(t, []).append(i)
+        for t, ids in by_type.items():
+            for k in range(0, len(ids), 500):
+                stmt = select(resource_table).where(
+                    resource_table.c.res_type == t, resource_table.c.res_id.in_(ids[k : k + 500])
+                )
+                if self.store.is_postgres:
+                    stmt = stmt.with_for_update()
+                for row in self.conn.execute(stmt):
+                    current[(t, row.res_id)] = _row_to_stored(row)
+        versions: list[_NewVersion] = []
+        guards = self.store.guards if self.ctx.actor is not None else ()
+        now_at = self._now()
+        for t, i, resource, read_version in items:
+            previous = current.get((t, i))
+            if previous is None or previous.deleted:
+                raise ValueError(f"update_many: {t}/{i} is not there")
+            if read_version is not None and read_version != previous.version:
+                raise error(409, "conflict", f"{t}/{i} was changed concurrently; retry")
+            body_id = resource.get("id")
+            if body_id is not None and body_id != i:
+                raise ValueError(f"update_many: the resource's id {body_id!r} is not {i!r}")
+            for guard in guards:
+                guard(self, resource, previous)
+            resource = dict(resource)
+            for hook in self.store.prepare_hooks:
+                resource = hook(self, resource)
+            version = previous.version + 1
+            now = max(now_at, previous.last_updated + 1)
+            stamped = self._stamped(resource, i, version, now)
+            versions.append(
+                _NewVersion(resource, previous, version, now, decimals.dumps(stamped), stamped)
+            )
+        if self._write_versions(versions) != len(versions):
+            raise error(409, "conflict", "a resource was changed concurrently; retry")
+        out = []
+        for v in versions:
+            p = v.previous
+            stored = StoredResource(
+                p.res_type, p.res_id, v.version, v.now, False, v.content, v.stamped
+            )
+            self._run_hooks(stored, p)
+            out.append(stored)
+        return out
 
     def delete(self, res_type: str, res_id: str) -> StoredResource | None:
         if res_type == "Observation":
@@ -1135,6 +1229,34 @@ def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
             types.append(names[compiled])
         _COPY_TYPES[key] = types
     return types
+
+
+def _unnest_insert(
+    parts: list[str],
+    params: list[Any],
+    name: str,
+    table: Any,
+    columns: tuple[str, ...],
+    rows: list[Any],
+    tail: str,
+) -> None:
+    """PostgreSQL: add ``name AS (INSERT … SELECT * FROM unnest(…){tail})`` to a statement of
+    data-modifying CTEs (``parts``, ``params``) for ``rows`` (nothing when there are none).
+    One array per column: the statement's text depends on which tables get rows, not on how
+    many, so the driver and the server reuse its parse and plan; each column is one array
+    literal (see :mod:`interop.store.pg_arrays`)."""
+    if not rows:
+        return
+    quoted = ", ".join('"' + c + '"' for c in columns)
+    types = _copy_types(table, columns)
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    parts.append(
+        f'{name} AS (INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}){tail})'
+    )
+    columns_of_rows = zip(*rows, strict=True)
+    params.extend(
+        array_literal(column, t) for column, t in zip(columns_of_rows, types, strict=True)
+    )
 
 
 def _claim_rows(claims: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:

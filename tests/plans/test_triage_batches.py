@@ -6,9 +6,11 @@ ones as before."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import event, select
 
@@ -57,31 +59,37 @@ def _weight(pid: str, kg: float) -> dict[str, Any]:
     return obs
 
 
-def _patients(client: Any) -> dict[str, str]:
+def _patients(client: Any, first: int = 0) -> dict[str, str]:
     """Five patients with the same GP: A and B with SpO2 plans of their own, C without a
-    plan, D without a plan in the KOLS group (its episode), E without a plan (weights)."""
-    gp = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": HPR_OID, "value": PLAN_GP_HPR}],
-        },
-    )
-    assert gp.status_code == 201, gp.text
+    plan, D without a plan in the KOLS group (its episode), E without a plan (weights).
+    ``first``: the first of their synthetic national ids (another five: another ``first``)."""
+    gps = _matches(client, "/fhir/Practitioner", identifier=f"{HPR_OID}|{PLAN_GP_HPR}")
+    if gps:
+        gp_id = gps[0]["id"]
+    else:
+        gp = client.post(
+            "/fhir/Practitioner",
+            json={
+                "resourceType": "Practitioner",
+                "identifier": [{"system": HPR_OID, "value": PLAN_GP_HPR}],
+            },
+        )
+        assert gp.status_code == 201, gp.text
+        gp_id = gp.json()["id"]
     out: dict[str, str] = {}
     for i, name in enumerate("ABCDE"):
         r = client.post(
             "/fhir/Patient",
             json={
                 "resourceType": "Patient",
-                "identifier": [{"system": FNR_OID, "value": fnr_for(i)}],
-                "generalPractitioner": [{"reference": f"Practitioner/{gp.json()['id']}"}],
+                "identifier": [{"system": FNR_OID, "value": fnr_for(first + i)}],
+                "generalPractitioner": [{"reference": f"Practitioner/{gp_id}"}],
             },
         )
         assert r.status_code == 201, r.text
         out[name] = r.json()["id"]
     for name, zone in (("A", SPO2_PLAN_A), ("B", SPO2_PLAN_B)):
-        fnr = fnr_for("AB".index(name))
+        fnr = fnr_for(first + "AB".index(name))
         body = {"approvedBy": {"hpr": PLAN_GP_HPR}, "zones": [zone]}
         r = client.put(f"/api/v1/patients/{fnr}/plan", json=body)
         assert r.status_code == 201, r.text
@@ -379,3 +387,203 @@ def test_an_observation_corrected_twice_has_one_zone(client, services) -> None: 
     assert [row[0] for row in rows] == ["green"]
     assert [o["id"] for o in _matches(client, "/fhir/Observation", zone="green")] == [oid]
     assert _matches(client, "/fhir/Observation", zone="red") == []
+
+
+# ---- the Tasks and Flags of a batch, written together ---------------------------------------
+
+SCENARIO: list[tuple[str, str, float, str]] = [
+    # (patient, measurement, value, when): "now+k" a current reading k seconds after now,
+    # "late+k" one taken three days ago (late: INTEROP_LATE_AFTER_HOURS is 24)
+    ("C", "spo2", 93, "now+1"),  # yellow (defaults): a Task and a Flag
+    ("B", "spo2", 95, "now+1"),  # yellow (its plan)
+    ("C", "spo2", 85, "now+2"),  # red: escalates C's Task and Flag
+    ("C", "spo2", 93, "now+3"),  # yellow again: a note only, the Task and Flag stay red
+    ("E", "weight", 70, "now+1"),  # not assessed: one thresholds-missing Task …
+    ("E", "weight", 71, "now+2"),  # … per patient and code, not one per reading
+    ("A", "spo2", 80, "late+1"),  # late red: a routine Task marked late, no Flag
+    ("A", "spo2", 84, "late+2"),  # late red again: a note on it
+    ("A", "spo2", 86, "now+1"),  # current yellow (its plan): the Task is current, a Flag
+    ("B", "spo2", 97, "now+2"),  # green: B's Flag inactive (its Task stays open)
+    ("B", "spo2", 94, "now+3"),  # yellow: a new Flag, a note on the Task
+    ("D", "spo2", 95, "late+1"),  # late green: nothing
+    ("D", "spo2", 80, "now+2"),  # red (KOLS defaults): escalates D's Task from before
+]
+"""A batch of readings of five patients, interleaved, each kind of change triage makes."""
+BEFORE = ("D", "spo2", 86, "now+0")
+"""Written alone before the batch: D's yellow reading (KOLS defaults), its open Task and
+Flag, which the batch then changes."""
+
+
+def _reading(pids: dict[str, str], spec: tuple[str, str, float, str]) -> dict[str, Any]:
+    name, kind, value, when = spec
+    base, offset = when.split("+")
+    at = _soon(float(offset)) if base == "now" else _now(72 * 60 - float(offset))
+    if kind == "weight":
+        return {**_weight(pids[name], value), "effectiveDateTime": at}
+    return spo2(pids[name], value, when=at)
+
+
+_TIME = re.compile(r"\d\d\.\d\d\.\d{4} kl\. \d\d:\d\d")
+
+
+def _summary(
+    client: Any, services: Any, pids: dict[str, str], ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per patient (by letter): the zone of each of its readings, its Tasks and Flags with
+    what they say, every reference as the letter or the reading's place in the batch, and
+    the times as ``<time>`` (the modes run one after the other); no ids, versions or
+    ``meta``."""
+    letters = {f"Patient/{pid}": name for name, pid in pids.items()}
+    places = {f"Observation/{oid}": f"reading {k}" for k, oid in enumerate(ids)}
+    places[f"Observation/{ids[-1]}"] = "the reading before"  # BEFORE, written last here
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if k not in ("id", "meta")}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, str):
+            value = letters.get(value, places.get(value, value))
+            for ref, place in places.items():
+                value = value.replace(ref, place)
+            return _TIME.sub("<time>", value)
+        return value
+
+    stamps = ("authoredOn", "lastModified", "time", "start", "end")
+
+    def unstamped(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: "<stamp>" if k in stamps else unstamped(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [unstamped(v) for v in value]
+        return value
+
+    out: dict[str, dict[str, Any]] = {}
+    zones = _zones(services, ids)
+    for name, pid in pids.items():
+        tasks = [unstamped(plain(t)) for t in _matches(client, "/fhir/Task", patient=pid)]
+        flags = [unstamped(plain(f)) for f in _matches(client, "/fhir/Flag", patient=pid)]
+        mine = [
+            (k, zone)
+            for k, zone in enumerate(zones)
+            if client.get(f"/fhir/Observation/{ids[k]}").json()["subject"]["reference"]
+            == f"Patient/{pid}"
+        ]
+        out[name] = {
+            "zones": mine,
+            "tasks": sorted(tasks, key=lambda t: orjson.dumps(t, option=orjson.OPT_SORT_KEYS)),
+            "flags": sorted(flags, key=lambda f: orjson.dumps(f, option=orjson.OPT_SORT_KEYS)),
+        }
+    return out
+
+
+def _run_scenario(client: Any, services: Any, first: int, mode: str) -> dict[str, dict[str, Any]]:
+    """:data:`BEFORE` alone, then :data:`SCENARIO` one reading at a time (``alone``), as one
+    group-committed ``create_many`` (``batch``) or one transaction Bundle (``bundle``)."""
+    pids = _patients(client, first)
+    r = client.post("/fhir/Observation", json=_reading(pids, BEFORE))
+    assert r.status_code == 201, r.text
+    before = r.json()["id"]
+    readings = [_reading(pids, spec) for spec in SCENARIO]
+    if mode == "alone":
+        ids = []
+        for obs in readings:
+            r = client.post("/fhir/Observation", json=obs)
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+    elif mode == "batch":
+        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+            ids = [s.res_id for s in tx.create_many([(o, None) for o in readings])]
+    else:
+        r = client.post("/fhir", json=_bundle("transaction", readings))
+        assert r.status_code == 200, r.text
+        ids = [e["response"]["location"].split("/")[1] for e in r.json()["entry"]]
+    return _summary(client, services, pids, [*ids, before])
+
+
+def test_a_batchs_tasks_and_flags_are_what_its_readings_make_alone(client, services) -> None:  # type: ignore[no-untyped-def]
+    """The Tasks and Flags of a batch are written together at its end: what each patient
+    has after it — every Task's priority, description, focus, zone, notes and late mark,
+    every Flag's status and zone — is what the same readings make sent one at a time, for a
+    group-committed batch and for a transaction Bundle alike."""
+    alone = _run_scenario(client, services, 10, "alone")
+    assert _run_scenario(client, services, 20, "batch") == alone
+    assert _run_scenario(client, services, 30, "bundle") == alone
+    # and what that is, patient by patient
+    c, a, b, d, e = (alone[k] for k in "CABDE")
+    [c_task] = c["tasks"]
+    assert c_task["priority"] == "asap" and c_task["focus"]["reference"] == "reading 2"
+    assert c_task["description"].startswith("Rød måling")
+    assert [n["text"][:4] for n in c_task["note"]] == ["Rød ", "Gul "]
+    [c_flag] = c["flags"]
+    assert c_flag["status"] == "active" and c_flag["code"]["coding"][0]["code"] == "red"
+    [missing] = e["tasks"]
+    assert "Grenseverdier mangler" in missing["code"]["text"]
+    assert missing["focus"]["reference"] == "reading 4" and e["flags"] == []
+    [a_task] = a["tasks"]  # late, then current: no longer only late
+    assert a_task["priority"] == "urgent" and "businessStatus" not in a_task
+    assert a_task["focus"]["reference"] == "reading 8" and len(a_task["note"]) == 2
+    assert [f["code"]["coding"][0]["code"] for f in a["flags"]] == ["yellow"]
+    [b_task] = b["tasks"]
+    assert b_task["status"] == "requested" and b_task["focus"]["reference"] == "reading 10"
+    assert sorted(f["status"] for f in b["flags"]) == ["active", "inactive"]
+    [d_task] = d["tasks"]  # written before the batch, escalated by it
+    assert d_task["priority"] == "asap" and d_task["focus"]["reference"] == "reading 12"
+    assert [f["code"]["coding"][0]["code"] for f in d["flags"]] == ["red"]
+    assert d["zones"] == [(11, "green"), (12, "red"), (13, "yellow")]
+
+
+def test_a_late_batch_raises_routine_tasks_only(client, services) -> None:  # type: ignore[no-untyped-def]
+    """Late readings in a batch (a gateway's backlog): red or yellow ones raise a routine
+    Task marked late per patient and code, with a note per reading, and no Flag — as alone."""
+    pids = _patients(client)
+    readings = [
+        spo2(pids[name], value, when=_now(72 * 60 - k))
+        for k, (name, value) in enumerate([("C", 85), ("B", 90), ("C", 93), ("C", 97)])
+    ]
+    with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+        tx.create_many([(o, None) for o in readings], validate=False)
+    for name, notes in (("C", 1), ("B", 0)):
+        [task] = _matches(client, "/fhir/Task", patient=pids[name])
+        assert task["priority"] == "routine", name
+        assert task["businessStatus"]["coding"][0]["code"] == "late"
+        assert len(task.get("note", [])) == notes
+        assert _matches(client, "/fhir/Flag", patient=pids[name]) == []
+
+
+def test_a_batch_writes_its_tasks_with_one_statement_per_table(client, services) -> None:  # type: ignore[no-untyped-def]
+    """A batch of yellow readings of patients who have an open Task each changes all those
+    Tasks with as many statements as one patient's reading does: writing them does not
+    grow with the batch."""
+    pids = _patients(client)
+
+    def written(patients: list[str], value: float, k: int) -> tuple[int, int]:
+        """(statements, resource rows updated one at a time) of one batch."""
+        readings = [spo2(p, value, when=_soon(k + i / 100)) for i, p in enumerate(patients)]
+        seen: list[tuple[str, bool]] = []
+
+        def listen(*args: Any) -> None:
+            seen.append((args[2], args[5]))
+
+        event.listen(services.engine, "before_cursor_execute", listen)
+        try:
+            with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+                tx.create_many([(o, None) for o in readings], validate=False)
+        finally:
+            event.remove(services.engine, "before_cursor_execute", listen)
+        single_updates = sum(
+            1 for sql, many in seen if sql.lstrip().upper().startswith("UPDATE") and not many
+        )
+        return len(seen), single_updates
+
+    four = [pids[n] for n in "ABCD"]
+    one = [pids["C"]]
+    written(four, 86, 1)  # yellow or red for each: their Tasks and Flags are opened
+    written(one, 86, 2)
+    many, many_single = written(four, 86, 3)  # each patient's Task gets a note
+    few, _ = written(one, 86, 4)
+    assert many <= few
+    assert many_single <= 1  # on SQLite an executemany; on PostgreSQL one statement in all
+    for p in four:
+        [task] = _matches(client, "/fhir/Task", patient=p)
+        assert len(task.get("note", [])) == (3 if p == pids["C"] else 1)  # C: in every batch
