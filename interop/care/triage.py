@@ -49,8 +49,9 @@ from interop.care.triage_writes import (
     OPEN_ITEMS,
     OPEN_TASK,
     WRITES,
+    OpenItems,
     TriageWrites,
-    keep_open_item,
+    open_items,
 )
 from interop.fhir.dates import (
     fhir_instant,
@@ -570,7 +571,7 @@ class Triage:
         all of them is read in one statement each — the plans (for Observations judged after
         the write) and the open Tasks and Flags. Each hook then finds them as if it had read
         them itself: what an earlier one changes (a Task, a Flag) keeps the transaction's
-        view up to date (:func:`keep_open_item`), and a plan written in between drops the
+        view up to date (:class:`OpenItems`), and a plan written in between drops the
         plans read."""
         judged: set[str] = set()
         patients: set[str] = set()
@@ -597,12 +598,10 @@ class Triage:
             return  # nothing to gain over reading them in the hook
         if judged and not tx.context.get("triage"):
             self._plans(tx, sorted(judged))
-        cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
-            OPEN_ITEMS, {}
-        )
-        missing = sorted(p for p in patients if p not in cache)
+        known = open_items(tx)
+        missing = sorted(p for p in patients if p not in known)
         if missing:
-            cache.update(_open_items_of(tx, missing))
+            known.add(_open_items_of(tx, missing))
 
     def judge(self, tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any] | None:
         """The Observation with the zone triage gives it: ``interpretation`` (v3 code and
@@ -680,9 +679,9 @@ class Triage:
             return
         if stored.res_type in ("Task", "Flag"):
             # keep the per-transaction view of open items honest after every Task/Flag write
-            cache = tx.context.get(OPEN_ITEMS)
-            if cache:
-                keep_open_item(cache, stored.res_type, stored.view(), deleted=stored.deleted)
+            known: OpenItems | None = tx.context.get(OPEN_ITEMS)
+            if known is not None:
+                known.keep(stored.res_type, stored.view(), deleted=stored.deleted)
             return
         judged_kinds = ("Observation", "QuestionnaireResponse")
         if stored.res_type not in judged_kinds or stored.deleted:
@@ -748,12 +747,7 @@ class Triage:
                 pid, f"Observation/{stored.res_id}", code, str(zone), _time_of(obs), late
             ),
         )
-        cache: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = tx.context.setdefault(
-            OPEN_ITEMS, {}
-        )
-        if pid not in cache:
-            cache.update(_open_items_of(tx, [pid]))
-        all_tasks, all_flags = cache[pid]
+        all_tasks, all_flags = self._open_items(tx, pid)
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
             if NO_THRESHOLDS_TEXT in texts:
@@ -951,9 +945,14 @@ class Triage:
     def _open_items(
         self, tx: WriteTx, patient_id: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The patient's open Tasks and active Flags (through the search indexes, so the cost
-        does not grow with the patient's closed history), in one statement."""
-        return _open_items_of(tx, [patient_id])[patient_id]
+        """The patient's open Tasks and active Flags as this transaction sees them: read once
+        (through the search indexes, so the cost does not grow with the patient's closed
+        history), with what the transaction changed since (its batch's Tasks and Flags not
+        yet written included)."""
+        known = open_items(tx)
+        if patient_id not in known:
+            known.add(_open_items_of(tx, [patient_id]))
+        return known.of(patient_id)
 
 
 MEASUREMENT_INPUTS = ("measurement code", "questionnaire")

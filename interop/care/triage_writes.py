@@ -28,12 +28,10 @@ from interop.store.context import WriteContext
 from interop.store.repository import WriteTx
 
 OPEN_ITEMS = "open_items"
-"""``tx.context`` key: patient id → (open Tasks, active Flags), as triage reads and keeps them."""
+"""``tx.context`` key: the :class:`OpenItems` triage reads and keeps."""
 WRITES = "triage-writes"
 """``tx.context`` key: the :class:`TriageWrites` of the batch whose write hooks are running."""
 OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
-
-OpenItems = dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
 class TriageWrites:
@@ -58,7 +56,9 @@ class TriageWrites:
         else:
             read = (resource.get("meta") or {}).get("versionId")
             self._items[key] = _Kept(body, None if new or read is None else int(read), new, tx.ctx)
-        keep_open_item(tx.context.get(OPEN_ITEMS), res_type, body)
+        found: OpenItems | None = tx.context.get(OPEN_ITEMS)
+        if found is not None:
+            found.keep(res_type, body)
         return res_id
 
     def flush(self, tx: WriteTx) -> None:
@@ -96,24 +96,59 @@ class _Kept:
     """On whose behalf it is written."""
 
 
-def keep_open_item(
-    cache: OpenItems | None, res_type: str, item: dict[str, Any], *, deleted: bool = False
-) -> None:
-    """Bring the cached open Tasks/Flags up to date with a Task or Flag (``item``, with its
-    id) as it is now: it replaces the one with its id, or leaves the list when no longer
-    open/active or no longer about that patient."""
-    if not cache:
-        return
-    is_task = res_type == "Task"
-    ref = ((item.get("for") if is_task else item.get("subject")) or {}).get("reference")
-    status = item.get("status")
-    keep = not deleted and (status in OPEN_TASK if is_task else status == "active")
-    owner = ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
-    res_id = item.get("id")
-    for pid, (tasks, flags) in list(cache.items()):
-        items = tasks if is_task else flags
-        at = next((k for k, x in enumerate(items) if x.get("id") == res_id), None)
-        if at is not None:
-            del items[at]
-        if keep and pid == owner:
-            items.insert(len(items) if at is None else at, item)
+class OpenItems:
+    """Each patient's open Tasks and active Flags as the transaction sees them (read once,
+    then kept up to date with every Task and Flag it changes), with where each item is
+    listed, so that keeping one up to date looks at its patient's lists only."""
+
+    __slots__ = ("_of", "_listed")
+
+    def __init__(self) -> None:
+        self._of: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._listed: dict[tuple[str, str], str] = {}
+        """(type, id) → the patient whose list holds it"""
+
+    def __contains__(self, patient_id: object) -> bool:
+        return patient_id in self._of
+
+    def of(self, patient_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The patient's (open Tasks, active Flags); the patient must have been read."""
+        return self._of[patient_id]
+
+    def add(self, read: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
+        """Patients' open items as read from the database."""
+        for pid, (tasks, flags) in read.items():
+            self._of[pid] = (tasks, flags)
+            for res_type, items in (("Task", tasks), ("Flag", flags)):
+                for item in items:
+                    self._listed[(res_type, str(item.get("id")))] = pid
+
+    def keep(self, res_type: str, item: dict[str, Any], *, deleted: bool = False) -> None:
+        """Bring the lists up to date with a Task or Flag (``item``, with its id) as it is
+        now: it replaces the one with its id, or leaves its list when no longer open/active
+        or no longer about that patient (and joins its patient's list, when read)."""
+        is_task = res_type == "Task"
+        ref = ((item.get("for") if is_task else item.get("subject")) or {}).get("reference")
+        status = item.get("status")
+        open_now = not deleted and (status in OPEN_TASK if is_task else status == "active")
+        owner = ref[8:] if isinstance(ref, str) and ref.startswith("Patient/") else None
+        key = (res_type, str(item.get("id")))
+        was = self._listed.pop(key, None)
+        at = None
+        if was is not None:
+            items = self._of[was][0 if is_task else 1]
+            at = next((k for k, x in enumerate(items) if x.get("id") == item.get("id")), None)
+            if at is not None:
+                del items[at]
+        if open_now and owner is not None and owner in self._of:
+            items = self._of[owner][0 if is_task else 1]
+            items.insert(len(items) if at is None or was != owner else at, item)
+            self._listed[key] = owner
+
+
+def open_items(tx: WriteTx) -> OpenItems:
+    """The transaction's :class:`OpenItems` (``tx.context["open_items"]``)."""
+    found: OpenItems | None = tx.context.get(OPEN_ITEMS)
+    if found is None:
+        found = tx.context[OPEN_ITEMS] = OpenItems()
+    return found

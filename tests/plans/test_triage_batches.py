@@ -17,6 +17,7 @@ from sqlalchemy import event, select
 from interop.access.actor import ADMIN
 from interop.bench.data import fnr_for
 from interop.care.plans import PLAN_CATEGORY, ZoneIn, goal_resource
+from interop.care.triage import SEVERITY_URL
 from interop.fhir.dates import format_instant
 from interop.fhir.outcome import FhirError
 from interop.store.context import Door, WriteContext
@@ -587,3 +588,54 @@ def test_a_batch_writes_its_tasks_with_one_statement_per_table(client, services)
     for p in four:
         [task] = _matches(client, "/fhir/Task", patient=p)
         assert len(task.get("note", [])) == (3 if p == pids["C"] else 1)  # C: in every batch
+
+
+def _questionnaire(pid: str, zone: str, minutes: float) -> dict[str, Any]:
+    """A questionnaire response the source's own flow judged ``zone`` (as an ingest builds
+    it: ``source-severity``)."""
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "questionnaire": "urn:test:kol-daily",
+        "_questionnaire": {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/display",
+                    "valueString": "KOL daglig",
+                }
+            ]
+        },
+        "subject": {"reference": f"Patient/{pid}"},
+        "authored": _now(minutes),
+        "extension": [{"url": SEVERITY_URL, "valueCoding": {"code": zone}}],
+    }
+
+
+def test_questionnaires_of_one_ingest_share_their_task(client, services) -> None:  # type: ignore[no-untyped-def]
+    """Two judged answers to one questionnaire in one ingest batch (a yellow, then a red one)
+    raise one Task, escalated by the second, with the same content as when they come in two
+    ingests; another patient's answer in between gets its own."""
+    outcomes = []
+    for first, together in ((10, False), (20, True)):
+        pids = _patients(client, first)
+        answers = [
+            _questionnaire(pids["C"], "yellow", 3),
+            _questionnaire(pids["B"], "yellow", 3),
+            _questionnaire(pids["C"], "red", 2),
+        ]
+        batches = [answers] if together else [[a] for a in answers]
+        for batch in batches:
+            with services.store.write(WriteContext(ADMIN, Door.INGEST)) as tx:
+                tx.context["triage"] = True  # as the ingest pipeline builds them
+                tx.create_many([(a, None) for a in batch], validate=False)
+        [task] = _matches(client, "/fhir/Task", patient=pids["C"])
+        [other] = _matches(client, "/fhir/Task", patient=pids["B"])
+        assert task["priority"] == "asap" and other["priority"] == "urgent"
+        assert len(task["note"]) == 1 and "note" not in other
+        outcomes.append(
+            [
+                {k: _TIME.sub("<time>", str(t[k])) for k in ("priority", "description", "code")}
+                for t in (task, other)
+            ]
+        )
+    assert outcomes[0] == outcomes[1]
