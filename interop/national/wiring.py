@@ -11,6 +11,12 @@ import httpx
 from interop.config import Settings, get_settings
 from interop.national.addressbook_sync import AddressBookSync
 from interop.national.ar import ArClient
+from interop.national.careplan_status import (
+    CareplanStatusClient,
+    CareplanStatusError,
+    careplan_tenant,
+    variant,
+)
 from interop.national.cppa import CppaClient
 from interop.national.edi2_transport import Edi2AppRecTransport, Edi2Clients, Edi2Transport
 from interop.national.flr import FlrClient
@@ -122,6 +128,32 @@ def plans_client(
         helseid, use_helseid=settings.nhn_plans_helseid, tenant=settings.nhn_plans_tenant
     )
     return PlansApiClient(base_url, http=http, auth=auth, path=settings.nhn_plans_path)
+
+
+def careplan_status_client(
+    settings: Any, *, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
+) -> CareplanStatusClient | None:
+    """NHN's older careplan service's status endpoint (``INTEROP_NHN_CAREPLAN_BASE_URL``); None
+    when unset, :class:`~interop.national.careplan_status.CareplanStatusError` when it cannot be
+    called (no HelseID, an unknown variant or tenant)."""
+    if not settings.nhn_careplan_base_url:
+        return None
+    chosen = variant(settings.nhn_careplan_variant)
+    http = http or shared_http()
+    helseid = helseid or helseid_clients(settings, http)
+    if helseid is None:
+        raise CareplanStatusError(
+            "the careplan service needs HelseID: set INTEROP_HELSEID_TENANTS_FILE"
+        )
+    tenant = careplan_tenant(helseid, settings.nhn_careplan_tenant)
+    return CareplanStatusClient(
+        settings.nhn_careplan_base_url,
+        http=http,
+        auth=helseid.for_tenant(tenant).auth(chosen.api),
+        variant=chosen,
+        source_system=settings.edi2_source_system,
+        test_environment=settings.environment == "test",
+    )
 
 
 def plans_poll_client(services: Any) -> PlansApiClient | None:

@@ -87,4 +87,49 @@ class ApiGuard:
         return Caller(str(claims.get("client_id")), claims)
 
 
-__all__ = ["ApiGuard", "Caller", "Unauthorized", "public_jwk"]
+class BearerGuard:
+    """An API that takes a plain HelseID bearer token (the older careplan service): the token
+    from the local issuer (signature, issuer, audience, scope, expiry), **not** DPoP-bound, and
+    the claims NHN requires (``orgnr_parent`` and ``orgnr_child``)."""
+
+    REQUIRED = (
+        "helseid://claims/client/claims/orgnr_parent",
+        "helseid://claims/client/claims/orgnr_child",
+    )
+
+    def __init__(self, issuer: Issuer, audience: str, scope: str) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.scope = scope
+        self.checked = 0
+
+    def check(self, method: str, url: str, headers: dict[str, str]) -> Caller:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or not token:
+            raise Unauthorized('Bearer error="invalid_token"', "Authorization: Bearer required")
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            claims = jwt.decode(
+                token,
+                self.issuer.keys[kid].public_key(),
+                algorithms=["RS256", "ES256", "PS256"],
+                audience=self.audience,
+                issuer=self.issuer.url,
+            )
+        except (jwt.PyJWTError, KeyError) as exc:
+            raise Unauthorized('Bearer error="invalid_token"', f"token: {exc}") from None
+        scopes = claims.get("scope") or []
+        if isinstance(scopes, str):
+            scopes = scopes.split()
+        if self.scope not in scopes:
+            raise Unauthorized('Bearer error="insufficient_scope"', f"scope {self.scope} missing")
+        if claims.get("cnf") or headers.get("dpop"):
+            raise Unauthorized('Bearer error="invalid_token"', "a DPoP token or proof here")
+        missing = [c for c in self.REQUIRED if not claims.get(c)]
+        if missing:
+            raise Unauthorized('Bearer error="invalid_token"', f"claims missing: {missing}")
+        self.checked += 1
+        return Caller(str(claims.get("client_id")), claims)
+
+
+__all__ = ["ApiGuard", "BearerGuard", "Caller", "Unauthorized", "public_jwk"]
