@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     no tenant's."""
     jft_max_bytes: int = 1_000_000
     """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
+    vkp_tenant: str | None = None
+    """The tenant whose HelseID client journals to VKP (classic, ``connectionType`` ``vkp``)
+    when the Bundle's author organisation is no tenant's. VKP wants one HelseID client per
+    system instance (vendor × municipality): one tenant per municipality is that."""
+    vkp_max_bytes: int | None = None
+    """Largest request to VKP; NHN publishes none (unset = no limit here)."""
     nhn_plans_base_url: str | None = None
     """NHN Pasientens planer (2026 plan API with zones), for ``interop plans import-nhn`` and
     the import endpoint (development: ``https://planer.dev.nhn.no``; test and production were

@@ -21,7 +21,7 @@ from interop.national.cppa import CppaClient
 from interop.national.edi2_transport import Edi2AppRecTransport, Edi2Clients, Edi2Transport
 from interop.national.flr import FlrClient
 from interop.national.helseid import HelseIdClients
-from interop.national.jft_transport import JftTransport
+from interop.national.journal_transport import JFT, VKP, JournalTransport
 from interop.national.plans_api import PlansApiClient, plans_auth
 from interop.national.plans_transport import PlansTransport
 from interop.national.pmd_transport import PmdTransport
@@ -202,7 +202,7 @@ def national_transports(
     *,
     store: Any = None,
 ) -> dict[str, Any]:
-    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    """The transports to NHN (EDI 2.0's two, PMD, VKP, JFT, Pasientens planer), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
     shared = http or httpx.Client(timeout=30.0)
     if helseid is None:
@@ -224,8 +224,11 @@ def national_transports(
         "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
         "edi2-apprec": Edi2AppRecTransport(clients),
         "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
-        "jft": JftTransport(
-            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        "jft": JournalTransport(
+            JFT, helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
+        "vkp": JournalTransport(
+            VKP, helseid, shared, tenant=settings.vkp_tenant, max_bytes=settings.vkp_max_bytes
         ),
         "nhn-plans": PlansTransport(
             store,

@@ -88,19 +88,30 @@ class ApiGuard:
 
 
 class BearerGuard:
-    """An API that takes a plain HelseID bearer token (the older careplan service): the token
-    from the local issuer (signature, issuer, audience, scope, expiry), **not** DPoP-bound, and
-    the claims NHN requires (``orgnr_parent`` and ``orgnr_child``)."""
+    """An API that takes a plain HelseID bearer token (the older careplan service, classic
+    VKP): the token from the local issuer (signature, issuer, audience, scope, expiry), **not**
+    DPoP-bound, and the claims the API requires (default: the careplan service's ``orgnr_parent``
+    and ``orgnr_child``) with the values it expects."""
 
-    REQUIRED = (
+    ORG_NUMBERS = (
         "helseid://claims/client/claims/orgnr_parent",
         "helseid://claims/client/claims/orgnr_child",
     )
 
-    def __init__(self, issuer: Issuer, audience: str, scope: str) -> None:
+    def __init__(
+        self,
+        issuer: Issuer,
+        audience: str,
+        scope: str,
+        *,
+        required: tuple[str, ...] = ORG_NUMBERS,
+        values: dict[str, str] | None = None,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.scope = scope
+        self.required = required
+        self.values = values or {}
         self.checked = 0
 
     def check(self, method: str, url: str, headers: dict[str, str]) -> Caller:
@@ -125,9 +136,12 @@ class BearerGuard:
             raise Unauthorized('Bearer error="insufficient_scope"', f"scope {self.scope} missing")
         if claims.get("cnf") or headers.get("dpop"):
             raise Unauthorized('Bearer error="invalid_token"', "a DPoP token or proof here")
-        missing = [c for c in self.REQUIRED if not claims.get(c)]
-        if missing:
-            raise Unauthorized('Bearer error="invalid_token"', f"claims missing: {missing}")
+        missing = [c for c in self.required if not claims.get(c)]
+        wrong = [c for c, v in self.values.items() if claims.get(c) != v]
+        if missing or wrong:
+            raise Unauthorized(
+                'Bearer error="invalid_token"', f"claims missing: {missing}, wrong: {wrong}"
+            )
         self.checked += 1
         return Caller(str(claims.get("client_id")), claims)
 

@@ -181,6 +181,7 @@ class TokenEndpoint:
             "aud": resource,
             "scope": scopes,
             "client_id": client.client_id,
+            "client_amr": "private_key_jwt",  # the only way a client authenticates here
             **({"cnf": {"jkt": jkt}} if jkt else {}),
             **client.extra_claims,
         }
