@@ -215,6 +215,54 @@ def test_after_a_change_of_gp_messages_go_to_the_new_gp(  # type: ignore[no-unty
     assert stored.receiver_her_ids[-2:] == [80020, 80021]
 
 
+def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-untyped-def]
+    client, services, national: National, registers: Registers
+) -> None:
+    """Patient safety: a message made while the old GP was the patient's, still queued when FLR
+    says the patient changed GP, is held (dead-lettered with the reason) — never delivered to
+    the former GP. Another patient of that GP keeps their message to them."""
+    from dataclasses import replace
+
+    from interop.messaging.status import send_periodic_status
+    from tests.national.test_plans import FNR_B
+
+    ids = our_organisations(client)
+    b = _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_OID, "value": FNR_B}],
+            "name": [{"family": "Berg", "given": ["Bjørn"]}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+    registers.flr.gp[FNR_B] = 80011
+    run_sync(services)
+    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
+        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
+    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    registers.flr.gp[FNR] = 80021  # A changed GP; B did not
+    report = run_sync(services)
+    assert report is not None and report["gp-changed"] == 1 and report["dead-lettered"] == 1
+    rows = {r.patient_id: r for r in _outbox(services)}
+    held = rows[ids["patient"]]
+    assert held.status == "dead"
+    assert "GP changed per Fastlegeregisteret (HER-id 80011 → 80021)" in held.last_error
+    assert rows[b].status == "queued"
+    _worker(services).run_once()
+    [to_old_gp] = national.mt.messages.values()  # only B's, to B's GP
+    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
+    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    # A's next message goes to the new GP
+    assert (
+        send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"] == 1
+    )
+    _worker(services).run_once()
+    [to_new_gp] = [m for m in national.mt.messages.values() if m is not to_old_gp]
+    assert to_new_gp.receiver_her_ids[-2:] == [80020, 80021]
+    assert FNR.encode() in to_new_gp.document and FNR_B.encode() not in to_new_gp.document
+
+
 def test_a_her_id_gone_from_ar_switches_its_endpoint_off_and_dead_letters(  # type: ignore[no-untyped-def]
     client, services, national: National, registers: Registers
 ) -> None:
