@@ -5,7 +5,6 @@ AppRec (``Ok``, as the schema spells it) and marked read."""
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 from typing import Any
 

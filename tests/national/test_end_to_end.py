@@ -5,6 +5,7 @@ Fastlegeregisteret and the GP in Adresseregisteret, a red deviation goes to that
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from interop.messaging.addressbook import FNR_OID
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
 from interop.national.cli import run_sync
-from interop.national.wiring import default_transports
+from interop.national.wiring import default_transports, helseid_clients
 from interop.routing.outbox import Outbox
 from interop.routing.worker import DeliveryWorker
 from plo_messages.apprec import AppRec
@@ -139,8 +140,9 @@ def _cli_sync(services, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # type: ignore[no-untyped-def]
-    client, services, national: National, registers: Registers, monkeypatch
+    client, services, national: National, registers: Registers, monkeypatch, caplog
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # everything that is logged, nothing secret in it
     ids = our_organisations(client)
     # the operator runs `interop addressbook sync` with the configuration in the environment:
     # FLR says the GP is HER-id 80011, AR says who that is
@@ -194,6 +196,20 @@ def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # 
     assert closed.status == "apprec-ok" and closed.apprec_status == "ok"
     assert national.mt.messages[mid].read_by == {80002}
     assert national.mt.messages[stored.id].delivery_state == "Acknowledged"
+
+    # keys, tokens and the FLR password were never logged (at any level)
+    shared = helseid_clients(services.settings)
+    assert shared is not None
+    fjordvik = shared.for_tenant(national.helseid.config.tenants[0])
+    secrets = [fjordvik.token("edi2").value, fjordvik.token("ar").value, "grunndata-passord"]
+    secrets += [
+        str(v)
+        for jwk in national.helseid.private.values()
+        for k, v in jwk.items()
+        if k in ("d", "p", "q", "dp", "dq", "qi")
+    ]
+    assert caplog.records and len(secrets) > 3
+    assert [s[:12] for s in secrets if s in caplog.text] == []
 
 
 def test_after_a_change_of_gp_messages_go_to_the_new_gp(  # type: ignore[no-untyped-def]
