@@ -328,10 +328,15 @@ def test_addressbook_sync_command_without_ar_says_so(tmp_path: Path, monkeypatch
 def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-def]
     client, services, national: National, registers: Registers
 ) -> None:
-    from interop.national.cli import run_first_contact
+    from interop.national.cli import national_jobs
 
     ids = our_organisations(client)
-    assert run_first_contact(services) == {
+    # the worker's jobs: the full sync every INTEROP_ADDRESSBOOK_SYNC_SECONDS, first contact often
+    jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
+    assert jobs["addressbook-sync"][0] == services.settings.addressbook_sync_seconds
+    interval, run_first_contact = jobs["gp-first-contact"]
+    assert interval <= 60
+    assert run_first_contact() == {
         "created": 4,
         "updated": 0,
         "gone": 0,
@@ -342,5 +347,5 @@ def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-de
     assert {"system": HERID_OID, "value": "80011"} in _gp_role(client, ids["patient"])["identifier"]
     # a patient who has a GP is not asked about again
     calls = len(registers.flr.calls)
-    assert run_first_contact(services)["gp-changed"] == 0  # type: ignore[index]
+    assert run_first_contact()["gp-changed"] == 0  # type: ignore[index]
     assert len(registers.flr.calls) == calls
