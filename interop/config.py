@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     at the cost of a disk flush per commit (group commit shares it between the requests of a
     batch). ``NORMAL``: a process crash loses nothing, but a power loss may take the last
     transactions with it — for a demo or a test run, never for patient data."""
+    sqlite_checkpoint_seconds: float = 0.5
+    """How often a thread of each process copies SQLite's write-ahead log back into the
+    database file (a ``PASSIVE`` checkpoint), so that no request's COMMIT has to (see
+    ``interop.store.wal_checkpoint``). 0 leaves it to SQLite's automatic checkpoint every
+    1,000 pages, inside whichever COMMIT crosses that line."""
     gc_gen0_threshold: int = 10_000
     """Allocations between the garbage collector's young-generation passes in a service process
     (Python's default is 700; 0 keeps Python's defaults). See ``interop.runtime.tune_gc``."""
