@@ -54,6 +54,20 @@ def _configure(services, national: National, base: str, **more: Any) -> None:  #
         setattr(s, name, value)
 
 
+def _client(
+    national: National, base: str, http: httpx.Client, *, test: bool = False
+) -> CareplanStatusClient:
+    clients = HelseIdClients(national.helseid.config)
+    return CareplanStatusClient(
+        base,
+        http=http,
+        auth=clients.for_tenant(national.helseid.config.tenants[0]).auth("careplan"),
+        variant=variant("patient-careplan"),
+        source_system="DHO Interop, test",
+        test_environment=test,
+    )
+
+
 def test_status_per_patient_with_a_bearer_token(
     client, services, tmp_path: Path, national: National
 ) -> None:  # type: ignore[no-untyped-def]
@@ -89,16 +103,8 @@ def test_the_answers_of_parallel_calls_stay_with_their_patients(national: Nation
     server = _bearer(national)
     server.set_status(FNR, True, "2026-11-02T08:00:00+01:00")
     server.set_status(FNR_B, False, "2026-10-01T10:00:00Z")
-    clients = HelseIdClients(national.helseid.config)
     with live_server(server.app()) as base, httpx.Client() as http:
-        api = CareplanStatusClient(
-            base,
-            http=http,
-            auth=clients.for_tenant(national.helseid.config.tenants[0]).auth("careplan"),
-            variant=variant("patient-careplan"),
-            source_system="DHO Interop, test",
-            test_environment=False,
-        )
+        api = _client(national, base, http)
         numbers = [FNR, FNR_B] * 20
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(api.status, numbers))
@@ -177,25 +183,13 @@ def test_an_answer_off_the_contract_is_an_error_never_a_guess(
 
 def test_a_test_number_is_asked_about_only_in_a_test_environment(national: National) -> None:
     server = _bearer(national)
-    clients = HelseIdClients(national.helseid.config)
     with live_server(server.app()) as base, httpx.Client() as http:
-
-        def api(test_environment: bool) -> CareplanStatusClient:
-            return CareplanStatusClient(
-                base,
-                http=http,
-                auth=clients.for_tenant(national.helseid.config.tenants[0]).auth("careplan"),
-                variant=variant("patient-careplan"),
-                source_system="DHO Interop, test",
-                test_environment=test_environment,
-            )
-
         with pytest.raises(CareplanStatusError, match="testnummer"):
-            api(False).status(TEST_NUMBER)
+            _client(national, base, http).status(TEST_NUMBER)
         with pytest.raises(CareplanStatusError):
-            api(False).status("12345678901")
+            _client(national, base, http).status("12345678901")
         assert server.asked == []
-        assert api(True).status(TEST_NUMBER).active is False
+        assert _client(national, base, http, test=True).status(TEST_NUMBER).active is False
     assert server.asked == [TEST_NUMBER]
 
 
