@@ -329,21 +329,27 @@ def test_a_batch_reads_its_patients_once(client, services) -> None:  # type: ign
             spo2(pids[names[i % len(names)]], 97, when=_soon(i / 100), identifier=[_ident()])
             for i in range(10)
         ]
-        seen: list[str] = []
-
-        def listen(*args: Any) -> None:
-            seen.append(args[2])
-
-        event.listen(services.engine, "before_cursor_execute", listen)
-        try:
-            with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
-                tx.create_many([(o, None) for o in readings], validate=False)
-        finally:
-            event.remove(services.engine, "before_cursor_execute", listen)
-        return len(seen)
+        return len(_statements_of_batch(services, readings))
 
     statements("ABCDE")  # the first readings' Tasks and Flags are written now, plans cached
     assert statements("ABCDE") <= statements("C")
+
+
+def _statements_of_batch(services: Any, readings: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The statements (and whether each ran as an executemany) of one group-committed
+    ``create_many`` of ``readings``."""
+    seen: list[tuple[str, bool]] = []
+
+    def listen(*args: Any) -> None:
+        seen.append((args[2], args[5]))
+
+    event.listen(services.engine, "before_cursor_execute", listen)
+    try:
+        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+            tx.create_many([(o, None) for o in readings], validate=False)
+    finally:
+        event.remove(services.engine, "before_cursor_execute", listen)
+    return seen
 
 
 _idents = iter(range(10**6))
@@ -561,17 +567,7 @@ def test_a_batch_writes_its_tasks_with_one_statement_per_table(client, services)
     def written(patients: list[str], value: float, k: int) -> tuple[int, int]:
         """(statements, resource rows updated one at a time) of one batch."""
         readings = [spo2(p, value, when=_soon(k + i / 100)) for i, p in enumerate(patients)]
-        seen: list[tuple[str, bool]] = []
-
-        def listen(*args: Any) -> None:
-            seen.append((args[2], args[5]))
-
-        event.listen(services.engine, "before_cursor_execute", listen)
-        try:
-            with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
-                tx.create_many([(o, None) for o in readings], validate=False)
-        finally:
-            event.remove(services.engine, "before_cursor_execute", listen)
+        seen = _statements_of_batch(services, readings)
         single_updates = sum(
             1 for sql, many in seen if sql.lstrip().upper().startswith("UPDATE") and not many
         )
