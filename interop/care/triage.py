@@ -16,7 +16,9 @@ Without an approved plan the defaults of ``mappings/default-thresholds.yaml`` ap
 
 Yellow/red then raises or escalates the patient's open Task for that code (a post-write hook,
 written as the service's own work) and sets a Flag; green makes the Flag inactive but never
-completes a Task — a person does.
+completes a Task — a person does. The Tasks and Flags of readings written together (a Bundle,
+a group commit, an ingest message) are written together at the batch's end
+(:mod:`interop.care.triage_writes`), each as the readings one at a time would leave it.
 """
 
 from __future__ import annotations
