@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import orjson
-from lxml import etree
 
 from interop.national.cppa import CppaClient, msghead_type
 from interop.national.edi2 import ApiVersion, Edi2Client, Edi2Error
 from interop.national.helseid import HelseIdClients, HelseIdError
 from interop.routing.outbox import OutboxMessage
+from interop.routing.reprocess_guard import msghead_her_ids as named_her_ids
 from interop.routing.transports import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger("interop.national")
@@ -35,18 +35,10 @@ _APPREC_ADDRESS = re.compile(r"^(?P<base>.+)/Messages/(?P<id>[^/]+)/apprec/(?P<h
 
 def msghead_her_ids(document: bytes, party: str = "Sender") -> list[str]:
     """HER-ids of the MsgHead's sender (or receiver), outermost first."""
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
-    )
     try:
-        root = etree.fromstring(document, parser)
-    except etree.XMLSyntaxError as exc:
-        raise PermanentDeliveryError(f"the business document is not XML: {exc}") from None
-    ids: Any = root.xpath(
-        f"(//*[local-name()='MsgInfo']/*[local-name()='{party}'])[1]"
-        "//*[local-name()='Id'][../*[local-name()='TypeId'][@V='HER']]/text()"
-    )
-    return [str(i).strip() for i in ids]
+        return named_her_ids(document, party)
+    except ValueError as exc:
+        raise PermanentDeliveryError(str(exc)) from None
 
 
 class Edi2Clients:

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
-from pydantic import SecretStr
 
 from interop.identifiers import HERID_OID, ORGNR_OID, generate_orgnr
 from interop.messaging.addressbook import FNR_OID
@@ -25,45 +20,8 @@ from interop.routing.outbox import Outbox
 from interop.routing.worker import DeliveryWorker
 from plo_messages.apprec import AppRec
 from plo_messages.msghead import local_timestamp
-from tests.live_server import live_server
 from tests.messaging.test_gp_flow import FNR, _heart_rate, _ingest, _outbox, _post
-from tests.national.ar_server import Adresseregisteret, organisation, person
-from tests.national.conftest import National
-from tests.national.flr_server import Fastlegeregisteret
-from tests.national.nhn_auth import ApiGuard
-
-PRACTICE = (80010, "Kattskinnet legesenter", "891417772")
-OTHER_PRACTICE = (80020, "Fjordlegene", "811524492")
-
-
-@dataclass
-class Registers:
-    ar: Adresseregisteret
-    flr: Fastlegeregisteret
-
-
-@pytest.fixture
-def registers(national: National, services) -> Iterator[Registers]:  # type: ignore[no-untyped-def]
-    ar = Adresseregisteret(
-        ApiGuard(national.helseid.issuer, "nhn:cp-api", "nhn:cp-api/access-v2-dpop")
-    )
-    ar.parties[80011] = person(80011, "Rita Lin", 9144900, PRACTICE)
-    ar.parties[80010] = organisation(*PRACTICE, persons=[80011])
-    ar.parties[80021] = person(80021, "Ola Berg", 9144901, OTHER_PRACTICE)
-    ar.parties[80020] = organisation(*OTHER_PRACTICE, persons=[80021])
-    flr = Fastlegeregisteret("dho-fjordvik", "grunndata-passord")
-    flr.gp[FNR] = 80011
-    with live_server(ar.app()) as ar_url, live_server(flr.app()) as flr_url:
-        # the operator's configuration
-        s = services.settings
-        s.helseid_tenants_file = national.helseid.tenants_file
-        s.edi2_base_url = national.edi2_url
-        s.ar_base_url = ar_url
-        s.flr_url = f"{flr_url}/v2/flr"
-        s.flr_username = "dho-fjordvik"
-        s.flr_password = SecretStr("grunndata-passord")
-        yield Registers(ar, flr)
-        assert ar.violations == [] and flr.violations == []
+from tests.national.conftest import PRACTICE, National, Registers
 
 
 def our_organisations(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
