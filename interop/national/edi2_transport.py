@@ -59,17 +59,21 @@ class Edi2Clients:
         self._cache: dict[tuple[str, str], Edi2Client] = {}
         self._lock = threading.Lock()
 
+    def sender_auth(self, her_ids: list[str], api: str) -> tuple[httpx.Auth | None, str]:
+        """The sending organisation's tenant's HelseID auth for ``api``, and the tenant's
+        name (None and "" without HelseID); no tenant for the sender dead-letters."""
+        if self.helseid is None:
+            return None, ""
+        client = self.helseid.for_her_ids(her_ids)
+        if client is None:
+            raise PermanentDeliveryError(
+                f"no HelseID tenant sends for HER-id {', '.join(her_ids) or '(none)'}: "
+                "add it to the tenants file (her_ids) and reprocess"
+            )
+        return client.auth(api), client.tenant.name
+
     def for_sender(self, base: str, her_ids: list[str]) -> Edi2Client:
-        auth = None
-        tenant = ""
-        if self.helseid is not None:
-            client = self.helseid.for_her_ids(her_ids)
-            if client is None:
-                raise PermanentDeliveryError(
-                    f"no HelseID tenant sends for HER-id {', '.join(her_ids) or '(none)'}: "
-                    "add it to the tenants file (her_ids) and reprocess"
-                )
-            auth, tenant = client.auth("edi2"), client.tenant.name
+        auth, tenant = self.sender_auth(her_ids, "edi2")
         key = (base, tenant)
         with self._lock:
             edi = self._cache.get(key)
@@ -107,13 +111,15 @@ class Edi2Transport:
         self.cppa = cppa
         self.fallback = fallback
 
-    def _check_cppa(self, document: bytes, receivers: list[str]) -> None:
+    def _check_cppa(self, document: bytes, sender: list[str], receivers: list[str]) -> None:
+        """CPPA is asked with the sending organisation's tenant's HelseID client."""
         if self.cppa is None or not receivers:
             return
         kind = msghead_type(document)
         if kind is None or not kind.startswith(CPPA_CHECKED):
             return
-        if self.cppa.can_receive(receivers[-1], kind) is False:
+        auth, _ = self.clients.sender_auth(sender, "cppa")
+        if self.cppa.can_receive(receivers[-1], kind, auth=auth) is False:
             why = f"HER-id {receivers[-1]} cannot receive {kind} according to its CPPA profile"
             if self.fallback == "send":
                 log.warning("%s; sending anyway (INTEROP_CPPA_FALLBACK=send)", why)
@@ -124,7 +130,7 @@ class Edi2Transport:
         sender = msghead_her_ids(message.payload, "Sender")
         edi = self.clients.for_sender(message.address, sender)
         receivers = msghead_her_ids(message.payload, "Receiver")
-        self._check_cppa(message.payload, receivers)
+        self._check_cppa(message.payload, sender, receivers)
         try:
             edi.send(
                 message.payload,
