@@ -72,6 +72,7 @@ def message_json(r: Any) -> dict[str, Any]:
         "focus": r.focus,
         "reprocessOf": r.reprocess_of,
         "correlationId": r.correlation_id,
+        "answers": orjson.loads(r.answers) if r.answers else [],
     }
 
 

@@ -159,6 +159,8 @@ class Outcome:
     result: str
     error: str = ""
     permanent: bool = False
+    answers: list[dict[str, Any]] | None = None
+    """The receiver's answer per entry, when it gave one (kept as the row's ``answers``)."""
 
 
 class Outbox:
@@ -313,6 +315,13 @@ class Outbox:
             return sending if lease is None else and_(sending, o.c.lease_until == lease)
 
         with self.engine.begin() as conn:
+            for oc in outcomes:  # while the rows are still ``sending`` under this claim
+                if oc.answers is not None:
+                    conn.execute(
+                        update(o)
+                        .where(o.c.id == oc.message.id, ours(oc.message.lease_until))
+                        .values(answers=orjson.dumps(oc.answers))
+                    )
             for (status, lease), ids in by_status.items():
                 acked = status == "transport-acked"
                 conn.execute(
