@@ -62,6 +62,45 @@ def our_organisations(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return ids
 
 
+def two_patients_with_queued_messages(  # type: ignore[no-untyped-def]
+    client, services, registers: Registers, her_ids: list[str] | None = None
+) -> tuple[dict[str, str], str]:
+    """Patients A (our organisations' patient) and B, both with GP 80011 per FLR, each with a
+    status message to that GP queued (not yet delivered); ``her_ids`` synced from AR too."""
+    from dataclasses import replace
+
+    from interop.messaging.status import send_periodic_status
+    from tests.national.test_plans import FNR_B
+
+    ids = our_organisations(client)
+    b = _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_OID, "value": FNR_B}],
+            "name": [{"family": "Berg", "given": ["Bjørn"]}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+    registers.flr.gp[FNR_B] = 80011
+    run_sync(services, her_ids)
+    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
+        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
+    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    return ids, b
+
+
+def only_b_s_message_went_to_the_first_gp(services, national: National) -> Any:  # type: ignore[no-untyped-def]
+    """Deliver: exactly one message went, B's, to GP 80011, carrying no number but B's."""
+    from tests.national.test_plans import FNR_B
+
+    _worker(services).run_once()
+    [to_old_gp] = national.mt.messages.values()
+    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
+    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    return to_old_gp
+
+
 def _worker(services) -> DeliveryWorker:  # type: ignore[no-untyped-def]
     return DeliveryWorker(Outbox(services.engine), default_transports(settings=services.settings))
 
@@ -195,26 +234,10 @@ def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-
     """Patient safety: a message made while the old GP was the patient's, still queued when FLR
     says the patient changed GP, is held (dead-lettered with the reason) — never delivered to
     the former GP. Another patient of that GP keeps their message to them."""
-    from dataclasses import replace
-
     from interop.messaging.status import send_periodic_status
     from tests.national.test_plans import FNR_B
 
-    ids = our_organisations(client)
-    b = _post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": FNR_OID, "value": FNR_B}],
-            "name": [{"family": "Berg", "given": ["Bjørn"]}],
-            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
-        },
-    )
-    registers.flr.gp[FNR_B] = 80011
-    run_sync(services)
-    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
-        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
-    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    ids, b = two_patients_with_queued_messages(client, services, registers)
     registers.flr.gp[FNR] = 80021  # A changed GP; B did not
     report = run_sync(services)
     assert report is not None and report["gp-changed"] == 1 and report["dead-lettered"] == 1
@@ -223,10 +246,7 @@ def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-
     assert held.status == "dead"
     assert "GP changed per Fastlegeregisteret (HER-id 80011 → 80021)" in held.last_error
     assert rows[b].status == "queued"
-    _worker(services).run_once()
-    [to_old_gp] = national.mt.messages.values()  # only B's, to B's GP
-    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
-    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    to_old_gp = only_b_s_message_went_to_the_first_gp(services, national)
     # A's next message goes to the new GP
     assert (
         send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"] == 1

@@ -5,18 +5,22 @@ to an Endpoint that is not its named receiver's."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from typer.testing import CliRunner
 
 from interop.identifiers import HERID_OID
-from interop.messaging.addressbook import FNR_OID
 from interop.messaging.status import send_periodic_status
 from interop.national.cli import run_sync
-from tests.messaging.test_gp_flow import FNR, _heart_rate, _ingest, _outbox, _post
+from tests.messaging.test_gp_flow import FNR, _heart_rate, _ingest, _outbox
 from tests.national.conftest import National, Registers
-from tests.national.test_end_to_end import _gp_role, _worker, our_organisations
+from tests.national.test_end_to_end import (
+    _gp_role,
+    _worker,
+    only_b_s_message_went_to_the_first_gp,
+    our_organisations,
+    two_patients_with_queued_messages,
+)
 from tests.national.test_plans import FNR_B
 
 
@@ -48,23 +52,10 @@ def _reprocess_cli(services, monkeypatch, *args: str) -> Any:  # type: ignore[no
 def test_a_gp_changed_by_hand_holds_what_is_queued_for_the_former_gp(  # type: ignore[no-untyped-def]
     client, services, national: National, registers: Registers, monkeypatch
 ) -> None:
-    ids = our_organisations(client)
-    b = _post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": FNR_OID, "value": FNR_B}],
-            "name": [{"family": "Berg", "given": ["Bjørn"]}],
-            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
-        },
-    )
-    registers.flr.gp[FNR_B] = 80011
-    run_sync(services, ["80021"])  # both patients' GP 80011 from FLR; GP 80021 in the book
+    # both patients' GP 80011 from FLR, each with a message to them queued; GP 80021 in the book
+    ids, b = two_patients_with_queued_messages(client, services, registers, ["80021"])
     gp1, gp2 = _role(client, "80011"), _role(client, "80021")
     assert _gp_role(client, ids["patient"])["id"] == gp1["id"]
-    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
-        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
-    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
 
     _set_gp(client, ids["patient"], gp2)  # by hand: A's GP is now 80021; B's is still 80011
     rows = {r.patient_id: r for r in _outbox(services)}
@@ -73,10 +64,7 @@ def test_a_gp_changed_by_hand_holds_what_is_queued_for_the_former_gp(  # type: i
     assert held.last_error.startswith("the patient's GP changed by hand (admin, fhir)")
     assert "(HER-id 80011 → 80021)" in held.last_error
     assert rows[b].status == "queued"
-    _worker(services).run_once()
-    [to_old_gp] = national.mt.messages.values()  # only B's, to B's GP
-    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
-    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    only_b_s_message_went_to_the_first_gp(services, national)
 
     # the held message is sent again neither to the former GP nor to the new one
     gp2_endpoint = gp2["endpoint"][0]["reference"]
