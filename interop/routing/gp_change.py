@@ -82,8 +82,8 @@ def hold_for_former_gp(
     _, new_her = _endpoints(store, conn, new)
     why = (
         f"{GP_CHANGED} {source} (HER-id {', '.join(former_her) or '?'} → "
-        f"{', '.join(new_her) or '?'}): not sent to the former GP; make the message anew for "
-        "the new GP"
+        f"{', '.join(new_her) or ('?' if new else 'none')}): not sent to the former GP; make "
+        "the message anew for the new GP"
     )
     result = conn.execute(
         update(outbox_table)

@@ -148,5 +148,13 @@ def test_patch_and_transaction_hold_too(  # type: ignore[no-untyped-def]
     held = {x.id: x for x in _outbox(services)}[row.id]
     assert held.status == "dead" and "(HER-id 80021 → 80011)" in held.last_error
     assert "by hand" in held.last_error
+
+    # the GP taken away altogether: held too
+    row = queued_one()
+    patient = client.get(f"/fhir/Patient/{ids['patient']}").json()
+    del patient["generalPractitioner"]
+    assert client.put(f"/fhir/Patient/{ids['patient']}", json=patient).status_code == 200
+    held = {x.id: x for x in _outbox(services)}[row.id]
+    assert held.status == "dead" and "(HER-id 80011 → none)" in held.last_error
     _worker(services).run_once()
     assert national.mt.messages == {}
