@@ -79,6 +79,7 @@ def check_reprocess(store: FhirStore, conn: Connection, row: Any, destination: s
     if destination not in _endpoints_of(store, conn, her):
         raise CannotReprocess(
             f"message {row.id} names HER-id {her} as its receiver (MsgHead), and {destination} "
-            "is not that receiver's Endpoint: a message is not readdressed; make it anew for "
-            "the new receiver"
+            "is not that receiver's Endpoint in the address book: a message is not readdressed "
+            "(to send it to this receiver elsewhere, put the Endpoint on its Organization or "
+            "PractitionerRole first; for another receiver, make it anew)"
         )
