@@ -852,6 +852,7 @@ def outbox_reprocess(
 ) -> None:
     """Send a message again as a new message (new MsgId) linked to the original; prints its id."""
     from interop.routing.outbox import Outbox
+    from interop.routing.reprocess_guard import CannotReprocess
 
     dest = {
         k: v
@@ -862,6 +863,9 @@ def outbox_reprocess(
         new = Outbox(_db_engine()).reprocess(row_id, destination=dest or None)
     except KeyError:
         _fail(f"message {row_id} is not known")
+        return
+    except CannotReprocess as exc:
+        _fail(str(exc))
         return
     print(new)
     console.print(f"queued {new} (reprocess of {row_id})")
