@@ -1031,6 +1031,11 @@ def _open_items_of(
     return out
 
 
+def open_tasks_of(tx: WriteTx, patient_id: str) -> list[dict[str, Any]]:
+    """The patient's open Tasks, as the transaction sees them (by the search indexes)."""
+    return _open_items_of(tx, [patient_id])[patient_id][0]
+
+
 def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:
     """Bring the transaction's cached open Tasks/Flags (``tx.context["open_items"]``) up to
     date with a Task or Flag just written, as :meth:`Triage._open_items` would read them now:
