@@ -87,8 +87,15 @@ def test_epj_page_has_note_and_plan(client, services) -> None:  # type: ignore[n
         f"/api/v1/patients/{FNR}/summary", params={"view": "epj"}, headers={"Accept": "text/html"}
     ).text
     assert 'id="note"' in html and s["note"] in html.replace("&#x27;", "'")
-    assert 'id="plan"' in html and "Oksygenmetning (SpO2): grønn over 94 %, gul over 90 %" in html
+    assert 'id="plan"' in html and "Oksygenmetning (SpO2): grønn ≥ 94 %, gul ≥ 90 %" in html
+    # the bounds belong to the zone they open (a reading of 94 % is green), as the text says
+    assert "grønn over 94" not in html
     assert "Kari Nordmann, fødselsnummer 13031353453" in html
+    # … and a reading of exactly 94 % is judged green, as «grønn ≥ 94 %» says
+    _ingest(services, _spo2(FNR, "94", now + timedelta(minutes=2)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "epj"}).json()
+    [spo2] = [c for c in s["codes"] if c["code"] == "2708-6"]
+    assert spo2["latest"]["value"] == 94 and spo2["latest"]["zone"] == "green"
 
 
 def test_gp_message_text_is_norwegian() -> None:
