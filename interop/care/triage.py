@@ -715,7 +715,7 @@ class Triage:
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
             if NO_THRESHOLDS_TEXT in texts:
-                _thresholds_missing(tx, all_tasks, ref, code, stored.res_id)
+                _thresholds_missing(tx, all_tasks, ref, code, stored.res_id, obs)
             return
         tasks = [
             t
@@ -932,10 +932,17 @@ def _task_kind(task: dict[str, Any]) -> str | None:
 
 
 def _thresholds_missing(
-    tx: WriteTx, open_tasks: list[dict[str, Any]], patient_ref: str, code: str, obs_id: str
+    tx: WriteTx,
+    open_tasks: list[dict[str, Any]],
+    patient_ref: str,
+    code: str,
+    obs_id: str,
+    obs: dict[str, Any],
 ) -> None:
     """One routine Task per patient and code while readings of it go unjudged (no plan
-    threshold, no default): a person adds thresholds to the plan, then completes it."""
+    threshold, no default): a person adds thresholds to the plan, then completes it. Its
+    words name the measurement and the first unjudged reading as a nurse reads them; the
+    code and the Observation stay in the data (``input``, ``focus``)."""
     if any(
         _task_kind(t) == "thresholds-missing"
         and any(i.get("valueCode") == code for i in t.get("input", []))
@@ -943,6 +950,7 @@ def _thresholds_missing(
     ):
         return
     now = format_instant(now_utc())
+    name = measurement_name(code)
     tx.create(
         {
             "resourceType": "Task",
@@ -957,12 +965,13 @@ def _thresholds_missing(
                         "display": "Grenseverdier mangler",
                     }
                 ],
-                "text": f"Grenseverdier mangler for {code}",
+                "text": text("triage.thresholds_missing.title", measurement=name),
             },
-            "description": (
-                f"Grenseverdier mangler for måling {code}: målingene blir ikke vurdert (verken "
-                "grønn, gul eller rød) før egenbehandlingsplanen har grenseverdier for den. "
-                f"Første måling uten vurdering: Observation/{obs_id}."
+            "description": text(
+                "triage.thresholds_missing.description",
+                measurement=name,
+                reading=_reading(obs)[1],
+                time=_local(_time_of(obs), now),
             ),
             "focus": {"reference": f"Observation/{obs_id}"},
             "for": {"reference": patient_ref},
