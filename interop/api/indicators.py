@@ -15,7 +15,14 @@ from interop.api.responses import json_response
 from interop.care.deviations import outcome_display
 from interop.fhir.outcome import error
 from interop.identifiers import validate_orgnr
-from interop.indicators import Indicators, compute, parse_period, to_csv, to_measure_report
+from interop.indicators import (
+    Indicators,
+    compute,
+    default_period,
+    parse_period,
+    to_csv,
+    to_measure_report,
+)
 from interop.text import catalogue, number, text, zone_name
 from interop.views.page import page
 
@@ -104,7 +111,7 @@ def render_html(ind: Indicators) -> str:
 def indicators(
     request: Request,
     organization: str,
-    period: str,
+    period: str | None = None,
     format: str = "json",
     actor: Actor = Depends(require_actor),
 ) -> Response:
@@ -117,8 +124,8 @@ def indicators(
             "forbidden",
             "indicators are for admins and the organisation's own follow-up centre/EPJ",
         )
-    start, end = parse_period(period)
     svc = request.app.state.services
+    start, end = parse_period(period) if period else default_period(svc.settings.timezone)
     with svc.store.reader() as conn:
         ind = compute(
             conn,

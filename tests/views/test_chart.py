@@ -29,7 +29,7 @@ def test_every_label_fits_and_the_legend_names_the_three_zones() -> None:
         (x, _y) = it.points[0]
         w = 6.2 * len(it.text)  # about 0.62 em a character at 10 pt, as the legend reckons
         x0 = x - w if it.anchor == "end" else x - w / 2 if it.anchor == "middle" else x
-        assert 0 <= x0 and x0 + w <= d.width, (it.text, it.anchor, x0, x0 + w, d.width)
+        assert x0 >= 0 and x0 + w <= d.width, (it.text, it.anchor, x0, x0 + w, d.width)
     legend = {it.text for it in texts}
     assert {"grønn sone (planen)", "gul sone (planen)", "rød sone (utenfor gul)"} <= legend
     svg = to_svg(d)
