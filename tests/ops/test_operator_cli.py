@@ -158,7 +158,7 @@ def test_list_by_patient(cli, client, services) -> None:  # type: ignore[no-unty
     assert mine in narrow.stdout and fnr in narrow.stdout and "test" in narrow.stdout
     [line] = [x for x in narrow.stdout.splitlines() if mine in x]
     assert "status.periodic" in line and "apprec-rejected ×12" in line
-    assert "Elvebakken fastlegekontor" in line
+    assert "Elvebakken fastlege" in line
     assert "…" not in line.split("Elvebakken")[0]  # only the receiver's name gives way
     bad = cli("outbox", "list", "--patient", "123")
     assert bad.exit_code == 2 and "fødselsnummer" in bad.stderr
