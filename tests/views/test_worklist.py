@@ -173,6 +173,13 @@ def test_worklist_order_rows_and_text(client, services) -> None:  # type: ignore
     assert "Rød Nordmann" in body and RED in body and "Arbeidsliste – Fjordvik kommune" in body
     assert "86 %" in body and "(red)" not in body and "mm[Hg]" not in body
     assert "<script" not in body and "http://" not in body.replace('xmlns="http://', "")
+    # each name leads to that patient's own summary, which the nurse may open
+    for fnr in order:
+        row_html = body.split(f'<span class="fnr">{fnr}</span>')[0].rsplit("<tr>", 1)[1]
+        href = f"/api/v1/patients/{fnr}/summary?view=followup"
+        assert f'<a href="{href.replace("&", "&amp;")}">' in row_html
+    opened = client.get(href, headers={**nurse, "Accept": "text/html"})
+    assert opened.status_code == 200 and f"fødselsnummer {SILENT_GP}" in opened.text
 
 
 def test_worklist_actions_close_task_and_flag(client, services) -> None:  # type: ignore[no-untyped-def]
