@@ -54,7 +54,11 @@ def _bar_chart(ind: Indicators) -> str:
     )
 
 
-def _figure(item: dict[str, Any]) -> str:
+SHARES = frozenset({"adherence", "shareGreen", "shareYellow", "shareRed", "shareHandledWithoutGp"})
+"""The figures that are shares (0–1 in the data), shown on the page as percentages."""
+
+
+def _figure(item: dict[str, Any], share: bool = False) -> str:
     if "median" in item:
         if item["median"] is None:
             return text("indicators.suppressed") if item.get("suppressed") else "–"
@@ -67,6 +71,8 @@ def _figure(item: dict[str, Any]) -> str:
     if item.get("value") is None:
         return text("indicators.suppressed") if item.get("suppressed") else "–"
     value = item["value"]
+    if share and isinstance(value, int | float):
+        return f"{number(value * 100, 1)} %"
     return number(value) if isinstance(value, int | float) else str(value)
 
 
@@ -85,7 +91,7 @@ def render_html(ind: Indicators) -> str:
                     )
                 )
         elif isinstance(item, dict):
-            rows.append((label, _figure(item)))
+            rows.append((label, _figure(item, name in SHARES)))
         else:
             rows.append((label, number(item) if isinstance(item, int | float) else str(item)))
     table = "".join(

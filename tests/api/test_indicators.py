@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -118,6 +119,10 @@ def test_indicator_formats_and_access(client) -> None:  # type: ignore[no-untype
     page = client.get("/api/v1/indicators", params={**q, "format": "html"})
     assert "<svg" in page.text and "Fjordvik kommune" in page.text
     assert "Målinger mottatt" in page.text and "suppressed" not in page.text
+    # shares are percentages on the page (0–1 in the data): «71,7 %», never «0,7165»
+    share = r.json()["indicators"]["shareGreen"]["value"]
+    assert f"Andel grønne målinger</th><td>{share * 100:.1f} %".replace(".", ",") in page.text
+    assert not re.search(r"Etterlevelse[^<]*</th><td>0,\d", page.text)
     assert (
         client.get(
             "/api/v1/indicators", params={**q, "period": "2026-03-31/2026-03-01"}
