@@ -55,6 +55,20 @@ def _second_patient(client: Any, w: dict[str, Any]) -> tuple[str, str]:
     return pid, plan_id
 
 
+def _new_gp(client: Any, w: dict[str, Any]) -> None:
+    """The patient changes GP (HPR 1234567): the one who was asked is no longer theirs."""
+    other = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
+        },
+    ).json()["id"]
+    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
+    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
+    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+
+
 def _notices(client: Any, patient: str | None = None) -> list[dict[str, Any]]:
     params = {"patient": patient} if patient else {}
     bundle = client.get("/fhir/Task", params={**params, "_count": 100}).json()
@@ -252,16 +266,7 @@ def test_an_approval_from_someone_not_the_patients_gp_is_told_not_applied(
     """The patient changed GP after the plan was proposed: the old GP's approving svar leaves
     the plan proposed, and the nurse is told who answered and why nothing was approved."""
     w = _world(client, tmp_path)
-    other = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
-        },
-    ).json()["id"]
-    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
-    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
-    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+    _new_gp(client, w)
     [request] = _requests(services)
     _gp_answers(services, tmp_path, request, "Godkjent.", "4d1f0b8e-0003-4c1a-9d2e-000000000001")
     assert _state(client, w["plan"]) == "proposed"
@@ -422,16 +427,7 @@ def test_an_answer_from_someone_not_the_gp_closes_none_of_the_gps_notices(
     [request] = _requests(services)
     _gp_answers(services, tmp_path, request, "Ring meg.", "4d1f0b8e-0005-0000-0000-01")
     [unclear] = _notices(client, w["patient"])
-    other = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
-        },
-    ).json()["id"]
-    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
-    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
-    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+    _new_gp(client, w)
     _gp_answers(services, tmp_path, request, "Godkjent.", "4d1f0b8e-0005-0000-0000-02")
     kinds = sorted((t["code"]["coding"][0]["code"], t["status"]) for t in _notices(client))
     assert kinds == [("plan-answer-not-the-gp", "requested"), ("plan-answer-unclear", "requested")]

@@ -251,25 +251,27 @@ def test_worklist_access(client, services) -> None:  # type: ignore[no-untyped-d
     assert client.get(f"/fhir/Task/{task_id}").json()["status"] == "requested"
 
 
+def _to_the_gp(tx, patient_id: str, msg_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A red-reading message to the patient's GP that expects an AppRec; its outbox id."""
+    return enqueue(
+        tx.conn,
+        event="triage.red",
+        kind="dialog-helsefaglig",
+        destination="Endpoint/gp",
+        transport="file-drop",
+        address="/tmp",
+        content_type="application/xml",
+        payload=b"<x/>",
+        patient_id=patient_id,
+        msg_id=msg_id,
+        expects_apprec=True,
+    )
+
+
 def test_message_history_for_the_followup_centre(client, services) -> None:  # type: ignore[no-untyped-def]
     ids = _world(client, services)
     with services.store.write(WriteContext.service()) as tx:
-        rows = {
-            fnr: enqueue(
-                tx.conn,
-                event="triage.red",
-                kind="dialog-helsefaglig",
-                destination="Endpoint/gp",
-                transport="file-drop",
-                address="/tmp",
-                content_type="application/xml",
-                payload=b"<x/>",
-                patient_id=ids[fnr],
-                msg_id=f"msg-{fnr}",
-                expects_apprec=True,
-            )
-            for fnr in (YELLOW, CALM, ELSEWHERE)
-        }
+        rows = {fnr: _to_the_gp(tx, ids[fnr], f"msg-{fnr}") for fnr in (YELLOW, CALM, ELSEWHERE)}
     outbox = Outbox(services.engine)
     assert outbox.apprec(f"msg-{YELLOW}", "ok", [])
     assert outbox.apprec(
@@ -315,19 +317,7 @@ def test_no_apprec_after_96_hours_is_told_in_words_and_on_the_worklist(client, s
     with services.store.write(WriteContext.service()) as tx:
         rows = {}
         for fnr, hours in sent.items():
-            rows[fnr] = enqueue(
-                tx.conn,
-                event="triage.red",
-                kind="dialog-helsefaglig",
-                destination="Endpoint/gp",
-                transport="file-drop",
-                address="/tmp",
-                content_type="application/xml",
-                payload=b"<x/>",
-                patient_id=ids[fnr],
-                msg_id=f"msg-{fnr}",
-                expects_apprec=True,
-            )
+            rows[fnr] = _to_the_gp(tx, ids[fnr], f"msg-{fnr}")
             tx.conn.execute(
                 update(outbox_table)
                 .where(outbox_table.c.id == rows[fnr])
