@@ -151,6 +151,22 @@ def patient_compartment_params() -> dict[str, tuple[str, ...]]:
     return {t: tuple(p) for t, p in _data("compartment-patient.json")["resources"].items()}
 
 
+@lru_cache(maxsize=1)
+def _reference_targets() -> dict[tuple[str, str], tuple[str, ...]]:
+    return {
+        (rtype, name): tuple(spec.get("target") or ())
+        for rtype, params in _data("search-parameters.json")["resources"].items()
+        for name, spec in params.items()
+        if spec.get("type") == "reference"
+    }
+
+
+def reference_targets(rtype: str, name: str) -> tuple[str, ...]:
+    """The types R4 says the reference parameter may point to (empty when R4 does not
+    define it)."""
+    return _reference_targets().get((rtype, name), ())
+
+
 @lru_cache(maxsize=256)
 def r4_params(rtype: str) -> dict[str, R4Param]:
     """The official search parameters of ``rtype`` whose expressions the generic index can

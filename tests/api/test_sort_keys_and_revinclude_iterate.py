@@ -110,3 +110,27 @@ def _ids(client, query: str) -> set[str]:  # type: ignore[no-untyped-def]
     r = client.get(f"/fhir/{query}")
     assert r.status_code == 200, r.text
     return {e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "include"}
+
+
+def test_the_capability_statement_claims_what_is_served(client) -> None:  # type: ignore[no-untyped-def]
+    a, _b, _ca, _cb, _gp = _world(client)
+    resources = {r["type"]: r for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]}
+    assert resources["AuditEvent"]["searchInclude"] == []
+    assert resources["AuditEvent"]["searchRevInclude"] == []
+    assert "Condition:subject" in resources["Patient"]["searchRevInclude"]
+    assert "Provenance:target" in resources["Condition"]["searchRevInclude"]
+    assert "Condition:encounter" not in resources["Patient"]["searchRevInclude"]
+    # the Observation index answers a reverse include onto the patient only
+    assert "Observation:subject" in resources["Patient"]["searchRevInclude"]
+    assert "Observation:subject" not in resources["Group"]["searchRevInclude"]
+    for rtype in ("Patient", "Encounter", "Observation"):
+        claimed = resources[rtype]
+        for spec in claimed["searchRevInclude"]:
+            r = client.get(f"/fhir/{rtype}?_revinclude={spec}&_count=1&_total=none")
+            assert r.status_code == 200, (rtype, spec, r.text)
+        for spec in claimed["searchInclude"]:
+            r = client.get(f"/fhir/{rtype}?_include={spec}&_count=1&_total=none")
+            assert r.status_code == 200, (rtype, spec, r.text)
+            assert "outcome" not in r.text, (rtype, spec, r.text)  # not ignored with a warning
+    r = client.get(f"/fhir/Patient?_id={a}&_revinclude=Condition:subject")
+    assert any(e["search"]["mode"] == "include" for e in r.json()["entry"])
