@@ -96,7 +96,7 @@ def capability_statement(
         for name, p in definitions(rtype).items():
             if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
                 # the types the engine searches: no other is claimed
-                param = {"name": name, "type": "token" if p.type == "uri" else p.type}
+                param = {"name": name, "type": "uri" if p.uri else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation
                 params.append(param)

@@ -48,6 +48,8 @@ class R4Param:
     compartment: bool
     components: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
     """For a composite: (component parameter name, paths relative to the composite's root)."""
+    uri: bool = False
+    """An R4 ``uri`` parameter (indexed as a token without a system)."""
 
 
 def _data(name: str) -> dict[str, Any]:
@@ -197,7 +199,9 @@ def r4_params(rtype: str) -> dict[str, R4Param]:
             and ptype == "reference"
             and ("Patient" in targets or "Patient" in restricted)
         )
-        out[name] = R4Param(name, INDEXED_TYPES[ptype], paths, target, is_compartment)
+        out[name] = R4Param(
+            name, INDEXED_TYPES[ptype], paths, target, is_compartment, uri=ptype == "uri"
+        )
     for name in order:
         spec = raw[name]
         if spec["type"] == "composite":

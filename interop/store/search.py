@@ -262,6 +262,48 @@ class SearchEngine:
             ]
         )
 
+    def uri_condition(self, res_type: str, name: str, values: list[str]) -> ColumnElement[bool]:
+        """A uri parameter (held as a token without a system): ``url`` matches the URI as
+        written and the versioned canonicals of it (``url|1.0``); ``url|version`` (R4's
+        versioned canonical) matches that one, and the resource whose own ``url`` is ``url``
+        and whose ``version`` is ``version`` (``ValueSet?url=http://…|1.0``)."""
+        t = token_table.c
+        rid = resource_table.c.res_id
+        has_version = name == "url" and "version" in definitions(res_type)
+        ors: list[ColumnElement[bool]] = []
+        for v in values:
+            url, sep, version = v.partition("|")
+            if not sep:
+                match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
+                ors.append(rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match)))
+                continue
+            if not url or not version:
+                raise error(
+                    400,
+                    "invalid",
+                    f"{name}={v!r}: a versioned canonical is url|version",
+                    expression=[name],
+                )
+            ors.append(
+                rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v))
+            )
+            if has_version:
+                ors.append(
+                    and_(
+                        rid.in_(
+                            select(t.res_id).where(
+                                t.res_type == res_type, t.param == name, t.code == url
+                            )
+                        ),
+                        rid.in_(
+                            select(t.res_id).where(
+                                t.res_type == res_type, t.param == "version", t.code == version
+                            )
+                        ),
+                    )
+                )
+        return any_of(ors)
+
     def generic_condition(
         self,
         res_type: str,
@@ -275,7 +317,10 @@ class SearchEngine:
         if param.type == "composite":
             return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
-            expr = self._rows_matching(res_type, name, param, values, narrow)
+            if param.uri:
+                expr = self.uri_condition(res_type, name, values)
+            else:
+                expr = self._rows_matching(res_type, name, param, values, narrow)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
             if modifier == "identifier":
