@@ -47,10 +47,14 @@ def _meta_parameter(body: Any) -> dict[str, Any]:
     """The ``meta`` parameter's Meta (its profiles, tags and security labels), or 400 naming
     what is wrong: anything else in it is refused, never dropped."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise error(400, "structure", "the body is a Parameters resource", expression=["resourceType"])
+        raise error(
+            400, "structure", "the body is a Parameters resource", expression=["resourceType"]
+        )
     params = body.get("parameter")
     if not isinstance(params, list) or not params:
-        raise error(400, "required", "the Parameters carry no parameter 'meta'", expression=["parameter"])
+        raise error(
+            400, "required", "the Parameters carry no parameter 'meta'", expression=["parameter"]
+        )
     metas = [p for p in params if isinstance(p, dict) and p.get("name") == "meta"]
     others = [p.get("name") if isinstance(p, dict) else p for p in params if p not in metas]
     if others:
@@ -61,11 +65,16 @@ def _meta_parameter(body: Any) -> dict[str, Any]:
             expression=["parameter"],
         )
     if len(metas) != 1:
-        raise error(400, "invalid", "exactly one parameter 'meta' is taken", expression=["parameter"])
+        raise error(
+            400, "invalid", "exactly one parameter 'meta' is taken", expression=["parameter"]
+        )
     meta = metas[0].get("valueMeta")
     if not isinstance(meta, dict):
         raise error(
-            400, "required", "the parameter 'meta' carries a valueMeta", expression=["parameter[0].valueMeta"]
+            400,
+            "required",
+            "the parameter 'meta' carries a valueMeta",
+            expression=["parameter[0].valueMeta"],
         )
     extra = sorted(k for k in meta if k not in MARKS)
     if extra:
@@ -78,7 +87,9 @@ def _meta_parameter(body: Any) -> dict[str, Any]:
     for kind in MARKS:
         items = meta.get(kind, [])
         if not isinstance(items, list):
-            raise error(400, "structure", f"valueMeta.{kind} is a list", expression=[f"valueMeta.{kind}"])
+            raise error(
+                400, "structure", f"valueMeta.{kind} is a list", expression=[f"valueMeta.{kind}"]
+            )
         for i, item in enumerate(items):
             where = f"parameter[0].valueMeta.{kind}[{i}]"
             if kind == "profile":

@@ -15,12 +15,13 @@ from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
 from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
+from interop.api.fhir_operations import NOT_IN_EVERYTHING
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
 from interop.fhir.r4_definitions import patient_compartment_params
 from interop.fhir.searchparams import definitions
-from interop.store import meta_index
 from interop.fhir.subset import requested as requested_subset
+from interop.store import meta_index
 from interop.store.search import SearchRequest
 
 router = APIRouter(prefix="/fhir")
@@ -71,25 +72,30 @@ def compartment_types(pid: str) -> list[tuple[str, tuple[str, str]]]:
 
 
 async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
-    """``Patient/{id}/*``: the compartment's types the actor may search, each searched as
-    ``Patient/{id}/{type}`` would be (restricted, filtered and audited by the policy), paged
-    one type after the other. The client's parameters apply to every type, so one a type
-    does not know is refused (400 naming it), never ignored."""
+    """``Patient/{id}/*``: the compartment's types the actor may search (or those ``_type``
+    names), each searched as ``Patient/{id}/{type}`` would be (restricted, filtered and
+    audited by the policy), paged one type after the other. The client's parameters apply to
+    every type, so one a type does not know is refused (400 naming it), never ignored."""
     svc = services(request)
     params = parse_qsl(request.url.query, keep_blank_values=True)
-    for k, v in params:
-        if k == "_type":
+    linked = dict(compartment_types(pid))
+    asked = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
+    if asked:
+        # the types named, each searched as the system search would (a refused one: 403)
+        outside = [t for t in asked if t not in linked]
+        if outside:
             raise error(
                 400,
                 "not-supported",
-                "_type does not apply to Patient/{id}/*: ask Patient/{id}/{type}, or the "
-                "system search ?_type=…&patient=…",
+                f"_type: {', '.join(outside)} is not searched in the Patient compartment",
                 expression=["_type"],
             )
-    linked = dict(compartment_types(pid))
-    searchable = svc.policy.searchable(actor, linked)
-    with svc.store.reader() as conn:
-        present = meta_index.types_present(conn, searchable)
+        present = list(dict.fromkeys(asked))
+    else:
+        # the access log is in the compartment but not the record ($everything leaves it out)
+        searchable = svc.policy.searchable(actor, [t for t in linked if t not in NOT_IN_EVERYTHING])
+        with svc.store.reader() as conn:
+            present = meta_index.types_present(conn, searchable)
     searches = [(t, [linked[t]]) for t in present]
     return await paged_types(request, actor, searches, params, f"Patient/{pid}/*")
 

@@ -275,7 +275,9 @@ class SearchEngine:
             url, sep, version = v.partition("|")
             if not sep:
                 match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
-                ors.append(rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match)))
+                ors.append(
+                    rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match))
+                )
                 continue
             if not url or not version:
                 raise error(
@@ -285,7 +287,9 @@ class SearchEngine:
                     expression=[name],
                 )
             ors.append(
-                rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v))
+                rid.in_(
+                    select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v)
+                )
             )
             if has_version:
                 ors.append(
@@ -520,8 +524,10 @@ class SearchEngine:
                         sort_expr = breadth.sort_column(res_type, sort, descending)
                     # further keys order what the first leaves tied (then the id)
                     more_sorts = [
-                        (breadth.later_sort_key(res_type, k.lstrip("-"), k.startswith("-")),
-                         k.startswith("-"))
+                        (
+                            breadth.later_sort_key(res_type, k.lstrip("-"), k.startswith("-")),
+                            k.startswith("-"),
+                        )
                         for k in keys[1:]
                     ]
                 elif name == "_summary":
@@ -697,13 +703,15 @@ class SearchEngine:
                 return SearchResult(
                     [], total=total, warnings=warnings, summary_count=True, ignored=ignored
                 )
-            keys = [(sort_col, descending), *more_sorts]
+            order_keys = [(sort_col, descending), *more_sorts]
             if cursor is not None:
                 cvals, cid = cursor
-                if len(keys) > 1:
-                    if not isinstance(cvals, list) or len(cvals) != len(keys):
+                if len(order_keys) > 1:
+                    if not isinstance(cvals, list) or len(cvals) != len(order_keys):
                         raise error(
-                            400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
+                            400,
+                            "invalid",
+                            "the _cursor parameter is not valid (paging link damaged)",
                         )
                 elif isinstance(cvals, list | dict):
                     raise error(
@@ -711,9 +719,9 @@ class SearchEngine:
                     )
                 else:
                     cvals = [cvals]
-                stmt = stmt.where(after_cursor(keys, cvals, r.res_id, cid, descending))
+                stmt = stmt.where(after_cursor(order_keys, cvals, r.res_id, cid, descending))
             stmt = stmt.order_by(
-                *[col.desc() if desc else col.asc() for col, desc in keys],
+                *[col.desc() if desc else col.asc() for col, desc in order_keys],
                 r.res_id.desc() if descending else r.res_id.asc(),
             )
             stmt = stmt.limit(count + 1)
@@ -723,8 +731,11 @@ class SearchEngine:
                 rows = rows[:count]
                 last = rows[-1]
                 next_cursor = encode_cursor(
-                    [last.sortkey, *(getattr(last, f"sortkey{i}") for i in range(1, len(keys)))]
-                    if len(keys) > 1
+                    [
+                        last.sortkey,
+                        *(getattr(last, f"sortkey{i}") for i in range(1, len(order_keys))),
+                    ]
+                    if len(order_keys) > 1
                     else last.sortkey,
                     last.res_id,
                 )

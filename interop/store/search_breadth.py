@@ -641,8 +641,8 @@ def iterate_includes(
             by_type: dict[str, list[str]] = {}
             for t, i, _c in frontier:
                 by_type.setdefault(t, []).append(i)
-            for spec in rev:
-                found_now += _referring(conn, spec, by_type)
+            for rev_spec in rev:
+                found_now += _referring(conn, rev_spec, by_type)
         frontier = []
         for item in found_now:
             if (item[0], item[1]) not in seen:

@@ -49,7 +49,15 @@ def test_the_whole_compartment_paged(client) -> None:  # type: ignore[no-untyped
         ("Observation", oa),
     }
     assert _all(client, f"/fhir/Patient/{a}/*?_tag={VICTIM_TAG}") == []
-    for bad in ("code=38341003", "_type=Condition", "nonsense=1"):
+    assert set(_all(client, f"/fhir/Patient/{a}/*?_type=Condition,Patient")) == {
+        ("Patient", a),
+        ("Condition", ca),
+        ("Condition", ca2),
+    }
+    assert set(_all(client, f"/fhir/Patient/{a}/*?_type=Condition&code=44054006")) == {
+        ("Condition", ca2)
+    }
+    for bad in ("code=38341003", "_type=Organization", "_type=Nonsense", "nonsense=1"):
         r = client.get(f"/fhir/Patient/{a}/*?{bad}")
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
@@ -69,6 +77,10 @@ def test_a_gp_sees_only_its_own_patients_compartment(client) -> None:  # type: i
         entries = str(r.json().get("entry", []))  # the links repeat the client's own URL
         assert b not in entries and cb not in entries and ob not in entries
         assert "173" not in r.text and VICTIM_TAG not in entries
+    r = client.get(f"/fhir/Patient/{b}/*?_type=Condition,Observation", headers=gp)
+    assert r.status_code == 200 and r.json().get("entry", []) == []
+    r = client.get(f"/fhir/Patient/{a}/*?_type=AuditEvent", headers=gp)
+    assert r.status_code == 403
     r = client.get(f"/fhir/Patient/{b}/*?_summary=count", headers=gp)
     assert r.status_code == 200 and r.json()["total"] == 0
     # the GP's own patient's compartment, asked with the victim's ids, stays the GP's
@@ -97,7 +109,9 @@ def test_meta_add_and_delete_version_only_on_change(client) -> None:  # type: ig
     assert _search(client, "Condition?_tag=reviewed") == set()
     assert _meta(client.post(f"/fhir/Condition/{ca}/$meta-delete", json=body))["versionId"] == "3"
     profile = before["meta"]["profile"][0]
-    meta = _meta(client.post(f"/fhir/Condition/{ca}/$meta-delete", json=_params({"profile": [profile]})))
+    meta = _meta(
+        client.post(f"/fhir/Condition/{ca}/$meta-delete", json=_params({"profile": [profile]}))
+    )
     assert "profile" not in meta and meta["versionId"] == "4"
     history = client.get(f"/fhir/Condition/{ca}/_history").json()
     assert history["total"] == 4
@@ -123,7 +137,11 @@ def test_a_gp_changes_the_meta_only_of_its_own_patients(client) -> None:  # type
     ob = _post(client, _bp(b, 173, 99))
     for rtype, rid in (("Condition", cb), ("Patient", b), ("Observation", ob)):
         for op in ("$meta-add", "$meta-delete"):
-            marks = {"tag": [TAG if op == "$meta-add" else {"system": "urn:test:tags", "code": VICTIM_TAG}]}
+            marks = {
+                "tag": [
+                    TAG if op == "$meta-add" else {"system": "urn:test:tags", "code": VICTIM_TAG}
+                ]
+            }
             r = client.post(f"/fhir/{rtype}/{rid}/{op}", json=_params(marks), headers=gp)
             assert r.status_code == 403, r.text
             assert VICTIM_TAG not in r.text and b not in r.text

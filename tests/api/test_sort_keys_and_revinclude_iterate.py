@@ -16,7 +16,9 @@ from tests.api.test_search_breadth import _bp
 def _ordered(client, query: str, headers: dict[str, str] | None = None) -> list[str]:  # type: ignore[no-untyped-def]
     r = client.get(f"/fhir/{query}", headers=headers or {})
     assert r.status_code == 200, r.text
-    return [e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match"]
+    return [
+        e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "match"
+    ]
 
 
 def test_several_sort_keys_each_with_its_direction(client) -> None:  # type: ignore[no-untyped-def]
@@ -40,7 +42,9 @@ def test_several_sort_keys_each_with_its_direction(client) -> None:  # type: ign
     # an Observation's date as a later key, from its own index
     o1 = _post(client, _bp(a, 120, 80))
     o2 = _post(client, _bp(a, 121, 81))
-    got = [i for _t, i in _all(client, f"/fhir/Observation?patient={a}&_sort=status,-date&_count=1")]
+    got = [
+        i for _t, i in _all(client, f"/fhir/Observation?patient={a}&_sort=status,-date&_count=1")
+    ]
     assert sorted(got) == sorted([o1, o2])
     r = client.get(f"/fhir/Condition?patient={a}&_sort=code,onset-date&_cursor=WzEsMl0")
     assert r.status_code == 400 and "_cursor" in r.text
@@ -58,9 +62,13 @@ def _encounter(pid: str) -> dict[str, Any]:
 def test_revinclude_iterate_follows_what_refers_to_the_included(client) -> None:  # type: ignore[no-untyped-def]
     a, b, ca, cb, gp = _world(client)
     ea = _post(client, _encounter(a))
-    in_encounter = _post(client, {**condition(a, code="44054006"), "encounter": {"reference": f"Encounter/{ea}"}})
+    in_encounter = _post(
+        client, {**condition(a, code="44054006"), "encounter": {"reference": f"Encounter/{ea}"}}
+    )
     # the victim's Condition names A's Encounter: the iteration reaches it in the store
-    victim = _post(client, {**condition(b, code="195967001"), "encounter": {"reference": f"Encounter/{ea}"}})
+    victim = _post(
+        client, {**condition(b, code="195967001"), "encounter": {"reference": f"Encounter/{ea}"}}
+    )
     base = f"Patient?_id={a}&_revinclude=Encounter:subject"
     plain = _ordered(client, base + "&_revinclude=Condition:encounter", None)
     assert plain == [a]
@@ -100,7 +108,9 @@ def test_revinclude_iterate_is_bounded(client) -> None:  # type: ignore[no-untyp
     first = previous
     chain = []
     for _ in range(MAX_ITERATE + 2):
-        previous = _post(client, {**_encounter(a), "partOf": {"reference": f"Encounter/{previous}"}})
+        previous = _post(
+            client, {**_encounter(a), "partOf": {"reference": f"Encounter/{previous}"}}
+        )
         chain.append(previous)
     got = _ids(client, f"Encounter?_id={first}&_revinclude:iterate=Encounter:part-of")
     assert got == set(chain[: MAX_ITERATE + 1])  # the plain level, then MAX_ITERATE rounds
@@ -109,7 +119,9 @@ def test_revinclude_iterate_is_bounded(client) -> None:  # type: ignore[no-untyp
 def _ids(client, query: str) -> set[str]:  # type: ignore[no-untyped-def]
     r = client.get(f"/fhir/{query}")
     assert r.status_code == 200, r.text
-    return {e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "include"}
+    return {
+        e["resource"]["id"] for e in r.json().get("entry", []) if e["search"]["mode"] == "include"
+    }
 
 
 def test_the_capability_statement_claims_what_is_served(client) -> None:  # type: ignore[no-untyped-def]

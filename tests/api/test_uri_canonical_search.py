@@ -36,7 +36,7 @@ def test_versioned_canonicals(client) -> None:  # type: ignore[no-untyped-def]
     # the prefix is the whole URL, not any URL starting with it
     assert _ids(client, "ValueSet?url=http://example.org/fhir/ValueSet/vit") == set()
     assert _ids(client, "ValueSet?url=http://example.org/fhir/ValueSet/vitals_%25") == set()
-    for bad in (f"ValueSet?url=|1.0", f"ValueSet?url={VS}|"):
+    for bad in ("ValueSet?url=|1.0", f"ValueSet?url={VS}|"):
         r = client.get(f"/fhir/{bad}")
         assert r.status_code == 400 and "url" in r.text, r.text
 
