@@ -57,9 +57,14 @@ META_MARKS = ("profile", "security", "tag")
 a final Observation's may change without a change of status ($meta-add, $meta-delete)."""
 
 
-def _only_marks_differ(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether ``new`` is ``old`` but for its profiles, tags and security labels (and the
-    server's own ``versionId``/``lastUpdated``)."""
+def _only_marks_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` changes ``old``'s profiles, tags or security labels and nothing else
+    (the server's own ``versionId``/``lastUpdated`` aside): an unchanged resource is no
+    change of marks."""
+
+    def marks(resource: dict[str, Any]) -> dict[str, Any]:
+        meta = resource.get("meta")
+        return {k: meta[k] for k in META_MARKS if k in meta} if isinstance(meta, dict) else {}
 
     def content(resource: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in resource.items() if k != "meta"}
@@ -74,7 +79,7 @@ def _only_marks_differ(old: dict[str, Any], new: dict[str, Any]) -> bool:
                 out["meta"] = rest
         return out
 
-    return content(old) == content(new)
+    return content(old) == content(new) and marks(old) != marks(new)
 
 
 IMMUTABLE_TYPES = frozenset({"AuditEvent", "Provenance"})
@@ -1032,7 +1037,7 @@ class WriteTx:
             if (
                 old_status not in OBSERVATION_OPEN_STATUSES
                 and new_status not in OBSERVATION_CHANGE_STATUSES
-                and not _only_marks_differ(old, resource)
+                and not _only_marks_change(old, resource)
             ):
                 raise error(
                     409,
