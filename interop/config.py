@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     no tenant's."""
     jft_max_bytes: int = 1_000_000
     """Largest request to Journalføringstjenesten (NHN: about 1 MB)."""
+    vkp_tenant: str | None = None
+    """The tenant whose HelseID client journals to VKP (classic, ``connectionType`` ``vkp``)
+    when the Bundle's author organisation is no tenant's. VKP wants one HelseID client per
+    system instance (vendor × municipality): one tenant per municipality is that."""
+    vkp_max_bytes: int | None = None
+    """Largest request to VKP; NHN publishes none (unset = no limit here)."""
     nhn_plans_base_url: str | None = None
     """NHN Pasientens planer (2026 plan API with zones), for ``interop plans import-nhn`` and
     the import endpoint (development: ``https://planer.dev.nhn.no``; test and production were
@@ -144,6 +150,18 @@ class Settings(BaseSettings):
     others (when ``INTEROP_NHN_PLANS_BASE_URL`` is set; 0 = never; ``interop plans poll-nhn``
     runs it by hand). A change becomes a conflict on our plan and a Task for the care team;
     our plan is never changed by it."""
+    nhn_careplan_base_url: str | None = None
+    """NHN's older careplan service (HIT careplan, "Pasientens planer API"), whose status
+    endpoint tells whether a patient has an active care plan there and when it last changed
+    (``interop plans status-nhn``, ``GET /api/v1/patients/{fnr}/plan/nhn-status``). Unset = not
+    asked. Not the 2026 plan API with zones (``INTEROP_NHN_PLANS_BASE_URL``)."""
+    nhn_careplan_variant: str = "patient-careplan"
+    """Which published variant (``mappings/national/nhn-careplan.yaml``): ``patient-careplan``
+    (nhn-* headers, audience ``nhn:patient-careplan``) or ``kjernejournal`` (hit-* headers,
+    audience ``nhn:careplan``); the token type is the HelseID API's (Bearer per NHN's pages)."""
+    nhn_careplan_tenant: str | None = None
+    """The tenant whose HelseID client asks the careplan service (default: the only tenant); it
+    needs both organisation numbers in the tenants file."""
     cppa_base_url: str | None = None
     """NHN's CPPA API (test ``https://cppa.test.grunndata.nhn.no``): asked before a PLO or
     Dialogmelding goes over EDI 2.0 whether the receiver takes that type. Unset = not asked."""
@@ -160,6 +178,11 @@ class Settings(BaseSettings):
     at the cost of a disk flush per commit (group commit shares it between the requests of a
     batch). ``NORMAL``: a process crash loses nothing, but a power loss may take the last
     transactions with it — for a demo or a test run, never for patient data."""
+    sqlite_checkpoint_seconds: float = 0.5
+    """How often a thread of each process copies SQLite's write-ahead log back into the
+    database file (a ``PASSIVE`` checkpoint), so that no request's COMMIT has to (see
+    ``interop.store.wal_checkpoint``). 0 leaves it to SQLite's automatic checkpoint every
+    1,000 pages, inside whichever COMMIT crosses that line."""
     gc_gen0_threshold: int = 10_000
     """Allocations between the garbage collector's young-generation passes in a service process
     (Python's default is 700; 0 keeps Python's defaults). See ``interop.runtime.tune_gc``."""

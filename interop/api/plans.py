@@ -185,6 +185,33 @@ async def revoke_plan(
     return json_response(result)
 
 
+@router.get("/{national_id}/plan/nhn-status")
+async def nhn_careplan_status(
+    request: Request, access: PatientAccess = Depends(patient_access(Action.READ))
+) -> Response:
+    """Whether NHN's older careplan service (HIT careplan) has an active care plan for the
+    patient, and when it last changed, in Norwegian (``text``); asked for this patient only,
+    after the access check."""
+    from interop.national.careplan_status import CareplanStatusError
+    from interop.national.tenants import TenantConfigError
+    from interop.national.wiring import careplan_status_client
+
+    svc = request.app.state.services
+    try:
+        api = careplan_status_client(svc.settings)
+    except (CareplanStatusError, TenantConfigError) as exc:
+        raise error(503, "exception", f"the careplan service is not usable: {exc}") from None
+    if api is None:
+        raise error(503, "not-supported", "INTEROP_NHN_CAREPLAN_BASE_URL is not set")
+    try:
+        status = await run_in_threadpool(api.status, access.national_id)
+    except CareplanStatusError as exc:
+        if exc.status == 400:  # the number cannot be asked about here (a test number)
+            raise error(422, "value", str(exc)) from None
+        raise error(503 if exc.transient else 502, "exception", str(exc)) from None
+    return json_response(status.as_json(svc.settings.timezone))
+
+
 @router.post("/{national_id}/plan/import-nhn")
 async def import_nhn_plan(
     request: Request, access: PatientAccess = Depends(patient_access(Action.PLAN))

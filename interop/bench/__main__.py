@@ -91,7 +91,8 @@ def main() -> None:
     ap.add_argument(
         "--sections",
         default="fhir,ingest,views,outbox,messaging,worklist,national",
-        help="comma list; 'writes' runs only the create and transaction rows of 'fhir'",
+        help="comma list; 'writes' runs only the create and transaction rows of 'fhir', "
+        "'reads' only its reads and searches",
     )
     ap.add_argument("--worklist-patients", type=int, default=500)
     ap.add_argument("--worklist-per-day", type=int, default=3, help="measurements a day")
@@ -131,7 +132,11 @@ def main() -> None:
         )
         if "fhir" in sections:
             fhir_api.run(report, backend, store, url, size=size, patients=args.patients)
-        elif "writes" in sections:  # the write rows of "fhir" alone
+        elif "reads" in sections:  # the read and search rows of "fhir" alone
+            fhir_api.run(
+                report, backend, store, url, size=size, patients=args.patients, writes=False
+            )
+        if "writes" in sections and "fhir" not in sections:  # the write rows of "fhir" alone
             fhir_api.run_writes(report, backend, store, url, size=size, patients=args.patients)
         if "ingest" in sections:
             ingest.run(report, backend, url, size)

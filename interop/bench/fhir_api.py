@@ -112,9 +112,18 @@ def ensure_data(report: Report, backend: str, store: FhirStore, *, size: int, pa
 
 
 def run(
-    report: Report, backend: str, store: FhirStore, url: str, *, size: int, patients: int
+    report: Report,
+    backend: str,
+    store: FhirStore,
+    url: str,
+    *,
+    size: int,
+    patients: int,
+    writes: bool = True,
 ) -> None:
-    """The FHIR API measurements on a data set :func:`ensure_data` has loaded."""
+    """The FHIR API measurements on a data set :func:`ensure_data` has loaded; without
+    ``writes`` (section ``reads``) only the reads and searches, so that the data set does not
+    grow (the 1M search rows)."""
     if store.is_postgres:
         # statistics for the planner, as autovacuum would gather them soon after a bulk load
         with store.engine.begin() as conn:
@@ -137,7 +146,8 @@ def run(
             server=server,
         )
 
-        _write_rows(report, (backend, size), server, rng, patients)
+        if writes:
+            _write_rows(report, (backend, size), server, rng, patients)
 
         def searches(n: int) -> list[str]:
             return [
@@ -196,7 +206,9 @@ def run(
         else:
             report.note(f"$lastn not available on this build ({probe.status_code}); skipped")
         generic_types.run(report, backend, size, base, HEADERS, rng, patients)
-        _as_users(report, backend, size, server, rng, gp_ids, gp_patients, patients)
+        users = _as_users(report, backend, size, server, rng, gp_ids, gp_patients)
+        if writes:
+            _vendor_create_row(report, (backend, size), server, rng, patients, users.vendor)
         _with_helseid(report, backend, size, server, issuer, gp_ids, gp_patients, rng)
         report.row(
             "fhir", backend, size, "API worker peak RSS", f"{server.peak_rss_mb():.0f} MB", ""
@@ -275,8 +287,7 @@ def _as_users(
     rng: random.Random,
     gp_ids: list[str],
     gp_patients: list[str],
-    patients: int,
-) -> None:
+) -> actors.Users:
     """The same requests as the real users make them: through the access policy (their care
     relation, Consent, view codes) and the audit log (every read is an AuditEvent)."""
     base = server.base
@@ -311,8 +322,7 @@ def _as_users(
         target="p95 ≤ 25 ms",
         ok=r.percentile(95) <= 0.025 and r.statuses.get(200) == r.requests,
     )
-
-    _vendor_create_row(report, (backend, size), server, rng, patients, users.vendor)
+    return users
 
 
 def _cpu_note(server: RunningServer, since: float, requests: int, per: str = "request") -> str:

@@ -171,3 +171,34 @@ def import_nhn(
     console.print(
         f"draft CarePlan/{cp['id']} made from the NHN plan (judges nothing until approved)"
     )
+
+
+@plans_app.command("status-nhn")
+def status_nhn(
+    national_id: Annotated[str, typer.Argument(help="the patient's fødselsnummer or D-nummer")],
+) -> None:
+    """Ask NHN's older careplan service (HIT careplan) whether one of our patients has an
+    active care plan there and when it last changed (reads nothing else, changes nothing)."""
+    from interop.access.actor import cli_actor
+    from interop.access.audit.accesses import PatientNotFound, find_patient
+    from interop.access.policy import Action
+    from interop.config import get_settings
+    from interop.national.careplan_status import CareplanStatusError
+    from interop.national.tenants import TenantConfigError
+    from interop.national.wiring import careplan_status_client
+    from interop.services import build_services
+
+    svc = build_services(get_settings())
+    svc.policy.require_role(cli_actor(), Action.READ)
+    try:
+        with svc.store.reader() as conn:
+            find_patient(conn, national_id)  # only our patients are asked about
+        api = careplan_status_client(svc.settings)
+        if api is None:
+            console.print("[red]error:[/red] INTEROP_NHN_CAREPLAN_BASE_URL is not set")
+            raise typer.Exit(2)
+        status = api.status(national_id)
+    except (CareplanStatusError, TenantConfigError, PatientNotFound) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(status.text(svc.settings.timezone))

@@ -11,6 +11,9 @@
   query, ``ath``, unique ``jti``) — :class:`DpopAuth`, an ``httpx.Auth``. A resource server that
   asks for its own nonce (401 ``use_dpop_nonce``) gets one retry with it; a token refused as
   invalid (401 ``invalid_token``) is fetched anew once.
+* An API configured with ``token_type: Bearer`` (the older careplan service, whose pages ask for
+  a plain bearer token) gets a token requested without a DPoP proof and ``Authorization: Bearer``
+  — :class:`BearerAuth`; HelseID must then answer ``token_type`` ``Bearer``.
 
 Nothing here logs a key, an assertion or a token.
 """
@@ -147,7 +150,8 @@ class HelseIdClient:
 
     # ---- tokens -----------------------------------------------------------------------
     def token(self, api: str | Api) -> AccessToken:
-        """A DPoP-bound access token for the API, from the cache while it has time left."""
+        """The API's access token (DPoP-bound unless the API is configured ``Bearer``), from
+        the cache while it has time left."""
         spec = api if isinstance(api, Api) else self.config.api(api)
         cached = self._tokens.get(spec.name)
         if cached is not None and cached.expires_at - self.refresh_margin > self.clock():
@@ -165,6 +169,7 @@ class HelseIdClient:
 
     def _request_token(self, api: Api) -> AccessToken:
         url = self.config.token_url
+        dpop = api.token_type == "DPoP"
         response: httpx.Response | None = None
         for _ in range(2):
             form = {
@@ -177,12 +182,17 @@ class HelseIdClient:
             }
             self.token_requests += 1
             try:
-                response = self.http.post(url, data=form, headers={"DPoP": self.proof("POST", url)})
+                headers = {"DPoP": self.proof("POST", url)} if dpop else {}
+                response = self.http.post(url, data=form, headers=headers)
             except httpx.HTTPError as exc:
                 raise HelseIdError(
                     f"HelseID {url}: {type(exc).__name__}: {exc}", transient=True
                 ) from exc
-            if _dpop_error(response) == "use_dpop_nonce" and self.remember_nonce(url, response):
+            if (
+                dpop
+                and _dpop_error(response) == "use_dpop_nonce"
+                and self.remember_nonce(url, response)
+            ):
                 continue
             break
         assert response is not None
@@ -199,9 +209,10 @@ class HelseIdClient:
                 transient=response.status_code >= 500 or response.status_code == 429,
             )
         body = response.json()
-        if str(body.get("token_type", "")).lower() != "dpop":
+        if str(body.get("token_type", "")).lower() != api.token_type.lower():
             raise HelseIdError(
-                f"HelseID issued a {body.get('token_type')!r} token, not a DPoP-bound one"
+                f"HelseID issued a {body.get('token_type')!r} token for {api.name}, not the "
+                f"{api.token_type} token configured"
             )
         return AccessToken(
             str(body["access_token"]),
@@ -209,7 +220,11 @@ class HelseIdClient:
             str(body.get("scope", api.scope)),
         )
 
-    def auth(self, api: str) -> DpopAuth:
+    def auth(self, api: str) -> httpx.Auth:
+        """``Authorization`` for every call to the API: DPoP (with proofs) or Bearer, as the
+        API is configured."""
+        if self.config.api(api).token_type == "Bearer":
+            return BearerAuth(self, api)
         return DpopAuth(self, api)
 
 
@@ -239,6 +254,23 @@ class DpopAuth(httpx.Auth):
             yield request
         else:
             self.client.remember_nonce(str(request.url), response)
+
+
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer …`` for an API configured ``token_type: Bearer`` (no proof); a
+    token refused as invalid (401 ``invalid_token``) is fetched anew once."""
+
+    def __init__(self, client: HelseIdClient, api: str) -> None:
+        self.client = client
+        self.api = api
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.client.token(self.api).value}"
+        response = yield request
+        if response.status_code == 401 and _dpop_error(response) == "invalid_token":
+            self.client.forget(self.api)
+            request.headers["Authorization"] = f"Bearer {self.client.token(self.api).value}"
+            yield request
 
 
 class HelseIdClients:

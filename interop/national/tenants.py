@@ -6,6 +6,7 @@
     assertion_typ: client-authentication+jwt        # or JWT (older HelseID docs)
     apis:                                           # optional: overrides of mappings/national/helseid-apis.yaml
       pmd: {resource: "nhn:pmd", scope: "nhn:pmd/api"}
+      careplan: {resource: "nhn:patient-careplan", scope: "nhn:patient-careplan/api", token_type: DPoP}
     tenants:
       - name: fjordvik
         client_id: 7b0c9f6e-3a52-4a0e-9d3e-2f1c5b8a4d10
@@ -44,6 +45,9 @@ class Api:
     name: str
     resource: str
     scope: str
+    token_type: str = "DPoP"
+    """``DPoP`` (a token bound to our key, a proof on every call) or ``Bearer`` (an API whose
+    published pages ask for a plain bearer token: the older careplan service)."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,19 @@ class Tenants:
         return None
 
 
+TOKEN_TYPES = ("DPoP", "Bearer")
+
+
+def _api(name: str, v: dict[str, Any], where: str) -> Api:
+    token_type = str(v.get("token_type") or "DPoP")
+    if token_type not in TOKEN_TYPES:
+        raise TenantConfigError(f"{where}: apis.{name}.token_type must be DPoP or Bearer")
+    return Api(name, str(v["resource"]), str(v["scope"]), token_type)
+
+
 def default_apis() -> dict[str, Api]:
     data = yaml.safe_load((files("mappings") / "national" / "helseid-apis.yaml").read_text())
-    return {n: Api(n, str(v["resource"]), str(v["scope"])) for n, v in data.items()}
+    return {n: _api(n, v, "helseid-apis.yaml") for n, v in data.items()}
 
 
 def parse_tenants(data: dict[str, Any], where: str = "tenants file") -> Tenants:
@@ -128,7 +142,7 @@ def parse_tenants(data: dict[str, Any], where: str = "tenants file") -> Tenants:
     for name, v in (data.get("apis") or {}).items():
         if not isinstance(v, dict) or "resource" not in v or "scope" not in v:
             raise TenantConfigError(f"{where}: apis.{name} needs resource and scope")
-        apis[name] = Api(name, str(v["resource"]), str(v["scope"]))
+        apis[name] = _api(name, v, where)
     out = []
     seen_her: dict[str, str] = {}
     for i, t in enumerate(data["tenants"]):

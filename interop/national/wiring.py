@@ -11,11 +11,17 @@ import httpx
 from interop.config import Settings, get_settings
 from interop.national.addressbook_sync import AddressBookSync
 from interop.national.ar import ArClient
+from interop.national.careplan_status import (
+    CareplanStatusClient,
+    CareplanStatusError,
+    careplan_tenant,
+    variant,
+)
 from interop.national.cppa import CppaClient
 from interop.national.edi2_transport import Edi2AppRecTransport, Edi2Clients, Edi2Transport
 from interop.national.flr import FlrClient
 from interop.national.helseid import HelseIdClients
-from interop.national.jft_transport import JftTransport
+from interop.national.journal_transport import JFT, VKP, JournalTransport
 from interop.national.plans_api import PlansApiClient, plans_auth
 from interop.national.plans_transport import PlansTransport
 from interop.national.pmd_transport import PmdTransport
@@ -124,6 +130,32 @@ def plans_client(
     return PlansApiClient(base_url, http=http, auth=auth, path=settings.nhn_plans_path)
 
 
+def careplan_status_client(
+    settings: Any, *, http: httpx.Client | None = None, helseid: HelseIdClients | None = None
+) -> CareplanStatusClient | None:
+    """NHN's older careplan service's status endpoint (``INTEROP_NHN_CAREPLAN_BASE_URL``); None
+    when unset, :class:`~interop.national.careplan_status.CareplanStatusError` when it cannot be
+    called (no HelseID, an unknown variant or tenant)."""
+    if not settings.nhn_careplan_base_url:
+        return None
+    chosen = variant(settings.nhn_careplan_variant)
+    http = http or shared_http()
+    helseid = helseid or helseid_clients(settings, http)
+    if helseid is None:
+        raise CareplanStatusError(
+            "the careplan service needs HelseID: set INTEROP_HELSEID_TENANTS_FILE"
+        )
+    tenant = careplan_tenant(helseid, settings.nhn_careplan_tenant)
+    return CareplanStatusClient(
+        settings.nhn_careplan_base_url,
+        http=http,
+        auth=helseid.for_tenant(tenant).auth(chosen.api),
+        variant=chosen,
+        source_system=settings.edi2_source_system,
+        test_environment=settings.environment == "test",
+    )
+
+
 def plans_poll_client(services: Any) -> PlansApiClient | None:
     """Pasientens planer for the poll: ``INTEROP_NHN_PLANS_BASE_URL``, else the address of the
     one active Endpoint the plans are exported to (``connectionType`` ``nhn-plans``), so a
@@ -170,7 +202,7 @@ def national_transports(
     *,
     store: Any = None,
 ) -> dict[str, Any]:
-    """The transports to NHN (EDI 2.0's two, PMD, JFT), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
+    """The transports to NHN (EDI 2.0's two, PMD, VKP, JFT, Pasientens planer), with HelseID when ``INTEROP_HELSEID_TENANTS_FILE``
     is set."""
     shared = http or httpx.Client(timeout=30.0)
     if helseid is None:
@@ -192,8 +224,11 @@ def national_transports(
         "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
         "edi2-apprec": Edi2AppRecTransport(clients),
         "pmd": PmdTransport(helseid, shared, tenant=settings.pmd_tenant),
-        "jft": JftTransport(
-            helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        "jft": JournalTransport(
+            JFT, helseid, shared, tenant=settings.jft_tenant, max_bytes=settings.jft_max_bytes
+        ),
+        "vkp": JournalTransport(
+            VKP, helseid, shared, tenant=settings.vkp_tenant, max_bytes=settings.vkp_max_bytes
         ),
         "nhn-plans": PlansTransport(
             store,

@@ -5,8 +5,8 @@ transport level) or raises :class:`TransientDeliveryError` (try again later) or
 :class:`PermanentDeliveryError` (dead-letter it now). Endpoint ``connectionType`` codes from
 ``https://dho-interop.no/fhir/CodeSystem/transport`` name them: ``fhir-rest``, ``file-drop``,
 ``http``, ``edi2`` (EDI 2.0, in :mod:`interop.national.edi2_transport`), ``pmd`` (Pasientens
-måledata, :mod:`interop.national.pmd_transport`), ``jft`` (Journalføringstjenesten,
-:mod:`interop.national.jft_transport`), ``nhn-plans`` (Pasientens planer,
+måledata, :mod:`interop.national.pmd_transport`), ``vkp`` and ``jft`` (VKP journaling and
+Journalføringstjenesten, :mod:`interop.national.journal_transport`), ``nhn-plans`` (Pasientens planer,
 :mod:`interop.national.plans_transport`).
 """
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from interop.config import get_settings
+from interop.store import wal_checkpoint
 from interop.store.write_lock import WriteLock, in_background
 
 _engines: dict[str, Engine] = {}
@@ -32,7 +33,9 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(cache_mb: int, synchronous: str) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(
+    cache_mb: int, synchronous: str, autocheckpoint: int
+) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -41,6 +44,7 @@ def _sqlite_pragmas(cache_mb: int, synchronous: str) -> Callable[[Any, Any], Non
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
         cur.close()
 
     return on_connect
@@ -62,7 +66,11 @@ def create_db_engine(url: str) -> Engine:
         event.listen(
             engine,
             "connect",
-            _sqlite_pragmas(settings.sqlite_cache_mb, settings.sqlite_synchronous),
+            _sqlite_pragmas(
+                settings.sqlite_cache_mb,
+                settings.sqlite_synchronous,
+                wal_checkpoint.autocheckpoint_pages(settings.sqlite_checkpoint_seconds),
+            ),
         )
 
         # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
@@ -121,6 +129,8 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "commit", _commit_then_release)
         event.listen(engine, "rollback", _rollback_then_release)
 
+        if u.database and u.database != ":memory:":
+            wal_checkpoint.start(engine, settings.sqlite_checkpoint_seconds)
         return engine
     engine = create_engine(url, pool_size=10, max_overflow=10)
     _ping_after_idle(engine)
@@ -167,5 +177,6 @@ def get_engine(url: str) -> Engine:
 def dispose_engines() -> None:
     with _lock:
         for engine in _engines.values():
+            wal_checkpoint.stop(engine)
             engine.dispose()
         _engines.clear()

@@ -671,8 +671,18 @@ class SearchEngine:
             stmt = select(r.res_id, r.content, sort_col.label("sortkey"), *later).join(
                 sub, sub.c.res_id == r.res_id
             )
-            count_base = select(r.res_id).join(sub, sub.c.res_id == r.res_id)
+            # The index holds the current versions of live Observations only (a delete or an
+            # update clears a resource's rows), so without conditions on the resource row
+            # the count needs no look-up of each match's resource (at 1M stored, 0.3 ms
+            # against 1.2-1.8 ms for a patient's code).
+            count_on_index = not generic
+            count_base = (
+                select(sub.c.res_id)
+                if count_on_index
+                else select(r.res_id).join(sub, sub.c.res_id == r.res_id)
+            )
         else:
+            count_on_index = False
             last_updated: Any = r.last_updated
             if narrow and not self.store.is_postgres:
                 # SQLite would walk every resource of the type in ``last_updated`` order to
@@ -688,7 +698,8 @@ class SearchEngine:
             stmt = select(r.res_id, r.content, sort_col.label("sortkey"), *later)
             count_base = select(r.res_id)
         stmt = stmt.where(*base_conds)
-        count_base = count_base.where(*base_conds)
+        if not count_on_index:
+            count_base = count_base.where(*base_conds)
 
         total: int | None = None
         with self.store.reader() as conn:

@@ -118,13 +118,18 @@ def _open_tasks(conn: Connection, patients: set[str]) -> list[dict[str, Any]]:
         t.res_type == "Task", t.param == "status", t.code.in_(OPEN_TASK)
     )
     r = resource_table.c
+    # Driven by the open Tasks (as many as the region's patients have deviations open now),
+    # not by the patients' Tasks (every Task of two years, most of them completed): SQLite
+    # would take the patient index, so the compartment is tested, not looked up, there
+    # (at 500 patients with 24 completed Tasks each: 13 ms against 50 ms).
+    patient_id: Any = r.patient_id if conn.dialect.name == "postgresql" else r.patient_id + ""
     out = []
     for (content,) in conn.execute(
         select(r.content).where(
             r.res_type == "Task",
             r.deleted.is_(False),
             r.res_id.in_(open_ids),
-            one_of(conn, r.patient_id, sorted(patients)),
+            one_of(conn, patient_id, sorted(patients)),
         )
     ):
         task = orjson.loads(content)

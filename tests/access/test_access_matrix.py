@@ -536,6 +536,9 @@ CASES: dict[tuple[str, str], list[Request]] = {
             headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
         ),
     ],
+    ("GET", "/api/v1/patients/{national_id}/plan/nhn-status"): [
+        _get("/api/v1/patients/{fnr}/plan/nhn-status")
+    ],
     ("POST", "/api/v1/patients/{national_id}/plan/import-nhn"): [
         _json("POST", "/api/v1/patients/{fnr}/plan/import-nhn", lambda v, a: {})
     ],

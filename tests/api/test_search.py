@@ -257,3 +257,37 @@ def test_a_patients_data_by_their_national_id(client) -> None:  # type: ignore[n
         params={"subject:Patient.identifier": "urn:oid:2.16.578.1.12.4.1.4.1|15076591919"},
     )
     assert nobody.status_code == 200 and not nobody.json().get("entry")
+
+
+def test_the_total_counts_what_the_pages_hold_after_deletes_and_updates(client) -> None:  # type: ignore[no-untyped-def]
+    """The total of an Observation search is counted from the index alone: an Observation
+    whose code was corrected to another and another patient's are not in it (Observations are
+    never deleted; the store clears a deleted resource's index rows like an update does)."""
+    pid, other = _p(client, FNR_A), _p(client, FNR_B)
+    ids = [_o(client, pid, f"2024-03-0{d}T08:00:00+01:00") for d in range(1, 6)]
+    _o(client, other, "2024-03-02T08:00:00+01:00")
+    changed = client.get(f"/fhir/Observation/{ids[1]}").json()
+    changed["status"] = "corrected"
+    changed["code"] = {"coding": [{"system": LOINC, "code": "8310-5"}]}
+    changed["valueQuantity"] = {
+        "value": 37.0,
+        "unit": "Cel",
+        "system": "http://unitsofmeasure.org",
+        "code": "Cel",
+    }
+    assert client.put(f"/fhir/Observation/{ids[1]}", json=changed).status_code == 200
+    for query in (
+        f"patient=Patient/{pid}&code={LOINC}|8867-4",
+        f"patient=Patient/{pid}&code={LOINC}|8867-4&date=ge2024-03-01",
+        f"subject=Patient/{pid}&date=ge2024-03-01",
+    ):
+        bundle = client.get(f"/fhir/Observation?{query}&_count=2").json()
+        listed: list[str] = []
+        page: dict[str, Any] | None = bundle
+        while page is not None:
+            listed += [e["resource"]["id"] for e in page.get("entry", [])]
+            nxt = [link["url"] for link in page.get("link", []) if link["relation"] == "next"]
+            page = client.get(nxt[0]).json() if nxt else None
+        expected = {ids[0], *ids[2:]} | ({ids[1]} if query.startswith("subject") else set())
+        assert set(listed) == expected, query
+        assert bundle["total"] == len(expected), query

@@ -4,6 +4,7 @@ AppRec (``Ok``, as the schema spells it) and marked read."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def test_no_tenant_for_the_sender_dead_letters_with_the_reason(  # type: ignore[
 
 
 def test_cppa_says_whether_the_gp_takes_plo(
-    client, services, tmp_path: Path, national: National
+    client, services, tmp_path: Path, national: National, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -159,4 +160,16 @@ def test_cppa_says_whether_the_gp_takes_plo(
         )
         deliver()
         assert len(national.mt.messages) == 2
+        # the configured fallback: a "no" is sent anyway with INTEROP_CPPA_FALLBACK=send
+        profiles[int(HER["gp"])] = ["DIALOG_HELSEFAGLIG"]
+        services.settings.cppa_fallback = "send"
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        with caplog.at_level(logging.WARNING, logger="interop.national"):
+            deliver()
+        assert len(national.mt.messages) == 3
+        assert "cannot receive HELSEOPPLYSNINGER_LEGE" in caplog.text
+        assert "INTEROP_CPPA_FALLBACK=send" in caplog.text
     assert guard.checked >= 3

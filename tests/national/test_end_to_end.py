@@ -5,6 +5,7 @@ Fastlegeregisteret and the GP in Adresseregisteret, a red deviation goes to that
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from interop.messaging.addressbook import FNR_OID
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
 from interop.national.cli import run_sync
-from interop.national.wiring import default_transports
+from interop.national.wiring import default_transports, helseid_clients
 from interop.routing.outbox import Outbox
 from interop.routing.worker import DeliveryWorker
 from plo_messages.apprec import AppRec
@@ -139,8 +140,9 @@ def _cli_sync(services, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # type: ignore[no-untyped-def]
-    client, services, national: National, registers: Registers, monkeypatch
+    client, services, national: National, registers: Registers, monkeypatch, caplog
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # everything that is logged, nothing secret in it
     ids = our_organisations(client)
     # the operator runs `interop addressbook sync` with the configuration in the environment:
     # FLR says the GP is HER-id 80011, AR says who that is
@@ -195,6 +197,20 @@ def test_red_deviation_to_the_gp_from_flr_and_ar_over_edi2_closed_by_apprec(  # 
     assert national.mt.messages[mid].read_by == {80002}
     assert national.mt.messages[stored.id].delivery_state == "Acknowledged"
 
+    # keys, tokens and the FLR password were never logged (at any level)
+    shared = helseid_clients(services.settings)
+    assert shared is not None
+    fjordvik = shared.for_tenant(national.helseid.config.tenants[0])
+    secrets = [fjordvik.token("edi2").value, fjordvik.token("ar").value, "grunndata-passord"]
+    secrets += [
+        str(v)
+        for jwk in national.helseid.private.values()
+        for k, v in jwk.items()
+        if k in ("d", "p", "q", "dp", "dq", "qi")
+    ]
+    assert caplog.records and len(secrets) > 3
+    assert [s[:12] for s in secrets if s in caplog.text] == []
+
 
 def test_after_a_change_of_gp_messages_go_to_the_new_gp(  # type: ignore[no-untyped-def]
     client, services, national: National, registers: Registers
@@ -213,6 +229,54 @@ def test_after_a_change_of_gp_messages_go_to_the_new_gp(  # type: ignore[no-unty
     _worker(services).run_once()
     [stored] = national.mt.messages.values()
     assert stored.receiver_her_ids[-2:] == [80020, 80021]
+
+
+def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-untyped-def]
+    client, services, national: National, registers: Registers
+) -> None:
+    """Patient safety: a message made while the old GP was the patient's, still queued when FLR
+    says the patient changed GP, is held (dead-lettered with the reason) — never delivered to
+    the former GP. Another patient of that GP keeps their message to them."""
+    from dataclasses import replace
+
+    from interop.messaging.status import send_periodic_status
+    from tests.national.test_plans import FNR_B
+
+    ids = our_organisations(client)
+    b = _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_OID, "value": FNR_B}],
+            "name": [{"family": "Berg", "given": ["Bjørn"]}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+    registers.flr.gp[FNR_B] = 80011
+    run_sync(services)
+    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
+        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
+    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    registers.flr.gp[FNR] = 80021  # A changed GP; B did not
+    report = run_sync(services)
+    assert report is not None and report["gp-changed"] == 1 and report["dead-lettered"] == 1
+    rows = {r.patient_id: r for r in _outbox(services)}
+    held = rows[ids["patient"]]
+    assert held.status == "dead"
+    assert "GP changed per Fastlegeregisteret (HER-id 80011 → 80021)" in held.last_error
+    assert rows[b].status == "queued"
+    _worker(services).run_once()
+    [to_old_gp] = national.mt.messages.values()  # only B's, to B's GP
+    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
+    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    # A's next message goes to the new GP
+    assert (
+        send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"] == 1
+    )
+    _worker(services).run_once()
+    [to_new_gp] = [m for m in national.mt.messages.values() if m is not to_old_gp]
+    assert to_new_gp.receiver_her_ids[-2:] == [80020, 80021]
+    assert FNR.encode() in to_new_gp.document and FNR_B.encode() not in to_new_gp.document
 
 
 def test_a_her_id_gone_from_ar_switches_its_endpoint_off_and_dead_letters(  # type: ignore[no-untyped-def]
@@ -264,10 +328,15 @@ def test_addressbook_sync_command_without_ar_says_so(tmp_path: Path, monkeypatch
 def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-def]
     client, services, national: National, registers: Registers
 ) -> None:
-    from interop.national.cli import run_first_contact
+    from interop.national.cli import national_jobs
 
     ids = our_organisations(client)
-    assert run_first_contact(services) == {
+    # the worker's jobs: the full sync every INTEROP_ADDRESSBOOK_SYNC_SECONDS, first contact often
+    jobs = {name: (interval, fn) for name, interval, fn in national_jobs(services)}
+    assert jobs["addressbook-sync"][0] == services.settings.addressbook_sync_seconds
+    interval, run_first_contact = jobs["gp-first-contact"]
+    assert interval <= 60
+    assert run_first_contact() == {
         "created": 4,
         "updated": 0,
         "gone": 0,
@@ -278,5 +347,5 @@ def test_first_contact_gives_a_new_patient_its_gp(  # type: ignore[no-untyped-de
     assert {"system": HERID_OID, "value": "80011"} in _gp_role(client, ids["patient"])["identifier"]
     # a patient who has a GP is not asked about again
     calls = len(registers.flr.calls)
-    assert run_first_contact(services)["gp-changed"] == 0  # type: ignore[index]
+    assert run_first_contact()["gp-changed"] == 0  # type: ignore[index]
     assert len(registers.flr.calls) == calls

@@ -7,7 +7,9 @@
   ``POST``, ``htu`` the token endpoint, fresh ``iat``, single-use ``jti`` and the current nonce —
   without it: 400 ``use_dpop_nonce`` and a ``DPoP-Nonce`` header, as HelseID does;
 * ``resource`` and ``scope`` the client is allowed; the token's ``aud`` is the resource, its
-  ``cnf.jkt`` the proof key's thumbprint, its org numbers those of ``authorization_details``.
+  ``cnf.jkt`` the proof key's thumbprint, its org numbers those of ``authorization_details``;
+* a request without a proof, for a resource in ``bearer_resources`` (an API that takes plain
+  bearer tokens), gets a ``Bearer`` token with no ``cnf``; for any other resource it is refused.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class TokenEndpoint:
         self._lock = threading.Lock()
         self.issued = 0
         self.refused: list[str] = []
+        self.bearer_resources: set[str] = set()
 
     def register(
         self, client_id: str, jwk: dict[str, Any], apis: dict[str, set[str]], **claims: Any
@@ -161,9 +164,10 @@ class TokenEndpoint:
         try:
             if form.get("grant_type") != "client_credentials":
                 raise TokenError(400, "unsupported_grant_type", "only client_credentials")
-            jkt = self._proof(dpop, url)
-            client = self._assertion(form)
             resource = form.get("resource", "")
+            bearer = not dpop and resource in self.bearer_resources
+            jkt = None if bearer else self._proof(dpop, url)
+            client = self._assertion(form)
             allowed = client.apis.get(resource)
             if allowed is None:
                 raise TokenError(400, "invalid_target", f"resource {resource!r} not allowed")
@@ -177,7 +181,8 @@ class TokenEndpoint:
             "aud": resource,
             "scope": scopes,
             "client_id": client.client_id,
-            "cnf": {"jkt": jkt},
+            "client_amr": "private_key_jwt",  # the only way a client authenticates here
+            **({"cnf": {"jkt": jkt}} if jkt else {}),
             **client.extra_claims,
         }
         now = int(time.time())
@@ -191,7 +196,7 @@ class TokenEndpoint:
         self.issued += 1
         return {
             "access_token": token,
-            "token_type": "DPoP",
+            "token_type": "DPoP" if jkt else "Bearer",
             "expires_in": self.lifetime,
             "scope": " ".join(scopes),
         }

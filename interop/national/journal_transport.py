@@ -1,13 +1,20 @@
-"""Journalføringstjenesten (JFT, 2026 successor of VKP journaling) as an outbox transport
-(``connectionType`` ``jft``): the VKP DHO document Bundle is POSTed to ``{address}/v1/Bundle``
-with HelseID + DPoP (API ``jft``, scope ``nhn:jft/api``); 202 Accepted (any 2xx) is delivered.
-A Bundle over ``INTEROP_JFT_MAX_BYTES`` (about 1 MB per request) is dead-lettered, never posted.
-The tenant is the one whose organisation number is the Bundle's author organisation, else
-``INTEROP_JFT_TENANT``, else the only tenant.
+"""Journaling the VKP DHO document Bundle into the municipal EPJ, as outbox transports — which
+one is the Endpoint's ``connectionType`` (a setting per receiver):
+
+* ``vkp`` — the Velferdsteknologisk knutepunkt (classic): ``POST {address}/bundle`` with a
+  HelseID **Bearer** token (API ``vkp``, scope ``nhn:vkp/api/user/bundle.write``; VKP's pages:
+  not DPoP). No size limit is published (``INTEROP_VKP_MAX_BYTES``, unset = none).
+* ``jft`` — Journalføringstjenesten (2026, VKP's successor): ``POST {address}/v1/Bundle`` with
+  HelseID + DPoP (API ``jft``, scope ``nhn:jft/api``); 202 Accepted. A Bundle over
+  ``INTEROP_JFT_MAX_BYTES`` (about 1 MB per request) is dead-lettered, never posted.
+
+Any 2xx is delivered. The tenant is the one whose organisation number is the Bundle's author
+organisation, else the service's tenant setting, else the only tenant.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -34,26 +41,41 @@ def _org_numbers(bundle: dict[str, Any]) -> list[str]:
     return out
 
 
-class JftTransport:
-    name = "jft"
+@dataclass(frozen=True)
+class JournalService:
+    name: str
+    """the ``connectionType`` and the HelseID API"""
+    label: str
+    path: str
+    tenant_setting: str
 
+
+JFT = JournalService("jft", "JFT", "/v1/Bundle", "INTEROP_JFT_TENANT")
+VKP = JournalService("vkp", "VKP", "/bundle", "INTEROP_VKP_TENANT")
+
+
+class JournalTransport:
     def __init__(
         self,
+        service: JournalService,
         helseid: HelseIdClients | None,
         http: httpx.Client,
         *,
         tenant: str | None = None,
-        max_bytes: int = 1_000_000,
+        max_bytes: int | None = None,
     ) -> None:
+        self.service = service
+        self.name = service.name
         self.helseid = helseid
         self.http = http
         self.tenant = tenant
         self.max_bytes = max_bytes
 
     def deliver(self, message: OutboxMessage) -> bool:
-        if len(message.payload) > self.max_bytes:
+        label = self.service.label
+        if self.max_bytes is not None and len(message.payload) > self.max_bytes:
             raise PermanentDeliveryError(
-                f"the journal Bundle is {len(message.payload)} bytes, over JFT's limit of "
+                f"the journal Bundle is {len(message.payload)} bytes, over {label}'s limit of "
                 f"{self.max_bytes} bytes per request"
             )
         try:
@@ -61,9 +83,7 @@ class JftTransport:
         except orjson.JSONDecodeError as exc:
             raise PermanentDeliveryError(f"payload is not JSON: {exc}") from None
         if self.helseid is None:
-            raise PermanentDeliveryError(
-                "JFT needs HelseID with DPoP: set INTEROP_HELSEID_TENANTS_FILE"
-            )
+            raise PermanentDeliveryError(f"{label} needs HelseID: set INTEROP_HELSEID_TENANTS_FILE")
         config = self.helseid.config
         tenant = next((t for o in _org_numbers(bundle) if (t := config.for_orgnr(o))), None)
         if tenant is None and self.tenant:
@@ -72,15 +92,15 @@ class JftTransport:
         if tenant is None:
             raise PermanentDeliveryError(
                 "no HelseID tenant for this journal Bundle: name the organisation number in the "
-                "tenants file or set INTEROP_JFT_TENANT"
+                f"tenants file or set {self.service.tenant_setting}"
             )
-        url = message.address.rstrip("/") + "/v1/Bundle"
+        url = message.address.rstrip("/") + self.service.path
         try:
             r = self.http.post(
                 url,
                 content=message.payload,
                 headers={"Content-Type": "application/fhir+json"},
-                auth=self.helseid.for_tenant(tenant).auth("jft"),
+                auth=self.helseid.for_tenant(tenant).auth(self.service.name),
             )
         except HelseIdError as exc:
             raise TransientDeliveryError(str(exc)) from exc
