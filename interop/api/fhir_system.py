@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
 from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
-from interop.api.fhir_operations import NOT_IN_EVERYTHING
+from interop.api.fhir_operations import NOT_IN_EVERYTHING, _types
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
 from interop.fhir.r4_definitions import patient_compartment_params
@@ -79,15 +79,15 @@ async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
     svc = services(request)
     params = parse_qsl(request.url.query, keep_blank_values=True)
     linked = dict(compartment_types(pid))
-    asked = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
+    asked = _types(request)  # as $everything reads it (an unknown type: 400)
     if asked:
         # the types named, each searched as the system search would (a refused one: 403)
-        outside = [t for t in asked if t not in linked]
-        if outside:
+        if any(t not in linked for t in asked):
             raise error(
                 400,
                 "not-supported",
-                f"_type: {', '.join(outside)} is not searched in the Patient compartment",
+                f"_type: {', '.join(t for t in asked if t not in linked)} is not searched in "
+                "the Patient compartment",
                 expression=["_type"],
             )
         present = list(dict.fromkeys(asked))
