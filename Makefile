@@ -32,6 +32,7 @@ run: install
 	$(BIN)/interop demo
 	@echo ""
 	@echo "  DHO Interop is starting on http://$(HOST):$(PORT)"
+	@echo "    start here:      http://$(HOST):$(PORT)/  (worklists, indicators, docs)"
 	@echo "    FHIR API:        http://$(HOST):$(PORT)/fhir/metadata"
 	@echo "    API docs:        http://$(HOST):$(PORT)/docs"
 	@echo "    messages:        http://$(HOST):$(PORT)/api/v1/messages"

@@ -735,6 +735,27 @@ def _national_ids(patient_ids: set[str]) -> dict[str, str]:
     return {rid: code for rid, code in rows}
 
 
+def _endpoint_names(destinations: set[str]) -> dict[str, str]:
+    """``Endpoint/<id>`` → the Endpoint's name (``Elvebakken fastlegekontor (filmottak)``), for
+    the operator's tables; a destination that is not a stored, named Endpoint is left out."""
+    import orjson
+    from sqlalchemy import select
+
+    from interop.store.schema import resource_table as r
+
+    ids = sorted(d.split("/", 1)[1] for d in destinations if d.startswith("Endpoint/"))
+    if not ids:
+        return {}
+    with _db_engine().connect() as conn:
+        rows = conn.execute(
+            select(r.c.res_id, r.c.content).where(
+                r.c.res_type == "Endpoint", r.c.res_id.in_(ids), r.c.deleted.is_(False)
+            )
+        ).all()
+    names = {rid: orjson.loads(content).get("name") for rid, content in rows}
+    return {f"Endpoint/{rid}": str(name) for rid, name in names.items() if name}
+
+
 def _print_outbox(rows: list[Any], as_json: bool) -> None:
     if as_json:
         import orjson
@@ -751,26 +772,26 @@ def _print_outbox(rows: list[Any], as_json: bool) -> None:
 
     zone = ZoneInfo(get_settings().timezone)
     fnr = _national_ids({r.patient_id for r in rows if r.patient_id})
-    # fits 120 columns: the full id (for show/reprocess/cancel), what it is about, where it
-    # goes and how it went; the message id and the last error are in `outbox show`
-    table = Table(show_lines=False, box=None, pad_edge=False, collapse_padding=True)
-    table.add_column("id", no_wrap=True)
-    table.add_column("event", no_wrap=True, max_width=18, overflow="ellipsis")
-    table.add_column("patient", no_wrap=True)
-    table.add_column("status", no_wrap=True, max_width=16, overflow="ellipsis")
-    table.add_column("created", no_wrap=True)
-    table.add_column("to", no_wrap=True, overflow="ellipsis")
+    names = _endpoint_names({r.destination for r in rows if r.destination})
+    # fits 120 columns: the full id (for show/reprocess/cancel), what it is about (the event,
+    # the patient's whole number), how it went and when, and where it goes — only the last
+    # column gives way (the receiver's name, else the destination); the message id and the
+    # last error are in `outbox show`
+    lines = []
     for r in rows:
         status = r.status if not r.attempts else f"{r.status} ×{r.attempts}"
         created = from_micros(r.created).astimezone(zone).strftime("%d.%m %H:%M")
-        table.add_row(
-            r.id,
-            r.event,
-            fnr.get(r.patient_id, r.patient_id or ""),
-            status,
-            created,
-            r.destination,
+        patient = fnr.get(r.patient_id, r.patient_id or "")
+        to = names.get(r.destination, r.destination or "")
+        lines.append((r.id, r.event[:18], patient, status, created, to))
+    table = Table(show_lines=False, box=None, pad_edge=False, collapse_padding=True)
+    for i, name in enumerate(("id", "event", "patient", "status", "created")):
+        table.add_column(
+            name, no_wrap=True, min_width=max([len(name), *(len(x[i]) for x in lines)])
         )
+    table.add_column("to", no_wrap=True, overflow="ellipsis")
+    for line in lines:
+        table.add_row(*line)
     _stdout().print(table)
     console.print(f"{len(rows)} message(s)")
 
@@ -852,6 +873,7 @@ def outbox_reprocess(
 ) -> None:
     """Send a message again as a new message (new MsgId) linked to the original; prints its id."""
     from interop.routing.outbox import Outbox
+    from interop.routing.reprocess_guard import CannotReprocess
 
     dest = {
         k: v
@@ -862,6 +884,9 @@ def outbox_reprocess(
         new = Outbox(_db_engine()).reprocess(row_id, destination=dest or None)
     except KeyError:
         _fail(f"message {row_id} is not known")
+        return
+    except CannotReprocess as exc:
+        _fail(str(exc))
         return
     print(new)
     console.print(f"queued {new} (reprocess of {row_id})")

@@ -4,7 +4,8 @@ worklist and today's messages to GPs are about today:
 * plans: every patient past the start-up period has an egenbehandlingsplan approved by their
   GP (recorded by the demo in the GP's name, as a follow-up nurse records an approval given
   elsewhere): the default ranges where they exist, personal ranges for weight (around the
-  patient's own weight) and blood glucose. The plans are approved before the history is
+  patient's own weight) and blood glucose; the defaults are those of the patient's group
+  (kols: SpO2 88-92 %). The plans are approved before the history is
   loaded and are in force from its start (:func:`approve_plans`), so every reading of theirs,
   red ones included, is judged by the patient's plan, never by the default ranges;
 * the start-up period (*oppstartsperiode*): every tenth patient began
@@ -102,7 +103,10 @@ def _range(bounds: tuple[Decimal | None, Decimal | None]) -> dict[str, str]:
 
 
 def _zones(data: DemoDataSet, patient: DemoPatient) -> list[dict[str, Any]]:
-    defaults = defaults_for()
+    # the defaults of the patient's own group where the mapping has one (kols: SpO2 88-92 %,
+    # not the 94-98 % for those not at risk of hypercapnia, which put every COPD patient in
+    # the red all month)
+    defaults = defaults_for(frozenset({patient.condition.value}))
     zones: list[dict[str, Any]] = []
     for code in PLAN_CODES[patient.condition]:
         green: tuple[Decimal | None, Decimal | None]

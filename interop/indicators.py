@@ -70,6 +70,16 @@ class Indicators:
         }
 
 
+DEFAULT_DAYS = 30
+"""The period shown when none is asked for: the last 30 days, today included."""
+
+
+def default_period(zone: str) -> tuple[date, date]:
+    """The last :data:`DEFAULT_DAYS` days up to today (Norwegian local date), inclusive."""
+    today = datetime.now(ZoneInfo(zone)).date()
+    return today - timedelta(days=DEFAULT_DAYS - 1), today
+
+
 def parse_period(text: str) -> tuple[date, date]:
     try:
         start_s, end_s = text.split("/", 1)

@@ -26,6 +26,7 @@ from interop.care.plan_notices import PlanNotices
 from interop.care.triage import Triage, flush_zone_index
 from interop.config import Settings
 from interop.mapping import MappingSet
+from interop.routing import gp_change
 from interop.routing.rules import router_for
 from interop.store.db import get_engine
 from interop.store.migrate import upgrade
@@ -91,7 +92,7 @@ class Services:
 
 def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     """Attach the in-transaction steps every write goes through (the measurement checks,
-    triage, Flags and Tasks, the audit trail)."""
+    triage, Flags and Tasks, holding messages for a former GP, the audit trail)."""
     checks = MeasurementChecks(
         MappingSet.load(settings.mappings_dir if settings else None),
         future_skew_seconds=settings.max_future_skew_seconds if settings else 300,
@@ -104,6 +105,8 @@ def wire_store(store: FhirStore, settings: Settings | None = None) -> None:
     store.before_hooks.append(triage.before_hooks)
     store.hooks.append(triage.after_write)
     store.hooks.append(task_completion.after_write)
+    # a GP changed by any write path: what is queued for the former GP is held
+    store.hooks.append(gp_change.after_write)
     store.before_commit.append(flush_zone_index)
     store.hooks.append(write_hook)
     store.before_commit.append(flush_audit)

@@ -48,6 +48,10 @@ def test_demo_story(settings, services, client, when) -> None:  # type: ignore[n
     assert rows[: len(red)] == red  # red rows lead the list
 
 
+COPD_CODES = {"2708-6", "8867-4", "8310-5"}
+"""The codes of a COPD patient's plan in the demo (interop.demo_story.PLAN_CODES)."""
+
+
 def test_the_demos_events_are_judged_by_the_approved_plans(settings, services, client) -> None:  # type: ignore[no-untyped-def]
     """A patient with a plan has had it through the whole history: every reading of a code the
     plan holds was judged by the plan (not by the default ranges), as the GP's and the nurse's
@@ -58,6 +62,7 @@ def test_the_demos_events_are_judged_by_the_approved_plans(settings, services, c
     plans = client.get("/fhir/CarePlan", params={"status": "active", "_count": 100}).json()
     plan_of = {e["resource"]["subject"]["reference"]: e["resource"] for e in plans["entry"]}
     judged: Counter[str] = Counter()
+    copd_spo2: Counter[str] = Counter()  # zones of the COPD patients' SpO2 readings
     for subject, plan in plan_of.items():
         codes = {
             client.get(f"/fhir/{g['reference']}").json()["target"][0]["measure"]["coding"][0][
@@ -78,4 +83,10 @@ def test_the_demos_events_are_judged_by_the_approved_plans(settings, services, c
                 if text.startswith(("red", "yellow", "green")):
                     assert f"plan CarePlan/{plan['id']}" in text, (subject, text)
                     judged[text.split(" ", 1)[0]] += 1
+                    if codes == COPD_CODES and obs["code"]["coding"][0]["code"] == "2708-6":
+                        copd_spo2[text.split(" ", 1)[0]] += 1
     assert judged["red"] >= 3 and judged["green"] > judged["red"]
+    # a COPD patient's plan holds the kols target (SpO2 88-92 %), not 94-98 %: their usual
+    # readings are not red all month (they were, under the general default)
+    assert sum(copd_spo2.values()) > 20, copd_spo2
+    assert copd_spo2["red"] < 0.1 * sum(copd_spo2.values()), copd_spo2

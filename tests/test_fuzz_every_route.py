@@ -282,7 +282,10 @@ def world(client) -> World:  # type: ignore[no-untyped-def]
     return World(users, known)
 
 
-NOT_CONFIGURED = {"/api/v1/patients/{national_id}/plan/import-nhn"}
+NOT_CONFIGURED = {
+    "/api/v1/patients/{national_id}/plan/import-nhn",
+    "/api/v1/patients/{national_id}/plan/nhn-status",
+}
 """Routes to a national service that answer 503 (an OperationOutcome naming the missing
 setting) when the service is not configured, as in this test."""
 

@@ -15,7 +15,14 @@ from interop.api.responses import json_response
 from interop.care.deviations import outcome_display
 from interop.fhir.outcome import error
 from interop.identifiers import validate_orgnr
-from interop.indicators import Indicators, compute, parse_period, to_csv, to_measure_report
+from interop.indicators import (
+    Indicators,
+    compute,
+    default_period,
+    parse_period,
+    to_csv,
+    to_measure_report,
+)
 from interop.text import catalogue, number, text, zone_name
 from interop.views.page import page
 
@@ -47,7 +54,11 @@ def _bar_chart(ind: Indicators) -> str:
     )
 
 
-def _figure(item: dict[str, Any]) -> str:
+SHARES = frozenset({"adherence", "shareGreen", "shareYellow", "shareRed", "shareHandledWithoutGp"})
+"""The figures that are shares (0–1 in the data), shown on the page as percentages."""
+
+
+def _figure(item: dict[str, Any], share: bool = False) -> str:
     if "median" in item:
         if item["median"] is None:
             return text("indicators.suppressed") if item.get("suppressed") else "–"
@@ -60,6 +71,8 @@ def _figure(item: dict[str, Any]) -> str:
     if item.get("value") is None:
         return text("indicators.suppressed") if item.get("suppressed") else "–"
     value = item["value"]
+    if share and isinstance(value, int | float):
+        return f"{number(value * 100, 1)} %"
     return number(value) if isinstance(value, int | float) else str(value)
 
 
@@ -78,7 +91,7 @@ def render_html(ind: Indicators) -> str:
                     )
                 )
         elif isinstance(item, dict):
-            rows.append((label, _figure(item)))
+            rows.append((label, _figure(item, name in SHARES)))
         else:
             rows.append((label, number(item) if isinstance(item, int | float) else str(item)))
     table = "".join(
@@ -104,7 +117,7 @@ def render_html(ind: Indicators) -> str:
 def indicators(
     request: Request,
     organization: str,
-    period: str,
+    period: str | None = None,
     format: str = "json",
     actor: Actor = Depends(require_actor),
 ) -> Response:
@@ -117,8 +130,8 @@ def indicators(
             "forbidden",
             "indicators are for admins and the organisation's own follow-up centre/EPJ",
         )
-    start, end = parse_period(period)
     svc = request.app.state.services
+    start, end = parse_period(period) if period else default_period(svc.settings.timezone)
     with svc.store.reader() as conn:
         ind = compute(
             conn,

@@ -19,6 +19,7 @@ from interop.identifiers import person_id_system
 from interop.messaging.inbound import KITH_ADAPTER
 from interop.patients import patient_by_identifier
 from interop.routing.outbox import Outbox
+from interop.routing.reprocess_guard import CannotReprocess
 from interop.services import Services
 from interop.store.schema import inbound_message_table as inbound_table
 from interop.store.schema import outbox_table
@@ -71,6 +72,7 @@ def message_json(r: Any) -> dict[str, Any]:
         "focus": r.focus,
         "reprocessOf": r.reprocess_of,
         "correlationId": r.correlation_id,
+        "answers": orjson.loads(r.answers) if r.answers else [],
     }
 
 
@@ -219,6 +221,8 @@ async def reprocess(
         new = Outbox(_svc(request).engine).reprocess(row_id, destination=dest)
     except KeyError:
         raise error(404, "not-found", f"message {row_id} is not known") from None
+    except CannotReprocess as exc:
+        raise error(409, "business-rule", str(exc)) from None
     return json_response({"id": new, "reprocessOf": row_id}, 201)
 
 

@@ -19,7 +19,7 @@ import orjson
 import yaml
 from sqlalchemy import select
 
-from interop.care.triage import OPEN_TASK
+from interop.care.triage import OPEN_TASK, flag_is_about
 from interop.fhir.dates import format_instant, now_utc
 from interop.fhir.outcome import error
 from interop.store.repository import WriteTx
@@ -158,7 +158,7 @@ def complete(
     patient = (task.get("for") or {}).get("reference", "")
     if code and patient.startswith("Patient/"):
         for flag in _active_flags(tx, patient.split("/", 1)[1]):
-            if code in ((flag.get("code") or {}).get("text") or ""):
+            if flag_is_about(flag, code):
                 flag.pop("meta", None)
                 flag["status"] = "inactive"
                 flag["period"] = {**flag.get("period", {}), "end": now}

@@ -15,11 +15,12 @@ from sqlalchemy import func, select
 
 from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.care.ports import CareServices
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search_values import code_sets_holding
+from interop.text import local_time, measurement_name, plural, text
 
 MISSING_CODE = "missing-measurement"
 
@@ -90,7 +91,16 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
             if open_tasks:
                 continue
             gap_days = (t_now - since) / 86_400_000_000
-            text = f"no {code} measurement since {from_micros(since).isoformat(timespec='minutes')} ({gap_days:.1f} days; the plan allows {hours} h)"
+            name = measurement_name(code)
+            when = local_time(from_micros(since), services.settings.timezone)
+            title = text("triage.missing.title", measurement=name)
+            words = text(
+                "triage.missing.description",
+                measurement=name,
+                time=when,
+                days=plural(max(1, round(gap_days)), "day"),
+                hours=plural(hours, "hour"),
+            )
             stamp = format_instant(now)
             tx.create(
                 {
@@ -106,9 +116,9 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
                                 "display": "Manglende måling",
                             }
                         ],
-                        "text": text,
+                        "text": title,
                     },
-                    "description": text,
+                    "description": words,
                     "for": {"reference": f"Patient/{pid}"},
                     "authoredOn": stamp,
                     "lastModified": stamp,
@@ -129,7 +139,10 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
                             ]
                         }
                     ],
-                    "code": {"text": f"no data for {code} for {gap_days:.0f} days"},
+                    "code": {
+                        "coding": measurement_coding(code),
+                        "text": text("triage.missing.flag", measurement=name, time=when),
+                    },
                     "subject": {"reference": f"Patient/{pid}"},
                     "period": {"start": stamp},
                 }

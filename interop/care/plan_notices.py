@@ -11,6 +11,15 @@ still waits. The Task is the patient's
 (``Task.for``), about the plan (``focus``), asked by the GP (``requester``, when known), and is
 completed by a nurse like any other worklist Task.
 
+A later answer about the same plan (*unclear*, then approved; changes, then the revised plan
+approved) replaces the earlier answer's notice while it is still open: the earlier Task is
+``cancelled`` — FHIR's status for a Task that will not be done — with a ``statusReason``
+(``superseded``, in words), a note saying when and why it was closed, an ``output`` pointing
+at the new Task, and the service as ``owner`` unless a nurse already owns it (the store's
+completion hook then records ``executionPeriod.end`` and ``lastModified``). The new Task
+carries the earlier answer's words in a note, so nothing the GP wrote is lost from the
+worklist. Only the plan's own patient's open notices about that same plan are looked at.
+
 Task-type codes and priorities are data (``mappings/plans/gp-approval.yaml``, ``notice``), the
 words are the message catalogue's (``plan.notice``).
 """
@@ -22,13 +31,105 @@ from typing import Any
 
 from interop.care.events import PlanAnswered
 from interop.care.gp_approval import gp_approval_rules
-from interop.care.triage import TASK_CODE_SYSTEM
+from interop.care.triage import TASK_CODE_SYSTEM, open_tasks_of
 from interop.fhir.dates import format_instant, now_utc
 from interop.store.repository import WriteTx
 from interop.text import local_time, text
 
 PLAN_INPUT = "care plan"
 """``Task.input.type.text`` of the plan a notice is about (also its ``focus``)."""
+ANSWER_INPUT = "gp answer"
+"""``Task.input.type.text`` of the GP's own words (also the notice's first note)."""
+REPLACED_BY = "replaced by"
+"""``Task.output.type.text`` of a superseded notice: the notice that replaced it."""
+SERVICE = {"display": "DHO Interop (tjenesten)"}
+"""``Task.owner`` of a notice the service closed itself (nobody had taken it)."""
+STATUS_REASON_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-status-reason"
+
+
+def notice_codes() -> frozenset[str]:
+    """The task-type codes of the notices (``mappings/plans/gp-approval.yaml``, ``notice``)."""
+    return frozenset(str(r["task"]) for r in gp_approval_rules()["notice"].values())
+
+
+def _kind(task: dict[str, Any]) -> str | None:
+    for c in (task.get("code") or {}).get("coding", []):
+        if c.get("system") == TASK_CODE_SYSTEM:
+            return str(c.get("code"))
+    return None
+
+
+def open_notices(tx: WriteTx, patient_id: str, care_plan: str) -> list[dict[str, Any]]:
+    """The patient's open notices about one plan (``CarePlan/<id>``): Tasks for that patient,
+    focused on that plan, of a notice type — never another patient's, never another plan's."""
+    codes = notice_codes()
+    return [
+        t
+        for t in open_tasks_of(tx, patient_id)
+        if (t.get("for") or {}).get("reference") == f"Patient/{patient_id}"
+        and (t.get("focus") or {}).get("reference") == care_plan
+        and _kind(t) in codes
+    ]
+
+
+def _is_answer(item: dict[str, Any]) -> bool:
+    return (item.get("type") or {}).get("text") == ANSWER_INPUT
+
+
+def _earlier_note(earlier: dict[str, Any], zone: str) -> dict[str, Any]:
+    """The new notice's note keeping what the earlier (now closed) one said."""
+    authored = str(earlier.get("authoredOn") or earlier.get("lastModified") or "")
+    words = next((i.get("valueString") for i in earlier.get("input") or [] if _is_answer(i)), None)
+    note: dict[str, Any] = {
+        "text": text(
+            "plan.notice.superseded.earlier",
+            time=local_time(datetime.fromisoformat(authored), zone) if authored else "",
+            title=(earlier.get("code") or {}).get("text") or "",
+            words=text("plan.notice.superseded.earlier_words", words=words) if words else "",
+        )
+    }
+    if authored:
+        note["time"] = authored
+    return note
+
+
+def supersede(
+    tx: WriteTx, earlier: dict[str, Any], replacement: str, event: PlanAnswered, zone: str
+) -> None:
+    """Close an earlier notice a later answer about the same plan replaces (see the module)."""
+    rule = gp_approval_rules()["superseded"]
+    now = format_instant(now_utc())
+    gp = (
+        text("plan.notice.gp_named", name=event.gp_name)
+        if event.gp_name
+        else text("plan.notice.gp_unknown")
+    )
+    reason = text("plan.notice.superseded.reason")
+    task = dict(earlier)
+    task["status"] = rule["status"]
+    task["statusReason"] = {
+        "coding": [{"system": STATUS_REASON_SYSTEM, "code": rule["reason"], "display": reason}],
+        "text": reason,
+    }
+    task.setdefault("owner", SERVICE)
+    task["note"] = [
+        *(earlier.get("note") or []),
+        {
+            "text": text(
+                "plan.notice.superseded.note",
+                time=local_time(datetime.fromisoformat(now), zone),
+                gp=gp,
+                answer=text(f"plan.notice.superseded.answers.{event.decision}"),
+            ),
+            "authorString": SERVICE["display"],
+            "time": now,
+        },
+    ]
+    task["output"] = [
+        *(earlier.get("output") or []),
+        {"type": {"text": REPLACED_BY}, "valueReference": {"reference": replacement}},
+    ]
+    tx.update("Task", str(earlier["id"]), task)
 
 
 def notice_task(event: PlanAnswered, plan_title: str, zone: str) -> dict[str, Any]:
@@ -73,6 +174,7 @@ def notice_task(event: PlanAnswered, plan_title: str, zone: str) -> dict[str, An
         task["requester"] = {"reference": event.gp, "display": gp}
     if comment:
         task["note"] = [{"text": comment, "authorString": gp, "time": event.time}]
+        task["input"].append({"type": {"text": ANSWER_INPUT}, "valueString": comment})
     return task
 
 
@@ -90,4 +192,14 @@ class PlanNotices:
             # an event whose plan is not the patient's: never a Task on another patient
             raise ValueError(f"{event.care_plan} is not a plan of Patient/{event.patient_id}")
         title = str(cp.get("title") or "Egenbehandlingsplan")
-        tx.create(notice_task(event, title, self.zone))
+        replaces = event.decision in gp_approval_rules()["superseded"]["by"]
+        earlier = open_notices(tx, event.patient_id, event.care_plan) if replaces else []
+        task = notice_task(event, title, self.zone)
+        if earlier:
+            task["note"] = [
+                *(_earlier_note(t, self.zone) for t in earlier),
+                *task.get("note", []),
+            ]
+        created = tx.create(task)
+        for old in earlier:
+            supersede(tx, old, f"Task/{created.res_id}", event, self.zone)

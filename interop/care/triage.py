@@ -347,6 +347,30 @@ def flag_zone(flag: dict[str, Any]) -> str | None:
     return None
 
 
+LOINC_SYSTEM = "http://loinc.org"
+
+
+def measurement_coding(code: str) -> list[dict[str, Any]]:
+    """The coding naming the measurement a Flag is about (the Flag is found by it; the text
+    names the measurement in words)."""
+    if code == "unknown":
+        return []
+    return [{"system": LOINC_SYSTEM, "code": code, "display": measurement_name(code)}]
+
+
+def flag_is_about(flag: dict[str, Any], code: str) -> bool:
+    """Whether a Flag is about the measurement ``code``: by its LOINC coding; a Flag written
+    before the code was data, by the code as its text held it (``(8867-4)`` in a zone Flag,
+    ``no data for 8867-4 …`` in a missing-measurement one) — never a bare substring, so
+    ``2708-6`` is not ``12708-6``."""
+    concept = flag.get("code") or {}
+    codings = [c for c in concept.get("coding", []) if c.get("system") == LOINC_SYSTEM]
+    if codings:
+        return any(c.get("code") == code for c in codings)
+    words = str(concept.get("text") or "")
+    return f"({code})" in words or words.startswith(f"no data for {code} ")
+
+
 def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
     kept = [i for i in inputs if (i.get("type") or {}).get("text") != ZONE_INPUT]
     return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
@@ -712,10 +736,26 @@ class Triage:
         if pid not in cache:
             cache.update(_open_items_of(tx, [pid]))
         all_tasks, all_flags = cache[pid]
+        if not late:
+            # a reading arrived: the Flag saying this measurement (or one of a panel's
+            # components, e.g. systolic blood pressure) was missing has ended
+            measured = {code, *(c for c in map(_loinc, obs.get("component", [])) if c)}
+            for gone in [
+                f
+                for f in all_flags
+                if flag_zone(f) is None and any(flag_is_about(f, c) for c in measured)
+            ]:
+                gone = {
+                    **gone,
+                    "status": "inactive",
+                    "period": {**gone.get("period", {}), "end": now},
+                }
+                gone.pop("meta", None)
+                tx.update("Flag", gone["id"], gone, validate=False)
         if zone == NOT_ASSESSED:
             texts = [i.get("text") or "" for i in obs.get("interpretation", [])]
             if NO_THRESHOLDS_TEXT in texts:
-                _thresholds_missing(tx, all_tasks, ref, code, stored.res_id)
+                _thresholds_missing(tx, all_tasks, ref, code, stored.res_id, obs)
             return
         tasks = [
             t
@@ -723,7 +763,8 @@ class Triage:
             if _task_kind(t) == "assess-deviation"
             and any(i.get("valueCode") == code for i in t.get("input", []))
         ]
-        flags = [f for f in all_flags if code in (f.get("code", {}).get("text") or "")]
+        about = [f for f in all_flags if flag_is_about(f, code)]
+        flags = [f for f in about if flag_zone(f) is not None]
         by_default = any(
             DEFAULT_MARK in (i.get("text") or "") for i in obs.get("interpretation", [])
         )
@@ -798,12 +839,11 @@ class Triage:
         if late:
             return  # no Flag about a state that may be long past
         flag_code = {
-            "coding": [{"system": ZONE_SYSTEM, "code": zone}],
+            "coding": [{"system": ZONE_SYSTEM, "code": zone}, *measurement_coding(code)],
             "text": text(
                 "triage.flag",
                 zone=zone_name(zone).capitalize(),
                 measurement=measurement_name(code),
-                code=code,
                 time=_local(obs.get("effectiveDateTime"), now),
             )
             + default_note,
@@ -932,10 +972,17 @@ def _task_kind(task: dict[str, Any]) -> str | None:
 
 
 def _thresholds_missing(
-    tx: WriteTx, open_tasks: list[dict[str, Any]], patient_ref: str, code: str, obs_id: str
+    tx: WriteTx,
+    open_tasks: list[dict[str, Any]],
+    patient_ref: str,
+    code: str,
+    obs_id: str,
+    obs: dict[str, Any],
 ) -> None:
     """One routine Task per patient and code while readings of it go unjudged (no plan
-    threshold, no default): a person adds thresholds to the plan, then completes it."""
+    threshold, no default): a person adds thresholds to the plan, then completes it. Its
+    words name the measurement and the first unjudged reading as a nurse reads them; the
+    code and the Observation stay in the data (``input``, ``focus``)."""
     if any(
         _task_kind(t) == "thresholds-missing"
         and any(i.get("valueCode") == code for i in t.get("input", []))
@@ -943,6 +990,7 @@ def _thresholds_missing(
     ):
         return
     now = format_instant(now_utc())
+    name = measurement_name(code)
     tx.create(
         {
             "resourceType": "Task",
@@ -957,12 +1005,13 @@ def _thresholds_missing(
                         "display": "Grenseverdier mangler",
                     }
                 ],
-                "text": f"Grenseverdier mangler for {code}",
+                "text": text("triage.thresholds_missing.title", measurement=name),
             },
-            "description": (
-                f"Grenseverdier mangler for måling {code}: målingene blir ikke vurdert (verken "
-                "grønn, gul eller rød) før egenbehandlingsplanen har grenseverdier for den. "
-                f"Første måling uten vurdering: Observation/{obs_id}."
+            "description": text(
+                "triage.thresholds_missing.description",
+                measurement=name,
+                reading=_reading(obs)[1],
+                time=_local(_time_of(obs), now),
             ),
             "focus": {"reference": f"Observation/{obs_id}"},
             "for": {"reference": patient_ref},
@@ -1029,6 +1078,11 @@ def _open_items_of(
                 seen.add((rid, pid))
                 out[pid][slot].append(orjson.loads(content))
     return out
+
+
+def open_tasks_of(tx: WriteTx, patient_id: str) -> list[dict[str, Any]]:
+    """The patient's open Tasks, as the transaction sees them (by the search indexes)."""
+    return _open_items_of(tx, [patient_id])[patient_id][0]
 
 
 def _keep_open_items(tx: WriteTx, stored: StoredResource) -> None:

@@ -81,7 +81,7 @@ def destination_of(endpoint: dict[str, Any]) -> Destination | None:
     return Destination(f"Endpoint/{endpoint['id']}", str(ct["code"]), str(endpoint["address"]))
 
 
-def _managed_endpoints(conn: Connection, org_id: str) -> list[str]:
+def managed_endpoints(conn: Connection, org_id: str) -> list[str]:
     rows = conn.execute(
         select(reference_table.c.res_id)
         .where(
@@ -109,7 +109,7 @@ def endpoint_for(
                 return dest
     for holder in holders:
         if holder is not None and holder.get("resourceType") == "Organization":
-            for ref in _managed_endpoints(conn, holder["id"]):
+            for ref in managed_endpoints(conn, holder["id"]):
                 ep = resource_json(store, conn, ref)
                 dest = destination_of(ep) if ep else None
                 if dest:

@@ -38,6 +38,7 @@ from interop.messaging.addressbook import (
 )
 from interop.national.ar import ArClient, ArError, Party
 from interop.national.flr import FlrClient, FlrError
+from interop.routing import gp_change
 from interop.store.context import WriteContext
 from interop.store.schema import outbox_table, reference_table, resource_table, token_table
 
@@ -453,7 +454,8 @@ class AddressBookSync:
             current = [g.get("reference") for g in patient.get("generalPractitioner", [])]
             if current == [ref]:
                 return
-            report.dead_lettered += self._hold_for_former_gp(tx, patient_id, current, ref, her)
+            # the write hook holds what is queued for the former GP (interop.routing.gp_change)
+            tx.context[gp_change.SOURCE_KEY] = "per Fastlegeregisteret"
             patient["generalPractitioner"] = [
                 {
                     "reference": ref,
@@ -464,55 +466,9 @@ class AddressBookSync:
                 }
             ]
             tx.update("Patient", patient_id, patient)
+            report.dead_lettered += int(tx.context.pop(gp_change.HELD_KEY, 0) or 0)
             report.gp_changed.append(f"Patient/{patient_id}")
             log.info("Patient/%s: GP is now HER-id %s per Fastlegeregisteret", patient_id, her)
-
-    def _hold_for_former_gp(
-        self, tx: Any, patient_id: str, former: list[Any], new_ref: str, her: str
-    ) -> int:
-        """The patient's messages still queued for a former GP's Endpoints are dead-lettered in
-        the GP change's own transaction, with the reason: they name that GP as receiver and
-        carry the patient's data, and that GP is no longer the patient's (they show on the
-        worklist as failed messages, to be made anew for the new GP). Returns how many."""
-        endpoints: set[str] = set()
-        former_her: list[str] = []
-        for ref in former:
-            if (
-                not isinstance(ref, str)
-                or ref == new_ref
-                or not ref.startswith("PractitionerRole/")
-            ):
-                continue
-            old = resource_json(self.store, tx.conn, ref)
-            if old is None:
-                continue
-            endpoints |= {str(e.get("reference")) for e in old.get("endpoint", [])}
-            former_her += [
-                str(i.get("value"))
-                for i in old.get("identifier", [])
-                if i.get("system") == HERID_OID
-            ]
-        if not endpoints:
-            return 0
-        why = (
-            f"the patient's GP changed per Fastlegeregisteret (HER-id {', '.join(former_her) or '?'}"
-            f" → {her}): not sent to the former GP; make the message anew for the new GP"
-        )
-        result = tx.conn.execute(
-            update(outbox_table)
-            .where(
-                outbox_table.c.patient_id == patient_id,
-                outbox_table.c.destination.in_(sorted(endpoints)),
-                outbox_table.c.status == "queued",
-            )
-            .values(status="dead", last_error=why)
-        )
-        held = int(result.rowcount or 0)
-        if held:
-            log.warning(
-                "Patient/%s: %d message(s) to the former GP dead-lettered", patient_id, held
-            )
-        return held
 
 
 def inactive_reason(endpoint: dict[str, Any]) -> str | None:

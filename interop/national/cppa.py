@@ -7,7 +7,8 @@ standards/nhn/adresseregisteret/README.md): a type is matched against the entrie
 their ``name``/``messageName``/``messageType`` members. Where the information is not available
 (no CPPA configured, no profile, an unreadable answer) the answer is "unknown" (None) and the
 message goes; a profile that lists what the receiver takes, without this type, is a "no".
-Answers are cached for ``ttl`` seconds.
+Answers are cached for ``ttl`` seconds (a profile is the receiver's, the same whoever asks). The
+call is made with the HelseID client of the sending organisation's tenant (``auth`` per call).
 """
 
 from __future__ import annotations
@@ -20,17 +21,14 @@ import httpx
 
 
 class CppaClient:
-    def __init__(
-        self, base_url: str, *, auth: httpx.Auth | None, http: httpx.Client, ttl: float = 3600.0
-    ) -> None:
+    def __init__(self, base_url: str, *, http: httpx.Client, ttl: float = 3600.0) -> None:
         self.base = base_url.rstrip("/")
-        self.auth = auth
         self.http = http
         self.ttl = ttl
         self._cache: dict[str, tuple[float, set[str] | None]] = {}
         self._lock = threading.Lock()
 
-    def _receives(self, her_id: str) -> set[str] | None:
+    def _receives(self, her_id: str, auth: httpx.Auth | None) -> set[str] | None:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(her_id)
@@ -39,7 +37,7 @@ class CppaClient:
         types: set[str] | None = None
         try:
             r = self.http.get(
-                f"{self.base}/Profiles/{int(her_id)}", auth=self.auth or httpx.USE_CLIENT_DEFAULT
+                f"{self.base}/Profiles/{int(her_id)}", auth=auth or httpx.USE_CLIENT_DEFAULT
             )
             if r.status_code == 200:
                 types = set()
@@ -59,9 +57,11 @@ class CppaClient:
             self._cache[her_id] = (now, types)
         return types
 
-    def can_receive(self, her_id: str, message_type: str) -> bool | None:
+    def can_receive(
+        self, her_id: str, message_type: str, *, auth: httpx.Auth | None = None
+    ) -> bool | None:
         """True/False per the receiver's profile; None when CPPA does not say."""
-        types = self._receives(her_id)
+        types = self._receives(her_id, auth)
         if not types:
             return None
         return message_type in types

@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import orjson
-from lxml import etree
 
 from interop.national.cppa import CppaClient, msghead_type
 from interop.national.edi2 import ApiVersion, Edi2Client, Edi2Error
 from interop.national.helseid import HelseIdClients, HelseIdError
 from interop.routing.outbox import OutboxMessage
+from interop.routing.reprocess_guard import msghead_her_ids as named_her_ids
 from interop.routing.transports import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger("interop.national")
@@ -35,18 +35,10 @@ _APPREC_ADDRESS = re.compile(r"^(?P<base>.+)/Messages/(?P<id>[^/]+)/apprec/(?P<h
 
 def msghead_her_ids(document: bytes, party: str = "Sender") -> list[str]:
     """HER-ids of the MsgHead's sender (or receiver), outermost first."""
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
-    )
     try:
-        root = etree.fromstring(document, parser)
-    except etree.XMLSyntaxError as exc:
-        raise PermanentDeliveryError(f"the business document is not XML: {exc}") from None
-    ids: Any = root.xpath(
-        f"(//*[local-name()='MsgInfo']/*[local-name()='{party}'])[1]"
-        "//*[local-name()='Id'][../*[local-name()='TypeId'][@V='HER']]/text()"
-    )
-    return [str(i).strip() for i in ids]
+        return named_her_ids(document, party)
+    except ValueError as exc:
+        raise PermanentDeliveryError(str(exc)) from None
 
 
 class Edi2Clients:
@@ -67,17 +59,21 @@ class Edi2Clients:
         self._cache: dict[tuple[str, str], Edi2Client] = {}
         self._lock = threading.Lock()
 
+    def sender_auth(self, her_ids: list[str], api: str) -> tuple[httpx.Auth | None, str]:
+        """The sending organisation's tenant's HelseID auth for ``api``, and the tenant's
+        name (None and "" without HelseID); no tenant for the sender dead-letters."""
+        if self.helseid is None:
+            return None, ""
+        client = self.helseid.for_her_ids(her_ids)
+        if client is None:
+            raise PermanentDeliveryError(
+                f"no HelseID tenant sends for HER-id {', '.join(her_ids) or '(none)'}: "
+                "add it to the tenants file (her_ids) and reprocess"
+            )
+        return client.auth(api), client.tenant.name
+
     def for_sender(self, base: str, her_ids: list[str]) -> Edi2Client:
-        auth = None
-        tenant = ""
-        if self.helseid is not None:
-            client = self.helseid.for_her_ids(her_ids)
-            if client is None:
-                raise PermanentDeliveryError(
-                    f"no HelseID tenant sends for HER-id {', '.join(her_ids) or '(none)'}: "
-                    "add it to the tenants file (her_ids) and reprocess"
-                )
-            auth, tenant = client.auth("edi2"), client.tenant.name
+        auth, tenant = self.sender_auth(her_ids, "edi2")
         key = (base, tenant)
         with self._lock:
             edi = self._cache.get(key)
@@ -115,13 +111,15 @@ class Edi2Transport:
         self.cppa = cppa
         self.fallback = fallback
 
-    def _check_cppa(self, document: bytes, receivers: list[str]) -> None:
+    def _check_cppa(self, document: bytes, sender: list[str], receivers: list[str]) -> None:
+        """CPPA is asked with the sending organisation's tenant's HelseID client."""
         if self.cppa is None or not receivers:
             return
         kind = msghead_type(document)
         if kind is None or not kind.startswith(CPPA_CHECKED):
             return
-        if self.cppa.can_receive(receivers[-1], kind) is False:
+        auth, _ = self.clients.sender_auth(sender, "cppa")
+        if self.cppa.can_receive(receivers[-1], kind, auth=auth) is False:
             why = f"HER-id {receivers[-1]} cannot receive {kind} according to its CPPA profile"
             if self.fallback == "send":
                 log.warning("%s; sending anyway (INTEROP_CPPA_FALLBACK=send)", why)
@@ -132,7 +130,7 @@ class Edi2Transport:
         sender = msghead_her_ids(message.payload, "Sender")
         edi = self.clients.for_sender(message.address, sender)
         receivers = msghead_her_ids(message.payload, "Receiver")
-        self._check_cppa(message.payload, receivers)
+        self._check_cppa(message.payload, sender, receivers)
         try:
             edi.send(
                 message.payload,

@@ -216,10 +216,8 @@ def national_transports(
     )
     cppa = None
     if settings.cppa_base_url and helseid is not None:
-        tenant = helseid.config.tenants[0]
-        cppa = CppaClient(
-            settings.cppa_base_url, auth=helseid.for_tenant(tenant).auth("cppa"), http=shared
-        )
+        # asked with the sender's tenant's client (Edi2Transport)
+        cppa = CppaClient(settings.cppa_base_url, http=shared)
     return {
         "edi2": Edi2Transport(clients, cppa, settings.cppa_fallback),
         "edi2-apprec": Edi2AppRecTransport(clients),

@@ -159,6 +159,8 @@ class Outcome:
     result: str
     error: str = ""
     permanent: bool = False
+    answers: list[dict[str, Any]] | None = None
+    """The receiver's answer per entry, when it gave one (kept as the row's ``answers``)."""
 
 
 class Outbox:
@@ -313,6 +315,13 @@ class Outbox:
             return sending if lease is None else and_(sending, o.c.lease_until == lease)
 
         with self.engine.begin() as conn:
+            for oc in outcomes:  # while the rows are still ``sending`` under this claim
+                if oc.answers is not None:
+                    conn.execute(
+                        update(o)
+                        .where(o.c.id == oc.message.id, ours(oc.message.lease_until))
+                        .values(answers=orjson.dumps(oc.answers))
+                    )
             for (status, lease), ids in by_status.items():
                 acked = status == "transport-acked"
                 conn.execute(
@@ -386,12 +395,20 @@ class Outbox:
         """Queue a message again as a new outbox row linked to the original (``reprocess_of``),
         to the same destination or to the one given. It gets a new message id — a receiver
         ignores a MsgId it has seen — and for KITH XML the MsgId inside the payload is replaced
-        to match."""
+        to match. What may not be sent again so (a message held for a former GP, a KITH
+        message to an Endpoint not its named receiver's) raises
+        :class:`~interop.routing.reprocess_guard.CannotReprocess`."""
+        from interop.routing.reprocess_guard import check_reprocess
+        from interop.store.repository import FhirStore
+
         with self.engine.begin() as conn:
             row = conn.execute(select(outbox_table).where(outbox_table.c.id == row_id)).first()
             if row is None:
                 raise KeyError(row_id)
             dest = destination or {}
+            check_reprocess(
+                FhirStore(self.engine), conn, row, dest.get("destination", row.destination)
+            )
             msg_id = new_id()
             payload = bytes(row.payload)
             if row.content_type.endswith("xml") and row.msg_id.encode() in payload:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -27,19 +28,36 @@ if TYPE_CHECKING:
     pass
 
 
-class TransientDeliveryError(Exception):
+class DeliveryError(Exception):
+    def __init__(self, reason: str, *, answers: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(reason)
+        self.answers = answers
+        """The receiver's answer per entry, when it gave one (kept on the outbox row)."""
+
+
+class TransientDeliveryError(DeliveryError):
     pass
 
 
-class PermanentDeliveryError(Exception):
+class PermanentDeliveryError(DeliveryError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Taken, with the receiver's answer per entry (a PMD ``batch-response``): kept on the
+    outbox row (``answers``) for operators."""
+
+    acked: bool
+    answers: list[dict[str, Any]]
 
 
 class Transport(Protocol):
     name: str
 
-    def deliver(self, message: OutboxMessage) -> bool:
-        """Deliver; True when the receiver confirmed receipt at the transport level."""
+    def deliver(self, message: OutboxMessage) -> bool | Delivered:
+        """Deliver; True when the receiver confirmed receipt at the transport level
+        (:class:`Delivered` when it answered per entry)."""
         ...
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from interop.routing.outbox import Outbox, OutboxMessage, Outcome
 from interop.routing.transports import (
+    Delivered,
     PermanentDeliveryError,
     TransientDeliveryError,
     Transport,
@@ -79,19 +80,21 @@ class DeliveryWorker:
                 message, "failed", f"no transport {message.transport!r} configured", True
             )
         try:
-            acked = transport.deliver(message)
+            result = transport.deliver(message)
         except PermanentDeliveryError as exc:
             log.warning("dead-lettering %s to %s: %s", message.msg_id, message.destination, exc)
-            return Outcome(message, "failed", str(exc), True)
+            return Outcome(message, "failed", str(exc), True, exc.answers)
         except TransientDeliveryError as exc:
             log.info(
                 "delivery of %s failed (attempt %d): %s", message.msg_id, message.attempts, exc
             )
-            return Outcome(message, "failed", str(exc), False)
+            return Outcome(message, "failed", str(exc), False, exc.answers)
         except Exception as exc:  # noqa: BLE001 - an unexpected failure is retried, not lost
             log.exception("transport %s crashed on %s", message.transport, message.msg_id)
             return Outcome(message, "failed", f"{type(exc).__name__}: {exc}", False)
-        return Outcome(message, "acked" if acked else "sent")
+        if isinstance(result, Delivered):
+            return Outcome(message, "acked" if result.acked else "sent", answers=result.answers)
+        return Outcome(message, "acked" if result else "sent")
 
     def deliver_one(self, message: OutboxMessage) -> str:
         """Deliver one claimed message and record the outcome now; returns its new status."""

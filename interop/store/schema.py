@@ -396,6 +396,9 @@ class OutboxRow(SQLModel, table=True):
     apprec_status: str | None = Field(default=None, max_length=16)
     apprec_errors: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     reprocess_of: str | None = Field(default=None, max_length=64)
+    answers: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    """The receiver's answer per entry, JSON (a PMD upload's ``batch-response``: each entry's
+    id, status, the receiver's location or its reason for refusing)."""
 
 
 class SequenceRow(SQLModel, table=True):

@@ -25,6 +25,7 @@ from interop.text.pdf import pdf_text
 RGB = tuple[float, float, float]
 BLACK: RGB = (0.0, 0.0, 0.0)
 INK: RGB = (0.15, 0.15, 0.15)
+WHITE: RGB = (1.0, 1.0, 1.0)
 GRID: RGB = (0.80, 0.80, 0.80)
 LINE: RGB = (0.35, 0.35, 0.35)
 BAND: dict[str, RGB] = {"green": (0.86, 0.94, 0.87), "yellow": (1.0, 0.94, 0.70)}
@@ -189,7 +190,10 @@ def draw(
     for us, label in _date_ticks(t0, t1, tz, max(2, int(pw // 80))):
         d.add("line", (x(us), top + ph), (x(us), top + ph + 4), stroke=INK, width=1)
         d.add("line", (x(us), top), (x(us), top + ph), stroke=GRID, width=0.5)
-        d.add("text", (x(us), top + ph + 16), text=label, size=10, anchor="middle", fill=INK)
+        # a date at either end is anchored inside the drawing, never cut at its edge
+        room = 3.1 * len(label)  # half the label's width at 10 pt
+        anchor = "end" if x(us) + room > width else "start" if x(us) - room < 0 else "middle"
+        d.add("text", (x(us), top + ph + 16), text=label, size=10, anchor=anchor, fill=INK)
     d.add("line", (left, top), (left, top + ph), stroke=BLACK, width=1.2, cls="axis")
     d.add("line", (left, top + ph), (left + pw, top + ph), stroke=BLACK, width=1.2, cls="axis")
     # the measurements
@@ -232,6 +236,10 @@ def _legend(d: Drawing, x: float, y: float) -> None:
     d.add("rect", (x2, y - 6), (x2 + 18, y + 6), fill=BAND["yellow"])
     d.add("line", (x2, y - 6), (x2 + 18, y - 6), stroke=EDGE["yellow"], width=1.2, dash=True)
     d.add("text", (x2 + 24, y + 4), text=text("chart.band_yellow"), size=10, fill=INK)
+    x3 = x2 + 24 + 6.2 * len(text("chart.band_yellow")) + 20
+    d.add("rect", (x3, y - 6), (x3 + 18, y + 6), fill=WHITE)
+    d.add("line", (x3, y - 6), (x3 + 18, y - 6), stroke=EDGE["yellow"], width=1.2, dash=True)
+    d.add("text", (x3 + 24, y + 4), text=text("chart.band_red"), size=10, fill=INK)
 
 
 # ---- SVG --------------------------------------------------------------------------------------

@@ -133,9 +133,12 @@ def compute(
     plan = ranges_of_plan(conn, chosen) if chosen is not None else {}
     defaults = defaults_for_patient(conn, patient_id)  # the defaults triage used (KOLS …)
     timeline = _plan_timeline(conn, periods, t0, t1)
-    days = max(1, view.period_days)
     # (UTC) days with a measurement, as day numbers: only their count is used
     measured_days = {p[0] // 86_400_000_000 for s in series.values() for p in s.points}
+    # adherence counts from when the patient's measuring began, when that is inside the
+    # period: a patient followed up for 30 days is not 33 % adherent in a 90-day view
+    followed_from = _followed_from(conn, patient_id, list(loinc), series, t0)
+    days = max(1, min(view.period_days, t1 // _DAY - followed_from // _DAY + 1))
     codes_out = []
     bucket_starts: dict[int, str] = {}  # the codes share their buckets' start times
     for code, s in sorted(series.items()):
@@ -232,7 +235,7 @@ def compute(
             done_by_observation.setdefault(focus.split("/", 1)[1], []).append(outcome)
     for e in events:
         e["actions"] = done_by_observation.get(e.pop("_res_id", ""), [])
-    adherence, basis = _adherence(series, plan, t0, t1, measured_days, days)
+    adherence, basis = _adherence(series, plan, followed_from, t1, measured_days, days)
     plan_out = {
         code: {
             "source": r.source,
@@ -253,6 +256,9 @@ def compute(
         },
         "adherence": adherence,
         "adherenceBasis": basis,
+        "adherenceFrom": None
+        if followed_from == t0
+        else from_micros(followed_from).isoformat(timespec="seconds"),
         "codes": codes_out,
         "events": events if event_limit is None else events[:event_limit],
         "eventsTotal": len(events),
@@ -312,6 +318,27 @@ def _bands(
             }
         )
     return out
+
+
+_DAY = 86_400_000_000
+
+
+def _followed_from(
+    conn: Any, patient_id: str, code_sets: list[int], series: dict[str, Series], t0: int
+) -> int:
+    """Where adherence is counted from: the period's start, or — when the patient has no
+    measurement of the view's codes before the period and the first in it came more than a
+    day after its start — the first measurement (one indexed look-up)."""
+    first = min((p[0] for s in series.values() for p in s.points), default=None)
+    if first is None or first - t0 <= _DAY:
+        return t0
+    o = observation_table.c
+    before = conn.execute(
+        select(o.res_id)
+        .where(o.patient_id == patient_id, o.code_set.in_(code_sets), o.effective < t0)
+        .limit(1)
+    ).first()
+    return t0 if before is not None else first
 
 
 def _adherence(
@@ -522,7 +549,15 @@ def render_html(
                 text(
                     "summary.adherence",
                     share=_share(summary["adherence"]),
-                    basis=text(f"summary.adherence_basis.{basis}"),
+                    basis=text(f"summary.adherence_basis.{basis}")
+                    + (
+                        text(
+                            "summary.adherence_from",
+                            date=_date(summary["adherenceFrom"], zone),
+                        )
+                        if summary.get("adherenceFrom")
+                        else ""
+                    ),
                 )
             ),
             html.escape(text("summary.event_counts", red=ec["red"], yellow=ec["yellow"])),

@@ -10,7 +10,7 @@ import html
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from interop.care.deviations import outcome_display, outcome_list
 from interop.text import local_time, plural, text
@@ -97,8 +97,12 @@ def _row(r: dict[str, Any], back: str, days: int) -> str:
     for m in r["messages"]:
         task_cell += f"<br>{html.escape(m['statusText'])} ({html.escape(m['created']['text'])})"
     since = r["since"]["text"] if r["since"] else "–"
+    who = html.escape(name)
+    if p["nationalId"]:  # the patient's summary (charts, events, plan) as the centre sees it
+        summary = f"/api/v1/patients/{quote(p['nationalId'])}/summary?view=followup"
+        who = f'<a href="{html.escape(summary)}">{who}</a>'
     return (
-        f'<tr><th scope="row">{html.escape(name)}<br><span class="fnr">{html.escape(p["nationalId"] or "")}</span></th>'
+        f'<tr><th scope="row">{who}<br><span class="fnr">{html.escape(p["nationalId"] or "")}</span></th>'
         f'<td><ul class="plain">{reasons}</ul></td><td>{html.escape(since)}</td>'
         f'<td><ul class="plain">{values}</ul></td><td>{task_cell}</td>'
         f"<td>{html.escape(r['owner'] or text('worklist.no_owner'))}</td>"

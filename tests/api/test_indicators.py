@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+import re
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from interop.identifiers import generate_fnr, generate_orgnr
 from interop.indicators import compute
@@ -106,9 +108,21 @@ def test_indicator_formats_and_access(client) -> None:  # type: ignore[no-untype
     )
     mr = client.get("/api/v1/indicators", params={**q, "format": "fhir"}).json()
     assert mr["resourceType"] == "MeasureReport" and mr["type"] == "summary"
+    # without a period: the last 30 days up to today (Norwegian local date), not an error
+    today = datetime.now(ZoneInfo("Europe/Oslo")).date()
+    plain = client.get("/api/v1/indicators", params={"organization": orgnr})
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["period"] == {
+        "start": (today - timedelta(days=29)).isoformat(),
+        "end": today.isoformat(),
+    }
     page = client.get("/api/v1/indicators", params={**q, "format": "html"})
     assert "<svg" in page.text and "Fjordvik kommune" in page.text
     assert "Målinger mottatt" in page.text and "suppressed" not in page.text
+    # shares are percentages on the page (0–1 in the data): «71,7 %», never «0,7165»
+    share = r.json()["indicators"]["shareGreen"]["value"]
+    assert f"Andel grønne målinger</th><td>{share * 100:.1f} %".replace(".", ",") in page.text
+    assert not re.search(r"Etterlevelse[^<]*</th><td>0,\d", page.text)
     assert (
         client.get(
             "/api/v1/indicators", params={**q, "period": "2026-03-31/2026-03-01"}

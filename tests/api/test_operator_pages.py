@@ -16,6 +16,35 @@ def test_landing_page(client) -> None:  # type: ignore[no-untyped-def]
     assert not re.search(r'(src|href)="https?://', r.text)
 
 
+def test_the_landing_page_leads_to_the_organisations_worklists(client) -> None:  # type: ignore[no-untyped-def]
+    """An organisation that manages patients here is listed with links to its worklist and
+    indicators; the page names no patient."""
+    org = client.post(
+        "/fhir/Organization",
+        json={
+            "resourceType": "Organization",
+            "name": "Oppfølgingssenteret",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.101", "value": "974589095"}],
+        },
+    ).json()
+    fnr = "13031353453"
+    r = client.post(
+        "/fhir/Patient",
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr}],
+            "name": [{"family": "Nordmann", "given": ["Kari"]}],
+            "managingOrganization": {"reference": f"Organization/{org['id']}"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    page = client.get("/", headers={"Authorization": ""}).text
+    assert "Oppfølgingssenteret (974589095)" in page
+    assert 'href="/api/v1/worklist?organization=974589095"' in page
+    assert 'href="/api/v1/indicators?organization=974589095"' in page
+    assert fnr not in page and "Nordmann" not in page
+
+
 def test_api_docs_need_no_internet(client) -> None:  # type: ignore[no-untyped-def]
     for page in ("/docs", "/redoc"):
         body = client.get(page).text

@@ -5,8 +5,15 @@ AppRec (``Ok``, as the schema spells it) and marked read."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from interop.messaging.edi2 import poll_edi2
 from interop.messaging.runtime import kith_for
@@ -16,8 +23,11 @@ from interop.routing.worker import DeliveryWorker
 from plo_messages.content import DialogNote, build_dialog_note
 from plo_messages.model import Coded, ConversationRef, Header
 from plo_messages.msghead import local_timestamp
+from tests.live_server import live_server
 from tests.messaging.test_gp_flow import HER, _heart_rate, _ingest, _outbox, address_book
 from tests.national.conftest import National
+from tests.national.helseid_env import CLIENTS
+from tests.national.nhn_auth import ApiGuard, Unauthorized
 
 
 def _use_edi2(client, ids: dict[str, str], base: str) -> None:  # type: ignore[no-untyped-def]
@@ -97,37 +107,47 @@ def test_no_tenant_for_the_sender_dead_letters_with_the_reason(  # type: ignore[
     assert national.mt.messages == {}
 
 
+@dataclass
+class Cppa:
+    """A CPPA server: profiles per HER-id, each call's HelseID token checked (its client id
+    kept)."""
+
+    guard: ApiGuard
+    profiles: dict[int, list[Any]] = field(default_factory=dict)
+    callers: list[str] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        async def profile(request: Request) -> Response:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            try:
+                caller = self.guard.check("GET", str(request.url), headers)
+            except Unauthorized as exc:
+                return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
+            self.callers.append(caller.client_id)
+            her = int(request.path_params["her"])
+            if her not in self.profiles:
+                return Response(status_code=404)
+            return JSONResponse(
+                {"herId": her, "processes": [{"name": "x", "canReceive": self.profiles[her]}]}
+            )
+
+        return Starlette(routes=[Route("/Profiles/{her}", profile)])
+
+
+def _cppa(national: National) -> Cppa:
+    return Cppa(ApiGuard(national.helseid.issuer, "nhn:cppa", "nhn:cppa/access"))
+
+
 def test_cppa_says_whether_the_gp_takes_plo(
     client, services, tmp_path: Path, national: National, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    from tests.live_server import live_server
-    from tests.national.nhn_auth import ApiGuard, Unauthorized
-
-    guard = ApiGuard(national.helseid.issuer, "nhn:cppa", "nhn:cppa/access")
-    profiles: dict[int, list[Any]] = {}
-
-    async def profile(request: Request) -> Response:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            guard.check("GET", str(request.url), headers)
-        except Unauthorized as exc:
-            return Response(status_code=401, headers={"WWW-Authenticate": exc.www})
-        her = int(request.path_params["her"])
-        if her not in profiles:
-            return Response(status_code=404)
-        return JSONResponse(
-            {"herId": her, "processes": [{"name": "x", "canReceive": profiles[her]}]}
-        )
-
+    server = _cppa(national)
+    profiles = server.profiles
+    guard = server.guard
     services.settings.helseid_tenants_file = national.helseid.tenants_file
     ids = address_book(client, tmp_path)
     _use_edi2(client, ids, national.edi2_url)
-    with live_server(Starlette(routes=[Route("/Profiles/{her}", profile)])) as cppa:
+    with live_server(server.app()) as cppa:
         services.settings.cppa_base_url = cppa
 
         def deliver() -> None:
@@ -173,3 +193,52 @@ def test_cppa_says_whether_the_gp_takes_plo(
         assert "cannot receive HELSEOPPLYSNINGER_LEGE" in caplog.text
         assert "INTEROP_CPPA_FALLBACK=send" in caplog.text
     assert guard.checked >= 3
+
+
+def test_cppa_is_asked_with_the_sending_organisation_s_tenant(  # type: ignore[no-untyped-def]
+    client, services, tmp_path: Path, national: National
+) -> None:
+    """Two tenants, the sender's (fjordvik) listed second: CPPA is asked with fjordvik's HelseID
+    client, never the first tenant's. A sender no tenant sends for: dead-lettered with the
+    reason, CPPA not asked with anyone's client."""
+    config = yaml.safe_load(national.helseid.tenants_file.read_text())
+    config["tenants"].reverse()
+    assert [t["name"] for t in config["tenants"]] == ["havbygd", "fjordvik"]
+    reordered = tmp_path / "havbygd-first.yaml"
+    reordered.write_text(yaml.safe_dump(config))
+    services.settings.helseid_tenants_file = reordered
+    ids = address_book(client, tmp_path)
+    _use_edi2(client, ids, national.edi2_url)
+    server = _cppa(national)
+    server.profiles[int(HER["gp"])] = ["HELSEOPPLYSNINGER_LEGE"]
+    with live_server(server.app()) as cppa:
+        services.settings.cppa_base_url = cppa
+        _ingest(services, _heart_rate("150", 5))
+        DeliveryWorker(
+            Outbox(services.engine), default_transports(settings=services.settings)
+        ).run_once()
+        [row] = _outbox(services)
+        assert row.status == "transport-acked", row.last_error
+        assert server.callers == [CLIENTS["fjordvik"][0]]
+        assert len(national.mt.messages) == 1
+
+        # no tenant for the sender: dead, with the reason; CPPA not asked
+        for t in config["tenants"]:
+            t["her_ids"] = [h for h in t["her_ids"] if h not in ("80001", "80002")]
+        orphan = tmp_path / "no-sender.yaml"
+        orphan.write_text(yaml.safe_dump(config))
+        services.settings.helseid_tenants_file = orphan
+        from interop.messaging.status import send_periodic_status
+
+        assert (
+            send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"]
+            == 1
+        )
+        DeliveryWorker(
+            Outbox(services.engine), default_transports(settings=services.settings)
+        ).run_once()
+        dead = _outbox(services)[-1]
+        assert dead.status == "dead"
+        assert "no HelseID tenant sends for HER-id 80001, 80002" in dead.last_error
+        assert server.callers == [CLIENTS["fjordvik"][0]]
+        assert len(national.mt.messages) == 1

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
-from pydantic import SecretStr
 
 from interop.identifiers import HERID_OID, ORGNR_OID, generate_orgnr
 from interop.messaging.addressbook import FNR_OID
@@ -25,45 +20,8 @@ from interop.routing.outbox import Outbox
 from interop.routing.worker import DeliveryWorker
 from plo_messages.apprec import AppRec
 from plo_messages.msghead import local_timestamp
-from tests.live_server import live_server
 from tests.messaging.test_gp_flow import FNR, _heart_rate, _ingest, _outbox, _post
-from tests.national.ar_server import Adresseregisteret, organisation, person
-from tests.national.conftest import National
-from tests.national.flr_server import Fastlegeregisteret
-from tests.national.nhn_auth import ApiGuard
-
-PRACTICE = (80010, "Kattskinnet legesenter", "891417772")
-OTHER_PRACTICE = (80020, "Fjordlegene", "811524492")
-
-
-@dataclass
-class Registers:
-    ar: Adresseregisteret
-    flr: Fastlegeregisteret
-
-
-@pytest.fixture
-def registers(national: National, services) -> Iterator[Registers]:  # type: ignore[no-untyped-def]
-    ar = Adresseregisteret(
-        ApiGuard(national.helseid.issuer, "nhn:cp-api", "nhn:cp-api/access-v2-dpop")
-    )
-    ar.parties[80011] = person(80011, "Rita Lin", 9144900, PRACTICE)
-    ar.parties[80010] = organisation(*PRACTICE, persons=[80011])
-    ar.parties[80021] = person(80021, "Ola Berg", 9144901, OTHER_PRACTICE)
-    ar.parties[80020] = organisation(*OTHER_PRACTICE, persons=[80021])
-    flr = Fastlegeregisteret("dho-fjordvik", "grunndata-passord")
-    flr.gp[FNR] = 80011
-    with live_server(ar.app()) as ar_url, live_server(flr.app()) as flr_url:
-        # the operator's configuration
-        s = services.settings
-        s.helseid_tenants_file = national.helseid.tenants_file
-        s.edi2_base_url = national.edi2_url
-        s.ar_base_url = ar_url
-        s.flr_url = f"{flr_url}/v2/flr"
-        s.flr_username = "dho-fjordvik"
-        s.flr_password = SecretStr("grunndata-passord")
-        yield Registers(ar, flr)
-        assert ar.violations == [] and flr.violations == []
+from tests.national.conftest import PRACTICE, National, Registers
 
 
 def our_organisations(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -102,6 +60,45 @@ def our_organisations(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
         },
     )
     return ids
+
+
+def two_patients_with_queued_messages(  # type: ignore[no-untyped-def]
+    client, services, registers: Registers, her_ids: list[str] | None = None
+) -> tuple[dict[str, str], str]:
+    """Patients A (our organisations' patient) and B, both with GP 80011 per FLR, each with a
+    status message to that GP queued (not yet delivered); ``her_ids`` synced from AR too."""
+    from dataclasses import replace
+
+    from interop.messaging.status import send_periodic_status
+    from tests.national.test_plans import FNR_B
+
+    ids = our_organisations(client)
+    b = _post(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_OID, "value": FNR_B}],
+            "name": [{"family": "Berg", "given": ["Bjørn"]}],
+            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
+        },
+    )
+    registers.flr.gp[FNR_B] = 80011
+    run_sync(services, her_ids)
+    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
+        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
+    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    return ids, b
+
+
+def only_b_s_message_went_to_the_first_gp(services, national: National) -> Any:  # type: ignore[no-untyped-def]
+    """Deliver: exactly one message went, B's, to GP 80011, carrying no number but B's."""
+    from tests.national.test_plans import FNR_B
+
+    _worker(services).run_once()
+    [to_old_gp] = national.mt.messages.values()
+    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
+    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    return to_old_gp
 
 
 def _worker(services) -> DeliveryWorker:  # type: ignore[no-untyped-def]
@@ -237,26 +234,10 @@ def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-
     """Patient safety: a message made while the old GP was the patient's, still queued when FLR
     says the patient changed GP, is held (dead-lettered with the reason) — never delivered to
     the former GP. Another patient of that GP keeps their message to them."""
-    from dataclasses import replace
-
     from interop.messaging.status import send_periodic_status
     from tests.national.test_plans import FNR_B
 
-    ids = our_organisations(client)
-    b = _post(
-        client,
-        {
-            "resourceType": "Patient",
-            "identifier": [{"system": FNR_OID, "value": FNR_B}],
-            "name": [{"family": "Berg", "given": ["Bjørn"]}],
-            "managingOrganization": {"reference": f"Organization/{ids['centre']}"},
-        },
-    )
-    registers.flr.gp[FNR_B] = 80011
-    run_sync(services)
-    for m in (_heart_rate("70", 60), _heart_rate("72", 30)):
-        _ingest(services, m, replace(m, patient=replace(m.patient, value=FNR_B)))
-    assert send_periodic_status(services, days=7)["sent"] == 2  # queued, not yet delivered
+    ids, b = two_patients_with_queued_messages(client, services, registers)
     registers.flr.gp[FNR] = 80021  # A changed GP; B did not
     report = run_sync(services)
     assert report is not None and report["gp-changed"] == 1 and report["dead-lettered"] == 1
@@ -265,10 +246,7 @@ def test_messages_queued_for_the_former_gp_never_reach_them(  # type: ignore[no-
     assert held.status == "dead"
     assert "GP changed per Fastlegeregisteret (HER-id 80011 → 80021)" in held.last_error
     assert rows[b].status == "queued"
-    _worker(services).run_once()
-    [to_old_gp] = national.mt.messages.values()  # only B's, to B's GP
-    assert to_old_gp.receiver_her_ids[-2:] == [80010, 80011]
-    assert FNR_B.encode() in to_old_gp.document and FNR.encode() not in to_old_gp.document
+    to_old_gp = only_b_s_message_went_to_the_first_gp(services, national)
     # A's next message goes to the new GP
     assert (
         send_periodic_status(services, days=7, patients=[ids["patient"]], force=True)["sent"] == 1

@@ -5,6 +5,7 @@ and answers a ``batch-response`` entry by entry; a refused entry dead-letters wi
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ class LocalPmd:
         self.received: list[dict[str, Any]] = []
         self.refuse_codes: set[str] = set()
         self.problems: list[str] = []
+        self.locations: dict[str, str] = {}
+        """fullUrl → where PMD keeps the Observation it took"""
+        self.reverse = False
+        """answer the entries in reverse order (each names its entry by the extension)"""
+        self.entry_ids = True
+        """name each answer's entry (the profile's extension); NHN's examples do not"""
+        self.unknown_entry = False
+        """name an entry the upload does not have in the first answer"""
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/fhir", self.upload, methods=["POST"])])
@@ -57,10 +66,13 @@ class LocalPmd:
         for e in bundle["entry"]:
             code = e["resource"]["code"]["coding"][0]["code"]
             refused = code in self.refuse_codes
-            response: dict[str, Any] = {
-                "status": "422" if refused else "201",
-                "extension": [{"url": ENTRY_ID, "valueUri": e["fullUrl"]}],
-            }
+            response: dict[str, Any] = {"status": "422" if refused else "201"}
+            if self.entry_ids:
+                response["extension"] = [{"url": ENTRY_ID, "valueUri": e["fullUrl"]}]
+            if not refused:
+                location = f"Observation/{uuid.uuid4()}/_history/1"
+                self.locations[e["fullUrl"]] = location
+                response |= {"location": location, "etag": 'W/"1"'}
             if refused:
                 response["outcome"] = {
                     "resourceType": "OperationOutcome",
@@ -69,6 +81,10 @@ class LocalPmd:
                     ],
                 }
             entries.append({"response": response})
+        if self.reverse:
+            entries.reverse()
+        if self.unknown_entry:
+            entries[0]["response"]["extension"][0]["valueUri"] = f"urn:uuid:{uuid.uuid4()}"
         body = {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
         return Response(json.dumps(body), 200, media_type="application/fhir+json")
 
@@ -114,9 +130,44 @@ def test_pmd_batch_with_helseid_dpop_all_entries_taken(
     assert bundle["type"] == "batch" and len(bundle["entry"]) == 7
     assert bundle["identifier"]["system"] == "https://www.nhn.no/komlink/bundle-identifier"
     assert pmd.problems == [] and pmd.guard.checked == 1
-    assert [r.status for r in _outbox(services) if r.kind == "pmd-observations"] == [
-        "transport-acked"
+    [row] = [r for r in _outbox(services) if r.kind == "pmd-observations"]
+    assert row.status == "transport-acked"
+    # each entry's answer is kept where an operator sees it: PMD's location per Observation
+    answers = client.get(f"/api/v1/messages/{row.id}").json()["answers"]
+    assert [a["entry"] for a in answers] == [e["fullUrl"] for e in bundle["entry"]]
+    assert [a["identifier"] for a in answers] == [_identifier(e) for e in bundle["entry"]]
+    assert all(a["outcome"] == "accepted" and a["status"] == "201" for a in answers)
+    assert [a["location"] for a in answers] == [
+        pmd.locations[e["fullUrl"]] for e in bundle["entry"]
     ]
+
+
+def _identifier(entry: dict[str, Any]) -> str:
+    [ident] = entry["resource"]["identifier"]
+    return f"{ident['system']}|{ident['value']}"
+
+
+def test_pmd_answers_without_entry_ids_by_position_and_an_unknown_entry_dead_letters(
+    client, services, tmp_path: Path, national: National
+) -> None:  # type: ignore[no-untyped-def]
+    pmd = _setup(client, services, tmp_path, national, "batch")
+    pmd.entry_ids = False  # as NHN's examples: {"response": {"status": …}} only
+    with live_server(pmd.app()) as base:
+        _endpoint(client, f"{base}/fhir")
+        _ingest(services, _vitals())
+        _deliver(services)
+        [row] = [r for r in _outbox(services) if r.kind == "pmd-observations"]
+        answers = client.get(f"/api/v1/messages/{row.id}").json()["answers"]
+        [bundle] = pmd.received
+        assert [a["location"] for a in answers] == [
+            pmd.locations[e["fullUrl"]] for e in bundle["entry"]
+        ]
+        # an answer for an entry the upload does not have: which one it means is not known
+        pmd.entry_ids, pmd.unknown_entry = True, True
+        _ingest(services, _vitals(minutes_ago=5))
+        _deliver(services)
+    row = [r for r in _outbox(services) if r.kind == "pmd-observations"][-1]
+    assert row.status == "dead" and "not one entry of this upload" in row.last_error
 
 
 def test_pmd_collection_setting_and_a_refused_entry(
@@ -124,6 +175,7 @@ def test_pmd_collection_setting_and_a_refused_entry(
 ) -> None:  # type: ignore[no-untyped-def]
     pmd = _setup(client, services, tmp_path, national, "collection")
     pmd.refuse_codes = {"15074-8"}
+    pmd.reverse = True  # answered out of order: each answer names its entry
     with live_server(pmd.app()) as base:
         _endpoint(client, f"{base}/fhir")
         _ingest(services, _vitals())
@@ -134,3 +186,16 @@ def test_pmd_collection_setting_and_a_refused_entry(
     [row] = [r for r in _outbox(services) if r.kind == "pmd-observations"]
     assert row.status == "dead"
     assert "1 batch entries failed" in row.last_error and "15074-8 avvist" in row.last_error
+    # each entry's answer: the refused one with PMD's reason, the others with PMD's location
+    answers = client.get(f"/api/v1/messages/{row.id}").json()["answers"]
+    assert [a["entry"] for a in answers] == [e["fullUrl"] for e in bundle["entry"]]
+    refused = [
+        _identifier(e)
+        for e in bundle["entry"]
+        if e["resource"]["code"]["coding"][0]["code"] == "15074-8"
+    ]
+    assert [a["identifier"] for a in answers if a["outcome"] == "refused"] == refused
+    assert [a["reason"] for a in answers if a["outcome"] == "refused"] == ["15074-8 avvist"]
+    taken = [a for a in answers if a["outcome"] == "accepted"]
+    assert len(taken) == len(bundle["entry"]) - 1
+    assert all(a["location"] == pmd.locations[a["entry"]] for a in taken)

@@ -52,11 +52,12 @@ def _enqueue(
     content_type: str = "application/fhir+json",
     patient_id: str | None = None,
     last_error: str | None = None,
+    event: str = "test",
 ) -> str:
     with services.store.write(WriteContext.service()) as tx:
         row_id = enqueue(
             tx.conn,
-            event="test",
+            event=event,
             kind="fhir-resource",
             destination=destination,
             transport="http",
@@ -122,7 +123,29 @@ def test_list_by_patient(cli, client, services) -> None:  # type: ignore[no-unty
             "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": fnr}],
         },
     ).json()["id"]
-    mine = _enqueue(services, patient_id=pid)
+    # as the worker writes them: a long event name, a stored Endpoint with a long name,
+    # retried (status with its attempts)
+    endpoint = client.post(
+        "/fhir/Endpoint",
+        json={
+            "resourceType": "Endpoint",
+            "status": "active",
+            "name": "Elvebakken fastlegekontor, fastlege Rita Lin (filmottak, sikker sone)",
+            "connectionType": {"code": "file-drop"},
+            "payloadType": [{"text": "PLO"}],
+            "address": "file:///tmp/x",
+        },
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    mine = _enqueue(
+        services,
+        patient_id=pid,
+        event="status.periodic",
+        destination=f"Endpoint/{endpoint.json()['id']}",
+        status="apprec-rejected",
+    )
+    with services.store.write(WriteContext.service()) as tx:
+        tx.conn.execute(outbox_table.update().where(outbox_table.c.id == mine).values(attempts=12))
     _enqueue(services)
     for who in (fnr, f"Patient/{pid}"):
         listed = orjson.loads(cli("outbox", "list", "--patient", who, "--json").stdout)
@@ -133,6 +156,10 @@ def test_list_by_patient(cli, client, services) -> None:  # type: ignore[no-unty
     assert narrow.exit_code == 0, narrow.output
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 120
     assert mine in narrow.stdout and fnr in narrow.stdout and "test" in narrow.stdout
+    [line] = [x for x in narrow.stdout.splitlines() if mine in x]
+    assert "status.periodic" in line and "apprec-rejected ×12" in line
+    assert "Elvebakken fastlege" in line
+    assert "…" not in line.split("Elvebakken")[0]  # only the receiver's name gives way
     bad = cli("outbox", "list", "--patient", "123")
     assert bad.exit_code == 2 and "fødselsnummer" in bad.stderr
 

@@ -31,8 +31,13 @@ def test_escalation_changes_flag_zone_and_task(client) -> None:  # type: ignore[
     assert task["code"]["text"] == "Vurder rød Oksygenmetning (SpO2)"
     assert task["focus"]["reference"] == f"Observation/{red}"
     [flag] = _matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|red")
-    assert flag["code"]["coding"] == [{"system": ZONE_SYSTEM, "code": "red"}]
-    assert flag["code"]["text"].startswith("Rød sone: Oksygenmetning (SpO2) (2708-6) siden ")
+    # the zone, then the measurement the Flag is about (found by it; the text is words)
+    assert flag["code"]["coding"] == [
+        {"system": ZONE_SYSTEM, "code": "red"},
+        {"system": "http://loinc.org", "code": "2708-6", "display": "Oksygenmetning (SpO2)"},
+    ]
+    assert "2708-6" not in flag["code"]["text"]
+    assert flag["code"]["text"].startswith("Rød sone: Oksygenmetning (SpO2) siden ")
     assert _matches(client, "/fhir/Flag", code=f"{ZONE_SYSTEM}|yellow") == []
     # a milder reading later: the Task stays about the red one, with a note
     _post(client, spo2(pid, 93, when=_recent(10)))

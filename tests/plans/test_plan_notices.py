@@ -55,13 +55,27 @@ def _second_patient(client: Any, w: dict[str, Any]) -> tuple[str, str]:
     return pid, plan_id
 
 
+def _new_gp(client: Any, w: dict[str, Any]) -> None:
+    """The patient changes GP (HPR 1234567): the one who was asked is no longer theirs."""
+    other = client.post(
+        "/fhir/Practitioner",
+        json={
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
+        },
+    ).json()["id"]
+    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
+    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
+    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+
+
 def _notices(client: Any, patient: str | None = None) -> list[dict[str, Any]]:
     params = {"patient": patient} if patient else {}
     bundle = client.get("/fhir/Task", params={**params, "_count": 100}).json()
     return [
         e["resource"]
         for e in bundle.get("entry", [])
-        if e["resource"]["code"]["coding"][0]["code"] in NOTICE_CODES
+        if e["resource"]["code"].get("coding", [{}])[0].get("code") in NOTICE_CODES
     ]
 
 
@@ -252,16 +266,7 @@ def test_an_approval_from_someone_not_the_patients_gp_is_told_not_applied(
     """The patient changed GP after the plan was proposed: the old GP's approving svar leaves
     the plan proposed, and the nurse is told who answered and why nothing was approved."""
     w = _world(client, tmp_path)
-    other = client.post(
-        "/fhir/Practitioner",
-        json={
-            "resourceType": "Practitioner",
-            "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}],
-        },
-    ).json()["id"]
-    patient = client.get(f"/fhir/Patient/{w['patient']}").json()
-    patient["generalPractitioner"] = [{"reference": f"Practitioner/{other}"}]
-    assert client.put(f"/fhir/Patient/{w['patient']}", json=patient).status_code == 200
+    _new_gp(client, w)
     [request] = _requests(services)
     _gp_answers(services, tmp_path, request, "Godkjent.", "4d1f0b8e-0003-4c1a-9d2e-000000000001")
     assert _state(client, w["plan"]) == "proposed"
@@ -289,3 +294,141 @@ def test_events_a_subscriber_raises_are_handed_on_too(
     r = client.post(f"/api/v1/patients/{FNR}/plan/{w['plan']}/approve", headers=_bearer(w["gp"]))
     assert r.status_code == 200, r.text
     assert [(e.patient_id, e.observation) for e in heard] == [(w["patient"], "Observation/x")]
+
+
+def _task(client: Any, task_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/fhir/Task/{task_id}").json())
+
+
+def test_a_later_answer_closes_the_earlier_notice_of_that_plan_and_no_other(
+    client: Any, services: Any, tmp_path: Path
+) -> None:
+    """Unclear, then changes, then (re-proposed) approved: each later answer about the same
+    plan cancels the earlier answer's open notice — who, when, why and what replaced it
+    recorded, the GP's earlier words kept on the new notice — while the other patient's
+    notice and the patient's other Tasks are never touched."""
+    w = _world(client, tmp_path)
+    second, second_plan = _second_patient(client, w)
+    requests = {r.patient_id: r for r in _requests(services)}
+    # both patients' GP answers unclearly
+    _gp_answers(
+        services, tmp_path, requests[w["patient"]], "Hva mener dere?", "4d1f0b8e-0004-0000-0000-01"
+    )
+    _gp_answers(
+        services, tmp_path, requests[second], "Ring meg om dette.", "4d1f0b8e-0004-0000-0000-02"
+    )
+    [first_unclear] = _notices(client, w["patient"])
+    [unclear] = _notices(client, second)
+    # the second patient also has a Task of another kind about the same plan
+    other = client.post(
+        "/fhir/Task",
+        json={
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"text": "Ring pasienten om planen"},
+            "for": {"reference": f"Patient/{second}"},
+            "focus": {"reference": f"CarePlan/{second_plan}"},
+        },
+    )
+    assert other.status_code == 201, other.text
+    untouched = {
+        t: _task(client, t)["meta"]["versionId"] for t in (first_unclear["id"], other.json()["id"])
+    }
+
+    # the second patient's GP asks for changes on the page: the unclear notice is replaced
+    gp = _bearer(w["gp"])
+    page2 = f"/api/v1/patients/{SECOND_FNR}/plan/{second_plan}/approval"
+    fields2 = _fields(client.get(page2, headers={**HTML, **gp}).text)
+    words = "Grønn puls bør være 55–95."
+    r = client.post(
+        page2, data={**fields2, "decision": "changes", "text": words}, headers={**FORM, **gp}
+    )
+    assert r.status_code == 200, r.text
+    closed = _task(client, unclear["id"])
+    [changes] = [t for t in _notices(client, second) if t["status"] == "requested"]
+    assert changes["code"]["coding"][0]["code"] == "plan-changes-requested"
+    assert closed["status"] == "cancelled"
+    assert closed["statusReason"]["coding"][0]["code"] == "superseded"
+    assert closed["statusReason"]["text"] == "Erstattet av et nyere svar fra fastlegen"
+    assert closed["owner"] == {"display": "DHO Interop (tjenesten)"}
+    assert closed["executionPeriod"]["end"] and closed["lastModified"]
+    said = closed["note"][-1]
+    assert said["authorString"] == "DHO Interop (tjenesten)" and said["time"]
+    assert said["text"].startswith("Lukket automatisk ") and " kl. " in said["text"]
+    assert "Fastlege Rita Lin har svart på nytt" in said["text"]
+    assert "(ber om endringer)" in said["text"]
+    assert closed["output"][-1]["valueReference"]["reference"] == f"Task/{changes['id']}"
+    assert closed["note"][0]["text"] == "Ring meg om dette."  # the GP's words stay on it
+    # the new notice keeps the earlier answer's words, then the GP's new ones
+    assert "Forrige svar (" in changes["note"][0]["text"]
+    assert "«Ring meg om dette.»" in changes["note"][0]["text"]
+    assert changes["note"][-1]["text"] == words
+    # nothing else moved: the first patient's notice, the other Task of the same plan
+    for task_id, version in untouched.items():
+        t = _task(client, task_id)
+        assert t["meta"]["versionId"] == version and t["status"] == "requested"
+    # the worklist row: only the open notice
+    orgnr = _centre_orgnr(client, w)
+    nurse = _nurse(client, orgnr)
+    row2 = _row(client, orgnr, SECOND_FNR, nurse)
+    assert changes["id"] in [t["id"] for t in row2["tasks"]]
+    assert unclear["id"] not in [t["id"] for t in row2["tasks"]]
+    row1 = _row(client, orgnr, FNR, nurse)
+    assert [t["id"] for t in row1["tasks"]] == [first_unclear["id"]]
+
+    # the first patient's nurse takes the unclear notice; the GP then approves through the
+    # API: the notice is closed, and the nurse who owned it stays its owner
+    took = client.post(
+        f"/api/v1/worklist/tasks/{first_unclear['id']}/actions",
+        json={"action": "take"},
+        headers=nurse,
+    )
+    assert took.status_code == 200, took.text
+    owner = _task(client, first_unclear["id"])["owner"]
+    r = client.post(f"/api/v1/patients/{FNR}/plan/{w['plan']}/approve", headers=gp)
+    assert r.status_code == 200, r.text
+    first_closed = _task(client, first_unclear["id"])
+    assert first_closed["status"] == "cancelled" and first_closed["owner"] == owner
+    assert "(godkjent)" in first_closed["note"][-1]["text"]
+    [approved] = [t for t in _notices(client, w["patient"]) if t["status"] == "requested"]
+    assert approved["code"]["coding"][0]["code"] == "plan-approved"
+    assert first_closed["output"][-1]["valueReference"]["reference"] == f"Task/{approved['id']}"
+    # the second patient's notices did not move
+    assert _task(client, changes["id"])["status"] == "requested"
+
+    # the second patient's revised plan proposed again and approved: the changes notice goes
+    r = client.post(f"/api/v1/patients/{SECOND_FNR}/plan/drafts/{second_plan}/propose")
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/v1/patients/{SECOND_FNR}/plan/{second_plan}/approve", headers=gp)
+    assert r.status_code == 200, r.text
+    statuses = sorted(
+        (t["code"]["coding"][0]["code"], t["status"]) for t in _notices(client, second)
+    )
+    assert statuses == [
+        ("plan-answer-unclear", "cancelled"),
+        ("plan-approved", "requested"),
+        ("plan-changes-requested", "cancelled"),
+    ]
+    assert _task(client, other.json()["id"])["status"] == "requested"
+    assert _task(client, approved["id"])["status"] == "requested"
+    for t in _notices(client):
+        assert t["focus"]["reference"] == (
+            f"CarePlan/{w['plan']}"
+            if t["for"]["reference"] == f"Patient/{w['patient']}"
+            else f"CarePlan/{second_plan}"
+        )
+
+
+def test_an_answer_from_someone_not_the_gp_closes_none_of_the_gps_notices(
+    client: Any, services: Any, tmp_path: Path
+) -> None:
+    w = _world(client, tmp_path)
+    [request] = _requests(services)
+    _gp_answers(services, tmp_path, request, "Ring meg.", "4d1f0b8e-0005-0000-0000-01")
+    [unclear] = _notices(client, w["patient"])
+    _new_gp(client, w)
+    _gp_answers(services, tmp_path, request, "Godkjent.", "4d1f0b8e-0005-0000-0000-02")
+    kinds = sorted((t["code"]["coding"][0]["code"], t["status"]) for t in _notices(client))
+    assert kinds == [("plan-answer-not-the-gp", "requested"), ("plan-answer-unclear", "requested")]
+    assert _task(client, unclear["id"])["meta"]["versionId"] == unclear["meta"]["versionId"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -294,9 +295,39 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
         check_missing(services, now + timedelta(hours=60)) == 0
     )  # idempotent while the Task is open
     tasks = client.get("/fhir/Task", params={"patient": pid}).json()["entry"]
-    assert "no 8480-6 measurement" in tasks[0]["resource"]["description"]
+    task = tasks[0]["resource"]
+    # Norwegian words for the nurse: the measurement's name, local time, days and hours
+    assert task["code"]["text"] == "Manglende måling: Systolisk blodtrykk"
+    assert re.fullmatch(
+        r"Ingen måling av Systolisk blodtrykk siden \d\d\.\d\d\.\d{4} kl\. \d\d:\d\d "
+        r"\(2 døgn\); planen tillater høyst 48 timer mellom målingene\.",
+        task["description"],
+    ), task["description"]
+    assert task["input"][0]["valueCode"] == "8480-6"  # the code stays in the data
+    [flag] = client.get("/fhir/Flag", params={"patient": pid}).json()["entry"]
+    flag = flag["resource"]
+    assert flag["status"] == "active" and "8480-6" not in flag["code"]["text"]
+    assert flag["code"]["text"].startswith("Manglende måling: Systolisk blodtrykk siden ")
+    assert {"system": "http://loinc.org", "code": "8480-6"}.items() <= flag["code"]["coding"][
+        0
+    ].items()
     _ingest(services, _bp("130", "80", now + timedelta(minutes=1)))
     assert check_missing(services, now + timedelta(hours=40)) == 0  # measured again
+    # the reading ended the Flag that said it was missing
+    flag = client.get(f"/fhir/Flag/{flag['id']}").json()
+    assert flag["status"] == "inactive" and flag["period"]["end"]
+
+
+def test_a_flag_is_found_by_its_measurement_code_never_by_a_substring() -> None:
+    from interop.care.triage import flag_is_about
+
+    coded = {"code": {"coding": [{"system": "http://loinc.org", "code": "12708-6"}]}}
+    assert flag_is_about(coded, "12708-6") and not flag_is_about(coded, "2708-6")
+    # Flags written before the code was data: the code as their text held it
+    legacy = {"code": {"text": "Rød sone: Oksygenmetning (SpO2) (12708-6) siden 01.12.2026"}}
+    assert flag_is_about(legacy, "12708-6") and not flag_is_about(legacy, "2708-6")
+    old_missing = {"code": {"text": "no data for 8480-6 for 3 days"}}
+    assert flag_is_about(old_missing, "8480-6") and not flag_is_about(old_missing, "480-6")
 
 
 def test_fhir_summary_bundle(client, services) -> None:  # type: ignore[no-untyped-def]

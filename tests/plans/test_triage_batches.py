@@ -244,7 +244,12 @@ def test_a_second_red_reading_in_a_batch_escalates_the_first_ones_task(client, s
     )
     assert len(task["note"]) == 1 and task["note"][0]["text"].startswith("Rød måling")
     [flag] = _matches(client, "/fhir/Flag", patient=c, status="active")
-    assert flag["code"]["coding"] == [{"system": ZONE, "code": "red"}]
+    # the zone, then the measurement the Flag is about (found by it; the text is words)
+    assert flag["code"]["coding"] == [
+        {"system": ZONE, "code": "red"},
+        {"system": "http://loinc.org", "code": "2708-6", "display": "Oksygenmetning (SpO2)"},
+    ]
+    assert "2708-6" not in flag["code"]["text"]
     [other] = _matches(client, "/fhir/Task", patient=b)
     assert other["focus"]["reference"] == f"Observation/{stored[1].res_id}"
     assert other["priority"] == "urgent"

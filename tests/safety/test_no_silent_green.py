@@ -8,6 +8,7 @@ a KOLS patient and red for others, weight without a plan threshold not assessed.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from random import Random
@@ -185,6 +186,16 @@ def test_a_code_without_thresholds_is_not_assessed_with_one_task(client, service
     assert task["code"]["coding"][0]["display"] == "Grenseverdier mangler"
     assert task["priority"] == "routine" and task["status"] == "requested"
     assert task["input"][0]["valueCode"] == "29463-7"
+    # words a nurse reads: the measurement's name, the reading and its local time; the code
+    # and the Observation stay in the data
+    assert task["code"]["text"] == "Grenseverdier mangler for Vekt"
+    assert task["description"].startswith("Grenseverdier mangler for Vekt: ")
+    assert re.search(
+        r"Første måling uten vurdering: 8\d kg, målt \d\d\.\d\d\.\d{4} kl\. ", task["description"]
+    )
+    for words in (task["code"]["text"], task["description"]):
+        assert "29463-7" not in words and "Observation/" not in words
+    assert task["focus"]["reference"].startswith("Observation/")
     assert _found(client, "Flag", p1) == []
     # another code: its own Task; another patient: their own
     _ingest(services, _single(P1, "2339-0", "6.1", "mmol/L", 20))

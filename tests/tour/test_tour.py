@@ -216,7 +216,22 @@ def test_tour(demo: Demo, browser: Browser, client: Any) -> None:
     row.get_by_label("Utfall").select_option("kontaktet-pasient")
     row.get_by_role("button", name="Fullfør").click()
     page.wait_for_load_state("networkidle")
-    nurse.open(f"/api/v1/worklist?organization={demo.centre}", "worklist-after")
+    page = nurse.open(f"/api/v1/worklist?organization={demo.centre}", "worklist-after")
+    # … a patient's summary from the row's link, and the centre's indicators
+    link = page.locator("#worklist tbody tr th a").first
+    name = link.inner_text()
+    link.click()
+    page.wait_for_load_state("networkidle")
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "nurse-summary.png"), full_page=True)
+    text = nurse.check_text()
+    assert name in text and "fødselsnummer" in text and LOCAL_TIME.search(text)
+    assert page.locator("svg.chart").count() >= 1
+    nurse.check_axe()
+    nurse.open(f"/api/v1/indicators?organization={demo.centre}", "indicators")
+    text = nurse.check_text()
+    assert "Styringsinformasjon" in text and "Kontakter per pasientmåned" in text
+    nurse.check_axe()
     nurse.close()
 
     # the GP: the summary of a patient deteriorating now

@@ -87,8 +87,15 @@ def test_epj_page_has_note_and_plan(client, services) -> None:  # type: ignore[n
         f"/api/v1/patients/{FNR}/summary", params={"view": "epj"}, headers={"Accept": "text/html"}
     ).text
     assert 'id="note"' in html and s["note"] in html.replace("&#x27;", "'")
-    assert 'id="plan"' in html and "Oksygenmetning (SpO2): grønn over 94 %, gul over 90 %" in html
+    assert 'id="plan"' in html and "Oksygenmetning (SpO2): grønn ≥ 94 %, gul ≥ 90 %" in html
+    # the bounds belong to the zone they open (a reading of 94 % is green), as the text says
+    assert "grønn over 94" not in html
     assert "Kari Nordmann, fødselsnummer 13031353453" in html
+    # … and a reading of exactly 94 % is judged green, as «grønn ≥ 94 %» says
+    _ingest(services, _spo2(FNR, "94", now + timedelta(minutes=2)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "epj"}).json()
+    [spo2] = [c for c in s["codes"] if c["code"] == "2708-6"]
+    assert spo2["latest"]["value"] == 94 and spo2["latest"]["zone"] == "green"
 
 
 def test_gp_message_text_is_norwegian() -> None:
@@ -117,3 +124,28 @@ def test_gp_message_text_is_norwegian() -> None:
     assert "siste 154 mmHg (rødt)" in text and "snitt 93,9 mmHg" in text
     assert "1 måling" in text and "1 målinger" not in text and "mm[Hg]" not in text
     assert "100–150 mmHg" in text and "trend 2,3 mmHg/uke" in text
+
+
+def test_adherence_counts_from_when_the_patient_began_measuring(client, services) -> None:  # type: ignore[no-untyped-def]
+    """A patient measuring every day since 10 days ago is not 11 % adherent in the 90-day
+    view: adherence counts from the first measurement, and the page says from when; a patient
+    who measured before the period is counted over the whole period."""
+    _one_patient(client)
+    now = datetime.now(UTC)
+    _ingest(services, *(_spo2(FNR, "96", now - timedelta(days=d, hours=1)) for d in range(10)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "followup"}).json()
+    assert s["adherence"] >= 0.9, s["adherence"]
+    first = datetime.fromisoformat(s["adherenceFrom"])
+    assert abs(first - (now - timedelta(days=9, hours=1))) < timedelta(seconds=2)
+    page = client.get(
+        f"/api/v1/patients/{FNR}/summary",
+        params={"view": "followup"},
+        headers={"Accept": "text/html"},
+    ).text
+    assert re.search(
+        r"Etterlevelse \d+ % \(av dagene med minst én måling, fra \d\d\.\d\d\.\d{4}\)", page
+    )
+    # a measurement before the 90 days: the whole period counts, 10 days of 90
+    _ingest(services, _spo2(FNR, "96", now - timedelta(days=120)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "followup"}).json()
+    assert s["adherenceFrom"] is None and s["adherence"] < 0.2

@@ -173,6 +173,13 @@ def test_worklist_order_rows_and_text(client, services) -> None:  # type: ignore
     assert "Rød Nordmann" in body and RED in body and "Arbeidsliste – Fjordvik kommune" in body
     assert "86 %" in body and "(red)" not in body and "mm[Hg]" not in body
     assert "<script" not in body and "http://" not in body.replace('xmlns="http://', "")
+    # each name leads to that patient's own summary, which the nurse may open
+    for fnr in order:
+        row_html = body.split(f'<span class="fnr">{fnr}</span>')[0].rsplit("<tr>", 1)[1]
+        href = f"/api/v1/patients/{fnr}/summary?view=followup"
+        assert f'<a href="{href.replace("&", "&amp;")}">' in row_html
+    opened = client.get(href, headers={**nurse, "Accept": "text/html"})
+    assert opened.status_code == 200 and f"fødselsnummer {SILENT_GP}" in opened.text
 
 
 def test_worklist_actions_close_task_and_flag(client, services) -> None:  # type: ignore[no-untyped-def]
@@ -244,25 +251,27 @@ def test_worklist_access(client, services) -> None:  # type: ignore[no-untyped-d
     assert client.get(f"/fhir/Task/{task_id}").json()["status"] == "requested"
 
 
+def _to_the_gp(tx, patient_id: str, msg_id: str) -> str:  # type: ignore[no-untyped-def]
+    """A red-reading message to the patient's GP that expects an AppRec; its outbox id."""
+    return enqueue(
+        tx.conn,
+        event="triage.red",
+        kind="dialog-helsefaglig",
+        destination="Endpoint/gp",
+        transport="file-drop",
+        address="/tmp",
+        content_type="application/xml",
+        payload=b"<x/>",
+        patient_id=patient_id,
+        msg_id=msg_id,
+        expects_apprec=True,
+    )
+
+
 def test_message_history_for_the_followup_centre(client, services) -> None:  # type: ignore[no-untyped-def]
     ids = _world(client, services)
     with services.store.write(WriteContext.service()) as tx:
-        rows = {
-            fnr: enqueue(
-                tx.conn,
-                event="triage.red",
-                kind="dialog-helsefaglig",
-                destination="Endpoint/gp",
-                transport="file-drop",
-                address="/tmp",
-                content_type="application/xml",
-                payload=b"<x/>",
-                patient_id=ids[fnr],
-                msg_id=f"msg-{fnr}",
-                expects_apprec=True,
-            )
-            for fnr in (YELLOW, CALM, ELSEWHERE)
-        }
+        rows = {fnr: _to_the_gp(tx, ids[fnr], f"msg-{fnr}") for fnr in (YELLOW, CALM, ELSEWHERE)}
     outbox = Outbox(services.engine)
     assert outbox.apprec(f"msg-{YELLOW}", "ok", [])
     assert outbox.apprec(
@@ -290,6 +299,49 @@ def test_message_history_for_the_followup_centre(client, services) -> None:  # t
     # the operator still sees everything
     every = client.get("/api/v1/messages", params={"direction": "out"}).json()
     assert rows[ELSEWHERE] in {m["id"] for m in every}
+
+
+def test_no_apprec_after_96_hours_is_told_in_words_and_on_the_worklist(client, services) -> None:  # type: ignore[no-untyped-def]
+    """The worker's AppRec deadline: a message sent more than 96 h ago without an AppRec is
+    «ikke svar etter 96 timer» in the nurse's message history and puts its patient on the
+    worklist; one sent 95 h ago, one answered, and another organisation's stay as they were
+    (and the other organisation's is never shown to her)."""
+    from sqlalchemy import select, update
+
+    from interop.fhir.dates import to_micros
+    from interop.store.schema import outbox_table
+
+    ids = _world(client, services)
+    now = datetime.now(UTC)
+    sent = {YELLOW: 97, CALM: 95, QUIET: 97, ELSEWHERE: 97}
+    with services.store.write(WriteContext.service()) as tx:
+        rows = {}
+        for fnr, hours in sent.items():
+            rows[fnr] = _to_the_gp(tx, ids[fnr], f"msg-{fnr}")
+            tx.conn.execute(
+                update(outbox_table)
+                .where(outbox_table.c.id == rows[fnr])
+                .values(status="sent", sent_at=to_micros(now - timedelta(hours=hours)))
+            )
+    outbox = Outbox(services.engine)
+    assert outbox.apprec(f"msg-{QUIET}", "ok", [])  # answered: never overdue
+    assert outbox.expire_apprecs() == 2  # YELLOW's and the other organisation's
+    with services.store.reader() as conn:
+        status = dict(conn.execute(select(outbox_table.c.id, outbox_table.c.status)).all())
+    assert status[rows[YELLOW]] == status[rows[ELSEWHERE]] == "no-apprec"
+    assert status[rows[CALM]] == "sent" and status[rows[QUIET]] == "apprec-ok"
+    nurse = _key(client, MUNICIPALITY)
+    history = client.get("/api/v1/messages", params={"direction": "out"}, headers=nurse).json()
+    words = {m["id"]: m["statusText"] for m in history}
+    assert words[rows[YELLOW]] == "ikke svar etter 96 timer"
+    assert words[rows[CALM]] == "sendt"
+    assert rows[ELSEWHERE] not in words
+    # the worklist: the patient whose message got no answer is on it for that reason
+    r = client.get("/api/v1/worklist", params={"organization": MUNICIPALITY}, headers=nurse)
+    by_fnr = {row["patient"]["nationalId"]: row for row in r.json()["rows"]}
+    assert "message-failed" in [x["code"] for x in by_fnr[YELLOW]["reasons"]]
+    assert "ikke svar etter 96 timer" in [m["statusText"] for m in by_fnr[YELLOW]["messages"]]
+    assert CALM not in by_fnr and ELSEWHERE not in by_fnr
 
 
 def test_what_the_nurses_do_becomes_indicators(client, services) -> None:  # type: ignore[no-untyped-def]
