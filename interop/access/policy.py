@@ -318,10 +318,9 @@ class AccessPolicy:
         scope: PatientScope,
     ) -> list[tuple[str, str]]:
         """The parameters that restrict the client's search to what the actor may see."""
-        if actor.role == "vendor":
-            raise error(403, "forbidden", "a vendor writes measurements and reads nothing")
-        if res_type in ADMIN_ONLY:
-            raise error(403, "forbidden", f"{res_type} is for admins")
+        why = self._search_refusal(actor, res_type, scope)
+        if why is not None:
+            raise error(403, "forbidden", why)
         if res_type in DIRECTORY:
             return []
         reachable = scope.reachable
@@ -332,15 +331,31 @@ class AccessPolicy:
             asked = _patients_asked(res_type, params)
             allowed = reachable if asked is None else asked & reachable
             ids = ",".join(sorted(allowed)) or NO_PATIENT
-            if res_type == "Patient":
-                restricted.append(("_id", ids))
-            elif "patient" in definitions(res_type):
-                restricted.append(("patient", ids))
-            else:
-                raise error(403, "forbidden", f"{res_type} is not searchable for role {actor.role}")
+            restricted.append(("_id" if res_type == "Patient" else "patient", ids))
         if res_type == "Observation" and scope.codes is not None:
             restricted.append(("code", ",".join(sorted(scope.codes)) or NO_PATIENT))
         return restricted
+
+    def _search_refusal(self, actor: Actor, res_type: str, scope: PatientScope) -> str | None:
+        """Why the actor may not search ``res_type`` at all (None when it may)."""
+        if actor.is_admin:
+            return None
+        if actor.role == "vendor":
+            return "a vendor writes measurements and reads nothing"
+        if res_type in ADMIN_ONLY:
+            return f"{res_type} is for admins"
+        if res_type in DIRECTORY or scope.reachable is None:
+            return None
+        if res_type != "Patient" and "patient" not in definitions(res_type):
+            return f"{res_type} is not searchable for role {actor.role}"
+        return None
+
+    def searchable(self, actor: Actor, types: Iterable[str]) -> list[str]:
+        """Those of ``types`` the actor may search (what a search of each would not refuse
+        outright), without auditing: for the searches across types, which leave the others
+        out (each search made is restricted, filtered and audited as usual)."""
+        scope = self.scope(actor)
+        return [t for t in types if self._search_refusal(actor, t, scope) is None]
 
     def filter_result(
         self,

@@ -19,6 +19,7 @@ from interop.api import (
     emergency,
     fhir,
     fhir_meta,
+    fhir_meta_write,
     fhir_operations,
     fhir_system,
     fhir_write,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(worklist.router)
     app.include_router(fhir_operations.router)
     app.include_router(fhir_meta.router)
+    app.include_router(fhir_meta_write.router)
     app.include_router(fhir.router)
     app.include_router(fhir_system.router)  # after: Patient/{id}/_history is fhir's
     # hot routes (read, search, create) as plain Starlette routes, matched after the FastAPI ones

@@ -157,7 +157,8 @@ async def _search_by_mark(
             f"$meta of {rtype}: the mark {system}|{code} cannot be looked for by search; ask "
             "$meta of single resources",
         )
-    wanted = [(param, f"{system}|{code}")]
+    # a profile is a uri (its own value, a version after a "|" if any); a tag or label a token
+    wanted = [(param, code if param == "_profile" else f"{system}|{code}")]
     cursor: str | None = None
     read = 0
     while True:

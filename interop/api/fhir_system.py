@@ -15,32 +15,89 @@ from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
 from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
+from interop.api.fhir_operations import NOT_IN_EVERYTHING, _types
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
+from interop.fhir.r4_definitions import patient_compartment_params
 from interop.fhir.searchparams import definitions
 from interop.fhir.subset import requested as requested_subset
+from interop.store import meta_index
 from interop.store.search import SearchRequest
 
 router = APIRouter(prefix="/fhir")
+
+
+def compartment_link(rtype: str, pid: str) -> tuple[str, str] | None:
+    """The parameter that restricts a search of ``rtype`` to the patient's compartment, or
+    None when the type is not searched in it (``patient``, else ``subject``)."""
+    defs = definitions(rtype)
+    if rtype == "Patient":
+        return ("_id", pid)
+    for name in ("patient", "subject"):
+        if name in defs and defs[name].type == "reference":
+            return (name, f"Patient/{pid}")
+    return None
 
 
 @router.get("/Patient/{pid}/{rtype}")
 async def compartment_search(
     pid: str, rtype: str, request: Request, actor: Actor = Depends(require_actor)
 ) -> Response:
-    """``Patient/{id}/Observation?…``: the type's search, restricted to the patient."""
+    """``Patient/{id}/Observation?…``: the type's search, restricted to the patient;
+    ``Patient/{id}/*?…``: every type of the compartment the actor may search, one after the
+    other (:func:`compartment_all`)."""
+    if rtype == "*":
+        return await compartment_all(pid, request, actor)
     _check_type(rtype)
-    defs = definitions(rtype)
-    if rtype == "Patient":
-        link = ("_id", pid)
-    elif "patient" in defs and defs["patient"].type == "reference":
-        link = ("patient", f"Patient/{pid}")
-    elif "subject" in defs and defs["subject"].type == "reference":
-        link = ("subject", f"Patient/{pid}")
-    else:
+    link = compartment_link(rtype, pid)
+    if link is None:
         raise error(404, "not-supported", f"{rtype} is not in the Patient compartment")
     params = parse_qsl(request.url.query, keep_blank_values=True)
     return await _search(request, rtype, [link, *params], actor)
+
+
+def compartment_types(pid: str) -> list[tuple[str, tuple[str, str]]]:
+    """(type, link) of every supported type searched in the Patient compartment (the
+    CompartmentDefinition's types with a ``patient`` or ``subject`` parameter), by name."""
+    from interop.fhir.validation import SUPPORTED_TYPES
+
+    out = []
+    for rtype in sorted(SUPPORTED_TYPES):
+        if rtype != "Patient" and rtype not in patient_compartment_params():
+            continue
+        link = compartment_link(rtype, pid)
+        if link is not None:
+            out.append((rtype, link))
+    return out
+
+
+async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
+    """``Patient/{id}/*``: the compartment's types the actor may search (or those ``_type``
+    names), each searched as ``Patient/{id}/{type}`` would be (restricted, filtered and
+    audited by the policy), paged one type after the other. The client's parameters apply to
+    every type, so one a type does not know is refused (400 naming it), never ignored."""
+    svc = services(request)
+    params = parse_qsl(request.url.query, keep_blank_values=True)
+    linked = dict(compartment_types(pid))
+    asked = _types(request)  # as $everything reads it (an unknown type: 400)
+    if asked:
+        # the types named, each searched as the system search would (a refused one: 403)
+        if any(t not in linked for t in asked):
+            raise error(
+                400,
+                "not-supported",
+                f"_type: {', '.join(t for t in asked if t not in linked)} is not searched in "
+                "the Patient compartment",
+                expression=["_type"],
+            )
+        present = list(dict.fromkeys(asked))
+    else:
+        # the access log is in the compartment but not the record ($everything leaves it out)
+        searchable = svc.policy.searchable(actor, [t for t in linked if t not in NOT_IN_EVERYTHING])
+        with svc.store.reader() as conn:
+            present = meta_index.types_present(conn, searchable)
+    searches = [(t, [linked[t]]) for t in present]
+    return await paged_types(request, actor, searches, params, f"Patient/{pid}/*")
 
 
 def _encode(values: list[Any]) -> str:
@@ -72,6 +129,20 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
             raise error(
                 400, "not-supported", f"_type: unknown resource type {t!r}", expression=["_type"]
             )
+    return await paged_types(request, actor, [(t, []) for t in types], params, "")
+
+
+async def paged_types(
+    request: Request,
+    actor: Actor,
+    searches: list[tuple[str, list[tuple[str, str]]]],
+    params: list[tuple[str, str]],
+    path: str,
+) -> Response:
+    """One searchset over several types: each (type, added parameters) searched with the
+    client's ``params`` as ``GET /fhir/{type}`` would be (the policy restricts, filters and
+    audits each page), the pages following one type after the other with a cursor; ``path``
+    is the links' path below the base."""
     svc = services(request)
     rest = [(k, v) for k, v in params if k not in ("_type", "_cursor", "_count")]
     try:
@@ -84,29 +155,33 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
     cursor_text = next((v for k, v in params if k == "_cursor"), None)
     index, cursor = _decode(cursor_text) if cursor_text else (0, None)
     base = fhir_base(request)
+    link_base = f"{base}/{path}" if path else base
     if any(k == "_summary" and v == "count" for k, v in params):
-        return await _system_count(request, actor, types, rest, base, params)
+        return await _system_count(request, actor, searches, rest, link_base, params)
     subset = requested_subset(params)
     parts: list[bytes] = []
     warnings = []
     next_state: tuple[int, str | None] | None = None
-    while index < len(types) and len(parts) < count:
-        rtype = types[index]
-        page_params = rest + [("_count", str(count - len(parts)))]
+    while index < len(searches) and len(parts) < count:
+        rtype, added = searches[index]
+        asked = added + rest
+        page_params = asked + [("_count", str(count - len(parts)))]
+        if not any(k == "_total" for k, _v in asked):
+            page_params.append(("_total", "none"))  # the Bundle carries no total: not counted
         if cursor:
             page_params.append(("_cursor", cursor))
-        restriction = svc.policy.restriction(actor, rtype, rest)
+        restriction = svc.policy.restriction(actor, rtype, asked)
         result = svc.search.search(
             SearchRequest(rtype, page_params, strict=_strict(request), restriction=restriction)
         )
-        result = await svc.policy.filter_result_async(actor, rtype, result, rest)
+        result = await svc.policy.filter_result_async(actor, rtype, result, asked)
         warnings += result.warnings
         parts += search_entries(base, rtype, result, subset)
         if result.next_cursor:
             next_state = (index, result.next_cursor)
             break
         index, cursor = index + 1, None
-        if len(parts) >= count and index < len(types):
+        if len(parts) >= count and index < len(searches):
             next_state = (index, None)
     if warnings:
         parts.append(
@@ -115,12 +190,12 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
             + b',"search":{"mode":"outcome"}}'
         )
     self_q = [(k, v) for k, v in params if k != "_cursor"]
-    links = [{"relation": "self", "url": f"{base}?{urlencode(self_q)}"}]
+    links = [{"relation": "self", "url": f"{link_base}?{urlencode(self_q)}"}]
     if next_state is not None:
         links.append(
             {
                 "relation": "next",
-                "url": f"{base}?{urlencode(self_q + [('_cursor', _encode(list(next_state)))])}",
+                "url": f"{link_base}?{urlencode(self_q + [('_cursor', _encode(list(next_state)))])}",
             }
         )
     head = orjson.dumps({"resourceType": "Bundle", "type": "searchset", "link": links})
@@ -130,7 +205,7 @@ async def system_search(request: Request, actor: Actor = Depends(require_actor))
 async def _system_count(
     request: Request,
     actor: Actor,
-    types: list[str],
+    searches: list[tuple[str, list[tuple[str, str]]]],
     rest: list[tuple[str, str]],
     base: str,
     params: list[tuple[str, str]],
@@ -140,12 +215,13 @@ async def _system_count(
     svc = services(request)
     total: int | None = 0
     warnings = []
-    for rtype in types:
-        restriction = svc.policy.restriction(actor, rtype, rest)
+    for rtype, added in searches:
+        asked = added + rest
+        restriction = svc.policy.restriction(actor, rtype, asked)
         result = svc.search.search(
-            SearchRequest(rtype, rest, strict=_strict(request), restriction=restriction)
+            SearchRequest(rtype, asked, strict=_strict(request), restriction=restriction)
         )
-        result = await svc.policy.filter_result_async(actor, rtype, result, rest)
+        result = await svc.policy.filter_result_async(actor, rtype, result, asked)
         warnings += result.warnings
         total = None if total is None or result.total is None else total + result.total
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}

@@ -42,12 +42,43 @@ COMMON_SEARCH = [
 ]
 
 
+NO_INCLUDES = frozenset({"AuditEvent"})
+"""Searched in the audit chain's own columns, which answer no ``_include``/``_revinclude``
+(and are never revincluded: ``store.search_breadth.AUDIT_ONLY_AT``)."""
+
+
+def reference_params_targets() -> dict[str, list[str]]:
+    """target type → the ``Source:param`` a ``_revinclude`` on a search of it may name: each
+    reference parameter of each type for every type it may point to. A parameter of the
+    Observation index points to the patient only (``patient_id``); a generic one to what R4
+    names for it, or its one target."""
+    from interop.fhir.r4_definitions import reference_targets
+
+    out: dict[str, list[str]] = {}
+    for src in SUPPORTED_TYPES:
+        if src in NO_INCLUDES:
+            continue
+        for name, p in definitions(src).items():
+            if p.type != "reference":
+                continue
+            if p.index == "observation":
+                targets: tuple[str, ...] = ("Patient",) if p.target in (None, "Patient") else ()
+            elif p.target is not None:
+                targets = (p.target,)
+            else:
+                targets = reference_targets(src, name)
+            for t in targets:
+                out.setdefault(t, []).append(f"{src}:{name}")
+    return {t: sorted(v) for t, v in out.items()}
+
+
 def capability_statement(
     base_url: str, date: str, security: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The CapabilityStatement; ``security`` is ``rest.security`` as the deployment has it
     (CORS, SMART on FHIR: :func:`interop.api.smart.capability_security`)."""
     resources = []
+    revincludes = reference_params_targets()
     for rtype in SUPPORTED_TYPES:
         interactions = [
             "read",
@@ -65,7 +96,7 @@ def capability_statement(
         for name, p in definitions(rtype).items():
             if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
                 # the types the engine searches: no other is claimed
-                param = {"name": name, "type": "token" if p.type == "uri" else p.type}
+                param = {"name": name, "type": "uri" if p.uri else p.type}
                 if p.documentation:
                     param["documentation"] = p.documentation
                 params.append(param)
@@ -83,9 +114,13 @@ def capability_statement(
             "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
-            "searchInclude": sorted(
-                f"{rtype}:{n}" for n, p in definitions(rtype).items() if p.type == "reference"
-            ),
+            "searchInclude": []
+            if rtype in NO_INCLUDES
+            else sorted(
+                [f"{rtype}:{n}" for n, p in definitions(rtype).items() if p.type == "reference"]
+            )
+            + [f"{rtype}:*"],
+            "searchRevInclude": [] if rtype in NO_INCLUDES else revincludes.get(rtype, []),
             "searchParam": params,
         }
         ops: list[dict[str, str]] = []

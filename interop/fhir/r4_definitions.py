@@ -48,6 +48,8 @@ class R4Param:
     compartment: bool
     components: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
     """For a composite: (component parameter name, paths relative to the composite's root)."""
+    uri: bool = False
+    """An R4 ``uri`` parameter (indexed as a token without a system)."""
 
 
 def _data(name: str) -> dict[str, Any]:
@@ -151,6 +153,22 @@ def patient_compartment_params() -> dict[str, tuple[str, ...]]:
     return {t: tuple(p) for t, p in _data("compartment-patient.json")["resources"].items()}
 
 
+@lru_cache(maxsize=1)
+def _reference_targets() -> dict[tuple[str, str], tuple[str, ...]]:
+    return {
+        (rtype, name): tuple(spec.get("target") or ())
+        for rtype, params in _data("search-parameters.json")["resources"].items()
+        for name, spec in params.items()
+        if spec.get("type") == "reference"
+    }
+
+
+def reference_targets(rtype: str, name: str) -> tuple[str, ...]:
+    """The types R4 says the reference parameter may point to (empty when R4 does not
+    define it)."""
+    return _reference_targets().get((rtype, name), ())
+
+
 @lru_cache(maxsize=256)
 def r4_params(rtype: str) -> dict[str, R4Param]:
     """The official search parameters of ``rtype`` whose expressions the generic index can
@@ -181,7 +199,9 @@ def r4_params(rtype: str) -> dict[str, R4Param]:
             and ptype == "reference"
             and ("Patient" in targets or "Patient" in restricted)
         )
-        out[name] = R4Param(name, INDEXED_TYPES[ptype], paths, target, is_compartment)
+        out[name] = R4Param(
+            name, INDEXED_TYPES[ptype], paths, target, is_compartment, uri=ptype == "uri"
+        )
     for name in order:
         spec = raw[name]
         if spec["type"] == "composite":

@@ -52,6 +52,9 @@ class SearchParam:
     documentation: str | None = None
     components: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
     """A composite's parts: (component parameter, paths relative to the composite's root)."""
+    uri: bool = False
+    """An R4 ``uri`` parameter, indexed as a token without a system: a value ``url|version``
+    is a versioned canonical, not a system and a code (``store.search.uri_condition``)."""
 
 
 @dataclass(slots=True)
@@ -98,11 +101,13 @@ def _load() -> dict[str, dict[str, SearchParam]]:
 
 
 META_PARAMS = {
-    name: SearchParam(name, "token", (("meta", element),), None, False, "generic")
+    name: SearchParam(
+        name, "token", (("meta", element),), None, False, "generic", uri=name == "_profile"
+    )
     for name, element in (("_tag", "tag"), ("_profile", "profile"), ("_security", "security"))
 }
-"""R4's parameters of every resource on its ``meta`` (``_profile`` is a uri, matched exactly
-as a token without a system): indexed like any token parameter, so that searches by them and
+"""R4's parameters of every resource on its ``meta`` (``_profile`` is a uri, indexed as a
+token without a system): indexed like any token parameter, so that searches by them and
 ``$meta`` read the index, not the resources."""
 NO_META_TYPES = frozenset({"AuditEvent"})
 """Types whose resources the server writes lean, without a meta (``store.audit_rows``)."""
@@ -134,6 +139,7 @@ def _definitions(resource_type: str) -> dict[str, SearchParam]:
             compartment=p.compartment,
             index="generic",
             components=p.components,
+            uri=p.uri,
         )
         for name, p in r4_params(resource_type).items()
     }

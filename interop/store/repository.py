@@ -52,6 +52,36 @@ from interop.store.schema import (
 )
 from interop.store.server_writes import ServerWrites
 
+META_MARKS = ("profile", "security", "tag")
+"""The meta elements that are about the resource, not its content (R4 ``Resource.meta``):
+a final Observation's may change without a change of status ($meta-add, $meta-delete)."""
+
+
+def _only_marks_change(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` changes ``old``'s profiles, tags or security labels and nothing else
+    (the server's own ``versionId``/``lastUpdated`` aside): an unchanged resource is no
+    change of marks."""
+
+    def marks(resource: dict[str, Any]) -> dict[str, Any]:
+        meta = resource.get("meta")
+        return {k: meta[k] for k in META_MARKS if k in meta} if isinstance(meta, dict) else {}
+
+    def content(resource: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in resource.items() if k != "meta"}
+        meta = resource.get("meta")
+        if isinstance(meta, dict):
+            rest = {
+                k: v
+                for k, v in meta.items()
+                if k not in META_MARKS and k not in ("versionId", "lastUpdated")
+            }
+            if rest:
+                out["meta"] = rest
+        return out
+
+    return content(old) == content(new) and marks(old) != marks(new)
+
+
 IMMUTABLE_TYPES = frozenset({"AuditEvent", "Provenance"})
 """Written once, never changed or deleted (the audit trail and ingest provenance)."""
 UNDELETABLE_TYPES = frozenset({"Observation", "AuditEvent", "Provenance"})
@@ -1007,6 +1037,7 @@ class WriteTx:
             if (
                 old_status not in OBSERVATION_OPEN_STATUSES
                 and new_status not in OBSERVATION_CHANGE_STATUSES
+                and not _only_marks_change(old, resource)
             ):
                 raise error(
                     409,

@@ -94,19 +94,22 @@ def _narrowed(defs: dict[str, SearchParam], params: Sequence[tuple[str, str]]) -
     return False
 
 
-def _check_sort_tail(keys: list[str], descending: bool) -> None:
-    """Only the first ``_sort`` key orders the page; ties are then in id order, the same way.
-    A further key other than that (``_id``, or ``-_id`` when descending) is refused (400
-    naming it) rather than dropped."""
-    tail = "-_id" if descending else "_id"
-    for key in keys[1:]:
-        if key != tail:
-            raise error(
-                400,
-                "not-supported",
-                f"_sort: only one key is supported (ties are ordered by {tail}); {key!r} is not",
-                expression=["_sort"],
-            )
+def after_cursor(
+    keys: list[tuple[Any, bool]], values: list[Any], res_id: Any, cid: str, id_descending: bool
+) -> ColumnElement[bool]:
+    """The rows after the cursor's row in the order of ``keys`` ((column, descending) each),
+    ties in id order: the first key past its value, or equal and the next key past its, …,
+    or every key equal and the id past the cursor's."""
+    conds: list[ColumnElement[bool]] = []
+    equal: list[ColumnElement[bool]] = []
+    for (col, desc), value in zip(keys, values, strict=True):
+        if col is res_id:  # the id orders completely: nothing after it
+            conds.append(and_(*equal, col < cid if desc else col > cid))
+            return or_(*conds)
+        conds.append(and_(*equal, col < value if desc else col > value))
+        equal.append(col == value)
+    conds.append(and_(*equal, res_id < cid if id_descending else res_id > cid))
+    return or_(*conds)
 
 
 def _patient_identifier_chain(name: str, modifier: str | None) -> str | None:
@@ -259,6 +262,52 @@ class SearchEngine:
             ]
         )
 
+    def uri_condition(self, res_type: str, name: str, values: list[str]) -> ColumnElement[bool]:
+        """A uri parameter (held as a token without a system): ``url`` matches the URI as
+        written and the versioned canonicals of it (``url|1.0``); ``url|version`` (R4's
+        versioned canonical) matches that one, and the resource whose own ``url`` is ``url``
+        and whose ``version`` is ``version`` (``ValueSet?url=http://…|1.0``)."""
+        t = token_table.c
+        rid = resource_table.c.res_id
+        has_version = name == "url" and "version" in definitions(res_type)
+        ors: list[ColumnElement[bool]] = []
+        for v in values:
+            url, sep, version = v.partition("|")
+            if not sep:
+                match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
+                ors.append(
+                    rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match))
+                )
+                continue
+            if not url or not version:
+                raise error(
+                    400,
+                    "invalid",
+                    f"{name}={v!r}: a versioned canonical is url|version",
+                    expression=[name],
+                )
+            ors.append(
+                rid.in_(
+                    select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v)
+                )
+            )
+            if has_version:
+                ors.append(
+                    and_(
+                        rid.in_(
+                            select(t.res_id).where(
+                                t.res_type == res_type, t.param == name, t.code == url
+                            )
+                        ),
+                        rid.in_(
+                            select(t.res_id).where(
+                                t.res_type == res_type, t.param == "version", t.code == version
+                            )
+                        ),
+                    )
+                )
+        return any_of(ors)
+
     def generic_condition(
         self,
         res_type: str,
@@ -272,7 +321,10 @@ class SearchEngine:
         if param.type == "composite":
             return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
-            expr = self._rows_matching(res_type, name, param, values, narrow)
+            if param.uri:
+                expr = self.uri_condition(res_type, name, values)
+            else:
+                expr = self._rows_matching(res_type, name, param, values, narrow)
             return not_(expr) if modifier == "not" else expr
         if param.type == "reference":
             if modifier == "identifier":
@@ -442,7 +494,9 @@ class SearchEngine:
         obs_params: list[tuple[str, str | None, list[str]]] = []
         revinclude_specs: list[str] = []
         iterate_specs: list[str] = []
+        rev_iterate_specs: list[str] = []
         sort_expr: Any = None
+        more_sorts: list[tuple[Any, bool]] = []
 
         ignored: list[tuple[str, str]] = []
         narrow = _narrowed(defs, req.params)
@@ -465,10 +519,17 @@ class SearchEngine:
                     s = keys[0] if keys else ""
                     descending = s.startswith("-")
                     sort = s.lstrip("-")
-                    _check_sort_tail(keys, descending)
                     if sort not in SORTS or (sort == "date" and res_type != "Observation"):
                         # any date, string or token parameter (400 naming it otherwise)
                         sort_expr = breadth.sort_column(res_type, sort, descending)
+                    # further keys order what the first leaves tied (then the id)
+                    more_sorts = [
+                        (
+                            breadth.later_sort_key(res_type, k.lstrip("-"), k.startswith("-")),
+                            k.startswith("-"),
+                        )
+                        for k in keys[1:]
+                    ]
                 elif name == "_summary":
                     if raw == "count":
                         summary_count = True
@@ -490,15 +551,16 @@ class SearchEngine:
                 elif name == "_cursor":
                     cursor = decode_cursor(raw)
                 elif name == "_revinclude":
-                    if modifier is not None:
+                    if modifier not in (None, "iterate"):
                         raise error(
                             400,
                             "not-supported",
-                            f"{key} is not supported: _revinclude adds one level "
-                            "(follow further levels with _include:iterate)",
+                            f"{key} is not supported: use _revinclude or _revinclude:iterate",
                             expression=[key],
                         )
                     revinclude_specs.extend(x for x in raw.split(",") if x)
+                    if modifier == "iterate":
+                        rev_iterate_specs.extend(x for x in raw.split(",") if x)
                 continue
             values = [v for v in raw.split(",") if v != ""]
             if not values:
@@ -585,6 +647,7 @@ class SearchEngine:
         base_conds: list[ColumnElement[bool]] = [r.res_type == res_type, r.deleted == false()]
         base_conds.extend(generic)
 
+        later = [expr.label(f"sortkey{i}") for i, (expr, _d) in enumerate(more_sorts, 1)]
         if res_type == "Observation" and (obs_params or sort == "date"):
             o = observation_table.c
             oconds, has_code = self.observation_conditions(obs_params)
@@ -605,7 +668,7 @@ class SearchEngine:
                     "_id": r.res_id,
                 }[sort]
             )
-            stmt = select(r.res_id, r.content, sort_col.label("sortkey")).join(
+            stmt = select(r.res_id, r.content, sort_col.label("sortkey"), *later).join(
                 sub, sub.c.res_id == r.res_id
             )
             # The index holds the current versions of live Observations only (a delete or an
@@ -632,7 +695,7 @@ class SearchEngine:
                 if sort_expr is not None
                 else {"_lastUpdated": last_updated, "_id": r.res_id}[sort]
             )
-            stmt = select(r.res_id, r.content, sort_col.label("sortkey"))
+            stmt = select(r.res_id, r.content, sort_col.label("sortkey"), *later)
             count_base = select(r.res_id)
         stmt = stmt.where(*base_conds)
         if not count_on_index:
@@ -651,35 +714,53 @@ class SearchEngine:
                 return SearchResult(
                     [], total=total, warnings=warnings, summary_count=True, ignored=ignored
                 )
+            order_keys = [(sort_col, descending), *more_sorts]
             if cursor is not None:
-                cval, cid = cursor
-                if descending:
-                    stmt = stmt.where(
-                        or_(sort_col < cval, and_(sort_col == cval, r.res_id < cid))
-                        if sort != "_id"
-                        else r.res_id < cid
+                cvals, cid = cursor
+                if len(order_keys) > 1:
+                    if not isinstance(cvals, list) or len(cvals) != len(order_keys):
+                        raise error(
+                            400,
+                            "invalid",
+                            "the _cursor parameter is not valid (paging link damaged)",
+                        )
+                elif isinstance(cvals, list | dict):
+                    raise error(
+                        400, "invalid", "the _cursor parameter is not valid (paging link damaged)"
                     )
                 else:
-                    stmt = stmt.where(
-                        or_(sort_col > cval, and_(sort_col == cval, r.res_id > cid))
-                        if sort != "_id"
-                        else r.res_id > cid
-                    )
-            if descending:
-                stmt = stmt.order_by(sort_col.desc(), r.res_id.desc())
-            else:
-                stmt = stmt.order_by(sort_col.asc(), r.res_id.asc())
+                    cvals = [cvals]
+                stmt = stmt.where(after_cursor(order_keys, cvals, r.res_id, cid, descending))
+            stmt = stmt.order_by(
+                *[col.desc() if desc else col.asc() for col, desc in order_keys],
+                r.res_id.desc() if descending else r.res_id.asc(),
+            )
             stmt = stmt.limit(count + 1)
             rows = conn.execute(stmt).all() if count > 0 else []
             next_cursor = None
             if len(rows) > count:
                 rows = rows[:count]
                 last = rows[-1]
-                next_cursor = encode_cursor(last.sortkey, last.res_id)
+                next_cursor = encode_cursor(
+                    [
+                        last.sortkey,
+                        *(getattr(last, f"sortkey{i}") for i in range(1, len(order_keys))),
+                    ]
+                    if len(order_keys) > 1
+                    else last.sortkey,
+                    last.res_id,
+                )
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
             included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
-            included += breadth.iterate_includes(self, conn, iterate_specs, included)
+            included += breadth.iterate_includes(
+                self,
+                conn,
+                iterate_specs,
+                included,
+                rev_iterate_specs,
+                {(res_type, rid) for rid, _c in page},
+            )
         return SearchResult(
             page,
             included=included,

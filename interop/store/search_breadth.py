@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, true
 
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import SearchParam, composite_key, definitions, reference_target
@@ -495,6 +495,22 @@ def sort_column(res_type: str, name: str, descending: bool) -> Any:
     return func.coalesce(sub, literal(missing))
 
 
+def later_sort_key(res_type: str, name: str, descending: bool) -> Any:
+    """A second or further ``_sort`` key: the id, the last update, an Observation's date
+    (from its own index) or any date, string or token parameter (:func:`sort_column`)."""
+    r = resource_table.c
+    if name == "_id":
+        return r.res_id
+    if name == "_lastUpdated":
+        return r.last_updated
+    if name == "date" and res_type == "Observation":
+        o = observation_table.c
+        agg = func.max(o.effective) if descending else func.min(o.effective)
+        sub = select(agg).where(o.res_id == r.res_id, o.is_primary == true()).scalar_subquery()
+        return func.coalesce(sub, literal(-(2**62) if descending else 2**62))
+    return sort_column(res_type, name, descending)
+
+
 # ---- _revinclude and _include:iterate ---------------------------------------------------------
 
 
@@ -504,26 +520,48 @@ def revincludes(
     """``_revinclude=Observation:patient``: resources of that type referring to the page."""
     if not specs or not page:
         return []
+    ids = [rid for rid, _c in page]
+    out: list[tuple[str, str, bytes]] = []
+    for spec in specs:
+        out += _referring(conn, _revinclude_param(spec), {res_type: ids})
+    return out
+
+
+def _revinclude_param(spec: str) -> tuple[str, str, str | None]:
+    """(source type, reference parameter, target type or None) of ``Type:param[:Target]``,
+    or 400 naming the spec."""
     from interop.fhir.validation import SUPPORTED_TYPES
 
-    out: list[tuple[str, str, bytes]] = []
-    ids = [rid for rid, _c in page]
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in SUPPORTED_TYPES:
+        raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter[:Target]")
+    src, pname = parts[0], parts[1]
+    if src == AUDIT_EVENT:
+        raise error(400, "not-supported", f"_revinclude={spec!r}: {AUDIT_ONLY_AT}")
+    param = definitions(src).get(pname)
+    if param is None or param.type != "reference":
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: {pname} is not a reference parameter of {src}",
+        )
+    if len(parts) == 3 and parts[2] not in SUPPORTED_TYPES:
+        raise error(400, "not-supported", f"_revinclude={spec!r}: unknown type {parts[2]!r}")
+    return src, pname, parts[2] if len(parts) == 3 else None
+
+
+def _referring(
+    conn: Any, spec: tuple[str, str, str | None], targets: dict[str, list[str]]
+) -> list[tuple[str, str, bytes]]:
+    """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
+    ids), at most :data:`MAX_REVINCLUDE`."""
+    src, pname, only = spec
+    param = definitions(src)[pname]
     r = resource_table.c
-    for spec in specs:
-        parts = spec.split(":")
-        if len(parts) < 2 or parts[0] not in SUPPORTED_TYPES:
-            raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter")
-        src, pname = parts[0], parts[1]
-        if src == AUDIT_EVENT:
-            raise error(400, "not-supported", f"_revinclude={spec!r}: {AUDIT_ONLY_AT}")
-        param = definitions(src).get(pname)
-        if param is None or param.type != "reference":
-            raise error(
-                400,
-                "not-supported",
-                f"_revinclude={spec!r}: {pname} is not a reference parameter of {src}",
-            )
-        if param.index == "observation" and res_type == "Patient":
+    wanted = {t: ids for t, ids in targets.items() if ids and (only is None or t == only)}
+    out: list[tuple[str, str, bytes]] = []
+    for ttype, ids in sorted(wanted.items()):
+        if param.index == "observation" and ttype == "Patient":
             stmt = select(r.res_id, r.content).where(
                 r.res_type == src, r.patient_id.in_(ids), r.deleted == false()
             )
@@ -535,23 +573,34 @@ def revincludes(
                     select(reference_table.c.res_id).where(
                         reference_table.c.res_type == src,
                         reference_table.c.param == pname,
-                        reference_table.c.target.in_([f"{res_type}/{i}" for i in ids]),
+                        reference_table.c.target.in_([f"{ttype}/{i}" for i in ids]),
                     )
                 ),
             )
-        for row in conn.execute(stmt.limit(MAX_REVINCLUDE)):
+        for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE - len(out))):
             out.append((src, row.res_id, bytes(row.content)))
+        if len(out) >= MAX_REVINCLUDE:
+            break
     return out
 
 
 def iterate_includes(
-    engine: SearchEngine, conn: Any, specs: list[str], found: list[tuple[str, str, bytes]]
+    engine: SearchEngine,
+    conn: Any,
+    specs: list[str],
+    found: list[tuple[str, str, bytes]],
+    rev_specs: list[str] | None = None,
+    matched: set[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str, bytes]]:
-    """``_include:iterate=Type:param``: follow the references of what was included, at most
-    :data:`MAX_ITERATE` rounds."""
-    if not specs:
+    """``_include:iterate=Type:param`` and ``_revinclude:iterate=Type:param``: follow the
+    references of what was included (``specs``) and look for what refers to it
+    (``rev_specs``), at most :data:`MAX_ITERATE` rounds (each reverse spec at most
+    :data:`MAX_REVINCLUDE` resources a round); a resource already in the Bundle (``matched``:
+    the page) is not added again."""
+    rev = [_revinclude_param(x) for x in rev_specs or []]
+    if not specs and not rev:
         return []
-    seen = {(t, i) for t, i, _c in found}
+    seen = {(t, i) for t, i, _c in found} | (matched or set())
     frontier = list(found)
     out: list[tuple[str, str, bytes]] = []
     r = resource_table.c
@@ -580,15 +629,25 @@ def iterate_includes(
                             and (len(parts) < 3 or tt == parts[2])
                         ):
                             wanted.setdefault(tt, set()).add(ti)
-        frontier = []
+        found_now: list[tuple[str, str, bytes]] = []
         for tt, tids in wanted.items():
             for row in conn.execute(
                 select(r.res_id, r.content).where(
                     r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
                 )
             ):
-                seen.add((tt, row.res_id))
-                frontier.append((tt, row.res_id, bytes(row.content)))
+                found_now.append((tt, row.res_id, bytes(row.content)))
+        if rev:
+            by_type: dict[str, list[str]] = {}
+            for t, i, _c in frontier:
+                by_type.setdefault(t, []).append(i)
+            for rev_spec in rev:
+                found_now += _referring(conn, rev_spec, by_type)
+        frontier = []
+        for item in found_now:
+            if (item[0], item[1]) not in seen:
+                seen.add((item[0], item[1]))
+                frontier.append(item)
         out += frontier
         if not frontier:
             break

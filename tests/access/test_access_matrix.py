@@ -242,6 +242,17 @@ def _moved(v: Victim, a: str) -> dict[str, Any]:
     return {**_obs(a, 1), "id": v.observation, "status": "corrected"}
 
 
+_META_BODY = {
+    "resourceType": "Parameters",
+    "parameter": [{"name": "meta", "valueMeta": {"tag": [{"system": "urn:x", "code": "seen"}]}}],
+}
+_VICTIM_META = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {"name": "meta", "valueMeta": {"tag": [{"system": "urn:x", "code": B_DIAGNOSIS}]}}
+    ],
+}
+
 _WITHDRAW = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
 
 ORU_FOR_B = (
@@ -374,6 +385,14 @@ CASES: dict[tuple[str, str], list[Request]] = {
         lambda c, h, v, a: c.post("/fhir/Condition/$meta", headers=h)
     ],
     ("GET", "/fhir/$meta"): [_get("/fhir/$meta")],
+    ("POST", "/fhir/{rtype}/{rid}/$meta-add"): [
+        _json("POST", "/fhir/Condition/{v.condition}/$meta-add", lambda v, a: _META_BODY),
+        _json("POST", "/fhir/Patient/{v.patient}/$meta-add", lambda v, a: _META_BODY),
+    ],
+    ("POST", "/fhir/{rtype}/{rid}/$meta-delete"): [
+        _json("POST", "/fhir/Condition/{v.condition}/$meta-delete", lambda v, a: _VICTIM_META),
+        _json("POST", "/fhir/Observation/{v.observation}/$meta-delete", lambda v, a: _META_BODY),
+    ],
     ("POST", "/fhir/$meta"): [lambda c, h, v, a: c.post("/fhir/$meta", headers=h)],
     ("POST", "/fhir/{rtype}/{rid}/$meta"): [
         lambda c, h, v, a: c.post(f"/fhir/Observation/{v.observation}/$meta", headers=h)
@@ -394,6 +413,10 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient/{v.patient}/Observation"),
         _get("/fhir/Patient/{v.patient}/Condition"),
         _get("/fhir/Patient/{v.patient}/Patient"),
+        _get("/fhir/Patient/{v.patient}/*"),
+        _get("/fhir/Patient/{v.patient}/*?_count=1&_summary=true"),
+        _get("/fhir/Patient/{a}/*?_id={v.condition},{v.observation},{v.patient}"),
+        _get("/fhir/Patient/{v.patient}/*?_summary=count"),
     ],
     ("GET", "/fhir"): [
         _get("/fhir?_type=Observation,Condition,Flag,Patient"),
@@ -646,4 +669,6 @@ def test_no_role_reaches_an_unrelated_patient(client, role: str) -> None:  # typ
     assert flag.status_code == 200, "the victim's Flag was deleted"
     task = client.get(f"/fhir/Task/{victim.task}").json()
     assert task["status"] == "requested" and "owner" not in task, "the victim's Task was changed"
+    condition = client.get(f"/fhir/Condition/{victim.condition}").json()
+    assert condition["meta"]["versionId"] == "1", "the victim's Condition was changed"
     assert not leaks, "\n".join(leaks)

@@ -53,10 +53,11 @@ def test_result_parameters_not_served_are_refused(client) -> None:  # type: igno
     pid = _create(client, patient())
     _create(client, condition(pid))
     for q, named in (
-        ("Condition?_sort=code,-recorded-date", "-recorded-date"),
-        ("Condition?_sort=-_lastUpdated,_id", "'_id'"),
+        ("Condition?_sort=code,-nonsense", "nonsense"),
+        ("Condition?_sort=code,-subject", "subject"),
         ("Condition?_total=bogus", "_total"),
-        ("Patient?_revinclude:iterate=Condition:subject", "_revinclude:iterate"),
+        ("Patient?_revinclude:deep=Condition:subject", "_revinclude:deep"),
+        ("Patient?_revinclude:iterate=Condition:nonsense", "nonsense"),
     ):
         r = client.get(f"/fhir/{q}")
         assert r.status_code == 400, (q, r.text)
@@ -64,6 +65,9 @@ def test_result_parameters_not_served_are_refused(client) -> None:  # type: igno
     for q in (
         "Condition?_sort=-_lastUpdated,-_id",
         "Condition?_sort=code,_id",
+        "Condition?_sort=code,-recorded-date",
+        "Condition?_sort=-_lastUpdated,_id",
+        "Patient?_revinclude:iterate=Condition:subject",
         "Condition?_total=estimate",
         "Condition?_total=none",
     ):
