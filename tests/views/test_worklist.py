@@ -419,6 +419,24 @@ def test_worklist_shows_a_new_red_reading_and_a_moved_patient_at_once(client, se
     assert RED in rows(other_nurse, OTHER)
 
 
+def _open_task(client, patient_id: str, words: str) -> str:  # type: ignore[no-untyped-def]
+    """A routine open Task on the patient (as a GP's answer would raise); its id."""
+    r = client.post(
+        "/fhir/Task",
+        json={
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "routine",
+            "description": words,
+            "for": {"reference": f"Patient/{patient_id}"},
+            "authoredOn": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def _local_words(instant: str) -> str:
     at = datetime.fromisoformat(instant).astimezone(ZoneInfo("Europe/Oslo"))
     return at.strftime("%d.%m.%Y kl. %H:%M")
@@ -433,25 +451,9 @@ def test_a_row_lists_every_open_task_with_its_reason_since_and_owner(client, ser
     ids = _world(client, services)
     nurse = _key(client, MUNICIPALITY)
 
-    def task_for(fnr: str, words: str) -> str:
-        r = client.post(
-            "/fhir/Task",
-            json={
-                "resourceType": "Task",
-                "status": "requested",
-                "intent": "order",
-                "priority": "routine",
-                "description": words,
-                "for": {"reference": f"Patient/{ids[fnr]}"},
-                "authoredOn": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    answer = task_for(RED, "Fastlegen har svart på meldingen")
-    task_for(YELLOW, "Gul pasients egen oppgave")
-    task_for(ELSEWHERE, "Annen kommunes oppgave")
+    answer = _open_task(client, ids[RED], "Fastlegen har svart på meldingen")
+    _open_task(client, ids[YELLOW], "Gul pasients egen oppgave")
+    _open_task(client, ids[ELSEWHERE], "Annen kommunes oppgave")
 
     def rows() -> dict[str, dict]:  # type: ignore[type-arg]
         r = client.get("/api/v1/worklist", params={"organization": MUNICIPALITY}, headers=nurse)
@@ -540,16 +542,7 @@ def test_the_worklist_costs_the_same_statements_whatever_its_rows(client, servic
 
     statements()  # the first request reads what later ones keep (the organisation's scope)
     before = statements()
-    client.post(
-        "/fhir/Task",
-        json={
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "priority": "routine",
-            "for": {"reference": f"Patient/{ids[RED]}"},
-        },
-    )
+    _open_task(client, ids[RED], "Fastlegen har svart")
     _ingest(services, _spo2(CALM, "85", datetime.now(UTC) + timedelta(minutes=5)))
     statements()
     after = statements()
