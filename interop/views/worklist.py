@@ -5,8 +5,9 @@ Why a patient is on it and in which order is data (``mappings/worklist/ordering.
 Tasks by their task-type code and FHIR priority (red deviation ``asap``, yellow ``urgent``,
 missing measurements, readings nobody judges), patients with no measurement for a while,
 messages to the GP that failed or got no AppRec, then any other open Task. Each row has the
-patient's name and fødselsnummer, the reasons and since when, the latest value per measurement
-with its zone, the open Task and who owns it.
+patient's name and fødselsnummer, the reasons and since when (for a Task, the ``since`` triage
+records: the deviation's first reading, the last reading before a gap), the latest value per
+measurement with its zone, and every open Task (most urgent first) with who owns it.
 
 A fixed number of queries, whatever the number of patients: open Tasks through the status
 index, recent measurements through the (patient, time) index, messages through the outbox's
