@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.care.ports import CareServices
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding, since_input
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
@@ -122,7 +122,11 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
                     "for": {"reference": f"Patient/{pid}"},
                     "authoredOn": stamp,
                     "lastModified": stamp,
-                    "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
+                    # since the last reading (or the plan's start): the worklist's «Siden»
+                    "input": since_input(
+                        [{"type": {"text": "measurement code"}, "valueCode": code}],
+                        format_instant(from_micros(since)),
+                    ),
                 }
             )
             tx.create(

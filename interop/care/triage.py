@@ -315,6 +315,10 @@ PRIORITY = {"red": "asap", "yellow": "urgent"}
 follow-up worklist sorts them: red before yellow."""
 ZONE_INPUT = "zone"
 """The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
+SINCE_INPUT = "since"
+"""The Task input (``type.text``, ``valueDateTime``) saying since when its reason holds: for a
+deviation the time of the first reading in the Task's current zone (a worse zone starts it
+again), for a missing measurement the time of the last reading (or the plan's start)."""
 
 
 LATE_MARK = "etterregistrert"
@@ -385,6 +389,29 @@ def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, 
     return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
 
 
+def task_since(task: dict[str, Any]) -> str | None:
+    """Since when a Task's reason holds (its ``since`` input), None when it has none (a Task
+    written before it had one, or a Task whose reason is its own creation)."""
+    for i in task.get("input", []):
+        if (i.get("type") or {}).get("text") == SINCE_INPUT and i.get("valueDateTime"):
+            return str(i["valueDateTime"])
+    return None
+
+
+def since_input(inputs: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
+    """The inputs with ``since`` as the time the Task's reason holds from (replacing any)."""
+    kept = [i for i in inputs if (i.get("type") or {}).get("text") != SINCE_INPUT]
+    return [*kept, {"type": {"text": SINCE_INPUT}, "valueDateTime": since}]
+
+
+def _earlier(a: str, b: str) -> str:
+    """The earlier of two FHIR dateTimes (the first when either cannot be read)."""
+    try:
+        return b if fhir_instant(b) < fhir_instant(a) else a
+    except ValueError:
+        return a
+
+
 def _raise_or_escalate(
     tx: WriteTx,
     task: dict[str, Any] | None,
@@ -396,6 +423,7 @@ def _raise_or_escalate(
     now: str,
     kind: tuple[str, str, str],
     task_input: tuple[str, str],
+    reading_time: str,
     late: bool = False,
 ) -> tuple[str, str | None]:
     """Raise a Task for a yellow/red deviation, or add to the open one. Returns the Task id
@@ -406,7 +434,10 @@ def _raise_or_escalate(
     priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
     than the one it was about; a milder one only adds a note.
 
-    ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value)."""
+    ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value);
+    ``reading_time``: when the reading was taken, the ``since`` input (:data:`SINCE_INPUT`) of
+    a new Task or of one moving to a worse zone, kept when an earlier reading of the same zone
+    arrives late."""
     code, display, what = kind
     if task is not None:
         task = dict(task)  # its meta names the version read (see TriageWrites.put)
@@ -416,6 +447,11 @@ def _raise_or_escalate(
         if late and not was_late:
             pass  # an old reading beside a current deviation: a note only
         elif current is None or RANK[zone] >= RANK.get(current, 0):
+            since = task_since(task)
+            if current is None or RANK[zone] > RANK.get(current, 0):
+                task["input"] = since_input(task.get("input", []), reading_time)
+            elif since is not None:  # the same zone: the deviation began at its first reading
+                task["input"] = since_input(task.get("input", []), _earlier(since, reading_time))
             task["priority"] = "routine" if late else PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
@@ -452,7 +488,10 @@ def _raise_or_escalate(
             "authoredOn": now,
             "lastModified": now,
             "input": _with_zone_input(
-                [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], zone
+                since_input(
+                    [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], reading_time
+                ),
+                zone,
             ),
         },
         new=True,
@@ -852,6 +891,7 @@ class Triage:
                 measurement_name(code),
             ),
             task_input=("measurement code", code),
+            reading_time=_time_of(obs) or now,
             late=late,
         )
         if news is not None:
@@ -965,6 +1005,7 @@ class Triage:
             now=now,
             kind=("assess-questionnaire", "Vurder besvart spørreskjema", title),
             task_input=("questionnaire", key),
+            reading_time=qr.get("authored") or now,
         )
         if news is not None:
             severity = "rød" if zone == "red" else "gul"
@@ -1063,7 +1104,10 @@ def _thresholds_missing(
             "for": {"reference": patient_ref},
             "authoredOn": now,
             "lastModified": now,
-            "input": [{"type": {"text": "measurement code"}, "valueCode": code}],
+            "input": since_input(
+                [{"type": {"text": "measurement code"}, "valueCode": code}],
+                _time_of(obs) or now,
+            ),
         },
         new=True,
     )

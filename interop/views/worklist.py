@@ -5,8 +5,9 @@ Why a patient is on it and in which order is data (``mappings/worklist/ordering.
 Tasks by their task-type code and FHIR priority (red deviation ``asap``, yellow ``urgent``,
 missing measurements, readings nobody judges), patients with no measurement for a while,
 messages to the GP that failed or got no AppRec, then any other open Task. Each row has the
-patient's name and fødselsnummer, the reasons and since when, the latest value per measurement
-with its zone, the open Task and who owns it.
+patient's name and fødselsnummer, the reasons and since when (for a Task, the ``since`` triage
+records: the deviation's first reading, the last reading before a gap), the latest value per
+measurement with its zone, and every open Task (most urgent first) with who owns it.
 
 A fixed number of queries, whatever the number of patients: open Tasks through the status
 index, recent measurements through the (patient, time) index, messages through the outbox's
@@ -27,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select, true
 
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, task_since
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
@@ -76,7 +77,8 @@ class Row:
     rank: int = 1_000_000
     reasons: dict[str, int | None] = field(default_factory=dict)
     """Reason code → since when (epoch µs, None when unknown)."""
-    tasks: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[tuple[int, str, int | None, dict[str, Any]]] = field(default_factory=list)
+    """(rank, reason code, since when (µs), Task) of each open Task."""
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, rank: int, code: str, since: int | None) -> None:
@@ -265,10 +267,14 @@ def _written(us: int, zone: str) -> tuple[str, str]:
     )
 
 
-def _task_json(task: dict[str, Any], zone: str) -> dict[str, Any]:
+def _task_json(
+    task: dict[str, Any], reason: dict[str, str], since: int | None, zone: str
+) -> dict[str, Any]:
     owner = task.get("owner") or {}
     return {
         "id": task["id"],
+        "reason": reason,
+        "since": _when(since, zone),
         "type": _task_type(task),
         "priority": task.get("priority", "routine"),
         "status": task.get("status"),
@@ -306,9 +312,12 @@ def compute(
                 continue
             if reason.priority and priority not in reason.priority:
                 continue
+            # since when the reason holds: what triage recorded (the first reading of the
+            # deviation, the last reading before a gap); else when the Task was written
+            since = _instant(task_since(task), zone) or _instant(task.get("authoredOn"), zone)
             r = row(pid)
-            r.add(rank, reason.code, _instant(task.get("authoredOn"), zone))
-            r.tasks.append(task)
+            r.add(rank, reason.code, since)
+            r.tasks.append((rank, reason.code, since, task))
             break
     ids = sorted(patient_ids)
     inactive = next((r for r in rules.reasons if r.inactive), None)
@@ -348,9 +357,16 @@ def compute(
     out: list[dict[str, Any]] = []
     for r in rows.values():
         patient = patients.get(r.patient_id, {})
-        tasks = sorted(r.tasks, key=lambda t: (_priority_rank(t), t.get("authoredOn", "")))
-        owner = next((t["owner"].get("display") for t in tasks if t.get("owner")), None)
-        tasks_json = [_task_json(t, zone) for t in tasks]
+        # every open Task, most urgent first: by its reason, priority, the longest waiting
+        tasks = sorted(
+            r.tasks,
+            key=lambda x: (x[0], _priority_rank(x[3]), x[2] or now_us, str(x[3]["id"])),
+        )
+        owner = next((t["owner"].get("display") for *_, t in tasks if t.get("owner")), None)
+        tasks_json = [
+            _task_json(t, {"code": code, "text": reason_text[code]}, since, zone)
+            for _rank, code, since, t in tasks
+        ]
         values: list[dict[str, Any]] = []
         for code, (t, v, unit, z) in sorted(latest.get(r.patient_id, {}).items()):
             values.append(

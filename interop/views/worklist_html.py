@@ -68,13 +68,66 @@ def _forms(task: dict[str, Any], back: str) -> str:
     )
 
 
-def _row(r: dict[str, Any], back: str, days: int) -> str:
+def _task_cell(task: dict[str, Any]) -> str:
+    cell = (
+        f"{html.escape(task['description'] or '')}"
+        f"<br><small>{html.escape(task['statusText'])}</small>"
+    )
+    if task["notes"]:
+        cell += f"<br><small>{html.escape(task['notes'][-1]['text'] or '')}</small>"
+    return cell
+
+
+def _items(r: dict[str, Any], back: str, rank_of: dict[str, int]) -> list[tuple[str, ...]]:
+    """The row's lines, most urgent first: each open Task with its reason, since when, owner
+    and forms; then each reason no Task stands for (no measurements, a message not received)."""
+    items: list[tuple[int, tuple[str, ...]]] = []
+    for task in r["tasks"]:
+        items.append(
+            (
+                rank_of.get(task["reason"]["code"], len(rank_of)),
+                (
+                    task["reason"]["code"],
+                    task["reason"]["text"],
+                    task["since"]["text"] if task["since"] else "–",
+                    _task_cell(task),
+                    html.escape(task["owner"] or text("worklist.no_owner")),
+                    _forms(task, back),
+                ),
+            )
+        )
+    of_tasks = {t["reason"]["code"] for t in r["tasks"]}
+    for reason in r["reasons"]:
+        if reason["code"] in of_tasks:
+            continue
+        cell = ""
+        if reason["code"] == "message-failed":
+            cell = "<br>".join(
+                f"{html.escape(m['statusText'])} ({html.escape(m['created']['text'])})"
+                for m in r["messages"]
+            )
+        items.append(
+            (
+                rank_of.get(reason["code"], len(rank_of)),
+                (
+                    reason["code"],
+                    reason["text"],
+                    reason["since"]["text"] if reason["since"] else "–",
+                    cell,
+                    "–",
+                    "",
+                ),
+            )
+        )
+    items.sort(key=lambda x: x[0])  # stable: the Tasks of one reason stay most urgent first
+    return [line for _rank, line in items]
+
+
+def _row(r: dict[str, Any], back: str, days: int, rank_of: dict[str, int]) -> str:
+    """One patient: a row group with a line per open Task and per other reason; the patient
+    and the latest values span the lines."""
     p = r["patient"]
     name = p["name"] or text("worklist.unknown_name")
-    reasons = "".join(
-        f'<li class="reason-{html.escape(x["code"])}">{html.escape(x["text"])}</li>'
-        for x in r["reasons"]
-    )
     values = (
         "".join(
             f"<li>{html.escape(v['display'])}: {html.escape(v['text'])}"
@@ -84,30 +137,27 @@ def _row(r: dict[str, Any], back: str, days: int) -> str:
         )
         or f"<li>{html.escape(text('worklist.no_values', days=days))}</li>"
     )
-    task = r["task"]
-    task_cell = ""
-    if task:
-        task_cell = (
-            f"{html.escape(task['description'] or '')}"
-            f"<br><small>{html.escape(task['statusText'])}</small>"
-        )
-        if task["notes"]:
-            last = task["notes"][-1]
-            task_cell += f"<br><small>{html.escape(last['text'] or '')}</small>"
-    for m in r["messages"]:
-        task_cell += f"<br>{html.escape(m['statusText'])} ({html.escape(m['created']['text'])})"
-    since = r["since"]["text"] if r["since"] else "–"
     who = html.escape(name)
     if p["nationalId"]:  # the patient's summary (charts, events, plan) as the centre sees it
         summary = f"/api/v1/patients/{quote(p['nationalId'])}/summary?view=followup"
         who = f'<a href="{html.escape(summary)}">{who}</a>'
-    return (
-        f'<tr><th scope="row">{who}<br><span class="fnr">{html.escape(p["nationalId"] or "")}</span></th>'
-        f'<td><ul class="plain">{reasons}</ul></td><td>{html.escape(since)}</td>'
-        f'<td><ul class="plain">{values}</ul></td><td>{task_cell}</td>'
-        f"<td>{html.escape(r['owner'] or text('worklist.no_owner'))}</td>"
-        f"<td>{_forms(task, back) if task else ''}</td></tr>"
-    )
+    lines = _items(r, back, rank_of) or [("", "", "–", "", "–", "")]
+    span = f' rowspan="{len(lines)}"' if len(lines) > 1 else ""
+    out = []
+    for i, (code, reason, since, task_cell, owner, forms) in enumerate(lines):
+        cells = (
+            f'<td class="reason-{html.escape(code)}">{html.escape(reason)}</td>'
+            f"<td>{html.escape(since)}</td>"
+        )
+        if i == 0:
+            cells = (
+                f'<th scope="rowgroup"{span}>{who}<br>'
+                f'<span class="fnr">{html.escape(p["nationalId"] or "")}</span></th>'
+                + cells
+                + f'<td{span}><ul class="plain">{values}</ul></td>'
+            )
+        out.append(f"<tr>{cells}<td>{task_cell}</td><td>{owner}</td><td>{forms}</td></tr>")
+    return f"<tbody>{''.join(out)}</tbody>"
 
 
 def render_html(
@@ -125,10 +175,11 @@ def render_html(
         f'<th scope="col">{html.escape(text(f"worklist.columns.{c}"))}</th>'
         for c in ("patient", "reasons", "since", "latest", "task", "owner", "actions")
     )
-    body = "".join(_row(r, back, days) for r in rows)
+    rank_of = {r.code: i for i, r in enumerate(ordering().reasons)}
+    body = "".join(_row(r, back, days, rank_of) for r in rows)
     table = (
         f'<table id="worklist"><caption>{html.escape(text("worklist.count", patients=plural(len(rows), "patient")))}</caption>'
-        f"<thead><tr>{cols}</tr></thead><tbody>{body}</tbody></table>"
+        f"<thead><tr>{cols}</tr></thead>{body}</table>"
         if rows
         else f"<p>{html.escape(text('worklist.empty'))}</p>"
     )

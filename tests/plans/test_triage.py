@@ -304,6 +304,14 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
         task["description"],
     ), task["description"]
     assert task["input"][0]["valueCode"] == "8480-6"  # the code stays in the data
+    # since when it is missing: the last reading's time, in the data and in the words
+    from interop.care.triage import task_since
+    from interop.fhir.dates import fhir_instant, from_micros
+    from interop.text import local_time
+
+    since = task_since(task)
+    assert since is not None and fhir_instant(since) < fhir_instant(task["authoredOn"])
+    assert f"siden {local_time(from_micros(fhir_instant(since)))} " in task["description"]
     [flag] = client.get("/fhir/Flag", params={"patient": pid}).json()["entry"]
     flag = flag["resource"]
     assert flag["status"] == "active" and "8480-6" not in flag["code"]["text"]

@@ -417,3 +417,134 @@ def test_worklist_shows_a_new_red_reading_and_a_moved_patient_at_once(client, se
     page = client.get("/api/v1/worklist", params=q, headers={**nurse, "Accept": "text/html"})
     assert RED not in page.text
     assert RED in rows(other_nurse, OTHER)
+
+
+def _open_task(client, patient_id: str, words: str) -> str:  # type: ignore[no-untyped-def]
+    """A routine open Task on the patient (as a GP's answer would raise); its id."""
+    r = client.post(
+        "/fhir/Task",
+        json={
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "priority": "routine",
+            "description": words,
+            "for": {"reference": f"Patient/{patient_id}"},
+            "authoredOn": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _local_words(instant: str) -> str:
+    at = datetime.fromisoformat(instant).astimezone(ZoneInfo("Europe/Oslo"))
+    return at.strftime("%d.%m.%Y kl. %H:%M")
+
+
+def test_a_row_lists_every_open_task_with_its_reason_since_and_owner(client, services) -> None:  # type: ignore[no-untyped-def]
+    """A patient with a red reading's Task and another open Task (a GP's answer) has both on
+    her own row, most urgent first, each with its reason, since when, owner and forms. «Siden»
+    of the red reason is the time of the reading that made it red (not when the Task was
+    written, and not moved by a later red reading); no other patient's or organisation's Task
+    is on the row."""
+    ids = _world(client, services)
+    nurse = _key(client, MUNICIPALITY)
+
+    answer = _open_task(client, ids[RED], "Fastlegen har svart på meldingen")
+    _open_task(client, ids[YELLOW], "Gul pasients egen oppgave")
+    _open_task(client, ids[ELSEWHERE], "Annen kommunes oppgave")
+
+    def rows() -> dict[str, dict]:  # type: ignore[type-arg]
+        r = client.get("/api/v1/worklist", params={"organization": MUNICIPALITY}, headers=nurse)
+        assert r.status_code == 200, r.text
+        return {row["patient"]["nationalId"]: row for row in r.json()["rows"]}
+
+    red_task = rows()[RED]["task"]
+    first_red = client.get(f"/fhir/Task/{red_task['id']}").json()
+    first_red_obs = client.get(f"/fhir/{first_red['focus']['reference']}").json()
+    _ingest(services, _spo2(RED, "85", datetime.now(UTC) + timedelta(minutes=4)))  # still red
+    r = client.post(
+        f"/api/v1/worklist/tasks/{answer}/actions", json={"action": "take"}, headers=nurse
+    )
+    assert r.status_code == 200, r.text
+
+    row = rows()[RED]
+    # the most urgent Task stays where existing clients read it; every open Task is listed
+    assert row["task"]["id"] == red_task["id"]
+    assert [t["id"] for t in row["tasks"]] == [red_task["id"], answer]
+    red, other = row["tasks"]
+    assert red["reason"] == {"code": "red", "text": "Rød måling"} and red["owner"] is None
+    assert other["reason"] == {"code": "routine", "text": "Annen oppgave"}
+    assert other["owner"] == "Sykepleier Siri" and other["description"].startswith("Fastlegen")
+    # since the red reading (the yellow one before it and the red one after it do not move it)
+    since = _local_words(first_red_obs["effectiveDateTime"])
+    assert red["since"]["text"] == since
+    assert [x["since"]["text"] for x in row["reasons"] if x["code"] == "red"] == [since]
+    focus = client.get(f"/fhir/Task/{red_task['id']}").json()["focus"]["reference"]
+    assert focus != first_red["focus"]["reference"]  # the Task now points at the newest
+    # only this patient's own Tasks
+    assert all(t["id"] != answer for fnr, x in rows().items() if fnr != RED for t in x["tasks"])
+    assert "Gul pasients egen oppgave" not in str(row) and "Annen kommunes" not in str(rows())
+
+    page = client.get(
+        "/api/v1/worklist",
+        params={"organization": MUNICIPALITY},
+        headers={**nurse, "Accept": "text/html"},
+    ).text
+    group = page.split(f'<span class="fnr">{RED}</span>')[0].rsplit("<tbody>", 1)[1]
+    group += page.split(f'<span class="fnr">{RED}</span>')[1].split("</tbody>")[0]
+    # a line per open Task and per other reason (the GP message that could not be sent),
+    # most urgent first
+    assert 'rowspan="3"' in group and group.count("<tr>") == 3
+    lines = group.split("<tr>")[1:]
+    assert "Rød måling" in lines[0] and since in lines[0]
+    assert "Melding til fastlegen ikke mottatt" in lines[1] and "kunne ikke sendes" in lines[1]
+    assert "Annen oppgave" in lines[2] and "Sykepleier Siri" in lines[2]
+    assert "Fastlegen har svart på meldingen" in group and "Sykepleier Siri" in group
+    for task_id in (red_task["id"], answer):  # each Task its own forms
+        assert f"/api/v1/worklist/tasks/{task_id}/actions" in group
+    assert "Gul pasients egen oppgave" not in group
+    assert group.count("Ta ansvar") == 1  # the taken one has no «take» button
+
+    # the red Task done: the GP's answer is the row's Task
+    done = client.post(
+        f"/api/v1/worklist/tasks/{red_task['id']}/actions",
+        json={"action": "complete", "outcome": "kontaktet-pasient"},
+        headers=nurse,
+    )
+    assert done.status_code == 200, done.text
+    row = rows()[RED]
+    assert row["task"]["id"] == answer and [t["id"] for t in row["tasks"]] == [answer]
+
+
+def test_the_worklist_costs_the_same_statements_whatever_its_rows(client, services) -> None:  # type: ignore[no-untyped-def]
+    """No statement per row or per Task: a second open Task on a row, and another patient's
+    red reading, leave the request's statement count as it was."""
+    from sqlalchemy import event
+
+    ids = _world(client, services)
+    nurse = _key(client, MUNICIPALITY)
+    counted: list[str] = []
+
+    def listen(*args: object) -> None:
+        counted.append(str(args[2]))
+
+    def statements() -> int:
+        counted.clear()
+        event.listen(services.engine, "before_cursor_execute", listen)
+        try:
+            r = client.get("/api/v1/worklist", params={"organization": MUNICIPALITY}, headers=nurse)
+        finally:
+            event.remove(services.engine, "before_cursor_execute", listen)
+        assert r.status_code == 200, r.text
+        return len(counted)
+
+    statements()  # the first request reads what later ones keep (the organisation's scope)
+    before = statements()
+    _open_task(client, ids[RED], "Fastlegen har svart")
+    _ingest(services, _spo2(CALM, "85", datetime.now(UTC) + timedelta(minutes=5)))
+    statements()
+    after = statements()
+    print(f"worklist statements on {services.engine.dialect.name}: {before} -> {after}")
+    assert after == before
