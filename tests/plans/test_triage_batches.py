@@ -448,6 +448,11 @@ def _summary(
     letters = {f"Patient/{pid}": name for name, pid in pids.items()}
     places = {f"Observation/{oid}": f"reading {k}" for k, oid in enumerate(ids)}
     places[f"Observation/{ids[-1]}"] = "the reading before"  # BEFORE, written last here
+    # a time a Task takes from a reading (its ``since`` input) as that reading's place
+    taken = {
+        str(client.get(f"/fhir/Observation/{oid}").json()["effectiveDateTime"]): f"time of {place}"
+        for oid, place in ((ref.split("/", 1)[1], place) for ref, place in places.items())
+    }
 
     def plain(value: Any) -> Any:
         if isinstance(value, dict):
@@ -455,7 +460,7 @@ def _summary(
         if isinstance(value, list):
             return [plain(v) for v in value]
         if isinstance(value, str):
-            value = letters.get(value, places.get(value, value))
+            value = taken.get(value, letters.get(value, places.get(value, value)))
             for ref, place in places.items():
                 value = value.replace(ref, place)
             return _TIME.sub("<time>", value)
