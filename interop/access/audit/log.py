@@ -6,6 +6,12 @@ single writer task takes every event queued meanwhile (up to ``max_batch``) and 
 to the chain in one transaction; each waiting request resumes once that transaction has
 committed (or gets its error). Writes are audited by :meth:`AuditLog.append` inside the
 write's own transaction, so a write and its audit commit together or not at all.
+
+A batch waits a moment (at most :data:`GATHER_SECONDS`) for as many events as the batch before
+it held: the requests that batch answered are on their way back with their next events. Taken
+at once, sixteen clients' reads settled into batches of five on average, and a transaction's
+own cost (BEGIN, the chain's head, COMMIT, the wake-ups) was most of an audited read's. A lone
+reader (a batch of one before) never waits.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +40,9 @@ class _Pending:
     future: asyncio.Future[None]
 
 
+GATHER_SECONDS = 0.002
+"""How long a batch waits at most for as many events as the batch before it (see above)."""
+
 WRITER_IDLE_SECONDS = 2.0
 """The writer thread ends after this long without events (a new one starts with the next)."""
 
@@ -50,6 +60,7 @@ class AuditLog:
         self._ready = threading.Condition()
         self._writer: threading.Thread | None = None
         self._idle = False
+        self._gathering = False
         self.commits = 0
         """transactions :meth:`record_now` committed (a batch is one)"""
 
@@ -83,7 +94,7 @@ class AuditLog:
                     target=self._write_batches, name="audit-group-commit", daemon=True
                 )
                 self._writer.start()
-            elif self._idle:
+            elif self._idle or self._gathering:
                 self._ready.notify()
         await fut
 
@@ -91,7 +102,8 @@ class AuditLog:
         """The writer thread: appends whatever has queued (up to ``max_batch``) in one
         transaction, hands each waiting request its outcome on its own event loop (one
         wake-up per loop and batch), and goes straight on to the next batch; it waits (and
-        must be woken) only when nothing is queued."""
+        must be woken) only when nothing is queued, or when it gathers a batch."""
+        last = 1
         while True:
             with self._ready:
                 if not self._pending:
@@ -101,8 +113,18 @@ class AuditLog:
                 if not self._pending:
                     self._writer = None
                     return
+                want = min(last, self.max_batch)
+                deadline = time.monotonic() + GATHER_SECONDS
+                while len(self._pending) < want:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._gathering = True
+                    self._ready.wait(left)
+                self._gathering = False
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                last = len(batch)
             outcomes: list[tuple[_Pending, BaseException | None]]
             try:
                 self.record_now(*(p.event for p in batch))
