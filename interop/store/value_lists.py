@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 from sqlalchemy import ColumnElement, Connection, Text, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import NullType
 
 from interop.store.pg_arrays import array_literal
 
@@ -23,7 +24,13 @@ def one_of(
 ) -> ColumnElement[bool]:
     """``column`` is one of ``values`` (strings), as one parameter on either backend."""
     if conn.dialect.name == "postgresql":
-        wanted = cast(bindparam(None, array_literal(list(values), "text"), type_=Text), ARRAY(Text))
+        # untyped: ``CAST(%s AS TEXT[])`` reads the parameter straight into an array constant,
+        # which PostgreSQL then tests by hash; typed as text it is ``%s::VARCHAR`` converted to
+        # an array at run time and searched value by value for every row (a worklist's 500
+        # patients against 4,670 open Tasks: 250 ms against 23 ms)
+        wanted = cast(
+            bindparam(None, array_literal(list(values), "text"), type_=NullType()), ARRAY(Text)
+        )
         return column == any_(wanted)
     listed = func.json_each(bindparam(None, orjson.dumps(list(values)).decode(), type_=Text))
     return column.in_(select(listed.table_valued("value").c.value).scalar_subquery())
