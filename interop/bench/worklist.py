@@ -201,6 +201,10 @@ def run(report: Report, backend: str, url: str, *, patients: int = 500, per_day:
     store = FhirStore(engine)
     held = ensure_data(store, patients, per_day)
     ensure_elsewhere(store, patients, ELSEWHERE_PATIENTS)
+    if store.is_postgres:
+        # statistics for the planner, as autovacuum would gather them soon after a bulk load
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
     engine.dispose()
     report.note(
         f"worklist/{backend}: {patients} patients, {held:,} Observations over {DAYS} days, "
