@@ -259,7 +259,7 @@ def test_a_patients_data_by_their_national_id(client) -> None:  # type: ignore[n
     assert nobody.status_code == 200 and not nobody.json().get("entry")
 
 
-def test_the_total_counts_what_the_pages_hold_after_deletes_and_updates(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_total_counts_what_the_pages_hold_after_a_correction(client) -> None:  # type: ignore[no-untyped-def]
     """The total of an Observation search is counted from the index alone: an Observation
     whose code was corrected to another and another patient's are not in it (Observations are
     never deleted; the store clears a deleted resource's index rows like an update does)."""
