@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection
+from sqlalchemy import ARRAY, Connection, Text, bindparam, cast, func, select
+from sqlalchemy.types import NullType
 
 from interop.store.pg_arrays import array_literal
 
@@ -65,5 +66,36 @@ def test_values_come_back_as_they_were(conn: Connection, pg_type: str) -> None:
             assert [None if b is None else bytes(b) for b in got] == values
         else:
             assert got == values
+
+    check()
+
+
+def test_one_of_matches_exactly_its_values_as_one_untyped_array(conn: Connection) -> None:
+    """``one_of`` on PostgreSQL: a column is one of the listed values, whatever they hold —
+    and the list goes as one untyped parameter read into ``text[]``, so that PostgreSQL
+    makes it an array constant it tests by hash (typed as text, ``%s::VARCHAR`` was
+    converted per execution and searched value by value for every row)."""
+    from sqlalchemy import column, table
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    from interop.store.value_lists import one_of
+
+    probe = table("p", column("v"))
+    sql = str(
+        select(probe.c.v).where(one_of(conn, probe.c.v, ["a"])).compile(dialect=psycopg.dialect())
+    )
+    assert "AS TEXT[]" in sql and "::VARCHAR AS TEXT[]" not in sql
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(VALUES["text"], max_size=8), st.lists(VALUES["text"], max_size=8))
+    def check(listed: list[str], others: list[str]) -> None:
+        stored = list(dict.fromkeys(listed + others))
+        rows = select(
+            func.unnest(
+                cast(bindparam("s", array_literal(stored, "text"), type_=NullType()), ARRAY(Text))
+            ).column_valued("v")
+        ).subquery()
+        got = conn.execute(select(rows.c.v).where(one_of(conn, rows.c.v, listed))).scalars().all()
+        assert sorted(got) == sorted(v for v in stored if v in set(listed))
 
     check()
