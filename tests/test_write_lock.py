@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from interop.store.db import create_db_engine, write_lock_of
-from interop.store.unavailable import StoreUnavailable
+from interop.store.unavailable import StoreUnavailable, unavailable_reason
 from interop.store.write_lock import WriteLock, background_writes, in_background
 
 
@@ -303,3 +303,34 @@ def test_a_writer_waits_at_most_its_wait_then_the_store_is_unavailable() -> None
     assert lock.release("stuck")
     lock.acquire()  # free again: taken at once
     lock.release()
+
+
+def test_a_failed_begin_is_a_store_error_and_releases_the_lock_once(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE failing (another process holds the database beyond the busy wait; a
+    replaced file) is raised as the database error it is — a 503 at the API — not as
+    "release of an unheld write lock" (a 500: SQLAlchemy's handling of the failed statement
+    had already released the lock through the rollback event, and the second release could
+    have freed it under the writer that took it in between). The lock is free afterwards."""
+    path = tmp_path / "busy.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+    lock = write_lock_of(engine)
+    assert lock is not None
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        other = sqlite3.connect(path, isolation_level=None)  # another process writing
+        other.execute("BEGIN IMMEDIATE")
+        conn = engine.connect()
+        conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+        with pytest.raises(OperationalError) as raised, conn.begin():
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        assert unavailable_reason(raised.value) is not None  # a 503 at the API
+        assert not lock.locked()
+        conn.close()
+        other.execute("ROLLBACK")
+        other.close()
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO t VALUES (2)"))
+        assert not lock.locked()
+    finally:
+        engine.dispose()

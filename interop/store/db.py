@@ -109,8 +109,13 @@ def create_db_engine(url: str) -> Engine:
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except Exception:
-                conn.info.pop(HOLDS_WRITE_LOCK, None)
-                write_lock.release(token)
+                # SQLAlchemy's handling of the failed statement may already have rolled back
+                # and so released it (the rollback event): released here only if not — this
+                # was the "release of an unheld write lock" 500 when BEGIN failed (another
+                # process writing, the file replaced), and a second release could have freed
+                # the lock under the writer that took it in between
+                if _pop_token(conn) is token:
+                    write_lock.release(token)
                 raise
 
         # SQLAlchemy fires these events before it commits (rolls back) on the DBAPI

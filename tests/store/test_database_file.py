@@ -127,6 +127,10 @@ def test_a_removed_or_replaced_database_file_is_a_503_never_a_lost_write(
             assert issue["code"] == "transient"
             word = "was removed" if how != "replaced" else "was replaced by another file"
             assert f"the database file {db} {word}" in issue["diagnostics"], kind
+        ready = http.get("/readyz")  # what an operator's probe sees
+        assert (
+            ready.status_code == 503 and "the database file" in ready.json()["checks"]["database"]
+        )
         lock = write_lock_of(services.engine)
         assert lock is not None and not lock.locked()
     if how == "replaced":
