@@ -162,7 +162,11 @@ def create_db_engine(url: str) -> Engine:
             event.listen(engine, pool_event, _release_left_behind)
 
         if u.database and u.database != ":memory:":
-            wal_checkpoint.start(engine, settings.sqlite_checkpoint_seconds)
+            wal_checkpoint.start(
+                engine,
+                settings.sqlite_checkpoint_seconds,
+                db_file.check if db_file is not None else None,
+            )
         return engine
     engine = create_engine(url, pool_size=10, max_overflow=10)
     _ping_after_idle(engine)

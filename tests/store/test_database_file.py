@@ -127,14 +127,15 @@ def test_a_removed_or_replaced_database_file_is_a_503_never_a_lost_write(
             assert issue["code"] == "transient"
             word = "was removed" if how != "replaced" else "was replaced by another file"
             assert f"the database file {db} {word}" in issue["diagnostics"], kind
+        threading.Event().wait(1.2)  # a few rounds of the WAL checkpoint thread
         ready = http.get("/readyz")  # what an operator's probe sees
         assert (
             ready.status_code == 503 and "the database file" in ready.json()["checks"]["database"]
         )
         lock = write_lock_of(services.engine)
         assert lock is not None and not lock.locked()
-    if how == "replaced":
-        assert db.read_bytes()[:16] in (b"", b"SQLite format 3\x00")  # nothing of ours in it
+    if how == "replaced":  # nothing of the old database copied into the file put there
+        assert db.stat().st_size <= 4096, db.stat().st_size
 
 
 def test_writers_failing_mid_transaction_never_leave_the_lock_held(tmp_path: Path) -> None:
