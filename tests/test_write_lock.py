@@ -7,11 +7,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from interop.store.db import create_db_engine, write_lock_of
@@ -250,17 +252,26 @@ def test_foreground_writers_take_turns_in_arrival_order() -> None:
     assert order == ["a", "b", "again"]
 
 
-def test_a_connection_invalidated_mid_transaction_frees_the_lock(tmp_path: Path) -> None:
-    """A write transaction whose connection is thrown away in the middle (SQLAlchemy
-    invalidates a connection it finds broken) releases the lock when the pool throws the
-    connection away: before, the commit/rollback events could no longer reach the flag on
-    the invalidated connection and every later writer waited for ever."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'inv.db'}")
+@contextmanager
+def _table_t(path: Path) -> Iterator[tuple[Engine, WriteLock]]:
+    """An engine on a new database with a table ``t (x)``, and its write lock."""
+    engine = create_db_engine(f"sqlite:///{path}")
     lock = write_lock_of(engine)
     assert lock is not None
     try:
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        yield engine, lock
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_invalidated_mid_transaction_frees_the_lock(tmp_path: Path) -> None:
+    """A write transaction whose connection is thrown away in the middle (SQLAlchemy
+    invalidates a connection it finds broken) releases the lock when the pool throws the
+    connection away: before, the commit/rollback events could no longer reach the flag on
+    the invalidated connection and every later writer waited for ever."""
+    with _table_t(tmp_path / "inv.db") as (engine, lock):
         conn = engine.connect()
         conn.begin()
         conn.execute(text("INSERT INTO t VALUES (1)"))
@@ -279,8 +290,6 @@ def test_a_connection_invalidated_mid_transaction_frees_the_lock(tmp_path: Path)
         assert done.is_set()
         with engine.connect() as c:  # the invalidated transaction's row is not there
             assert c.execute(text("SELECT x FROM t")).scalars().all() == [2]
-    finally:
-        engine.dispose()
 
 
 def test_a_release_by_a_writer_not_holding_the_lock_leaves_it_to_its_holder() -> None:
@@ -312,12 +321,7 @@ def test_a_failed_begin_is_a_store_error_and_releases_the_lock_once(tmp_path: Pa
     had already released the lock through the rollback event, and the second release could
     have freed it under the writer that took it in between). The lock is free afterwards."""
     path = tmp_path / "busy.db"
-    engine = create_db_engine(f"sqlite:///{path}")
-    lock = write_lock_of(engine)
-    assert lock is not None
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    with _table_t(path) as (engine, lock):
         other = sqlite3.connect(path, isolation_level=None)  # another process writing
         other.execute("BEGIN IMMEDIATE")
         conn = engine.connect()
@@ -332,5 +336,3 @@ def test_a_failed_begin_is_a_store_error_and_releases_the_lock_once(tmp_path: Pa
         with engine.begin() as c:
             c.execute(text("INSERT INTO t VALUES (2)"))
         assert not lock.locked()
-    finally:
-        engine.dispose()

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select, true
 
 from interop.care.deviation_episode import task_since, task_zone_since
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, ZONE_INPUT
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, task_zone
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
@@ -291,22 +291,11 @@ def _task_since(
     if recorded is not None:
         iso, words = _written(recorded, zone)
         zone_at = _instant(task_zone_since(task), zone)
-        task_zone_code = next(
-            (
-                i.get("valueCode")
-                for i in task.get("input", [])
-                if (i.get("type") or {}).get("text") == ZONE_INPUT
-            ),
-            None,
-        )
-        if zone_at is not None and zone_at != recorded and task_zone_code:
+        worst = task_zone(task)
+        zone_words = _written(zone_at, zone)[1] if zone_at is not None else words
+        if zone_at is not None and zone_words != words and worst:
             key = "since_zone_from" if zone_at > recorded else "since_zone_before"
-            words = text(
-                f"worklist.{key}",
-                since=words,
-                zone=zone_name(str(task_zone_code)),
-                time=_written(zone_at, zone)[1],
-            )
+            words = text(f"worklist.{key}", since=words, zone=zone_name(worst), time=zone_words)
         return recorded, {"time": iso, "text": words, "basis": "reading"}
     written = _instant(task.get("authoredOn"), zone)
     if written is None:
