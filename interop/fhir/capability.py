@@ -94,7 +94,7 @@ def capability_statement(
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
+            if p.type in INDEXED or (p.type == "composite" and p.index in ("generic", "evaluated")):
                 # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "uri" if p.uri else p.type}
                 if p.documentation:

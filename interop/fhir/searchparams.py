@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from interop.fhir.dates import fhir_range
 
@@ -23,8 +23,9 @@ ParamType = Literal["token", "reference", "date", "string", "quantity", "number"
 
 class _ParamModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["token", "reference", "date", "string"]
-    path: str
+    type: Literal["token", "reference", "date", "string", "composite"]
+    path: str | None = None
+    """Required, except on a composite of the whole resource and a parameter ``any_of``."""
     target: str | None = None
     compartment: bool = False
     index: Literal["generic", "observation", "computed"] = "generic"
@@ -33,6 +34,24 @@ class _ParamModel(BaseModel):
     Observation's zone, by triage) and never extracted from the resource itself."""
     documentation: str | None = None
     """What the parameter finds, for the CapabilityStatement (where it is not FHIR's own)."""
+    of: list[str] | None = None
+    """A composite's components: other parameters of the type, in the order of the
+    composite's ``$``-separated values."""
+    any_of: list[str] | None = None
+    """The parameter matches what any of these parameters of the type matches (R4's
+    ``combo-…``: the Observation's own value or a component's); it has no rows of its own."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> _ParamModel:
+        if self.any_of is not None:
+            if self.path is not None or self.of is not None:
+                raise ValueError("a parameter any_of has no path and no components")
+        elif self.type == "composite":
+            if not self.of or len(self.of) < 2:
+                raise ValueError("a composite names its components (of: [a, b])")
+        elif self.path is None:
+            raise ValueError("path is required")
+        return self
 
 
 class _FileModel(BaseModel):
@@ -55,6 +74,8 @@ class SearchParam:
     uri: bool = False
     """An R4 ``uri`` parameter, indexed as a token without a system: a value ``url|version``
     is a versioned canonical, not a system and a code (``store.search.uri_condition``)."""
+    any_of: tuple[str, ...] = ()
+    """Served as the union of these parameters of the type (index ``evaluated``)."""
 
 
 @dataclass(slots=True)
@@ -85,19 +106,53 @@ def _load() -> dict[str, dict[str, SearchParam]]:
     model = _FileModel.model_validate(yaml.safe_load(text))
     out: dict[str, dict[str, SearchParam]] = {}
     for rtype, params in model.resources.items():
-        out[rtype] = {
+        found = {
             name: SearchParam(
                 name=name,
                 type=p.type,
-                paths=tuple(tuple(path.strip().split(".")) for path in p.path.split("|")),
+                paths=_yaml_paths(p.path),
                 target=p.target,
                 compartment=p.compartment,
-                index=p.index,
+                index="evaluated" if p.any_of or (p.of and not p.path) else p.index,
                 documentation=p.documentation,
+                any_of=tuple(p.any_of or ()),
             )
             for name, p in params.items()
         }
+        for name, p in params.items():
+            unknown = [n for n in (p.any_of or []) + (p.of or []) if n not in found]
+            if unknown:
+                raise ValueError(f"search-parameters.yaml: {rtype}.{name}: unknown {unknown}")
+            if p.of:
+                found[name] = replace(found[name], components=_components(rtype, name, found, p.of))
+        out[rtype] = found
     return out
+
+
+def _yaml_paths(path: str | None) -> tuple[tuple[str, ...], ...]:
+    if path is None:
+        return ()
+    return tuple(tuple(part.strip().split(".")) for part in path.split("|"))
+
+
+def _components(
+    rtype: str, name: str, found: dict[str, SearchParam], of: list[str]
+) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
+    """A composite's components with their paths below its root (the composite's ``path``;
+    a composite without one is of the whole resource: its components keep their own)."""
+    roots = found[name].paths
+    comps = []
+    for cname in of:
+        below: list[tuple[str, ...]] = []
+        for path in found[cname].paths:
+            under = [r for r in roots if path[: len(r)] == r and len(path) > len(r)]
+            if roots and not under:
+                raise ValueError(
+                    f"search-parameters.yaml: {rtype}.{name}: {cname} is not under its path"
+                )
+            below.append(path[len(max(under, key=len)) :] if under else path)
+        comps.append((cname, tuple(below)))
+    return tuple(comps)
 
 
 META_PARAMS = {
@@ -345,7 +400,8 @@ def _plan(resource_type: str) -> _Plan:
             p.index == "observation",
         )
         for name, p in definitions(resource_type).items()
-        if p.index == "generic" or (p.type == "reference" and p.index == "observation")
+        if (p.index == "generic" and p.type != "composite")
+        or (p.type == "reference" and p.index == "observation")
     )
 
 
@@ -471,11 +527,17 @@ def _composites(entries: IndexEntries, resource: dict[str, Any], rtype: str, zon
         ordinal = 0
         for root in roots:
             for node in _walk(resource, root) if root else (resource,):
+                # every component's values first: most elements lack one (an Observation
+                # component with a quantity, not a concept), and then no row is built
+                found = [
+                    [v for path in below for v in _walk(node, path)] for _k, _c, below, _p in comps
+                ]
+                if not all(found):
+                    continue
                 part = IndexEntries()
-                for key, ctype, below, prefix in comps:
-                    found = [v for path in below for v in _walk(node, path)]
+                for (key, ctype, _below, prefix), values in zip(comps, found, strict=True):
                     before = part.row_count()
-                    _component_rows(part, f"{key}{ordinal}", ctype, found, prefix, zone)
+                    _component_rows(part, f"{key}{ordinal}", ctype, values, prefix, zone)
                     if part.row_count() == before:
                         break
                 else:

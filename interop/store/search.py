@@ -318,7 +318,12 @@ class SearchEngine:
         narrow: bool = False,
     ) -> ColumnElement[bool]:
         rid = resource_table.c.res_id
+        if param.any_of:
+            union = breadth.union_condition(self, res_type, param, values)
+            return not_(union) if modifier == "not" else union
         if param.type == "composite":
+            if not param.paths:
+                return breadth.whole_composite_condition(self, res_type, name, param, values)
             return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
             if param.uri:
@@ -778,6 +783,12 @@ class SearchEngine:
             raise error(400, "invalid", f"{key} must be true or false", expression=[key])
         if param.type not in INDEXED:
             raise not_searched(res_type, name, param)
+        if param.any_of:  # a value of any of them
+            defs = definitions(res_type)
+            present = or_(
+                *[self._missing(res_type, n, defs[n], ["false"], key) for n in param.any_of]
+            )
+            return not_(present) if values == ["true"] else present
         rid = resource_table.c.res_id
         has: list[ColumnElement[bool]] = []
         if res_type == "Observation" and name in OBS_INDEXED:

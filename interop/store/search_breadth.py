@@ -435,6 +435,53 @@ def composite_condition(
     return any_of(ors)
 
 
+def union_condition(
+    engine: SearchEngine, res_type: str, param: SearchParam, values: list[str]
+) -> ColumnElement[bool]:
+    """A parameter ``any_of`` others (``combo-code``: the Observation's code or a
+    component's): what any of them matches (``:not`` is taken by the caller, on the union)."""
+    try:
+        return any_of(
+            [
+                resource_table.c.res_id.in_(_inner_ids(engine, res_type, n, values))
+                for n in param.any_of
+            ]
+        )
+    except FhirError as exc:
+        raise _naming(param.name, exc) from None
+
+
+def whole_composite_condition(
+    engine: SearchEngine, res_type: str, name: str, param: SearchParam, values: list[str]
+) -> ColumnElement[bool]:
+    """A composite of the whole resource (``Observation?code-value-concept=<code>$<value>``):
+    its element is the resource itself, so each component is matched in its own parameter's
+    rows (the code in the observation index, the value in the generic tables) and all of them
+    on the same resource; no rows of its own."""
+    ors = []
+    for v in values:
+        parts = composite_parts(name, v, len(param.components))
+        try:
+            ors.append(
+                and_(
+                    *[
+                        resource_table.c.res_id.in_(_inner_ids(engine, res_type, cname, [part]))
+                        for (cname, _below), part in zip(param.components, parts, strict=True)
+                    ]
+                )
+            )
+        except FhirError as exc:
+            raise _naming(name, exc) from None
+    return any_of(ors)
+
+
+def _naming(name: str, exc: FhirError) -> FhirError:
+    """A refusal of a component's or an alternative's value, named as the parameter asked."""
+    if exc.message.partition(":")[0] == name:
+        return exc
+    return error(exc.status, "invalid", f"{name}: {exc.message}", expression=[name])
+
+
 def observation_value_condition(name: str, values: list[str]) -> ColumnElement[bool]:
     """``value-quantity`` and the composites, on the observation index rows."""
 
