@@ -188,18 +188,30 @@ def bundle_bytes(
 
 
 async def _search(
-    request: Request, rtype: str, params: list[tuple[str, str]], actor: Actor
+    request: Request,
+    rtype: str,
+    params: list[tuple[str, str]],
+    actor: Actor,
+    compartment: str | None = None,
 ) -> Response:
+    """A type search (``compartment``: in that Patient's compartment, ``Patient/{id}/{type}``)."""
     _check_type(rtype)
     _check_accept(request)
     svc = services(request)
     restriction = svc.policy.restriction(actor, rtype, params)
     result = svc.search.search(
-        SearchRequest(rtype, params, strict=_strict(request), restriction=restriction)
+        SearchRequest(
+            rtype,
+            params,
+            strict=_strict(request),
+            restriction=restriction,
+            compartment=compartment,
+        )
     )
     result = await svc.policy.filter_result_async(actor, rtype, result, params)
     # the links repeat what the client asked; each page is restricted again
-    return fhir_response(bundle_bytes(request, rtype, result, params))
+    path = f"Patient/{compartment}/{rtype}" if compartment is not None else None
+    return fhir_response(bundle_bytes(request, rtype, result, params, path))
 
 
 async def search_type(request: Request) -> Response:

@@ -448,6 +448,18 @@ def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> 
                     out.extend(v)
                 else:
                     out.append(v)
+        elif len(path) == 2 and not path[0].endswith("]") and not path[1].endswith("]"):
+            # ``component.valueCodeableConcept``: most resources lack the first element
+            first = resource.get(path[0])
+            if first is None:
+                continue
+            for item in first if isinstance(first, list) else (first,):
+                if isinstance(item, dict) and path[1] in item:
+                    v = item[path[1]]
+                    if isinstance(v, list):
+                        out.extend(v)
+                    else:
+                        out.append(v)
         else:
             out.extend(_walk(resource, path))
     return out
@@ -526,12 +538,17 @@ def _composites(entries: IndexEntries, resource: dict[str, Any], rtype: str, zon
     for _name, roots, comps in composite_plan(rtype):
         ordinal = 0
         for root in roots:
-            for node in _walk(resource, root) if root else (resource,):
-                # every component's values first: most elements lack one (an Observation
-                # component with a quantity, not a concept), and then no row is built
-                found = [
-                    [v for path in below for v in _walk(node, path)] for _k, _c, below, _p in comps
-                ]
+            for node in _values_of(resource, (root,)) if root else (resource,):
+                if not isinstance(node, dict):
+                    continue
+                # every component's values first, the last (the value, the rarest: an
+                # Observation component has a quantity, not a concept) first: an element
+                # that lacks one gets no row built
+                found: list[list[Any]] = [[] for _c in comps]
+                for i in range(len(comps) - 1, -1, -1):
+                    found[i] = _values_of(node, comps[i][2])
+                    if not found[i]:
+                        break
                 if not all(found):
                     continue
                 part = IndexEntries()

@@ -27,7 +27,7 @@ from sqlalchemy import (
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import EXACT, SearchParam, definitions, fold, reference_target
-from interop.store import audit_rows
+from interop.store import audit_rows, compartment
 from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
@@ -70,6 +70,10 @@ CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 TOTAL_MODES = frozenset({"accurate", "estimate", "none"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
+OWN_PATIENTS = "\x00own-patients"
+"""The key of the access policy's restriction to the patients whose compartment a resource
+is in (``resource.patient_id``), for the types without a ``patient`` parameter: a NUL is in
+no parameter a client sends (refused by :func:`check_search_values`)."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -132,6 +136,9 @@ class SearchRequest:
     restriction: list[tuple[str, str]] = field(default_factory=list)
     """What the access policy added (the actor's patients and codes): searched like the
     client's parameters, but not counted against ``search_max_values``."""
+    compartment: str | None = None
+    """``Patient/{id}/{type}``: the Patient whose compartment is searched
+    (:mod:`interop.store.compartment`)."""
 
 
 @dataclass(slots=True)
@@ -481,9 +488,22 @@ class SearchEngine:
     # ---- the whole search ---------------------------------------------------------------
     def search(self, req: SearchRequest) -> SearchResult:
         check_search_values(req.params, self.max_values)
-        if req.restriction:
-            req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
+        generic: list[ColumnElement[bool]] = []
+        # the policy's restriction to the actor's patients by their own compartment (a type
+        # without a ``patient`` parameter): never a parameter a client can send
+        own = [v for k, v in req.restriction if k == OWN_PATIENTS]
+        if own:
+            ids = [i for v in own for i in v.split(",")]
+            generic.append(resource_table.c.patient_id.in_(ids))
+        added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
+        if req.compartment is not None:
+            with self.store.reader() as conn:
+                link, conds = compartment.compartment_filter(conn, res_type, req.compartment)
+            added += link
+            generic += conds
+        if added or req.restriction:
+            req = SearchRequest(res_type, req.params + added, req.strict)
         if res_type == audit_rows.AUDIT_EVENT:
             return self._search_audit(req)
         defs = definitions(res_type)
@@ -495,7 +515,6 @@ class SearchEngine:
         includes: list[str] = []
         total_mode = "accurate"
         cursor: tuple[Any, str] | None = None
-        generic: list[ColumnElement[bool]] = []
         obs_params: list[tuple[str, str | None, list[str]]] = []
         revinclude_specs: list[str] = []
         iterate_specs: list[str] = []
@@ -504,7 +523,8 @@ class SearchEngine:
         more_sorts: list[tuple[Any, bool]] = []
 
         ignored: list[tuple[str, str]] = []
-        narrow = _narrowed(defs, req.params)
+        # a filter on the compartment picks few too (one patient's, or the actor's patients')
+        narrow = bool(generic) or _narrowed(defs, req.params)
 
         def ignore(key: str, raw: str, label: str) -> None:
             self._unsupported(req, warnings, label)

@@ -53,9 +53,7 @@ def _components(pid: str, *parts: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _data(client):  # type: ignore[no-untyped-def]
     a, b, _ca, _cb, gp = _world(client)
-    pos = _post(
-        client, _obs(a, valueCodeableConcept=_concept(SCT, "10828004", "Positiv prøve"))
-    )
+    pos = _post(client, _obs(a, valueCodeableConcept=_concept(SCT, "10828004", "Positiv prøve")))
     neg_b = _post(client, _obs(b, valueCodeableConcept=_concept(SCT, "260385009")))
     text = _post(client, _obs(a, "9279-1", valueString="Lett tungpust ved trapper"))
     date = _post(client, _obs(a, "8867-4", valueDateTime="2025-12-24"))
