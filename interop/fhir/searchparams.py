@@ -200,6 +200,17 @@ def _definitions(resource_type: str) -> dict[str, SearchParam]:
     }
 
 
+def param_targets(resource_type: str, name: str) -> tuple[str, ...]:
+    """The types a reference parameter may point to: its one ``target``, else those R4 names
+    for it (empty when R4 does not define it: any)."""
+    param = definitions(resource_type)[name]
+    if param.target is not None:
+        return (param.target,)
+    from interop.fhir.r4_definitions import reference_targets
+
+    return reference_targets(resource_type, name)
+
+
 @lru_cache(maxsize=1)
 def supported_types() -> list[str]:
     from interop.fhir.r4_definitions import r4_types
@@ -309,6 +320,9 @@ def strings_of(value: Any) -> Iterator[str]:
                 yield from (x for x in v if isinstance(x, str))
 
 
+CANONICAL_MAX = 255
+"""A reference parameter's canonical is indexed (and searched) in its first 255 characters
+(the ``target`` column's width)."""
 EXACT = ":exact"
 """Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
 accent-sensitive) searches; the plain rows hold the folded text."""
@@ -581,6 +595,8 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
         elif ptype == "reference":
             for v in _values_of(resource, paths):
                 if not isinstance(v, dict):
+                    if isinstance(v, str) and v:  # a canonical (``url|version``) or uri
+                        entries.references.append((name, v[:CANONICAL_MAX]))
                     continue
                 ref = v.get("reference")
                 if isinstance(ref, str):

@@ -26,7 +26,14 @@ from sqlalchemy import (
 )
 
 from interop.fhir.outcome import FhirError, Issue, error
-from interop.fhir.searchparams import EXACT, SearchParam, definitions, fold, reference_target
+from interop.fhir.searchparams import (
+    CANONICAL_MAX,
+    EXACT,
+    SearchParam,
+    definitions,
+    fold,
+    reference_target,
+)
 from interop.store import audit_rows, compartment
 from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
@@ -204,9 +211,9 @@ class SearchEngine:
 
     def _reference_value(self, param: SearchParam, value: str) -> str:
         target = reference_target(value, self.store.base_url)
-        if "/" not in target and param.target:
+        if "/" not in target and ":" not in target and param.target:
             target = f"{param.target}/{target}"
-        return target
+        return target[:CANONICAL_MAX]
 
     def row_condition(
         self, param: SearchParam, cols: Any, value: str, name: str
@@ -374,11 +381,20 @@ class SearchEngine:
                     )
                 return any_of(ors)
             targets_list = [self._reference_value(param, v) for v in values]
+            target = reference_table.c.target
+            match = [target.in_(targets_list)]
+            # a canonical without a version (``questionnaire=http://x``) matches every
+            # version referred to (``http://x|1.0``); with one, only that one
+            match += [
+                target.startswith(t + "|", autoescape=True)
+                for t in targets_list
+                if "|" not in t and (t.startswith("urn:") or "://" in t)
+            ]
             return rid.in_(
                 select(reference_table.c.res_id).where(
                     reference_table.c.res_type == res_type,
                     reference_table.c.param == name,
-                    reference_table.c.target.in_(targets_list),
+                    or_(*match),
                 )
             )
         if param.type == "date":
@@ -777,7 +793,9 @@ class SearchEngine:
                 )
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
-            included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
+            included += breadth.revincludes(
+                self, conn, res_type, revinclude_specs, page, frozenset(rev_iterate_specs)
+            )
             included += breadth.iterate_includes(
                 self,
                 conn,
