@@ -382,10 +382,10 @@ class SearchEngine:
                 return any_of(ors)
             targets_list = [self._reference_value(param, v) for v in values]
             target = reference_table.c.target
-            match = [target.in_(targets_list)]
+            matches = [target.in_(targets_list)]
             # a canonical without a version (``questionnaire=http://x``) matches every
             # version referred to (``http://x|1.0``); with one, only that one
-            match += [
+            matches += [
                 target.startswith(t + "|", autoescape=True)
                 for t in targets_list
                 if "|" not in t and (t.startswith("urn:") or "://" in t)
@@ -394,7 +394,7 @@ class SearchEngine:
                 select(reference_table.c.res_id).where(
                     reference_table.c.res_type == res_type,
                     reference_table.c.param == name,
-                    or_(*match),
+                    or_(*matches),
                 )
             )
         if param.type == "date":
@@ -515,8 +515,8 @@ class SearchEngine:
         added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
         if req.compartment is not None:
             with self.store.reader() as conn:
-                link, conds = compartment.compartment_filter(conn, res_type, req.compartment)
-            added += link
+                own_link, conds = compartment.compartment_filter(conn, res_type, req.compartment)
+            added += own_link
             generic += conds
         if added or req.restriction:
             req = SearchRequest(res_type, req.params + added, req.strict)

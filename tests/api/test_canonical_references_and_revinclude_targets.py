@@ -75,7 +75,7 @@ def test_revinclude_of_an_observation_group_subject(client) -> None:  # type: ig
     assert _ids(client, f"Group?_id={group}&_revinclude=Observation:subject", "include") == {
         of_group
     }
-    assert _ids(client, f"Group?_has:Observation:subject:code=85354-9") == {group}
+    assert _ids(client, "Group?_has:Observation:subject:code=85354-9") == {group}
     assert _ids(client, f"Observation?subject=Group/{group}") == {of_group}
     # an Observation about a Group is in no patient's compartment: not shown to a GP
     r = client.get(f"/fhir/Group?_id={group}&_revinclude=Observation:subject", headers=gp)

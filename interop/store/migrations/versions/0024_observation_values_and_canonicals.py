@@ -127,9 +127,7 @@ def _rows(conn: sa.Connection) -> Iterator[tuple[str, dict[str, Any]]]:
             content = bytes(row.content)
             key = {"res_type": res_type, "res_id": row.res_id}
             resource: dict[str, Any] | None = None
-            if new and (
-                res_type != "Observation" or any(m in content for m in _OBSERVATION_MARKS)
-            ):
+            if new and (res_type != "Observation" or any(m in content for m in _OBSERVATION_MARKS)):
                 resource = orjson.loads(content)
                 entries = extract(resource)
                 for kind, (_table, cols) in _TABLES.items():
