@@ -90,6 +90,14 @@ class IndexEntries:
     """(param, system, code, low, high): quantities and numbers (``code`` "" for a number)"""
     patient_id: str | None = None
 
+    def add(self, other: IndexEntries) -> None:
+        """Take ``other``'s rows too (a composite's rows of one element)."""
+        self.tokens += other.tokens
+        self.references += other.references
+        self.dates += other.dates
+        self.quantities += other.quantities
+        self.strings += other.strings
+
     def row_count(self) -> int:
         return (
             len(self.tokens)
@@ -572,11 +580,7 @@ def _composites(entries: IndexEntries, resource: dict[str, Any], rtype: str, zon
                     if part.row_count() == before:
                         break
                 else:
-                    entries.tokens += part.tokens
-                    entries.references += part.references
-                    entries.dates += part.dates
-                    entries.quantities += part.quantities
-                    entries.strings += part.strings
+                    entries.add(part)
                     ordinal += 1
 
 

@@ -90,11 +90,7 @@ def _plain_composites(entries: IndexEntries, resource: dict[str, Any], zone: str
                     if part.row_count() == before:
                         break
                 else:
-                    entries.tokens += part.tokens
-                    entries.references += part.references
-                    entries.dates += part.dates
-                    entries.quantities += part.quantities
-                    entries.strings += part.strings
+                    entries.add(part)
                     ordinal += 1
 
 
