@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
-from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
+from interop.api.fhir import (
+    _check_type,
+    _search,
+    _strict,
+    compartment_params,
+    fhir_base,
+    search_entries,
+    services,
+)
 from interop.api.fhir_operations import NOT_IN_EVERYTHING, _types
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
@@ -148,7 +156,7 @@ async def paged_types(
     next_state: tuple[int, str | None] | None = None
     while index < len(searches) and len(parts) < count:
         rtype, added = searches[index]
-        asked = added + rest
+        asked, linked = compartment_params(svc.search, rtype, added + rest, in_compartment)
         page_params = asked + [("_count", str(count - len(parts)))]
         if not any(k == "_total" for k, _v in asked):
             page_params.append(("_total", "none"))  # the Bundle carries no total: not counted
@@ -161,7 +169,7 @@ async def paged_types(
                 page_params,
                 strict=_strict(request),
                 restriction=restriction,
-                compartment=in_compartment,
+                compartment=linked,
             )
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, asked)
@@ -207,7 +215,7 @@ async def _system_count(
     total: int | None = 0
     warnings = []
     for rtype, added in searches:
-        asked = added + rest
+        asked, linked = compartment_params(svc.search, rtype, added + rest, in_compartment)
         restriction = svc.policy.restriction(actor, rtype, asked)
         result = svc.search.search(
             SearchRequest(
@@ -215,7 +223,7 @@ async def _system_count(
                 asked,
                 strict=_strict(request),
                 restriction=restriction,
-                compartment=in_compartment,
+                compartment=linked,
             )
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, asked)

@@ -76,27 +76,30 @@ def _referring(rtype: str, names: tuple[str, ...], pid: str) -> ColumnElement[bo
     )
 
 
-def compartment_filter(
-    conn: Connection, rtype: str, pid: str
-) -> tuple[list[tuple[str, str]], list[ColumnElement[bool]]]:
-    """What restricts a search of ``rtype`` to the patient's compartment: a parameter (the
-    own link: the common case, and the search it always was) when nothing of the type refers
-    to the patient through another link, else a condition on every link (the own patient's,
-    or any link's reference to the patient)."""
+def own_link_alone(conn: Connection, rtype: str, pid: str) -> tuple[str, str] | None:
+    """The own link as a search parameter (``patient=Patient/{pid}``) when nothing of the
+    type refers to the patient through another link (the common case: the search is the one
+    it always was, and the policy narrows it to the patient as it does a type search), else
+    None (then :func:`condition`)."""
     own = own_link(rtype)
+    if own is None:
+        return None
     others = _other_links(rtype)
-    if own is not None:
+    if others:
         t = reference_table.c
-        linked = (
-            others
-            and conn.execute(
-                select(t.res_id)
-                .where(t.res_type == rtype, t.param.in_(others), t.target == f"{PATIENT}/{pid}")
-                .limit(1)
-            ).first()
-            is not None
-        )
-        if not linked:
-            return [(own[0], own[1] + pid)], []
+        linked = conn.execute(
+            select(t.res_id)
+            .where(t.res_type == rtype, t.param.in_(others), t.target == f"{PATIENT}/{pid}")
+            .limit(1)
+        ).first()
+        if linked is not None:
+            return None
+    return (own[0], own[1] + pid)
+
+
+def condition(rtype: str, pid: str) -> ColumnElement[bool]:
+    """In the patient's compartment through any link: the own patient's
+    (``resource.patient_id``, which holds an Observation's Patient subject too), or any
+    link's reference to the patient."""
     r = resource_table.c
-    return [], [or_(r.patient_id == pid, _referring(rtype, links(rtype), pid))]
+    return or_(r.patient_id == pid, _referring(rtype, links(rtype), pid))

@@ -144,8 +144,9 @@ class SearchRequest:
     """What the access policy added (the actor's patients and codes): searched like the
     client's parameters, but not counted against ``search_max_values``."""
     compartment: str | None = None
-    """``Patient/{id}/{type}``: the Patient whose compartment is searched
-    (:mod:`interop.store.compartment`)."""
+    """``Patient/{id}/{type}``: the Patient whose compartment is searched through every link
+    (:func:`interop.store.compartment.condition`; :meth:`SearchEngine.compartment_link`
+    first, for the common case)."""
 
 
 @dataclass(slots=True)
@@ -195,6 +196,12 @@ class SearchEngine:
         self.default_count = default_count
         self.max_count = max_count
         self.total_limit = total_limit
+
+    def compartment_link(self, res_type: str, pid: str) -> tuple[str, str] | None:
+        """The parameter that is the patient's compartment of ``res_type`` when nothing
+        refers to the patient through another link (:func:`compartment.own_link_alone`)."""
+        with self.store.reader() as conn:
+            return compartment.own_link_alone(conn, res_type, pid)
 
     # ---- parameter conditions on the resource table -------------------------------------
     def _patient_ids_for_identifier(self, value: str) -> Select[Any]:
@@ -514,10 +521,7 @@ class SearchEngine:
             generic.append(resource_table.c.patient_id.in_(ids))
         added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
         if req.compartment is not None:
-            with self.store.reader() as conn:
-                own_link, conds = compartment.compartment_filter(conn, res_type, req.compartment)
-            added += own_link
-            generic += conds
+            generic.append(compartment.condition(res_type, req.compartment))
         if added or req.restriction:
             req = SearchRequest(res_type, req.params + added, req.strict)
         if res_type == audit_rows.AUDIT_EVENT:
