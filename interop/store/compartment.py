@@ -56,14 +56,16 @@ def own_link(rtype: str) -> tuple[str, str] | None:
 
 @lru_cache(maxsize=256)
 def _other_links(rtype: str) -> tuple[str, ...]:
-    """The links besides the own one whose Patient references the generic reference table
-    holds (an Observation's ``subject`` Patient is its ``patient``, in the observation index)."""
+    """The links besides the own one (or one on the same element: MedicationRequest
+    ``subject`` beside ``patient``) whose Patient references the generic reference table holds
+    (an Observation's ``subject`` Patient is its ``patient``, in the observation index)."""
     own = own_link(rtype)
     defs = definitions(rtype)
+    own_paths = defs[own[0]].paths if own is not None and own[0] in defs else None
     return tuple(
         name
         for name in links(rtype)
-        if (own is None or name != own[0]) and defs[name].index != "observation"
+        if defs[name].paths != own_paths and defs[name].index != "observation"
     )
 
 
