@@ -441,6 +441,7 @@ class SearchEngine:
         o = observation_table.c
         conds: list[ColumnElement[bool]] = []
         has_code = False
+        row_kind: bool | None = None  # is_component of the rows a code condition is on
         for name, modifier, values in obs_params:
             if name in ("patient", "subject"):
                 if modifier == "identifier":
@@ -490,10 +491,20 @@ class SearchEngine:
                         )
                     )
                     continue
+                sets = code_sets_holding_any(map(token_parts, values))
+                if row_kind is None or (row_kind is False and not component):
+                    # on the rows the search reads (an Observation has one primary row: every
+                    # ``code`` is on it)
+                    row_kind = component
+                    conds.append(and_(o.is_component == component, o.code_set.in_(sets)))
+                    continue
+                # another kind of row, or another component (``code=…&component-code=…``, a
+                # GP's view codes beside ``component-code``, two ``component-code``): any row
+                # of the same Observation, never the row already matched
+                x = observation_table.alias(f"k{len(conds)}").c
                 conds.append(
-                    and_(
-                        o.is_component == component,
-                        o.code_set.in_(code_sets_holding_any(map(token_parts, values))),
+                    o.res_id.in_(
+                        select(x.res_id).where(x.is_component == component, x.code_set.in_(sets))
                     )
                 )
             elif name == "date":

@@ -229,3 +229,26 @@ def test_capability_lists_them(client) -> None:  # type: ignore[no-untyped-def]
     }.items():
         assert listed.get(name) == ptype, name
     assert len(listed) == len(obs["searchParam"])  # each once
+
+
+def test_code_and_component_code_together(client) -> None:  # type: ignore[no-untyped-def]
+    """``code`` and ``component-code`` (and two ``component-code``) are on different rows of
+    the observation index; the search finds the Observation that has each, also for a GP,
+    whose view adds its codes to every Observation search."""
+    a, b, _ca, _cb, gp = _world(client)
+    bp_a = _post(client, _bp(a, 150, 95))
+    bp_b = _post(client, _bp(b, 160, 99))
+    for query, everyone, mine in [
+        ("code=85354-9&component-code=8480-6", {bp_a, bp_b}, {bp_a}),
+        ("component-code=8480-6&code=85354-9", {bp_a, bp_b}, {bp_a}),
+        ("component-code=8480-6&component-code=8462-4", {bp_a, bp_b}, {bp_a}),
+        ("component-code=8480-6", {bp_a, bp_b}, {bp_a}),
+        ("code=85354-9&component-code=8867-4", set(), set()),
+        ("component-code=8480-6&component-code=8867-4", set(), set()),
+        ("code=8867-4&component-code=8480-6", set(), set()),
+        ("component-code=8480-6&component-code-value-quantity=8462-4$gt96", {bp_b}, set()),
+    ]:
+        assert _ids(client, f"Observation?{query}") == everyone, query
+        r = client.get(f"/fhir/Observation?{query}", headers=gp)
+        assert r.status_code == 200, r.text
+        assert {e["resource"]["id"] for e in r.json().get("entry", [])} == mine, query
