@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from interop.fhir import decimals
@@ -51,6 +51,7 @@ from interop.store.schema import (
     unique_identifier_table,
 )
 from interop.store.server_writes import ServerWrites
+from interop.store.value_lists import pg_text_array
 
 META_MARKS = ("profile", "security", "tag")
 """The meta elements that are about the resource, not its content (R4 ``Resource.meta``):
@@ -1126,12 +1127,9 @@ class WriteTx:
             by_type.setdefault(t, []).append(i)
         for t, ids in by_type.items():
             for k in range(0, len(ids), 500):
-                stmt = select(resource_table).where(
-                    resource_table.c.res_type == t, resource_table.c.res_id.in_(ids[k : k + 500])
-                )
-                if self.store.is_postgres:
-                    stmt = stmt.with_for_update()
-                for row in self.conn.execute(stmt):
+                for row in self.conn.execute(
+                    _current_rows(self.store.is_postgres, t, ids[k : k + 500])
+                ):
                     current[(t, row.res_id)] = _row_to_stored(row)
         versions: list[_NewVersion] = []
         guards = self.store.guards if self.ctx.actor is not None else ()
@@ -1294,6 +1292,26 @@ def _unnest_insert(
     columns_of_rows = zip(*rows, strict=True)
     params.extend(
         array_literal(column, t) for column, t in zip(columns_of_rows, types, strict=True)
+    )
+
+
+def _current_rows(pg: bool, res_type: str, ids: list[str]) -> Any:
+    """The current rows of ``res_type`` resources ``ids``; on PostgreSQL locked for update
+    and looked up by the whole key from arrays (see :func:`_claimed_sql`): with
+    ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
+    every Task for each update (21 ms against 0.1 ms for 7 Tasks)."""
+    r = resource_table.c
+    if not pg:
+        return select(resource_table).where(r.res_type == res_type, r.res_id.in_(ids))
+    keys = (
+        func.unnest(pg_text_array([res_type] * len(ids)), pg_text_array(ids))
+        .table_valued("res_type", "res_id")
+        .render_derived(name="k")
+    )
+    return (
+        select(resource_table)
+        .join(keys, and_(r.res_type == keys.c.res_type, r.res_id == keys.c.res_id))
+        .with_for_update(of=resource_table)
     )
 
 
