@@ -29,7 +29,12 @@ from interop.access.audit import audit_log, build_event, is_bootstrap
 from interop.access.scope import PatientScope, patient_scope
 from interop.config import Settings
 from interop.fhir.outcome import FhirError, error
-from interop.fhir.searchparams import definitions, patient_compartment, reference_target
+from interop.fhir.searchparams import (
+    definitions,
+    owner_patients,
+    patient_compartment,
+    reference_target,
+)
 from interop.store import audit_rows
 from interop.store.context import Door
 from interop.store.generation import RELATION_TYPES
@@ -208,16 +213,17 @@ class AccessPolicy:
             return "a vendor writes measurements and reads nothing"
         if rtype in DIRECTORY:
             return None
-        pid = patient_compartment(resource)
-        if pid is None:
+        pids = owner_patients(resource)
+        if not pids:
             if rtype == "Device":
                 return None
             return f"{rtype} without a patient is not shared with role {actor.role}"
-        why = scope.refusal(pid)
-        if why == "not-related":
-            return f"Patient/{pid} is not a patient of {actor.role} {_who(actor)}"
-        if why:
-            return why
+        for pid in pids:  # a Group's members: all of them, or the Group is not shown
+            why = scope.refusal(pid)
+            if why == "not-related":
+                return f"Patient/{pid} is not a patient of {actor.role} {_who(actor)}"
+            if why:
+                return why
         if (
             rtype == "Observation"
             and scope.codes is not None
@@ -407,8 +413,7 @@ class AccessPolicy:
             resource = orjson.loads(content)
             if self._refusal(actor, resource, scope) is not None:
                 return False
-            pid = patient_compartment(resource)
-            if pid:
+            for pid in owner_patients(resource):
                 patients[pid] = None
             return True
 

@@ -459,6 +459,27 @@ def patient_compartment(resource: dict[str, Any]) -> str | None:
     return None
 
 
+def owner_patients(resource: dict[str, Any]) -> tuple[str, ...]:
+    """Every patient the element that puts the resource in a Patient compartment names (the
+    element :func:`patient_compartment` finds first): one for almost every resource, each
+    member for a Group. Whoever sees the resource sees them all, so the access policy asks
+    that the actor may see each."""
+    first = patient_compartment(resource)
+    if first is None or resource.get("resourceType") == "Patient":
+        return () if first is None else (first,)
+    for paths, prefix in _compartment_paths(resource["resourceType"]):
+        found: dict[str, None] = {}
+        for v in _values_of(resource, paths):
+            ref = v.get("reference") if isinstance(v, dict) else None
+            if isinstance(ref, str):
+                target = reference_target(ref)
+                if "/" in target and (not prefix or target.startswith(prefix)):
+                    found[target.split("/", 1)[1]] = None
+        if found:
+            return tuple(found)
+    return (first,)
+
+
 def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> list[Any]:
     """:func:`values` as a list, with the common one-element path (``subject``) done inline."""
     out: list[Any] = []

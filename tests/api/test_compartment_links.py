@@ -136,3 +136,19 @@ def test_a_gp_never_sees_another_patients_resource_through_a_link(client) -> Non
     # read by id: refused, as the search leaves it out
     for ref in (f"Condition/{b_asserted_by_a}", f"Group/{group_ba}", f"AdverseEvent/{ae_b}"):
         assert client.get(f"/fhir/{ref}", headers=gp).status_code == 403, ref
+
+
+def test_a_group_is_shown_only_to_whoever_may_see_every_member(client) -> None:  # type: ignore[no-untyped-def]
+    """A Group whose first member is the GP's patient and whose second is not: showing it
+    would tell the GP who else is in the group (a cohort of a diagnosis, say)."""
+    a, b, _ca, _cb, gp = _world(client)
+    group_ab = _post(client, _group(a, b))
+    group_a = _post(client, _group(a))
+    assert client.get(f"/fhir/Group/{group_ab}", headers=gp).status_code == 403
+    assert client.get(f"/fhir/Group/{group_a}", headers=gp).status_code == 200
+    for path in ("Group", f"Group?member=Patient/{a}", f"Patient/{a}/Group", f"Patient/{a}/*"):
+        r = client.get(f"/fhir/{path}", headers=gp)
+        assert r.status_code == 200, path
+        assert group_ab not in r.text and b not in r.text, path
+        assert group_a in r.text, path
+    assert client.get(f"/fhir/Group/{group_ab}").status_code == 200  # an admin sees it
