@@ -1,0 +1,209 @@
+"""PostgreSQL's :class:`~interop.store.backends.BulkWriter`: one statement for a small batch,
+COPY for a large one.
+
+Every statement is a round trip to the server. A small batch (a group commit of single
+creates, a Bundle's Tasks) goes as one statement of data-modifying CTEs, each table's rows
+as one array per column (``unnest``): the statement's text depends on which tables get rows,
+not on how many, so the driver and the server reuse its parse and plan, and each column is
+one array literal (:mod:`interop.store.pg_arrays`). Past :data:`SMALL_WRITE_ROWS` rows a
+long statement costs more to build, send and parse than the round trips it saves, and each
+table's rows go by a binary COPY (formatted by psycopg's C code, the JSON sent as it is),
+the other operations as a statement each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
+
+from interop.store.backends import Flushed, OnConflict
+from interop.store.pg_arrays import array_literal
+
+SMALL_WRITE_ROWS = 400
+"""Up to this many rows (inserted and updated, all tables together: a dozen or so
+Observations with their index rows), a flush is one statement; more go by COPY, a statement
+per table (measured: docs/benchmarks.md, session 11)."""
+
+_TYPE_NAMES = {
+    "VARCHAR": "text",
+    "TEXT": "text",
+    "BIGINT": "int8",
+    "INTEGER": "int4",
+    "SMALLINT": "int2",
+    "BOOLEAN": "bool",
+    "FLOAT": "float8",
+    "DOUBLE PRECISION": "float8",
+    "BYTEA": "bytea",
+}
+_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+def column_types(table: Table, columns: tuple[str, ...]) -> list[str]:
+    """PostgreSQL type names of ``columns`` (each value is sent in its column's own form: a
+    binary COPY's bytes as they are, an array parameter typed)."""
+    key = (table.name, columns)
+    types = _TYPES.get(key)
+    if types is None:
+        dialect = postgresql.dialect()
+        types = _TYPES[key] = [
+            _TYPE_NAMES[table.c[c].type.compile(dialect=dialect).split("(")[0]] for c in columns
+        ]
+    return types
+
+
+def _quoted(columns: Sequence[str]) -> str:
+    return ", ".join('"' + c + '"' for c in columns)
+
+
+def _arrays(types: list[str]) -> str:
+    return ", ".join(f"%s::{t}[]" for t in types)
+
+
+def _array_params(rows: Sequence[tuple[Any, ...]], types: list[str]) -> list[str]:
+    """One array literal per column of ``rows``."""
+    return [
+        array_literal(column, t) for column, t in zip(zip(*rows, strict=True), types, strict=True)
+    ]
+
+
+class PostgresWriter:
+    """Queued operations, run at :meth:`flush` as one statement or one per operation."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._ops: list[tuple[Any, ...]] = []
+        self._rows = 0
+
+    def insert_rows(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        on_conflict: OnConflict = "error",
+    ) -> None:
+        if rows:
+            self._ops.append(("insert", table, columns, rows, on_conflict))
+            self._rows += len(rows)
+
+    def delete_rows(
+        self, table: Table, column: str, values: Sequence[Any], *, where: dict[str, Any]
+    ) -> None:
+        if values:
+            self._ops.append(("delete", table, column, values, where))
+
+    def update_rows(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        key: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        if any(op[0] == "update" for op in self._ops):
+            raise ValueError("one update per flush")
+        self._ops.append(("update", table, columns, key, rows))
+        self._rows += len(rows)
+
+    def flush(self) -> Flushed:
+        ops, rows, self._ops, self._rows = self._ops, self._rows, [], 0
+        reported = [op for op in ops if op[0] == "insert" and op[4] == "report"]
+        updates = [op for op in ops if op[0] == "update"]
+        if len(reported) > 1 or (reported and updates):
+            raise ValueError("one reported insert or one update per flush")
+        if not ops:
+            return Flushed()
+        if rows <= SMALL_WRITE_ROWS:
+            return self._one_statement(ops)
+        out = Flushed()
+        for op in ops:
+            if op[0] == "insert" and op[4] == "error":
+                self._copy(op[1], op[2], op[3])
+                continue
+            part, params = _statement(op)
+            if op[0] == "insert" and op[4] == "report":
+                got = self._conn.exec_driver_sql(part, tuple(params)).all()
+                out.skipped = _not_returned(op[3], got)
+            elif op[0] == "update":
+                out.updated = len(self._conn.exec_driver_sql(part, tuple(params)).all())
+            else:
+                self._conn.exec_driver_sql(part, tuple(params))
+        return out
+
+    def _one_statement(self, ops: list[tuple[Any, ...]]) -> Flushed:
+        parts: list[str] = []
+        params: list[Any] = []
+        tail = " SELECT 1"
+        for n, op in enumerate(ops):
+            part, op_params = _statement(op)
+            parts.append(f"w{n} AS ({part})")
+            params.extend(op_params)
+            if op[0] == "update":
+                tail = f" SELECT count(*) FROM w{n}"
+            elif op[0] == "insert" and op[4] == "report":
+                tail = f" SELECT {_quoted(op[2])} FROM w{n}"
+        got = self._conn.exec_driver_sql("WITH " + ", ".join(parts) + tail, tuple(params)).all()
+        out = Flushed()
+        for op in ops:
+            if op[0] == "update":
+                out.updated = int(got[0][0])
+            elif op[0] == "insert" and op[4] == "report":
+                out.skipped = _not_returned(op[3], got)
+        return out
+
+    def _copy(
+        self, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """COPY the rows in, inside the transaction. Driver errors are raised as SQLAlchemy's
+        (an :class:`~sqlalchemy.exc.IntegrityError` for a taken key), as an INSERT's are."""
+        statement = f'COPY "{table.name}" ({_quoted(columns)}) FROM STDIN (FORMAT BINARY)'
+        driver = self._conn.connection.driver_connection
+        try:
+            with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+                copy.set_types(column_types(table, columns))
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+def _statement(op: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """The statement (without ``WITH``) for one queued operation, and its parameters."""
+    kind, table = op[0], op[1]
+    if kind == "delete":
+        _, _, column, values, where = op
+        fixed = "".join(f'"{c}" = %s AND ' for c in where)
+        (value_type,) = column_types(table, (column,))
+        sql = f'DELETE FROM "{table.name}" WHERE {fixed}"{column}" = ANY(%s::{value_type}[])'
+        return sql, [*where.values(), array_literal(values, value_type)]
+    if kind == "insert":
+        _, _, columns, rows, on_conflict = op
+        types = column_types(table, columns)
+        sql = f'INSERT INTO "{table.name}" ({_quoted(columns)}) SELECT * FROM unnest({_arrays(types)})'
+        if on_conflict != "error":
+            sql += " ON CONFLICT DO NOTHING"
+        if on_conflict == "report":
+            sql += f" RETURNING {_quoted(columns)}"
+        return sql, _array_params(rows, types)
+    _, _, columns, key, rows = op
+    types = column_types(table, columns + key)
+    names = _quoted([*columns, *(f"k_{k}" for k in key)])
+    sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
+    match = " AND ".join(f'r."{k}" = v."k_{k}"' for k in key)
+    sql = (
+        f'UPDATE "{table.name}" AS r SET {sets} FROM unnest({_arrays(types)}) AS v({names}) '
+        f"WHERE {match} RETURNING 1"
+    )
+    return sql, _array_params(rows, types)
+
+
+def _not_returned(
+    rows: Sequence[tuple[Any, ...]], returned: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """The rows an ``ON CONFLICT DO NOTHING RETURNING`` insert did not return."""
+    written = {tuple(r) for r in returned}
+    return [row for row in rows if tuple(row) not in written]
