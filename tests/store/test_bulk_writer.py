@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from interop.store.backends.postgresql import SMALL_WRITE_ROWS
+from interop.store.backends.postgresql import SMALL_VERSIONS_ROWS, SMALL_WRITE_ROWS
 from interop.store.context import WriteContext
 from interop.store.schema import (
     code_set_table,
@@ -73,7 +73,7 @@ def test_a_taken_key_is_an_error_skipped_or_reported_as_asked(services: Any, n: 
     assert sorted(got) == sorted([rows[1], *again[:1], *again[2:]])
 
 
-@pytest.mark.parametrize("n", [2, SMALL_WRITE_ROWS + 1])
+@pytest.mark.parametrize("n", [2, SMALL_VERSIONS_ROWS + 1])
 def test_deletes_and_a_counted_update_in_one_flush(services: Any, n: int) -> None:
     strings = [("Flag", f"f{i}", "code", f"text {i}") for i in range(n)]
     with services.store.write(WriteContext.service()) as tx:

@@ -16,72 +16,17 @@ inserts).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from sqlalchemy import Connection
 
-from sqlalchemy import Connection, Table
+from interop.store.backends.base import BulkWriter, Flushed, OnConflict
+from interop.store.backends.postgresql import PostgresWriter
+from interop.store.backends.sqlite import SqliteWriter
 
-OnConflict = Literal["error", "ignore", "report"]
-"""What an insert does with a row whose unique key is taken: raise (an
-:class:`~sqlalchemy.exc.IntegrityError` from :meth:`BulkWriter.flush`), skip it silently, or
-skip it and report it in :attr:`Flushed.skipped` (claims of business identifiers)."""
-
-
-@dataclass(slots=True)
-class Flushed:
-    """What a :meth:`BulkWriter.flush` did besides writing."""
-
-    skipped: list[tuple[Any, ...]] = field(default_factory=list)
-    """The rows of the ``report`` insert whose unique key was taken (not written)."""
-    updated: int = 0
-    """Rows the update changed (fewer than it was given: some were not at the version
-    named, i.e. changed concurrently)."""
-
-
-class BulkWriter(Protocol):
-    """Queued writes of many rows, sent the way the backend takes them best."""
-
-    def insert_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-        *,
-        on_conflict: OnConflict = "error",
-    ) -> None:
-        """Insert ``rows`` (tuples in ``columns`` order). At most one ``report`` insert per
-        flush."""
-
-    def delete_rows(
-        self, table: Table, column: str, values: Sequence[Any], *, where: dict[str, Any]
-    ) -> None:
-        """Delete the rows whose ``column`` is one of ``values`` and whose other columns
-        are as ``where`` says."""
-
-    def update_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        key: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """Set ``columns`` of the row whose ``key`` columns are as given, for each row of
-        ``rows`` (the new values in ``columns`` order, then the key's values in ``key``
-        order; a key column may also be set: it is matched at its old value). Counted in
-        :attr:`Flushed.updated`; at most one update per flush."""
-
-    def flush(self) -> Flushed:
-        """Run what is queued, in order, and forget it. A taken unique key of an ``error``
-        insert raises :class:`~sqlalchemy.exc.IntegrityError`."""
+__all__ = ["BulkWriter", "Flushed", "OnConflict", "bulk_writer"]
 
 
 def bulk_writer(conn: Connection) -> BulkWriter:
     """The writer for ``conn``'s backend."""
     if conn.dialect.name == "postgresql":
-        from interop.store.backends.postgresql import PostgresWriter
-
         return PostgresWriter(conn)
-    from interop.store.backends.sqlite import SqliteWriter
-
     return SqliteWriter(conn)

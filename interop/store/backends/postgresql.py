@@ -21,13 +21,20 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
-from interop.store.backends import Flushed, OnConflict
+from interop.store.backends.base import Flushed, OnConflict
 from interop.store.pg_arrays import array_literal
 
 SMALL_WRITE_ROWS = 400
-"""Up to this many rows (inserted and updated, all tables together: a dozen or so
-Observations with their index rows), a flush is one statement; more go by COPY, a statement
-per table (measured: docs/benchmarks.md, session 11)."""
+"""Up to this many rows (all tables together: about 60 Observations with their index rows),
+a flush of inserts is one statement; more go by COPY, a statement per table. Measured
+(docs/benchmarks.md, session 11): one statement is 10-25 % faster per created Observation
+up to 32 of them (200 rows), even at 64 (400 rows), 14 % slower at 128 and 58 % at 256."""
+SMALL_VERSIONS_ROWS = 1000
+"""The same for a flush that also deletes or updates (new versions: their index rows are
+replaced, the rows before kept in the history): split, it takes a statement per operation
+and only the index rows go by COPY, so one statement pays longer. Measured on new versions
+of Flags (about 5 rows each): one statement 6-22 % faster up to 128 of them (640 rows),
+5 % slower at 256."""
 
 _TYPE_NAMES = {
     "VARCHAR": "text",
@@ -117,7 +124,8 @@ class PostgresWriter:
             raise ValueError("one reported insert or one update per flush")
         if not ops:
             return Flushed()
-        if rows <= SMALL_WRITE_ROWS:
+        versions = any(op[0] != "insert" for op in ops)
+        if rows <= (SMALL_VERSIONS_ROWS if versions else SMALL_WRITE_ROWS):
             return self._one_statement(ops)
         out = Flushed()
         for op in ops:
@@ -176,29 +184,53 @@ def _statement(op: tuple[Any, ...]) -> tuple[str, list[Any]]:
     kind, table = op[0], op[1]
     if kind == "delete":
         _, _, column, values, where = op
+        (value_type,) = column_types(table, (column,))
+        return _sql(op), [*where.values(), array_literal(values, value_type)]
+    if kind == "insert":
+        return _sql(op), _array_params(op[3], column_types(table, op[2]))
+    return _sql(op), _array_params(op[4], column_types(table, op[2] + op[3]))
+
+
+_SQL: dict[tuple[Any, ...], str] = {}
+
+
+def _sql(op: tuple[Any, ...]) -> str:
+    """The text of an operation's statement (kept: a batch's statements are the same few)."""
+    kind, table = op[0], op[1]
+    shape = (
+        kind,
+        table.name,
+        op[2],
+        tuple(op[4]) if kind == "delete" else op[3 if kind == "update" else 4],
+    )
+    sql = _SQL.get(shape)
+    if sql is not None:
+        return sql
+    if kind == "delete":
+        _, _, column, _, where = op
         fixed = "".join(f'"{c}" = %s AND ' for c in where)
         (value_type,) = column_types(table, (column,))
         sql = f'DELETE FROM "{table.name}" WHERE {fixed}"{column}" = ANY(%s::{value_type}[])'
-        return sql, [*where.values(), array_literal(values, value_type)]
-    if kind == "insert":
-        _, _, columns, rows, on_conflict = op
+    elif kind == "insert":
+        _, _, columns, _, on_conflict = op
         types = column_types(table, columns)
         sql = f'INSERT INTO "{table.name}" ({_quoted(columns)}) SELECT * FROM unnest({_arrays(types)})'
         if on_conflict != "error":
             sql += " ON CONFLICT DO NOTHING"
         if on_conflict == "report":
             sql += f" RETURNING {_quoted(columns)}"
-        return sql, _array_params(rows, types)
-    _, _, columns, key, rows = op
-    types = column_types(table, columns + key)
-    names = _quoted([*columns, *(f"k_{k}" for k in key)])
-    sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
-    match = " AND ".join(f'r."{k}" = v."k_{k}"' for k in key)
-    sql = (
-        f'UPDATE "{table.name}" AS r SET {sets} FROM unnest({_arrays(types)}) AS v({names}) '
-        f"WHERE {match} RETURNING 1"
-    )
-    return sql, _array_params(rows, types)
+    else:
+        _, _, columns, key, _ = op
+        types = column_types(table, columns + key)
+        names = _quoted([*columns, *(f"k_{k}" for k in key)])
+        sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
+        match = " AND ".join(f'r."{k}" = v."k_{k}"' for k in key)
+        sql = (
+            f'UPDATE "{table.name}" AS r SET {sets} FROM unnest({_arrays(types)}) '
+            f"AS v({names}) WHERE {match} RETURNING 1"
+        )
+    _SQL[shape] = sql
+    return sql
 
 
 def _not_returned(

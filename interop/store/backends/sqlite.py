@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from interop.store.backends import Flushed, OnConflict
+from interop.store.backends.base import Flushed, OnConflict
 
 IN_CHUNK = 500
 """Values per ``IN (…)`` list of a delete (well below SQLite's limit of bound variables)."""
