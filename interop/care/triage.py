@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, select, union_all
 
 from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
 from interop.care.events import (
@@ -63,10 +62,11 @@ from interop.fhir.dates import (
     now_utc,
     to_micros,
 )
+from interop.store import open_items as open_item_rows
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import in_transaction as generation_in
 from interop.store.repository import FhirStore, StoredResource, WriteTx, new_id
-from interop.store.schema import reference_table, resource_table, token_table
+from interop.store.schema import token_table
 from interop.text import local_time, measurement_name, number, quantity, text, unit, zone_name
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
@@ -1120,57 +1120,21 @@ _OPEN_STATUSES = {"Task": OPEN_TASK, "Flag": ("active",)}
 def _open_items_of(
     tx: WriteTx, patient_ids: list[str]
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Each patient's open Tasks and active Flags, one statement for both (a UNION ALL of one
-    query per type, which the database plans each on its own): the patient's reference rows
-    (by their index, with the explicit list of patients), each joined to its resource and
-    checked for an open status by correlated look-ups on the resource's own id, so the cost
-    does not grow with the patients' closed history. An uncorrelated semi-join (the ids of
-    all the patients' items, then all open items) let PostgreSQL plan the Flags a transaction
-    had just written — its statistics still saying there were none — as nested loops over
-    every Flag row, and the bench's Bundle ran for half an hour."""
+    """Each patient's open Tasks and active Flags, read together (:mod:`interop.store.open_items`),
+    each item once, in the order of its id."""
     out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
         pid: ([], []) for pid in patient_ids
     }
-    t, r, res = token_table.c, reference_table.c, resource_table.c
     slots = {rtype: slot for slot, rtype in enumerate(_OPEN_STATUSES)}
-    for i in range(0, len(patient_ids), 500):
-        targets = [f"Patient/{pid}" for pid in patient_ids[i : i + 500]]
-        per_type = []
-        for rtype, statuses in _OPEN_STATUSES.items():
-            open_status = (
-                select(t.res_id)
-                .where(
-                    t.res_type == r.res_type,
-                    t.res_id == r.res_id,
-                    t.param == "status",
-                    t.code.in_(statuses),
-                )
-                .exists()
-            )
-            per_type.append(
-                select(r.res_type, r.res_id, r.target, res.content)
-                .select_from(
-                    reference_table.join(
-                        resource_table,
-                        and_(res.res_type == r.res_type, res.res_id == r.res_id),
-                    )
-                )
-                .where(
-                    r.res_type == rtype,
-                    r.param == "patient",
-                    r.target.in_(targets),
-                    res.deleted.is_(False),
-                    open_status,
-                )
-            )
-        rows = tx.conn.execute(union_all(*per_type)).all()
-        seen: set[tuple[str, str, str]] = set()
-        for rtype, rid, target, content in sorted(rows, key=lambda row: (row[1], row[2])):
-            pid = target[8:]
-            if (rtype, rid, pid) in seen or pid not in out:
-                continue
-            seen.add((rtype, rid, pid))
-            out[pid][slots[rtype]].append(orjson.loads(content))
+    seen: set[tuple[str, str, str]] = set()
+    rows = open_item_rows.of_patients(tx.conn, _OPEN_STATUSES, patient_ids)
+    for rtype, pid, rid, content in sorted(rows, key=lambda row: (row[2], row[1])):
+        if (rtype, rid, pid) in seen or pid not in out:
+            continue
+        seen.add((rtype, rid, pid))
+        item = orjson.loads(content)
+        if item.get("status") in _OPEN_STATUSES[rtype]:
+            out[pid][slots[rtype]].append(item)
     return out
 
 
@@ -1199,16 +1163,8 @@ def flush_zone_index(tx: WriteTx) -> None:
     pending: dict[str, str] | None = tx.context.pop("zone_index", None)
     if not pending:
         return
-    tx.conn.execute(
-        insert(token_table),
-        [
-            {
-                "res_type": "Observation",
-                "res_id": rid,
-                "param": ZONE_PARAM,
-                "system": ZONE_SYSTEM,
-                "code": zone,
-            }
-            for rid, zone in pending.items()
-        ],
+    tx.add_index_rows(
+        token_table,
+        ("res_type", "res_id", "param", "system", "code"),
+        [("Observation", rid, ZONE_PARAM, ZONE_SYSTEM, zone) for rid, zone in pending.items()],
     )

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from interop.fhir import decimals
@@ -49,6 +49,7 @@ from interop.store.schema import (
     token_table,
     unique_identifier_table,
 )
+from interop.store.value_lists import pg_text_array
 
 META_MARKS = ("profile", "security", "tag")
 """The meta elements that are about the resource, not its content (R4 ``Resource.meta``):
@@ -504,6 +505,14 @@ class WriteTx:
         if res_type == "Observation":
             self.conn.execute(delete(observation_table).where(observation_table.c.res_id == res_id))
 
+    def add_index_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """Add search index rows (tuples in ``columns`` order) for resources written in this
+        transaction, in one flush of the backend's writer; the caller keeps them in step
+        with the resources' versions (a later write of a resource clears its rows)."""
+        if rows:
+            self.bulk.insert_rows(table, columns, rows)
+            self.bulk.flush()
+
     def _claim_identifiers(self, resource: dict[str, Any], res_id: str) -> None:
         res_type = resource["resourceType"]
         if res_type not in UNIQUE_IDENTIFIER_TYPES:
@@ -857,12 +866,9 @@ class WriteTx:
             by_type.setdefault(t, []).append(i)
         for t, ids in by_type.items():
             for k in range(0, len(ids), 500):
-                stmt = select(resource_table).where(
-                    resource_table.c.res_type == t, resource_table.c.res_id.in_(ids[k : k + 500])
-                )
-                if self.store.is_postgres:
-                    stmt = stmt.with_for_update()
-                for row in self.conn.execute(stmt):
+                for row in self.conn.execute(
+                    _current_rows(self.store.is_postgres, t, ids[k : k + 500])
+                ):
                     current[(t, row.res_id)] = _row_to_stored(row)
         versions: list[_NewVersion] = []
         guards = self.store.guards if self.ctx.actor is not None else ()
@@ -961,6 +967,25 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
                 "with If-None-Exist to get the existing one)",
             )
         ],
+    )
+
+
+def _current_rows(pg: bool, res_type: str, ids: list[str]) -> Any:
+    """The current rows of ``res_type`` resources ``ids``; on PostgreSQL locked for update
+    and looked up by the whole key from arrays: with ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
+    every Task for each update (21 ms against 0.1 ms for 7 Tasks)."""
+    r = resource_table.c
+    if not pg:
+        return select(resource_table).where(r.res_type == res_type, r.res_id.in_(ids))
+    keys = (
+        func.unnest(pg_text_array([res_type] * len(ids)), pg_text_array(ids))
+        .table_valued("res_type", "res_id")
+        .render_derived(name="k")
+    )
+    return (
+        select(resource_table)
+        .join(keys, and_(r.res_type == keys.c.res_type, r.res_id == keys.c.res_id))
+        .with_for_update(of=resource_table)
     )
 
 

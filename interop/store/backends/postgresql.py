@@ -184,8 +184,10 @@ def _statement(op: tuple[Any, ...]) -> tuple[str, list[Any]]:
     kind, table = op[0], op[1]
     if kind == "delete":
         _, _, column, values, where = op
-        (value_type,) = column_types(table, (column,))
-        return _sql(op), [*where.values(), array_literal(values, value_type)]
+        types = column_types(table, (*where, column))
+        n = len(values)
+        arrays = [*([v] * n for v in where.values()), values]
+        return _sql(op), [array_literal(a, t) for a, t in zip(arrays, types, strict=True)]
     if kind == "insert":
         return _sql(op), _array_params(op[3], column_types(table, op[2]))
     return _sql(op), _array_params(op[4], column_types(table, op[2] + op[3]))
@@ -207,10 +209,20 @@ def _sql(op: tuple[Any, ...]) -> str:
     if sql is not None:
         return sql
     if kind == "delete":
+        # every column of the key from arrays, not ``res_type = 'Task'``: statistics taken
+        # before the first resources of a type were written estimate that at one row, and
+        # the planner then scanned every index row of the type for each update (39 ms
+        # against 0.3 ms for 7 Tasks)
         _, _, column, _, where = op
-        fixed = "".join(f'"{c}" = %s AND ' for c in where)
-        (value_type,) = column_types(table, (column,))
-        sql = f'DELETE FROM "{table.name}" WHERE {fixed}"{column}" = ANY(%s::{value_type}[])'
+        key = (*where, column)
+        types = column_types(table, key)
+        if where:
+            sql = (
+                f'DELETE FROM "{table.name}" AS t USING unnest({_arrays(types)}) '
+                f"AS k({_quoted(key)}) WHERE " + " AND ".join(f't."{c}" = k."{c}"' for c in key)
+            )
+        else:
+            sql = f'DELETE FROM "{table.name}" WHERE "{column}" = ANY(%s::{types[0]}[])'
     elif kind == "insert":
         _, _, columns, _, on_conflict = op
         types = column_types(table, columns)
