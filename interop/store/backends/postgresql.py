@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
-from interop.store.backends.base import Flushed, OnConflict
+from interop.store.backends.base import BulkWriter, Flushed
 from interop.store.pg_arrays import array_literal
 
 SMALL_WRITE_ROWS = 400
@@ -78,50 +78,11 @@ def _array_params(rows: Sequence[tuple[Any, ...]], types: list[str]) -> list[str
     ]
 
 
-class PostgresWriter:
+class PostgresWriter(BulkWriter):
     """Queued operations, run at :meth:`flush` as one statement or one per operation."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._ops: list[tuple[Any, ...]] = []
-        self._rows = 0
-
-    def insert_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-        *,
-        on_conflict: OnConflict = "error",
-    ) -> None:
-        if rows:
-            self._ops.append(("insert", table, columns, rows, on_conflict))
-            self._rows += len(rows)
-
-    def delete_rows(
-        self, table: Table, column: str, values: Sequence[Any], *, where: dict[str, Any]
-    ) -> None:
-        if values:
-            self._ops.append(("delete", table, column, values, where))
-
-    def update_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        key: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-    ) -> None:
-        if any(op[0] == "update" for op in self._ops):
-            raise ValueError("one update per flush")
-        self._ops.append(("update", table, columns, key, rows))
-        self._rows += len(rows)
-
     def flush(self) -> Flushed:
-        ops, rows, self._ops, self._rows = self._ops, self._rows, [], 0
-        reported = [op for op in ops if op[0] == "insert" and op[4] == "report"]
-        updates = [op for op in ops if op[0] == "update"]
-        if len(reported) > 1 or (reported and updates):
-            raise ValueError("one reported insert or one update per flush")
+        ops, rows = self._take()
         if not ops:
             return Flushed()
         versions = any(op[0] != "insert" for op in ops)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 
-from interop.store.backends.base import Flushed, OnConflict
+from interop.store.backends.base import BulkWriter, Flushed, OnConflict
 
 IN_CHUNK = 500
 """Values per ``IN (…)`` list of a delete (well below SQLite's limit of bound variables)."""
@@ -36,46 +36,12 @@ def _insert_sql(table: Table, columns: tuple[str, ...], on_conflict: OnConflict)
     return sql
 
 
-class SqliteWriter:
+class SqliteWriter(BulkWriter):
     """Queued operations, each run by one ``executemany`` (a delete: one statement per
     :data:`IN_CHUNK` values) at :meth:`flush`."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._ops: list[tuple[Any, ...]] = []
-
-    def insert_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-        *,
-        on_conflict: OnConflict = "error",
-    ) -> None:
-        if rows:
-            self._ops.append(("insert", table, columns, rows, on_conflict))
-
-    def delete_rows(
-        self, table: Table, column: str, values: Sequence[Any], *, where: dict[str, Any]
-    ) -> None:
-        if values:
-            self._ops.append(("delete", table, column, values, where))
-
-    def update_rows(
-        self,
-        table: Table,
-        columns: tuple[str, ...],
-        key: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-    ) -> None:
-        if any(op[0] == "update" for op in self._ops):
-            raise ValueError("one update per flush")
-        self._ops.append(("update", table, columns, key, rows))
-
     def flush(self) -> Flushed:
-        ops, self._ops = self._ops, []
-        if sum(1 for op in ops if op[0] == "insert" and op[4] == "report") > 1:
-            raise ValueError("one reported insert per flush")
+        ops, _ = self._take()
         out = Flushed()
         for op in ops:
             if op[0] == "insert":
