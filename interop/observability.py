@@ -28,6 +28,7 @@ from interop.metrics import HTTP_SECONDS, collectors, correlation_id
 from interop.routing.heartbeat import alive
 from interop.routing.outbox import Outbox, collect_metrics
 from interop.store.migrate import current_revision, head_revisions
+from interop.store.unavailable import unavailable_reason
 
 
 class JsonFormatter(logging.Formatter):
@@ -133,7 +134,7 @@ def readyz(request: Request) -> Response:
             checks["warning"] = "messages are waiting and no worker has reported in for a minute"
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
         ok = False
-        checks["database"] = f"unavailable: {type(exc).__name__}"
+        checks["database"] = f"unavailable: {unavailable_reason(exc) or type(exc).__name__}"
     body = json.dumps({"status": "ready" if ok else "not ready", "checks": checks})
     return Response(body.encode(), status_code=200 if ok else 503, media_type="application/json")
 

@@ -36,7 +36,7 @@ from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.search import SearchResult
+from interop.store.search import OWN_PATIENTS, SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
 """The address book: readable by every actor except vendors, written by admins."""
@@ -331,7 +331,12 @@ class AccessPolicy:
             asked = _patients_asked(res_type, params)
             allowed = reachable if asked is None else asked & reachable
             ids = ",".join(sorted(allowed)) or NO_PATIENT
-            restricted.append(("_id" if res_type == "Patient" else "patient", ids))
+            if res_type == "Patient":
+                restricted.append(("_id", ids))
+            elif "patient" in definitions(res_type):
+                restricted.append(("patient", ids))
+            else:  # only ``subject``, or a Group's members: the compartment the read decides on
+                restricted.append((OWN_PATIENTS, ids))
         if res_type == "Observation" and scope.codes is not None:
             restricted.append(("code", ",".join(sorted(scope.codes)) or NO_PATIENT))
         return restricted
@@ -346,8 +351,8 @@ class AccessPolicy:
             return f"{res_type} is for admins"
         if res_type in DIRECTORY or scope.reachable is None:
             return None
-        if res_type != "Patient" and "patient" not in definitions(res_type):
-            return f"{res_type} is not searchable for role {actor.role}"
+        if res_type != "Patient" and not any(p.compartment for p in definitions(res_type).values()):
+            return f"{res_type} is not searchable for role {actor.role}"  # no patient's data
         return None
 
     def searchable(self, actor: Actor, types: Iterable[str]) -> list[str]:

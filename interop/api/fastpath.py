@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from interop.api.auth import require_actor
-from interop.api.responses import error_response, not_modified
+from interop.api.responses import error_response, not_modified, unavailable_response
 from interop.fhir.outcome import FhirError
 from interop.fhir.validation import ID_PATTERN, SUPPORTED_TYPES
 
@@ -54,6 +54,11 @@ class FhirReadFastPath:
         except HTTPException as exc:  # e.g. the body size limit: answered as on every route
             handler = request.app.exception_handlers[HTTPException]
             response = await handler(request, exc)
+        except Exception as exc:  # the database unusable: a 503 here too (else re-raised)
+            unavailable = unavailable_response(request, exc)
+            if unavailable is None:
+                raise
+            response = unavailable
         await response(scope, receive, send)
 
     async def _read(self, scope: Scope, receive: Receive, send: Send, rtype: str, rid: str) -> None:
@@ -65,6 +70,12 @@ class FhirReadFastPath:
             await services.policy.check_read_async(actor, stored)
         except FhirError as exc:
             await error_response(exc)(scope, receive, send)
+            return
+        except Exception as exc:  # the database unusable: a 503 here too (else re-raised)
+            unavailable = unavailable_response(request, exc)
+            if unavailable is None:
+                raise
+            await unavailable(scope, receive, send)
             return
         etag = stored.etag.encode()
         headers = [

@@ -25,7 +25,7 @@ from interop.services import Services
 from interop.store.context import Door, WriteContext
 from interop.store.group_commit import GroupCommitter
 from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
-from interop.store.search import SearchRequest, SearchResult
+from interop.store.search import SearchEngine, SearchRequest, SearchResult
 from interop.store.transaction import parse_if_match
 
 router = APIRouter(prefix="/fhir")
@@ -188,18 +188,47 @@ def bundle_bytes(
 
 
 async def _search(
-    request: Request, rtype: str, params: list[tuple[str, str]], actor: Actor
+    request: Request,
+    rtype: str,
+    params: list[tuple[str, str]],
+    actor: Actor,
+    compartment: str | None = None,
 ) -> Response:
+    """A type search (``compartment``: in that Patient's compartment, ``Patient/{id}/{type}``)."""
     _check_type(rtype)
     _check_accept(request)
     svc = services(request)
-    restriction = svc.policy.restriction(actor, rtype, params)
+    asked, in_compartment = compartment_params(svc.search, rtype, params, compartment)
+    restriction = svc.policy.restriction(actor, rtype, asked)
     result = svc.search.search(
-        SearchRequest(rtype, params, strict=_strict(request), restriction=restriction)
+        SearchRequest(
+            rtype,
+            asked,
+            strict=_strict(request),
+            restriction=restriction,
+            compartment=in_compartment,
+        )
     )
-    result = await svc.policy.filter_result_async(actor, rtype, result, params)
+    result = await svc.policy.filter_result_async(actor, rtype, result, asked)
     # the links repeat what the client asked; each page is restricted again
-    return fhir_response(bundle_bytes(request, rtype, result, params))
+    path = f"Patient/{compartment}/{rtype}" if compartment is not None else None
+    return fhir_response(bundle_bytes(request, rtype, result, params, path))
+
+
+def compartment_params(
+    engine: SearchEngine, rtype: str, params: list[tuple[str, str]], pid: str | None
+) -> tuple[list[tuple[str, str]], str | None]:
+    """(parameters, compartment) of a search in ``pid``'s compartment: the own link added as a
+    parameter when that is the whole compartment (the policy then narrows the search to the
+    patient, as it does ``?patient=``), else every link (the policy restricting to all the
+    actor's patients: a resource of another patient that names this one is in the
+    compartment, and shown only to whom may read its own patient's data)."""
+    if pid is None:
+        return params, None
+    link = engine.compartment_link(rtype, pid)
+    if link is not None:
+        return [link, *params], None
+    return params, pid
 
 
 async def search_type(request: Request) -> Response:

@@ -14,61 +14,49 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
-from interop.api.fhir import _check_type, _search, _strict, fhir_base, search_entries, services
+from interop.api.fhir import (
+    _check_type,
+    _search,
+    _strict,
+    compartment_params,
+    fhir_base,
+    search_entries,
+    services,
+)
 from interop.api.fhir_operations import NOT_IN_EVERYTHING, _types
 from interop.api.responses import fhir_response
 from interop.fhir.outcome import error, operation_outcome
-from interop.fhir.r4_definitions import patient_compartment_params
-from interop.fhir.searchparams import definitions
 from interop.fhir.subset import requested as requested_subset
-from interop.store import meta_index
+from interop.store import compartment, meta_index
 from interop.store.search import SearchRequest
 
 router = APIRouter(prefix="/fhir")
-
-
-def compartment_link(rtype: str, pid: str) -> tuple[str, str] | None:
-    """The parameter that restricts a search of ``rtype`` to the patient's compartment, or
-    None when the type is not searched in it (``patient``, else ``subject``)."""
-    defs = definitions(rtype)
-    if rtype == "Patient":
-        return ("_id", pid)
-    for name in ("patient", "subject"):
-        if name in defs and defs[name].type == "reference":
-            return (name, f"Patient/{pid}")
-    return None
 
 
 @router.get("/Patient/{pid}/{rtype}")
 async def compartment_search(
     pid: str, rtype: str, request: Request, actor: Actor = Depends(require_actor)
 ) -> Response:
-    """``Patient/{id}/Observation?…``: the type's search, restricted to the patient;
-    ``Patient/{id}/*?…``: every type of the compartment the actor may search, one after the
-    other (:func:`compartment_all`)."""
+    """``Patient/{id}/Observation?…``: the type's search, restricted to what is in the
+    patient's compartment through any link the CompartmentDefinition names for the type
+    (:mod:`interop.store.compartment`); ``Patient/{id}/*?…``: every type of the compartment
+    the actor may search, one after the other (:func:`compartment_all`). The policy restricts
+    and filters each on the resources' own patients, as it does a type search."""
     if rtype == "*":
         return await compartment_all(pid, request, actor)
     _check_type(rtype)
-    link = compartment_link(rtype, pid)
-    if link is None:
+    if not compartment.in_compartment(rtype):
         raise error(404, "not-supported", f"{rtype} is not in the Patient compartment")
     params = parse_qsl(request.url.query, keep_blank_values=True)
-    return await _search(request, rtype, [link, *params], actor)
+    return await _search(request, rtype, params, actor, compartment=pid)
 
 
-def compartment_types(pid: str) -> list[tuple[str, tuple[str, str]]]:
-    """(type, link) of every supported type searched in the Patient compartment (the
-    CompartmentDefinition's types with a ``patient`` or ``subject`` parameter), by name."""
+def compartment_types() -> list[str]:
+    """Every supported type of the Patient compartment (the CompartmentDefinition's types
+    with a link the type defines), by name."""
     from interop.fhir.validation import SUPPORTED_TYPES
 
-    out = []
-    for rtype in sorted(SUPPORTED_TYPES):
-        if rtype != "Patient" and rtype not in patient_compartment_params():
-            continue
-        link = compartment_link(rtype, pid)
-        if link is not None:
-            out.append((rtype, link))
-    return out
+    return [t for t in sorted(SUPPORTED_TYPES) if compartment.in_compartment(t)]
 
 
 async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
@@ -78,7 +66,7 @@ async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
     every type, so one a type does not know is refused (400 naming it), never ignored."""
     svc = services(request)
     params = parse_qsl(request.url.query, keep_blank_values=True)
-    linked = dict(compartment_types(pid))
+    linked = compartment_types()
     asked = _types(request)  # as $everything reads it (an unknown type: 400)
     if asked:
         # the types named, each searched as the system search would (a refused one: 403)
@@ -96,8 +84,8 @@ async def compartment_all(pid: str, request: Request, actor: Actor) -> Response:
         searchable = svc.policy.searchable(actor, [t for t in linked if t not in NOT_IN_EVERYTHING])
         with svc.store.reader() as conn:
             present = meta_index.types_present(conn, searchable)
-    searches = [(t, [linked[t]]) for t in present]
-    return await paged_types(request, actor, searches, params, f"Patient/{pid}/*")
+    searches: list[tuple[str, list[tuple[str, str]]]] = [(t, []) for t in present]
+    return await paged_types(request, actor, searches, params, f"Patient/{pid}/*", pid)
 
 
 def _encode(values: list[Any]) -> str:
@@ -138,11 +126,13 @@ async def paged_types(
     searches: list[tuple[str, list[tuple[str, str]]]],
     params: list[tuple[str, str]],
     path: str,
+    in_compartment: str | None = None,
 ) -> Response:
     """One searchset over several types: each (type, added parameters) searched with the
     client's ``params`` as ``GET /fhir/{type}`` would be (the policy restricts, filters and
     audits each page), the pages following one type after the other with a cursor; ``path``
-    is the links' path below the base."""
+    is the links' path below the base; ``in_compartment``: each in that Patient's
+    compartment."""
     svc = services(request)
     rest = [(k, v) for k, v in params if k not in ("_type", "_cursor", "_count")]
     try:
@@ -157,14 +147,16 @@ async def paged_types(
     base = fhir_base(request)
     link_base = f"{base}/{path}" if path else base
     if any(k == "_summary" and v == "count" for k, v in params):
-        return await _system_count(request, actor, searches, rest, link_base, params)
+        return await _system_count(
+            request, actor, searches, rest, link_base, params, in_compartment
+        )
     subset = requested_subset(params)
     parts: list[bytes] = []
     warnings = []
     next_state: tuple[int, str | None] | None = None
     while index < len(searches) and len(parts) < count:
         rtype, added = searches[index]
-        asked = added + rest
+        asked, linked = compartment_params(svc.search, rtype, added + rest, in_compartment)
         page_params = asked + [("_count", str(count - len(parts)))]
         if not any(k == "_total" for k, _v in asked):
             page_params.append(("_total", "none"))  # the Bundle carries no total: not counted
@@ -172,7 +164,13 @@ async def paged_types(
             page_params.append(("_cursor", cursor))
         restriction = svc.policy.restriction(actor, rtype, asked)
         result = svc.search.search(
-            SearchRequest(rtype, page_params, strict=_strict(request), restriction=restriction)
+            SearchRequest(
+                rtype,
+                page_params,
+                strict=_strict(request),
+                restriction=restriction,
+                compartment=linked,
+            )
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, asked)
         warnings += result.warnings
@@ -209,6 +207,7 @@ async def _system_count(
     rest: list[tuple[str, str]],
     base: str,
     params: list[tuple[str, str]],
+    in_compartment: str | None = None,
 ) -> Response:
     """``_summary=count`` across types: the sum of each type's count, as the policy restricts
     it (no total when one type's count is not exact)."""
@@ -216,10 +215,16 @@ async def _system_count(
     total: int | None = 0
     warnings = []
     for rtype, added in searches:
-        asked = added + rest
+        asked, linked = compartment_params(svc.search, rtype, added + rest, in_compartment)
         restriction = svc.policy.restriction(actor, rtype, asked)
         result = svc.search.search(
-            SearchRequest(rtype, asked, strict=_strict(request), restriction=restriction)
+            SearchRequest(
+                rtype,
+                asked,
+                strict=_strict(request),
+                restriction=restriction,
+                compartment=linked,
+            )
         )
         result = await svc.policy.filter_result_async(actor, rtype, result, asked)
         warnings += result.warnings

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from adapters import jsonsafe
 from interop.fhir.decimals import keep_precision
 from interop.fhir.outcome import FhirError, Issue, invalid_issues, outcome_bytes
+from interop.store.unavailable import StoreUnavailable, unavailable_reason
 
 FHIR_JSON = "application/fhir+json"
 log = logging.getLogger("interop.api")
@@ -91,6 +94,17 @@ def load_json(body: bytes, max_depth: int = jsonsafe.MAX_DEPTH) -> Any:
     return keep_precision(body, doc)
 
 
+def unavailable_response(request: Request, exc: BaseException) -> Response | None:
+    """The database cannot be used now (its file gone or replaced, locked beyond the wait,
+    the server unreachable): a 503 OperationOutcome saying so, never a 500. None for any
+    other error (which stays what it is)."""
+    reason = unavailable_reason(exc)
+    if reason is None:
+        return None
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return error_response(FhirError(503, [Issue("error", "transient", reason)]))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FhirError)
     async def _fhir_error(_request: Request, exc: FhirError) -> Response:
@@ -111,8 +125,20 @@ def install_error_handlers(app: FastAPI) -> None:
         }.get(exc.status_code, "processing")
         return error_response(FhirError(exc.status_code, [Issue("error", code, str(exc.detail))]))
 
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        response = unavailable_response(request, exc)
+        if response is None:
+            raise exc
+        return response
+
+    for kind in (StoreUnavailable, DBAPIError, sqlite3.Error):
+        app.add_exception_handler(kind, _unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        unavailable = unavailable_response(request, exc)
+        if unavailable is not None:  # raised where the handlers above do not reach
+            return unavailable
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
             FhirError(

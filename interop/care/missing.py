@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
+from interop.care.deviation_episode import since_input
 from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.care.ports import CareServices
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding, since_input
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table

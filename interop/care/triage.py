@@ -33,6 +33,14 @@ from typing import Any
 import orjson
 
 from interop.care.default_thresholds import defaults_for, episodes_of_patients, groups_of_episodes
+from interop.care.deviation_episode import (
+    Episode,
+    after_deviation,
+    after_green,
+    episode_of,
+    since_input,
+    with_episode,
+)
 from interop.care.events import (
     DeviationEscalated,
     DeviationOpened,
@@ -315,10 +323,6 @@ PRIORITY = {"red": "asap", "yellow": "urgent"}
 follow-up worklist sorts them: red before yellow."""
 ZONE_INPUT = "zone"
 """The Task input (``type.text``) holding the zone of the worst reading the Task is about."""
-SINCE_INPUT = "since"
-"""The Task input (``type.text``, ``valueDateTime``) saying since when its reason holds: for a
-deviation the time of the first reading in the Task's current zone (a worse zone starts it
-again), for a missing measurement the time of the last reading (or the plan's start)."""
 
 
 LATE_MARK = "etterregistrert"
@@ -389,29 +393,6 @@ def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, 
     return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
 
 
-def task_since(task: dict[str, Any]) -> str | None:
-    """Since when a Task's reason holds (its ``since`` input), None when it has none (a Task
-    written before it had one, or a Task whose reason is its own creation)."""
-    for i in task.get("input", []):
-        if (i.get("type") or {}).get("text") == SINCE_INPUT and i.get("valueDateTime"):
-            return str(i["valueDateTime"])
-    return None
-
-
-def since_input(inputs: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
-    """The inputs with ``since`` as the time the Task's reason holds from (replacing any)."""
-    kept = [i for i in inputs if (i.get("type") or {}).get("text") != SINCE_INPUT]
-    return [*kept, {"type": {"text": SINCE_INPUT}, "valueDateTime": since}]
-
-
-def _earlier(a: str, b: str) -> str:
-    """The earlier of two FHIR dateTimes (the first when either cannot be read)."""
-    try:
-        return b if fhir_instant(b) < fhir_instant(a) else a
-    except ValueError:
-        return a
-
-
 def _raise_or_escalate(
     tx: WriteTx,
     task: dict[str, Any] | None,
@@ -432,12 +413,13 @@ def _raise_or_escalate(
 
     The Task always describes the current worst reading: its description, ``code.text``,
     priority (:data:`PRIORITY`), focus and ``zone`` input follow a reading as bad as or worse
-    than the one it was about; a milder one only adds a note.
+    than the one it was about; a milder one only adds a note (an open red Task is never
+    moved down the list by a milder reading).
 
     ``kind``: (task code, its display, what is assessed); ``task_input``: (type text, value);
-    ``reading_time``: when the reading was taken, the ``since`` input (:data:`SINCE_INPUT`) of
-    a new Task or of one moving to a worse zone, kept when an earlier reading of the same zone
-    arrives late."""
+    ``reading_time``: when the reading was taken; every current reading places itself in the
+    Task's episode (:mod:`interop.care.deviation_episode`: ``since``, the worklist's «Siden»,
+    is the first reading of the current unbroken run of yellow/red readings)."""
     code, display, what = kind
     if task is not None:
         task = dict(task)  # its meta names the version read (see TriageWrites.put)
@@ -446,12 +428,20 @@ def _raise_or_escalate(
         escalated = not late and (current is None or RANK[zone] > RANK.get(current, 0))
         if late and not was_late:
             pass  # an old reading beside a current deviation: a note only
-        elif current is None or RANK[zone] >= RANK.get(current, 0):
-            since = task_since(task)
-            if current is None or RANK[zone] > RANK.get(current, 0):
-                task["input"] = since_input(task.get("input", []), reading_time)
-            elif since is not None:  # the same zone: the deviation began at its first reading
-                task["input"] = since_input(task.get("input", []), _earlier(since, reading_time))
+        else:
+            # since when: the first reading of the current episode (a green between ends one;
+            # a current reading on a Task of late readings begins one)
+            episode = (
+                Episode(reading_time, reading_time, reading_time)
+                if current is None and was_late
+                else after_deviation(
+                    episode_of(task),
+                    reading_time,
+                    1 if current is None else RANK[zone] - RANK.get(current, 0),
+                )
+            )
+            task["input"] = with_episode(task.get("input", []), episode)
+        if not (late and not was_late) and (current is None or RANK[zone] >= RANK.get(current, 0)):
             task["priority"] = "routine" if late else PRIORITY[zone]
             task["description"] = note
             task["focus"] = {"reference": focus}
@@ -488,8 +478,9 @@ def _raise_or_escalate(
             "authoredOn": now,
             "lastModified": now,
             "input": _with_zone_input(
-                since_input(
-                    [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}], reading_time
+                with_episode(
+                    [{"type": {"text": task_input[0]}, "valueCode": task_input[1]}],
+                    Episode(since=reading_time, zone_since=reading_time, last=reading_time),
                 ),
                 zone,
             ),
@@ -497,6 +488,32 @@ def _raise_or_escalate(
         new=True,
     )
     return task_id, "opened"
+
+
+def _back_to_green(
+    tx: WriteTx, task: dict[str, Any], obs: dict[str, Any], code: str, now: str
+) -> None:
+    """A current green reading of a deviation Task's measurement: the Task (left open for a
+    nurse) records that its episode ended (:func:`after_green`), with a note the nurse reads
+    on the worklist; a further green reading changes nothing (no new version)."""
+    taken = _time_of(obs)
+    if not taken:
+        return
+    episode = after_green(episode_of(task), taken)
+    if episode is None:
+        return
+    task = dict(task)  # its meta names the version read (see TriageWrites.put)
+    task["input"] = with_episode(task.get("input", []), episode)
+    if episode.ended == taken:  # (not for a green that only moved «since» on)
+        note = text(
+            "triage.back_to_green",
+            measurement=measurement_name(code),
+            reading=_reading(obs)[1],
+            time=_local(taken, now),
+        )
+        task["note"] = _append_note(task.get("note", []), {"text": note, "time": now})
+    task["lastModified"] = now
+    _writes(tx).put(tx, "Task", task, new=False)
 
 
 def _writes(tx: WriteTx) -> TriageWrites:
@@ -847,6 +864,10 @@ class Triage:
         default_note = f" ({text('triage.by_default', mark=DEFAULT_MARK)})" if by_default else ""
         if late and zone == "green":
             return  # an old reading says nothing about the patient's state now
+        if zone == "green":
+            # the episode of an open deviation Task has ended: the next deviation is a new one
+            for task in tasks:
+                _back_to_green(tx, task, obs, code, now)
         if zone == "green" and not flags:
             return
         if zone == "green":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from interop import __version__
-from interop.fhir.searchparams import definitions
+from interop.fhir.searchparams import definitions, param_targets
 from interop.fhir.validation import SUPPORTED_TYPES
 from interop.store.repository import IMMUTABLE_TYPES, UNDELETABLE_TYPES
 from interop.store.search_values import INDEXED
@@ -49,11 +49,10 @@ NO_INCLUDES = frozenset({"AuditEvent"})
 
 def reference_params_targets() -> dict[str, list[str]]:
     """target type → the ``Source:param`` a ``_revinclude`` on a search of it may name: each
-    reference parameter of each type for every type it may point to. A parameter of the
-    Observation index points to the patient only (``patient_id``); a generic one to what R4
-    names for it, or its one target."""
-    from interop.fhir.r4_definitions import reference_targets
-
+    reference parameter of each type for every type it may point to: its one target, or what
+    R4 names for it (an Observation's ``subject``: a Patient through the observation index,
+    a Group, Device or Location through the generic one); ``store.search_breadth.revincludes``
+    refuses the others."""
     out: dict[str, list[str]] = {}
     for src in SUPPORTED_TYPES:
         if src in NO_INCLUDES:
@@ -61,13 +60,7 @@ def reference_params_targets() -> dict[str, list[str]]:
         for name, p in definitions(src).items():
             if p.type != "reference":
                 continue
-            if p.index == "observation":
-                targets: tuple[str, ...] = ("Patient",) if p.target in (None, "Patient") else ()
-            elif p.target is not None:
-                targets = (p.target,)
-            else:
-                targets = reference_targets(src, name)
-            for t in targets:
+            for t in param_targets(src, name):
                 out.setdefault(t, []).append(f"{src}:{name}")
     return {t: sorted(v) for t, v in out.items()}
 
@@ -94,7 +87,7 @@ def capability_statement(
             interactions.append("delete")
         params = list(COMMON_SEARCH)
         for name, p in definitions(rtype).items():
-            if p.type in INDEXED or (p.type == "composite" and p.index == "generic"):
+            if p.type in INDEXED or (p.type == "composite" and p.index in ("generic", "evaluated")):
                 # the types the engine searches: no other is claimed
                 param = {"name": name, "type": "uri" if p.uri else p.type}
                 if p.documentation:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from interop.fhir.dates import fhir_range
 
@@ -23,8 +23,9 @@ ParamType = Literal["token", "reference", "date", "string", "quantity", "number"
 
 class _ParamModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["token", "reference", "date", "string"]
-    path: str
+    type: Literal["token", "reference", "date", "string", "composite"]
+    path: str | None = None
+    """Required, except on a composite of the whole resource and a parameter ``any_of``."""
     target: str | None = None
     compartment: bool = False
     index: Literal["generic", "observation", "computed"] = "generic"
@@ -33,6 +34,24 @@ class _ParamModel(BaseModel):
     Observation's zone, by triage) and never extracted from the resource itself."""
     documentation: str | None = None
     """What the parameter finds, for the CapabilityStatement (where it is not FHIR's own)."""
+    of: list[str] | None = None
+    """A composite's components: other parameters of the type, in the order of the
+    composite's ``$``-separated values."""
+    any_of: list[str] | None = None
+    """The parameter matches what any of these parameters of the type matches (R4's
+    ``combo-…``: the Observation's own value or a component's); it has no rows of its own."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> _ParamModel:
+        if self.any_of is not None:
+            if self.path is not None or self.of is not None:
+                raise ValueError("a parameter any_of has no path and no components")
+        elif self.type == "composite":
+            if not self.of or len(self.of) < 2:
+                raise ValueError("a composite names its components (of: [a, b])")
+        elif self.path is None:
+            raise ValueError("path is required")
+        return self
 
 
 class _FileModel(BaseModel):
@@ -55,6 +74,8 @@ class SearchParam:
     uri: bool = False
     """An R4 ``uri`` parameter, indexed as a token without a system: a value ``url|version``
     is a versioned canonical, not a system and a code (``store.search.uri_condition``)."""
+    any_of: tuple[str, ...] = ()
+    """Served as the union of these parameters of the type (index ``evaluated``)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +89,14 @@ class IndexEntries:
     quantities: list[tuple[str, str, str, float, float]] = field(default_factory=list)
     """(param, system, code, low, high): quantities and numbers (``code`` "" for a number)"""
     patient_id: str | None = None
+
+    def add(self, other: IndexEntries) -> None:
+        """Take ``other``'s rows too (a composite's rows of one element)."""
+        self.tokens += other.tokens
+        self.references += other.references
+        self.dates += other.dates
+        self.quantities += other.quantities
+        self.strings += other.strings
 
     def row_count(self) -> int:
         return (
@@ -85,19 +114,53 @@ def _load() -> dict[str, dict[str, SearchParam]]:
     model = _FileModel.model_validate(yaml.safe_load(text))
     out: dict[str, dict[str, SearchParam]] = {}
     for rtype, params in model.resources.items():
-        out[rtype] = {
+        found = {
             name: SearchParam(
                 name=name,
                 type=p.type,
-                paths=tuple(tuple(path.strip().split(".")) for path in p.path.split("|")),
+                paths=_yaml_paths(p.path),
                 target=p.target,
                 compartment=p.compartment,
-                index=p.index,
+                index="evaluated" if p.any_of or (p.of and not p.path) else p.index,
                 documentation=p.documentation,
+                any_of=tuple(p.any_of or ()),
             )
             for name, p in params.items()
         }
+        for name, p in params.items():
+            unknown = [n for n in (p.any_of or []) + (p.of or []) if n not in found]
+            if unknown:
+                raise ValueError(f"search-parameters.yaml: {rtype}.{name}: unknown {unknown}")
+            if p.of:
+                found[name] = replace(found[name], components=_components(rtype, name, found, p.of))
+        out[rtype] = found
     return out
+
+
+def _yaml_paths(path: str | None) -> tuple[tuple[str, ...], ...]:
+    if path is None:
+        return ()
+    return tuple(tuple(part.strip().split(".")) for part in path.split("|"))
+
+
+def _components(
+    rtype: str, name: str, found: dict[str, SearchParam], of: list[str]
+) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
+    """A composite's components with their paths below its root (the composite's ``path``;
+    a composite without one is of the whole resource: its components keep their own)."""
+    roots = found[name].paths
+    comps = []
+    for cname in of:
+        below: list[tuple[str, ...]] = []
+        for path in found[cname].paths:
+            under = [r for r in roots if path[: len(r)] == r and len(path) > len(r)]
+            if roots and not under:
+                raise ValueError(
+                    f"search-parameters.yaml: {rtype}.{name}: {cname} is not under its path"
+                )
+            below.append(path[len(max(under, key=len)) :] if under else path)
+        comps.append((cname, tuple(below)))
+    return tuple(comps)
 
 
 META_PARAMS = {
@@ -143,6 +206,17 @@ def _definitions(resource_type: str) -> dict[str, SearchParam]:
         )
         for name, p in r4_params(resource_type).items()
     }
+
+
+def param_targets(resource_type: str, name: str) -> tuple[str, ...]:
+    """The types a reference parameter may point to: its one ``target``, else those R4 names
+    for it (empty when R4 does not define it: any)."""
+    param = definitions(resource_type)[name]
+    if param.target is not None:
+        return (param.target,)
+    from interop.fhir.r4_definitions import reference_targets
+
+    return reference_targets(resource_type, name)
 
 
 @lru_cache(maxsize=1)
@@ -254,6 +328,9 @@ def strings_of(value: Any) -> Iterator[str]:
                 yield from (x for x in v if isinstance(x, str))
 
 
+CANONICAL_MAX = 255
+"""A reference parameter's canonical is indexed (and searched) in its first 255 characters
+(the ``target`` column's width)."""
 EXACT = ":exact"
 """Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
 accent-sensitive) searches; the plain rows hold the folded text."""
@@ -345,7 +422,8 @@ def _plan(resource_type: str) -> _Plan:
             p.index == "observation",
         )
         for name, p in definitions(resource_type).items()
-        if p.index == "generic" or (p.type == "reference" and p.index == "observation")
+        if (p.index == "generic" and p.type != "composite")
+        or (p.type == "reference" and p.index == "observation")
     )
 
 
@@ -392,6 +470,18 @@ def _values_of(resource: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> 
                     out.extend(v)
                 else:
                     out.append(v)
+        elif len(path) == 2 and not path[0].endswith("]") and not path[1].endswith("]"):
+            # ``component.valueCodeableConcept``: most resources lack the first element
+            first = resource.get(path[0])
+            if first is None:
+                continue
+            for item in first if isinstance(first, list) else (first,):
+                if isinstance(item, dict) and path[1] in item:
+                    v = item[path[1]]
+                    if isinstance(v, list):
+                        out.extend(v)
+                    else:
+                        out.append(v)
         else:
             out.extend(_walk(resource, path))
     return out
@@ -470,20 +560,27 @@ def _composites(entries: IndexEntries, resource: dict[str, Any], rtype: str, zon
     for _name, roots, comps in composite_plan(rtype):
         ordinal = 0
         for root in roots:
-            for node in _walk(resource, root) if root else (resource,):
+            for node in _values_of(resource, (root,)) if root else (resource,):
+                if not isinstance(node, dict):
+                    continue
+                # every component's values first, the last (the value, the rarest: an
+                # Observation component has a quantity, not a concept) first: an element
+                # that lacks one gets no row built
+                found: list[list[Any]] = [[] for _c in comps]
+                for i in range(len(comps) - 1, -1, -1):
+                    found[i] = _values_of(node, comps[i][2])
+                    if not found[i]:
+                        break
+                if not all(found):
+                    continue
                 part = IndexEntries()
-                for key, ctype, below, prefix in comps:
-                    found = [v for path in below for v in _walk(node, path)]
+                for (key, ctype, _below, prefix), values in zip(comps, found, strict=True):
                     before = part.row_count()
-                    _component_rows(part, f"{key}{ordinal}", ctype, found, prefix, zone)
+                    _component_rows(part, f"{key}{ordinal}", ctype, values, prefix, zone)
                     if part.row_count() == before:
                         break
                 else:
-                    entries.tokens += part.tokens
-                    entries.references += part.references
-                    entries.dates += part.dates
-                    entries.quantities += part.quantities
-                    entries.strings += part.strings
+                    entries.add(part)
                     ordinal += 1
 
 
@@ -502,6 +599,8 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
         elif ptype == "reference":
             for v in _values_of(resource, paths):
                 if not isinstance(v, dict):
+                    if isinstance(v, str) and v:  # a canonical (``url|version``) or uri
+                        entries.references.append((name, v[:CANONICAL_MAX]))
                     continue
                 ref = v.get("reference")
                 if isinstance(ref, str):

@@ -189,8 +189,25 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+VS_2_MISSING = (
+    "vs-2: Observation.value[x] is missing: a vital sign (category vital-signs) with no "
+    "component and no hasMember needs Observation.value[x] or Observation.dataAbsentReason, "
+    "whatever its status (for a measurement still to come, status registered: "
+    "dataAbsentReason temp-unknown; one that was not taken: not-performed)"
+)
+
+
 def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
-    """R4 vital-signs vs-2/vs-3 for Observations that claim the vital-signs category."""
+    """R4 vital-signs vs-2/vs-3 for Observations that claim the vital-signs category.
+
+    R4's vital signs profile (``http://hl7.org/fhir/StructureDefinition/vitalsigns``), vs-2:
+    "If there is no component or hasMember element then either a value[x] or a data absent
+    reason must be present" — ``(component.empty() and hasMember.empty()) implies
+    (dataAbsentReason.exists() or value.exists())``, with no exception for a status. vs-3:
+    "If there is no a value a data absent reason must be present" on each component. So a
+    ``registered`` vital sign without a value is refused too (as the official validator
+    does); its sender says why the value is absent. Each issue's ``expression`` names the
+    element that is missing."""
     cats = obs.get("category") or []
     is_vs = any(
         c.get("code") == "vital-signs"
@@ -204,25 +221,20 @@ def _vital_signs_invariants(obs: dict[str, Any]) -> list[Issue]:
     issues: list[Issue] = []
     has_value = any(k.startswith("value") for k in obs) or "dataAbsentReason" in obs
     if not (has_value or obs.get("component") or obs.get("hasMember")):
-        issues.append(
-            Issue(
-                "error",
-                "invariant",
-                "vs-2: a vital sign needs a value, dataAbsentReason, component or hasMember",
-                ("Observation",),
-            )
-        )
+        issues.append(Issue("error", "invariant", VS_2_MISSING, ("Observation.value[x]",)))
     components = obs.get("component")
     for i, comp in enumerate(components if isinstance(components, list) else []):
         if isinstance(comp, dict) and not (
             any(k.startswith("value") for k in comp) or "dataAbsentReason" in comp
         ):
+            where = f"Observation.component[{i}]"
             issues.append(
                 Issue(
                     "error",
                     "invariant",
-                    f"vs-3: Observation.component[{i}] needs a value or dataAbsentReason",
-                    (f"Observation.component[{i}]",),
+                    f"vs-3: {where}.value[x] is missing: each component of a vital sign needs "
+                    f"{where}.value[x] or {where}.dataAbsentReason",
+                    (f"{where}.value[x]",),
                 )
             )
     return issues

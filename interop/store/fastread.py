@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from interop.store.db import database_file_of
+
 Row = tuple[int, int, bool, bytes]
 """version, last_updated (epoch µs), deleted, stored JSON bytes"""
 
@@ -57,6 +59,7 @@ class FastReader:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._local = threading.local()
+        self._file = database_file_of(engine)
         mark = "?" if self.dialect == "sqlite" else "%s"
         self._one = _ONE.format(p=mark)
         self._audit_one = _AUDIT_ONE.format(p=mark)
@@ -96,6 +99,8 @@ class FastReader:
         return None if row is None else row[0]
 
     def _run(self, query: Callable[[Any], T]) -> T:
+        if self._file is not None:
+            self._file.check()  # the SQLite file removed or replaced: a 503, never its rows
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()

@@ -26,8 +26,15 @@ from sqlalchemy import (
 )
 
 from interop.fhir.outcome import FhirError, Issue, error
-from interop.fhir.searchparams import EXACT, SearchParam, definitions, fold, reference_target
-from interop.store import audit_rows
+from interop.fhir.searchparams import (
+    CANONICAL_MAX,
+    EXACT,
+    SearchParam,
+    definitions,
+    fold,
+    reference_target,
+)
+from interop.store import audit_rows, compartment
 from interop.store import search_breadth as breadth
 from interop.store.repository import FhirStore
 from interop.store.schema import (
@@ -70,6 +77,10 @@ CONTROL_PARAMS = frozenset({"_totalMethod", "_contained", "_containedType"})
 TOTAL_MODES = frozenset({"accurate", "estimate", "none"})
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})
 """``_summary`` values served (applied to the page by :mod:`interop.fhir.subset`)."""
+OWN_PATIENTS = "\x00own-patients"
+"""The key of the access policy's restriction to the patients whose compartment a resource
+is in (``resource.patient_id``), for the types without a ``patient`` parameter: a NUL is in
+no parameter a client sends (refused by :func:`check_search_values`)."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -132,6 +143,10 @@ class SearchRequest:
     restriction: list[tuple[str, str]] = field(default_factory=list)
     """What the access policy added (the actor's patients and codes): searched like the
     client's parameters, but not counted against ``search_max_values``."""
+    compartment: str | None = None
+    """``Patient/{id}/{type}``: the Patient whose compartment is searched through every link
+    (:func:`interop.store.compartment.condition`; :meth:`SearchEngine.compartment_link`
+    first, for the common case)."""
 
 
 @dataclass(slots=True)
@@ -182,6 +197,12 @@ class SearchEngine:
         self.max_count = max_count
         self.total_limit = total_limit
 
+    def compartment_link(self, res_type: str, pid: str) -> tuple[str, str] | None:
+        """The parameter that is the patient's compartment of ``res_type`` when nothing
+        refers to the patient through another link (:func:`compartment.own_link_alone`)."""
+        with self.store.reader() as conn:
+            return compartment.own_link_alone(conn, res_type, pid)
+
     # ---- parameter conditions on the resource table -------------------------------------
     def _patient_ids_for_identifier(self, value: str) -> Select[Any]:
         system, code = token_parts(value)
@@ -197,9 +218,9 @@ class SearchEngine:
 
     def _reference_value(self, param: SearchParam, value: str) -> str:
         target = reference_target(value, self.store.base_url)
-        if "/" not in target and param.target:
+        if "/" not in target and ":" not in target and param.target:
             target = f"{param.target}/{target}"
-        return target
+        return target[:CANONICAL_MAX]
 
     def row_condition(
         self, param: SearchParam, cols: Any, value: str, name: str
@@ -318,7 +339,12 @@ class SearchEngine:
         narrow: bool = False,
     ) -> ColumnElement[bool]:
         rid = resource_table.c.res_id
+        if param.any_of:
+            union = breadth.union_condition(self, res_type, param, values)
+            return not_(union) if modifier == "not" else union
         if param.type == "composite":
+            if not param.paths:
+                return breadth.whole_composite_condition(self, res_type, name, param, values)
             return breadth.composite_condition(self, res_type, name, param, values)
         if param.type == "token":
             if param.uri:
@@ -362,11 +388,20 @@ class SearchEngine:
                     )
                 return any_of(ors)
             targets_list = [self._reference_value(param, v) for v in values]
+            target = reference_table.c.target
+            matches = [target.in_(targets_list)]
+            # a canonical without a version (``questionnaire=http://x``) matches every
+            # version referred to (``http://x|1.0``); with one, only that one
+            matches += [
+                target.startswith(t + "|", autoescape=True)
+                for t in targets_list
+                if "|" not in t and (t.startswith("urn:") or "://" in t)
+            ]
             return rid.in_(
                 select(reference_table.c.res_id).where(
                     reference_table.c.res_type == res_type,
                     reference_table.c.param == name,
-                    reference_table.c.target.in_(targets_list),
+                    or_(*matches),
                 )
             )
         if param.type == "date":
@@ -406,6 +441,7 @@ class SearchEngine:
         o = observation_table.c
         conds: list[ColumnElement[bool]] = []
         has_code = False
+        row_kind: bool | None = None  # is_component of the rows a code condition is on
         for name, modifier, values in obs_params:
             if name in ("patient", "subject"):
                 if modifier == "identifier":
@@ -455,10 +491,20 @@ class SearchEngine:
                         )
                     )
                     continue
+                sets = code_sets_holding_any(map(token_parts, values))
+                if row_kind is None or (row_kind is False and not component):
+                    # on the rows the search reads (an Observation has one primary row: every
+                    # ``code`` is on it)
+                    row_kind = component
+                    conds.append(and_(o.is_component == component, o.code_set.in_(sets)))
+                    continue
+                # another kind of row, or another component (``code=…&component-code=…``, a
+                # GP's view codes beside ``component-code``, two ``component-code``): any row
+                # of the same Observation, never the row already matched
+                x = observation_table.alias(f"k{len(conds)}").c
                 conds.append(
-                    and_(
-                        o.is_component == component,
-                        o.code_set.in_(code_sets_holding_any(map(token_parts, values))),
+                    o.res_id.in_(
+                        select(x.res_id).where(x.is_component == component, x.code_set.in_(sets))
                     )
                 )
             elif name == "date":
@@ -476,9 +522,19 @@ class SearchEngine:
     # ---- the whole search ---------------------------------------------------------------
     def search(self, req: SearchRequest) -> SearchResult:
         check_search_values(req.params, self.max_values)
-        if req.restriction:
-            req = SearchRequest(req.res_type, req.params + req.restriction, req.strict)
         res_type = req.res_type
+        generic: list[ColumnElement[bool]] = []
+        # the policy's restriction to the actor's patients by their own compartment (a type
+        # without a ``patient`` parameter): never a parameter a client can send
+        own = [v for k, v in req.restriction if k == OWN_PATIENTS]
+        if own:
+            ids = [i for v in own for i in v.split(",")]
+            generic.append(resource_table.c.patient_id.in_(ids))
+        added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
+        if req.compartment is not None:
+            generic.append(compartment.condition(res_type, req.compartment))
+        if added or req.restriction:
+            req = SearchRequest(res_type, req.params + added, req.strict)
         if res_type == audit_rows.AUDIT_EVENT:
             return self._search_audit(req)
         defs = definitions(res_type)
@@ -490,7 +546,6 @@ class SearchEngine:
         includes: list[str] = []
         total_mode = "accurate"
         cursor: tuple[Any, str] | None = None
-        generic: list[ColumnElement[bool]] = []
         obs_params: list[tuple[str, str | None, list[str]]] = []
         revinclude_specs: list[str] = []
         iterate_specs: list[str] = []
@@ -499,7 +554,8 @@ class SearchEngine:
         more_sorts: list[tuple[Any, bool]] = []
 
         ignored: list[tuple[str, str]] = []
-        narrow = _narrowed(defs, req.params)
+        # a filter on the compartment picks few too (one patient's, or the actor's patients')
+        narrow = bool(generic) or _narrowed(defs, req.params)
 
         def ignore(key: str, raw: str, label: str) -> None:
             self._unsupported(req, warnings, label)
@@ -752,7 +808,9 @@ class SearchEngine:
                 )
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
-            included += breadth.revincludes(self, conn, res_type, revinclude_specs, page)
+            included += breadth.revincludes(
+                self, conn, res_type, revinclude_specs, page, frozenset(rev_iterate_specs)
+            )
             included += breadth.iterate_includes(
                 self,
                 conn,
@@ -778,6 +836,12 @@ class SearchEngine:
             raise error(400, "invalid", f"{key} must be true or false", expression=[key])
         if param.type not in INDEXED:
             raise not_searched(res_type, name, param)
+        if param.any_of:  # a value of any of them
+            defs = definitions(res_type)
+            present = or_(
+                *[self._missing(res_type, n, defs[n], ["false"], key) for n in param.any_of]
+            )
+            return not_(present) if values == ["true"] else present
         rid = resource_table.c.res_id
         has: list[ColumnElement[bool]] = []
         if res_type == "Observation" and name in OBS_INDEXED:

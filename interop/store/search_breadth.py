@@ -21,7 +21,14 @@ import orjson
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, true
 
 from interop.fhir.outcome import FhirError, error
-from interop.fhir.searchparams import SearchParam, composite_key, definitions, reference_target
+from interop.fhir.searchparams import (
+    CANONICAL_MAX,
+    SearchParam,
+    composite_key,
+    definitions,
+    param_targets,
+    reference_target,
+)
 from interop.store.audit_rows import AUDIT_EVENT
 from interop.store.schema import (
     date_table,
@@ -435,6 +442,53 @@ def composite_condition(
     return any_of(ors)
 
 
+def union_condition(
+    engine: SearchEngine, res_type: str, param: SearchParam, values: list[str]
+) -> ColumnElement[bool]:
+    """A parameter ``any_of`` others (``combo-code``: the Observation's code or a
+    component's): what any of them matches (``:not`` is taken by the caller, on the union)."""
+    try:
+        return any_of(
+            [
+                resource_table.c.res_id.in_(_inner_ids(engine, res_type, n, values))
+                for n in param.any_of
+            ]
+        )
+    except FhirError as exc:
+        raise _naming(param.name, exc) from None
+
+
+def whole_composite_condition(
+    engine: SearchEngine, res_type: str, name: str, param: SearchParam, values: list[str]
+) -> ColumnElement[bool]:
+    """A composite of the whole resource (``Observation?code-value-concept=<code>$<value>``):
+    its element is the resource itself, so each component is matched in its own parameter's
+    rows (the code in the observation index, the value in the generic tables) and all of them
+    on the same resource; no rows of its own."""
+    ors = []
+    for v in values:
+        parts = composite_parts(name, v, len(param.components))
+        try:
+            ors.append(
+                and_(
+                    *[
+                        resource_table.c.res_id.in_(_inner_ids(engine, res_type, cname, [part]))
+                        for (cname, _below), part in zip(param.components, parts, strict=True)
+                    ]
+                )
+            )
+        except FhirError as exc:
+            raise _naming(name, exc) from None
+    return any_of(ors)
+
+
+def _naming(name: str, exc: FhirError) -> FhirError:
+    """A refusal of a component's or an alternative's value, named as the parameter asked."""
+    if exc.message.partition(":")[0] == name:
+        return exc
+    return error(exc.status, "invalid", f"{name}: {exc.message}", expression=[name])
+
+
 def observation_value_condition(name: str, values: list[str]) -> ColumnElement[bool]:
     """``value-quantity`` and the composites, on the observation index rows."""
 
@@ -515,15 +569,54 @@ def later_sort_key(res_type: str, name: str, descending: bool) -> Any:
 
 
 def revincludes(
-    engine: SearchEngine, conn: Any, res_type: str, specs: list[str], page: list[tuple[str, bytes]]
+    engine: SearchEngine,
+    conn: Any,
+    res_type: str,
+    specs: list[str],
+    page: list[tuple[str, bytes]],
+    iterating: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str, bytes]]:
-    """``_revinclude=Observation:patient``: resources of that type referring to the page."""
-    if not specs or not page:
+    """``_revinclude=Observation:patient``: resources of that type referring to the page; a
+    parameter that never points at the searched type is refused (400), never answered empty
+    as if nothing referred to the page (``Organization?_revinclude=Observation:subject``),
+    unless it is ``:iterate`` (``iterating``: it is for what the rounds include)."""
+    parsed = []
+    for spec in specs:
+        src, pname, only = _revinclude_param(spec)
+        targets = param_targets(src, pname)
+        if (only is not None and only != res_type) or (targets and res_type not in targets):
+            if spec in iterating:
+                continue
+            raise error(
+                400,
+                "not-supported",
+                f"_revinclude={spec!r}: {src}.{pname} never points at a {res_type}",
+                expression=["_revinclude"],
+            )
+        parsed.append((src, pname, only))
+    if not page:
         return []
     ids = [rid for rid, _c in page]
     out: list[tuple[str, str, bytes]] = []
-    for spec in specs:
-        out += _referring(conn, _revinclude_param(spec), {res_type: ids})
+    canonicals = _canonicals(page) if parsed else []
+    for found in parsed:
+        out += _referring(conn, found, {res_type: ids}, canonicals)
+    return out
+
+
+def _canonicals(page: list[tuple[str, bytes]]) -> list[str]:
+    """``url`` and ``url|version`` of the page's resources that have a canonical url (a
+    Questionnaire: what a QuestionnaireResponse's ``questionnaire`` refers to)."""
+    out: list[str] = []
+    for _rid, content in page:
+        if b'"url"' not in content:
+            continue
+        resource = orjson.loads(content)
+        url, version = resource.get("url"), resource.get("version")
+        if isinstance(url, str) and url:
+            out.append(url[:CANONICAL_MAX])
+            if isinstance(version, str) and version:
+                out.append(f"{url}|{version}"[:CANONICAL_MAX])
     return out
 
 
@@ -551,10 +644,14 @@ def _revinclude_param(spec: str) -> tuple[str, str, str | None]:
 
 
 def _referring(
-    conn: Any, spec: tuple[str, str, str | None], targets: dict[str, list[str]]
+    conn: Any,
+    spec: tuple[str, str, str | None],
+    targets: dict[str, list[str]],
+    canonicals: list[str] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
-    ids), at most :data:`MAX_REVINCLUDE`."""
+    ids) or to one of the ``canonicals`` (``url`` and ``url|version`` of the targets), at
+    most :data:`MAX_REVINCLUDE`."""
     src, pname, only = spec
     param = definitions(src)[pname]
     r = resource_table.c
@@ -573,7 +670,9 @@ def _referring(
                     select(reference_table.c.res_id).where(
                         reference_table.c.res_type == src,
                         reference_table.c.param == pname,
-                        reference_table.c.target.in_([f"{ttype}/{i}" for i in ids]),
+                        reference_table.c.target.in_(
+                            [f"{ttype}/{i}" for i in ids] + (canonicals or [])
+                        ),
                     )
                 ),
             )

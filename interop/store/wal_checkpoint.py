@@ -20,9 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
+
+from interop.store.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,11 @@ def autocheckpoint_pages(every_seconds: float) -> int:
     return BACKSTOP_PAGES if every_seconds > 0 else 1000
 
 
-def start(engine: Engine, every_seconds: float) -> None:
+def start(engine: Engine, every_seconds: float, usable: Callable[[], None] | None = None) -> None:
     """Checkpoint ``engine``'s database every ``every_seconds`` until the engine is gone or
-    disposed of (0: leave it to SQLite's automatic checkpoint)."""
+    disposed of (0: leave it to SQLite's automatic checkpoint). ``usable`` raises
+    :class:`StoreUnavailable` when the database file was removed or replaced: no checkpoint
+    then (it would copy the old file's log into whatever file is there now)."""
     if every_seconds <= 0:
         return
     done = threading.Event()
@@ -48,7 +53,10 @@ def start(engine: Engine, every_seconds: float) -> None:
     weakref.finalize(engine, done.set)
     _stops[engine] = done
     threading.Thread(
-        target=_run, args=(ref, done, every_seconds), name="sqlite-wal-checkpoint", daemon=True
+        target=_run,
+        args=(ref, done, every_seconds, usable),
+        name="sqlite-wal-checkpoint",
+        daemon=True,
     ).start()
 
 
@@ -59,13 +67,22 @@ def stop(engine: Engine) -> None:
         event.set()
 
 
-def _run(ref: weakref.ref[Engine], stop_event: threading.Event, every: float) -> None:
+def _run(
+    ref: weakref.ref[Engine],
+    stop_event: threading.Event,
+    every: float,
+    usable: Callable[[], None] | None,
+) -> None:
     while not stop_event.wait(every):
         engine = ref()
         if engine is None:
             return
         try:
+            if usable is not None:
+                usable()
             checkpoint(engine)
+        except StoreUnavailable:
+            pass  # logged once where it was found (interop.store.sqlite_file)
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint is retried next round
             log.warning("SQLite WAL checkpoint failed: %s", exc)
         del engine

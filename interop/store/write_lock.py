@@ -27,16 +27,33 @@ With the default ratio of 1 background work still gets up to half of the lock un
 foreground load: it is slowed down, never starved. The pause is as long as the hold, so a
 foreground writer meets a long background transaction at most every other such length of
 time.
+
+The lock is held *by* something (an owner token): only its holder releases it, and a release
+by anyone else (or a second one) is logged and does nothing — it never takes the lock from
+the writer holding it, and never turns the failure the caller is handling into another one.
+A writer waits at most ``wait`` seconds (the same as SQLite's own busy wait): a lock that
+somehow stays held makes writers fail with a 503 after that, not hang.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
+
+from interop.store.unavailable import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+WAIT_SECONDS = 30.0
+"""How long a writer waits for the lock (SQLite's ``busy_timeout`` is as long)."""
+
+_NO_OWNER = object()
+"""The holder of a lock taken with no owner."""
 
 _background: ContextVar[bool] = ContextVar("interop_background_writes", default=False)
 
@@ -56,11 +73,15 @@ def in_background() -> bool:
 
 
 class WriteLock:
-    def __init__(self, *, ratio: float = 1.0, quiet: float = 0.005) -> None:
+    def __init__(
+        self, *, ratio: float = 1.0, quiet: float = 0.005, wait: float = WAIT_SECONDS
+    ) -> None:
         self.ratio = ratio
         self.quiet = quiet
+        self.wait = wait
         self._cond = threading.Condition(threading.Lock())
         self._held = False
+        self._owner: object | None = None
         self._held_background = False
         self._acquired_at = 0.0
         self._fg_waiting = 0
@@ -90,16 +111,21 @@ class WriteLock:
         # asks again queues behind the ones already waiting instead of barging past them
         return self._fg_queue[0] is ticket
 
-    def _timeout(self, now: float) -> float | None:
-        """How long a waiter may sleep before the predicates can change without a notify."""
+    def _timeout(self, now: float, deadline: float) -> float:
+        """How long a waiter may sleep before the predicates can change without a notify
+        (at most until its deadline)."""
         if self._held:
-            return None
-        moments = [t for t in (self._bg_not_before, self._fg_active_until) if t > now]
-        return min(moments) - now if moments else None
+            return deadline - now
+        moments = [t for t in (self._bg_not_before, self._fg_active_until, deadline) if t > now]
+        return min(moments) - now if moments else 0.0
 
     # ---- the lock ---------------------------------------------------------------------
-    def acquire(self, background: bool = False) -> None:
+    def acquire(self, background: bool = False, owner: object | None = None) -> None:
+        """Take the lock for ``owner`` (None: a writer that releases it with no owner).
+        :class:`StoreUnavailable` after waiting ``wait`` seconds."""
         ticket = object()
+        holder = _NO_OWNER if owner is None else owner
+        deadline = time.monotonic() + self.wait
         with self._cond:
             if background:
                 self._bg_waiting += 1
@@ -111,7 +137,12 @@ class WriteLock:
                     now = time.monotonic()
                     if self._can_take(background, now, ticket):
                         break
-                    self._cond.wait(self._timeout(now))
+                    if now >= deadline:
+                        raise StoreUnavailable(
+                            f"the database stayed busy for {self.wait:g} s (another write "
+                            "held it); nothing was written"
+                        )
+                    self._cond.wait(self._timeout(now, deadline))
             except BaseException:
                 # a waiter that gives up may have been the one the others stood back for
                 self._cond.notify_all()
@@ -123,21 +154,31 @@ class WriteLock:
                     self._fg_waiting -= 1
                     self._fg_queue.remove(ticket)
             self._held = True
+            self._owner = holder
             self._held_background = background
             self._acquired_at = now
 
-    def release(self) -> None:
+    def release(self, owner: object | None = None) -> bool:
+        """Release the lock ``owner`` holds; False (logged, nothing changed) when it holds
+        none — the lock is then either free or another writer's, and stays so."""
+        holder = _NO_OWNER if owner is None else owner
         with self._cond:
-            if not self._held:
-                raise RuntimeError("release of an unheld write lock")
+            if not self._held or self._owner is not holder:
+                log.error(
+                    "write lock released by a writer not holding it (%s); left as it was",
+                    "held by another" if self._held else "not held",
+                )
+                return False
             now = time.monotonic()
             if self._held_background:
                 self._bg_not_before = now + (now - self._acquired_at) * self.ratio
             else:
                 self._fg_active_until = now + self.quiet
             self._held = False
+            self._owner = None
             self._held_background = False
             self._cond.notify_all()
+            return True
 
     def locked(self) -> bool:
         return self._held

@@ -28,7 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select, true
 
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, task_since
+from interop.care.deviation_episode import task_since, task_zone_since
+from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, task_zone
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
@@ -51,6 +52,10 @@ class Reason(BaseModel):
     priority: list[str] = []
     inactive: bool = False
     message_status: list[str] = []
+    since_from: str = "task"
+    """``reading``: triage records since when the reason holds (the Task's ``since`` input); a
+    Task stored before it did is shown with the time it was written, labelled as at the
+    latest then. ``task``: the Task's own creation is the reason's start."""
 
 
 class Ordering(BaseModel):
@@ -75,16 +80,20 @@ def ordering() -> Ordering:
 class Row:
     patient_id: str
     rank: int = 1_000_000
-    reasons: dict[str, int | None] = field(default_factory=dict)
-    """Reason code → since when (epoch µs, None when unknown)."""
-    tasks: list[tuple[int, str, int | None, dict[str, Any]]] = field(default_factory=list)
-    """(rank, reason code, since when (µs), Task) of each open Task."""
+    reasons: dict[str, tuple[int | None, dict[str, str] | None]] = field(default_factory=dict)
+    """Reason code → since when (epoch µs, None when unknown) and that time in words."""
+    tasks: list[tuple[int, str, int | None, dict[str, str] | None, dict[str, Any]]] = field(
+        default_factory=list
+    )
+    """(rank, reason code, since when (µs), in words, Task) of each open Task."""
     messages: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, rank: int, code: str, since: int | None) -> None:
+    def add(self, rank: int, code: str, since: int | None, words: dict[str, str] | None) -> None:
+        """The reason holds since ``since`` (µs) as ``words`` say it (the earliest wins)."""
         self.rank = min(self.rank, rank)
         old = self.reasons.get(code)
-        self.reasons[code] = since if old is None else min(old, since or old)
+        if old is None or (since is not None and (old[0] is None or since < old[0])):
+            self.reasons[code] = (since, words)
 
 
 def _task_type(task: dict[str, Any]) -> str | None:
@@ -267,14 +276,44 @@ def _written(us: int, zone: str) -> tuple[str, str]:
     )
 
 
+def _task_since(
+    task: dict[str, Any], from_reading: bool, zone: str
+) -> tuple[int | None, dict[str, str] | None]:
+    """Since when an open Task's reason holds (µs) and in words (``{time, text, basis}``).
+
+    What triage recorded (``basis`` ``reading``): the first reading of the deviation's current
+    episode, the last reading before a gap, the first unjudged reading; when the Task's zone
+    was reached at another time than the episode began, the words say so («(rød fra …)»).
+    A Task of that kind stored before triage recorded it (``basis`` ``task-created``): when
+    the Task was written, said as what it is — the deviation began then *at the latest* —
+    never shown bare as if it had just begun. Any other Task: when it was written."""
+    recorded = _instant(task_since(task), zone)
+    if recorded is not None:
+        iso, words = _written(recorded, zone)
+        zone_at = _instant(task_zone_since(task), zone)
+        worst = task_zone(task)
+        zone_words = _written(zone_at, zone)[1] if zone_at is not None else words
+        if zone_at is not None and zone_words != words and worst:
+            key = "since_zone_from" if zone_at > recorded else "since_zone_before"
+            words = text(f"worklist.{key}", since=words, zone=zone_name(worst), time=zone_words)
+        return recorded, {"time": iso, "text": words, "basis": "reading"}
+    written = _instant(task.get("authoredOn"), zone)
+    if written is None:
+        return None, None
+    iso, words = _written(written, zone)
+    if from_reading:
+        words = text("worklist.since_task_created", time=words)
+    return written, {"time": iso, "text": words, "basis": "task-created"}
+
+
 def _task_json(
-    task: dict[str, Any], reason: dict[str, str], since: int | None, zone: str
+    task: dict[str, Any], reason: dict[str, str], since: dict[str, str] | None, zone: str
 ) -> dict[str, Any]:
     owner = task.get("owner") or {}
     return {
         "id": task["id"],
         "reason": reason,
-        "since": _when(since, zone),
+        "since": since,
         "type": _task_type(task),
         "priority": task.get("priority", "routine"),
         "status": task.get("status"),
@@ -313,11 +352,12 @@ def compute(
             if reason.priority and priority not in reason.priority:
                 continue
             # since when the reason holds: what triage recorded (the first reading of the
-            # deviation, the last reading before a gap); else when the Task was written
-            since = _instant(task_since(task), zone) or _instant(task.get("authoredOn"), zone)
+            # deviation's episode, the last reading before a gap); else when the Task was
+            # written, labelled so
+            since, words = _task_since(task, reason.since_from == "reading", zone)
             r = row(pid)
-            r.add(rank, reason.code, since)
-            r.tasks.append((rank, reason.code, since, task))
+            r.add(rank, reason.code, since, words)
+            r.tasks.append((rank, reason.code, since, words, task))
             break
     ids = sorted(patient_ids)
     inactive = next((r for r in rules.reasons if r.inactive), None)
@@ -325,13 +365,13 @@ def compute(
         quiet_since = now_us - rules.inactive_after_days * 86_400_000_000
         for pid, last in _last_measured(conn, ids).items():
             if last is None or last < quiet_since:
-                row(pid).add(rank_of[inactive.code], inactive.code, last)
+                row(pid).add(rank_of[inactive.code], inactive.code, last, _when(last, zone))
     failed = next((r for r in rules.reasons if r.message_status), None)
     if failed is not None:
         since = now_us - rules.message_days * 86_400_000_000
         for m in _failed_messages(conn, ids, failed.message_status, since):
             r = row(m.patient_id)
-            r.add(rank_of[failed.code], failed.code, m.created)
+            r.add(rank_of[failed.code], failed.code, m.created, _when(m.created, zone))
             r.messages.append(
                 {
                     "id": m.id,
@@ -360,12 +400,12 @@ def compute(
         # every open Task, most urgent first: by its reason, priority, the longest waiting
         tasks = sorted(
             r.tasks,
-            key=lambda x: (x[0], _priority_rank(x[3]), x[2] or now_us, str(x[3]["id"])),
+            key=lambda x: (x[0], _priority_rank(x[4]), x[2] or now_us, str(x[4]["id"])),
         )
         owner = next((t["owner"].get("display") for *_, t in tasks if t.get("owner")), None)
         tasks_json = [
-            _task_json(t, {"code": code, "text": reason_text[code]}, since, zone)
-            for _rank, code, since, t in tasks
+            _task_json(t, {"code": code, "text": reason_text[code]}, words, zone)
+            for _rank, code, _since, words, t in tasks
         ]
         values: list[dict[str, Any]] = []
         for code, (t, v, unit, z) in sorted(latest.get(r.patient_id, {}).items()):
@@ -381,7 +421,7 @@ def compute(
                     "time": _when(t, zone),
                 }
             )
-        started = [s for s in r.reasons.values() if s is not None]
+        started = [(s, words) for s, words in r.reasons.values() if s is not None]
         out.append(
             {
                 "patient": {
@@ -391,14 +431,12 @@ def compute(
                 },
                 "rank": r.rank,
                 "reasons": [
-                    {
-                        "code": code,
-                        "text": reason_text[code],
-                        "since": _when(s, zone),
-                    }
-                    for code, s in sorted(r.reasons.items(), key=lambda kv: rank_of[kv[0]])
+                    {"code": code, "text": reason_text[code], "since": words}
+                    for code, (_s, words) in sorted(
+                        r.reasons.items(), key=lambda kv: rank_of[kv[0]]
+                    )
                 ],
-                "since": _when(min(started), zone) if started else None,
+                "since": min(started, key=lambda sw: sw[0])[1] if started else None,
                 "latest": values,
                 "task": tasks_json[0] if tasks_json else None,
                 "tasks": tasks_json,

@@ -89,7 +89,7 @@ def _items(r: dict[str, Any], back: str, rank_of: dict[str, int]) -> list[tuple[
                 (
                     task["reason"]["code"],
                     task["reason"]["text"],
-                    task["since"]["text"] if task["since"] else "–",
+                    task["since"]["text"] if task["since"] else text("worklist.since_unknown"),
                     _task_cell(task),
                     html.escape(task["owner"] or text("worklist.no_owner")),
                     _forms(task, back),

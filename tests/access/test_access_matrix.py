@@ -58,6 +58,11 @@ class Victim:
     """A generic type (official R4 parameters, compartment from the CompartmentDefinition)."""
     document: str
     """A Bundle about B: no Patient compartment, so for admins only."""
+    concept: str
+    """B's Observation with a valueCodeableConcept, performed by patient A (a compartment link
+    to A: found in A's compartment, shown only to whom may read B's)."""
+    group: str
+    """A Group whose first member is B and whose second is A (B's own, and linked to A)."""
 
     def markers(self) -> list[str]:
         return [
@@ -70,6 +75,8 @@ class Victim:
             self.condition,
             self.document,
             B_DIAGNOSIS,
+            self.concept,
+            self.group,
         ]
 
 
@@ -170,7 +177,28 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
             "meta": {"tag": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
             "code": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
             "subject": {"reference": f"Patient/{b}"},
-            "asserter": {"reference": f"Patient/{b}"},
+            # asserted by patient A: in A's compartment too, still B's own
+            "asserter": {"reference": f"Patient/{a}"},
+        },
+    )
+    concept = _post(
+        client,
+        "/fhir/Observation",
+        {
+            **{k: v for k, v in _obs(b, 1).items() if k != "valueQuantity"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+            "valueCodeableConcept": {"coding": [{"system": "urn:x", "code": B_DIAGNOSIS}]},
+            "performer": [{"reference": f"Patient/{a}"}],
+        },
+    )
+    group = _post(
+        client,
+        "/fhir/Group",
+        {
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": f"Patient/{p}"}} for p in (b, a)],
         },
     )
     document = _post(
@@ -202,7 +230,7 @@ def _world(client) -> tuple[Victim, str, dict[str, dict[str, str]]]:  # type: ig
         "hospital": key({"role": "hospital", "organization": {"orgnr": HOSPITAL}}),
         "vendor": key({"role": "vendor", "organization": {"orgnr": VENDOR}}),
     }
-    return Victim(b, ob, flag, task, condition, document), a, roles
+    return Victim(b, ob, flag, task, condition, document, concept, group), a, roles
 
 
 Request = Callable[[Any, dict[str, str], Victim, str], Any]
@@ -306,6 +334,13 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Condition?subject=Patient/{v.patient}"),
         _get("/fhir/Condition?asserter=Patient/{v.patient}"),
         _get("/fhir/Condition?code=" + B_DIAGNOSIS),
+        _get("/fhir/Observation?value-concept=urn:x|"),
+        _get("/fhir/Observation?code-value-concept=8310-5$urn:x|"),
+        _get("/fhir/Observation?combo-value-concept:missing=false"),
+        _get("/fhir/Observation?combo-code=8310-5,8867-4"),
+        _get("/fhir/Observation?performer=Patient/{a}"),
+        _get("/fhir/Group"),
+        _get("/fhir/Group?member=Patient/{a}&_revinclude=Observation:subject"),
         _get("/fhir/Condition"),
         _get("/fhir/Bundle"),
         _get("/fhir/Basic"),
@@ -417,6 +452,12 @@ CASES: dict[tuple[str, str], list[Request]] = {
         _get("/fhir/Patient/{v.patient}/*?_count=1&_summary=true"),
         _get("/fhir/Patient/{a}/*?_id={v.condition},{v.observation},{v.patient}"),
         _get("/fhir/Patient/{v.patient}/*?_summary=count"),
+        # A's compartment holds B's resources that name A (asserter, performer, member)
+        _get("/fhir/Patient/{a}/Condition"),
+        _get("/fhir/Patient/{a}/Observation?value-concept:missing=false"),
+        _get("/fhir/Patient/{a}/Group"),
+        _get("/fhir/Patient/{a}/*"),
+        _get("/fhir/Patient/{a}/*?_count=1"),
     ],
     ("GET", "/fhir"): [
         _get("/fhir?_type=Observation,Condition,Flag,Patient"),

@@ -70,8 +70,9 @@ def test_revinclude_iterate_follows_what_refers_to_the_included(client) -> None:
         client, {**condition(b, code="195967001"), "encounter": {"reference": f"Encounter/{ea}"}}
     )
     base = f"Patient?_id={a}&_revinclude=Encounter:subject"
-    plain = _ordered(client, base + "&_revinclude=Condition:encounter", None)
-    assert plain == [a]
+    # a plain _revinclude whose parameter never points at a Patient: refused, never empty
+    r = client.get(f"/fhir/{base}&_revinclude=Condition:encounter")
+    assert r.status_code == 400 and "Condition:encounter" in r.text
     included = _ids(client, base + "&_revinclude:iterate=Condition:encounter")
     assert included == {ea, in_encounter, victim}  # the admin sees everything
     # the page's own Conditions (via subject) and the iteration's are each listed once
@@ -134,7 +135,9 @@ def test_the_capability_statement_claims_what_is_served(client) -> None:  # type
     assert "Condition:encounter" not in resources["Patient"]["searchRevInclude"]
     # the Observation index answers a reverse include onto the patient only
     assert "Observation:subject" in resources["Patient"]["searchRevInclude"]
-    assert "Observation:subject" not in resources["Group"]["searchRevInclude"]
+    # an Observation's Group subject is in the generic index: served and claimed
+    assert "Observation:subject" in resources["Group"]["searchRevInclude"]
+    assert "Observation:patient" not in resources["Group"]["searchRevInclude"]
     for rtype in ("Patient", "Encounter", "Observation"):
         claimed = resources[rtype]
         for spec in claimed["searchRevInclude"]:

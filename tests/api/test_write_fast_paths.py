@@ -15,6 +15,9 @@ from interop.bench import data
 from interop.fhir.searchparams import (
     EXACT,
     IndexEntries,
+    _component_rows,
+    _walk,
+    composite_plan,
     dates_of,
     definitions,
     extract,
@@ -41,6 +44,8 @@ def plain_extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexE
         for v in values(resource, param):
             if param.type == "token":
                 entries.tokens += [(name, s or "", c) for s, c in tokens_of(v)]
+            elif param.type == "reference" and isinstance(v, str) and v:
+                entries.references.append((name, v[:255]))  # a canonical
             elif param.type == "reference" and isinstance(v, dict):
                 ref = v.get("reference")
                 if isinstance(ref, str):
@@ -63,7 +68,30 @@ def plain_extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexE
                     if fold(raw):
                         entries.strings.append((name, fold(raw)[:255]))
                         entries.strings.append((name + EXACT, raw[:255]))
+    _plain_composites(entries, resource, zone)
     return entries
+
+
+def _plain_composites(entries: IndexEntries, resource: dict[str, Any], zone: str) -> None:
+    """A composite's rows per element under its root, every component walked in full."""
+    for _name, roots, comps in composite_plan(resource["resourceType"]):
+        ordinal = 0
+        for root in roots:
+            for node in _walk(resource, root) if root else [resource]:
+                found = [
+                    [v for path in below for v in _walk(node, path)] for *_x, below, _p in comps
+                ]
+                if not isinstance(node, dict) or not all(found):
+                    continue
+                part = IndexEntries()
+                for (key, ctype, _below, prefix), vals in zip(comps, found, strict=True):
+                    before = part.row_count()
+                    _component_rows(part, f"{key}{ordinal}", ctype, vals, prefix, zone)
+                    if part.row_count() == before:
+                        break
+                else:
+                    entries.add(part)
+                    ordinal += 1
 
 
 def _resources(node: Any) -> list[dict[str, Any]]:

@@ -305,7 +305,7 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     ), task["description"]
     assert task["input"][0]["valueCode"] == "8480-6"  # the code stays in the data
     # since when it is missing: the last reading's time, in the data and in the words
-    from interop.care.triage import task_since
+    from interop.care.deviation_episode import task_since
     from interop.fhir.dates import fhir_instant, from_micros
     from interop.text import local_time
 

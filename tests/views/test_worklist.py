@@ -445,9 +445,9 @@ def _local_words(instant: str) -> str:
 def test_a_row_lists_every_open_task_with_its_reason_since_and_owner(client, services) -> None:  # type: ignore[no-untyped-def]
     """A patient with a red reading's Task and another open Task (a GP's answer) has both on
     her own row, most urgent first, each with its reason, since when, owner and forms. «Siden»
-    of the red reason is the time of the reading that made it red (not when the Task was
-    written, and not moved by a later red reading); no other patient's or organisation's Task
-    is on the row."""
+    of the red reason is the deviation's first reading (the yellow one), saying when it turned
+    red (not when the Task was written, and not moved by a later red reading); no other
+    patient's or organisation's Task is on the row."""
     ids = _world(client, services)
     nurse = _key(client, MUNICIPALITY)
 
@@ -477,10 +477,26 @@ def test_a_row_lists_every_open_task_with_its_reason_since_and_owner(client, ser
     assert red["reason"] == {"code": "red", "text": "Rød måling"} and red["owner"] is None
     assert other["reason"] == {"code": "routine", "text": "Annen oppgave"}
     assert other["owner"] == "Sykepleier Siri" and other["description"].startswith("Fastlegen")
-    # since the red reading (the yellow one before it and the red one after it do not move it)
-    since = _local_words(first_red_obs["effectiveDateTime"])
-    assert red["since"]["text"] == since
-    assert [x["since"]["text"] for x in row["reasons"] if x["code"] == "red"] == [since]
+    # since the deviation's first reading (the yellow one), red from the first red reading;
+    # the red one after it moves neither
+    found = client.get(
+        "/fhir/Observation", params={"patient": ids[RED], "code": "2708-6", "_count": "50"}
+    ).json()
+    [yellow_obs] = [
+        e["resource"]
+        for e in found.get("entry", [])
+        if e["resource"]["valueQuantity"]["value"] == 91
+    ]
+    since = _local_words(yellow_obs["effectiveDateTime"])
+    red_from = _local_words(first_red_obs["effectiveDateTime"])
+    assert red["since"] == {
+        "time": datetime.fromisoformat(yellow_obs["effectiveDateTime"])
+        .astimezone(ZoneInfo("Europe/Oslo"))
+        .isoformat(timespec="seconds"),
+        "text": f"{since} (rød fra {red_from})",
+        "basis": "reading",
+    }
+    assert [x["since"] for x in row["reasons"] if x["code"] == "red"] == [red["since"]]
     focus = client.get(f"/fhir/Task/{red_task['id']}").json()["focus"]["reference"]
     assert focus != first_red["focus"]["reference"]  # the Task now points at the newest
     # only this patient's own Tasks
