@@ -1,6 +1,5 @@
-"""A message with many measurements is written in chunks as it is staged (on PostgreSQL each
-chunk's COPYs are left to the server while the next chunk is built). The outcome is the one a
-small message gets: everything stored and indexed once, idempotent on re-send, and nothing
+"""A message with many measurements is written in chunks as it is staged (on PostgreSQL by
+COPY). The outcome is the one a small message gets: everything stored and indexed once, idempotent on re-send, and nothing
 at all when the transaction fails half-way."""
 
 from __future__ import annotations
@@ -132,11 +131,9 @@ def test_a_failure_after_chunks_were_written_leaves_nothing(
     assert _counts(services, patient_id)[0] == 3 * GROUPS
 
 
-def test_a_streamed_write_is_finished_before_the_connection_is_used(
-    services: Any, patient_id: str
-) -> None:
-    """Store level: rows left to the server are there for the next statement in the
-    transaction, and committed with it."""
+def test_a_chunk_written_is_there_for_the_next_statement(services: Any, patient_id: str) -> None:
+    """Store level: a chunk's rows (COPY on PostgreSQL past the small-write size) are there
+    for the next statement in the transaction, and committed with it."""
     obs = {
         "resourceType": "Observation",
         "status": "final",
@@ -147,7 +144,7 @@ def test_a_streamed_write_is_finished_before_the_connection_is_used(
     }
     with services.store.write(WriteContext.service()) as tx:
         staged = tx.stage_creates([(dict(obs), None) for _ in range(40)], validate=False)
-        tx.write_staged([staged], identifiers_checked=True, queue=True)
+        tx.write_staged([staged])
         inside = tx.conn.execute(
             select(func.count())
             .select_from(observation_table)
@@ -155,7 +152,7 @@ def test_a_streamed_write_is_finished_before_the_connection_is_used(
         ).scalar_one()
         assert inside == 40
         staged = tx.stage_creates([(dict(obs), None) for _ in range(10)], validate=False)
-        tx.write_staged([staged], identifiers_checked=True, queue=True)  # left at commit
+        tx.write_staged([staged])
     assert _counts(services, patient_id)[:2] == (50, 50)
 
 
@@ -163,8 +160,7 @@ def test_an_item_claimed_after_the_look_up_is_a_duplicate_on_the_second_pass(
     services: Any, patient_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A concurrent writer stores the same items between the look-up of the identifiers and
-    the insert. On PostgreSQL the claims' COPY is left to the server, so the violation comes
-    when the transaction ends; either way the message runs again and finds them stored."""
+    the insert: the claims are refused, and the message runs again and finds them stored."""
     import interop.ingest.pipeline as pipeline
 
     pipe = IngestPipeline(services)

@@ -62,7 +62,6 @@ from interop.store.ingest_records import (
     subjects_of,
 )
 from interop.store.repository import (
-    PUMP_EVERY,
     DuplicateIdentifier,
     StagedCreates,
     StoredResource,
@@ -603,7 +602,7 @@ class IngestPipeline:
     ) -> None:
         """Stage creates for the next flush, which writes them with the batch's other
         messages' (one insert per table). A large message instead writes them in chunks as
-        it goes: on PostgreSQL the server stores one chunk's rows while the next is built."""
+        it goes (what is built and not written stays small)."""
         if not m.large:
             staged = tx.stage_creates(items, validate=False)
             m.staged.append(staged)
@@ -611,7 +610,7 @@ class IngestPipeline:
             return
         for i in range(0, len(items), STREAM_CHUNK):
             staged = tx.stage_creates(items[i : i + STREAM_CHUNK], validate=False)
-            tx.write_staged([staged], identifiers_checked=True, queue=True)
+            tx.write_staged([staged])
             m.unhooked.extend(staged.stored)
 
     def _run_hooks(self, tx: WriteTx, m: _Message) -> None:
@@ -628,7 +627,7 @@ class IngestPipeline:
         complete."""
         staged = [st for m in batch.messages for st in m.staged]
         if staged:
-            tx.write_staged(staged, identifiers_checked=True)
+            tx.write_staged(staged)
             batch.unwritten.clear()
         for m in batch.messages:
             m.staged = []
@@ -685,16 +684,14 @@ class IngestPipeline:
         changed: list[str] = []
         for dev in result.devices:
             devices[dev] = self._device(tx, batch, msg, dev)
-        # a large message is built and written a chunk at a time (on PostgreSQL the server
-        # stores one chunk while the next is built); the same item again in a later chunk is
-        # then a re-send of a stored one: a duplicate, or a new version when it changed
+        # a large message is built and written a chunk at a time; the same item again in a
+        # later chunk is then a re-send of a stored one: a duplicate, or a new version when
+        # it changed
         measurements = result.measurements
         step = STREAM_CHUNK if msg.large else max(len(measurements), 1)
         for first in range(0, len(measurements), step):
             pending: dict[tuple[str, str], dict[str, Any]] = {}
-            for n, m in enumerate(measurements[first : first + step]):
-                if not n % PUMP_EVERY:
-                    tx.pump_writes()  # the previous chunk's COPYs move on meanwhile
+            for m in measurements[first : first + step]:
                 built = self._store_measurement(
                     tx, batch, msg, m, meta, adapter_name, report, now, devices
                 )

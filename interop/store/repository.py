@@ -7,7 +7,6 @@ amended/corrected/entered-in-error, and they are never deleted.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from interop.fhir import decimals
 from interop.fhir.dates import from_micros, now_utc, to_micros
@@ -28,6 +27,7 @@ from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import has_quantities
 from interop.fhir.validation import validate_resource
 from interop.store import audit_rows
+from interop.store.backends import BulkWriter, bulk_writer
 from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
 from interop.store.generation import current as current_generation
@@ -37,7 +37,6 @@ from interop.store.indexer import (
     index_entries,
     observation_rows,
 )
-from interop.store.pg_arrays import array_literal
 from interop.store.schema import (
     code_set_table,
     date_table,
@@ -50,7 +49,6 @@ from interop.store.schema import (
     token_table,
     unique_identifier_table,
 )
-from interop.store.server_writes import ServerWrites
 from interop.store.value_lists import pg_text_array
 
 META_MARKS = ("profile", "security", "tag")
@@ -200,38 +198,19 @@ class DuplicateIdentifier(Exception):
         self.existing_id = existing_id
 
 
-_INSERT_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
-SMALL_WRITE_ROWS = 400
-"""Up to this many rows (all tables together: a dozen or so Observations), PostgreSQL writes
-creates in one statement (``_write_small``); more go by COPY, one per table (a long statement
-costs more to send and parse than the round trips it saves)."""
 _RESOURCE_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "patient_id")
 _RESOURCE_COLUMNS += ("last_updated", "deleted", "content")
 _HISTORY_COLUMNS: tuple[str, ...] = ("res_type", "res_id", "version", "last_updated")
 _HISTORY_COLUMNS += ("method", "deleted", "content")
-_ARCHIVE_SQL = (
-    f'INSERT INTO "resource_history" ({", ".join(_HISTORY_COLUMNS)}) '
-    f"VALUES ({', '.join(['{m}'] * len(_HISTORY_COLUMNS))}) ON CONFLICT DO NOTHING"
-)
-"""Keep a superseded version in the history (``{m}``: the driver's parameter mark). The
-history holds the versions before the current one, which only the resource table holds;
-a database written while the history also kept the current version has the row already,
-hence the DO NOTHING."""
-_UPDATE_COLUMNS: tuple[str, ...] = ("version", "patient_id", "last_updated", "deleted")
-_UPDATE_COLUMNS += ("content", "res_type", "res_id", "old_version")
-"""A new version's values for its resource row, then the row's key and the version it must
-still be at (``_UPDATE_VERSION_SQL``'s parameters, in order)."""
-_UPDATE_VERSION_SQL = (
-    f'UPDATE "{resource_table.name}" SET version = {{m}}, patient_id = {{m}}, '
-    "last_updated = {m}, deleted = {m}, content = {m} "
-    "WHERE res_type = {m} AND res_id = {m} AND version = {m}"
-)
+_UPDATE_SET = ("version", "patient_id", "last_updated", "deleted", "content")
+_UPDATE_KEY = ("res_type", "res_id", "version")
+"""A new version's resource row: the values set, then the row's key and the version it
+must still be at (a concurrent change leaves it unmatched)."""
 KNOWN_CODE_SETS_MAX = 100_000
 """The code sets a store remembers as written (a mapping's few dozen, or what FHIR clients
 send); past this many it starts again."""
-PUMP_EVERY = 16
-"""Staging creates lets the COPYs left to the server move on every this many resources."""
 _CLAIM_COLUMNS = ("res_type", "system", "value", "res_id")
+_CODE_SET_COLUMNS = ("set_id", "ord", "system", "code")
 _TOKEN_COLUMNS = ("res_type", "res_id", "param", "system", "code")
 _REFERENCE_COLUMNS = ("res_type", "res_id", "param", "target")
 _DATE_COLUMNS = ("res_type", "res_id", "param", "start", "end")
@@ -329,14 +308,9 @@ class FhirStore:
         """One write transaction on behalf of ``ctx.actor``, through ``ctx.door``."""
         with self.engine.begin() as conn:
             tx = WriteTx(self, conn, ctx)
-            try:
-                yield tx
-                for hook in self.before_commit:
-                    hook(tx)
-            except BaseException as exc:
-                tx.abandon_writes(exc)
-                raise
-            tx.finish_writes()
+            yield tx
+            for hook in self.before_commit:
+                hook(tx)
         if tx.code_sets:
             if len(self.known_code_sets) > KNOWN_CODE_SETS_MAX:
                 self.known_code_sets.clear()  # forgetting costs a skipped insert, no more
@@ -459,34 +433,13 @@ class WriteTx:
         self.store = store
         self.ctx = ctx
         """Who writes and through which door (read by the audit and triage hooks)."""
-        self._conn = conn
-        self._server_writes: ServerWrites | None = None
+        self.conn = conn
+        self._bulk: BulkWriter | None = None
         self.code_sets: set[int] = set()
         """Code sets this transaction wrote (known to the store once it commits)."""
         self.written: list[StoredResource] = []
         self.context: dict[str, Any] = {}
         """Values one step of a write leaves for the hooks (the ingest report, events …)."""
-
-    @property
-    def conn(self) -> Connection:
-        """The transaction's connection; COPYs left to the server are waited for first."""
-        if self._server_writes is not None:
-            self.finish_writes()
-        return self._conn
-
-    def finish_writes(self) -> None:
-        """Wait until the COPYs left to the server by ``write_staged(queue=True)`` are
-        done, and raise the first one's error."""
-        queued, self._server_writes = self._server_writes, None
-        if queued is not None:
-            queued.finish()
-
-    def abandon_writes(self, exc: BaseException) -> None:
-        """Drop the COPYs left to the server (the transaction is being rolled back)."""
-        queued, self._server_writes = self._server_writes, None
-        if queued is not None:
-            with contextlib.suppress(Exception):  # the error being handled is the one to report
-                queued.cancel()
 
     @contextmanager
     def as_service(self) -> Iterator[None]:
@@ -507,11 +460,12 @@ class WriteTx:
         finally:
             self.ctx = saved
 
-    def pump_writes(self) -> None:
-        """Let the COPYs left to the server move on (never waits): a bulk writer calls this
-        between the rows it builds."""
-        if self._server_writes is not None:
-            self._server_writes.pump()
+    @property
+    def bulk(self) -> BulkWriter:
+        """The backend's writer of many rows (see :mod:`interop.store.backends`)."""
+        if self._bulk is None:
+            self._bulk = bulk_writer(self.conn)
+        return self._bulk
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> int:
@@ -551,74 +505,13 @@ class WriteTx:
         if res_type == "Observation":
             self.conn.execute(delete(observation_table).where(observation_table.c.res_id == res_id))
 
-    def _insert_tuples(
-        self,
-        table: Any,
-        columns: tuple[str, ...],
-        rows: list[Any],
-        *,
-        queue: bool = False,
-        failure: Callable[[IntegrityError], BaseException] | None = None,
-    ) -> None:
-        """Insert rows built as tuples in ``columns`` order: a prepared INSERT run for each
-        (the driver's executemany, far cheaper than SQLAlchemy's compilation per statement),
-        or on PostgreSQL one COPY.
-
-        ``failure`` turns a key violation into the exception to raise. ``queue``
-        (PostgreSQL): leave the COPY to the server (:class:`ServerWrites`) while this process
-        does other work; the next use of the connection, or the end of the transaction,
-        waits for it (:meth:`finish_writes`) and raises its error then."""
-        pg = self.store.is_postgres
-        if pg and queue:
-            if self._server_writes is None:
-                driver = self._conn.connection.driver_connection
-                assert driver is not None
-                self._server_writes = ServerWrites(driver)
-            self._server_writes.copy(
-                _copy_statement(table, columns), _copy_types(table, columns), rows, failure
-            )
-            return
-        try:
-            if pg and len(rows) > 1:
-                self._copy_rows(table, columns, rows)
-                return
-            key = (table.name, columns, pg)
-            sql = _INSERT_SQL.get(key)
-            if sql is None:
-                mark = "%s" if pg else "?"
-                quoted = ", ".join('"' + c + '"' for c in columns)
-                marks = ", ".join(mark for _ in columns)
-                sql = _INSERT_SQL[key] = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
-            self.conn.exec_driver_sql(sql, rows)
-        except IntegrityError as exc:
-            if failure is None:
-                raise
-            raise failure(exc) from None
-
     def add_index_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
         """Add search index rows (tuples in ``columns`` order) for resources written in this
-        transaction, in one statement on PostgreSQL (a COPY); the caller keeps them in step
+        transaction, in one flush of the backend's writer; the caller keeps them in step
         with the resources' versions (a later write of a resource clears its rows)."""
         if rows:
-            self._insert_tuples(table, columns, rows)
-
-    def _copy_rows(self, table: Any, columns: tuple[str, ...], rows: list[Any]) -> None:
-        """PostgreSQL: COPY the rows in, inside the transaction. executemany sends one INSERT
-        per row and the server runs each on its own; COPY streams them in one statement (the
-        rows are formatted by psycopg's C code). Driver errors are raised as SQLAlchemy's (an
-        :class:`IntegrityError` for a duplicate key), as an INSERT's would be."""
-        import psycopg
-
-        statement = _copy_statement(table, columns)
-        types = _copy_types(table, columns)
-        driver = self.conn.connection.driver_connection
-        try:
-            with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
-                copy.set_types(types)
-                for row in rows:
-                    copy.write_row(row)
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+            self.bulk.insert_rows(table, columns, rows)
+            self.bulk.flush()
 
     def _claim_identifiers(self, resource: dict[str, Any], res_id: str) -> None:
         res_type = resource["resourceType"]
@@ -632,49 +525,37 @@ class WriteTx:
         if claims:
             self._claim_many(claims)
 
-    def _claim_many(
-        self, claims: list[dict[str, Any]], *, checked: bool = False, queue: bool = False
-    ) -> None:
-        """Reserve business identifiers; a taken one raises :class:`DuplicateIdentifier`.
-
-        ``checked``: the caller has looked them up in this transaction already; only the
-        unique key guards them (a taken one still raises, without the holder's id, and with
-        ``queue`` only when the queued writes are finished)."""
+    def _claim_many(self, claims: list[dict[str, Any]]) -> None:
+        """Reserve business identifiers; a taken one raises :class:`DuplicateIdentifier`."""
         _check_claims_unique(claims)
-        if checked:
-            self._insert_claims(claims, queue=queue)
-            return
-        groups: dict[tuple[str, str], list[str]] = {}
-        for c in claims:
-            groups.setdefault((c["res_type"], c["system"]), []).append(c["value"])
-        for (res_type, system), values in groups.items():
-            for i in range(0, len(values), 500):
-                chunk = values[i : i + 500]
-                row = self.conn.exec_driver_sql(
-                    *_claimed_sql(self.store.is_postgres, res_type, system, chunk)
-                ).first()
-                if row is not None:
-                    raise DuplicateIdentifier(res_type, system, row[0], row[1])
-        self._insert_claims(claims)
-
-    def _insert_claims(self, claims: list[dict[str, Any]], *, queue: bool = False) -> None:
-        first = claims[0]
-
-        def taken(_: IntegrityError) -> DuplicateIdentifier:
-            return DuplicateIdentifier(first["res_type"], first["system"], first["value"], "?")
-
-        self._insert_tuples(
-            unique_identifier_table, _CLAIM_COLUMNS, _claim_rows(claims), queue=queue, failure=taken
+        self.bulk.insert_rows(
+            unique_identifier_table, _CLAIM_COLUMNS, _claim_rows(claims), on_conflict="report"
         )
+        self._refuse_taken(self.bulk.flush().skipped)
+
+    def _refuse_taken(self, skipped: list[tuple[Any, ...]]) -> None:
+        """Raise :class:`DuplicateIdentifier` for the first claim (``_CLAIM_COLUMNS``) that
+        was not written, naming the resource that holds it (the caller's transaction is then
+        rolled back, with whatever else it wrote)."""
+        if not skipped:
+            return
+        res_type, system, value, _ = skipped[0]
+        holder = self.conn.execute(
+            select(unique_identifier_table.c.res_id).where(
+                unique_identifier_table.c.res_type == res_type,
+                unique_identifier_table.c.system == system,
+                unique_identifier_table.c.value == value,
+            )
+        ).scalar()
+        raise DuplicateIdentifier(res_type, system, value, holder or "?")
 
     def _write_versions(self, versions: list[_NewVersion]) -> int:
         """Replace resources' index rows and rows by new versions', keeping each previous
         version in the history; returns how many rows were still at their ``previous``
         version (fewer than ``versions``: a concurrent change, and the caller raises).
 
-        PostgreSQL runs it all as one statement (data-modifying CTEs: one round trip instead
-        of ten per resource; the deletes see the rows from before the statement, never the
-        ones it inserts); SQLite runs one statement per table for all the versions."""
+        One flush of the backend's writer: one statement per table for all the versions
+        (SQLite), or all of it in one statement (PostgreSQL, a small batch)."""
         inserts: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]] = [
             (token_table, _TOKEN_COLUMNS, []),
             (reference_table, _REFERENCE_COLUMNS, []),
@@ -708,103 +589,31 @@ class WriteTx:
                 + (v.previous.version,)
             )
             history.append(_history_row(v.previous))
-        if self.store.is_postgres:
-            return self._write_versions_pg(ids_of, inserts, updates, history)
+        bulk = self.bulk
         for res_type, ids in ids_of.items():
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ", ".join("?" * len(chunk))
-                for t in _index_tables(res_type):
-                    self.conn.exec_driver_sql(
-                        f'DELETE FROM "{t.name}" WHERE res_type = ? AND res_id IN ({marks})',
-                        (res_type, *chunk),
-                    )
-                if res_type == "Observation":
-                    self.conn.exec_driver_sql(
-                        f'DELETE FROM "{observation_table.name}" WHERE res_id IN ({marks})',
-                        tuple(chunk),
-                    )
-        for table, columns, rows in inserts:
-            if rows:
-                self._insert_tuples(table, columns, rows)
-        changed = self.conn.exec_driver_sql(_UPDATE_VERSION_SQL.format(m="?"), updates).rowcount
-        if changed == len(updates):
-            self.conn.exec_driver_sql(_ARCHIVE_SQL.format(m="?"), history)
-        return int(changed)
-
-    def _write_versions_pg(
-        self,
-        ids_of: dict[str, list[str]],
-        inserts: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]],
-        updates: list[tuple[Any, ...]],
-        history: list[tuple[Any, ...]],
-    ) -> int:
-        """:meth:`_write_versions` on PostgreSQL: one statement of data-modifying CTEs."""
-        parts: list[str] = []
-        params: list[Any] = []
-        for res_type, ids in ids_of.items():
-            # the keys as arrays, not ``res_type = 'Task'``: statistics taken before the first
-            # resources of a type were written estimate it at one row, and the planner then
-            # scanned every index row of the type for each update (39 ms against 0.3 ms for
-            # 7 Tasks)
-            keys = (array_literal([res_type] * len(ids), "text"), array_literal(ids, "text"))
             for t in _index_tables(res_type):
-                parts.append(
-                    f'd{len(parts)} AS (DELETE FROM "{t.name}" AS t '
-                    "USING unnest(%s::text[], %s::text[]) AS k(res_type, res_id) "
-                    "WHERE t.res_type = k.res_type AND t.res_id = k.res_id)"
-                )
-                params.extend(keys)
+                bulk.delete_rows(t, "res_id", ids, where={"res_type": res_type})
             if res_type == "Observation":
-                parts.append(
-                    f'd{len(parts)} AS (DELETE FROM "{observation_table.name}" '
-                    "WHERE res_id = ANY(%s::text[]))"
-                )
-                params.append(array_literal(ids, "text"))
+                bulk.delete_rows(observation_table, "res_id", ids, where={})
         for table, columns, rows in inserts:
-            _unnest_insert(parts, params, f"i{len(parts)}", table, columns, rows, "")
-        _unnest_insert(
-            parts,
-            params,
-            "h",
-            history_table,
-            _HISTORY_COLUMNS,
-            history,
-            " ON CONFLICT DO NOTHING",
-        )
-        types = [*_copy_types(resource_table, _UPDATE_COLUMNS[:-1]), "int4"]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        parts.append(
-            f'u AS (UPDATE "{resource_table.name}" AS r SET version = v.version, '
-            "patient_id = v.patient_id, last_updated = v.last_updated, deleted = v.deleted, "
-            f"content = v.content FROM unnest({arrays}) AS v({', '.join(_UPDATE_COLUMNS)}) "
-            "WHERE r.res_type = v.res_type AND r.res_id = v.res_id "
-            "AND r.version = v.old_version RETURNING 1)"
-        )
-        params.extend(
-            array_literal(column, t)
-            for column, t in zip(zip(*updates, strict=True), types, strict=True)
-        )
-        sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM u"
-        return int(self.conn.exec_driver_sql(sql, tuple(params)).scalar() or 0)
+            bulk.insert_rows(table, columns, rows)
+        # a database written while the history also kept the current version has the row
+        bulk.insert_rows(history_table, _HISTORY_COLUMNS, history, on_conflict="ignore")
+        bulk.update_rows(resource_table, _UPDATE_SET, _UPDATE_KEY, updates)
+        return bulk.flush().updated
 
     def _add_code_sets(self, sets: dict[int, Codings]) -> None:
-        """Write the code sets among ``sets`` that the database may not have yet (the first
-        transaction to use a set writes it; a set is the same wherever it is written)."""
+        """Queue (on :attr:`bulk`) the code sets among ``sets`` that the database may not
+        have yet (the first transaction to use a set writes it; a set is the same wherever
+        it is written)."""
         known = self.store.known_code_sets
         new = [(k, v) for k, v in sets.items() if k not in known and k not in self.code_sets]
         if not new:
             return
-        mark = "%s" if self.store.is_postgres else "?"
-        sql = (
-            f'INSERT INTO "{code_set_table.name}" (set_id, ord, "system", code) '
-            f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT DO NOTHING"
-        )
         rows = [
             (k, i, system, code) for k, codings in new for i, (system, code) in enumerate(codings)
         ]
-        if rows:
-            self.conn.exec_driver_sql(sql, rows)
+        self.bulk.insert_rows(code_set_table, _CODE_SET_COLUMNS, rows, on_conflict="ignore")
         self.code_sets.update(k for k, _ in new)
 
     def _run_hooks(self, stored: StoredResource, previous: StoredResource | None) -> None:
@@ -828,15 +637,11 @@ class WriteTx:
         items: list[tuple[dict[str, Any], str | None]],
         *,
         validate: bool = True,
-        identifiers_checked: bool = False,
     ) -> list[StoredResource]:
         """Create several resources with one multi-row insert per table (bulk ingest path).
-
-        ``identifiers_checked``: the caller looked up the business identifiers in this
-        transaction already, so the look-up before the claim is skipped (the unique key still
-        refuses a taken identifier, as :class:`DuplicateIdentifier`)."""
+        A business identifier that is taken raises :class:`DuplicateIdentifier`."""
         staged = self.stage_creates(items, validate=validate)
-        self.write_staged([staged], identifiers_checked=identifiers_checked)
+        self.write_staged([staged])
         self.run_write_hooks(staged.stored)
         return staged.stored
 
@@ -865,13 +670,10 @@ class WriteTx:
         zone = self.store.zone
         prepare = self.store.prepare_hooks
         guards = self.store.guards if self.ctx.actor is not None else ()
-        pump = self._server_writes.pump if self._server_writes is not None else None
         if guards and len(items) > 1:
             for before in self.store.before_guards:
                 before(self, [resource for resource, _ in items])
-        for n, (resource, wanted_id) in enumerate(items):
-            if pump is not None and not n % PUMP_EVERY:
-                pump()
+        for resource, wanted_id in items:
             res_type = resource["resourceType"]
             res_id = wanted_id or new_id()
             for guard in guards:
@@ -909,20 +711,11 @@ class WriteTx:
             out.append(StoredResource(res_type, res_id, 1, now, False, content, stamped))
         return staged
 
-    def write_staged(
-        self,
-        batches: list[StagedCreates],
-        *,
-        identifiers_checked: bool = False,
-        queue: bool = False,
-    ) -> None:
-        """Insert the rows of staged creates: one insert (COPY on PostgreSQL) per table for
-        all of them. The write hooks are not run (see :meth:`run_write_hooks`).
-
-        ``queue`` (with ``identifiers_checked``): on PostgreSQL the COPYs are left to the
-        server while the caller stages its next creates, calling :meth:`pump_writes` now
-        and then; a taken identifier is then raised by the next use of the connection or
-        the end of the transaction."""
+    def write_staged(self, batches: list[StagedCreates]) -> None:
+        """Insert the rows of staged creates, one flush of the backend's writer for all of
+        them (:mod:`interop.store.backends`). A business identifier that is taken raises
+        :class:`DuplicateIdentifier` (the caller's transaction is then rolled back). The write
+        hooks are not run (see :meth:`run_write_hooks`)."""
         if len(batches) == 1:
             staged = batches[0]
         else:
@@ -931,81 +724,27 @@ class WriteTx:
                 staged.extend(b)
         if not staged.res_rows:
             return
-        self._add_code_sets(staged.code_sets)
-        pg = self.store.is_postgres
-        if pg and staged.row_count() <= SMALL_WRITE_ROWS:
-            self._write_small(staged)
-            return
-        queue = pg and queue and identifiers_checked
-        if staged.claims:
-            self._claim_many(staged.claims, checked=identifiers_checked, queue=queue)
-        res_rows = staged.res_rows
-        self._insert_tuples(
-            resource_table,
-            _RESOURCE_COLUMNS,
-            res_rows,
-            queue=queue,
-            failure=lambda _: _id_taken(res_rows),
-        )
-        for table, columns, rows in (
-            (token_table, _TOKEN_COLUMNS, staged.tokens),
-            (reference_table, _REFERENCE_COLUMNS, staged.refs),
-            (date_table, _DATE_COLUMNS, staged.dates),
-            (string_table, _STRING_COLUMNS, staged.strings),
-            (quantity_table, _QUANTITY_COLUMNS, staged.quantities),
-            (observation_table, OBSERVATION_COLUMNS, staged.obs_rows),
-        ):
-            if rows:
-                self._insert_tuples(table, columns, rows, queue=queue)
-
-    def _write_small(self, staged: StagedCreates) -> None:
-        """PostgreSQL, a few creates (concurrent single creates, group-committed): every row in
-        one statement of data-modifying CTEs, a single round trip where the look-up of the
-        identifiers and a COPY per table took ten. The identifiers are claimed with ON
-        CONFLICT DO NOTHING; one that is not returned was taken, and its holder is looked up
-        to say so (the caller's transaction is then rolled back)."""
-        parts: list[str] = []
-        params: list[Any] = []
-
         _check_claims_unique(staged.claims)
-        claims = _claim_rows(staged.claims)
-        _unnest_insert(
-            parts,
-            params,
-            "c",
+        self._add_code_sets(staged.code_sets)
+        bulk = self.bulk
+        bulk.insert_rows(
             unique_identifier_table,
             _CLAIM_COLUMNS,
-            claims,
-            ' ON CONFLICT DO NOTHING RETURNING res_type, "system", "value"',
+            _claim_rows(staged.claims),
+            on_conflict="report",
         )
-        _unnest_insert(parts, params, "r", resource_table, _RESOURCE_COLUMNS, staged.res_rows, "")
-        _unnest_insert(parts, params, "t", token_table, _TOKEN_COLUMNS, staged.tokens, "")
-        _unnest_insert(parts, params, "f", reference_table, _REFERENCE_COLUMNS, staged.refs, "")
-        _unnest_insert(parts, params, "d", date_table, _DATE_COLUMNS, staged.dates, "")
-        _unnest_insert(parts, params, "s", string_table, _STRING_COLUMNS, staged.strings, "")
-        _unnest_insert(parts, params, "q", quantity_table, _QUANTITY_COLUMNS, staged.quantities, "")
-        _unnest_insert(
-            parts, params, "o", observation_table, OBSERVATION_COLUMNS, staged.obs_rows, ""
-        )
-        select_claimed = ' SELECT res_type, "system", "value" FROM c' if claims else " SELECT 1"
-        sql = "WITH " + ", ".join(parts) + select_claimed
+        bulk.insert_rows(resource_table, _RESOURCE_COLUMNS, staged.res_rows)
+        bulk.insert_rows(token_table, _TOKEN_COLUMNS, staged.tokens)
+        bulk.insert_rows(reference_table, _REFERENCE_COLUMNS, staged.refs)
+        bulk.insert_rows(date_table, _DATE_COLUMNS, staged.dates)
+        bulk.insert_rows(string_table, _STRING_COLUMNS, staged.strings)
+        bulk.insert_rows(quantity_table, _QUANTITY_COLUMNS, staged.quantities)
+        bulk.insert_rows(observation_table, OBSERVATION_COLUMNS, staged.obs_rows)
         try:
-            got = self.conn.exec_driver_sql(sql, tuple(params)).all()
+            flushed = bulk.flush()
         except IntegrityError:
             raise _id_taken(staged.res_rows) from None
-        if not claims:
-            return
-        claimed = {tuple(row) for row in got}
-        for res_type, system, value, _ in claims:
-            if (res_type, system, value) not in claimed:
-                holder = self.conn.execute(
-                    select(unique_identifier_table.c.res_id).where(
-                        unique_identifier_table.c.res_type == res_type,
-                        unique_identifier_table.c.system == system,
-                        unique_identifier_table.c.value == value,
-                    )
-                ).scalar()
-                raise DuplicateIdentifier(res_type, system, value, holder or "?")
+        self._refuse_taken(flushed.skipped)
 
     def run_write_hooks(self, stored: list[StoredResource]) -> None:
         """Run the write hooks for resources created through :meth:`write_staged`: the
@@ -1192,10 +931,10 @@ class WriteTx:
                     unique_identifier_table.c.res_id == res_id,
                 )
             )
-        self.conn.exec_driver_sql(
-            _ARCHIVE_SQL.format(m="%s" if self.store.is_postgres else "?"),
-            _history_row(current),
+        self.bulk.insert_rows(
+            history_table, _HISTORY_COLUMNS, [_history_row(current)], on_conflict="ignore"
         )
+        self.bulk.flush()
         self.conn.execute(
             update(resource_table)
             .where(resource_table.c.res_type == res_type, resource_table.c.res_id == res_id)
@@ -1231,74 +970,9 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
     )
 
 
-_COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-
-
-def _copy_statement(table: Any, columns: tuple[str, ...]) -> str:
-    quoted = ", ".join('"' + c + '"' for c in columns)
-    return f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'
-
-
-def _copy_types(table: Any, columns: tuple[str, ...]) -> list[str]:
-    """PostgreSQL type names of ``columns`` for a binary COPY (each value is sent in its
-    column's own binary form: bytes as they are, with no text escaping of the JSON)."""
-    key = (table.name, columns)
-    types = _COPY_TYPES.get(key)
-    if types is None:
-        from sqlalchemy.dialects import postgresql
-
-        dialect = postgresql.dialect()
-        names = {
-            "VARCHAR": "text",
-            "TEXT": "text",
-            "BIGINT": "int8",
-            "INTEGER": "int4",
-            "SMALLINT": "int2",
-            "BOOLEAN": "bool",
-            "FLOAT": "float8",
-            "DOUBLE PRECISION": "float8",
-            "BYTEA": "bytea",
-        }
-        types = []
-        for c in columns:
-            compiled = table.c[c].type.compile(dialect=dialect).split("(")[0]
-            types.append(names[compiled])
-        _COPY_TYPES[key] = types
-    return types
-
-
-def _unnest_insert(
-    parts: list[str],
-    params: list[Any],
-    name: str,
-    table: Any,
-    columns: tuple[str, ...],
-    rows: list[Any],
-    tail: str,
-) -> None:
-    """PostgreSQL: add ``name AS (INSERT … SELECT * FROM unnest(…){tail})`` to a statement of
-    data-modifying CTEs (``parts``, ``params``) for ``rows`` (nothing when there are none).
-    One array per column: the statement's text depends on which tables get rows, not on how
-    many, so the driver and the server reuse its parse and plan; each column is one array
-    literal (see :mod:`interop.store.pg_arrays`)."""
-    if not rows:
-        return
-    quoted = ", ".join('"' + c + '"' for c in columns)
-    types = _copy_types(table, columns)
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
-    parts.append(
-        f'{name} AS (INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}){tail})'
-    )
-    columns_of_rows = zip(*rows, strict=True)
-    params.extend(
-        array_literal(column, t) for column, t in zip(columns_of_rows, types, strict=True)
-    )
-
-
 def _current_rows(pg: bool, res_type: str, ids: list[str]) -> Any:
     """The current rows of ``res_type`` resources ``ids``; on PostgreSQL locked for update
-    and looked up by the whole key from arrays (see :func:`_claimed_sql`): with
-    ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
+    and looked up by the whole key from arrays: with ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
     every Task for each update (21 ms against 0.1 ms for 7 Tasks)."""
     r = resource_table.c
     if not pg:
@@ -1312,35 +986,6 @@ def _current_rows(pg: bool, res_type: str, ids: list[str]) -> Any:
         select(resource_table)
         .join(keys, and_(r.res_type == keys.c.res_type, r.res_id == keys.c.res_id))
         .with_for_update(of=resource_table)
-    )
-
-
-def _claimed_sql(
-    pg: bool, res_type: str, system: str, values: list[str]
-) -> tuple[str, tuple[Any, ...]]:
-    """The first of ``values`` already claimed for (``res_type``, ``system``), as plain driver
-    SQL (this runs for every create, and SQLAlchemy's compilation of an IN list of varying
-    length cost more than the look-up). On PostgreSQL each key comes from arrays, so the plan
-    is a look-up by the whole key whatever the statistics or a cached generic plan estimate:
-    ``value IN (…)`` under a generic plan, or under statistics taken before a system was
-    used, was planned as a scan of every value of the system (22–150 ms per 500 values)."""
-    if pg:
-        n = len(values)
-        return (
-            f'SELECT u."value", u.res_id FROM "{unique_identifier_table.name}" u '
-            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(res_type, system, value) "
-            'ON u.res_type = k.res_type AND u."system" = k.system AND u."value" = k.value LIMIT 1',
-            (
-                array_literal([res_type] * n, "text"),
-                array_literal([system] * n, "text"),
-                array_literal(values, "text"),
-            ),
-        )
-    marks = ", ".join("?" * len(values))
-    return (
-        f'SELECT "value", res_id FROM "{unique_identifier_table.name}" '
-        f'WHERE res_type = ? AND "system" = ? AND "value" IN ({marks}) LIMIT 1',
-        (res_type, system, *values),
     )
 
 

@@ -242,4 +242,7 @@ def test_bulk_rows_round_trip_and_duplicates(services) -> None:  # type: ignore[
     assert exc.value.status == 409
     rows = [("Device", "urn:dup", "1", "a"), ("Device", "urn:dup", "1", "b")]
     with pytest.raises(IntegrityError), store.write(WriteContext.service()) as tx:
-        tx._insert_tuples(unique_identifier_table, ("res_type", "system", "value", "res_id"), rows)
+        tx.bulk.insert_rows(
+            unique_identifier_table, ("res_type", "system", "value", "res_id"), rows
+        )
+        tx.bulk.flush()

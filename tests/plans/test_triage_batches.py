@@ -426,10 +426,15 @@ BEFORE = ("D", "spo2", 86, "now+0")
 Flag, which the batch then changes."""
 
 
-def _reading(pids: dict[str, str], spec: tuple[str, str, float, str]) -> dict[str, Any]:
+def _reading(pids: dict[str, str], spec: tuple[str, str, float, str], k: int = 0) -> dict[str, Any]:
+    """The reading ``spec`` describes, the ``k``-th of its batch, ``k`` milliseconds later
+    still: no two readings of a batch share a time. The summary names a time by the reading
+    it was taken from; two readings built within one millisecond (A's and B's "now+1") had
+    one name for both, and which one depended on the machine's speed."""
     name, kind, value, when = spec
     base, offset = when.split("+")
-    at = _soon(float(offset)) if base == "now" else _now(72 * 60 - float(offset))
+    late = 72 * 60 - float(offset) - k / 60_000
+    at = _soon(float(offset) + k / 1000) if base == "now" else _now(late)
     if kind == "weight":
         return {**_weight(pids[name], value), "effectiveDateTime": at}
     return spo2(pids[name], value, when=at)
@@ -501,7 +506,7 @@ def _run_scenario(client: Any, services: Any, first: int, mode: str) -> dict[str
     r = client.post("/fhir/Observation", json=_reading(pids, BEFORE))
     assert r.status_code == 201, r.text
     before = r.json()["id"]
-    readings = [_reading(pids, spec) for spec in SCENARIO]
+    readings = [_reading(pids, spec, k) for k, spec in enumerate(SCENARIO)]
     if mode == "alone":
         ids = []
         for obs in readings:
