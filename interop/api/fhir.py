@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
+from interop.api.group_commit import GroupCommitter
 from interop.api.responses import fhir_response, json_response, not_modified, parse_json_body
 from interop.fhir.capability import capability_statement
 from interop.fhir.dates import fhir_instant
@@ -23,7 +24,6 @@ from interop.fhir.subset import requested as requested_subset
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
 from interop.services import Services
 from interop.store.context import Door, WriteContext
-from interop.store.group_commit import GroupCommitter
 from interop.store.repository import DuplicateIdentifier, StoredResource, issue_for_duplicate
 from interop.store.search import SearchEngine, SearchRequest, SearchResult
 from interop.store.transaction import parse_if_match
