@@ -260,12 +260,16 @@ class SearchEngine:
         t = breadth.INDEX_TABLES[param.type].c
         rid = resource_table.c.res_id
         if narrow and not self.store.is_postgres:
+            # ``param || ''`` keeps SQLite on the (res_type, res_id) index: with the
+            # parameter's name usable it preferred the lookup index (more equal columns) and
+            # read every row of the value once per resource (a third of 17,600 Conditions
+            # carry the bench's ``_tag``: 15 ms a search at 1M, against 0.1 ms)
             return (
                 select(literal(1))
                 .where(
                     t.res_type == res_type,
                     t.res_id == rid,
-                    t.param == name,
+                    t.param.concat("") == name,
                     any_of([self.row_condition(param, t, v, name) for v in values]),
                 )
                 .exists()

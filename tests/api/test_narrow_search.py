@@ -83,3 +83,41 @@ def test_a_gp_restricted_search_with_tokens(client) -> None:  # type: ignore[no-
     assert {e["resource"]["id"] for e in r.json()["entry"]} == {ca}
     r = client.get(f"/fhir/Condition?code={SCT}|44054006", headers=gp)  # only B's has it
     assert r.json().get("entry", []) == []
+
+
+def test_sqlite_looks_the_other_parameters_up_by_the_picked_resource(
+    client, services, backend
+) -> None:  # type: ignore[no-untyped-def]
+    """The per-resource look-up goes through the ``(res_type, res_id)`` index: with the
+    parameter's name usable, SQLite preferred the lookup index and read every row carrying the
+    value once per picked resource (a common ``_tag``: 15 ms a search at 1M Observations)."""
+    if backend != "sqlite":
+        return
+    from sqlalchemy import event
+
+    a = _create(client, patient())
+    _create(client, _condition(a, "38341003", "active", "2020-05-01", "x"))
+    seen: list[tuple[str, Any]] = []
+
+    def listen(_c, _cur, statement, parameters, _ctx, _many):  # type: ignore[no-untyped-def]
+        if "search_token" in statement and "EXISTS" in statement:
+            seen.append((statement, parameters))
+
+    engine = services.store.engine
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        r = client.get(
+            f"/fhir/Condition?patient=Patient/{a}&_tag=urn:test:tags|x&clinical-status=active"
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert r.status_code == 200 and r.json()["total"] == 1
+    assert seen
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+            assert "search_token USING INDEX ix_token_resource" in plan, plan
+            assert "ix_token_lookup" not in plan, plan
