@@ -155,8 +155,8 @@ def head(conn: Connection, lock_key: int | None = None) -> tuple[int, str] | Non
 
 def insert(conn: Connection, rows: list[AuditRow]) -> None:
     """Store events: on SQLite one multi-row INSERT per table, written as SQL text and run by
-    the driver; on PostgreSQL through the bulk writer (SQLAlchemy's compilation and an
-    executemany per table cost several times what SQLite itself spends on the rows)."""
+    the driver (SQLAlchemy's compilation and an executemany per table cost several times what
+    SQLite itself spends on the rows); on PostgreSQL through the bulk writer."""
     if not rows:
         return
     chain = [
@@ -190,21 +190,20 @@ def insert(conn: Connection, rows: list[AuditRow]) -> None:
     _insert_values(conn, "audit_patient", PATIENT_COLUMNS, patients)
 
 
-def _values_sql(table: str, columns: tuple[str, ...], n: int, mark: str) -> str:
-    one = "(" + ", ".join(mark for _ in columns) + ")"
+def _values_sql(table: str, columns: tuple[str, ...], n: int) -> str:
+    one = "(" + ", ".join("?" for _ in columns) + ")"
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * n)
 
 
-def _insert_values(
+def _insert_values(  # SQLite
     conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
-    mark = "?"
     per = MAX_PARAMETERS // len(columns)
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         _run(
             conn,
-            _values_sql(table, columns, len(chunk), mark),
+            _values_sql(table, columns, len(chunk)),
             tuple(v for row in chunk for v in row),
         )
 
