@@ -135,9 +135,9 @@ def compute(
     timeline = _plan_timeline(conn, periods, t0, t1)
     # (UTC) days with a measurement, as day numbers: only their count is used
     measured_days = {p[0] // 86_400_000_000 for s in series.values() for p in s.points}
-    # adherence counts from when the patient's measuring began, when that is inside the
-    # period: a patient followed up for 30 days is not 33 % adherent in a 90-day view
-    followed_from = _followed_from(conn, patient_id, list(loinc), series, t0)
+    # adherence counts from when the follow-up began, when that is inside the period: a
+    # patient followed up for 30 days is not 33 % adherent in a 90-day view
+    followed_from = _followed_from(conn, patient_id, list(loinc), series, periods, t0)
     days = max(1, min(view.period_days, t1 // _DAY - followed_from // _DAY + 1))
     codes_out = []
     bucket_starts: dict[int, str] = {}  # the codes share their buckets' start times
@@ -324,12 +324,23 @@ _DAY = 86_400_000_000
 
 
 def _followed_from(
-    conn: Any, patient_id: str, code_sets: list[int], series: dict[str, Series], t0: int
+    conn: Any,
+    patient_id: str,
+    code_sets: list[int],
+    series: dict[str, Series],
+    periods: list[PlanPeriod],
+    t0: int,
 ) -> int:
     """Where adherence is counted from: the period's start, or — when the patient has no
-    measurement of the view's codes before the period and the first in it came more than a
-    day after its start — the first measurement (one indexed look-up)."""
+    measurement of the view's codes before the period and the follow-up began more than a
+    day after its start — when it began: the first plan's start, or the first measurement
+    when that came earlier (or there is no plan). Never the first measurement alone when a
+    plan was in force before it: weeks without a measurement under a plan are not
+    adherence (one indexed look-up)."""
     first = min((p[0] for s in series.values() for p in s.points), default=None)
+    plan_start = min((start for start, _end, _cp in periods if start is not None), default=None)
+    if first is not None and plan_start is not None:
+        first = min(first, plan_start)
     if first is None or first - t0 <= _DAY:
         return t0
     o = observation_table.c

@@ -149,3 +149,26 @@ def test_adherence_counts_from_when_the_patient_began_measuring(client, services
     _ingest(services, _spo2(FNR, "96", now - timedelta(days=120)))
     s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "followup"}).json()
     assert s["adherenceFrom"] is None and s["adherence"] < 0.2
+
+
+def test_adherence_counts_from_the_plan_when_it_began_before_the_measuring(
+    client, services
+) -> None:  # type: ignore[no-untyped-def]
+    """A plan in force for 60 days, and measurements only the last 10: the 50 days without a
+    measurement count (adherence about 10 of 61 days), from the plan's start, not from the
+    first measurement, which would read as nearly 100 %."""
+    from interop.access.actor import ADMIN
+    from interop.store.context import Door, WriteContext
+
+    _one_patient(client)
+    now = datetime.now(UTC)
+    plan_start = now - timedelta(days=60)
+    [entry] = client.get("/fhir/CarePlan", params={"status": "active"}).json()["entry"]
+    plan = entry["resource"]
+    plan["period"] = {**plan.get("period", {}), "start": plan_start.isoformat()}
+    with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+        tx.update("CarePlan", plan["id"], plan)
+    _ingest(services, *(_spo2(FNR, "96", now - timedelta(days=d, hours=1)) for d in range(10)))
+    s = client.get(f"/api/v1/patients/{FNR}/summary", params={"view": "followup"}).json()
+    assert 0.1 < s["adherence"] < 0.25, s["adherence"]
+    assert abs(datetime.fromisoformat(s["adherenceFrom"]) - plan_start) < timedelta(seconds=2)
