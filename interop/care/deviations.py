@@ -19,7 +19,7 @@ import orjson
 import yaml
 from sqlalchemy import select
 
-from interop.care.triage import OPEN_TASK, flag_is_about
+from interop.care.triage import OPEN_TASK, flag_is_about, flag_kind, task_kind
 from interop.fhir.dates import format_instant, now_utc
 from interop.fhir.outcome import error
 from interop.store.repository import WriteTx
@@ -157,8 +157,10 @@ def complete(
     code = _measurement_code(task)
     patient = (task.get("for") or {}).get("reference", "")
     if code and patient.startswith("Patient/"):
+        kind = task_kind(task)  # a deviation Task ends its zone Flag, a missing-measurement
+        # Task its own Flag: never the other kind's (a red Flag stays while it is red)
         for flag in _active_flags(tx, patient.split("/", 1)[1]):
-            if flag_is_about(flag, code):
+            if kind is not None and flag_kind(flag) == kind and flag_is_about(flag, code):
                 flag.pop("meta", None)
                 flag["status"] = "inactive"
                 flag["period"] = {**flag.get("period", {}), "end": now}

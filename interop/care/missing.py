@@ -16,14 +16,12 @@ from sqlalchemy import func, select
 from interop.care.deviation_episode import since_input
 from interop.care.plans import PLAN_CATEGORY, SCHEDULE_URL
 from interop.care.ports import CareServices
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding
+from interop.care.triage import MISSING_CODE, OPEN_TASK, TASK_CODE_SYSTEM, measurement_coding
 from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_utc, to_micros
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search_values import code_sets_holding
 from interop.text import local_time, measurement_name, plural, text
-
-MISSING_CODE = "missing-measurement"
 
 
 def _schedules(conn: Any) -> list[tuple[str, str, int, int]]:
@@ -145,7 +143,10 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
                         }
                     ],
                     "code": {
-                        "coding": measurement_coding(code),
+                        "coding": [
+                            *measurement_coding(code),
+                            {"system": TASK_CODE_SYSTEM, "code": MISSING_CODE},
+                        ],
                         "text": text("triage.missing.flag", measurement=name, time=when),
                     },
                     "subject": {"reference": f"Patient/{pid}"},

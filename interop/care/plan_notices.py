@@ -31,7 +31,7 @@ from typing import Any
 
 from interop.care.events import PlanAnswered
 from interop.care.gp_approval import gp_approval_rules
-from interop.care.triage import TASK_CODE_SYSTEM, open_tasks_of
+from interop.care.triage import TASK_CODE_SYSTEM, open_tasks_of, task_kind
 from interop.fhir.dates import format_instant, now_utc
 from interop.store.repository import WriteTx
 from interop.text import local_time, text
@@ -52,13 +52,6 @@ def notice_codes() -> frozenset[str]:
     return frozenset(str(r["task"]) for r in gp_approval_rules()["notice"].values())
 
 
-def _kind(task: dict[str, Any]) -> str | None:
-    for c in (task.get("code") or {}).get("coding", []):
-        if c.get("system") == TASK_CODE_SYSTEM:
-            return str(c.get("code"))
-    return None
-
-
 def open_notices(tx: WriteTx, patient_id: str, care_plan: str) -> list[dict[str, Any]]:
     """The patient's open notices about one plan (``CarePlan/<id>``): Tasks for that patient,
     focused on that plan, of a notice type — never another patient's, never another plan's."""
@@ -68,7 +61,7 @@ def open_notices(tx: WriteTx, patient_id: str, care_plan: str) -> list[dict[str,
         for t in open_tasks_of(tx, patient_id)
         if (t.get("for") or {}).get("reference") == f"Patient/{patient_id}"
         and (t.get("focus") or {}).get("reference") == care_plan
-        and _kind(t) in codes
+        and task_kind(t) in codes
     ]
 
 

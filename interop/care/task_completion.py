@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from interop.care.events import DeviationClosed, raise_event
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, measurement_code_of
+from interop.care.triage import OPEN_TASK, measurement_code_of, task_kind
 from interop.fhir.dates import format_instant, now_utc
 from interop.fhir.outcome import error
 from interop.identifiers import HPR_OID
@@ -58,13 +58,6 @@ def outcome_of(task: dict[str, Any]) -> str | None:
     return str(notes[-1].get("text")) if notes and notes[-1].get("text") else None
 
 
-def _kind(task: dict[str, Any]) -> str | None:
-    for c in (task.get("code") or {}).get("coding", []):
-        if c.get("system") == TASK_CODE_SYSTEM:
-            return str(c.get("code"))
-    return None
-
-
 def prepare(tx: WriteTx, resource: dict[str, Any]) -> dict[str, Any]:
     """Pre-write hook: record who closed a Task and when; a client says what was done."""
     if resource.get("resourceType") != "Task" or resource.get("status") not in CLOSED:
@@ -108,7 +101,7 @@ def after_write(tx: WriteTx, stored: StoredResource, previous: StoredResource | 
     if stored.res_type != "Task" or stored.deleted:
         return
     task = stored.view()
-    if task.get("status") not in CLOSED or _kind(task) not in DEVIATION_TASKS:
+    if task.get("status") not in CLOSED or task_kind(task) not in DEVIATION_TASKS:
         return
     if (
         previous is not None

@@ -357,6 +357,25 @@ def task_zone(task: dict[str, Any]) -> str | None:
     return {"asap": "red", "urgent": "yellow", "stat": "red"}.get(task.get("priority", ""))
 
 
+MISSING_CODE = "missing-measurement"
+"""The kind of the Task and Flag saying a plan's measurement was not taken in time
+(:mod:`interop.care.missing`), in :data:`TASK_CODE_SYSTEM`."""
+
+
+def flag_kind(flag: dict[str, Any]) -> str | None:
+    """Which of the service's Flags this is: ``assess-deviation`` (a zone Flag, raised with
+    the deviation Task), :data:`MISSING_CODE`, or None for a Flag someone else wrote (which
+    the service never ends). A missing-measurement Flag written before it carried its kind is
+    known by its English text (``no data for …``)."""
+    if flag_zone(flag) is not None:
+        return "assess-deviation"
+    concept = flag.get("code") or {}
+    for c in concept.get("coding", []):
+        if c.get("system") == TASK_CODE_SYSTEM and c.get("code") == MISSING_CODE:
+            return MISSING_CODE
+    return MISSING_CODE if str(concept.get("text") or "").startswith("no data for ") else None
+
+
 def flag_zone(flag: dict[str, Any]) -> str | None:
     for c in (flag.get("code") or {}).get("coding", []):
         if c.get("system") == ZONE_SYSTEM:
@@ -837,7 +856,7 @@ class Triage:
             for gone in [
                 f
                 for f in all_flags
-                if flag_zone(f) is None and any(flag_is_about(f, c) for c in measured)
+                if flag_kind(f) == MISSING_CODE and any(flag_is_about(f, c) for c in measured)
             ]:
                 gone = {
                     **gone,
@@ -853,7 +872,7 @@ class Triage:
         tasks = [
             t
             for t in all_tasks
-            if _task_kind(t) == "assess-deviation"
+            if task_kind(t) == "assess-deviation"
             and any(i.get("valueCode") == code for i in t.get("input", []))
         ]
         about = [f for f in all_flags if flag_is_about(f, code)]
@@ -1069,7 +1088,9 @@ def measurement_code_of(task: dict[str, Any]) -> str | None:
     return None
 
 
-def _task_kind(task: dict[str, Any]) -> str | None:
+def task_kind(task: dict[str, Any]) -> str | None:
+    """What a Task the service raised is for (its code in :data:`TASK_CODE_SYSTEM`:
+    ``assess-deviation``, ``missing-measurement`` …); None for anyone else's."""
     for c in (task.get("code") or {}).get("coding", []):
         if c.get("system") == TASK_CODE_SYSTEM:
             return str(c.get("code"))
@@ -1089,7 +1110,7 @@ def _thresholds_missing(
     words name the measurement and the first unjudged reading as a nurse reads them; the
     code and the Observation stay in the data (``input``, ``focus``)."""
     if any(
-        _task_kind(t) == "thresholds-missing"
+        task_kind(t) == "thresholds-missing"
         and any(i.get("valueCode") == code for i in t.get("input", []))
         for t in open_tasks
     ):

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select, true
 
 from interop.care.deviation_episode import task_since, task_zone_since
-from interop.care.triage import OPEN_TASK, TASK_CODE_SYSTEM, task_zone
+from interop.care.triage import OPEN_TASK, task_kind, task_zone
 from interop.fhir.dates import fhir_instant, to_micros
 from interop.patients import display_name
 from interop.store.schema import observation_table, outbox_table, resource_table, token_table
@@ -94,13 +94,6 @@ class Row:
         old = self.reasons.get(code)
         if old is None or (since is not None and (old[0] is None or since < old[0])):
             self.reasons[code] = (since, words)
-
-
-def _task_type(task: dict[str, Any]) -> str | None:
-    for c in (task.get("code") or {}).get("coding", []):
-        if c.get("system") == TASK_CODE_SYSTEM:
-            return str(c.get("code"))
-    return None
 
 
 def _instant(value: str | None, zone: str) -> int | None:
@@ -314,7 +307,7 @@ def _task_json(
         "id": task["id"],
         "reason": reason,
         "since": since,
-        "type": _task_type(task),
+        "type": task_kind(task),
         "priority": task.get("priority", "routine"),
         "status": task.get("status"),
         "statusText": text(f"worklist.task_status.{task.get('status')}"),
@@ -345,7 +338,7 @@ def compute(
 
     for task in _open_tasks(conn, patient_ids):
         pid = task["for"]["reference"][8:]
-        kind, priority = _task_type(task), task.get("priority", "routine")
+        kind, priority = task_kind(task), task.get("priority", "routine")
         for rank, reason in enumerate(rules.reasons):
             if reason.task is None or (reason.task != "*" and reason.task != kind):
                 continue

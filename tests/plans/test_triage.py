@@ -319,11 +319,56 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     assert {"system": "http://loinc.org", "code": "8480-6"}.items() <= flag["code"]["coding"][
         0
     ].items()
+    # a Flag a clinician wrote about the same measurement is not the service's to end
+    theirs = client.post(
+        "/fhir/Flag",
+        json={
+            "resourceType": "Flag",
+            "status": "active",
+            "code": {
+                "coding": [{"system": "http://loinc.org", "code": "8480-6"}],
+                "text": "Følg blodtrykket nøye",
+            },
+            "subject": {"reference": f"Patient/{pid}"},
+        },
+    ).json()["id"]
     _ingest(services, _bp("130", "80", now + timedelta(minutes=1)))
     assert check_missing(services, now + timedelta(hours=40)) == 0  # measured again
-    # the reading ended the Flag that said it was missing
+    # the reading ended the Flag that said it was missing, and only that one
     flag = client.get(f"/fhir/Flag/{flag['id']}").json()
     assert flag["status"] == "inactive" and flag["period"]["end"]
+    assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
+
+
+def test_completing_a_missing_measurement_task_leaves_a_red_flag(client, services) -> None:  # type: ignore[no-untyped-def]
+    """A nurse closing the "measurement missing" Task for blood pressure does not end the red
+    zone Flag of the same measurement: it stays while the patient is red."""
+    from interop.care.missing import check_missing
+
+    pid = _setup(client)
+    plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 48}]}
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=plan).status_code == 201
+    now = datetime.now(UTC)
+    _ingest(services, _bp("190", "80", now - timedelta(minutes=1)))  # red, then nothing
+    assert check_missing(services, now + timedelta(hours=49)) == 1
+    flags = [
+        e["resource"] for e in client.get("/fhir/Flag", params={"patient": pid}).json()["entry"]
+    ]
+    from interop.care.triage import MISSING_CODE, flag_kind, task_kind
+
+    red = next(f for f in flags if flag_kind(f) == "assess-deviation")
+    missing = next(f for f in flags if flag_kind(f) == MISSING_CODE)
+    tasks = [
+        e["resource"] for e in client.get("/fhir/Task", params={"patient": pid}).json()["entry"]
+    ]
+    task = next(t for t in tasks if task_kind(t) == MISSING_CODE)
+    done = client.post(
+        f"/api/v1/worklist/tasks/{task['id']}/actions",
+        json={"action": "complete", "outcome": "ingen-tiltak"},
+    )
+    assert done.status_code == 200, done.text
+    assert client.get(f"/fhir/Flag/{missing['id']}").json()["status"] == "inactive"
+    assert client.get(f"/fhir/Flag/{red['id']}").json()["status"] == "active"
 
 
 def test_a_flag_is_found_by_its_measurement_code_never_by_a_substring() -> None:
