@@ -27,13 +27,18 @@ PATIENT = "Patient"
 @lru_cache(maxsize=256)
 def links(rtype: str) -> tuple[str, ...]:
     """The reference parameters through which a resource of ``rtype`` is in a Patient's
-    compartment (the CompartmentDefinition's, as the type defines them; none outside it)."""
+    compartment: the CompartmentDefinition's, as the type defines them, then those the
+    project's parameters mark as compartment links (R4 lists Device in the compartment with
+    no parameter; the project's ``Device.patient`` is its link, as the policy and
+    ``$everything`` already hold)."""
     defs = definitions(rtype)
-    return tuple(
+    named = [
         name
         for name in patient_compartment_params().get(rtype, ())
         if name in defs and defs[name].type == "reference"
-    )
+    ]
+    own = [n for n, p in defs.items() if p.compartment and p.type == "reference" and n not in named]
+    return (*named, *own)
 
 
 def in_compartment(rtype: str) -> bool:

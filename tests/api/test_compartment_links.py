@@ -53,7 +53,21 @@ def test_every_link_of_the_compartment_definition_is_a_parameter() -> None:
         defs = definitions(rtype)
         for name in names:
             assert name in defs and defs[name].type == "reference", (rtype, name)
-        assert compartment.links(rtype) == tuple(names), rtype
+        got = compartment.links(rtype)
+        assert got[: len(names)] == tuple(names), rtype
+        assert all(defs[n].compartment for n in got[len(names) :]), rtype
+
+
+def test_a_device_is_in_its_patients_compartment(client) -> None:  # type: ignore[no-untyped-def]
+    """R4 lists Device in the Patient compartment without a parameter; the project's
+    ``Device.patient`` is its link, so ``Patient/{id}/Device`` finds the patient's device
+    (it answered 404 while ``Device?patient=`` found it)."""
+    a, _b, _ca, _cb, gp = _world(client)
+    device = _post(client, {"resourceType": "Device", "patient": {"reference": f"Patient/{a}"}})
+    for headers in ({}, gp):
+        r = client.get(f"/fhir/Patient/{a}/Device", headers=headers)
+        assert r.status_code == 200, r.text
+        assert device in r.text
 
 
 def test_the_links_are_followed(client) -> None:  # type: ignore[no-untyped-def]
