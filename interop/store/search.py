@@ -534,6 +534,22 @@ class SearchEngine:
         if own:
             ids = [i for v in own for i in v.split(",")]
             generic.append(resource_table.c.patient_id.in_(ids))
+            if compartment.own_link(res_type) is None:
+                # a resource about several patients (a Group's members): the row's
+                # patient_id is the first; every one must be the actor's, as on a read
+                # (the policy's owner_patients), or a count would tell of the others
+                r = reference_table.c
+                generic.append(
+                    ~select(literal(1))
+                    .where(
+                        r.res_type == res_type,
+                        r.res_id == resource_table.c.res_id,
+                        r.param.in_(compartment.links(res_type)),
+                        r.target.startswith("Patient/"),
+                        r.target.not_in([f"Patient/{i}" for i in ids]),
+                    )
+                    .exists()
+                )
         added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
         if req.compartment is not None:
             generic.append(compartment.condition(res_type, req.compartment))

@@ -166,3 +166,6 @@ def test_a_group_is_shown_only_to_whoever_may_see_every_member(client) -> None: 
         assert group_ab not in r.text and b not in r.text, path
         assert group_a in r.text, path
     assert client.get(f"/fhir/Group/{group_ab}").status_code == 200  # an admin sees it
+    # nor is it counted: a count has no rows to filter
+    r = client.get("/fhir/Group", params={"_summary": "count"}, headers=gp)
+    assert r.status_code == 200 and r.json()["total"] == 1, r.text
