@@ -42,7 +42,6 @@ ANSWER_INPUT = "gp answer"
 """``Task.input.type.text`` of the GP's own words (also the notice's first note)."""
 REPLACED_BY = "replaced by"
 """``Task.output.type.text`` of a superseded notice: the notice that replaced it."""
-SERVICE = {"display": "DHO Interop (tjenesten)"}
 """``Task.owner`` of a notice the service closed itself (nobody had taken it)."""
 STATUS_REASON_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/task-status-reason"
 
@@ -104,7 +103,7 @@ def supersede(
         "coding": [{"system": STATUS_REASON_SYSTEM, "code": rule["reason"], "display": reason}],
         "text": reason,
     }
-    task.setdefault("owner", SERVICE)
+    task.setdefault("owner", {"display": text("plan.notice.service")})
     task["note"] = [
         *(earlier.get("note") or []),
         {
@@ -114,7 +113,7 @@ def supersede(
                 gp=gp,
                 answer=text(f"plan.notice.superseded.answers.{event.decision}"),
             ),
-            "authorString": SERVICE["display"],
+            "authorString": text("plan.notice.service"),
             "time": now,
         },
     ]
