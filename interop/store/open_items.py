@@ -44,6 +44,15 @@ _PG_SQL = (
 )
 
 
+LOCK_CLASS = 7301
+"""The first key of the patients' advisory locks (their own key space: the audit chain's lock
+is a one-key lock)."""
+_PG_LOCK_SQL = (
+    f"SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, k)) FROM "
+    "(SELECT DISTINCT hashtext(p) AS k FROM unnest(%s::text[]) AS p ORDER BY 1 OFFSET 0) s"
+)
+
+
 def of_patients(
     conn: Connection,
     open_statuses: Mapping[str, Collection[str]],
@@ -51,8 +60,16 @@ def of_patients(
 ) -> list[tuple[str, str, str, Any]]:
     """(type, patient id, item id, content) of each item of a type in ``open_statuses`` that
     refers to one of the patients and whose status token is open (on PostgreSQL: open for any
-    of the types; the caller checks its own type's statuses)."""
+    of the types; the caller checks its own type's statuses). On PostgreSQL the patients are
+    locked for the rest of the transaction first: the caller updates what it read."""
     out: list[tuple[str, str, str, Any]] = []
+    if conn.dialect.name == "postgresql" and patient_ids:
+        # read for update: another transaction (another API process) judging a reading of the
+        # same patient waits here until this one commits, then reads the Tasks and Flags as
+        # this one left them; without it both updated the same Task and one create failed
+        # with 409 "changed concurrently". Locks are taken in one order (no deadlock).
+        # SQLite has one writer at a time already.
+        conn.exec_driver_sql(_PG_LOCK_SQL, (array_literal(sorted(set(patient_ids)), "text"),))
     for i in range(0, len(patient_ids), CHUNK):
         targets = [f"Patient/{pid}" for pid in patient_ids[i : i + CHUNK]]
         if conn.dialect.name == "postgresql":

@@ -170,3 +170,33 @@ def _check_plan(services: Any, wanted: list[str]) -> None:
             cond = scan.get("Index Cond", "")
             assert "target" in cond or "res_id" in cond, json.dumps(scan, indent=1)
         assert plan["Actual Rows"] == 5 * len(wanted)
+
+
+def test_postgresql_a_second_transaction_waits_for_the_patients_items(
+    services: Any, backend: str
+) -> None:
+    """Two API processes judging readings of the same patient: the second reads the open
+    Tasks only once the first has committed its update of them (read for update), so neither
+    overwrites the other and no create fails with 409 "changed concurrently"."""
+    import threading
+
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    _write(services, [_patient("p"), _patient("q")])
+    _write(services, [_task("p", "requested", "p open")])
+    second_read = threading.Event()
+
+    def second() -> None:
+        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+            open_item_rows.of_patients(tx.conn, OPEN, ["q", "p"])
+            second_read.set()
+
+    with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
+        open_item_rows.of_patients(tx.conn, OPEN, ["p"])
+        other = threading.Thread(target=second)
+        other.start()
+        assert not second_read.wait(0.5)  # waits for this transaction
+        with services.store.write(WriteContext(ADMIN, Door.FHIR)) as third:
+            open_item_rows.of_patients(third.conn, OPEN, ["q2"])  # another patient: no wait
+    other.join(timeout=10)
+    assert second_read.is_set()
