@@ -40,6 +40,7 @@ from interop.store.context import Door
 from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
+from interop.store.readable import READABLE, Readable
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.search import OWN_PATIENTS, SearchResult
 
@@ -48,6 +49,8 @@ DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endp
 ADMIN_ONLY = frozenset({"AuditEvent"})
 SERVER_WRITTEN = frozenset({"AuditEvent"})
 """Written by the server alone: no client writes them through any door, admins included."""
+OWNERLESS = ("Device",)
+"""Types whose resources without a patient every reading actor may read (a Device in stock)."""
 VENDOR_WRITES = frozenset({"Observation", "QuestionnaireResponse", "Device"})
 NO_PATIENT = "__no-patient__"
 SCOPE_CACHE_ACTORS = 10_000
@@ -215,7 +218,7 @@ class AccessPolicy:
             return None
         pids = owner_patients(resource)
         if not pids:
-            if rtype == "Device":
+            if rtype in OWNERLESS:
                 return None
             return f"{rtype} without a patient is not shared with role {actor.role}"
         for pid in pids:  # a Group's members: all of them, or the Group is not shown
@@ -297,7 +300,8 @@ class AccessPolicy:
     ) -> list[tuple[str, str]]:
         """The search restricted to what the actor may see, so totals and paging count only
         that (the patients it may reach, and its view's codes). A refused search is audited."""
-        return params + self.restriction(actor, res_type, params, tx)
+        added = self.restriction(actor, res_type, params, tx)
+        return params + [(k, v) for k, v in added if k != READABLE]
 
     def restriction(
         self,
@@ -327,11 +331,18 @@ class AccessPolicy:
         why = self._search_refusal(actor, res_type, scope)
         if why is not None:
             raise error(403, "forbidden", why)
-        if res_type in DIRECTORY:
-            return []
         reachable = scope.reachable
-        restricted: list[tuple[str, str]] = []
-        if reachable is not None:
+        if reachable is None:
+            return []
+        # what the search only asks about (_has, chains) is asked of what the actor may read
+        readable = Readable(
+            tuple(sorted(reachable)),
+            None if scope.codes is None else tuple(sorted(scope.codes)),
+            tuple(sorted(DIRECTORY)),
+            OWNERLESS,
+        )
+        restricted: list[tuple[str, str]] = [readable.param()]
+        if res_type not in DIRECTORY:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)
             asked = _patients_asked(res_type, params)

@@ -36,6 +36,7 @@ from interop.fhir.searchparams import (
 )
 from interop.store import audit_rows, compartment
 from interop.store import search_breadth as breadth
+from interop.store.readable import READABLE, Readable, own_patients_condition
 from interop.store.repository import FhirStore
 from interop.store.schema import (
     observation_table,
@@ -533,24 +534,12 @@ class SearchEngine:
         own = [v for k, v in req.restriction if k == OWN_PATIENTS]
         if own:
             ids = [i for v in own for i in v.split(",")]
-            generic.append(resource_table.c.patient_id.in_(ids))
-            if compartment.own_link(res_type) is None:
-                # a resource about several patients (a Group's members): the row's
-                # patient_id is the first; every one must be the actor's, as on a read
-                # (the policy's owner_patients), or a count would tell of the others
-                r = reference_table.c
-                generic.append(
-                    ~select(literal(1))
-                    .where(
-                        r.res_type == res_type,
-                        r.res_id == resource_table.c.res_id,
-                        r.param.in_(compartment.links(res_type)),
-                        r.target.startswith("Patient/"),
-                        r.target.not_in([f"Patient/{i}" for i in ids]),
-                    )
-                    .exists()
-                )
-        added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
+            generic.append(own_patients_condition(res_type, ids, resource_table))
+        # what the actor may read of the resources the search only asks about (_has, chains)
+        readable = Readable.from_restriction(req.restriction)
+        added: list[tuple[str, str]] = [
+            (k, v) for k, v in req.restriction if k not in (OWN_PATIENTS, READABLE)
+        ]
         if req.compartment is not None:
             generic.append(compartment.condition(res_type, req.compartment))
         if added or req.restriction:
@@ -670,7 +659,7 @@ class SearchEngine:
                 )
                 continue
             if name == "_has":
-                generic.append(breadth.has_condition(self, res_type, key, values))
+                generic.append(breadth.has_condition(self, res_type, key, values, readable))
                 continue
             if res_type == "Observation" and name in breadth.OBSERVATION_EXTRA and not modifier:
                 generic.append(breadth.observation_value_condition(name, values))
@@ -681,7 +670,7 @@ class SearchEngine:
                 and link[2] != "identifier"
                 and _patient_identifier_chain(name, modifier) is None
             ):
-                generic.append(breadth.chain_condition(self, res_type, *link, values))
+                generic.append(breadth.chain_condition(self, res_type, *link, values, readable))
                 continue
             chained = _patient_identifier_chain(name, modifier)
             if chained is not None and chained in defs:

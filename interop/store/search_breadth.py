@@ -30,6 +30,7 @@ from interop.fhir.searchparams import (
     reference_target,
 )
 from interop.store.audit_rows import AUDIT_EVENT
+from interop.store.readable import Readable
 from interop.store.schema import (
     date_table,
     observation_table,
@@ -187,7 +188,10 @@ def chain_condition(
     rtype: str | None,
     chained: str,
     values: list[str],
+    readable: Readable | None = None,
 ) -> ColumnElement[bool]:
+    """``subject:Patient.birthdate=…``: resources whose ``ref`` points at a resource matching
+    the chained parameter, among those the actor may read (``readable``; None: all)."""
     param = definitions(res_type).get(ref)
     if param is None or param.type != "reference":
         raise error(400, "not-supported", f"{ref} is not a reference parameter of {res_type}")
@@ -201,6 +205,8 @@ def chain_condition(
             if rtype is None and not param.target:
                 continue  # a candidate type without this parameter
             raise
+        if readable is not None:
+            ids = readable.narrow(engine, t, ids)
         if param.index == "observation" and t == "Patient":
             # Observation's Patient references live in the compartment column
             x = resource_table.alias("x").c
@@ -228,10 +234,15 @@ def chain_condition(
 
 
 def has_condition(
-    engine: SearchEngine, res_type: str, key: str, values: list[str]
+    engine: SearchEngine,
+    res_type: str,
+    key: str,
+    values: list[str],
+    readable: Readable | None = None,
 ) -> ColumnElement[bool]:
     """``_has:Observation:patient:code=1234-5``: resources some Observation with that code
-    refers to through ``patient``."""
+    refers to through ``patient``, of the Observations the actor may read (``readable``;
+    None: all)."""
     from interop.fhir.validation import SUPPORTED_TYPES
 
     parts = key.split(":")
@@ -251,6 +262,8 @@ def has_condition(
         )
     r = resource_table.c
     inner_ids = _inner_ids(engine, inner_type, inner, values)
+    if readable is not None:
+        inner_ids = readable.narrow(engine, inner_type, inner_ids)
     if rparam.index == "observation" and res_type == "Patient":
         x = resource_table.alias("x").c
         return r.res_id.in_(
