@@ -479,7 +479,11 @@ class AccessPolicy:
             raise error(
                 403, "forbidden", f"role {actor.role!r} may only write resources about its patients"
             )
-        self._require_writable(actor, scope, pid)
+        # a resource about several patients (a Group's members) is written only by an actor
+        # who may write for every one of them, as it is read only by one who may read every
+        # one of them (``_refusal``): the new version's, and the one it replaces
+        for owner in dict.fromkeys([pid, *owner_patients(resource)]):
+            self._require_writable(actor, scope, owner)
         if current is not None:
             old = patient_compartment(current)
             if old is None or old != pid:
@@ -489,6 +493,8 @@ class AccessPolicy:
                     f"{rtype}/{previous.res_id if previous else ''} belongs to another patient "
                     "compartment: a resource never moves between patients",
                 )
+            if any(scope.refusal(owner) for owner in owner_patients(current)):
+                raise error(403, "forbidden", NOT_YOURS)  # a version it may not read
             if client_door and actor.role == "vendor" and not self._created_by(tx, previous, actor):
                 raise error(
                     403,
