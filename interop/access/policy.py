@@ -430,6 +430,9 @@ class AccessPolicy:
 
         rows = [(rid, c) for rid, c in result.rows if shown(c)]
         included = [(t, rid, c) for t, rid, c in result.included if shown(c)]
+        # an answer that is only a count told of the patients it counted (all the actor's)
+        for pid in result.counted:
+            patients[pid] = None
         if len(rows) != len(result.rows):
             result.total = None
         result.rows = rows

@@ -159,6 +159,9 @@ class SearchResult:
     next_cursor: str | None = None
     warnings: list[Issue] = field(default_factory=list)
     summary_count: bool = False
+    counted: list[str] = field(default_factory=list)
+    """The patients whose data an answer that is only a count (``_summary=count``,
+    ``_count=0``) counted: the audit event names them as it names those a page returns."""
     ignored: list[tuple[str, str]] = field(default_factory=list)
     """The (key, value) pairs of the request that were not applied (blank, or unsupported and
     ignored on request): the self link leaves them out."""
@@ -767,6 +770,7 @@ class SearchEngine:
             count_base = count_base.where(*base_conds)
 
         total: int | None = None
+        counted: list[str] = []
         with self.store.reader() as conn:
             if summary_count or (cursor is None and total_mode != "none"):
                 # an explicit count may count further than the total that comes with a page
@@ -775,9 +779,29 @@ class SearchEngine:
                     select(func.count()).select_from(count_base.limit(limit + 1).subquery())
                 ).scalar_one()
                 total = n if n <= limit else None
+                if summary_count or count == 0:
+                    # an answer that is only a count tells of the patients counted: the audit
+                    # event names them (:attr:`SearchResult.counted`)
+                    x = resource_table.alias("counted")
+                    counted = list(
+                        conn.execute(
+                            select(x.c.patient_id)
+                            .distinct()
+                            .where(
+                                x.c.res_type == res_type,
+                                x.c.patient_id.is_not(None),
+                                x.c.res_id.in_(count_base.limit(limit + 1)),
+                            )
+                        ).scalars()
+                    )
             if summary_count:
                 return SearchResult(
-                    [], total=total, warnings=warnings, summary_count=True, ignored=ignored
+                    [],
+                    total=total,
+                    warnings=warnings,
+                    summary_count=True,
+                    ignored=ignored,
+                    counted=counted,
                 )
             order_keys = [(sort_col, descending), *more_sorts]
             if cursor is not None:
@@ -835,6 +859,7 @@ class SearchEngine:
             next_cursor=next_cursor,
             warnings=warnings,
             ignored=ignored,
+            counted=counted,
         )
 
     def _missing(
