@@ -273,7 +273,10 @@ async def receive_inbound(request: Request, actor: Actor = Depends(require_actor
     if result.outcome in ("rejected", "unreadable"):
         raise FhirError(
             422,
-            [Issue("error", "invalid", f"AppRec {code}: message refused") for code in result.errors]
+            [
+                Issue("error", "invalid", f"AppRec {code}: message refused: {reason}".rstrip(": "))
+                for code, reason in zip(result.errors, result.reasons, strict=False)
+            ]
             or [Issue("error", "invalid", "message refused")],
         )
     return json_response(body, 200 if result.outcome == "duplicate" else 202)

@@ -93,6 +93,10 @@ class InboundResult:
     """accepted, rejected, duplicate, apprec, unreadable"""
     inbound_id: str | None = None
     errors: list[str] = field(default_factory=list)
+    """The AppRec error codes (T01, T02, E35, …)."""
+    reasons: list[str] = field(default_factory=list)
+    """What each error is about, as the AppRec says it (the element the schema missed), in
+    the order of ``errors``."""
     apprecs: list[str] = field(default_factory=list)
     """Outbox rows of the AppRecs we send back."""
     communication: str | None = None
@@ -223,7 +227,9 @@ class KithInbox:
             r.apprec.sender.addressed_her_id if r.apprec else None
         )
         row_id = new_id()
-        result = InboundResult(r.outcome, row_id, [e.v for e in r.errors])
+        result = InboundResult(
+            r.outcome, row_id, [e.v for e in r.errors], [e.ot or e.dn or "" for e in r.errors]
+        )
         status = "processed" if r.outcome in ("accepted", "apprec") else "failed"
         report: dict[str, Any] = {
             "outcome": r.outcome,
