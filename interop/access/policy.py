@@ -275,8 +275,11 @@ class AccessPolicy:
         scope = self.scope(actor, generation=stored.relations_generation)
         why = self._refusal(actor, resource, scope)
         patient = patient_compartment(resource)
-        # the caller learns that it may not, never whose data it is or why (the audit keeps it)
-        shown = NOT_YOURS if why and patient and scope.refusal(patient) else None
+        # the caller learns that it may not, never whose data it is or why (the audit keeps it):
+        # of any patient the resource is about (a Group's other members too)
+        shown = (
+            NOT_YOURS if why and any(scope.refusal(p) for p in owner_patients(resource)) else None
+        )
         return Decision(
             self._event(actor, "read", stored.reference, [patient] if patient else [], why, scope),
             why,

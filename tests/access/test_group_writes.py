@@ -1,5 +1,6 @@
 """A resource about several patients (a Group's members) is written only by an actor who may
-write for every one of them, as it is read only by one who may read every one of them.
+write for every one of them, as it is read only by one who may read every one of them (and a
+refused read does not name the member the actor may not see).
 
 Checked from outside with a GP's key: the GP's patient A first and patient B (another GP's)
 second, so that the Group's compartment (its first member) is A's.
@@ -92,7 +93,10 @@ def test_a_group_the_actor_may_not_read_is_not_rewritten(client) -> None:  # typ
     w = _world(client)
     a, b, gp = w["a"], w["b"], w["gp"]
     theirs = _id(_post(client, "/fhir/Group", _group(a, b)))  # by the admin
-    assert client.get(f"/fhir/Group/{theirs}", headers=gp).status_code == 403
+    for path in (f"/fhir/Group/{theirs}", f"/fhir/Group/{theirs}/_history/1"):
+        r = client.get(path, headers=gp)
+        # refused, without telling who the other member is
+        assert r.status_code == 403 and b not in r.text, r.text
     r = client.put(f"/fhir/Group/{theirs}", json=_group(a, rid=theirs), headers=gp)
     assert r.status_code == 403, r.text
     stored = client.get(f"/fhir/Group/{theirs}").json()
