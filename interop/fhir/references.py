@@ -148,6 +148,36 @@ def wrong_target_issues(resource: dict[str, Any]) -> list[Issue]:
     return issues
 
 
+_CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?")
+"""A conditional reference: ``Patient?identifier=…`` (a search, not a resource)."""
+
+
+def conditional_reference_issues(resource: dict[str, Any]) -> list[Issue]:
+    """Conditional references (``Patient?identifier=…``): this server resolves none, so a
+    write that carries one is refused (stored, the search string would stand where the
+    patient should be, and the resource would be in no patient's record)."""
+    if not any(_CONDITIONAL.match(r) for r in reference_strings(resource)):
+        return []
+    return [
+        Issue(
+            "error",
+            "not-supported",
+            f"{ref.expression}: {ref.reference!r} is a conditional reference; this server does "
+            "not resolve them: name the resource (Type/id)",
+            (ref.expression,),
+        )
+        for ref in references(resource)
+        if _CONDITIONAL.match(ref.reference)
+    ] or [
+        Issue(
+            "error",
+            "not-supported",
+            f"{resource.get('resourceType', '')}.contained: a conditional reference is not "
+            "resolved by this server: name the resource (Type/id)",
+        )
+    ]
+
+
 def unresolved_urn_issues(resource: dict[str, Any], where: str) -> list[Issue]:
     """``urn:uuid:``/``urn:oid:`` references left after a Bundle's entries were resolved
     (``where`` says why: a batch resolves none, a transaction only its own entries)."""

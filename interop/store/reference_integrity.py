@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, or_, select
 
 from interop.fhir.outcome import FhirError, Issue
 from interop.fhir.references import (
+    conditional_reference_issues,
     parse_literal,
     reference_strings,
     references,
@@ -44,6 +45,9 @@ class ReferenceIntegrity:
             return
         if resource.get("resourceType") in _NOT_HOLDING:
             return  # the audit trail records what was asked for, there or not
+        conditional = conditional_reference_issues(resource)
+        if conditional:
+            raise FhirError(400, conditional)
         strings = reference_strings(resource)
         issues: list[Issue] = []
         if any(r.startswith("urn:") for r in strings):
