@@ -93,11 +93,13 @@ class Readable:
                 )
         return None
 
-    def narrow(self, engine: _ObservationIndex, res_type: str, ids: Any) -> Any:
-        """``ids`` (a ``select`` of one ``res_id`` column of ``res_type``) left with the
-        readable ones."""
+    def condition(
+        self, engine: _ObservationIndex, res_type: str, res_id: Any
+    ) -> ColumnElement[bool] | None:
+        """``res_id`` (a column of ``res_type`` ids) is one the actor may read; None when every
+        resource of the type is (the address book)."""
         if res_type in self.open:
-            return ids
+            return None
         x = resource_table.alias("readable")
         own = own_patients_condition(res_type, self.patients, x)
         if res_type in self.ownerless:
@@ -108,7 +110,11 @@ class Readable:
                 [("code", None, list(self.codes) or ["__no-code__"])]
             )
             conds.append(x.c.res_id.in_(select(observation_table.c.res_id).where(*oconds)))
+        return res_id.in_(select(x.c.res_id).where(*conds).correlate(None))
+
+    def narrow(self, engine: _ObservationIndex, res_type: str, ids: Any) -> Any:
+        """``ids`` (a ``select`` of one ``res_id`` column of ``res_type``) left with the
+        readable ones."""
         inner = ids.subquery("asked")
-        return select(inner.c.res_id).where(
-            inner.c.res_id.in_(select(x.c.res_id).where(*conds).correlate(None))
-        )
+        cond = self.condition(engine, res_type, inner.c.res_id)
+        return ids if cond is None else select(inner.c.res_id).where(cond)

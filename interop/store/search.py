@@ -842,7 +842,13 @@ class SearchEngine:
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
             included += breadth.revincludes(
-                self, conn, res_type, revinclude_specs, page, frozenset(rev_iterate_specs)
+                self,
+                conn,
+                res_type,
+                revinclude_specs,
+                page,
+                frozenset(rev_iterate_specs),
+                readable,
             )
             included += breadth.iterate_includes(
                 self,
@@ -851,6 +857,7 @@ class SearchEngine:
                 included,
                 rev_iterate_specs,
                 {(res_type, rid) for rid, _c in page},
+                readable,
             )
         return SearchResult(
             page,

@@ -588,11 +588,14 @@ def revincludes(
     specs: list[str],
     page: list[tuple[str, bytes]],
     iterating: frozenset[str] = frozenset(),
+    readable: Readable | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_revinclude=Observation:patient``: resources of that type referring to the page; a
     parameter that never points at the searched type is refused (400), never answered empty
     as if nothing referred to the page (``Organization?_revinclude=Observation:subject``),
-    unless it is ``:iterate`` (``iterating``: it is for what the rounds include)."""
+    unless it is ``:iterate`` (``iterating``: it is for what the rounds include). Of what the
+    actor may read (``readable``; None: all), so that the cap of :data:`MAX_REVINCLUDE` keeps
+    its own rather than others' the policy would take away."""
     parsed = []
     for spec in specs:
         src, pname, only = _revinclude_param(spec)
@@ -613,7 +616,7 @@ def revincludes(
     out: list[tuple[str, str, bytes]] = []
     canonicals = _canonicals(page) if parsed else []
     for found in parsed:
-        out += _referring(conn, found, {res_type: ids}, canonicals)
+        out += _referring(engine, conn, found, {res_type: ids}, canonicals, readable)
     return out
 
 
@@ -657,10 +660,12 @@ def _revinclude_param(spec: str) -> tuple[str, str, str | None]:
 
 
 def _referring(
+    engine: SearchEngine,
     conn: Any,
     spec: tuple[str, str, str | None],
     targets: dict[str, list[str]],
     canonicals: list[str] | None = None,
+    readable: Readable | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
     ids) or to one of the ``canonicals`` (``url`` and ``url|version`` of the targets), at
@@ -689,6 +694,9 @@ def _referring(
                     )
                 ),
             )
+        visible = None if readable is None else readable.condition(engine, src, r.res_id)
+        if visible is not None:
+            stmt = stmt.where(visible)
         for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE - len(out))):
             out.append((src, row.res_id, bytes(row.content)))
         if len(out) >= MAX_REVINCLUDE:
@@ -703,12 +711,14 @@ def iterate_includes(
     found: list[tuple[str, str, bytes]],
     rev_specs: list[str] | None = None,
     matched: set[tuple[str, str]] | None = None,
+    readable: Readable | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_include:iterate=Type:param`` and ``_revinclude:iterate=Type:param``: follow the
     references of what was included (``specs``) and look for what refers to it
     (``rev_specs``), at most :data:`MAX_ITERATE` rounds (each reverse spec at most
     :data:`MAX_REVINCLUDE` resources a round); a resource already in the Bundle (``matched``:
-    the page) is not added again."""
+    the page) is not added again. Only what the actor may read (``readable``; None: all) is
+    included and followed further."""
     rev = [_revinclude_param(x) for x in rev_specs or []]
     if not specs and not rev:
         return []
@@ -743,18 +753,18 @@ def iterate_includes(
                             wanted.setdefault(tt, set()).add(ti)
         found_now: list[tuple[str, str, bytes]] = []
         for tt, tids in wanted.items():
-            for row in conn.execute(
-                select(r.res_id, r.content).where(
-                    r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
-                )
-            ):
+            stmt = select(r.res_id, r.content).where(
+                r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
+            )
+            visible = None if readable is None else readable.condition(engine, tt, r.res_id)
+            for row in conn.execute(stmt if visible is None else stmt.where(visible)):
                 found_now.append((tt, row.res_id, bytes(row.content)))
         if rev:
             by_type: dict[str, list[str]] = {}
             for t, i, _c in frontier:
                 by_type.setdefault(t, []).append(i)
             for rev_spec in rev:
-                found_now += _referring(conn, rev_spec, by_type)
+                found_now += _referring(engine, conn, rev_spec, by_type, None, readable)
         frontier = []
         for item in found_now:
             if (item[0], item[1]) not in seen:
