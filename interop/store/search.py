@@ -849,6 +849,7 @@ class SearchEngine:
                 page,
                 frozenset(rev_iterate_specs),
                 readable,
+                warnings,
             )
             included += breadth.iterate_includes(
                 self,
@@ -858,6 +859,7 @@ class SearchEngine:
                 rev_iterate_specs,
                 {(res_type, rid) for rid, _c in page},
                 readable,
+                warnings,
             )
         return SearchResult(
             page,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, true
 
-from interop.fhir.outcome import FhirError, error
+from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import (
     CANONICAL_MAX,
     SearchParam,
@@ -589,6 +589,7 @@ def revincludes(
     page: list[tuple[str, bytes]],
     iterating: frozenset[str] = frozenset(),
     readable: Readable | None = None,
+    warnings: list[Issue] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_revinclude=Observation:patient``: resources of that type referring to the page; a
     parameter that never points at the searched type is refused (400), never answered empty
@@ -616,7 +617,7 @@ def revincludes(
     out: list[tuple[str, str, bytes]] = []
     canonicals = _canonicals(page) if parsed else []
     for found in parsed:
-        out += _referring(engine, conn, found, {res_type: ids}, canonicals, readable)
+        out += _referring(engine, conn, found, {res_type: ids}, canonicals, readable, warnings)
     return out
 
 
@@ -666,10 +667,11 @@ def _referring(
     targets: dict[str, list[str]],
     canonicals: list[str] | None = None,
     readable: Readable | None = None,
+    warnings: list[Issue] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
     ids) or to one of the ``canonicals`` (``url`` and ``url|version`` of the targets), at
-    most :data:`MAX_REVINCLUDE`."""
+    most :data:`MAX_REVINCLUDE` (and a warning in ``warnings`` when there are more)."""
     src, pname, only = spec
     param = definitions(src)[pname]
     r = resource_table.c
@@ -697,9 +699,21 @@ def _referring(
         visible = None if readable is None else readable.condition(engine, src, r.res_id)
         if visible is not None:
             stmt = stmt.where(visible)
-        for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE - len(out))):
-            out.append((src, row.res_id, bytes(row.content)))
-        if len(out) >= MAX_REVINCLUDE:
+        room = MAX_REVINCLUDE - len(out)
+        rows = conn.execute(stmt.order_by(r.res_id).limit(room + 1)).all()
+        out.extend((src, row.res_id, bytes(row.content)) for row in rows[:room])
+        if len(rows) > room:
+            if warnings is not None:
+                warnings.append(
+                    Issue(
+                        "warning",
+                        "too-costly",
+                        f"_revinclude={src}:{pname}: more than {MAX_REVINCLUDE} resources refer "
+                        f"to this page; the first {MAX_REVINCLUDE} are included (ask for fewer "
+                        f"with _count, or search {src} itself)",
+                        ("_revinclude",),
+                    )
+                )
             break
     return out
 
@@ -712,6 +726,7 @@ def iterate_includes(
     rev_specs: list[str] | None = None,
     matched: set[tuple[str, str]] | None = None,
     readable: Readable | None = None,
+    warnings: list[Issue] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_include:iterate=Type:param`` and ``_revinclude:iterate=Type:param``: follow the
     references of what was included (``specs``) and look for what refers to it
@@ -764,7 +779,7 @@ def iterate_includes(
             for t, i, _c in frontier:
                 by_type.setdefault(t, []).append(i)
             for rev_spec in rev:
-                found_now += _referring(engine, conn, rev_spec, by_type, None, readable)
+                found_now += _referring(engine, conn, rev_spec, by_type, None, readable, warnings)
         frontier = []
         for item in found_now:
             if (item[0], item[1]) not in seen:
