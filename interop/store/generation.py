@@ -39,7 +39,12 @@ def in_transaction(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
+GENERATION_SQL = "SELECT COALESCE((SELECT value FROM access_generation WHERE id = 1), 0)"
+"""The generation (0 before the first change): the hot read path reads it in the statement
+that reads the resource (``ReadBatcher``'s companion), so a scope cached for it is never older
+than the relations as of the row."""
+
+
 def current(reader: FastReader) -> int:
     """The generation now (0 before the first change), on the hot read path's connection."""
-    value = reader.scalar("SELECT value FROM access_generation WHERE id = 1")
-    return int(value) if value is not None else 0
+    return int(reader.scalar(GENERATION_SQL))
