@@ -185,10 +185,11 @@ def test_postgresql_a_second_transaction_waits_for_the_patients_items(
     _write(services, [_patient("p"), _patient("q")])
     _write(services, [_task("p", "requested", "p open")])
     second_read = threading.Event()
+    seen: list[str] = []
 
     def second() -> None:
         with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
-            open_item_rows.of_patients(tx.conn, OPEN, ["q", "p"])
+            seen.extend(str(c) for *_, c in open_item_rows.of_patients(tx.conn, OPEN, ["q", "p"]))
             second_read.set()
 
     with services.store.write(WriteContext(ADMIN, Door.FHIR)) as tx:
@@ -198,5 +199,8 @@ def test_postgresql_a_second_transaction_waits_for_the_patients_items(
         assert not second_read.wait(0.5)  # waits for this transaction
         with services.store.write(WriteContext(ADMIN, Door.FHIR)) as third:
             open_item_rows.of_patients(third.conn, OPEN, ["q2"])  # another patient: no wait
+        tx.create(_task("p", "requested", "p opened by the first"))
     other.join(timeout=10)
     assert second_read.is_set()
+    # the second read what the first committed: its snapshot is taken after the lock
+    assert any("p opened by the first" in c for c in seen) and any("p open" in c for c in seen)
