@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.access.test_audit_accesses import _obs
+from tests.api.test_revinclude_cap import patients_of
+
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
 FNR_A, FNR_B, FNR_NOBODY = "13031353453", "02028099471", "15076500565"
@@ -62,24 +65,7 @@ def _world(client: Any) -> dict[str, Any]:
         },
     )
     # A's Observation about B (focus): A's own, naming B
-    _post(
-        client,
-        "/fhir/Observation",
-        {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": f"Patient/{a}"},
-            "focus": [{"reference": f"Patient/{b}"}],
-            "effectiveDateTime": "2026-03-01T08:00:00+01:00",
-            "valueQuantity": {
-                "value": 70,
-                "unit": "/min",
-                "system": "http://unitsofmeasure.org",
-                "code": "/min",
-            },
-        },
-    )
+    _post(client, "/fhir/Observation", {**_obs(a), "focus": [{"reference": f"Patient/{b}"}]})
     r = client.post("/api/v1/actors", json={"role": "gp", "hpr": GP_A})
     assert r.status_code == 201, r.text
     return {"a": a, "b": b, "gp": {"Authorization": f"Bearer {r.json()['key']}"}}
@@ -132,22 +118,7 @@ def test_revinclude_brings_the_actors_own_however_many_others_there_are(client) 
     org = client.post("/fhir/Organization", json={"resourceType": "Organization", "name": "K"})
     assert org.status_code == 201, org.text
     oid = org.json()["id"]
-    others = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "request": {"method": "POST", "url": "Patient"},
-                "resource": {
-                    "resourceType": "Patient",
-                    "managingOrganization": {"reference": f"Organization/{oid}"},
-                },
-            }
-            for _ in range(1001)
-        ],
-    }
-    r = client.post("/fhir", json=others)
-    assert r.status_code == 200, r.text[:300]
+    patients_of(client, oid, 1001)
     # the GP's newest patient (the highest id) is in the municipality too
     gp = client.get(f"/fhir/Practitioner?identifier={HPR}|{GP_A}").json()["entry"][0]
     newest = _post(

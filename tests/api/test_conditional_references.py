@@ -19,6 +19,14 @@ def _flag(reference: str) -> dict[str, Any]:
     }
 
 
+def _bundle(kind: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"request": {"method": "POST", "url": "Flag"}, "resource": resource}],
+    }
+
+
 def _flags(client: Any) -> int:
     return int(client.get("/fhir/Flag?_summary=count").json()["total"])
 
@@ -36,16 +44,7 @@ def test_a_conditional_reference_is_refused_not_stored(client) -> None:  # type:
         writes = [
             client.post("/fhir/Flag", json=_flag(reference)),
             client.put("/fhir/Flag/cond-ref-1", json={**_flag(reference), "id": "cond-ref-1"}),
-            client.post(
-                "/fhir",
-                json={
-                    "resourceType": "Bundle",
-                    "type": "transaction",
-                    "entry": [
-                        {"request": {"method": "POST", "url": "Flag"}, "resource": _flag(reference)}
-                    ],
-                },
-            ),
+            client.post("/fhir", json=_bundle("transaction", _flag(reference))),
         ]
         for w in writes:
             assert w.status_code == 400, w.text
@@ -53,16 +52,7 @@ def test_a_conditional_reference_is_refused_not_stored(client) -> None:  # type:
             assert "Flag.subject" in (issue.get("expression") or [""])[0] + issue["diagnostics"], (
                 w.text
             )
-        batch = client.post(
-            "/fhir",
-            json={
-                "resourceType": "Bundle",
-                "type": "batch",
-                "entry": [
-                    {"request": {"method": "POST", "url": "Flag"}, "resource": _flag(reference)}
-                ],
-            },
-        )
+        batch = client.post("/fhir", json=_bundle("batch", _flag(reference)))
         assert batch.status_code == 200 and batch.json()["entry"][0]["response"][
             "status"
         ].startswith("400")
