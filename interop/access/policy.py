@@ -140,6 +140,16 @@ def _patients_asked(res_type: str, params: list[tuple[str, str]]) -> frozenset[s
     return None
 
 
+def _reaches_beyond(params: list[tuple[str, str]]) -> bool:
+    """Whether the search asks about resources of other types than it returns (``_has``, a
+    chain) or adds some (``_revinclude``, ``_include:iterate``): the searches that need
+    :class:`Readable`."""
+    return any(
+        key.startswith(("_has", "_revinclude", "_include:iterate")) or "." in key
+        for key, _value in params
+    )
+
+
 def _related(scope: PatientScope, patient_id: str) -> bool:
     """Whether the actor reaches the patient through its care relation (not by nødrett)."""
     return (scope.patients is None or patient_id in scope.patients) and (
@@ -337,14 +347,17 @@ class AccessPolicy:
         reachable = scope.reachable
         if reachable is None:
             return []
-        # what the search only asks about (_has, chains) is asked of what the actor may read
-        readable = Readable(
-            tuple(sorted(reachable)),
-            None if scope.codes is None else tuple(sorted(scope.codes)),
-            tuple(sorted(DIRECTORY)),
-            OWNERLESS,
-        )
-        restricted: list[tuple[str, str]] = [readable.param()]
+        restricted: list[tuple[str, str]] = []
+        if _reaches_beyond(params):
+            # what the search only asks about (_has, chains) or adds (_revinclude, iterated
+            # includes) is asked of what the actor may read
+            readable = Readable(
+                tuple(sorted(reachable)),
+                None if scope.codes is None else tuple(sorted(scope.codes)),
+                tuple(sorted(DIRECTORY)),
+                OWNERLESS,
+            )
+            restricted.append(readable.param())
         if res_type not in DIRECTORY:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)
