@@ -27,11 +27,12 @@ from sqlalchemy import (
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import (
-    CANONICAL_MAX,
     EXACT,
+    INDEX_KEPT,
     SearchParam,
     definitions,
     fold,
+    index_value,
     reference_target,
 )
 from interop.store import audit_rows, compartment
@@ -211,16 +212,16 @@ class SearchEngine:
             token_table.c.param == "identifier",
         ]
         if code is not None:
-            cond.append(token_table.c.code == code)
+            cond.append(token_table.c.code == index_value(code))
         if system:
-            cond.append(token_table.c.system == system)
+            cond.append(token_table.c.system == index_value(system))
         return select(token_table.c.res_id).where(*cond)
 
     def _reference_value(self, param: SearchParam, value: str) -> str:
         target = reference_target(value, self.store.base_url)
         if "/" not in target and ":" not in target and param.target:
             target = f"{param.target}/{target}"
-        return target[:CANONICAL_MAX]
+        return index_value(target)
 
     def row_condition(
         self, param: SearchParam, cols: Any, value: str, name: str
@@ -231,9 +232,9 @@ class SearchEngine:
             system, code = token_parts(value)
             cond: list[ColumnElement[bool]] = []
             if code is not None:
-                cond.append(cols.code == code)
+                cond.append(cols.code == index_value(code))
             if system is not None:
-                cond.append(cols.system == system)
+                cond.append(cols.system == index_value(system))
             return and_(true(), *cond)
         if param.type == "reference":
             return cols.target == self._reference_value(param, value)
@@ -299,7 +300,7 @@ class SearchEngine:
         for v in values:
             url, sep, version = v.partition("|")
             if not sep:
-                match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
+                match = or_(t.code == index_value(v), t.code.startswith(v + "|", autoescape=True))
                 ors.append(
                     rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match))
                 )
@@ -313,7 +314,9 @@ class SearchEngine:
                 )
             ors.append(
                 rid.in_(
-                    select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v)
+                    select(t.res_id).where(
+                        t.res_type == res_type, t.param == name, t.code == index_value(v)
+                    )
                 )
             )
             if has_version:
@@ -321,12 +324,14 @@ class SearchEngine:
                     and_(
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == name, t.code == url
+                                t.res_type == res_type, t.param == name, t.code == index_value(url)
                             )
                         ),
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == "version", t.code == version
+                                t.res_type == res_type,
+                                t.param == "version",
+                                t.code == index_value(version),
                             )
                         ),
                     )
@@ -366,9 +371,9 @@ class SearchEngine:
                         token_table.c.param == f"{name}:identifier",
                     ]
                     if code is not None:
-                        cond.append(token_table.c.code == code)
+                        cond.append(token_table.c.code == index_value(code))
                     if system:
-                        cond.append(token_table.c.system == system)
+                        cond.append(token_table.c.system == index_value(system))
                     ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
                     # the reference may be literal: resolve through the Patient's identifiers
                     targets = select(
@@ -378,8 +383,8 @@ class SearchEngine:
                     ).where(
                         token_table.c.res_type == "Patient",
                         token_table.c.param == "identifier",
-                        *([token_table.c.code == code] if code is not None else []),
-                        *([token_table.c.system == system] if system else []),
+                        *([token_table.c.code == index_value(code)] if code is not None else []),
+                        *([token_table.c.system == index_value(system)] if system else []),
                     )
                     ors.append(
                         rid.in_(
@@ -395,11 +400,12 @@ class SearchEngine:
             target = reference_table.c.target
             matches = [target.in_(targets_list)]
             # a canonical without a version (``questionnaire=http://x``) matches every
-            # version referred to (``http://x|1.0``); with one, only that one
+            # version referred to (``http://x|1.0``); with one, only that one (a canonical
+            # this long is indexed by :func:`index_value` and matched whole only)
             matches += [
                 target.startswith(t + "|", autoescape=True)
                 for t in targets_list
-                if "|" not in t and (t.startswith("urn:") or "://" in t)
+                if "|" not in t and (t.startswith("urn:") or "://" in t) and len(t) < INDEX_KEPT
             ]
             return rid.in_(
                 select(reference_table.c.res_id).where(
@@ -920,7 +926,11 @@ class SearchEngine:
         conds = []
         for v in values:
             system, sep, code = v.partition("|")
-            conds.append(and_(t.system == system, t.code == code) if sep else t.code == system)
+            conds.append(
+                and_(t.system == index_value(system), t.code == index_value(code))
+                if sep
+                else t.code == index_value(system)
+            )
         with self.store.reader() as conn:
             return {
                 r[0]

@@ -22,10 +22,10 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, t
 
 from interop.fhir.outcome import FhirError, error
 from interop.fhir.searchparams import (
-    CANONICAL_MAX,
     SearchParam,
     composite_key,
     definitions,
+    index_value,
     param_targets,
     reference_target,
 )
@@ -614,9 +614,9 @@ def _canonicals(page: list[tuple[str, bytes]]) -> list[str]:
         resource = orjson.loads(content)
         url, version = resource.get("url"), resource.get("version")
         if isinstance(url, str) and url:
-            out.append(url[:CANONICAL_MAX])
+            out.append(index_value(url))
             if isinstance(version, str) and version:
-                out.append(f"{url}|{version}"[:CANONICAL_MAX])
+                out.append(index_value(f"{url}|{version}"))
     return out
 
 
