@@ -595,7 +595,9 @@ class SearchEngine:
                     try:
                         count = max(0, min(int(raw), self.max_count))
                     except ValueError:
-                        raise error(400, "invalid", f"_count {raw!r} is not a number") from None
+                        raise error(
+                            400, "invalid", f"_count {raw!r} is not a number", expression=["_count"]
+                        ) from None
                 elif name == "_sort":
                     keys = [k.strip() for k in raw.split(",") if k.strip()]
                     s = keys[0] if keys else ""

@@ -526,6 +526,7 @@ def sort_column(res_type: str, name: str, descending: bool) -> Any:
             400,
             "not-supported",
             f"_sort={name!r} is not supported for {res_type}; use a date, string or token parameter",
+            expression=["_sort"],
         )
     table = SORT_TABLES[param.type]
     column = {
@@ -591,7 +592,7 @@ def revincludes(
                 400,
                 "not-supported",
                 f"_revinclude={spec!r}: {src}.{pname} never points at a {res_type}",
-                expression=["_revinclude"],
+                expression=[REVINCLUDE],
             )
         parsed.append((src, pname, only))
     if not page:
@@ -620,26 +621,45 @@ def _canonicals(page: list[tuple[str, bytes]]) -> list[str]:
     return out
 
 
+REVINCLUDE = "_revinclude"
+
+
 def _revinclude_param(spec: str) -> tuple[str, str, str | None]:
     """(source type, reference parameter, target type or None) of ``Type:param[:Target]``,
-    or 400 naming the spec."""
+    or 400 naming the spec (its ``expression`` names ``_revinclude``)."""
     from interop.fhir.validation import SUPPORTED_TYPES
 
     parts = spec.split(":")
     if len(parts) not in (2, 3) or parts[0] not in SUPPORTED_TYPES:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter[:Target]")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: use Type:parameter[:Target]",
+            expression=[REVINCLUDE],
+        )
     src, pname = parts[0], parts[1]
     if src == AUDIT_EVENT:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: {AUDIT_ONLY_AT}")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: {AUDIT_ONLY_AT}",
+            expression=[REVINCLUDE],
+        )
     param = definitions(src).get(pname)
     if param is None or param.type != "reference":
         raise error(
             400,
             "not-supported",
             f"_revinclude={spec!r}: {pname} is not a reference parameter of {src}",
+            expression=[REVINCLUDE],
         )
     if len(parts) == 3 and parts[2] not in SUPPORTED_TYPES:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: unknown type {parts[2]!r}")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: unknown type {parts[2]!r}",
+            expression=[REVINCLUDE],
+        )
     return src, pname, parts[2] if len(parts) == 3 else None
 
 
