@@ -41,7 +41,7 @@ from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.search import OWN_PATIENTS, SearchResult
+from interop.store.search import OWN_PATIENTS, REFERRER_PATIENTS, SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
 """The address book: readable by every actor except vendors, written by admins."""
@@ -327,10 +327,13 @@ class AccessPolicy:
         why = self._search_refusal(actor, res_type, scope)
         if why is not None:
             raise error(403, "forbidden", why)
-        if res_type in DIRECTORY:
-            return []
         reachable = scope.reachable
         restricted: list[tuple[str, str]] = []
+        if reachable is not None and any(k.startswith("_revinclude") for k, _v in params):
+            # what refers to the page, in the compartments of the patients the actor reaches
+            restricted.append((REFERRER_PATIENTS, ",".join(sorted(reachable)) or NO_PATIENT))
+        if res_type in DIRECTORY:
+            return restricted
         if reachable is not None:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)

@@ -82,6 +82,11 @@ OWN_PATIENTS = "\x00own-patients"
 """The key of the access policy's restriction to the patients whose compartment a resource
 is in (``resource.patient_id``), for the types without a ``patient`` parameter: a NUL is in
 no parameter a client sends (refused by :func:`check_search_values`)."""
+REFERRER_PATIENTS = "\x00referrer-patients"
+"""The key of the access policy's list of the patients an actor reaches, given with a
+``_revinclude``: the referrers in another patient's compartment are left out in the query
+(the policy's filter of the answer would drop them), so the cap on referrers
+(``search_breadth.MAX_REVINCLUDE``) counts what the actor may see."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -556,7 +561,13 @@ class SearchEngine:
                     )
                     .exists()
                 )
-        added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
+        referrer_patients: list[str] | None = None
+        for k, v in req.restriction:
+            if k == REFERRER_PATIENTS:
+                referrer_patients = [*(referrer_patients or []), *v.split(",")]
+        added: list[tuple[str, str]] = [
+            (k, v) for k, v in req.restriction if k not in (OWN_PATIENTS, REFERRER_PATIENTS)
+        ]
         if req.compartment is not None:
             generic.append(compartment.condition(res_type, req.compartment))
         if added or req.restriction:
@@ -837,7 +848,14 @@ class SearchEngine:
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
             included += breadth.revincludes(
-                self, conn, res_type, revinclude_specs, page, frozenset(rev_iterate_specs)
+                self,
+                conn,
+                res_type,
+                revinclude_specs,
+                page,
+                frozenset(rev_iterate_specs),
+                warnings,
+                referrer_patients,
             )
             included += breadth.iterate_includes(
                 self,
@@ -846,6 +864,8 @@ class SearchEngine:
                 included,
                 rev_iterate_specs,
                 {(res_type, rid) for rid, _c in page},
+                warnings,
+                referrer_patients,
             )
         return SearchResult(
             page,
