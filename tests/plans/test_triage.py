@@ -300,7 +300,7 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     assert task["code"]["text"] == "Manglende måling: Systolisk blodtrykk"
     assert re.fullmatch(
         r"Ingen måling av Systolisk blodtrykk siden \d\d\.\d\d\.\d{4} kl\. \d\d:\d\d "
-        r"\(2 døgn\); planen tillater høyst 48 timer mellom målingene\.",
+        r"\(49 timer\); planen tillater høyst 48 timer mellom målingene\.",
         task["description"],
     ), task["description"]
     assert task["input"][0]["valueCode"] == "8480-6"  # the code stays in the data
@@ -338,6 +338,27 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     flag = client.get(f"/fhir/Flag/{flag['id']}").json()
     assert flag["status"] == "inactive" and flag["period"]["end"]
     assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("after_hours", "gap"),
+    [(33.6, "33 timer"), (24.5, "mer enn 24 timer"), (106, "4,4 døgn")],
+)
+def test_missing_measurement_text_tells_the_gap_as_it_is(  # type: ignore[no-untyped-def]
+    client, services, after_hours: float, gap: str
+) -> None:
+    """A gap of 1,4 days beside a plan's "høyst 24 timer" reads "33 timer", never "1 døgn"
+    (less than the limit it passed); a gap that whole hours would show as the limit reads
+    "mer enn 24 timer"; a long one in days with a decimal comma."""
+    from interop.care.missing import check_missing
+
+    pid = _setup(client)
+    plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 24}]}
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=plan).status_code == 201
+    assert check_missing(services, datetime.now(UTC) + timedelta(hours=after_hours)) == 1
+    [task] = client.get("/fhir/Task", params={"patient": pid}).json()["entry"]
+    description = task["resource"]["description"]
+    assert f"({gap}); planen tillater høyst 24 timer mellom" in description, description
 
 
 def test_completing_a_missing_measurement_task_leaves_a_red_flag(client, services) -> None:  # type: ignore[no-untyped-def]
