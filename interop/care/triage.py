@@ -47,6 +47,7 @@ from interop.care.events import (
     MeasurementJudged,
     raise_event,
 )
+from interop.care.flag_forms import is_earlier_missing_flag
 from interop.care.plans import (
     PlanPeriod,
     ZoneRanges,
@@ -366,14 +367,15 @@ def flag_kind(flag: dict[str, Any]) -> str | None:
     """Which of the service's Flags this is: ``assess-deviation`` (a zone Flag, raised with
     the deviation Task), :data:`MISSING_CODE`, or None for a Flag someone else wrote (which
     the service never ends). A missing-measurement Flag written before it carried its kind is
-    known by its English text (``no data for …``)."""
+    known by its text, in the forms the service wrote (:mod:`interop.care.flag_forms`: English
+    ``no data for …``, then Norwegian ``Manglende måling: … siden …``)."""
     if flag_zone(flag) is not None:
         return "assess-deviation"
     concept = flag.get("code") or {}
     for c in concept.get("coding", []):
         if c.get("system") == TASK_CODE_SYSTEM and c.get("code") == MISSING_CODE:
             return MISSING_CODE
-    return MISSING_CODE if str(concept.get("text") or "").startswith("no data for ") else None
+    return MISSING_CODE if is_earlier_missing_flag(flag) else None
 
 
 def flag_zone(flag: dict[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -337,6 +338,63 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     # the reading ended the Flag that said it was missing, and only that one
     flag = client.get(f"/fhir/Flag/{flag['id']}").json()
     assert flag["status"] == "inactive" and flag["period"]["end"]
+    assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
+
+
+def test_a_reading_ends_missing_flags_written_before_they_carried_their_kind(
+    client, services
+) -> None:  # type: ignore[no-untyped-def]
+    """Missing-measurement Flags as the service wrote them before they carried their kind
+    coding (Norwegian words and the LOINC coding, 06.12.2026; English words, earlier) are
+    ended by a reading of the measurement, like today's; a clinician's Flag in other words
+    about the same measurement is not."""
+    pid = _setup(client)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 201
+    systolic = {"system": "http://loinc.org", "code": "8480-6", "display": "Systolisk blodtrykk"}
+    category = [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                    "code": "clinical",
+                }
+            ]
+        }
+    ]
+
+    def flag(code: dict[str, Any]) -> str:
+        body = {
+            "resourceType": "Flag",
+            "status": "active",
+            "category": category,
+            "code": code,
+            "subject": {"reference": f"Patient/{pid}"},
+            "period": {"start": "2026-12-06T13:05:00Z"},
+        }
+        r = client.post("/fhir/Flag", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    norwegian = flag(
+        {
+            "coding": [systolic],
+            "text": "Manglende måling: Systolisk blodtrykk siden 06.12.2026 kl. 14:05",
+        }
+    )
+    english = flag({"text": "no data for 8480-6 since 2026-12-04T08:00:00+00:00"})
+    other_measurement = flag(
+        {
+            "coding": [{"system": "http://loinc.org", "code": "2708-6"}],
+            "text": "Manglende måling: Oksygenmetning (SpO2) siden 06.12.2026 kl. 14:05",
+        }
+    )
+    theirs = flag(
+        {"coding": [systolic], "text": "Manglende måling: Systolisk blodtrykk – ring pasienten"}
+    )
+    _ingest(services, _bp("130", "80", datetime.now(UTC) - timedelta(minutes=1)))
+    status = {f: client.get(f"/fhir/Flag/{f}").json()["status"] for f in (norwegian, english)}
+    assert status == {norwegian: "inactive", english: "inactive"}
+    assert client.get(f"/fhir/Flag/{other_measurement}").json()["status"] == "active"
     assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
 
 
