@@ -378,10 +378,13 @@ class AccessPolicy:
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
         tx: WriteTx | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """Check every returned resource once more, and audit the search naming every patient
-        whose data it returned (in ``tx`` when given)."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        whose data it returned (in ``tx`` when given); ``compartment``: the Patient whose
+        compartment was searched through every link (``Patient/{id}/{type}``), which the
+        audited search names with the parameters."""
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         self._settle(decision, tx)
         return result
 
@@ -391,9 +394,10 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """:meth:`filter_result` for the event loop: the audit event is group-committed."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         await self._settle_async(decision)
         return result
 
@@ -403,10 +407,12 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None,
+        compartment: str | None = None,
     ) -> tuple[SearchResult, Decision]:
         """Keep what the actor may see (each returned resource is parsed once) and the audit
         event naming every patient whose data is returned."""
-        what = f"{res_type}?{urlencode(params or [])}"
+        path = res_type if compartment is None else f"Patient/{compartment}/{res_type}"
+        what = f"{path}?{urlencode(params or [])}"
         if is_bootstrap(actor):
             return result, Decision(None, None)
         scope = self.scope(actor)
