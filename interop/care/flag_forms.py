@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from interop.care.plans import LOINC
 from interop.text import measurement_name
 
-LOINC = "http://loinc.org"
 _TIME = r"\d\d\.\d\d\.\d{4} kl\. \d\d:\d\d"
 _FIELD = re.compile(r"\{(code|measurement|time|rest)\}")
 
