@@ -96,3 +96,25 @@ def test_0025_reindexes_values_stored_cut(settings: Any, services: Any) -> None:
         assert _ids(c, f"QuestionnaireResponse?questionnaire={LONG}-a") == {first}
         assert _ids(c, f"QuestionnaireResponse?questionnaire={LONG}-b") == {second}
         assert _ids(c, f"QuestionnaireResponse?questionnaire={LONG[:255]}") == set()
+
+
+def test_long_observation_codes_match_whole_values_only(client) -> None:  # type: ignore[no-untyped-def]
+    """An Observation coding longer than the index column is stored (PostgreSQL answered 500)
+    and found by its whole code only; the patient's other readings are not."""
+    from tests.api.test_search_breadth import _bp
+
+    a, _b, _ca, _cb, _gp = _world(client)
+    code = "c" * 300
+
+    def coded(suffix: str) -> dict[str, Any]:
+        obs = _bp(a, 120, 80)
+        obs["code"]["coding"].append({"system": "urn:x", "code": code + suffix})
+        return obs
+
+    first = _post(client, coded("1"))
+    second = _post(client, coded("2"))
+    plain = _post(client, _bp(a, 130, 85))
+    assert _ids(client, f"Observation?code=urn:x|{code}1") == {first}
+    assert _ids(client, f"Observation?patient={a}&code={code}2") == {second}
+    assert _ids(client, f"Observation?code={code[:255]}") == set()
+    assert plain in _ids(client, f"Observation?patient={a}&code=85354-9")
