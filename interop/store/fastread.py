@@ -31,21 +31,7 @@ Row = tuple[int, int, bool, bytes]
 """version, last_updated (epoch µs), deleted, stored JSON bytes"""
 
 _COLUMNS = "res_id, version, last_updated, deleted, content"
-_ONE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = {p} AND res_id = {p}"
-_MANY_PG = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = %s AND res_id = ANY(%s)"
-_MANY_SQLITE = "SELECT " + _COLUMNS + " FROM resource WHERE res_type = ? AND res_id IN ({marks})"
 _AUDIT_COLUMNS = "res_id, 1, recorded, 0, content"
-_AUDIT_ONE = (
-    "SELECT " + _AUDIT_COLUMNS + " FROM audit_chain WHERE content IS NOT NULL AND res_id = {p}"
-)
-_AUDIT_MANY_PG = (
-    "SELECT " + _AUDIT_COLUMNS + " FROM audit_chain WHERE content IS NOT NULL AND res_id = ANY(%s)"
-)
-_AUDIT_MANY_SQLITE = (
-    "SELECT "
-    + _AUDIT_COLUMNS
-    + " FROM audit_chain WHERE content IS NOT NULL AND res_id IN ({marks})"
-)
 AUDIT_EVENT = "AuditEvent"
 """AuditEvents are rows of the audit chain, not of ``resource`` (see ``store.audit_rows``)."""
 _SQLITE_MAX_BATCH = 200
@@ -60,9 +46,7 @@ class FastReader:
         self.dialect = engine.dialect.name
         self._local = threading.local()
         self._file = database_file_of(engine)
-        mark = "?" if self.dialect == "sqlite" else "%s"
-        self._one = _ONE.format(p=mark)
-        self._audit_one = _AUDIT_ONE.format(p=mark)
+        self._statements: dict[tuple[bool, str | None, int], str] = {}
 
     def _connect(self) -> Any:  # sqlite3 or psycopg connection
         """A connection with the engine's own settings: its URL's options (``sslmode``,
@@ -115,44 +99,61 @@ class FastReader:
             return query(conn)
 
     def get(self, res_type: str, res_id: str) -> Row | None:
-        if res_type == AUDIT_EVENT:
-            row = self._run(lambda c: c.execute(self._audit_one, (res_id,)).fetchone())
-        else:
-            row = self._run(lambda c: c.execute(self._one, (res_type, res_id)).fetchone())
-        return None if row is None else _row(row)
-
-    def _audit_many(self, ids: list[str]) -> Callable[[Any], list[Any]]:
-        return _audit_select_in(self.dialect, ids)
+        found = self.get_many_with(res_type, [res_id])
+        return found[res_id][0] if found else None
 
     def get_many(self, res_type: str, res_ids: Sequence[str]) -> dict[str, Row]:
         """The current version of each id that exists (deleted ones included, flagged)."""
+        return {k: v[0] for k, v in self.get_many_with(res_type, res_ids).items()}
+
+    def get_many_with(
+        self, res_type: str, res_ids: Sequence[str], companion: str | None = None
+    ) -> dict[str, tuple[Row, Any]]:
+        """:meth:`get_many`, each row with the value of ``companion`` (a one-value query) read
+        by the same statement, so as of the same moment as the row (None for AuditEvents,
+        which are rows of the audit chain, and without a companion)."""
         ids = list(dict.fromkeys(res_ids))
-        if len(ids) == 1:
-            one = self.get(res_type, ids[0])
-            return {} if one is None else {ids[0]: one}
-        rows: list[Any] = []
+        if not ids:
+            return {}
         if res_type == AUDIT_EVENT:
-            for i in range(0, len(ids), _SQLITE_MAX_BATCH):
-                rows.extend(self._run(self._audit_many(ids[i : i + _SQLITE_MAX_BATCH])))
-        elif self.dialect == "sqlite":
-            for i in range(0, len(ids), _SQLITE_MAX_BATCH):
-                chunk = ids[i : i + _SQLITE_MAX_BATCH]
-                rows.extend(self._run(_select_in(res_type, chunk)))
+            companion = None
+        rows: list[Any] = []
+        for i in range(0, len(ids), _SQLITE_MAX_BATCH if self.dialect == "sqlite" else len(ids)):
+            chunk = ids[i : i + _SQLITE_MAX_BATCH] if self.dialect == "sqlite" else ids
+            sql, params = self._select(res_type, chunk, companion)
+            rows.extend(self._run(_fetch_all(sql, params)))
+        return {str(r[0]): (_row(r), r[5] if companion else None) for r in rows}
+
+    def _select(
+        self, res_type: str, ids: list[str], companion: str | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The statement reading ``ids`` (with the companion's value as a sixth column)."""
+        sqlite = self.dialect == "sqlite"
+        key = (res_type == AUDIT_EVENT, companion, len(ids) if sqlite else min(len(ids), 2))
+        sql = self._statements.get(key)
+        if sql is None:
+            mark = "?" if sqlite else "%s"
+            if len(ids) == 1:
+                where = f"res_id = {mark}"
+            elif sqlite:
+                where = "res_id IN (" + ",".join("?" * len(ids)) + ")"
+            else:
+                where = "res_id = ANY(%s)"
+            if res_type == AUDIT_EVENT:
+                sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_chain WHERE content IS NOT NULL AND {where}"
+            else:
+                extra = f", ({companion})" if companion else ""
+                sql = f"SELECT {_COLUMNS}{extra} FROM resource WHERE res_type = {mark} AND {where}"
+            self._statements[key] = sql
+        if len(ids) == 1 or sqlite:
+            values: tuple[Any, ...] = tuple(ids)
         else:
-            rows = self._run(lambda c: c.execute(_MANY_PG, (res_type, ids)).fetchall())
-        return {str(r[0]): _row(r) for r in rows}
+            values = (ids,)
+        return sql, values if res_type == AUDIT_EVENT else (res_type, *values)
 
 
-def _audit_select_in(dialect: str, ids: list[str]) -> Callable[[Any], list[Any]]:
-    if dialect == "sqlite":
-        sql = _AUDIT_MANY_SQLITE.format(marks=",".join("?" * len(ids)))
-        return lambda conn: list(conn.execute(sql, ids).fetchall())
-    return lambda conn: list(conn.execute(_AUDIT_MANY_PG, (ids,)).fetchall())
-
-
-def _select_in(res_type: str, ids: list[str]) -> Callable[[Any], list[Any]]:
-    sql = _MANY_SQLITE.format(marks=",".join("?" * len(ids)))
-    return lambda conn: list(conn.execute(sql, (res_type, *ids)).fetchall())
+def _fetch_all(sql: str, params: tuple[Any, ...]) -> Callable[[Any], list[Any]]:
+    return lambda conn: list(conn.execute(sql, params).fetchall())
 
 
 def _row(r: Any) -> Row:
@@ -166,32 +167,30 @@ class ReadBatcher:
     threads, e.g. an MLLP listener beside the API): a batch is only ever touched, flushed
     and answered on the loop, and so the thread, that its reads came from."""
 
-    def __init__(
-        self, reader: FastReader, companion: Callable[[FastReader], int] | None = None
-    ) -> None:
+    def __init__(self, reader: FastReader, companion: str | None = None) -> None:
         self.reader = reader
         self.companion = companion
-        """A small read made once per flush, after the rows (the care-relations generation),
-        handed to every read of that flush with :meth:`get_with`."""
+        """A one-value query read by each flush's statement beside the rows (the
+        care-relations generation), handed to every read it answers with :meth:`get_with`."""
         self._batches: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop,
-            dict[tuple[str, str], list[asyncio.Future[tuple[Row | None, int | None]]]],
+            dict[tuple[str, str], list[asyncio.Future[tuple[Row | None, Any]]]],
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     async def get(self, res_type: str, res_id: str) -> Row | None:
         return (await self.get_with(res_type, res_id))[0]
 
-    async def get_with(self, res_type: str, res_id: str) -> tuple[Row | None, int | None]:
-        """The row, and the companion value read after it in the same flush (None when there
-        is no companion or its read failed)."""
+    async def get_with(self, res_type: str, res_id: str) -> tuple[Row | None, Any]:
+        """The row, and the companion's value as of the row (None when there is no row or
+        no companion)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             pending = self._batches.get(loop)
             first = pending is None
             if pending is None:
                 pending = self._batches[loop] = {}
-        fut: asyncio.Future[tuple[Row | None, int | None]] = loop.create_future()
+        fut: asyncio.Future[tuple[Row | None, Any]] = loop.create_future()
         pending.setdefault((res_type, res_id), []).append(fut)
         if first:
             loop.call_soon(self._flush, loop)
@@ -203,24 +202,17 @@ class ReadBatcher:
         by_type: dict[str, list[str]] = {}
         for res_type, res_id in pending:
             by_type.setdefault(res_type, []).append(res_id)
-        results: list[tuple[str, list[str], dict[str, Row] | None, BaseException | None]] = []
         for res_type, ids in by_type.items():
             try:
-                results.append((res_type, ids, self.reader.get_many(res_type, ids), None))
+                found = self.reader.get_many_with(res_type, ids, self.companion)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                results.append((res_type, ids, None, exc))
-        extra: int | None = None
-        if self.companion is not None:
-            try:
-                extra = self.companion(self.reader)
-            except Exception:  # noqa: BLE001 - the caller reads it again itself
-                extra = None
-        for res_type, ids, found, failure in results:
+                for res_id in ids:
+                    for fut in pending[(res_type, res_id)]:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                continue
             for res_id in ids:
+                answer = found.get(res_id, (None, None))
                 for fut in pending[(res_type, res_id)]:
-                    if fut.done():
-                        continue
-                    if failure is not None:
-                        fut.set_exception(failure)
-                    else:
-                        fut.set_result((found.get(res_id) if found is not None else None, extra))
+                    if not fut.done():
+                        fut.set_result(answer)

@@ -5,7 +5,7 @@ plans it cached, so that no API process judges a reading by a plan another one r
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from interop.store.fastread import FastReader
@@ -26,6 +26,12 @@ RELATION_TYPES = frozenset(
 """The resource types whose writes can change an actor's patients or Consent refusals."""
 
 
+GENERATION_SQL = "SELECT COALESCE((SELECT value FROM access_generation WHERE id = 1), 0)"
+"""The generation (0 before the first change): the hot read path reads it in the statement
+that reads the resource (``ReadBatcher``'s companion), so a scope cached for it is never older
+than the relations as of the row."""
+
+
 def bump(conn: Connection) -> None:
     """Move the generation on (inside the transaction that changes a relation)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -35,11 +41,9 @@ def bump(conn: Connection) -> None:
 
 def in_transaction(conn: Connection) -> int:
     """The generation as the transaction on ``conn`` sees it (0 before the first change)."""
-    value = conn.execute(select(gen.c.value).where(gen.c.id == 1)).scalar()
-    return int(value) if value is not None else 0
+    return int(conn.exec_driver_sql(GENERATION_SQL).scalar_one())
 
 
 def current(reader: FastReader) -> int:
     """The generation now (0 before the first change), on the hot read path's connection."""
-    value = reader.scalar("SELECT value FROM access_generation WHERE id = 1")
-    return int(value) if value is not None else 0
+    return int(reader.scalar(GENERATION_SQL))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 
-from interop.store.schema import resource_table
+from interop.store.value_lists import FALSE, any_of
 
 CHUNK = 500
 """Patients per statement."""
@@ -19,14 +18,13 @@ def of_patients(
     """patient id → the patient's current (not deleted) ``res_type`` resources, in the order
     the database returns them; one statement per :data:`CHUNK` patients."""
     out: dict[str, list[dict[str, Any]]] = {pid: [] for pid in patient_ids}
-    r = resource_table.c
     for i in range(0, len(patient_ids), CHUNK):
-        rows = conn.execute(
-            select(r.patient_id, r.content).where(
-                r.res_type == res_type,
-                r.patient_id.in_(patient_ids[i : i + CHUNK]),
-                r.deleted.is_(False),
-            )
+        one_of, values = any_of(conn, patient_ids[i : i + CHUNK])
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        rows = conn.exec_driver_sql(
+            "SELECT patient_id, content FROM resource WHERE res_type = "
+            f"{mark} AND patient_id {one_of} AND deleted = {FALSE[mark == '%s']}",
+            (res_type, values),
         )
         for pid, content in rows:
             if pid in out:

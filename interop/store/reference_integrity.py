@@ -24,6 +24,7 @@ from interop.fhir.references import (
 )
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table
+from interop.store.value_lists import FALSE, any_of
 
 PENDING = "references.pending"
 """``tx.context`` key: ``Type/id`` of the resources the running transaction creates."""
@@ -92,16 +93,15 @@ class ReferenceIntegrity:
                 if key not in known and key not in pending
             }
         )
-        r = resource_table.c
-        for i in range(0, len(wanted), 500):
-            found = tx.conn.execute(
-                select(r.res_id).where(
-                    r.res_type == "Patient",
-                    r.res_id.in_(wanted[i : i + 500]),
-                    r.deleted.is_(False),
-                )
-            )
-            known.update(f"Patient/{pid}" for (pid,) in found)
+        if not wanted:
+            return
+        one_of, values = any_of(tx.conn, wanted)
+        found = tx.conn.exec_driver_sql(
+            "SELECT res_id FROM resource WHERE res_type = 'Patient' AND deleted = "
+            f"{FALSE[tx.conn.dialect.name == 'postgresql']} AND res_id {one_of}",
+            (values,),
+        )
+        known.update(f"Patient/{pid}" for (pid,) in found)
 
     def _patients(self, strings: Iterable[str]) -> Iterator[tuple[str, str]]:
         """(reference, ``Patient/<id>``) of each reference to a Patient on this server."""

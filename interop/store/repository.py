@@ -30,7 +30,7 @@ from interop.store import audit_rows
 from interop.store.backends import BulkWriter, bulk_writer
 from interop.store.context import WriteContext
 from interop.store.fastread import FastReader, ReadBatcher, Row
-from interop.store.generation import current as current_generation
+from interop.store.generation import GENERATION_SQL
 from interop.store.indexer import (
     OBSERVATION_COLUMNS,
     Codings,
@@ -107,7 +107,7 @@ class StoredResource:
     parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     """The content as parsed, when the writer had it at hand (see :meth:`view`)."""
     relations_generation: int | None = field(default=None, compare=False, repr=False)
-    """The care-relations generation, read on the fast path right after this resource (the
+    """The care-relations generation, read on the fast path by the statement that read this resource (the
     access policy's scope cache checks against it instead of reading it again)."""
 
     @property
@@ -298,7 +298,7 @@ class FhirStore:
         and Flags of all the readings)."""
         self.is_postgres = engine.dialect.name == "postgresql"
         self.fast = FastReader(engine)
-        self.batched = ReadBatcher(self.fast, companion=current_generation)
+        self.batched = ReadBatcher(self.fast, companion=GENERATION_SQL)
         self.known_code_sets: set[int] = set()
         """Code sets committed to the ``code_set`` table (by this process or another)."""
 

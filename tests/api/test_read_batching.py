@@ -33,13 +33,13 @@ def test_concurrent_reads_share_statements_and_keep_their_answers(services) -> N
         tx.delete("Patient", made[0].res_id)
     statements: list[int] = []
     reader = store.fast
-    original = reader.get_many
+    original = reader.get_many_with
 
-    def counting(res_type: str, ids: Any) -> Any:
+    def counting(res_type: str, ids: Any, companion: Any = None) -> Any:
         statements.append(len(ids))
-        return original(res_type, ids)
+        return original(res_type, ids, companion)
 
-    reader.get_many = counting  # type: ignore[method-assign]
+    reader.get_many_with = counting  # type: ignore[method-assign]
     asked = [m.res_id for m in made] + [made[5].res_id, "no-such-id", made[7].res_id]
 
     async def all_reads() -> list[Any]:
@@ -50,7 +50,7 @@ def test_concurrent_reads_share_statements_and_keep_their_answers(services) -> N
     try:
         results = asyncio.run(all_reads())
     finally:
-        reader.get_many = original  # type: ignore[method-assign]
+        reader.get_many_with = original  # type: ignore[method-assign]
 
     assert statements == [31], "the 33 reads (two repeated) are one statement for 31 ids"
     assert isinstance(results[0], FhirError) and results[0].status == 410
@@ -67,9 +67,9 @@ def test_a_failed_batch_fails_every_waiting_read_and_the_next_one_recovers(servi
     made = _created(services, 3)
     reader = FastReader(services.store.engine)
     batcher = ReadBatcher(reader)
-    original = reader.get_many
+    original = reader.get_many_with
 
-    def broken(res_type: str, ids: Any) -> Any:
+    def broken(res_type: str, ids: Any, companion: Any = None) -> Any:
         raise RuntimeError("database went away")
 
     async def reads() -> list[Any]:
@@ -77,10 +77,10 @@ def test_a_failed_batch_fails_every_waiting_read_and_the_next_one_recovers(servi
             *(batcher.get("Patient", m.res_id) for m in made), return_exceptions=True
         )
 
-    reader.get_many = broken  # type: ignore[method-assign]
+    reader.get_many_with = broken  # type: ignore[method-assign]
     failed = asyncio.run(reads())
     assert all(isinstance(r, RuntimeError) for r in failed)
-    reader.get_many = original  # type: ignore[method-assign]
+    reader.get_many_with = original  # type: ignore[method-assign]
     recovered = asyncio.run(reads())
     assert [r[0] for r in recovered] == [1, 1, 1]
 

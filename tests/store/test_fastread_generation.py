@@ -1,6 +1,6 @@
-"""The fast path reads the care-relations generation once per batch, after the rows, and
-hands it with each resource, so the access policy checks its cached scope against a value
-never older than the read itself."""
+"""The fast path reads the care-relations generation in the statement that reads the rows and
+hands it with each resource, so the access policy checks its cached scope against the value as
+of the read itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from interop.store.context import WriteContext
 from interop.store.generation import bump, current
 
 
-def test_reads_carry_the_generation_read_after_them(services) -> None:  # type: ignore[no-untyped-def]
+def test_reads_carry_the_generation_read_with_them(services) -> None:  # type: ignore[no-untyped-def]
     store = services.store
     with store.write(WriteContext.service()) as tx:
         made = [
