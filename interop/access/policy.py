@@ -41,7 +41,7 @@ from interop.store.generation import RELATION_TYPES
 from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.search import OWN_PATIENTS, SearchResult
+from interop.store.search import OWN_PATIENTS, REFERRER_PATIENTS, SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
 """The address book: readable by every actor except vendors, written by admins."""
@@ -327,10 +327,13 @@ class AccessPolicy:
         why = self._search_refusal(actor, res_type, scope)
         if why is not None:
             raise error(403, "forbidden", why)
-        if res_type in DIRECTORY:
-            return []
         reachable = scope.reachable
         restricted: list[tuple[str, str]] = []
+        if reachable is not None and any(k.startswith("_revinclude") for k, _v in params):
+            # what refers to the page, in the compartments of the patients the actor reaches
+            restricted.append((REFERRER_PATIENTS, ",".join(sorted(reachable)) or NO_PATIENT))
+        if res_type in DIRECTORY:
+            return restricted
         if reachable is not None:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)
@@ -375,10 +378,13 @@ class AccessPolicy:
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
         tx: WriteTx | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """Check every returned resource once more, and audit the search naming every patient
-        whose data it returned (in ``tx`` when given)."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        whose data it returned (in ``tx`` when given); ``compartment``: the Patient whose
+        compartment was searched through every link (``Patient/{id}/{type}``), which the
+        audited search names with the parameters."""
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         self._settle(decision, tx)
         return result
 
@@ -388,9 +394,10 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """:meth:`filter_result` for the event loop: the audit event is group-committed."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         await self._settle_async(decision)
         return result
 
@@ -400,10 +407,12 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None,
+        compartment: str | None = None,
     ) -> tuple[SearchResult, Decision]:
         """Keep what the actor may see (each returned resource is parsed once) and the audit
         event naming every patient whose data is returned."""
-        what = f"{res_type}?{urlencode(params or [])}"
+        path = res_type if compartment is None else f"Patient/{compartment}/{res_type}"
+        what = f"{path}?{urlencode(params or [])}"
         if is_bootstrap(actor):
             return result, Decision(None, None)
         scope = self.scope(actor)

@@ -27,11 +27,12 @@ from sqlalchemy import (
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import (
-    CANONICAL_MAX,
     EXACT,
+    INDEX_KEPT,
     SearchParam,
     definitions,
     fold,
+    index_value,
     reference_target,
 )
 from interop.store import audit_rows, compartment
@@ -81,6 +82,11 @@ OWN_PATIENTS = "\x00own-patients"
 """The key of the access policy's restriction to the patients whose compartment a resource
 is in (``resource.patient_id``), for the types without a ``patient`` parameter: a NUL is in
 no parameter a client sends (refused by :func:`check_search_values`)."""
+REFERRER_PATIENTS = "\x00referrer-patients"
+"""The key of the access policy's list of the patients an actor reaches, given with a
+``_revinclude``: the referrers in another patient's compartment are left out in the query
+(the policy's filter of the answer would drop them), so the cap on referrers
+(``search_breadth.MAX_REVINCLUDE``) counts what the actor may see."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -211,16 +217,16 @@ class SearchEngine:
             token_table.c.param == "identifier",
         ]
         if code is not None:
-            cond.append(token_table.c.code == code)
+            cond.append(token_table.c.code == index_value(code))
         if system:
-            cond.append(token_table.c.system == system)
+            cond.append(token_table.c.system == index_value(system))
         return select(token_table.c.res_id).where(*cond)
 
     def _reference_value(self, param: SearchParam, value: str) -> str:
         target = reference_target(value, self.store.base_url)
         if "/" not in target and ":" not in target and param.target:
             target = f"{param.target}/{target}"
-        return target[:CANONICAL_MAX]
+        return index_value(target)
 
     def row_condition(
         self, param: SearchParam, cols: Any, value: str, name: str
@@ -231,9 +237,9 @@ class SearchEngine:
             system, code = token_parts(value)
             cond: list[ColumnElement[bool]] = []
             if code is not None:
-                cond.append(cols.code == code)
+                cond.append(cols.code == index_value(code))
             if system is not None:
-                cond.append(cols.system == system)
+                cond.append(cols.system == index_value(system))
             return and_(true(), *cond)
         if param.type == "reference":
             return cols.target == self._reference_value(param, value)
@@ -299,7 +305,7 @@ class SearchEngine:
         for v in values:
             url, sep, version = v.partition("|")
             if not sep:
-                match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
+                match = or_(t.code == index_value(v), t.code.startswith(v + "|", autoescape=True))
                 ors.append(
                     rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match))
                 )
@@ -313,7 +319,9 @@ class SearchEngine:
                 )
             ors.append(
                 rid.in_(
-                    select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v)
+                    select(t.res_id).where(
+                        t.res_type == res_type, t.param == name, t.code == index_value(v)
+                    )
                 )
             )
             if has_version:
@@ -321,12 +329,14 @@ class SearchEngine:
                     and_(
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == name, t.code == url
+                                t.res_type == res_type, t.param == name, t.code == index_value(url)
                             )
                         ),
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == "version", t.code == version
+                                t.res_type == res_type,
+                                t.param == "version",
+                                t.code == index_value(version),
                             )
                         ),
                     )
@@ -366,9 +376,9 @@ class SearchEngine:
                         token_table.c.param == f"{name}:identifier",
                     ]
                     if code is not None:
-                        cond.append(token_table.c.code == code)
+                        cond.append(token_table.c.code == index_value(code))
                     if system:
-                        cond.append(token_table.c.system == system)
+                        cond.append(token_table.c.system == index_value(system))
                     ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
                     # the reference may be literal: resolve through the Patient's identifiers
                     targets = select(
@@ -378,8 +388,8 @@ class SearchEngine:
                     ).where(
                         token_table.c.res_type == "Patient",
                         token_table.c.param == "identifier",
-                        *([token_table.c.code == code] if code is not None else []),
-                        *([token_table.c.system == system] if system else []),
+                        *([token_table.c.code == index_value(code)] if code is not None else []),
+                        *([token_table.c.system == index_value(system)] if system else []),
                     )
                     ors.append(
                         rid.in_(
@@ -395,11 +405,12 @@ class SearchEngine:
             target = reference_table.c.target
             matches = [target.in_(targets_list)]
             # a canonical without a version (``questionnaire=http://x``) matches every
-            # version referred to (``http://x|1.0``); with one, only that one
+            # version referred to (``http://x|1.0``); with one, only that one (a canonical
+            # this long is indexed by :func:`index_value` and matched whole only)
             matches += [
                 target.startswith(t + "|", autoescape=True)
                 for t in targets_list
-                if "|" not in t and (t.startswith("urn:") or "://" in t)
+                if "|" not in t and (t.startswith("urn:") or "://" in t) and len(t) < INDEX_KEPT
             ]
             return rid.in_(
                 select(reference_table.c.res_id).where(
@@ -550,7 +561,13 @@ class SearchEngine:
                     )
                     .exists()
                 )
-        added: list[tuple[str, str]] = [(k, v) for k, v in req.restriction if k != OWN_PATIENTS]
+        referrer_patients: list[str] | None = None
+        for k, v in req.restriction:
+            if k == REFERRER_PATIENTS:
+                referrer_patients = [*(referrer_patients or []), *v.split(",")]
+        added: list[tuple[str, str]] = [
+            (k, v) for k, v in req.restriction if k not in (OWN_PATIENTS, REFERRER_PATIENTS)
+        ]
         if req.compartment is not None:
             generic.append(compartment.condition(res_type, req.compartment))
         if added or req.restriction:
@@ -589,7 +606,9 @@ class SearchEngine:
                     try:
                         count = max(0, min(int(raw), self.max_count))
                     except ValueError:
-                        raise error(400, "invalid", f"_count {raw!r} is not a number") from None
+                        raise error(
+                            400, "invalid", f"_count {raw!r} is not a number", expression=["_count"]
+                        ) from None
                 elif name == "_sort":
                     keys = [k.strip() for k in raw.split(",") if k.strip()]
                     s = keys[0] if keys else ""
@@ -829,7 +848,14 @@ class SearchEngine:
             page = [(row.res_id, bytes(row.content)) for row in rows]
             included = self._includes(conn, res_type, includes, page, warnings, req)
             included += breadth.revincludes(
-                self, conn, res_type, revinclude_specs, page, frozenset(rev_iterate_specs)
+                self,
+                conn,
+                res_type,
+                revinclude_specs,
+                page,
+                frozenset(rev_iterate_specs),
+                warnings,
+                referrer_patients,
             )
             included += breadth.iterate_includes(
                 self,
@@ -838,6 +864,8 @@ class SearchEngine:
                 included,
                 rev_iterate_specs,
                 {(res_type, rid) for rid, _c in page},
+                warnings,
+                referrer_patients,
             )
         return SearchResult(
             page,
@@ -920,7 +948,11 @@ class SearchEngine:
         conds = []
         for v in values:
             system, sep, code = v.partition("|")
-            conds.append(and_(t.system == system, t.code == code) if sep else t.code == system)
+            conds.append(
+                and_(t.system == index_value(system), t.code == index_value(code))
+                if sep
+                else t.code == index_value(system)
+            )
         with self.store.reader() as conn:
             return {
                 r[0]
