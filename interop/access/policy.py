@@ -42,7 +42,7 @@ from interop.store.generation import bump as bump_generation
 from interop.store.generation import current as current_generation
 from interop.store.readable import READABLE, Readable
 from interop.store.repository import FhirStore, StoredResource, WriteTx
-from interop.store.search import OWN_PATIENTS, SearchResult
+from interop.store.search import OWN_PATIENTS, REFERRER_PATIENTS, SearchResult
 
 DIRECTORY = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint"})
 """The address book: readable by every actor except vendors, written by admins."""
@@ -142,12 +142,8 @@ def _patients_asked(res_type: str, params: list[tuple[str, str]]) -> frozenset[s
 
 def _reaches_beyond(params: list[tuple[str, str]]) -> bool:
     """Whether the search asks about resources of other types than it returns (``_has``, a
-    chain) or adds some (``_revinclude``, ``_include:iterate``): the searches that need
-    :class:`Readable`."""
-    return any(
-        key.startswith(("_has", "_revinclude", "_include:iterate")) or "." in key
-        for key, _value in params
-    )
+    chain): the searches that need :class:`Readable`."""
+    return any(key.startswith("_has") or "." in key for key, _value in params)
 
 
 def _related(scope: PatientScope, patient_id: str) -> bool:
@@ -314,7 +310,7 @@ class AccessPolicy:
         """The search restricted to what the actor may see, so totals and paging count only
         that (the patients it may reach, and its view's codes). A refused search is audited."""
         added = self.restriction(actor, res_type, params, tx)
-        return params + [(k, v) for k, v in added if k != READABLE]
+        return params + [(k, v) for k, v in added if k not in (READABLE, REFERRER_PATIENTS)]
 
     def restriction(
         self,
@@ -349,8 +345,7 @@ class AccessPolicy:
             return []
         restricted: list[tuple[str, str]] = []
         if _reaches_beyond(params):
-            # what the search only asks about (_has, chains) or adds (_revinclude, iterated
-            # includes) is asked of what the actor may read
+            # what the search only asks about (_has, chains) is asked of what the actor may read
             readable = Readable(
                 tuple(sorted(reachable)),
                 None if scope.codes is None else tuple(sorted(scope.codes)),
@@ -358,6 +353,9 @@ class AccessPolicy:
                 OWNERLESS,
             )
             restricted.append(readable.param())
+        if any(k.startswith("_revinclude") for k, _v in params):
+            # what refers to the page, in the compartments of the patients the actor reaches
+            restricted.append((REFERRER_PATIENTS, ",".join(sorted(reachable)) or NO_PATIENT))
         if res_type not in DIRECTORY:
             # the client's own patient filter, narrowed to what the actor reaches, restricts the
             # same as all its patients and keeps the query small (a GP has a thousand)
@@ -402,10 +400,13 @@ class AccessPolicy:
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
         tx: WriteTx | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """Check every returned resource once more, and audit the search naming every patient
-        whose data it returned (in ``tx`` when given)."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        whose data it returned (in ``tx`` when given); ``compartment``: the Patient whose
+        compartment was searched through every link (``Patient/{id}/{type}``), which the
+        audited search names with the parameters."""
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         self._settle(decision, tx)
         return result
 
@@ -415,9 +416,10 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None = None,
+        compartment: str | None = None,
     ) -> SearchResult:
         """:meth:`filter_result` for the event loop: the audit event is group-committed."""
-        result, decision = self._decide_result(actor, res_type, result, params)
+        result, decision = self._decide_result(actor, res_type, result, params, compartment)
         await self._settle_async(decision)
         return result
 
@@ -427,10 +429,12 @@ class AccessPolicy:
         res_type: str,
         result: SearchResult,
         params: list[tuple[str, str]] | None,
+        compartment: str | None = None,
     ) -> tuple[SearchResult, Decision]:
         """Keep what the actor may see (each returned resource is parsed once) and the audit
         event naming every patient whose data is returned."""
-        what = f"{res_type}?{urlencode(params or [])}"
+        path = res_type if compartment is None else f"Patient/{compartment}/{res_type}"
+        what = f"{path}?{urlencode(params or [])}"
         if is_bootstrap(actor):
             return result, Decision(None, None)
         scope = self.scope(actor)

@@ -213,7 +213,9 @@ async def _search(
             compartment=in_compartment,
         )
     )
-    result = await svc.policy.filter_result_async(actor, rtype, result, asked)
+    result = await svc.policy.filter_result_async(
+        actor, rtype, result, asked, compartment=in_compartment
+    )
     # the links repeat what the client asked; each page is restricted again
     path = f"Patient/{compartment}/{rtype}" if compartment is not None else None
     return fhir_response(bundle_bytes(request, rtype, result, params, path))

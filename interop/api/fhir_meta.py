@@ -43,15 +43,17 @@ PROBE = 10
 most actors the first passes."""
 PROBE_SEARCH = 500
 """Ids per search of the first try (within ``search_max_values`` and ``search_max_count``)."""
-KEPT = ("profile", "security", "tag")
+MARKS = ("profile", "security", "tag")
+"""The meta elements ``$meta`` answers (and ``$meta-add``/``$meta-delete`` change)."""
 NO_META = frozenset({AUDIT_EVENT})
 """Written by the server alone, with no profile, tag or security label (``store.audit_rows``):
 their ``$meta`` is empty without reading them."""
 _ELEMENT = {"_profile": "profile", "_security": "security", "_tag": "tag"}
 
 
-class _Collected:
-    """The profiles and codings seen so far, each once, in the order first seen."""
+class Collected:
+    """The profiles and codings seen so far, each once, in the order first seen (a tag or
+    label by its system and code: version and display do not count)."""
 
     def __init__(self) -> None:
         self.profiles: dict[str, None] = {}
@@ -88,13 +90,18 @@ class _Collected:
         return out
 
 
-def _parameters(meta: dict[str, Any]) -> Response:
+def meta_parameters(
+    meta: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The answer of the ``$meta`` operations: Parameters with ``return`` the meta."""
     return json_response(
-        {"resourceType": "Parameters", "parameter": [{"name": "return", "valueMeta": meta}]}
+        {"resourceType": "Parameters", "parameter": [{"name": "return", "valueMeta": meta}]},
+        status,
+        headers,
     )
 
 
-async def _collect_type(svc: Services, actor: Actor, rtype: str, found: _Collected) -> None:
+async def _collect_type(svc: Services, actor: Actor, rtype: str, found: Collected) -> None:
     """Add the marks of ``rtype`` some resource the actor may read carries (403 when the
     policy refuses the actor the type).
 
@@ -127,7 +134,7 @@ async def _read(
     rtype: str,
     params: list[tuple[str, str]],
     restriction: list[tuple[str, str]],
-    found: _Collected,
+    found: Collected,
 ) -> str | None:
     """One page of the actor's search, through the policy's filter; the marks of what it
     let through added. Returns the next page's cursor (None at the end)."""
@@ -145,7 +152,7 @@ async def _search_by_mark(
     rtype: str,
     mark: meta_index.Mark,
     restriction: list[tuple[str, str]],
-    found: _Collected,
+    found: Collected,
 ) -> None:
     """Page through the actor's search of the type by the mark until the policy lets one
     resource through (at most :data:`META_SCAN_LIMIT` read)."""
@@ -188,7 +195,7 @@ async def system_meta(request: Request, actor: Actor = Depends(require_actor)) -
     svc = services(request)
     with svc.store.reader() as conn:
         present = meta_index.types_present(conn, sorted(SUPPORTED_TYPES))
-    found = _Collected()
+    found = Collected()
     refusals: list[FhirError] = []
     for rtype in present:
         try:
@@ -199,7 +206,7 @@ async def system_meta(request: Request, actor: Actor = Depends(require_actor)) -
             refusals.append(exc)  # a type the actor may not read: not in its $meta
     if refusals and len(refusals) == len(present):
         raise refusals[0]  # nothing at all is readable for this actor
-    return _parameters(found.value())
+    return meta_parameters(found.value())
 
 
 @router.get("/{rtype}/$meta")
@@ -208,9 +215,9 @@ async def type_meta(
     rtype: str, request: Request, actor: Actor = Depends(require_actor)
 ) -> Response:
     _check_type(rtype)
-    found = _Collected()
+    found = Collected()
     await _collect_type(services(request), actor, rtype, found)
-    return _parameters(found.value())
+    return meta_parameters(found.value())
 
 
 @router.get("/{rtype}/{rid}/$meta")
@@ -223,4 +230,4 @@ async def instance_meta(
     stored = await svc.store.read_async(rtype, rid)
     await svc.policy.check_read_async(actor, stored)
     meta = stored.json().get("meta") or {}
-    return _parameters({k: v for k, v in meta.items() if k in KEPT})
+    return meta_parameters({k: v for k, v in meta.items() if k in MARKS})

@@ -23,7 +23,8 @@ from starlette.responses import Response
 
 from interop.api.auth import Actor, require_actor
 from interop.api.fhir import _check_accept, _check_type, _resource_headers, services
-from interop.api.responses import json_response, parse_json_body
+from interop.api.fhir_meta import MARKS, Collected, meta_parameters
+from interop.api.responses import parse_json_body
 from interop.fhir.capability import register_operation
 from interop.fhir.outcome import error
 from interop.fhir.validation import SUPPORTED_TYPES, validate_resource
@@ -38,7 +39,6 @@ for _t in SUPPORTED_TYPES:
         register_operation(_t, "meta-add", OPS + "Resource-meta-add", instance=True)
         register_operation(_t, "meta-delete", OPS + "Resource-meta-delete", instance=True)
 
-MARKS = ("profile", "security", "tag")
 SHOWN = ("versionId", "lastUpdated", *MARKS)
 """The meta elements the answer carries: the version tells whether a new one was written."""
 
@@ -108,23 +108,11 @@ def _key(coding: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _added(meta: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
-    out = dict(meta)
-    profiles = list(out.get("profile") or [])
-    for p in marks.get("profile", []):
-        if p not in profiles:
-            profiles.append(p)
-    if profiles:
-        out["profile"] = profiles
-    for kind in ("security", "tag"):
-        codings = list(out.get(kind) or [])
-        have = {_key(c) for c in codings if isinstance(c, dict)}
-        for c in marks.get(kind, []):
-            if _key(c) not in have:
-                codings.append(c)
-                have.add(_key(c))
-        if codings:
-            out[kind] = codings
-    return out
+    """The meta with the marks added after its own (each once, as ``$meta`` collects them)."""
+    both = Collected()
+    both.add(meta)
+    both.add(marks)
+    return {**{k: v for k, v in meta.items() if k not in MARKS}, **both.value()}
 
 
 def _deleted(meta: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
@@ -145,15 +133,8 @@ def _deleted(meta: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
 
 def _answer(stored: StoredResource, status: int = 200) -> Response:
     meta = stored.json().get("meta") or {}
-    return json_response(
-        {
-            "resourceType": "Parameters",
-            "parameter": [
-                {"name": "return", "valueMeta": {k: meta[k] for k in SHOWN if k in meta}}
-            ],
-        },
-        status,
-        _resource_headers(stored),
+    return meta_parameters(
+        {k: meta[k] for k in SHOWN if k in meta}, status, _resource_headers(stored)
     )
 
 

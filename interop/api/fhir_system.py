@@ -172,7 +172,9 @@ async def paged_types(
                 compartment=linked,
             )
         )
-        result = await svc.policy.filter_result_async(actor, rtype, result, asked)
+        result = await svc.policy.filter_result_async(
+            actor, rtype, result, asked, compartment=linked
+        )
         warnings += result.warnings
         parts += search_entries(base, rtype, result, subset)
         if result.next_cursor:
@@ -226,7 +228,9 @@ async def _system_count(
                 compartment=linked,
             )
         )
-        result = await svc.policy.filter_result_async(actor, rtype, result, asked)
+        result = await svc.policy.filter_result_async(
+            actor, rtype, result, asked, compartment=linked
+        )
         warnings += result.warnings
         total = None if total is None or result.total is None else total + result.total
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from interop.care.task_inputs import input_named, with_input, without_inputs
 from interop.fhir.dates import fhir_instant
 
 SINCE_INPUT = "since"
@@ -59,10 +60,7 @@ class Episode:
 
 
 def _input_time(task: dict[str, Any], name: str) -> str | None:
-    for i in task.get("input", []):
-        if (i.get("type") or {}).get("text") == name and i.get("valueDateTime"):
-            return str(i["valueDateTime"])
-    return None
+    return input_named(task, name, "valueDateTime")
 
 
 def task_since(task: dict[str, Any]) -> str | None:
@@ -78,8 +76,7 @@ def task_zone_since(task: dict[str, Any]) -> str | None:
 
 def since_input(inputs: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
     """The inputs with ``since`` as the time the Task's reason holds from (replacing any)."""
-    kept = [i for i in inputs if (i.get("type") or {}).get("text") != SINCE_INPUT]
-    return [*kept, {"type": {"text": SINCE_INPUT}, "valueDateTime": since}]
+    return with_input(inputs, SINCE_INPUT, "valueDateTime", since)
 
 
 def episode_of(task: dict[str, Any]) -> Episode:
@@ -89,9 +86,7 @@ def episode_of(task: dict[str, Any]) -> Episode:
 def with_episode(inputs: list[dict[str, Any]], episode: Episode) -> list[dict[str, Any]]:
     """The Task's inputs with the episode's times (replacing any; an unknown time is left
     out, never written as a guess)."""
-    names = set(_INPUTS.values())
-    kept = [i for i in inputs if (i.get("type") or {}).get("text") not in names]
-    return kept + [
+    return without_inputs(inputs, _INPUTS.values()) + [
         {"type": {"text": name}, "valueDateTime": value}
         for field, name in _INPUTS.items()
         if (value := getattr(episode, field)) is not None

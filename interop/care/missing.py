@@ -21,7 +21,7 @@ from interop.fhir.dates import fhir_instant, format_instant, from_micros, now_ut
 from interop.store.context import WriteContext
 from interop.store.schema import observation_table, resource_table
 from interop.store.search_values import code_sets_holding
-from interop.text import local_time, measurement_name, plural, text
+from interop.text import elapsed, local_time, measurement_name, plural, text
 
 
 def _schedules(conn: Any) -> list[tuple[str, str, int, int]]:
@@ -89,7 +89,7 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
             ]
             if open_tasks:
                 continue
-            gap_days = (t_now - since) / 86_400_000_000
+            gap_hours = (t_now - since) / 3_600_000_000
             name = measurement_name(code)
             when = local_time(from_micros(since), services.settings.timezone)
             title = text("triage.missing.title", measurement=name)
@@ -97,7 +97,7 @@ def check_missing(services: CareServices, now: datetime | None = None) -> int:
                 "triage.missing.description",
                 measurement=name,
                 time=when,
-                days=plural(max(1, round(gap_days)), "day"),
+                gap=elapsed(gap_hours, beyond=hours),
                 hours=plural(hours, "hour"),
             )
             stamp = format_instant(now)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -47,13 +48,16 @@ from interop.care.events import (
     MeasurementJudged,
     raise_event,
 )
+from interop.care.flag_forms import is_earlier_missing_flag
 from interop.care.plans import (
+    LOINC,
     PlanPeriod,
     ZoneRanges,
     plan_at,
     plan_periods_of,
     ranges_of_plan,
 )
+from interop.care.task_inputs import input_named, with_input
 from interop.care.triage_writes import (
     OPEN_ITEMS,
     OPEN_TASK,
@@ -238,7 +242,7 @@ def _build_reference_ranges(r: ZoneRanges) -> list[dict[str, Any]]:
 
 def _loinc(node: dict[str, Any]) -> str | None:
     for c in (node.get("code") or {}).get("coding", []):
-        if c.get("system") == "http://loinc.org":
+        if c.get("system") == LOINC:
             return str(c.get("code"))
     return None
 
@@ -351,9 +355,9 @@ def _time_of(obs: dict[str, Any]) -> str:
 def task_zone(task: dict[str, Any]) -> str | None:
     """The zone of the worst reading a deviation Task is about (its ``zone`` input; a Task
     written before it had one: from its priority)."""
-    for i in task.get("input", []):
-        if (i.get("type") or {}).get("text") == ZONE_INPUT:
-            return str(i.get("valueCode"))
+    zone = input_named(task, ZONE_INPUT, "valueCode")
+    if zone is not None:
+        return zone
     return {"asap": "red", "urgent": "yellow", "stat": "red"}.get(task.get("priority", ""))
 
 
@@ -366,14 +370,15 @@ def flag_kind(flag: dict[str, Any]) -> str | None:
     """Which of the service's Flags this is: ``assess-deviation`` (a zone Flag, raised with
     the deviation Task), :data:`MISSING_CODE`, or None for a Flag someone else wrote (which
     the service never ends). A missing-measurement Flag written before it carried its kind is
-    known by its English text (``no data for …``)."""
+    known by its text, in the forms the service wrote (:mod:`interop.care.flag_forms`: English
+    ``no data for …``, then Norwegian ``Manglende måling: … siden …``)."""
     if flag_zone(flag) is not None:
         return "assess-deviation"
     concept = flag.get("code") or {}
     for c in concept.get("coding", []):
         if c.get("system") == TASK_CODE_SYSTEM and c.get("code") == MISSING_CODE:
             return MISSING_CODE
-    return MISSING_CODE if str(concept.get("text") or "").startswith("no data for ") else None
+    return MISSING_CODE if is_earlier_missing_flag(flag) else None
 
 
 def flag_zone(flag: dict[str, Any]) -> str | None:
@@ -383,15 +388,12 @@ def flag_zone(flag: dict[str, Any]) -> str | None:
     return None
 
 
-LOINC_SYSTEM = "http://loinc.org"
-
-
 def measurement_coding(code: str) -> list[dict[str, Any]]:
     """The coding naming the measurement a Flag is about (the Flag is found by it; the text
     names the measurement in words)."""
     if code == "unknown":
         return []
-    return [{"system": LOINC_SYSTEM, "code": code, "display": measurement_name(code)}]
+    return [{"system": LOINC, "code": code, "display": measurement_name(code)}]
 
 
 def flag_is_about(flag: dict[str, Any], code: str) -> bool:
@@ -400,7 +402,7 @@ def flag_is_about(flag: dict[str, Any], code: str) -> bool:
     ``no data for 8867-4 …`` in a missing-measurement one) — never a bare substring, so
     ``2708-6`` is not ``12708-6``."""
     concept = flag.get("code") or {}
-    codings = [c for c in concept.get("coding", []) if c.get("system") == LOINC_SYSTEM]
+    codings = [c for c in concept.get("coding", []) if c.get("system") == LOINC]
     if codings:
         return any(c.get("code") == code for c in codings)
     words = str(concept.get("text") or "")
@@ -408,8 +410,7 @@ def flag_is_about(flag: dict[str, Any], code: str) -> bool:
 
 
 def _with_zone_input(inputs: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
-    kept = [i for i in inputs if (i.get("type") or {}).get("text") != ZONE_INPUT]
-    return [*kept, {"type": {"text": ZONE_INPUT}, "valueCode": zone}]
+    return with_input(inputs, ZONE_INPUT, "valueCode", zone)
 
 
 def _raise_or_escalate(
@@ -1082,10 +1083,7 @@ MEASUREMENT_INPUTS = ("measurement code", "questionnaire")
 
 def measurement_code_of(task: dict[str, Any]) -> str | None:
     """The measurement code (or ``questionnaire:<url>``) a triage Task is about."""
-    for i in task.get("input", []):
-        if (i.get("type") or {}).get("text") in MEASUREMENT_INPUTS:
-            return str(i.get("valueCode"))
-    return None
+    return input_named(task, MEASUREMENT_INPUTS, "valueCode")
 
 
 def task_kind(task: dict[str, Any]) -> str | None:
@@ -1160,29 +1158,33 @@ _OPEN_STATUSES = {"Task": OPEN_TASK, "Flag": ("active",)}
 
 
 def _open_items_of(
-    tx: WriteTx, patient_ids: list[str]
+    tx: WriteTx,
+    patient_ids: list[str],
+    statuses: Mapping[str, Collection[str]] = _OPEN_STATUSES,
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Each patient's open Tasks and active Flags, read together (:mod:`interop.store.open_items`),
-    each item once, in the order of its id."""
+    each item once, in the order of its id (only the types ``statuses`` names: the others'
+    lists stay empty)."""
     out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
         pid: ([], []) for pid in patient_ids
     }
     slots = {rtype: slot for slot, rtype in enumerate(_OPEN_STATUSES)}
     seen: set[tuple[str, str, str]] = set()
-    rows = open_item_rows.of_patients(tx.conn, _OPEN_STATUSES, patient_ids)
+    rows = open_item_rows.of_patients(tx.conn, statuses, patient_ids)
     for rtype, pid, rid, content in sorted(rows, key=lambda row: (row[2], row[1])):
         if (rtype, rid, pid) in seen or pid not in out:
             continue
         seen.add((rtype, rid, pid))
         item = orjson.loads(content)
-        if item.get("status") in _OPEN_STATUSES[rtype]:
+        if item.get("status") in statuses.get(rtype, ()):
             out[pid][slots[rtype]].append(item)
     return out
 
 
 def open_tasks_of(tx: WriteTx, patient_id: str) -> list[dict[str, Any]]:
-    """The patient's open Tasks, as the transaction sees them (by the search indexes)."""
-    return _open_items_of(tx, [patient_id])[patient_id][0]
+    """The patient's open Tasks, as the transaction sees them (by the search indexes; its
+    Flags are not read)."""
+    return _open_items_of(tx, [patient_id], {"Task": OPEN_TASK})[patient_id][0]
 
 
 ZONE_PARAM = "zone"

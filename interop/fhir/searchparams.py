@@ -6,6 +6,7 @@ look parameters up with :func:`definitions`.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -328,9 +329,29 @@ def strings_of(value: Any) -> Iterator[str]:
                 yield from (x for x in v if isinstance(x, str))
 
 
-CANONICAL_MAX = 255
-"""A reference parameter's canonical is indexed (and searched) in its first 255 characters
-(the ``target`` column's width)."""
+INDEX_WIDTH = 255
+"""Width of the index columns that hold a token's system and code and a reference's target."""
+INDEX_KEPT = INDEX_WIDTH - 65
+"""How many of a longer value's first characters its indexed form keeps (a canonical
+``url|version`` that long still matches a search by ``url`` when ``url`` is shorter)."""
+CANONICAL_MAX = INDEX_WIDTH
+"""Kept for revision 0024, which indexed a canonical in its first 255 characters (revision
+0025 replaced those rows by :func:`index_value`'s)."""
+
+
+def index_value(value: str) -> str:
+    """The form in which a token's system or code, or a reference's target, is indexed and
+    searched: the value itself when shorter than the column (:data:`INDEX_WIDTH`); a longer
+    one as its first characters, ``~`` and the SHA-256 of the whole value, exactly
+    :data:`INDEX_WIDTH` characters long. Two values share a form only when they are equal
+    (a shorter value is never that long), so a value is matched in full: two canonicals
+    with the same first 255 characters are two values."""
+    if len(value) < INDEX_WIDTH:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return value[:INDEX_KEPT] + "~" + digest
+
+
 EXACT = ":exact"
 """Suffix of the string-index rows that keep the text as written, for ``:exact`` (case- and
 accent-sensitive) searches; the plain rows hold the folded text."""
@@ -550,14 +571,14 @@ def _component_rows(
     if ptype == "token":
         for v in found:
             for system, code in tokens_of(v):
-                entries.tokens.append((key, system or "", code))
+                entries.tokens.append((key, index_value(system or ""), index_value(code)))
     elif ptype == "reference":
         for v in found:
             ref = v.get("reference") if isinstance(v, dict) else None
             if isinstance(ref, str):
                 target = reference_target(ref)
                 if not prefix or target.startswith(prefix):
-                    entries.references.append((key, target))
+                    entries.references.append((key, index_value(target)))
     elif ptype == "date":
         for v in found:
             for start, end in dates_of(v, zone):
@@ -616,12 +637,12 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
         if ptype == "token":
             for v in _values_of(resource, paths):
                 for system, code in tokens_of(v):
-                    tokens.append((name, system or "", code))
+                    tokens.append((name, index_value(system or ""), index_value(code)))
         elif ptype == "reference":
             for v in _values_of(resource, paths):
                 if not isinstance(v, dict):
                     if isinstance(v, str) and v:  # a canonical (``url|version``) or uri
-                        entries.references.append((name, v[:CANONICAL_MAX]))
+                        entries.references.append((name, index_value(v)))
                     continue
                 ref = v.get("reference")
                 if isinstance(ref, str):
@@ -629,7 +650,7 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                     if target and not target_ref.startswith(prefix):
                         continue
                     if not (patient_elsewhere and target_ref.startswith(PATIENT_PREFIX)):
-                        entries.references.append((name, target_ref))
+                        entries.references.append((name, index_value(target_ref)))
                     if (
                         compartment
                         and entries.patient_id is None
@@ -639,7 +660,11 @@ def extract(resource: dict[str, Any], zone: str = "Europe/Oslo") -> IndexEntries
                 ident = v.get("identifier")
                 if isinstance(ident, dict) and ident.get("value"):
                     tokens.append(
-                        (name + ":identifier", ident.get("system", ""), str(ident["value"]))
+                        (
+                            name + ":identifier",
+                            index_value(ident.get("system", "")),
+                            index_value(str(ident["value"])),
+                        )
                     )
         elif ptype == "date":
             for v in _values_of(resource, paths):

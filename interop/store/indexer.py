@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from interop.fhir.dates import fhir_range
-from interop.fhir.searchparams import IndexEntries, extract
+from interop.fhir.searchparams import IndexEntries, extract, index_value
 
 ZONE_SYSTEM = "https://dho-interop.no/fhir/CodeSystem/zone"
 
@@ -112,7 +112,7 @@ OBSERVATION_COLUMNS = (
 def _codings(concept: Any) -> Codings:
     codings = concept.get("coding") if isinstance(concept, dict) else None
     return tuple(
-        (c.get("system", "") or "", str(c["code"]))
+        (index_value(c.get("system", "") or ""), index_value(str(c["code"])))
         for c in codings or []
         if isinstance(c, dict) and c.get("code")
     )

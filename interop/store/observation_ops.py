@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, select, true
 
 from interop.fhir.dates import fhir_range, format_instant, from_micros, now_utc, to_micros
 from interop.fhir.outcome import error
+from interop.fhir.searchparams import index_value
 from interop.store.repository import FhirStore, new_id
 from interop.store.schema import code_set_table, observation_table, resource_table, token_table
 from interop.store.search_values import code_sets_holding_any, date_condition
@@ -95,10 +96,10 @@ def patient_ids(store: FhirStore, conn: Any, params: dict[str, list[str]]) -> li
             cond = [
                 token_table.c.res_type == "Patient",
                 token_table.c.param == "identifier",
-                token_table.c.code == code,
+                token_table.c.code == index_value(code),
             ]
             if system:
-                cond.append(token_table.c.system == system)
+                cond.append(token_table.c.system == index_value(system))
             ids.update(r[0] for r in conn.execute(select(token_table.c.res_id).where(*cond)))
     return sorted(set.intersection(*sets))
 
@@ -354,12 +355,12 @@ def stats(store: FhirStore, params: dict[str, list[str]]) -> list[dict[str, Any]
             # coding it matches …
             cond = [
                 o.patient_id.in_(req.patient_ids),
-                cs.code == code,
+                cs.code == index_value(code),
                 o.is_component.is_(False),
                 o.status.not_in(EXCLUDED),
             ]
             if system:
-                cond.append(cs.system == system)
+                cond.append(cs.system == index_value(system))
             if req.start is not None:
                 cond.append(o.effective >= req.start)
             if req.end is not None:

@@ -20,7 +20,6 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, select, union_all
-from sqlalchemy.exc import DBAPIError
 
 from interop.store.pg_arrays import array_literal
 from interop.store.schema import reference_table, resource_table, token_table
@@ -64,50 +63,31 @@ def of_patients(
     of the types; the caller checks its own type's statuses). On PostgreSQL the patients are
     locked for the rest of the transaction first: the caller updates what it read."""
     out: list[tuple[str, str, str, Any]] = []
-    postgres = conn.dialect.name == "postgresql"
-    # PostgreSQL, read for update: another transaction (another API process) judging a reading
-    # of the same patient waits at the lock until this one commits, then reads the Tasks and
-    # Flags as this one left them; without it both updated the same Task and one create failed
-    # with 409 "changed concurrently". Locks are taken in one order (no deadlock). SQLite has
-    # one writer at a time already.
-    lock = (array_literal(sorted(set(patient_ids)), "text"),) if postgres and patient_ids else None
+    if conn.dialect.name == "postgresql" and patient_ids:
+        # read for update: another transaction (another API process) judging a reading of the
+        # same patient waits here until this one commits, then reads the Tasks and Flags as
+        # this one left them; without it both updated the same Task and one create failed
+        # with 409 "changed concurrently". Locks are taken in one order (no deadlock).
+        # SQLite has one writer at a time already.
+        conn.exec_driver_sql(_PG_LOCK_SQL, (array_literal(sorted(set(patient_ids)), "text"),))
     for i in range(0, len(patient_ids), CHUNK):
         targets = [f"Patient/{pid}" for pid in patient_ids[i : i + CHUNK]]
-        if postgres:
+        if conn.dialect.name == "postgresql":
             types = [t for t in open_statuses for _ in targets]
             codes = sorted({c for statuses in open_statuses.values() for c in statuses})
-            params = (
-                array_literal(types, "text"),
-                array_literal(targets * len(open_statuses), "text"),
-                array_literal(codes, "text"),
-            )
-            out.extend(
-                (rtype, target[8:], rid, c)
-                for rtype, target, rid, c in _pg_read(conn, params, lock)
-            )
-            lock = None
+            rows = conn.exec_driver_sql(
+                _PG_SQL,
+                (
+                    array_literal(types, "text"),
+                    array_literal(targets * len(open_statuses), "text"),
+                    array_literal(codes, "text"),
+                ),
+            ).all()
+            out.extend((rtype, target[8:], rid, c) for rtype, target, rid, c in rows)
         else:
             rows = conn.execute(_per_type_union(open_statuses, targets)).all()
             out.extend((rtype, target[8:], rid, c) for rtype, rid, target, c in rows)
     return out
-
-
-def _pg_read(conn: Connection, params: tuple[str, ...], lock: tuple[str] | None) -> list[Any]:
-    """The items' statement, after the patients' locks when ``lock`` is given: both go in one
-    round trip (psycopg's pipeline), and still run one after the other, the read with a
-    snapshot of its own taken once the locks are granted. A driver error is raised as
-    SQLAlchemy raises it."""
-    if lock is None:
-        return list(conn.exec_driver_sql(_PG_SQL, params).all())
-    driver = conn.connection.driver_connection
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    try:
-        with driver.pipeline(), driver.cursor() as locking, driver.cursor() as reading:  # type: ignore[union-attr]
-            locking.execute(_PG_LOCK_SQL, lock)
-            reading.execute(_PG_SQL, params)
-            return list(reading.fetchall())
-    except dbapi_error as exc:
-        raise DBAPIError.instance(_PG_SQL, params, exc, dbapi_error) from exc
 
 
 def _per_type_union(open_statuses: Mapping[str, Collection[str]], targets: list[str]) -> Any:

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from interop.fhir import decimals
@@ -37,6 +37,7 @@ from interop.store.indexer import (
     index_entries,
     observation_rows,
 )
+from interop.store.pg_arrays import array_literal
 from interop.store.schema import (
     code_set_table,
     date_table,
@@ -49,7 +50,6 @@ from interop.store.schema import (
     token_table,
     unique_identifier_table,
 )
-from interop.store.value_lists import pg_text_array
 
 META_MARKS = ("profile", "security", "tag")
 """The meta elements that are about the resource, not its content (R4 ``Resource.meta``):
@@ -866,10 +866,8 @@ class WriteTx:
             by_type.setdefault(t, []).append(i)
         for t, ids in by_type.items():
             for k in range(0, len(ids), 500):
-                for row in self.conn.execute(
-                    _current_rows(self.store.is_postgres, t, ids[k : k + 500])
-                ):
-                    current[(t, row.res_id)] = _row_to_stored(row)
+                for stored in _current_rows(self.conn, t, ids[k : k + 500]):
+                    current[(t, stored.res_id)] = stored
         versions: list[_NewVersion] = []
         guards = self.store.guards if self.ctx.actor is not None else ()
         now_at = self._now()
@@ -970,23 +968,32 @@ def issue_for_duplicate(exc: DuplicateIdentifier) -> FhirError:
     )
 
 
-def _current_rows(pg: bool, res_type: str, ids: list[str]) -> Any:
-    """The current rows of ``res_type`` resources ``ids``; on PostgreSQL locked for update
-    and looked up by the whole key from arrays: with ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
+_CURRENT_COLUMNS = "r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content"
+_CURRENT_PG = (
+    f"SELECT {_CURRENT_COLUMNS} FROM resource r"
+    " JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id)"
+    " ON r.res_type = k.res_type AND r.res_id = k.res_id FOR UPDATE OF r"
+)
+_CURRENT_SQLITE = (
+    f"SELECT {_CURRENT_COLUMNS} FROM resource r"
+    " WHERE r.res_type = ? AND r.res_id IN (SELECT value FROM json_each(?))"
+)
+
+
+def _current_rows(conn: Connection, res_type: str, ids: list[str]) -> list[StoredResource]:
+    """The current versions of ``res_type`` resources ``ids``, by a statement of fixed text.
+    On PostgreSQL locked for update and looked up by the whole key from arrays: with
+    ``res_type = 'Task'`` under statistics taken before the first Tasks, the planner scanned
     every Task for each update (21 ms against 0.1 ms for 7 Tasks)."""
-    r = resource_table.c
-    if not pg:
-        return select(resource_table).where(r.res_type == res_type, r.res_id.in_(ids))
-    keys = (
-        func.unnest(pg_text_array([res_type] * len(ids)), pg_text_array(ids))
-        .table_valued("res_type", "res_id")
-        .render_derived(name="k")
-    )
-    return (
-        select(resource_table)
-        .join(keys, and_(r.res_type == keys.c.res_type, r.res_id == keys.c.res_id))
-        .with_for_update(of=resource_table)
-    )
+    if conn.dialect.name == "postgresql":
+        params: tuple[str, ...] = (
+            array_literal([res_type] * len(ids), "text"),
+            array_literal(ids, "text"),
+        )
+        rows = conn.exec_driver_sql(_CURRENT_PG, params)
+    else:
+        rows = conn.exec_driver_sql(_CURRENT_SQLITE, (res_type, orjson.dumps(ids).decode()))
+    return [StoredResource(t, i, v, at, bool(d), bytes(c)) for t, i, v, at, d, c in rows]
 
 
 def _claim_rows(claims: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:

@@ -27,11 +27,12 @@ from sqlalchemy import (
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import (
-    CANONICAL_MAX,
     EXACT,
+    INDEX_KEPT,
     SearchParam,
     definitions,
     fold,
+    index_value,
     reference_target,
 )
 from interop.store import audit_rows, compartment
@@ -82,6 +83,11 @@ OWN_PATIENTS = "\x00own-patients"
 """The key of the access policy's restriction to the patients whose compartment a resource
 is in (``resource.patient_id``), for the types without a ``patient`` parameter: a NUL is in
 no parameter a client sends (refused by :func:`check_search_values`)."""
+REFERRER_PATIENTS = "\x00referrer-patients"
+"""The key of the access policy's list of the patients an actor reaches, given with a
+``_revinclude``: the referrers in another patient's compartment are left out in the query
+(the policy's filter of the answer would drop them), so the cap on referrers
+(``search_breadth.MAX_REVINCLUDE``) counts what the actor may see."""
 OBS_INDEXED = frozenset({"code", "date", "patient", "subject", "component-code"})
 SORTS = {"_id", "_lastUpdated", "date"}
 
@@ -215,16 +221,16 @@ class SearchEngine:
             token_table.c.param == "identifier",
         ]
         if code is not None:
-            cond.append(token_table.c.code == code)
+            cond.append(token_table.c.code == index_value(code))
         if system:
-            cond.append(token_table.c.system == system)
+            cond.append(token_table.c.system == index_value(system))
         return select(token_table.c.res_id).where(*cond)
 
     def _reference_value(self, param: SearchParam, value: str) -> str:
         target = reference_target(value, self.store.base_url)
         if "/" not in target and ":" not in target and param.target:
             target = f"{param.target}/{target}"
-        return target[:CANONICAL_MAX]
+        return index_value(target)
 
     def row_condition(
         self, param: SearchParam, cols: Any, value: str, name: str
@@ -235,9 +241,9 @@ class SearchEngine:
             system, code = token_parts(value)
             cond: list[ColumnElement[bool]] = []
             if code is not None:
-                cond.append(cols.code == code)
+                cond.append(cols.code == index_value(code))
             if system is not None:
-                cond.append(cols.system == system)
+                cond.append(cols.system == index_value(system))
             return and_(true(), *cond)
         if param.type == "reference":
             return cols.target == self._reference_value(param, value)
@@ -303,7 +309,7 @@ class SearchEngine:
         for v in values:
             url, sep, version = v.partition("|")
             if not sep:
-                match = or_(t.code == v, t.code.startswith(v + "|", autoescape=True))
+                match = or_(t.code == index_value(v), t.code.startswith(v + "|", autoescape=True))
                 ors.append(
                     rid.in_(select(t.res_id).where(t.res_type == res_type, t.param == name, match))
                 )
@@ -317,7 +323,9 @@ class SearchEngine:
                 )
             ors.append(
                 rid.in_(
-                    select(t.res_id).where(t.res_type == res_type, t.param == name, t.code == v)
+                    select(t.res_id).where(
+                        t.res_type == res_type, t.param == name, t.code == index_value(v)
+                    )
                 )
             )
             if has_version:
@@ -325,12 +333,14 @@ class SearchEngine:
                     and_(
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == name, t.code == url
+                                t.res_type == res_type, t.param == name, t.code == index_value(url)
                             )
                         ),
                         rid.in_(
                             select(t.res_id).where(
-                                t.res_type == res_type, t.param == "version", t.code == version
+                                t.res_type == res_type,
+                                t.param == "version",
+                                t.code == index_value(version),
                             )
                         ),
                     )
@@ -370,9 +380,9 @@ class SearchEngine:
                         token_table.c.param == f"{name}:identifier",
                     ]
                     if code is not None:
-                        cond.append(token_table.c.code == code)
+                        cond.append(token_table.c.code == index_value(code))
                     if system:
-                        cond.append(token_table.c.system == system)
+                        cond.append(token_table.c.system == index_value(system))
                     ors.append(rid.in_(select(token_table.c.res_id).where(*cond)))
                     # the reference may be literal: resolve through the Patient's identifiers
                     targets = select(
@@ -382,8 +392,8 @@ class SearchEngine:
                     ).where(
                         token_table.c.res_type == "Patient",
                         token_table.c.param == "identifier",
-                        *([token_table.c.code == code] if code is not None else []),
-                        *([token_table.c.system == system] if system else []),
+                        *([token_table.c.code == index_value(code)] if code is not None else []),
+                        *([token_table.c.system == index_value(system)] if system else []),
                     )
                     ors.append(
                         rid.in_(
@@ -399,11 +409,12 @@ class SearchEngine:
             target = reference_table.c.target
             matches = [target.in_(targets_list)]
             # a canonical without a version (``questionnaire=http://x``) matches every
-            # version referred to (``http://x|1.0``); with one, only that one
+            # version referred to (``http://x|1.0``); with one, only that one (a canonical
+            # this long is indexed by :func:`index_value` and matched whole only)
             matches += [
                 target.startswith(t + "|", autoescape=True)
                 for t in targets_list
-                if "|" not in t and (t.startswith("urn:") or "://" in t)
+                if "|" not in t and (t.startswith("urn:") or "://" in t) and len(t) < INDEX_KEPT
             ]
             return rid.in_(
                 select(reference_table.c.res_id).where(
@@ -540,8 +551,14 @@ class SearchEngine:
             generic.append(own_patients_condition(res_type, ids, resource_table))
         # what the actor may read of the resources the search only asks about (_has, chains)
         readable = Readable.from_restriction(req.restriction)
+        referrer_patients: list[str] | None = None
+        for k, v in req.restriction:
+            if k == REFERRER_PATIENTS:
+                referrer_patients = [*(referrer_patients or []), *v.split(",")]
         added: list[tuple[str, str]] = [
-            (k, v) for k, v in req.restriction if k not in (OWN_PATIENTS, READABLE)
+            (k, v)
+            for k, v in req.restriction
+            if k not in (OWN_PATIENTS, REFERRER_PATIENTS, READABLE)
         ]
         if req.compartment is not None:
             generic.append(compartment.condition(res_type, req.compartment))
@@ -581,7 +598,9 @@ class SearchEngine:
                     try:
                         count = max(0, min(int(raw), self.max_count))
                     except ValueError:
-                        raise error(400, "invalid", f"_count {raw!r} is not a number") from None
+                        raise error(
+                            400, "invalid", f"_count {raw!r} is not a number", expression=["_count"]
+                        ) from None
                 elif name == "_sort":
                     keys = [k.strip() for k in raw.split(",") if k.strip()]
                     s = keys[0] if keys else ""
@@ -848,8 +867,8 @@ class SearchEngine:
                 revinclude_specs,
                 page,
                 frozenset(rev_iterate_specs),
-                readable,
                 warnings,
+                referrer_patients,
             )
             included += breadth.iterate_includes(
                 self,
@@ -858,8 +877,8 @@ class SearchEngine:
                 included,
                 rev_iterate_specs,
                 {(res_type, rid) for rid, _c in page},
-                readable,
                 warnings,
+                referrer_patients,
             )
         return SearchResult(
             page,
@@ -943,7 +962,11 @@ class SearchEngine:
         conds = []
         for v in values:
             system, sep, code = v.partition("|")
-            conds.append(and_(t.system == system, t.code == code) if sep else t.code == system)
+            conds.append(
+                and_(t.system == index_value(system), t.code == index_value(code))
+                if sep
+                else t.code == index_value(system)
+            )
         with self.store.reader() as conn:
             return {
                 r[0]

@@ -22,10 +22,10 @@ from sqlalchemy import ColumnElement, and_, false, func, literal, or_, select, t
 
 from interop.fhir.outcome import FhirError, Issue, error
 from interop.fhir.searchparams import (
-    CANONICAL_MAX,
     SearchParam,
     composite_key,
     definitions,
+    index_value,
     param_targets,
     reference_target,
 )
@@ -77,7 +77,9 @@ is refused (name the type: ``subject:Patient.name``)."""
 MAX_ITERATE = 3
 """``_include:iterate`` follows references at most this many rounds."""
 MAX_REVINCLUDE = 1000
-"""At most this many resources are added by ``_revinclude`` to one page."""
+"""At most this many resources are added by each ``_revinclude`` to one page (a round of
+``:iterate``); when more refer to it, the Bundle's OperationOutcome says so (a warning
+naming the spec), never a silent cut."""
 OBS_QUANTITY = {
     "value-quantity": (True, False),
     "component-value-quantity": (False, True),
@@ -539,6 +541,7 @@ def sort_column(res_type: str, name: str, descending: bool) -> Any:
             400,
             "not-supported",
             f"_sort={name!r} is not supported for {res_type}; use a date, string or token parameter",
+            expression=["_sort"],
         )
     table = SORT_TABLES[param.type]
     column = {
@@ -588,15 +591,18 @@ def revincludes(
     specs: list[str],
     page: list[tuple[str, bytes]],
     iterating: frozenset[str] = frozenset(),
-    readable: Readable | None = None,
     warnings: list[Issue] | None = None,
+    patients: list[str] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_revinclude=Observation:patient``: resources of that type referring to the page; a
     parameter that never points at the searched type is refused (400), never answered empty
     as if nothing referred to the page (``Organization?_revinclude=Observation:subject``),
-    unless it is ``:iterate`` (``iterating``: it is for what the rounds include). Of what the
-    actor may read (``readable``; None: all), so that the cap of :data:`MAX_REVINCLUDE` keeps
-    its own rather than others' the policy would take away."""
+    unless it is ``:iterate`` (``iterating``: it is for what the rounds include).
+
+    ``patients`` (the access policy's: the patients the actor reaches) leaves out in the
+    query the referrers in another patient's compartment, which the policy's filter of the
+    answer would drop; ``warnings`` gets one per spec that found more than
+    :data:`MAX_REVINCLUDE`."""
     parsed = []
     for spec in specs:
         src, pname, only = _revinclude_param(spec)
@@ -608,17 +614,35 @@ def revincludes(
                 400,
                 "not-supported",
                 f"_revinclude={spec!r}: {src}.{pname} never points at a {res_type}",
-                expression=["_revinclude"],
+                expression=[REVINCLUDE],
             )
-        parsed.append((src, pname, only))
+        parsed.append(((src, pname, only), spec))
     if not page:
         return []
     ids = [rid for rid, _c in page]
     out: list[tuple[str, str, bytes]] = []
     canonicals = _canonicals(page) if parsed else []
-    for found in parsed:
-        out += _referring(engine, conn, found, {res_type: ids}, canonicals, readable, warnings)
+    for found, spec in parsed:
+        got = _referring(conn, found, {res_type: ids}, canonicals, patients)
+        _warn_capped(warnings, spec, got)
+        out += got
     return out
+
+
+def _warn_capped(warnings: list[Issue] | None, spec: str, got: list[Any]) -> None:
+    """A warning when ``_referring`` found more than it returns (its cap)."""
+    if warnings is None or len(got) < MAX_REVINCLUDE:
+        return
+    issue = Issue(
+        "warning",
+        "too-costly",
+        f"_revinclude={spec}: more than {MAX_REVINCLUDE} resources refer to this page; "
+        f"only the first {MAX_REVINCLUDE} are included (ask a smaller _count, or search "
+        "the referring type itself)",
+        (REVINCLUDE,),
+    )
+    if issue not in warnings:
+        warnings.append(issue)
 
 
 def _canonicals(page: list[tuple[str, bytes]]) -> list[str]:
@@ -631,47 +655,65 @@ def _canonicals(page: list[tuple[str, bytes]]) -> list[str]:
         resource = orjson.loads(content)
         url, version = resource.get("url"), resource.get("version")
         if isinstance(url, str) and url:
-            out.append(url[:CANONICAL_MAX])
+            out.append(index_value(url))
             if isinstance(version, str) and version:
-                out.append(f"{url}|{version}"[:CANONICAL_MAX])
+                out.append(index_value(f"{url}|{version}"))
     return out
+
+
+REVINCLUDE = "_revinclude"
 
 
 def _revinclude_param(spec: str) -> tuple[str, str, str | None]:
     """(source type, reference parameter, target type or None) of ``Type:param[:Target]``,
-    or 400 naming the spec."""
+    or 400 naming the spec (its ``expression`` names ``_revinclude``)."""
     from interop.fhir.validation import SUPPORTED_TYPES
 
     parts = spec.split(":")
     if len(parts) not in (2, 3) or parts[0] not in SUPPORTED_TYPES:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: use Type:parameter[:Target]")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: use Type:parameter[:Target]",
+            expression=[REVINCLUDE],
+        )
     src, pname = parts[0], parts[1]
     if src == AUDIT_EVENT:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: {AUDIT_ONLY_AT}")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: {AUDIT_ONLY_AT}",
+            expression=[REVINCLUDE],
+        )
     param = definitions(src).get(pname)
     if param is None or param.type != "reference":
         raise error(
             400,
             "not-supported",
             f"_revinclude={spec!r}: {pname} is not a reference parameter of {src}",
+            expression=[REVINCLUDE],
         )
     if len(parts) == 3 and parts[2] not in SUPPORTED_TYPES:
-        raise error(400, "not-supported", f"_revinclude={spec!r}: unknown type {parts[2]!r}")
+        raise error(
+            400,
+            "not-supported",
+            f"_revinclude={spec!r}: unknown type {parts[2]!r}",
+            expression=[REVINCLUDE],
+        )
     return src, pname, parts[2] if len(parts) == 3 else None
 
 
 def _referring(
-    engine: SearchEngine,
     conn: Any,
     spec: tuple[str, str, str | None],
     targets: dict[str, list[str]],
     canonicals: list[str] | None = None,
-    readable: Readable | None = None,
-    warnings: list[Issue] | None = None,
+    patients: list[str] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
     ids) or to one of the ``canonicals`` (``url`` and ``url|version`` of the targets), at
-    most :data:`MAX_REVINCLUDE` (and a warning in ``warnings`` when there are more)."""
+    most :data:`MAX_REVINCLUDE` (as many: there may be more), those in a patient's
+    compartment only when the patient is one of ``patients`` (when given)."""
     src, pname, only = spec
     param = definitions(src)[pname]
     r = resource_table.c
@@ -696,24 +738,11 @@ def _referring(
                     )
                 ),
             )
-        visible = None if readable is None else readable.condition(engine, src, r.res_id)
-        if visible is not None:
-            stmt = stmt.where(visible)
-        room = MAX_REVINCLUDE - len(out)
-        rows = conn.execute(stmt.order_by(r.res_id).limit(room + 1)).all()
-        out.extend((src, row.res_id, bytes(row.content)) for row in rows[:room])
-        if len(rows) > room:
-            if warnings is not None:
-                warnings.append(
-                    Issue(
-                        "warning",
-                        "too-costly",
-                        f"_revinclude={src}:{pname}: more than {MAX_REVINCLUDE} resources refer "
-                        f"to this page; the first {MAX_REVINCLUDE} are included (ask for fewer "
-                        f"with _count, or search {src} itself)",
-                        ("_revinclude",),
-                    )
-                )
+        if patients is not None:
+            stmt = stmt.where(or_(r.patient_id.is_(None), r.patient_id.in_(patients)))
+        for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE - len(out))):
+            out.append((src, row.res_id, bytes(row.content)))
+        if len(out) >= MAX_REVINCLUDE:
             break
     return out
 
@@ -725,15 +754,14 @@ def iterate_includes(
     found: list[tuple[str, str, bytes]],
     rev_specs: list[str] | None = None,
     matched: set[tuple[str, str]] | None = None,
-    readable: Readable | None = None,
     warnings: list[Issue] | None = None,
+    patients: list[str] | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """``_include:iterate=Type:param`` and ``_revinclude:iterate=Type:param``: follow the
     references of what was included (``specs``) and look for what refers to it
     (``rev_specs``), at most :data:`MAX_ITERATE` rounds (each reverse spec at most
     :data:`MAX_REVINCLUDE` resources a round); a resource already in the Bundle (``matched``:
-    the page) is not added again. Only what the actor may read (``readable``; None: all) is
-    included and followed further."""
+    the page) is not added again."""
     rev = [_revinclude_param(x) for x in rev_specs or []]
     if not specs and not rev:
         return []
@@ -768,18 +796,20 @@ def iterate_includes(
                             wanted.setdefault(tt, set()).add(ti)
         found_now: list[tuple[str, str, bytes]] = []
         for tt, tids in wanted.items():
-            stmt = select(r.res_id, r.content).where(
-                r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
-            )
-            visible = None if readable is None else readable.condition(engine, tt, r.res_id)
-            for row in conn.execute(stmt if visible is None else stmt.where(visible)):
+            for row in conn.execute(
+                select(r.res_id, r.content).where(
+                    r.res_type == tt, r.res_id.in_(sorted(tids)), r.deleted == false()
+                )
+            ):
                 found_now.append((tt, row.res_id, bytes(row.content)))
         if rev:
             by_type: dict[str, list[str]] = {}
             for t, i, _c in frontier:
                 by_type.setdefault(t, []).append(i)
-            for rev_spec in rev:
-                found_now += _referring(engine, conn, rev_spec, by_type, None, readable, warnings)
+            for rev_spec, spec_text in zip(rev, rev_specs or [], strict=True):
+                got = _referring(conn, rev_spec, by_type, None, patients)
+                _warn_capped(warnings, spec_text, got)
+                found_now += got
         frontier = []
         for item in found_now:
             if (item[0], item[1]) not in seen:

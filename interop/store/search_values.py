@@ -16,6 +16,7 @@ from sqlalchemy.types import Boolean
 
 from interop.fhir.dates import fhir_range, now_utc, to_micros
 from interop.fhir.outcome import error
+from interop.fhir.searchparams import index_value
 from interop.store.schema import code_set_table
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -155,7 +156,9 @@ def code_sets_holding_any(tokens: Iterable[tuple[str | None, str | None]]) -> Se
     codes: set[str] = set()
     systems: set[str] = set()
     anything = False
-    for system, code in tokens:
+    for raw_system, raw_code in tokens:
+        system = None if raw_system is None else index_value(raw_system)
+        code = None if raw_code is None else index_value(raw_code)
         if system is not None and code is not None:
             pairs.add((system, code))
         elif code is not None:
@@ -182,9 +185,9 @@ def code_sets_holding(system: str | None, code: str | None) -> Select[Any]:
     cs = code_set_table.c
     cond: list[ColumnElement[bool]] = []
     if code is not None:
-        cond.append(cs.code == code)
+        cond.append(cs.code == index_value(code))
     if system is not None:
-        cond.append(cs.system == system)
+        cond.append(cs.system == index_value(system))
     return select(cs.set_id).where(*cond)
 
 

@@ -6,6 +6,7 @@ Codes stay in the data; every sentence a clinician reads is looked up here by ke
 
 from interop.text.catalogue import Catalogue, catalogue, text
 from interop.text.format import (
+    elapsed,
     local_time,
     measurement_name,
     number,
@@ -18,6 +19,7 @@ from interop.text.format import (
 __all__ = [
     "Catalogue",
     "catalogue",
+    "elapsed",
     "local_time",
     "measurement_name",
     "number",

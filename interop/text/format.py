@@ -42,6 +42,39 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {word}"
 
 
+HOURS_SHOWN_BELOW = 72
+"""A time shorter than this many hours is told in whole hours (``33 timer``), a longer one
+in days with a decimal (``4,3 døgn``)."""
+
+
+def elapsed(hours: float, beyond: float | None = None) -> str:
+    """How long a time is, never more than it is: ``elapsed(33.6)`` → ``33 timer``,
+    ``elapsed(104.9)`` → ``4,3 døgn`` (an hour or a tenth of a day cut off, not rounded up);
+    when it is ``beyond`` a limit (in hours) that the cut-off figure would not exceed, the
+    limit: ``elapsed(48.5, beyond=48)`` → ``mer enn 48 timer``, never ``48 timer`` beside
+    "høyst 48 timer"."""
+    if hours < HOURS_SHOWN_BELOW:
+        value: float = float(int(hours))
+        limit = beyond
+        noun = "hour"
+    else:
+        value = int(hours / 24 * 10) / 10
+        limit = None if beyond is None else beyond / 24
+        noun = "day"
+    if beyond is not None and limit is not None and hours > beyond and value <= limit:
+        return catalogue().text("durations.more_than", value=_counted(limit, noun))
+    return _counted(value, noun)
+
+
+def _counted(value: float, noun: str) -> str:
+    """``1 time``, ``33 timer``, ``1,5 døgn`` (a tenth at most)."""
+    shown = int(value) if float(value).is_integer() else round(value, 1)
+    if isinstance(shown, int):
+        return plural(shown, noun)
+    forms = catalogue().lookup(f"plurals.{noun}")
+    return f"{number(shown)} {forms['other']}"
+
+
 def zone_name(zone: str) -> str:
     """``red`` → ``rød``; an unknown zone code is an error, not shown raw."""
     return catalogue().text(f"zones.{zone}")

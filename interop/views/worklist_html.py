@@ -78,27 +78,29 @@ def _task_cell(task: dict[str, Any]) -> str:
     return cell
 
 
-def _items(r: dict[str, Any], back: str, rank_of: dict[str, int]) -> list[tuple[str, ...]]:
-    """The row's lines, most urgent first: each open Task with its reason, since when, owner
-    and forms; then each reason no Task stands for (no measurements, a message not received)."""
-    items: list[tuple[int, tuple[str, ...]]] = []
-    for task in r["tasks"]:
-        items.append(
-            (
-                rank_of.get(task["reason"]["code"], len(rank_of)),
-                (
-                    task["reason"]["code"],
-                    task["reason"]["text"],
-                    task["since"]["text"] if task["since"] else text("worklist.since_unknown"),
-                    _task_cell(task),
-                    html.escape(task["owner"] or text("worklist.no_owner")),
-                    _forms(task, back),
-                ),
-            )
+def _items(r: dict[str, Any], back: str) -> list[tuple[str, ...]]:
+    """The row's lines in the order the worklist gives them (most urgent first): per reason,
+    its open Tasks with since when, owner and forms, or the reason alone when no Task stands
+    for it (no measurements, a message not received); a Task whose reason is not among the
+    row's reasons last, never left out."""
+
+    def task_line(task: dict[str, Any]) -> tuple[str, ...]:
+        return (
+            task["reason"]["code"],
+            task["reason"]["text"],
+            task["since"]["text"] if task["since"] else text("worklist.since_unknown"),
+            _task_cell(task),
+            html.escape(task["owner"] or text("worklist.no_owner")),
+            _forms(task, back),
         )
-    of_tasks = {t["reason"]["code"] for t in r["tasks"]}
+
+    lines: list[tuple[str, ...]] = []
+    shown: set[str] = set()
     for reason in r["reasons"]:
-        if reason["code"] in of_tasks:
+        tasks = [t for t in r["tasks"] if t["reason"]["code"] == reason["code"]]
+        if tasks:
+            lines += [task_line(t) for t in tasks]
+            shown.add(reason["code"])
             continue
         cell = ""
         if reason["code"] == "message-failed":
@@ -106,24 +108,21 @@ def _items(r: dict[str, Any], back: str, rank_of: dict[str, int]) -> list[tuple[
                 f"{html.escape(m['statusText'])} ({html.escape(m['created']['text'])})"
                 for m in r["messages"]
             )
-        items.append(
+        lines.append(
             (
-                rank_of.get(reason["code"], len(rank_of)),
-                (
-                    reason["code"],
-                    reason["text"],
-                    reason["since"]["text"] if reason["since"] else "–",
-                    cell,
-                    "–",
-                    "",
-                ),
+                reason["code"],
+                reason["text"],
+                reason["since"]["text"] if reason["since"] else "–",
+                cell,
+                "–",
+                "",
             )
         )
-    items.sort(key=lambda x: x[0])  # stable: the Tasks of one reason stay most urgent first
-    return [line for _rank, line in items]
+    lines += [task_line(t) for t in r["tasks"] if t["reason"]["code"] not in shown]
+    return lines
 
 
-def _row(r: dict[str, Any], back: str, days: int, rank_of: dict[str, int]) -> str:
+def _row(r: dict[str, Any], back: str, days: int) -> str:
     """One patient: a row group with a line per open Task and per other reason; the patient
     and the latest values span the lines."""
     p = r["patient"]
@@ -141,7 +140,7 @@ def _row(r: dict[str, Any], back: str, days: int, rank_of: dict[str, int]) -> st
     if p["nationalId"]:  # the patient's summary (charts, events, plan) as the centre sees it
         summary = f"/api/v1/patients/{quote(p['nationalId'])}/summary?view=followup"
         who = f'<a href="{html.escape(summary)}">{who}</a>'
-    lines = _items(r, back, rank_of) or [("", "", "–", "", "–", "")]
+    lines = _items(r, back) or [("", "", "–", "", "–", "")]
     span = f' rowspan="{len(lines)}"' if len(lines) > 1 else ""
     out = []
     for i, (code, reason, since, task_cell, owner, forms) in enumerate(lines):
@@ -175,8 +174,7 @@ def render_html(
         f'<th scope="col">{html.escape(text(f"worklist.columns.{c}"))}</th>'
         for c in ("patient", "reasons", "since", "latest", "task", "owner", "actions")
     )
-    rank_of = {r.code: i for i, r in enumerate(ordering().reasons)}
-    body = "".join(_row(r, back, days, rank_of) for r in rows)
+    body = "".join(_row(r, back, days) for r in rows)
     table = (
         f'<table id="worklist"><caption>{html.escape(text("worklist.count", patients=plural(len(rows), "patient")))}</caption>'
         f"<thead><tr>{cols}</tr></thead>{body}</table>"

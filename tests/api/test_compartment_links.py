@@ -169,3 +169,26 @@ def test_a_group_is_shown_only_to_whoever_may_see_every_member(client) -> None: 
     # nor is it counted: a count has no rows to filter
     r = client.get("/fhir/Group", params={"_summary": "count"}, headers=gp)
     assert r.status_code == 200 and r.json()["total"] == 1, r.text
+
+
+def test_the_audited_search_names_the_compartment(client) -> None:  # type: ignore[no-untyped-def]
+    """A GP's ``Patient/{id}/Condition`` that follows the links beyond ``subject`` (another
+    patient's Condition names this one as asserter) is audited as that compartment's search,
+    never as the client's parameters alone (``Condition?_count=5`` would read as a search of
+    every patient's Conditions)."""
+    a, b, ca, _cb, gp = _world(client)
+    _post(client, _asserted(b, a))  # the compartment is more than ``patient=``
+    for path in (f"Patient/{a}/Condition?_count=5", f"Patient/{a}/*?_type=Condition"):
+        r = client.get(f"/fhir/{path}", headers=gp)
+        assert r.status_code == 200, r.text
+        assert ca in r.text
+    events = client.get("/fhir/AuditEvent", params={"patient": a, "_count": 100}).json()
+    searched = [
+        str(en["what"].get("display", ""))
+        for e in events["entry"]
+        for en in e["resource"].get("entity", [])
+        if "Condition" in str(en["what"].get("display", ""))
+    ]
+    assert f"Patient/{a}/Condition?_count=5" in searched, searched
+    assert f"Patient/{a}/Condition?" in searched, searched  # the search across types
+    assert not any(s.startswith("Condition?") for s in searched), searched

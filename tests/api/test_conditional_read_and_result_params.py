@@ -78,3 +78,26 @@ def test_the_capability_statement_claims_conditional_reads(client) -> None:  # t
     cs = client.get("/fhir/metadata").json()
     for res in cs["rest"][0]["resource"]:
         assert res["conditionalRead"] == "full-support", res["type"]
+
+
+def test_refused_result_parameters_are_named_in_the_issue_expression(client) -> None:  # type: ignore[no-untyped-def]
+    """A bad ``_revinclude``, ``_sort`` or ``_count`` is refused with the parameter in the
+    issue's ``expression``, as the other search parameters' 400s are."""
+    pid = _create(client, patient())
+    _create(client, condition(pid))
+    for q, named in (
+        ("Condition?_sort=nonsense", "_sort"),
+        ("Condition?_sort=code,-subject", "_sort"),
+        ("Condition?_count=many", "_count"),
+        ("Patient?_revinclude=Condition", "_revinclude"),
+        ("Patient?_revinclude=Nonsense:subject", "_revinclude"),
+        ("Patient?_revinclude=AuditEvent:patient", "_revinclude"),
+        ("Patient?_revinclude=Condition:code", "_revinclude"),
+        ("Patient?_revinclude=Condition:subject:Nonsense", "_revinclude"),
+        ("Patient?_revinclude:iterate=Condition:nonsense", "_revinclude"),
+        ("Organization?_revinclude=Condition:subject", "_revinclude"),
+    ):
+        r = client.get(f"/fhir/{q}")
+        assert r.status_code == 400, (q, r.text)
+        issue = r.json()["issue"][0]
+        assert issue.get("expression") == [named], (q, issue)

@@ -1,43 +1,77 @@
-"""``_revinclude`` adds at most a thousand resources to a page; when there are more, the page
-says so (an OperationOutcome entry naming ``_revinclude``) rather than leaving them out
-silently."""
+"""``_revinclude`` reads at most ``MAX_REVINCLUDE`` referrers per spec: when more refer to the
+page, the Bundle says so (an OperationOutcome warning naming ``_revinclude``), never a silent
+cut; and a restricted actor's referrers are chosen among the patients it reaches in the
+query, so other patients' resources (which the policy's filter drops) never take the places
+of its own."""
 
 from __future__ import annotations
 
+from typing import Any
 
-def patients_of(client, oid: str, n: int) -> None:  # type: ignore[no-untyped-def]
-    """``n`` Patients managed by Organization ``oid``, in one transaction."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
+import pytest
+
+from interop.store import search_breadth
+from tests.api.test_meta_and_system_search import GP_A, HPR, _post, _world
+
+CAP = 3
+
+
+def _plan(pid: str, practitioner: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{pid}"},
+        "activity": [
             {
-                "request": {"method": "POST", "url": "Patient"},
-                "resource": {
-                    "resourceType": "Patient",
-                    "managingOrganization": {"reference": f"Organization/{oid}"},
-                },
+                "detail": {
+                    "status": "in-progress",
+                    "performer": [{"reference": f"Practitioner/{practitioner}"}],
+                }
             }
-            for _ in range(n)
         ],
     }
-    r = client.post("/fhir", json=bundle)
-    assert r.status_code == 200, r.text[:300]
 
 
-def test_a_capped_revinclude_says_so(client) -> None:  # type: ignore[no-untyped-def]
-    org = client.post("/fhir/Organization", json={"resourceType": "Organization", "name": "K"})
-    assert org.status_code == 201, org.text
-    oid = org.json()["id"]
-    patients_of(client, oid, 1001)
-    url = f"/fhir/Organization?_id={oid}&_revinclude=Patient:organization"
-    entries = client.get(url).json()["entry"]
-    included = [e for e in entries if e["search"]["mode"] == "include"]
-    outcomes = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
-    assert len(included) == 1000
-    assert outcomes, "1 of 1001 Patients was left out without a word"
-    text = " ".join(i["diagnostics"] for o in outcomes for i in o["issue"])
-    assert "_revinclude" in text and "1000" in text, text
-    # under the cap: no such warning
-    small = client.get(f"/fhir/Organization?_id={oid}&_revinclude=Patient:general-practitioner")
-    assert not [e for e in small.json().get("entry", []) if e["search"]["mode"] == "outcome"]
+def _entries(body: dict[str, Any], mode: str) -> list[dict[str, Any]]:
+    return [e for e in body.get("entry", []) if e["search"]["mode"] == mode]
+
+
+def test_revinclude_cap_is_told_and_counts_what_the_actor_sees(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(search_breadth, "MAX_REVINCLUDE", CAP)
+    a, b, _ca, _cb, gp = _world(client)
+    r = client.get(f"/fhir/Practitioner?identifier={HPR}|{GP_A}")
+    practitioner = r.json()["entry"][0]["resource"]["id"]
+    # the other patient's plans first (the referrers are read in id order), then A's two
+    theirs = [_post(client, _plan(b, practitioner)) for _ in range(CAP)]
+    mine = [_post(client, _plan(a, practitioner)) for _ in range(2)]
+    q = f"/fhir/Practitioner?_id={practitioner}&_revinclude=CarePlan:performer"
+
+    # the GP: its patient's two plans, no warning (fewer than the cap are its to see)
+    body = client.get(q, headers=gp).json()
+    assert {e["resource"]["id"] for e in _entries(body, "include")} == set(mine)
+    assert not _entries(body, "outcome")
+    assert b not in str(body)
+
+    # an admin: the cap's worth, and a warning that there are more
+    body = client.get(q).json()
+    got = {e["resource"]["id"] for e in _entries(body, "include")}
+    assert len(got) == CAP and got <= set(theirs + mine)
+    (outcome,) = _entries(body, "outcome")
+    (issue,) = outcome["resource"]["issue"]
+    assert issue["severity"] == "warning"
+    assert issue["expression"] == ["_revinclude"]
+    assert f"more than {CAP}" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("iterate", [False, True])
+def test_revinclude_under_the_cap_has_no_warning(client, monkeypatch, iterate: bool) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(search_breadth, "MAX_REVINCLUDE", CAP)
+    a, _b, _ca, _cb, _gp = _world(client)
+    r = client.get(f"/fhir/Practitioner?identifier={HPR}|{GP_A}")
+    practitioner = r.json()["entry"][0]["resource"]["id"]
+    mine = [_post(client, _plan(a, practitioner)) for _ in range(CAP - 1)]
+    key = "_revinclude:iterate" if iterate else "_revinclude"
+    body = client.get(f"/fhir/Practitioner?_id={practitioner}&{key}=CarePlan:performer").json()
+    assert {e["resource"]["id"] for e in _entries(body, "include")} == set(mine)
+    assert not _entries(body, "outcome")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -300,7 +301,7 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     assert task["code"]["text"] == "Manglende måling: Systolisk blodtrykk"
     assert re.fullmatch(
         r"Ingen måling av Systolisk blodtrykk siden \d\d\.\d\d\.\d{4} kl\. \d\d:\d\d "
-        r"\(2 døgn\); planen tillater høyst 48 timer mellom målingene\.",
+        r"\(49 timer\); planen tillater høyst 48 timer mellom målingene\.",
         task["description"],
     ), task["description"]
     assert task["input"][0]["valueCode"] == "8480-6"  # the code stays in the data
@@ -338,6 +339,84 @@ def test_missing_measurements_raise_one_task(client, services) -> None:  # type:
     flag = client.get(f"/fhir/Flag/{flag['id']}").json()
     assert flag["status"] == "inactive" and flag["period"]["end"]
     assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
+
+
+def test_a_reading_ends_missing_flags_written_before_they_carried_their_kind(
+    client, services
+) -> None:  # type: ignore[no-untyped-def]
+    """Missing-measurement Flags as the service wrote them before they carried their kind
+    coding (Norwegian words and the LOINC coding, 06.12.2026; English words, earlier) are
+    ended by a reading of the measurement, like today's; a clinician's Flag in other words
+    about the same measurement is not."""
+    pid = _setup(client)
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=PLAN).status_code == 201
+    systolic = {"system": "http://loinc.org", "code": "8480-6", "display": "Systolisk blodtrykk"}
+    category = [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                    "code": "clinical",
+                }
+            ]
+        }
+    ]
+
+    def flag(code: dict[str, Any]) -> str:
+        body = {
+            "resourceType": "Flag",
+            "status": "active",
+            "category": category,
+            "code": code,
+            "subject": {"reference": f"Patient/{pid}"},
+            "period": {"start": "2026-12-06T13:05:00Z"},
+        }
+        r = client.post("/fhir/Flag", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    norwegian = flag(
+        {
+            "coding": [systolic],
+            "text": "Manglende måling: Systolisk blodtrykk siden 06.12.2026 kl. 14:05",
+        }
+    )
+    english = flag({"text": "no data for 8480-6 since 2026-12-04T08:00:00+00:00"})
+    other_measurement = flag(
+        {
+            "coding": [{"system": "http://loinc.org", "code": "2708-6"}],
+            "text": "Manglende måling: Oksygenmetning (SpO2) siden 06.12.2026 kl. 14:05",
+        }
+    )
+    theirs = flag(
+        {"coding": [systolic], "text": "Manglende måling: Systolisk blodtrykk – ring pasienten"}
+    )
+    _ingest(services, _bp("130", "80", datetime.now(UTC) - timedelta(minutes=1)))
+    status = {f: client.get(f"/fhir/Flag/{f}").json()["status"] for f in (norwegian, english)}
+    assert status == {norwegian: "inactive", english: "inactive"}
+    assert client.get(f"/fhir/Flag/{other_measurement}").json()["status"] == "active"
+    assert client.get(f"/fhir/Flag/{theirs}").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("after_hours", "gap"),
+    [(33.6, "33 timer"), (24.5, "mer enn 24 timer"), (106, "4,4 døgn")],
+)
+def test_missing_measurement_text_tells_the_gap_as_it_is(  # type: ignore[no-untyped-def]
+    client, services, after_hours: float, gap: str
+) -> None:
+    """A gap of 1,4 days beside a plan's "høyst 24 timer" reads "33 timer", never "1 døgn"
+    (less than the limit it passed); a gap that whole hours would show as the limit reads
+    "mer enn 24 timer"; a long one in days with a decimal comma."""
+    from interop.care.missing import check_missing
+
+    pid = _setup(client)
+    plan = {**PLAN, "zones": [{**PLAN["zones"][0], "maxGapHours": 24}]}
+    assert client.put(f"/api/v1/patients/{FNR}/plan", json=plan).status_code == 201
+    assert check_missing(services, datetime.now(UTC) + timedelta(hours=after_hours)) == 1
+    [task] = client.get("/fhir/Task", params={"patient": pid}).json()["entry"]
+    description = task["resource"]["description"]
+    assert f"({gap}); planen tillater høyst 24 timer mellom" in description, description
 
 
 def test_completing_a_missing_measurement_task_leaves_a_red_flag(client, services) -> None:  # type: ignore[no-untyped-def]

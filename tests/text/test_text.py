@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from interop.text import local_time, number, plural, quantity, text, unit, zone_name
+from interop.text import elapsed, local_time, number, plural, quantity, text, unit, zone_name
 
 
 def test_zone_names_are_norwegian() -> None:
@@ -48,3 +48,13 @@ def test_a_missing_key_is_an_error() -> None:
     with pytest.raises(KeyError):
         text("no.such.key")
     assert text("zones.not-assessed") == "ikke vurdert"
+
+
+def test_elapsed_never_reads_more_or_less_than_it_is() -> None:
+    assert elapsed(33.6) == "33 timer"
+    assert elapsed(1.2) == "1 time"
+    assert elapsed(24.5, beyond=24) == "mer enn 24 timer"  # not "24 timer" beside the limit
+    assert elapsed(25.0, beyond=24) == "25 timer"
+    assert elapsed(72.0) == "3 døgn"
+    assert elapsed(104.9) == "4,3 døgn"  # cut to a tenth, never rounded up
+    assert elapsed(72.5, beyond=72) == "mer enn 3 døgn"
