@@ -294,6 +294,8 @@ async def create(request: Request) -> Response:
 
 
 def _query_criteria(request: Request) -> str | None:
+    if not request.scope.get("query_string"):
+        return None  # the common case, without building the request's URL
     query = [
         (k, v)
         for k, v in parse_qsl(request.url.query, keep_blank_values=True)
