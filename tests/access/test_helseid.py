@@ -397,13 +397,17 @@ def test_key_rotation_refetches_the_keys_at_most_so_often(client, settings, tmp_
             new_kid = fresh.rotate()
             time.sleep(0.55)
             r = c2.get("/fhir/Organization", headers=bearer(fresh.token(kid=new_kid)))
+            fetched_at = time.monotonic()
             assert r.status_code == 200, r.text
             assert fresh.jwks_requests == before + 1
             # a flood of made-up kids within the limit costs HelseID nothing more
             for n in range(5):
                 forged = fresh.token(kid=new_kid, headers={"kid": f"made-up-{n}"})
                 assert c2.get("/fhir/Organization", headers=bearer(forged)).status_code == 401
-            assert fresh.jwks_requests == before + 1
+            # at most one fetch per 0.5 s (on a machine so busy that the flood outlasted the
+            # limit, the next fetch is due: a timing flake in parallel runs before)
+            windows = int((time.monotonic() - fetched_at) / 0.5)
+            assert before + 1 <= fresh.jwks_requests <= before + 1 + windows
 
 
 def test_helseid_off_accepts_no_jwt(client, issuer, caller) -> None:  # type: ignore[no-untyped-def]
