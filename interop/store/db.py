@@ -195,6 +195,12 @@ def _watch(engine: Engine, database: str | None) -> DatabaseFile | None:
         return None
     db_file = _files[engine] = DatabaseFile(database)
 
+    @event.listens_for(engine, "do_connect")
+    def _not_anew(*_args: Any) -> None:
+        # once the service has its file, a connection never creates the path anew (SQLite
+        # would: an empty database where the removed one was, reported as "replaced")
+        db_file.check()
+
     @event.listens_for(engine, "connect")
     def _opened(_dbapi_conn: Any, _record: Any) -> None:
         db_file.opened()

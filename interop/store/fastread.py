@@ -55,6 +55,8 @@ class FastReader:
         needs no transaction and a checkout per read cost more than the read (measured)."""
         url = self.engine.url
         if self.dialect == "sqlite":
+            if self._file is not None:
+                self._file.check()  # never a new empty file where the database was
             conn = sqlite3.connect(
                 url.database or ":memory:", check_same_thread=False, isolation_level=None
             )

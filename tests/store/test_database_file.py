@@ -136,6 +136,8 @@ def test_a_removed_or_replaced_database_file_is_a_503_never_a_lost_write(
         assert lock is not None and not lock.locked()
     if how == "replaced":  # nothing of the old database copied into the file put there
         assert db.stat().st_size <= 4096, db.stat().st_size
+    else:  # no new, empty database made where the old one was (the next start would use it)
+        assert not db.exists()
 
 
 def test_writers_failing_mid_transaction_never_leave_the_lock_held(tmp_path: Path) -> None:
@@ -212,3 +214,32 @@ def test_writers_failing_mid_transaction_never_leave_the_lock_held(tmp_path: Pat
         lock = write_lock_of(services.engine)
         assert lock is not None and not lock.locked()
         assert http.post("/fhir/Patient", json=_patient(9)).status_code == 201
+
+
+def test_a_new_connection_never_makes_a_new_file_where_the_database_was(tmp_path: Path) -> None:
+    """SQLite creates a missing file when it connects: after the database was removed, a new
+    pooled connection or a new fast-path reader was an empty database at the path, which the
+    next start would have taken for the service's own."""
+    from sqlalchemy import text
+
+    from interop.store.db import create_db_engine
+    from interop.store.fastread import FastReader
+    from interop.store.sqlite_file import StoreUnavailable
+
+    db = tmp_path / "interop.db"
+    engine = create_db_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TABLE t (x)"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        engine.dispose()  # the pool's connections gone: the next one is opened anew
+        with pytest.raises(StoreUnavailable, match="was removed"), engine.connect():
+            pass
+        reader = FastReader(engine)
+        with pytest.raises(StoreUnavailable, match="was removed"):
+            reader.scalar("SELECT 1")
+        assert not db.exists()
+    finally:
+        engine.dispose()
+        dispose_engines()
