@@ -135,15 +135,12 @@ def mark_dead(conn: Connection, row_id: str, reason: str) -> None:
 
 
 def backoff_seconds(attempt: int, *, base: float = 1.0, cap: float = 900.0) -> float:
-    """Exponential backoff with full jitter (as tenacity's ``wait_random_exponential``)."""
-    from tenacity import wait_random_exponential
-
-    wait = wait_random_exponential(multiplier=base, max=cap)
-
-    class _State:
-        attempt_number = attempt
-
-    return float(wait(_State()))  # type: ignore[arg-type]
+    """Exponential backoff with "equal jitter": half of ``base · 2^attempt`` (at most
+    ``cap``) fixed, the other half random. Full jitter (anything from zero) let a failed
+    delivery be retried at once, now and then, against a receiver that had just answered
+    503."""
+    ceiling = min(cap, base * 2 ** max(attempt, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,3 +78,14 @@ def test_a_run_is_not_started_on_a_lease_about_to_run_out(services) -> None:  # 
         assert [(rows[i].status, rows[i].attempts) for i in ids] == [("queued", 0)] * 3
     finally:
         rx.close()
+
+
+def test_a_failed_delivery_waits_at_least_half_its_backoff() -> None:
+    """Never retried at once: after the first failure at least a second, then doubling, and
+    never past the cap."""
+    from interop.routing.outbox import backoff_seconds
+
+    for attempt, floor in ((1, 1.0), (2, 2.0), (5, 16.0)):
+        waits = [backoff_seconds(attempt) for _ in range(2000)]
+        assert floor <= min(waits) and max(waits) <= 2 * floor
+    assert all(450.0 <= backoff_seconds(30) <= 900.0 for _ in range(200))
