@@ -623,16 +623,25 @@ def revincludes(
     out: list[tuple[str, str, bytes]] = []
     canonicals = _canonicals(page) if parsed else []
     for found, spec in parsed:
-        got = _referring(conn, found, {res_type: ids}, canonicals, patients)
-        _warn_capped(warnings, spec, got)
-        out += got
+        out += _capped(
+            warnings, spec, _referring(conn, found, {res_type: ids}, canonicals, patients)
+        )
     return out
 
 
-def _warn_capped(warnings: list[Issue] | None, spec: str, got: list[Any]) -> None:
-    """A warning when ``_referring`` found more than it returns (its cap)."""
-    if warnings is None or len(got) < MAX_REVINCLUDE:
-        return
+def _capped(
+    warnings: list[Issue] | None, spec: str, got: list[tuple[str, str, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """What ``_referring`` found, cut to its cap, with a warning when it found more (it reads
+    one past the cap to know)."""
+    if len(got) <= MAX_REVINCLUDE:
+        return got
+    if warnings is not None:
+        _warn(warnings, spec)
+    return got[:MAX_REVINCLUDE]
+
+
+def _warn(warnings: list[Issue], spec: str) -> None:
     issue = Issue(
         "warning",
         "too-costly",
@@ -712,7 +721,7 @@ def _referring(
 ) -> list[tuple[str, str, bytes]]:
     """The resources of the spec's type whose parameter refers to one of ``targets`` (type →
     ids) or to one of the ``canonicals`` (``url`` and ``url|version`` of the targets), at
-    most :data:`MAX_REVINCLUDE` (as many: there may be more), those in a patient's
+    most one more than :data:`MAX_REVINCLUDE` (:func:`_capped` cuts and warns), those in a patient's
     compartment only when the patient is one of ``patients`` (when given)."""
     src, pname, only = spec
     param = definitions(src)[pname]
@@ -740,9 +749,9 @@ def _referring(
             )
         if patients is not None:
             stmt = stmt.where(or_(r.patient_id.is_(None), r.patient_id.in_(patients)))
-        for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE - len(out))):
+        for row in conn.execute(stmt.order_by(r.res_id).limit(MAX_REVINCLUDE + 1 - len(out))):
             out.append((src, row.res_id, bytes(row.content)))
-        if len(out) >= MAX_REVINCLUDE:
+        if len(out) > MAX_REVINCLUDE:
             break
     return out
 
@@ -808,8 +817,7 @@ def iterate_includes(
                 by_type.setdefault(t, []).append(i)
             for rev_spec, spec_text in zip(rev, rev_specs or [], strict=True):
                 got = _referring(conn, rev_spec, by_type, None, patients)
-                _warn_capped(warnings, spec_text, got)
-                found_now += got
+                found_now += _capped(warnings, spec_text, got)
         frontier = []
         for item in found_now:
             if (item[0], item[1]) not in seen:

@@ -64,13 +64,16 @@ def test_revinclude_cap_is_told_and_counts_what_the_actor_sees(client, monkeypat
     assert f"more than {CAP}" in issue["diagnostics"]
 
 
-@pytest.mark.parametrize("iterate", [False, True])
-def test_revinclude_under_the_cap_has_no_warning(client, monkeypatch, iterate: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("iterate", "made"), [(False, CAP - 1), (True, CAP - 1), (False, CAP)])
+def test_revinclude_up_to_the_cap_has_no_warning(
+    client, monkeypatch, iterate: bool, made: int
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(search_breadth, "MAX_REVINCLUDE", CAP)
     a, _b, _ca, _cb, _gp = _world(client)
     r = client.get(f"/fhir/Practitioner?identifier={HPR}|{GP_A}")
     practitioner = r.json()["entry"][0]["resource"]["id"]
-    mine = [_post(client, _plan(a, practitioner)) for _ in range(CAP - 1)]
+    # exactly the cap's worth is all of them: nothing left out, nothing to warn of
+    mine = [_post(client, _plan(a, practitioner)) for _ in range(made)]
     key = "_revinclude:iterate" if iterate else "_revinclude"
     body = client.get(f"/fhir/Practitioner?_id={practitioner}&{key}=CarePlan:performer").json()
     assert {e["resource"]["id"] for e in _entries(body, "include")} == set(mine)
