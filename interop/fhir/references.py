@@ -152,11 +152,12 @@ _CONDITIONAL = re.compile(r"^[A-Z][A-Za-z]+\?")
 """A conditional reference: ``Patient?identifier=…`` (a search, not a resource)."""
 
 
-def conditional_reference_issues(resource: dict[str, Any]) -> list[Issue]:
-    """Conditional references (``Patient?identifier=…``): this server resolves none, so a
-    write that carries one is refused (stored, the search string would stand where the
-    patient should be, and the resource would be in no patient's record)."""
-    if not any(_CONDITIONAL.match(r) for r in reference_strings(resource)):
+def conditional_reference_issues(resource: dict[str, Any], strings: list[str]) -> list[Issue]:
+    """Conditional references (``Patient?identifier=…``) among the resource's reference
+    ``strings`` (:func:`reference_strings`): this server resolves none, so a write that
+    carries one is refused (stored, the search string would stand where the patient should
+    be, and the resource would be in no patient's record)."""
+    if not any(_CONDITIONAL.match(r) for r in strings):
         return []
     return [
         Issue(

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from interop.store.value_lists import FALSE, any_of
+from interop.store.value_lists import any_of
 
 CHUNK = 500
 """Patients per statement."""
@@ -23,7 +23,7 @@ def of_patients(
         mark = "%s" if conn.dialect.name == "postgresql" else "?"
         rows = conn.exec_driver_sql(
             "SELECT patient_id, content FROM resource WHERE res_type = "
-            f"{mark} AND patient_id {one_of} AND deleted = {FALSE[mark == '%s']}",
+            f"{mark} AND patient_id {one_of} AND NOT deleted",
             (res_type, values),
         )
         for pid, content in rows:

@@ -25,7 +25,7 @@ from interop.fhir.references import (
 )
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table
-from interop.store.value_lists import FALSE, any_of
+from interop.store.value_lists import any_of
 
 PENDING = "references.pending"
 """``tx.context`` key: ``Type/id`` of the resources the running transaction creates."""
@@ -46,10 +46,10 @@ class ReferenceIntegrity:
             return
         if resource.get("resourceType") in _NOT_HOLDING:
             return  # the audit trail records what was asked for, there or not
-        conditional = conditional_reference_issues(resource)
+        strings = reference_strings(resource)
+        conditional = conditional_reference_issues(resource, strings)
         if conditional:
             raise FhirError(400, conditional)
-        strings = reference_strings(resource)
         issues: list[Issue] = []
         if any(r.startswith("urn:") for r in strings):
             issues = unresolved_urn_issues(
@@ -101,8 +101,7 @@ class ReferenceIntegrity:
             return
         one_of, values = any_of(tx.conn, wanted)
         found = tx.conn.exec_driver_sql(
-            "SELECT res_id FROM resource WHERE res_type = 'Patient' AND deleted = "
-            f"{FALSE[tx.conn.dialect.name == 'postgresql']} AND res_id {one_of}",
+            f"SELECT res_id FROM resource WHERE res_type = 'Patient' AND NOT deleted AND res_id {one_of}",
             (values,),
         )
         known.update(f"Patient/{pid}" for (pid,) in found)

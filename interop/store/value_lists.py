@@ -39,10 +39,6 @@ def one_of(
     return column.in_(select(listed.table_valued("value").c.value).scalar_subquery())
 
 
-FALSE = {True: "false", False: "0"}
-"""``false`` in SQL written for the driver: PostgreSQL's (key True) and SQLite's (False)."""
-
-
 def any_of(conn: Connection, values: Sequence[str]) -> tuple[str, str]:
     """For SQL written for the driver (``conn.exec_driver_sql``): the test that a column is one
     of ``values``, to put after the column, and its one parameter. The statement's text stays
