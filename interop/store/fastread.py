@@ -120,9 +120,9 @@ class FastReader:
         if res_type == AUDIT_EVENT:
             companion = None
         rows: list[Any] = []
-        for i in range(0, len(ids), _SQLITE_MAX_BATCH if self.dialect == "sqlite" else len(ids)):
-            chunk = ids[i : i + _SQLITE_MAX_BATCH] if self.dialect == "sqlite" else ids
-            sql, params = self._select(res_type, chunk, companion)
+        step = _SQLITE_MAX_BATCH if self.dialect == "sqlite" else len(ids)
+        for i in range(0, len(ids), step):
+            sql, params = self._select(res_type, ids[i : i + step], companion)
             rows.extend(self._run(_fetch_all(sql, params)))
         return {str(r[0]): (_row(r), r[5] if companion else None) for r in rows}
 
