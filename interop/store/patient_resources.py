@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from interop.store.value_lists import any_of
+from interop.store.value_lists import one_of_sql
 
 CHUNK = 500
 """Patients per statement."""
@@ -19,11 +19,11 @@ def of_patients(
     the database returns them; one statement per :data:`CHUNK` patients."""
     out: dict[str, list[dict[str, Any]]] = {pid: [] for pid in patient_ids}
     for i in range(0, len(patient_ids), CHUNK):
-        one_of, values = any_of(conn, patient_ids[i : i + CHUNK])
+        is_one_of, values = one_of_sql(conn, patient_ids[i : i + CHUNK])
         mark = "%s" if conn.dialect.name == "postgresql" else "?"
         rows = conn.exec_driver_sql(
             "SELECT patient_id, content FROM resource WHERE res_type = "
-            f"{mark} AND patient_id {one_of} AND NOT deleted",
+            f"{mark} AND patient_id {is_one_of} AND NOT deleted",
             (res_type, values),
         )
         for pid, content in rows:

@@ -25,7 +25,7 @@ from interop.fhir.references import (
 )
 from interop.store.repository import FhirStore, StoredResource, WriteTx
 from interop.store.schema import reference_table, resource_table
-from interop.store.value_lists import any_of
+from interop.store.value_lists import one_of_sql
 
 PENDING = "references.pending"
 """``tx.context`` key: ``Type/id`` of the resources the running transaction creates."""
@@ -99,9 +99,9 @@ class ReferenceIntegrity:
         )
         if not wanted:
             return
-        one_of, values = any_of(tx.conn, wanted)
+        is_one_of, values = one_of_sql(tx.conn, wanted)
         found = tx.conn.exec_driver_sql(
-            f"SELECT res_id FROM resource WHERE res_type = 'Patient' AND NOT deleted AND res_id {one_of}",
+            f"SELECT res_id FROM resource WHERE res_type = 'Patient' AND NOT deleted AND res_id {is_one_of}",
             (values,),
         )
         known.update(f"Patient/{pid}" for (pid,) in found)

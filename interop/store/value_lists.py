@@ -39,7 +39,7 @@ def one_of(
     return column.in_(select(listed.table_valued("value").c.value).scalar_subquery())
 
 
-def any_of(conn: Connection, values: Sequence[str]) -> tuple[str, str]:
+def one_of_sql(conn: Connection, values: Sequence[str]) -> tuple[str, str]:
     """For SQL written for the driver (``conn.exec_driver_sql``): the test that a column is one
     of ``values``, to put after the column, and its one parameter. The statement's text stays
     the same whatever the number of values, and SQLAlchemy compiles nothing (an expanding
